@@ -1,0 +1,3 @@
+"""Vendor-side processor for CloudBlue Connect subscription cancellations."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,163 @@
+"""The vendor adapter protocol and the typed outcomes an adapter returns.
+
+An adapter is the vendor's own code: it ends a subscription in the vendor's system. The engine
+calls it with a :class:`VendorCall` whose ``idempotency_key`` is the same on every retry of the same
+step of the same request, so a vendor that deduplicates by key (Stripe-style) never acts twice.
+
+Outcomes are values, not exceptions, so that the engine's state machine is a plain ``match``.
+The distinction that matters most is *definite* versus *ambiguous*:
+
+- :class:`RetryLater` means the vendor certainly did nothing (it answered 429/503 before acting,
+  or the connection was refused): calling again is always safe.
+- :class:`Ambiguous` means the call may have acted (timeout after sending, connection dropped
+  mid-response): calling again is safe only with an idempotency key, natural idempotency, or a
+  status read first. Without those the engine parks the request for a human.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+from processor.model import CancelRequest
+
+__all__ = [
+    "Idempotency",
+    "VendorCall",
+    "Terminated",
+    "AlreadyGone",
+    "Refused",
+    "RetryLater",
+    "Ambiguous",
+    "Failed",
+    "Outcome",
+    "SubscriptionStatus",
+    "VendorAdapter",
+    "AdapterError",
+]
+
+
+class Idempotency(str, Enum):
+    """What the vendor offers to make a repeated call harmless."""
+
+    KEY = "key"  # honours an Idempotency-Key header
+    NATURAL = "natural"  # a repeated terminate answers "already terminated"
+    NONE = "none"  # a repeated call acts again
+
+
+class AdapterError(Exception):
+    """An adapter is misconfigured or cannot be loaded (a start-up error, never a request outcome)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VendorCall:
+    """Everything an adapter needs for one step on one subscription."""
+
+    request: CancelRequest
+    subscription_id: str
+    idempotency_key: str
+    attempt: int = 1
+    reason_code: str | None = None
+    reason_comment: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Terminated:
+    """The vendor ended the subscription (now, by this call or by a replay of it)."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyGone:
+    """The subscription was already ended or does not exist at the vendor: nothing left to do."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The vendor will not end it; ``reason`` is shown to the customer when the request is failed."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Definitely not acted upon; try again no sooner than ``after`` seconds (when given)."""
+
+    detail: str = ""
+    after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ambiguous:
+    """The call may or may not have acted."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A definite error that is not a refusal (e.g. the vendor answered nonsense or 4xx).
+
+    Counts towards the poison-request limit; never shown to the customer as such.
+    """
+
+    detail: str
+
+
+Outcome = Terminated | AlreadyGone | Refused | RetryLater | Ambiguous | Failed
+
+
+class SubscriptionStatus(str, Enum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+    PURGED = "purged"
+    NOT_FOUND = "not_found"
+    UNKNOWN = "unknown"
+
+
+@runtime_checkable
+class VendorAdapter(Protocol):
+    """What the engine needs from a vendor. Optional methods are detected with ``hasattr``:
+
+    - ``status(call) -> SubscriptionStatus | RetryLater | Failed``: a status read, used after an
+      ambiguous outcome when the vendor has no idempotency.
+    - ``suspend(call) -> Outcome`` and ``purge(call) -> Outcome``: grace and retention steps.
+    - ``terminate_batch(calls) -> Sequence[Outcome]``: a customer account's cancels as one call.
+    - ``close()``: release connections at shutdown.
+    """
+
+    name: str
+    idempotency: Idempotency
+
+    def terminate(self, call: VendorCall) -> Outcome: ...
+
+
+def has_status_read(adapter: VendorAdapter) -> bool:
+    return callable(getattr(adapter, "status", None))
+
+
+def supports(adapter: VendorAdapter, method: str) -> bool:
+    return callable(getattr(adapter, method, None))
+
+
+def outcome_name(outcome: Outcome | SubscriptionStatus) -> str:
+    """A stable snake_case name for logs, metrics and the journal."""
+    if isinstance(outcome, SubscriptionStatus):
+        return f"status_{outcome.value}"
+    return {
+        Terminated: "terminated",
+        AlreadyGone: "already_gone",
+        Refused: "refused",
+        RetryLater: "retry_later",
+        Ambiguous: "ambiguous",
+        Failed: "failed",
+    }[type(outcome)]
+
+
+BatchResult = Sequence[Outcome]

@@ -1,0 +1,224 @@
+"""The journal: the durable record of every request's progress, and what makes a crash harmless.
+
+One row per request holds its state, a lease (owner + expiry) and a fence. The fence is a counter
+bumped on every claim; every transition names the fence it was claimed under and is refused with
+:class:`LeaseLost` when the fence has moved on (another worker re-claimed the request after this
+one's lease ran out). A worker that gets :class:`LeaseLost` stops and makes no further remote call
+for that request. Every transition also appends a row to an append-only transitions table.
+
+No method holds a database transaction open across a call to anything remote: the engine writes
+the intent, commits, calls the vendor, then records the result in a new transaction.
+
+States (the crash-window table of DESIGN.md, plus the policy states):
+
+======================  =============================================================
+``new``                 known; no vendor call can have happened for the current step
+``terminating``         intent written: a terminate call may have happened
+``terminated``          the vendor confirmed; approve on Connect is next
+``refusing``            the vendor (or a rule) refused; fail on Connect is next
+``scheduled``           end-of-period: scheduled on Connect, waiting for the planned date
+``suspending``          intent written: a suspend call may have happened
+``suspended``           suspended at the vendor; terminate due at ``next_attempt_at``
+``waiting_human``       routed to a person; the processor leaves it alone
+``purging``             intent written: a purge call may have happened
+``approved``            approved on Connect (final, unless a purge timer is pending)
+``failed``              failed (refused) on Connect (final)
+``revoked``             the cancellation was withdrawn on Connect (final)
+``closed``              the request left ``pending`` on Connect by someone else's hand (final)
+``parked``              needs a human (ambiguous outcome without idempotency, poison, ...)
+======================  =============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+__all__ = [
+    "State",
+    "FINAL_STATES",
+    "RequestRecord",
+    "Transition",
+    "Claim",
+    "Journal",
+    "JournalError",
+    "LeaseLost",
+    "SchemaError",
+]
+
+
+class State(str, Enum):
+    NEW = "new"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    REFUSING = "refusing"
+    SCHEDULED = "scheduled"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+    WAITING_HUMAN = "waiting_human"
+    PURGING = "purging"
+    APPROVED = "approved"
+    FAILED = "failed"
+    REVOKED = "revoked"
+    CLOSED = "closed"
+    PARKED = "parked"
+
+
+# States in which the processor makes no further call on its own. ``approved`` rows may still carry a
+# purge timer (``next_attempt_at`` not null): ``claim_due`` finds those.
+FINAL_STATES = frozenset({State.APPROVED, State.FAILED, State.REVOKED, State.CLOSED, State.PARKED})
+
+
+class JournalError(Exception):
+    """The journal cannot be used (unreachable, corrupt)."""
+
+
+class SchemaError(JournalError):
+    """The database schema is missing or older than this code: run ``cancel-processor journal migrate``."""
+
+
+class LeaseLost(JournalError):
+    """The claim's fence moved on: another worker owns the request now."""
+
+    def __init__(self, request_id: str, fence: int) -> None:
+        super().__init__(f"lease lost on {request_id} (fence {fence})")
+        self.request_id = request_id
+        self.fence = fence
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    request_id: str
+    state: State
+    idempotency_key: str
+    subscription_id: str | None = None
+    asset_id: str | None = None
+    product_id: str | None = None
+    marketplace_id: str | None = None
+    environment: str | None = None
+    customer_id: str | None = None
+    attempts: int = 0  # vendor attempts for the current step
+    fence: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    outcome: str | None = None  # last vendor outcome name (see adapters.base.outcome_name)
+    reason: str | None = None  # customer-readable reason of a refusal / why parked
+    last_error: str | None = None
+    noted: str | None = None  # the state whose conversation note was posted (never post twice)
+    data: Mapping[str, Any] = field(default_factory=dict)  # policy dates, batch ids, ...
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    request_id: str
+    from_state: State | None
+    to_state: State
+    fence: int
+    at: datetime
+    owner: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Proof that ``owner`` holds the lease on a request under ``fence``."""
+
+    owner: str
+    fence: int
+    record: RequestRecord
+
+    @property
+    def request_id(self) -> str:
+        return self.record.request_id
+
+    @property
+    def state(self) -> State:
+        return self.record.state
+
+
+class Journal(Protocol):
+    """A store. Implementations: :mod:`processor.journal.sqlite`, :mod:`processor.journal.postgres`."""
+
+    url: str
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (idempotent)."""
+
+    def check_schema(self) -> None:
+        """Raise :class:`SchemaError` unless the schema is current."""
+
+    def ensure(
+        self,
+        request_id: str,
+        *,
+        idempotency_key: str,
+        subscription_id: str | None = None,
+        asset_id: str | None = None,
+        product_id: str | None = None,
+        marketplace_id: str | None = None,
+        environment: str | None = None,
+        customer_id: str | None = None,
+    ) -> RequestRecord:
+        """Insert the request in state ``new`` if absent; return the current row either way."""
+
+    def claim(self, request_id: str, owner: str, lease_seconds: float) -> Claim | None:
+        """Take the lease if the row exists, is not final, has no live lease held by someone else,
+        and its ``next_attempt_at`` is null or due. Bumps the fence. None otherwise."""
+
+    def claim_due(
+        self, owner: str, lease_seconds: float, limit: int, states: Sequence[State] | None = None
+    ) -> list[Claim]:
+        """Claim up to ``limit`` rows whose ``next_attempt_at`` is due (timers, retries), including
+        final rows that still carry a timer; skipping rows leased by others (SKIP LOCKED)."""
+
+    def transition(
+        self,
+        claim: Claim,
+        to_state: State,
+        *,
+        detail: str | None = None,
+        **fields: Any,
+    ) -> Claim:
+        """Move to ``to_state`` under the claim's fence, updating ``fields`` (any of the record's
+        mutable columns: attempts, next_attempt_at, outcome, reason, last_error, noted, data,
+        subscription_id), appending a transition row. Raises :class:`LeaseLost`. ``to_state`` may
+        equal the current state (a field update that is still journaled)."""
+
+    def update(self, claim: Claim, **fields: Any) -> Claim:
+        """Update fields without a state change and without a transitions row (e.g. ``noted``)."""
+
+    def renew(self, claim: Claim, lease_seconds: float) -> Claim:
+        """Heartbeat: extend the lease. Raises :class:`LeaseLost`."""
+
+    def release(self, claim: Claim) -> None:
+        """Give the lease up (no-op if already lost)."""
+
+    def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
+        """An operator's hand (``retry``/``park`` commands): set the state regardless of leases,
+        bumping the fence so that any worker still holding a claim loses it."""
+
+    def get(self, request_id: str) -> RequestRecord | None: ...
+
+    def transitions(self, request_id: str) -> list[Transition]: ...
+
+    def counts(self) -> dict[State, int]: ...
+
+    def records(
+        self,
+        *,
+        states: Sequence[State] | None = None,
+        updated_since: datetime | None = None,
+        updated_until: datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[RequestRecord]: ...
+
+    def close(self) -> None: ...

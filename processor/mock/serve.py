@@ -1,0 +1,83 @@
+"""Running the local servers: in the foreground (CLI) or in a background thread (tests, demo).
+
+Both use uvicorn, a production-grade ASGI server (with uvloop and httptools when installed), so that
+what benchmarks measure is the processor and not a debug server.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+__all__ = ["free_port", "serve", "ServerThread"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _config(app: Any, host: str, port: int, **kwargs: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=kwargs.pop("log_level", "warning"),
+        access_log=False,
+        # Connections from a 32-worker client pool stay open between calls.
+        timeout_keep_alive=kwargs.pop("timeout_keep_alive", 30),
+        # Bounded request head; bodies are bounded by the apps themselves.
+        h11_max_incomplete_event_size=kwargs.pop("h11_max_incomplete_event_size", 64 * 1024),
+        **kwargs,
+    )
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8080, **kwargs: Any) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM."""
+    uvicorn.Server(_config(app, host, port, **kwargs)).run()
+
+
+class ServerThread:
+    """A uvicorn server on a free loopback port in a daemon thread; a context manager.
+
+    >>> with ServerThread(app) as server:
+    ...     requests.get(server.url + "/healthz")
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._server = uvicorn.Server(_config(app, self.host, self.port, **kwargs))
+        # Signal handlers belong to the main thread's owner, not to a background server.
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._server.run, name=f"server-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> "ServerThread":
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,198 @@
+"""The typed, read-only view of a Connect cancel request that the engine works with.
+
+Real payloads are irregular (see the contract test over public fixtures): optional blocks go
+missing, ``assignee`` is ``""`` or an object, quantities are strings ("unlimited" included),
+2019-era requests lack ``asset.marketplace``. Parsing is tolerant of all of that; what the engine
+cannot work with at all (no id, no asset) raises :class:`MalformedRequest`, which the engine turns
+into a recorded outcome instead of an exception that stops the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+__all__ = [
+    "CancelRequest",
+    "Item",
+    "MalformedRequest",
+    "parse_request",
+    "parse_datetime",
+    "ENVIRONMENTS",
+]
+
+ENVIRONMENTS = ("preview", "test", "production")
+
+
+class MalformedRequest(ValueError):
+    """The payload lacks something the processor cannot do without."""
+
+    def __init__(self, request_id: str | None, problem: str) -> None:
+        super().__init__(f"request {request_id or '<no id>'}: {problem}")
+        self.request_id = request_id
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: str
+    mpn: str
+    quantity: str
+    period: str | None = None
+    display_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    id: str
+    type: str
+    status: str
+    asset_id: str
+    product_id: str
+    environment: str  # connection type: preview | test | production
+    created: datetime | None = None
+    updated: datetime | None = None
+    planned_date: datetime | None = None
+    asset_status: str | None = None
+    marketplace_id: str | None = None
+    customer_id: str | None = None
+    customer_name: str | None = None
+    external_id: str | None = None
+    # The vendor-side identifier of the subscription, from the configured fulfillment parameter
+    # or, failing that, asset.external_id. None when neither is present: the engine decides.
+    subscription_id: str | None = None
+    items: tuple[Item, ...] = ()
+    params: Mapping[str, str] = field(default_factory=dict)
+    assignee: str | None = None
+    billing_next_date: datetime | None = None
+
+    @property
+    def is_cancel(self) -> bool:
+        return self.type == "cancel"
+
+    def param(self, name: str) -> str | None:
+        value = self.params.get(name)
+        return value if value not in (None, "") else None
+
+    def log_context(self) -> dict[str, str | None]:
+        """The fields bound to every log event about this request."""
+        return {
+            "request_id": self.id,
+            "subscription_id": self.subscription_id,
+            "asset_id": self.asset_id,
+            "product_id": self.product_id,
+            "environment": self.environment,
+        }
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """Connect writes ISO 8601 with an offset (``+00:00``) or ``Z``; naive means UTC."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        text = str(value).strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    return str(value)
+
+
+def _assignee(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return _str(value.get("email")) or _str(value.get("id")) or _str(value.get("name"))
+    return _str(value)
+
+
+def _params(asset: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for param in asset.get("params") or ():
+        if not isinstance(param, dict) or not param.get("id"):
+            continue
+        value = param.get("value")
+        if value in (None, "") and isinstance(param.get("structured_value"), (str, int, float)):
+            value = param["structured_value"]
+        out[str(param["id"])] = "" if value is None else str(value)
+    return out
+
+
+def _items(asset: Mapping[str, Any]) -> tuple[Item, ...]:
+    items = []
+    for item in asset.get("items") or ():
+        if not isinstance(item, dict) or not item.get("id"):
+            continue
+        items.append(
+            Item(
+                id=str(item["id"]),
+                mpn=str(item.get("mpn") or ""),
+                quantity=str(item.get("quantity", "0")),
+                period=_str(item.get("period")),
+                display_name=_str(item.get("display_name")),
+            )
+        )
+    return tuple(items)
+
+
+def parse_request(
+    data: Mapping[str, Any], *, subscription_param: str = "subscription_id"
+) -> CancelRequest:
+    """Build a :class:`CancelRequest` from a Connect request payload.
+
+    ``subscription_param`` names the fulfillment parameter that carries the vendor's
+    subscription id (vendors differ; the official template uses ``subscription_id``).
+    """
+    if not isinstance(data, Mapping):
+        raise MalformedRequest(None, f"expected a JSON object, got {type(data).__name__}")
+    request_id = _str(data.get("id"))
+    if not request_id:
+        raise MalformedRequest(None, "no request id")
+    asset = data.get("asset")
+    if not isinstance(asset, dict) or not asset.get("id"):
+        raise MalformedRequest(request_id, "no asset (subscription) block with an id")
+    product = _dict(asset.get("product"))
+    product_id = _str(product.get("id"))
+    if not product_id:
+        raise MalformedRequest(request_id, "asset has no product id")
+    connection = _dict(asset.get("connection"))
+    environment = _str(connection.get("type")) or "production"
+    marketplace = _dict(data.get("marketplace")) or _dict(asset.get("marketplace"))
+    customer = _dict(_dict(asset.get("tiers")).get("customer"))
+    params = _params(asset)
+    external_id = _str(asset.get("external_id"))
+    billing = _dict(asset.get("billing"))
+    return CancelRequest(
+        id=request_id,
+        type=str(data.get("type") or ""),
+        status=str(data.get("status") or ""),
+        asset_id=str(asset["id"]),
+        product_id=product_id,
+        environment=environment,
+        created=parse_datetime(data.get("created")),
+        updated=parse_datetime(data.get("updated")),
+        planned_date=parse_datetime(data.get("planned_date")),
+        asset_status=_str(asset.get("status")),
+        marketplace_id=_str(marketplace.get("id")),
+        customer_id=_str(customer.get("id")),
+        customer_name=_str(customer.get("name")),
+        external_id=external_id,
+        subscription_id=(params.get(subscription_param) or None) or external_id,
+        items=_items(asset),
+        params=params,
+        assignee=_assignee(data.get("assignee")),
+        billing_next_date=parse_datetime(billing.get("next_date")),
+    )
