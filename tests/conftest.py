@@ -1,0 +1,43 @@
+"""Shared fixtures. Helpers that only one test module uses live in that module."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def need_or_skip(reason: str) -> None:
+    """Skip on a developer's machine; fail loudly in CI, where every service must be present."""
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A reachable PostgreSQL server (TEST_POSTGRES_URL, default the local test database)."""
+    url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("select 1")
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        need_or_skip(f"PostgreSQL is not reachable ({type(exc).__name__}: {exc})")
+    return url
+
+
+@pytest.fixture(scope="session")
+def shared_reference() -> Path:
+    """../shared/reference, present in CI beside the clone."""
+    path = SHARED / "reference"
+    if not path.is_dir():
+        need_or_skip("../shared/reference is absent")
+    return path
