@@ -1,0 +1,282 @@
+"""Configuration: one YAML file, overridden by the environment, validated at start-up.
+
+Precedence, lowest first: built-in defaults, the YAML file, ``CANCEL_PROCESSOR_<SECTION>__<KEY>``
+environment variables (``__`` separates nesting levels, values parsed as YAML scalars), then the two
+well-known Connect variables ``CONNECT_ENDPOINT`` and ``CONNECT_API_KEY``.
+
+Secrets are never read from the YAML file itself: the file names an environment variable
+(``api_key_env``) or a file (``api_key_file``) that holds the secret. A bad file raises
+:class:`ConfigError` naming the file, the key and what was expected; the CLI turns that into exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "ConnectConfig",
+    "JournalConfig",
+    "ProcessingConfig",
+    "AdapterConfig",
+    "ProductConfig",
+    "LogConfig",
+    "HttpConfig",
+    "load_config",
+    "read_secret",
+    "ENV_PREFIX",
+]
+
+ENV_PREFIX = "CANCEL_PROCESSOR_"
+
+
+class ConfigError(Exception):
+    """Configuration is unusable. ``str()`` names the file, the key and what was expected."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(_Section):
+    max_attempts: int = Field(6, ge=1, le=50, description="attempts per Connect call, first included")
+    backoff_base: float = Field(0.5, gt=0, description="seconds; full-jitter exponential backoff base")
+    backoff_max: float = Field(30.0, gt=0, description="seconds; longest single backoff")
+    retry_after_max: float = Field(300.0, gt=0, description="a longer Retry-After defers the request")
+
+
+class ConnectConfig(_Section):
+    endpoint: str = "https://api.connect.cloudblue.com/public/v1"
+    api_key_env: str = "CONNECT_API_KEY"
+    api_key_file: str | None = None
+    timeout_connect: float = Field(10.0, gt=0)
+    timeout_read: float = Field(60.0, gt=0)
+    page_size: int = Field(100, ge=1, le=1000)
+    verify: bool | str = Field(True, description="TLS verification, or a CA bundle path")
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class JournalConfig(_Section):
+    url: str = "sqlite:///cancel-processor.db"
+    lease_seconds: float = Field(60.0, gt=1, description="a claim expires after this long without a heartbeat")
+    pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connection pool size")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("expected sqlite:///path or postgresql://...")
+        return value
+
+
+class CircuitConfig(_Section):
+    failures: int = Field(5, ge=1, description="consecutive transient vendor failures that open the circuit")
+    reset_after: float = Field(30.0, gt=0, description="seconds before one probe call is let through")
+
+
+class ProcessingConfig(_Section):
+    concurrency: int = Field(8, ge=1, le=256)
+    poll_interval: float = Field(30.0, gt=0)
+    poll_jitter: float = Field(0.2, ge=0, le=1, description="share of poll_interval added at random")
+    max_attempts: int = Field(5, ge=1, description="definite vendor errors before a request is poison")
+    poison: Literal["park", "fail"] = "park"
+    poison_reason: str = "The cancellation could not be completed by the vendor; please contact support."
+    malformed: Literal["park", "fail"] = "park"
+    malformed_reason: str = "The cancellation request is missing data the vendor needs; please contact support."
+    retry_base: float = Field(30.0, gt=0, description="seconds; first retry delay of a request")
+    retry_max: float = Field(3600.0, gt=0)
+    once_max_wait: float = Field(120.0, ge=0, description="--once waits this long for retries that are due soon")
+    shutdown_timeout: float = Field(30.0, gt=0)
+    notes: bool = True
+    subscription_param: str = "subscription_id"
+    circuit: CircuitConfig = CircuitConfig()
+
+
+class AdapterConfig(_Section):
+    type: str = Field(description="entry-point name (http, noop) or module:Class")
+    options: dict[str, Any] = {}
+
+
+class ProductConfig(_Section):
+    adapter: str | None = None  # name in `adapters`; default: defaults.adapter
+    template: str | None = None  # approve template id; default: the product's fulfillment template
+    environments: dict[Literal["preview", "test", "production"], str] = {}  # adapter override
+
+
+class DefaultsConfig(_Section):
+    adapter: str | None = None
+    template: str | None = None
+    lookup_template: bool = Field(True, description="ask Connect for the product's template if none is set")
+    environments: dict[Literal["preview", "test", "production"], str] = {}
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    token_env: str = "CANCEL_PROCESSOR_STATUS_TOKEN"
+
+
+class Config(_Section):
+    connect: ConnectConfig = ConnectConfig()
+    journal: JournalConfig = JournalConfig()
+    processing: ProcessingConfig = ProcessingConfig()
+    adapters: dict[str, AdapterConfig] = {}
+    defaults: DefaultsConfig = DefaultsConfig()
+    products: dict[str, ProductConfig] = {}
+    log: LogConfig = LogConfig()
+    http: HttpConfig = HttpConfig()
+    source: str = Field("<defaults>", exclude=True)
+
+    @model_validator(mode="after")
+    def _adapters_exist(self) -> "Config":
+        known = set(self.adapters)
+        refs: list[tuple[str, str | None]] = [("defaults.adapter", self.defaults.adapter)]
+        refs += [(f"defaults.environments.{e}", a) for e, a in self.defaults.environments.items()]
+        for pid, product in self.products.items():
+            refs.append((f"products.{pid}.adapter", product.adapter))
+            refs += [(f"products.{pid}.environments.{e}", a) for e, a in product.environments.items()]
+        for key, name in refs:
+            if name is not None and name not in known:
+                listed = ", ".join(sorted(known)) or "none defined"
+                raise ValueError(f"{key}: adapter {name!r} is not defined under adapters ({listed})")
+        for pid, product in self.products.items():
+            if product.adapter is None and self.defaults.adapter is None:
+                raise ValueError(f"products.{pid}: no adapter and no defaults.adapter")
+        return self
+
+    def adapter_for(self, product_id: str, environment: str) -> str | None:
+        product = self.products.get(product_id)
+        if product is None:
+            return None
+        return (
+            product.environments.get(environment)  # type: ignore[call-overload]
+            or self.defaults.environments.get(environment)  # type: ignore[call-overload]
+            or product.adapter
+            or self.defaults.adapter
+        )
+
+    def template_for(self, product_id: str) -> str | None:
+        product = self.products.get(product_id)
+        return (product.template if product else None) or self.defaults.template
+
+
+def read_secret(*, env: str | None, file: str | None, what: str) -> str | None:
+    """A secret from a file (preferred when set) or an environment variable; None when unset.
+
+    Errors name where the secret was looked for, never its value.
+    """
+    if file:
+        try:
+            value = Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(what, "", f"cannot read the secret file {file}: {exc.strerror}") from None
+        return value or None
+    if env:
+        return os.environ.get(env) or None
+    return None
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            node[path[-1]] = raw
+    if "CONNECT_ENDPOINT" in environ:
+        out.setdefault("connect", {})["endpoint"] = environ["CONNECT_ENDPOINT"]
+    return out
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
+    loc = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
+    msg = str(error.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if error.get("type") == "extra_forbidden":
+        msg = "unknown key (see config/processor.example.yaml for the accepted keys)"
+    elif "input" in error and error.get("type") != "missing" and not isinstance(error["input"], dict):
+        msg += f" (got {error['input']!r})"
+    return loc, msg
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load, merge and validate. ``path=None`` means built-in defaults plus the environment."""
+    environ = os.environ if environ is None else environ
+    source = str(path) if path else "<defaults>"
+    data: Any = {}
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise ConfigError(source, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
+    overrides = _env_overrides(environ)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        loc, msg = _describe(exc.errors()[0])
+        more = len(exc.errors()) - 1
+        raise ConfigError(source, loc, msg + (f" (and {more} more problem(s))" if more else "")) from None
+    return config.model_copy(update={"source": source})
+
+
+def connect_api_key(config: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The Connect API key: ``CONNECT_API_KEY`` always wins, then the configured env var or file."""
+    environ = os.environ if environ is None else environ
+    if environ.get("CONNECT_API_KEY"):
+        return environ["CONNECT_API_KEY"]
+    if config.connect.api_key_file:
+        return read_secret(env=None, file=config.connect.api_key_file, what=f"{config.source}: connect.api_key_file")
+    return environ.get(config.connect.api_key_env) or None
