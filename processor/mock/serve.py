@@ -54,8 +54,7 @@ class ServerThread:
         self.host = host
         self.port = port or free_port(host)
         self._server = uvicorn.Server(_config(app, self.host, self.port, **kwargs))
-        # Signal handlers belong to the main thread's owner, not to a background server.
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # uvicorn captures signals only on the main thread, so a background server leaves them alone.
         self._thread = threading.Thread(target=self._server.run, name=f"server-{self.port}", daemon=True)
 
     @property
