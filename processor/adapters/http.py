@@ -1,0 +1,386 @@
+"""The ``http`` adapter: a vendor's REST API, described by options instead of code.
+
+``HttpAdapter(options)`` validates every option at start-up (unknown keys included) and raises
+:class:`AdapterError` naming the key. The defaults speak the local mock vendor's API, so usually
+only ``base_url``, ``idempotency`` and ``auth`` need saying. A null option means its default, except
+for ``body`` and ``success_field``, where null means none (no body, no success check)::
+
+    base_url: https://vendor.example.com      # http or https; may carry a path prefix
+    idempotency: key                          # key | natural | none (default none: the safe guess)
+    idempotency_header: Idempotency-Key       # sent on mutations, in key mode only
+    auth: {type: bearer, env: VENDOR_TOKEN}   # bearer | basic (+username) | header (+header)
+                                              # | none; the secret comes from env: or file: only
+    headers: {}                               # static, non-secret extra headers
+    timeout: {connect: 5, read: 30}           # seconds; read is per socket read, not per answer
+    verify: true                              # or the path of a CA bundle; never off
+    proxy: null                               # an http(s) proxy URL; none from the environment
+    body: {request_id: "{request_id}", reason_code: "{reason_code}", comment: "{reason_comment}"}
+    outcomes: {"404": already_gone, "409": [{when: {error: x}, outcome: retry_later}, failed]}
+    refusal: {field: message, default: "..."} # where a refusal's customer-facing reason is
+    max_retry_after: 3600                     # cap on a vendor's Retry-After, seconds
+    terminate: {method: POST, path: "/v1/subscriptions/{subscription_id}/terminate",
+                success_field: status, success_values: [terminated, purged],
+                body: ..., outcomes: ...}  # body and outcomes: per operation, over the above
+    suspend: true     # or a mapping like terminate's; absent: the adapter has no suspend()
+    purge: true       # likewise (success_values: [purged])
+    status: true      # {method: GET, path: "/v1/subscriptions/{subscription_id}", field: status,
+                      #  values: {cancelled: terminated}}; absent: the adapter has no status()
+
+Templates (paths and body strings) name fields in braces: :data:`TEMPLATE_FIELDS` and
+``params.<parameter id>``; an unknown field is a start-up error. Path values are URL-quoted; body
+values that render empty are left out. No field varies between attempts, because a body that
+changes under the same idempotency key is another request to a Stripe-like vendor.
+
+Outcomes. A status code is looked up exactly, then by range (``4xx``); an entry is an outcome name
+(:data:`OUTCOME_NAMES`) or a list of rules matched against the JSON body, first match wins. The
+defaults tell the mock vendor's 409 and 422 variants apart by ``error``. A transport failure that
+proves nothing was sent (refused, DNS, connect timeout, certificate rejected) is
+:class:`RetryLater`; one after the request may have left (read timeout, reset, dropped
+mid-answer) is :class:`Ambiguous`. So is a 2xx whose body fails the success check (not JSON, or
+the wrong status): the vendor got the call and may have acted but did not confirm it, so the
+engine confirms (same key again, or a status read) or parks the request. It never approves on
+nonsense and never repeats blindly. ``success_field: null`` accepts any 2xx (a vendor answering
+204). A status read changes nothing, so its uncertain outcomes are :class:`RetryLater`.
+
+No retries happen here (the engine owns them; urllib3's are off) and redirects are not followed.
+The options are parsed by :mod:`.http_options`. Limits: bodies are read up to 1 MiB; the secret
+is read once, at start-up; one session per calling thread (the engine's pool is fixed), all
+closed by :meth:`HttpAdapter.close`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import threading
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Mapping
+from urllib.parse import quote
+
+import requests
+import urllib3
+
+from processor.adapters.base import (
+    AlreadyGone,
+    Ambiguous,
+    Failed,
+    Idempotency,
+    Outcome,
+    Refused,
+    RetryLater,
+    SubscriptionStatus,
+    Terminated,
+    VendorCall,
+)
+from processor.adapters.http_options import (
+    DEFAULT_OUTCOMES,
+    OUTCOME_NAMES,
+    TEMPLATE_FIELDS,
+    HttpSettings,
+    Operation,
+    lookup,
+    parse_options,
+    render_body,
+    scalar,
+    short,
+)
+
+__all__ = [
+    "DEFAULT_OUTCOMES",
+    "OUTCOME_NAMES",
+    "TEMPLATE_FIELDS",
+    "HttpAdapter",
+    "retry_after_seconds",
+]
+
+MAX_BODY_BYTES = 1 << 20
+MAX_REASON_CHARS = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+class HttpAdapter:
+    """``HttpAdapter(options)``: a vendor REST API (see the module docstring for the options).
+
+    Thread-safe: the settings do not change after construction and each calling thread has its
+    own ``requests.Session``. ``suspend``, ``purge`` and ``status`` exist as attributes only when
+    configured, because the engine detects optional capabilities by their presence.
+    """
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.settings: HttpSettings = parse_options(options)
+        self.name = "http"
+        self.idempotency: Idempotency = self.settings.idempotency
+        # Instance attributes, so that callable(getattr(adapter, "status", None)) tells the truth.
+        operations = self.settings.operations
+        if "suspend" in operations:
+            self.suspend: Callable[[VendorCall], Outcome] = self._suspend
+        if "purge" in operations:
+            self.purge: Callable[[VendorCall], Outcome] = self._purge
+        if "status" in operations:
+            self.status: Callable[[VendorCall], SubscriptionStatus | RetryLater | Failed] = (
+                self._status
+            )
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[requests.Session] = []
+        self._generation = 0  # bumped by close(), so that no thread reuses a closed session
+
+    def terminate(self, call: VendorCall) -> Outcome:
+        return self._perform("terminate", call)  # type: ignore[return-value]
+
+    def _suspend(self, call: VendorCall) -> Outcome:
+        return self._perform("suspend", call)  # type: ignore[return-value]
+
+    def _purge(self, call: VendorCall) -> Outcome:
+        return self._perform("purge", call)  # type: ignore[return-value]
+
+    def _status(self, call: VendorCall) -> SubscriptionStatus | RetryLater | Failed:
+        return self._perform("status", call)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+            self._generation += 1
+        for session in sessions:
+            session.close()
+
+    def __repr__(self) -> str:
+        s = self.settings
+        auth = s.credential.kind if s.credential else "none"
+        return (
+            f"HttpAdapter(name={self.name!r}, base_url={s.base_url!r}, idempotency="
+            f"{self.idempotency.value!r}, operations={sorted(s.operations)}, auth={auth!r})"
+        )
+
+    def _perform(self, name: str, call: VendorCall) -> Outcome | SubscriptionStatus:
+        op = self.settings.operations[name]
+        fields = _fields(call)
+        empty = [f for f in op.path.fields() if not fields.get(f)]
+        if empty:
+            return Failed(f"{name}: no {empty[0]} for the URL; nothing was sent")
+        url = self.settings.base_url + op.path.render(fields, lambda value: quote(value, safe=""))
+        headers = {"Accept": "application/json", **self.settings.headers}
+        if self.settings.credential is not None:
+            headers[self.settings.credential.header] = self.settings.credential.value
+        if self.idempotency is Idempotency.KEY and op.method != "GET":
+            headers[self.settings.idempotency_header] = call.idempotency_key
+        body = None if op.body is None else render_body(op.body, fields)
+        try:
+            response = self._session().request(
+                op.method,
+                url,
+                json=body,
+                headers=headers,
+                timeout=self.settings.timeout,
+                verify=self.settings.verify,
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                raw = _read(response)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            return self._transport(op, exc)
+        return self._answer(op, response.status_code, response.headers, raw)
+
+    def _transport(self, op: Operation, exc: Exception) -> Outcome:
+        what = self._scrub(f"{type(exc).__name__}: {exc}")[:300]
+        if isinstance(exc, _UNBUILDABLE):
+            return Failed(f"{op.name}: the request could not be built ({what}); nothing was sent")
+        if _unsent(exc):
+            return RetryLater(f"{op.name}: could not connect; nothing was sent ({what})")
+        if op.statuses is not None:  # a status read changes nothing: asking again is always safe
+            return RetryLater(f"{op.name}: no whole answer ({what})")
+        return Ambiguous(f"{op.name}: the request was sent but no whole answer came back ({what})")
+
+    def _answer(self, op: Operation, code: int, headers: Mapping[str, str], raw: bytes) -> Any:
+        body = _json(raw)
+        outcome = op.outcome_for(code, body)
+        detail = self._scrub(_detail(op.name, code, body, headers))
+        # A status read changes nothing, so its "may have acted" is only "ask again".
+        if outcome == "retry_later" or (outcome == "ambiguous" and op.statuses is not None):
+            after = retry_after_seconds(
+                headers.get("Retry-After"), cap=self.settings.max_retry_after
+            )
+            return RetryLater(detail, after=after)
+        if op.statuses is not None:
+            return _status_answer(op, outcome, body, detail)
+        if outcome == "success":
+            if op.key_path is None:
+                return Terminated(detail)
+            value = scalar(lookup(body, op.key_path))
+            if isinstance(body, dict) and value in op.accept:
+                return Terminated(detail)
+            found = (
+                f"{op.key_path} is {short(value)}"
+                if isinstance(body, dict)
+                else "the body is not a JSON object"
+            )
+            expected = " or ".join(sorted(str(v) for v in op.accept))
+            return Ambiguous(f"{detail} but {found}, not {expected}; the vendor may have acted")
+        if outcome == "already_gone":
+            return AlreadyGone(detail)
+        if outcome == "refused":
+            reason = lookup(body, self.settings.refusal_field)
+            return Refused(self._scrub(_customer_reason(reason, self.settings.refusal_default)))
+        if outcome == "ambiguous":
+            return Ambiguous(f"{detail}; the vendor may have acted")
+        return Failed(detail)
+
+    def _session(self) -> requests.Session:
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            session = requests.Session()
+            # What the adapter does is what its options say: no proxy, CA bundle or .netrc
+            # credentials (which would replace the Authorization header) from the environment.
+            session.trust_env = False
+            # No retries: the engine owns retrying, with the journal and the same idempotency key.
+            retries = urllib3.Retry(
+                total=0, read=False, redirect=False, status=False, raise_on_status=False
+            )
+            transport = requests.adapters.HTTPAdapter(
+                pool_connections=1, pool_maxsize=2, max_retries=retries
+            )
+            session.mount("http://", transport)
+            session.mount("https://", transport)
+            if self.settings.proxy is not None:
+                session.proxies = {"http": self.settings.proxy, "https": self.settings.proxy}
+            with self._lock:
+                self._sessions.append(session)
+                local.session, local.generation = session, self._generation
+        return local.session  # type: ignore[no-any-return]
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.settings.credential.secrets if self.settings.credential else ():
+            text = text.replace(secret, "***")
+        return text
+
+
+def _status_answer(
+    op: Operation, outcome: str, body: Any, detail: str
+) -> SubscriptionStatus | Failed:
+    assert op.statuses is not None and op.key_path is not None
+    if outcome == "already_gone":
+        return SubscriptionStatus.NOT_FOUND
+    if outcome != "success":
+        return Failed(detail)
+    value = scalar(lookup(body, op.key_path))
+    if value is None:
+        return Failed(f"{detail} but the body has no {op.key_path}")
+    return op.statuses.get(value) or op.statuses.get(value.lower(), SubscriptionStatus.UNKNOWN)
+
+
+# -- transport and answers ----------------------------------------------------------------------
+
+# Raised while preparing a request, before anything is sent; each means a configuration problem.
+_UNBUILDABLE = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidJSONError,
+)
+
+
+def _unsent(exc: BaseException) -> bool:
+    """True when the error proves that no byte of the request left: connect phase or TLS rejection.
+
+    Follows the explicit links requests and urllib3 leave (args, ``reason``, ``__cause__``), never
+    ``__context__``, which can hold an unrelated earlier error. Unsure means sent.
+    """
+    pending, seen = [exc], set()
+    while pending and len(seen) < 16:
+        err = pending.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        # NewConnectionError (refused) and NameResolutionError (DNS) are ConnectTimeoutErrors too.
+        if isinstance(
+            err,
+            (
+                requests.exceptions.ConnectTimeout,
+                urllib3.exceptions.ConnectTimeoutError,
+                ssl.SSLCertVerificationError,
+            ),
+        ):
+            return True
+        links = (*err.args, getattr(err, "reason", None), err.__cause__)
+        pending.extend(link for link in links if isinstance(link, BaseException))
+    return False
+
+
+def retry_after_seconds(
+    value: str | None, *, cap: float = 3600.0, now: datetime | None = None
+) -> float | None:
+    """``Retry-After`` (delay-seconds or HTTP-date) as seconds in ``[0, cap]``; None if unusable."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    return min(max(seconds, 0.0), cap)
+
+
+def _fields(call: VendorCall) -> dict[str, str]:
+    r = call.request
+    values = {
+        "subscription_id": call.subscription_id,
+        "request_id": r.id,
+        "asset_id": r.asset_id,
+        "product_id": r.product_id,
+        "marketplace_id": r.marketplace_id,
+        "environment": r.environment,
+        "customer_id": r.customer_id,
+        "external_id": r.external_id,
+        "idempotency_key": call.idempotency_key,
+        "reason_code": call.reason_code,
+        "reason_comment": call.reason_comment,
+    }
+    fields = {k: "" if v is None else str(v) for k, v in values.items()}
+    fields.update((f"params.{k}", v) for k, v in r.params.items())
+    return fields
+
+
+def _read(response: requests.Response) -> bytes:
+    data = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            break  # no answer we understand is this large; the truncated text will not parse
+    return bytes(data)
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _detail(operation: str, code: int, body: Any, headers: Mapping[str, str]) -> str:
+    detail = f"{operation}: HTTP {code}"
+    error = next(
+        (v for v in (lookup(body, "error"), lookup(body, "code")) if isinstance(v, str) and v),
+        None,
+    )
+    if error:
+        detail += " " + _CONTROL.sub(" ", error)[:80]
+    if headers.get("Idempotent-Replayed", "").lower() == "true":
+        detail += " (replayed)"
+    return detail
+
+
+def _customer_reason(value: Any, default: str) -> str:
+    """The vendor's words for the customer: one line, printable, at most 500 characters."""
+    text = " ".join(_CONTROL.sub(" ", value).split()) if isinstance(value, str) else ""
+    if not text:
+        return default
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1].rstrip() + "…"
