@@ -1,15 +1,182 @@
-"""The ``cancel-processor`` command."""
+"""The ``cancel-processor`` command.
+
+Exit statuses: 0 success (``run --once``: everything reached a final state), 1 work left unfinished
+or failed, 2 bad configuration or usage (the message names the file, the key and what was expected).
+Every option that matters in production can also come from the environment; ``--help`` names the
+variable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+from processor import __version__
+from processor.config import ConfigError, load_config
+from processor.model import ENVIRONMENTS, parse_datetime
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cancel-processor")
-    parser.parse_args(argv)
-    return 0
+def _env_default(name: str, default: Any = None) -> Any:
+    return os.environ.get(name, default)
+
+
+def _when(text: str) -> datetime:
+    value = parse_datetime(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 date or time, got {text!r}")
+    return value
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=_env_default("CANCEL_PROCESSOR_CONFIG"),
+        help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG); without it, built-in defaults "
+        "and CANCEL_PROCESSOR_* variables",
+    )
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="process pending cancel requests (daemon, --once, --dry-run)",
+                       description="Poll Connect for pending cancel requests and process them.")
+    _add_config(p)
+    p.add_argument("--once", action="store_true", help="drain what is pending, then exit (0 only if all is final)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be done for each request; touch nothing")
+    p.add_argument("--request-id", action="append", default=[], metavar="PR-...", help="only this request (repeatable)")
+    p.add_argument("--product", action="append", default=[], metavar="PRD-...", help="only this configured product (repeatable)")
+    p.add_argument("--marketplace", action="append", default=[], metavar="MP-...", help="only this marketplace (repeatable)")
+    p.add_argument("--environment", action="append", default=[], choices=ENVIRONMENTS, help="only this connection type (repeatable)")
+    p.add_argument("--created-since", type=_when, help="only requests created at or after this time")
+    p.add_argument("--created-until", type=_when, help="only requests created before this time")
+    p.add_argument("--concurrency", type=int, help="worker threads (overrides processing.concurrency)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_mock(sub: Any, name: str, module: str, help_text: str) -> None:
+    import importlib
+
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    mod = importlib.import_module(module)
+    mod.configure_parser(p)
+    p.set_defaults(func=lambda args: mod.run(args))
+
+
+def _add_journal(sub: Any) -> None:
+    p = sub.add_parser("journal", help="journal maintenance: migrate the schema, export",
+                       description="Journal maintenance.")
+    jsub = p.add_subparsers(dest="journal_command", required=True)
+    m = jsub.add_parser("migrate", help="create or upgrade the journal schema")
+    _add_config(m)
+    m.set_defaults(func=cmd_journal_migrate)
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo", help="the whole thing on one machine: mock marketplace, mock vendor, processor",
+        description="Start the mock marketplace and mock vendor, generate cancel requests, process them "
+        "with an SQLite journal and show the outcome.",
+    )
+    p.add_argument("--requests", type=int, default=60, help="pending cancels to generate")
+    p.add_argument("--seed", type=int, default=7, help="generator seed (deterministic data)")
+    p.add_argument("--journal", default=None, help="SQLite journal path (default: a temporary file)")
+    p.add_argument("--serve", action="store_true", help="keep the servers running afterwards (Ctrl-C to stop)")
+    p.set_defaults(func=lambda args: __import__("processor.demo", fromlist=["run"]).run(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cancel-processor",
+        description="Vendor-side processor for CloudBlue Connect subscription cancellations.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_demo(sub)
+    _add_journal(sub)
+    _add_mock(sub, "mock-marketplace", "processor.mock.marketplace.cli", "serve the local mock Connect marketplace")
+    _add_mock(sub, "mock-vendor", "processor.mock.vendor.cli", "serve the local mock vendor API")
+    return parser
+
+
+def cmd_journal_migrate(args: argparse.Namespace) -> int:
+    from processor.journal import open_journal, redact_url
+
+    config = load_config(args.config)
+    journal = open_journal(config.journal.url)
+    try:
+        journal.migrate()
+    finally:
+        journal.close()
+    print(f"journal schema is current: {redact_url(config.journal.url)}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from processor.observe import configure_logging
+    from processor.runtime import build_runtime, selector_for
+
+    config = load_config(args.config)
+    if args.concurrency:
+        processing = config.processing.model_copy(update={"concurrency": args.concurrency})
+        config = config.model_copy(update={"processing": processing})
+    configure_logging(config.log.level, config.log.format)
+    selector = selector_for(
+        config,
+        products=tuple(args.product),
+        marketplaces=tuple(args.marketplace),
+        environments=tuple(args.environment),
+        request_ids=tuple(args.request_id),
+        created_since=args.created_since,
+        created_until=args.created_until,
+    )
+    if args.dry_run:
+        from processor.report import dry_run
+
+        return dry_run(config, selector)
+    runtime = build_runtime(config)
+    from processor.daemon import Daemon
+    from processor.report import Progress, print_summary
+
+    progress = Progress.start(runtime, selector, enabled=args.once and not args.no_progress)
+    daemon = Daemon(runtime.engine, runtime.marketplace, selector, once=args.once, on_result=progress.advance)
+    _on_signals(daemon.stop)
+    try:
+        summary = daemon.run()
+    finally:
+        progress.close()
+        runtime.close()
+    if args.once:
+        print_summary(summary)
+        return EXIT_OK if summary.complete else EXIT_UNFINISHED
+    return EXIT_OK
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"cancel-processor: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,147 @@
+"""Logs and metrics.
+
+Logs are structlog events: JSON lines when stderr is not a terminal (for log shippers), colourful
+console lines when it is. Every event about a request carries the request id, subscription id,
+product, attempt and outcome (the engine binds them). A masking processor replaces every registered
+secret (API keys, vendor tokens) with ``***`` wherever it appears in an event, so a secret that slips
+into an exception message still never reaches the log.
+
+Metrics are prometheus-client collectors on a registry of our own (tests and several engines in one
+process must not collide on the global registry).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any, Iterable, MutableMapping
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["configure_logging", "register_secret", "mask", "Metrics", "get_logger"]
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+MASK = "***"
+
+
+def register_secret(value: str | None) -> None:
+    """Never let ``value`` reach a log line. Short values are ignored (they would mask ordinary words)."""
+    if value and len(value) >= 6:
+        with _secrets_lock:
+            _secrets.add(value)
+            # The secret part of a Connect key ("ApiKey SU-...:secret") on its own, too.
+            if ":" in value:
+                tail = value.rsplit(":", 1)[1]
+                if len(tail) >= 6:
+                    _secrets.add(tail)
+
+
+def mask(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mask_value(v) for v in value)
+    if isinstance(value, BaseException):
+        return mask(f"{type(value).__name__}: {value}")
+    return value
+
+
+def _mask_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if not _secrets:
+        return event
+    return {key: _mask_value(value) for key, value in event.items()}
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _mask_processor,
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=True)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    structlog.configure(
+        processors=processors + [renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that log through the standard library (urllib3, uvicorn) stay quiet below warnings.
+    logging.basicConfig(level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s %(message)s")
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger("cancel-processor").bind(**bound)
+
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The processor's Prometheus collectors, on their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.outcomes = Counter(
+            "cancel_requests_total", "Requests that reached an outcome, by outcome", ["outcome"], registry=r
+        )
+        self.transitions = Counter(
+            "cancel_journal_transitions_total", "Journal state changes, by target state", ["state"], registry=r
+        )
+        self.vendor_calls = Histogram(
+            "cancel_vendor_call_seconds",
+            "Vendor adapter call latency, by operation and outcome",
+            ["operation", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.connect_calls = Histogram(
+            "cancel_connect_call_seconds", "Connect API call latency, by operation", ["operation"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.retries = Counter(
+            "cancel_retries_total", "Retries, by cause and operation", ["cause", "operation"], registry=r
+        )
+        self.throttled = Counter("cancel_connect_throttled_total", "HTTP 429 answers received from Connect", registry=r)
+        self.backlog = Gauge("cancel_backlog", "Pending cancel requests seen in the last pass", registry=r)
+        self.oldest_pending = Gauge(
+            "cancel_oldest_pending_age_seconds", "Age of the oldest pending cancel seen in the last pass", registry=r
+        )
+        self.parked = Gauge("cancel_parked", "Requests parked for a human", registry=r)
+        self.lease_lost = Counter("cancel_lease_steals_total", "Claims lost to another worker", registry=r)
+        self.circuit_open = Gauge("cancel_vendor_circuit_open", "1 while the vendor circuit is open", ["adapter"], registry=r)
+        self.passes = Counter("cancel_poll_passes_total", "Completed polling passes", registry=r)
+
+    def on_retry(self, cause: str, operation: str) -> None:
+        self.retries.labels(cause=cause, operation=operation).inc()
+        if cause == "throttled":
+            self.throttled.inc()
+
+
+def secrets_in(texts: Iterable[str]) -> list[str]:
+    """The registered secrets found in ``texts`` (for tests and self-checks)."""
+    found = []
+    for text in texts:
+        found += [s for s in _secrets if s in text]
+    return found
