@@ -60,13 +60,17 @@ def _add_run(sub: Any) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def _add_mock(sub: Any, name: str, module: str, help_text: str) -> None:
+def _add_lazy(sub: Any, name: str, module: str, help_text: str, chosen: str | None) -> None:
+    """A subcommand whose module is imported only when it is the one chosen: the mocks pull in
+    web frameworks that ``run`` never needs, and every restart of the daemon pays for imports."""
     import importlib
 
     p = sub.add_parser(name, help=help_text, description=help_text)
+    if chosen != name:
+        return
     mod = importlib.import_module(module)
     mod.configure_parser(p)
-    p.set_defaults(func=lambda args: mod.run(args))
+    p.set_defaults(func=mod.run)
 
 
 def _add_journal(sub: Any) -> None:
@@ -91,7 +95,7 @@ def _add_demo(sub: Any) -> None:
     p.set_defaults(func=lambda args: __import__("processor.demo", fromlist=["run"]).run(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cancel-processor",
         description="Vendor-side processor for CloudBlue Connect subscription cancellations.",
@@ -101,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_journal(sub)
-    _add_mock(sub, "mock-marketplace", "processor.mock.marketplace.cli", "serve the local mock Connect marketplace")
-    _add_mock(sub, "mock-vendor", "processor.mock.vendor.cli", "serve the local mock vendor API")
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    chosen = words[0] if words else None
+    _add_lazy(sub, "mock-marketplace", "processor.mock.marketplace.cli", "serve the local mock Connect marketplace", chosen)
+    _add_lazy(sub, "mock-vendor", "processor.mock.vendor.cli", "serve the local mock vendor API", chosen)
     return parser
 
 
@@ -168,7 +174,7 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

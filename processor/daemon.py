@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from processor.engine import Engine
@@ -33,6 +33,7 @@ __all__ = ["Daemon", "RunSummary"]
 
 log = get_logger(component="daemon")
 _FINAL_NAMES = {s.value for s in FINAL_STATES}
+_OPEN_STATES = (State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING)
 
 
 @dataclass
@@ -52,7 +53,8 @@ class RunSummary:
 
     @property
     def complete(self) -> bool:
-        return not self.unfinished and not self.errors and not self.interrupted
+        """Everything reached a final state that needs nobody (a parked request needs a person)."""
+        return not self.unfinished and not self.errors and not self.interrupted and not self.results["parked"]
 
 
 class Daemon:
@@ -128,12 +130,30 @@ class Daemon:
             # Connect is unreachable or refusing for now; the next pass tries again.
             log.warning("poll_failed", error=str(exc))
         self._drain(None if not self._stop.is_set() else self.settings.shutdown_timeout)
+        if not self._stop.is_set():
+            self._settle_stale()
         self.summary.passes += 1
         self.summary.seen += seen
         metrics = self.engine.metrics
         metrics.passes.inc()
         metrics.backlog.set(seen)
         metrics.oldest_pending.set((datetime.now(timezone.utc) - oldest).total_seconds() if oldest else 0)
+
+    def _settle_stale(self, limit: int = 200) -> None:
+        """Rows left open by a crash after Connect acted (they no longer show in the poll)."""
+        journal = self.engine.journal
+        quiet_since = datetime.now(timezone.utc) - timedelta(seconds=self.engine.lease_seconds)
+        stale = [r.request_id for r in journal.records(states=_OPEN_STATES, updated_until=quiet_since, limit=limit)]
+        for request_id in stale:
+            if self._stop.is_set():
+                return
+            try:
+                result = self.engine.settle(request_id)
+            except MarketplaceError as exc:
+                log.warning("settle_failed", request_id=request_id, error=str(exc))
+                continue
+            if result in _FINAL_NAMES:
+                log.info("request_settled", request_id=request_id, state=result)
 
     def _submit(self, payload: Any) -> None:
         request_id = str(payload.get("id")) if isinstance(payload, Mapping) else ""

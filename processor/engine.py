@@ -156,6 +156,31 @@ class Engine:
         finally:
             self.journal.release(claim)
 
+    def settle(self, request_id: str) -> str:
+        """Close a journal row whose request left ``pending`` on Connect while the row did not
+        follow: the process died after Connect acted and before the journal recorded it, or
+        someone acted on Connect by hand. Connect's status is the truth; the vendor is not called.
+        """
+        record = self.journal.get(request_id)
+        if record is None or record.final:
+            return record.state.value if record else "unknown"
+        payload = self.marketplace.get_request(request_id)
+        status = str(payload.get("status") or "")
+        if status in ("pending", "scheduled", "inquiring", "draft", "tiers_setup", "revoking"):
+            return record.state.value  # still open on Connect: the poll (or a timer) owns it
+        claim = self.journal.claim(request_id, self.owner, self.lease_seconds)
+        if claim is None:
+            return "busy"
+        request = _stub_request(request_id, record)
+        try:
+            target, why = _settled_state(claim.state, status)
+            return self._move(claim, request, target, reason=why if target is State.PARKED else None,
+                              detail=f"settled: request is {status} on Connect").state.value
+        except LeaseLost:
+            return "lease_lost"
+        finally:
+            self.journal.release(claim)
+
     def plan(self, payload: Mapping[str, Any]) -> Plan:
         """What ``handle`` would do, touching nothing."""
         request_id = str(payload.get("id") or "<no id>") if isinstance(payload, Mapping) else "<not an object>"
@@ -436,6 +461,29 @@ class Engine:
             self.journal.update(claim, noted=claim.state.value)
         except (MarketplaceError, LeaseLost) as exc:
             get_logger(**request.log_context()).warning("note_not_posted", error=str(exc))
+
+
+def _settled_state(state: State, status: str) -> tuple[State, str | None]:
+    """Where a journal row goes when Connect closed its request without us recording it."""
+    if status == "approved" and state is State.TERMINATED:
+        return State.APPROVED, None
+    if status == "failed" and state is State.REFUSING:
+        return State.FAILED, None
+    if status == "revoked":
+        return State.REVOKED, None
+    if state is State.NEW:
+        return State.CLOSED, None  # nothing was done at the vendor; someone else closed it
+    if state is State.TERMINATING or status == "failed":
+        return State.PARKED, f"the request was {status} on Connect while the vendor step was {state.value}"
+    return State.CLOSED, None
+
+
+def _stub_request(request_id: str, record: Any) -> CancelRequest:
+    return CancelRequest(
+        id=request_id, type="cancel", status="", asset_id=record.asset_id or "",
+        product_id=record.product_id or "", environment=record.environment or "",
+        subscription_id=record.subscription_id,
+    )
 
 
 def _note_text(claim: Claim, request: CancelRequest) -> str:

@@ -20,9 +20,11 @@ __all__ = [
     "parse_request",
     "parse_datetime",
     "ENVIRONMENTS",
+    "EXTERNAL_ID",
 ]
 
 ENVIRONMENTS = ("preview", "test", "production")
+EXTERNAL_ID = "asset.external_id"
 
 
 class MalformedRequest(ValueError):
@@ -59,8 +61,8 @@ class CancelRequest:
     customer_id: str | None = None
     customer_name: str | None = None
     external_id: str | None = None
-    # The vendor-side identifier of the subscription, from the configured fulfillment parameter
-    # or, failing that, asset.external_id. None when neither is present: the engine decides.
+    # The vendor-side identifier of the subscription: the configured fulfillment parameter, or
+    # asset.external_id when so configured. None when absent: the engine records a clear outcome.
     subscription_id: str | None = None
     items: tuple[Item, ...] = ()
     params: Mapping[str, str] = field(default_factory=dict)
@@ -154,7 +156,10 @@ def parse_request(
     """Build a :class:`CancelRequest` from a Connect request payload.
 
     ``subscription_param`` names the fulfillment parameter that carries the vendor's
-    subscription id (vendors differ; the official template uses ``subscription_id``).
+    subscription id (vendors differ; the official template uses ``subscription_id``), or is
+    ``asset.external_id`` for vendors that keep their id there. There is no silent fallback from
+    one to the other: the two hold different systems' ids, and the wrong one would end the wrong
+    subscription.
     """
     if not isinstance(data, Mapping):
         raise MalformedRequest(None, f"expected a JSON object, got {type(data).__name__}")
@@ -190,7 +195,7 @@ def parse_request(
         customer_id=_str(customer.get("id")),
         customer_name=_str(customer.get("name")),
         external_id=external_id,
-        subscription_id=(params.get(subscription_param) or None) or external_id,
+        subscription_id=external_id if subscription_param == EXTERNAL_ID else (params.get(subscription_param) or None),
         items=_items(asset),
         params=params,
         assignee=_assignee(data.get("assignee")),

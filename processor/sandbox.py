@@ -81,6 +81,7 @@ class Sandbox:
         marketplace_faults: FaultSettings | None = None,
         vendor_faults: FaultSettings | None = None,
         refuse_pattern: str = r"7$",
+        gone_pattern: str = r"^SUB-GONE",
         state_dir: str | None = None,
         **marketplace_options: Any,
     ) -> None:
@@ -94,7 +95,7 @@ class Sandbox:
         )
         self.vendor_app = create_vendor_app(
             VendorSettings(
-                token=SANDBOX_VENDOR_TOKEN, mode=vendor_mode, refuse_pattern=refuse_pattern,
+                token=SANDBOX_VENDOR_TOKEN, mode=vendor_mode, refuse_pattern=refuse_pattern, gone_pattern=gone_pattern,
                 faults=vendor_faults or FaultSettings(),
                 state_file=os.path.join(state_dir, "vendor.sqlite") if state_dir else None,
             )
