@@ -10,12 +10,6 @@ the benchmarks' legacy baseline; nothing in the SDK is patched or worked around.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,85 +20,23 @@ import requests
 
 from processor.mock.marketplace import MarketplaceSettings, approve_template, create_app
 from processor.mock.serve import ServerThread
-from tests.conftest import REPO, need_or_skip
+from bench import legacy_env
+from tests.conftest import need_or_skip
 
-SDK_REQUIREMENT = "connect-sdk==22.0"
-EXPECTED_PINS = {"connect-sdk": "22.0", "requests": "2.21.0", "six": "1.12.0"}
-SCRIPT = REPO / "bench" / "legacy_sdk_processor.py"
 # The SDK reads one page of at most 1000 requests and never pages: stay well below it.
 PENDING_CANCELS = 40
 
 pytestmark = pytest.mark.slow
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cancel-processor" / "legacy-sdk-venv"
-
-
-def _venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
-def _healthy(venv: Path) -> bool:
-    python = _venv_python(venv)
-    if not python.exists():
-        return False
-    probe = (
-        "import json, importlib.metadata as m, connect.resources;"
-        f"print(json.dumps({{n: m.version(n) for n in {sorted(EXPECTED_PINS)!r}}}))"
-    )
-    try:
-        found = subprocess.run(
-            [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=True
-        )
-        return bool(json.loads(found.stdout) == EXPECTED_PINS)
-    except (subprocess.SubprocessError, OSError, ValueError):
-        return False
-
-
-def _build(venv: Path) -> None:
-    shutil.rmtree(venv, ignore_errors=True)
-    steps = [
-        ([sys.executable, "-m", "venv", str(venv)], 120),
-        (
-            [
-                str(_venv_python(venv)),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-input",
-                "--disable-pip-version-check",
-                SDK_REQUIREMENT,
-            ],
-            240,
-        ),
-    ]
-    for command, timeout in steps:
-        try:
-            subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
-        except subprocess.CalledProcessError as exc:
-            shutil.rmtree(venv, ignore_errors=True)
-            need_or_skip(f"cannot build the legacy SDK virtualenv: {exc.stderr.strip()[-800:]}")
-        except subprocess.TimeoutExpired:
-            shutil.rmtree(venv, ignore_errors=True)
-            need_or_skip(f"building the legacy SDK virtualenv took over {timeout} s")
-
-
 @pytest.fixture(scope="session")
 def legacy_python() -> Path:
     """The interpreter of a virtualenv holding connect-sdk 22.0 and its old pins."""
-    venv = _cache_dir()
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    # Two test sessions at once must not build into the same directory.
-    with open(venv.parent / "legacy-sdk-venv.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _healthy(venv):
-            _build(venv)
-            if not _healthy(venv):
-                need_or_skip(f"the legacy SDK virtualenv at {venv} is unusable after a rebuild")
-    return _venv_python(venv)
+    try:
+        return legacy_env.legacy_python()
+    except legacy_env.LegacyEnvError as exc:
+        need_or_skip(str(exc))
+        raise
 
 
 @pytest.fixture
@@ -139,17 +71,11 @@ def _ledger(server: ServerThread) -> list[dict[str, Any]]:
 def _run_legacy(
     python: Path, server: ServerThread, api_key: str, templates: dict[str, str]
 ) -> dict[str, Any]:
-    args = [str(python), str(SCRIPT), "--endpoint", f"{server.url}/public/v1"]
-    for product, template in sorted(templates.items()):
-        args += ["--product", product, "--template-id", f"{product}={template}"]
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
-    env["CONNECT_API_KEY"] = api_key  # not on the command line
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    done, summary = legacy_env.run_legacy(python, f"{server.url}/public/v1", api_key, templates, timeout=120)
     assert api_key not in done.stdout + done.stderr
-    assert done.returncode == 0, (
+    assert done.returncode == 0 and summary is not None, (
         f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr[-3000:]}"
     )
-    summary: dict[str, Any] = json.loads(done.stdout)
     return summary
 
 
