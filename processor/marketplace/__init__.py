@@ -1,0 +1,37 @@
+"""The Connect gateway: the only part of the processor that talks to CloudBlue Connect.
+
+- :mod:`.gateway` — :class:`Marketplace`: reads, actions, notes, ambiguous-outcome handling;
+- :mod:`.retry` — the single retry layer (backoff, 429 ``Retry-After``, typed errors);
+- :mod:`.paging` — keyset paging that never skips a pending request while others are approved;
+- :mod:`.settings` — :class:`GatewaySettings` and the request :class:`Selector` (RQL);
+- :mod:`.errors` — what callers catch.
+"""
+
+from processor.marketplace.errors import (
+    ActionRefused,
+    MarketplaceError,
+    NotFound,
+    NotPending,
+    TransientError,
+    Unauthorized,
+)
+from processor.marketplace.gateway import NOTE_MAX_CHARS, Marketplace
+from processor.marketplace.retry import OnRetry, parse_retry_after
+from processor.marketplace.settings import DEFAULT_ENDPOINT, GatewaySettings, Selector, rql_datetime
+
+__all__ = [
+    "Marketplace",
+    "GatewaySettings",
+    "Selector",
+    "MarketplaceError",
+    "TransientError",
+    "NotPending",
+    "ActionRefused",
+    "NotFound",
+    "Unauthorized",
+    "OnRetry",
+    "NOTE_MAX_CHARS",
+    "DEFAULT_ENDPOINT",
+    "parse_retry_after",
+    "rql_datetime",
+]

@@ -1,0 +1,264 @@
+"""The one retry layer between the processor and Connect.
+
+Every HTTP call the gateway makes runs through :meth:`Retrier.call`. connect-openapi-client's own
+retries are switched off (``max_retries=0``): it would retry POSTs on 5xx after a fixed second and
+ignore 429, and two layers multiply attempts.
+
+What is retried, and how long we wait:
+
+- no response (connection refused or dropped, timeout), 5xx, or a 2xx whose body could not be
+  read: full-jitter exponential backoff (``uniform(0, min(backoff_max, backoff_base * 2**n))``);
+- 429: exactly what ``Retry-After`` says (seconds or an HTTP date), plus a small jitter above it,
+  never below. The wait also closes a gate shared by every thread of the gateway, so no thread
+  calls Connect again before the moment Connect named. A ``Retry-After`` beyond
+  ``retry_after_max`` is honoured by giving up at once with :class:`TransientError` carrying the
+  wait; calls from other threads fail the same way until the gate opens. 429 without
+  ``Retry-After`` backs off like a 5xx;
+- any other 4xx: never retried; mapped to :class:`Unauthorized` (401), :class:`NotFound` (404)
+  or :class:`ActionRefused`.
+
+After ``max_attempts`` the last transient failure becomes :class:`TransientError`. Whether a
+failed *non-idempotent* call may be repeated is not decided here: :class:`CallFailed.ambiguous`
+tells the gateway that the call may have acted, and the gateway reconciles before the next try.
+
+``sleep`` and ``clock`` are injected (tests never wait); ``wall_clock`` turns an HTTP-date
+``Retry-After`` into seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable, TypeVar
+
+import requests
+import structlog
+from connect.client import ClientError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from processor.marketplace.errors import (
+    ActionRefused,
+    MarketplaceError,
+    NotFound,
+    TransientError,
+    Unauthorized,
+)
+from processor.marketplace.settings import GatewaySettings
+
+__all__ = ["Retrier", "CallFailed", "Failure", "classify", "parse_retry_after", "OnRetry"]
+
+T = TypeVar("T")
+OnRetry = Callable[[str, str], None]  # (cause, operation)
+
+log = structlog.get_logger("processor.marketplace")
+
+# Retry causes, as reported to on_retry and in logs.
+CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, THROTTLED = (
+    "connection", "timeout", "server_error", "bad_response", "throttled",
+)
+CLIENT_ERROR = "client_error"
+_TRANSIENT = frozenset({CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, THROTTLED})
+# The server may have acted on a call that failed this way (a 429 is refused before any work).
+_AMBIGUOUS = frozenset({CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt, classified."""
+
+    cause: str
+    status_code: int | None = None
+    error_code: str | None = None
+    errors: tuple[str, ...] = ()
+    retry_after: float | None = None  # seconds, from a 429's Retry-After
+    sent: bool = True  # False only when the request certainly never reached the server
+
+    @property
+    def transient(self) -> bool:
+        return self.cause in _TRANSIENT
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.sent and self.cause in _AMBIGUOUS
+
+
+class CallFailed(Exception):
+    """Internal: an attempt failed; carries the classification through tenacity."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.cause)
+        self.failure = failure
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def classify(exc: ClientError, now: float) -> Failure:
+    """Classify a connect-openapi-client error by what it says about the call's fate."""
+    cause_exc = exc.__cause__
+    status = exc.status_code
+    errors = tuple(str(e) for e in (exc.errors or ()))
+    if status is None:
+        if not isinstance(cause_exc, requests.RequestException):
+            return Failure(CLIENT_ERROR, errors=(str(exc),))
+        if isinstance(cause_exc, requests.ConnectTimeout):
+            return Failure(TIMEOUT, sent=False)
+        if isinstance(cause_exc, requests.Timeout):
+            return Failure(TIMEOUT)
+        return Failure(CONNECTION)
+    if status == 429:
+        response = getattr(cause_exc, "response", None)
+        header = response.headers.get("Retry-After") if response is not None else None
+        return Failure(THROTTLED, status, exc.error_code, errors, parse_retry_after(header, now))
+    if status >= 500:
+        return Failure(SERVER_ERROR, status, exc.error_code, errors)
+    if status < 400:
+        return Failure(BAD_RESPONSE, status)  # a success whose body could not be read
+    return Failure(CLIENT_ERROR, status, exc.error_code, errors)
+
+
+class Retrier:
+    """Runs calls with the retry policy above; thread-safe (the throttle gate is shared)."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        on_retry: OnRetry | None = None,
+        redact: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        self.settings = settings
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._on_retry = on_retry
+        self._redact = redact
+        self._backoff = wait_random_exponential(multiplier=settings.backoff_base, max=settings.backoff_max)
+        self._random = random.Random()
+        self._gate_lock = threading.Lock()
+        self._not_before = -math.inf  # clock() value before which nobody calls Connect
+
+    # -- public --------------------------------------------------------------------------------
+
+    def call(self, operation: str, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` (which calls :meth:`once` or raises :class:`CallFailed`) with retries.
+
+        Errors come out typed: :class:`TransientError`, :class:`Unauthorized`, :class:`NotFound`,
+        :class:`ActionRefused`; a :class:`MarketplaceError` raised by ``attempt`` passes through.
+        """
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(self._retryable),
+            sleep=self._sleep,
+            before_sleep=lambda state: self._before_sleep(operation, state),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except CallFailed as failed:
+            raise self.error(operation, failed.failure) from None
+
+    def once(self, send: Callable[[], T]) -> T:
+        """One attempt: wait for the throttle gate, call, classify a failure as :class:`CallFailed`."""
+        self._pass_gate()
+        try:
+            return send()
+        except ClientError as exc:
+            failure = classify(exc, self._wall_clock())
+            if failure.cause == THROTTLED and failure.retry_after is not None:
+                self._close_gate(failure.retry_after)
+            raise CallFailed(failure) from exc
+
+    def error(self, operation: str, failure: Failure) -> MarketplaceError:
+        """The typed error for a failure that will not be retried (any more)."""
+        if failure.transient:
+            wait = f", retry after {failure.retry_after:g} s" if failure.retry_after is not None else ""
+            status = f" (HTTP {failure.status_code})" if failure.status_code else ""
+            return TransientError(
+                f"{operation}: Connect unavailable: {failure.cause}{status}{wait}",
+                retry_after=failure.retry_after,
+                cause=failure.cause,
+            )
+        errors = tuple(self._redact(e) for e in failure.errors)
+        if failure.status_code == 401:
+            return Unauthorized(f"{operation}: Connect rejected the API key (HTTP 401)")
+        if failure.status_code == 404:
+            return NotFound(f"{operation}: not found on Connect (HTTP 404)")
+        return ActionRefused(failure.status_code, failure.error_code, errors, operation=operation)
+
+    # -- tenacity strategies -------------------------------------------------------------------
+
+    def _retryable(self, exc: BaseException) -> bool:
+        if not isinstance(exc, CallFailed) or not exc.failure.transient:
+            return False
+        retry_after = exc.failure.retry_after
+        return retry_after is None or retry_after <= self.settings.retry_after_max
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, CallFailed) and exc.failure.retry_after is not None:
+            return exc.failure.retry_after + self._jitter(exc.failure.retry_after)
+        return float(self._backoff(state))
+
+    def _before_sleep(self, operation: str, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        failure = exc.failure if isinstance(exc, CallFailed) else Failure(CONNECTION)
+        log.debug(
+            "connect_retry",
+            operation=operation,
+            cause=failure.cause,
+            status_code=failure.status_code,
+            attempt=state.attempt_number,
+            wait=round(state.upcoming_sleep, 3),
+        )
+        if self._on_retry is not None:
+            try:
+                self._on_retry(failure.cause, operation)
+            except Exception as exc:  # noqa: BLE001 - a metrics hook must never break a call
+                log.warning("on_retry_hook_failed", operation=operation, error=repr(exc))
+
+    # -- the throttle gate ---------------------------------------------------------------------
+
+    def _jitter(self, wait: float) -> float:
+        # Above the requested wait only: spreads the threads that queued behind one 429.
+        return self._random.uniform(0.0, min(1.0, max(0.05, wait * 0.1)))
+
+    def _close_gate(self, seconds: float) -> None:
+        with self._gate_lock:
+            self._not_before = max(self._not_before, self._clock() + seconds)
+
+    def _pass_gate(self) -> None:
+        with self._gate_lock:
+            remaining = self._not_before - self._clock()
+        if remaining <= 0:
+            return
+        if remaining > self.settings.retry_after_max:
+            raise TransientError(
+                f"Connect asked to wait {remaining:.0f} s (throttled)", retry_after=remaining, cause=THROTTLED
+            )
+        self._sleep(remaining + self._jitter(remaining))

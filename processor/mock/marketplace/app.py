@@ -1,0 +1,329 @@
+"""The ``/public/v1`` routes: what connect-openapi-client and the legacy SDK call.
+
+Handlers are thin: parse, call the store or the status rules, render, answer JSON. Authentication
+is a pure ASGI layer in front of the router (:class:`ApiKeyGate`): the ``Authorization`` header
+must equal the configured key exactly (connect-openapi-client sends it verbatim, ``ApiKey ``
+prefix included); it is compared in constant time and never echoed. The same layer drops a
+trailing slash (the legacy SDK posts to ``requests/{id}/approve/``).
+
+Bodies are read with a size cap (413 beyond it) and must be JSON objects. List responses carry
+``Content-Range: items <first>-<last>/<total>`` (``items 0-0/0`` when empty), which the client
+reads to decide whether to fetch the next page and to answer ``count()``.
+
+``select(-field)`` removes fields (nested ones too: ``-asset.params``); a positive ``select(x)``
+only asks for fields that Connect hides by default, and this mock hides none, so it changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Awaitable, Callable, Iterable
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from processor.mock.marketplace import actions
+from processor.mock.marketplace.conversations import list_conversations, post_message
+from processor.mock.marketplace.errors import ApiError, invalid
+from processor.mock.marketplace.evaluate import run_query
+from processor.mock.marketplace.fields import (
+    ASSET_FIELDS,
+    ASSET_SELECTABLE,
+    CONVERSATION_FIELDS,
+    MESSAGE_FIELDS,
+    REQUEST_FIELDS,
+    REQUEST_SELECTABLE,
+    TEMPLATE_FIELDS,
+)
+from processor.mock.marketplace.records import (
+    Asset,
+    Request,
+    render_asset,
+    render_conversation,
+    render_product,
+    render_request,
+)
+from processor.mock.marketplace.rql import Query, parse_query
+from processor.mock.marketplace.serialize import Serializer
+from processor.mock.marketplace.store import Store
+
+__all__ = [
+    "API_PREFIX",
+    "ApiKeyGate",
+    "public_routes",
+    "json_response",
+    "read_body",
+    "read_json",
+    "error_response",
+]
+
+API_PREFIX = "/public/v1"
+_UNAUTHORIZED = json.dumps(
+    {"error_code": "AUTH_001", "errors": ["API request is unauthorized."]}
+).encode()
+Scope = dict[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+class ApiKeyGate:
+    """Pure ASGI: 401 for ``/public/v1`` calls without the configured key; trailing slashes off."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._key = api_key.encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                scope = {**scope, "path": path.rstrip("/") or "/"}
+                path = scope["path"]
+            if path.startswith(API_PREFIX) and not self._authorized(scope):
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(_UNAUTHORIZED)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+                return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self._key)
+        return False
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_dumps(obj), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.body(), error.status)
+
+
+async def read_body(request: HttpRequest, limit: int) -> bytes:
+    """The raw body, refused with a 413 as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    too_large = ApiError(413, "VAL_001", f"body: the request body exceeds {limit} bytes.")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: HttpRequest, limit: int) -> Any:
+    """The JSON body (None when empty); 413 beyond ``limit`` bytes, 400 when not JSON."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise invalid("body", "the request body is not valid JSON.") from None
+
+
+def _drop(doc: dict[str, Any], path: str) -> None:
+    """Remove a (dotted) field, copying the dicts on the way: nested parts may be shared."""
+    *parents, last = path.split(".")
+    node = doc
+    for name in parents:
+        child = node.get(name)
+        if not isinstance(child, dict):
+            return
+        node[name] = node = dict(child)
+    node.pop(last, None)
+
+
+def _dropped(query: Query) -> list[str]:
+    return [name[1:] for name in query.select if name.startswith("-")]
+
+
+def _texts(
+    records: list[Any],
+    query: Query,
+    fast: Callable[[Any, list[str]], str],
+    render: Callable[[Any], dict[str, Any]],
+) -> list[str]:
+    """JSON texts of a page: spliced from cached fragments, unless a nested field is dropped."""
+    dropped = _dropped(query)
+    if not any("." in path for path in dropped):
+        return [fast(record, dropped) for record in records]
+    texts = []
+    for record in records:
+        doc = render(record)
+        for path in dropped:
+            _drop(doc, path)
+        texts.append(_dumps(doc).decode("utf-8"))
+    return texts
+
+
+def _json_text(text: str, status: int = 200) -> Response:
+    return Response(text.encode("utf-8"), status_code=status, media_type="application/json")
+
+
+def _page(total: int, texts: list[str], query: Query) -> Response:
+    if texts:
+        header = f"items {query.offset}-{query.offset + len(texts) - 1}/{total}"
+    else:
+        header = f"items {query.offset}-{query.offset}/{total}" if total else "items 0-0/0"
+    body = ("[" + ",".join(texts) + "]").encode("utf-8")
+    return Response(body, media_type="application/json", headers={"Content-Range": header})
+
+
+def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
+    """The API routes (relative to ``/public/v1``), acting as ``actor`` in the ledger."""
+
+    serializer = Serializer()
+
+    def request_text(record: Request, dropped: list[str] = []) -> str:  # noqa: B006 - read only
+        return serializer.request(record, dropped)
+
+    def asset_text(record: Asset, dropped: list[str] = []) -> str:  # noqa: B006 - read only
+        text = serializer.asset(record)
+        if dropped:  # top-level drops on a subscription: rare, so through the dict
+            doc = render_asset(record)
+            for path in dropped:
+                doc.pop(path, None)
+            text = _dumps(doc).decode("utf-8")
+        return text
+
+    def query_of(request: HttpRequest, fields: Any, selectable: Iterable[str] = ()) -> Query:
+        return parse_query(
+            request.scope.get("query_string", b""), fields=fields, selectable=selectable
+        )
+
+    async def list_requests(request: HttpRequest) -> Response:
+        query = query_of(request, REQUEST_FIELDS, REQUEST_SELECTABLE)
+        with store.lock:
+            total, page = store.list_requests(query)
+            texts = _texts(page, query, request_text, render_request)
+        return _page(total, texts, query)
+
+    async def create_request(request: HttpRequest) -> Response:
+        body = await read_json(request, max_body)
+        created = actions.create_cancel(store, body, actor)
+        with store.lock:
+            return _json_text(request_text(created), 201)
+
+    async def get_request(request: HttpRequest) -> Response:
+        with store.lock:
+            return _json_text(request_text(store.request(request.path_params["id"])))
+
+    async def put_request(request: HttpRequest) -> Response:
+        body = await read_json(request, max_body)
+        updated = actions.update_request(store, request.path_params["id"], body, actor)
+        with store.lock:
+            return _json_text(request_text(updated))
+
+    async def request_action(request: HttpRequest) -> Response:
+        body = await read_json(request, max_body)
+        done = actions.perform(
+            store, request.path_params["id"], request.path_params["action"], body, actor
+        )
+        with store.lock:
+            return _json_text(request_text(done))
+
+    async def asset_requests(request: HttpRequest) -> Response:
+        with store.lock:
+            asset = store.asset(request.path_params["id"])
+            store.tick()
+            docs = [
+                {
+                    "id": r.id,
+                    "type": r.type,
+                    "status": r.status,
+                    "events": render_request(r)["events"],
+                    **({"assignee": r.assignee} if r.assignee else {}),
+                }
+                for r in (store.requests[i] for i in asset.request_ids)
+            ]
+        return json_response(docs)
+
+    async def list_assets(request: HttpRequest) -> Response:
+        query = query_of(request, ASSET_FIELDS, ASSET_SELECTABLE)
+        with store.lock:
+            total, page = run_query(store.assets.values(), query, ASSET_FIELDS, ("created", "id"))
+            texts = _texts(page, query, asset_text, render_asset)
+        return _page(total, texts, query)
+
+    async def get_asset(request: HttpRequest) -> Response:
+        with store.lock:
+            return _json_text(asset_text(store.asset(request.path_params["id"])))
+
+    async def conversations_list(request: HttpRequest) -> Response:
+        query = query_of(request, CONVERSATION_FIELDS)
+        total, page = list_conversations(store, query)
+        return _page(total, [_dumps(render_conversation(c)).decode("utf-8") for c in page], query)
+
+    async def get_conversation(request: HttpRequest) -> Response:
+        with store.lock:
+            return json_response(render_conversation(store.conversation(request.path_params["id"])))
+
+    async def list_messages(request: HttpRequest) -> Response:
+        query = query_of(request, MESSAGE_FIELDS)
+        with store.lock:
+            conversation = store.conversation(request.path_params["id"])
+            total, page = run_query(list(conversation.messages), query, MESSAGE_FIELDS)
+        return _page(total, [_dumps(m).decode("utf-8") for m in page], query)
+
+    async def message_create(request: HttpRequest) -> Response:
+        body = await read_json(request, max_body)
+        return json_response(post_message(store, request.path_params["id"], body, actor), 201)
+
+    async def get_product(request: HttpRequest) -> Response:
+        with store.lock:
+            return json_response(render_product(store.product(request.path_params["id"])))
+
+    async def list_templates(request: HttpRequest) -> Response:
+        query = query_of(request, TEMPLATE_FIELDS)
+        with store.lock:
+            total, page = run_query(
+                store.product(request.path_params["id"]).templates, query, TEMPLATE_FIELDS
+            )
+        return _page(total, [serializer.fragment(t) for t in page], query)
+
+    async def get_template(request: HttpRequest) -> Response:
+        with store.lock:
+            product = store.product(request.path_params["id"])
+            template = product.template(request.path_params["template_id"])
+        if template is None:
+            raise ApiError(
+                404, "REQ_001", f"Template {request.path_params['template_id']} not found."
+            )
+        return json_response(template)
+
+    return [
+        Route("/requests", list_requests, methods=["GET"]),
+        Route("/requests", create_request, methods=["POST"]),
+        Route("/requests/{id}", get_request, methods=["GET"]),
+        Route("/requests/{id}", put_request, methods=["PUT"]),
+        Route("/requests/{id}/{action}", request_action, methods=["POST"]),
+        Route("/assets", list_assets, methods=["GET"]),
+        Route("/assets/{id}", get_asset, methods=["GET"]),
+        Route("/assets/{id}/requests", asset_requests, methods=["GET"]),
+        Route("/conversations", conversations_list, methods=["GET"]),
+        Route("/conversations/{id}", get_conversation, methods=["GET"]),
+        Route("/conversations/{id}/messages", list_messages, methods=["GET"]),
+        Route("/conversations/{id}/messages", message_create, methods=["POST"]),
+        Route("/products/{id}", get_product, methods=["GET"]),
+        Route("/products/{id}/templates", list_templates, methods=["GET"]),
+        Route("/products/{id}/templates/{template_id}", get_template, methods=["GET"]),
+    ]
