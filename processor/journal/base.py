@@ -178,7 +178,9 @@ class Journal(Protocol):
         self, owner: str, lease_seconds: float, limit: int, states: Sequence[State] | None = None
     ) -> list[Claim]:
         """Claim up to ``limit`` rows whose ``next_attempt_at`` is due (timers, retries), including
-        final rows that still carry a timer; skipping rows leased by others (SKIP LOCKED)."""
+        final rows that still carry a timer, oldest timer first; skipping rows with a live lease --
+        the caller's own too, since re-claiming would void one of its own workers' claims -- and
+        rows another replica is claiming at that moment (SKIP LOCKED)."""
 
     def transition(
         self,
@@ -191,7 +193,10 @@ class Journal(Protocol):
         """Move to ``to_state`` under the claim's fence, updating ``fields`` (any of the record's
         mutable columns: attempts, next_attempt_at, outcome, reason, last_error, noted, data,
         subscription_id), appending a transition row. Raises :class:`LeaseLost`. ``to_state`` may
-        equal the current state (a field update that is still journaled)."""
+        equal the current state (a field update that is still journaled). Only the fence and owner
+        are checked, not the lease's expiry: every re-claim bumps the fence, so an unchanged fence
+        means nobody else has acted. Unknown fields, naive datetimes and data that JSON cannot hold
+        raise :class:`ValueError` before anything is written."""
 
     def update(self, claim: Claim, **fields: Any) -> Claim:
         """Update fields without a state change and without a transitions row (e.g. ``noted``)."""
@@ -204,13 +209,15 @@ class Journal(Protocol):
 
     def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
         """An operator's hand (``retry``/``park`` commands): set the state regardless of leases,
-        bumping the fence so that any worker still holding a claim loses it."""
+        bumping the fence so that any worker still holding a claim loses it. The step starts afresh:
+        the lease, ``next_attempt_at`` and ``attempts`` are cleared. :class:`KeyError` if unknown."""
 
     def get(self, request_id: str) -> RequestRecord | None: ...
 
     def transitions(self, request_id: str) -> list[Transition]: ...
 
-    def counts(self) -> dict[State, int]: ...
+    def counts(self) -> dict[State, int]:
+        """Rows per state, every state present (zero included)."""
 
     def records(
         self,
@@ -219,6 +226,8 @@ class Journal(Protocol):
         updated_since: datetime | None = None,
         updated_until: datetime | None = None,
         limit: int | None = None,
-    ) -> Iterator[RequestRecord]: ...
+    ) -> Iterator[RequestRecord]:
+        """Stream records ordered by request id; ``updated_since`` inclusive, ``updated_until``
+        exclusive. ``updated_at`` moves on transition/update/force, not on claim/renew/release."""
 
     def close(self) -> None: ...

@@ -1,0 +1,120 @@
+-- Queries of the PostgreSQL journal (processor/journal/postgres.py). Parameters are %(named)s.
+-- Leases are timed by the database clock (now()), so replicas whose clocks disagree still agree on
+-- who holds a lease; due-ness (next_attempt_at) and recorded times come from the caller's clock.
+
+-- name: migration_lock
+-- Two replicas migrating at once take turns; the second then finds nothing left to do.
+SELECT pg_advisory_xact_lock(hashtext(%(lock)s));
+
+-- name: schema_version_exists
+SELECT to_regclass('schema_version') IS NOT NULL AS present;
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL
+);
+
+-- name: schema_version
+SELECT max(version) AS version FROM schema_version;
+
+-- name: record_schema_version
+INSERT INTO schema_version (version, name, applied_at) VALUES (%(version)s, %(name)s, %(applied_at)s);
+
+-- name: get
+SELECT * FROM requests WHERE request_id = %(request_id)s;
+
+-- name: get_for_update
+SELECT * FROM requests WHERE request_id = %(request_id)s FOR UPDATE;
+
+-- name: insert
+INSERT INTO requests (
+    request_id, state, idempotency_key, subscription_id, asset_id, product_id, marketplace_id,
+    environment, customer_id, created_at, updated_at
+) VALUES (
+    %(request_id)s, %(state)s, %(idempotency_key)s, %(subscription_id)s, %(asset_id)s, %(product_id)s,
+    %(marketplace_id)s, %(environment)s, %(customer_id)s, %(now)s, %(now)s
+)
+ON CONFLICT (request_id) DO NOTHING;
+
+-- name: claim
+-- One statement: concurrent claimers queue on the row lock and re-check the WHERE clause after the
+-- winner commits, so exactly one gets the lease. An expired lease, or our own, does not block.
+UPDATE requests
+   SET fence = fence + 1, lease_owner = %(owner)s,
+       lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+ WHERE request_id = %(request_id)s
+   AND state <> ALL (%(final_states)s::text[])
+   AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_expires_at <= now())
+   AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
+RETURNING *;
+
+-- name: claim_due
+-- SKIP LOCKED: a row another replica is claiming right now is passed over, not waited for. Any live
+-- lease blocks, our own included: re-claiming would bump the fence under one of our own workers.
+WITH due AS (
+    SELECT request_id FROM requests
+     WHERE next_attempt_at <= %(now)s
+       AND (%(states)s::text[] IS NULL OR state = ANY (%(states)s::text[]))
+       AND (lease_owner IS NULL OR lease_expires_at <= now())
+     ORDER BY next_attempt_at, request_id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE requests AS r
+   SET fence = r.fence + 1, lease_owner = %(owner)s,
+       lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+  FROM due
+ WHERE r.request_id = due.request_id
+RETURNING r.*;
+
+-- name: claimed
+-- The row, locked, if the claim still holds it (same fence, same owner).
+SELECT * FROM requests
+ WHERE request_id = %(request_id)s AND fence = %(fence)s AND lease_owner = %(owner)s
+   FOR UPDATE;
+
+-- name: save
+UPDATE requests
+   SET state = %(state)s, attempts = %(attempts)s, next_attempt_at = %(next_attempt_at)s,
+       outcome = %(outcome)s, reason = %(reason)s, last_error = %(last_error)s, noted = %(noted)s,
+       data = %(data)s, subscription_id = %(subscription_id)s, updated_at = %(updated_at)s
+ WHERE request_id = %(request_id)s AND fence = %(fence)s AND lease_owner = %(owner)s
+RETURNING *;
+
+-- name: renew
+UPDATE requests SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+ WHERE request_id = %(request_id)s AND fence = %(fence)s AND lease_owner = %(owner)s
+RETURNING *;
+
+-- name: release
+UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL
+ WHERE request_id = %(request_id)s AND fence = %(fence)s AND lease_owner = %(owner)s;
+
+-- name: force
+-- An operator's hand: a new step from scratch, and every outstanding claim is void.
+UPDATE requests
+   SET state = %(state)s, fence = fence + 1, lease_owner = NULL, lease_expires_at = NULL,
+       next_attempt_at = NULL, attempts = 0, updated_at = %(updated_at)s
+ WHERE request_id = %(request_id)s
+RETURNING *;
+
+-- name: log_transition
+INSERT INTO transitions (request_id, from_state, to_state, fence, owner, at, detail)
+VALUES (%(request_id)s, %(from_state)s, %(to_state)s, %(fence)s, %(owner)s, %(at)s, %(detail)s);
+
+-- name: transitions
+SELECT * FROM transitions WHERE request_id = %(request_id)s ORDER BY id;
+
+-- name: counts
+SELECT state, count(*) AS n FROM requests GROUP BY state;
+
+-- name: records
+-- Read through a server-side cursor: rows arrive in batches, never all at once.
+SELECT * FROM requests
+ WHERE (%(states)s::text[] IS NULL OR state = ANY (%(states)s::text[]))
+   AND (%(updated_since)s::timestamptz IS NULL OR updated_at >= %(updated_since)s)
+   AND (%(updated_until)s::timestamptz IS NULL OR updated_at < %(updated_until)s)
+ ORDER BY request_id
+ LIMIT %(limit)s;

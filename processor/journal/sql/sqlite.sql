@@ -1,0 +1,105 @@
+-- Queries of the SQLite journal (processor/journal/sqlite.py). Parameters are :named.
+-- Times are fixed-width UTC text, so `<=` on text compares instants. Lists (states) arrive as
+-- JSON arrays and are opened with json_each, which keeps every query a single static statement.
+
+-- name: schema_version_exists
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version';
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+
+-- name: schema_version
+SELECT max(version) AS version FROM schema_version;
+
+-- name: record_schema_version
+INSERT INTO schema_version (version, name, applied_at) VALUES (:version, :name, :applied_at);
+
+-- name: get
+SELECT * FROM requests WHERE request_id = :request_id;
+
+-- name: insert
+INSERT INTO requests (
+    request_id, state, idempotency_key, subscription_id, asset_id, product_id, marketplace_id,
+    environment, customer_id, created_at, updated_at
+) VALUES (
+    :request_id, :state, :idempotency_key, :subscription_id, :asset_id, :product_id, :marketplace_id,
+    :environment, :customer_id, :now, :now
+)
+ON CONFLICT (request_id) DO NOTHING;
+
+-- name: claim
+-- A live lease of another owner blocks; an expired one, or our own, does not.
+UPDATE requests
+   SET fence = fence + 1, lease_owner = :owner, lease_expires_at = :lease_expires_at
+ WHERE request_id = :request_id
+   AND state NOT IN (SELECT value FROM json_each(:final_states))
+   AND (lease_owner IS NULL OR lease_owner = :owner OR lease_expires_at <= :now)
+   AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
+RETURNING *;
+
+-- name: claim_due
+-- Any live lease blocks here, our own included: re-claiming would bump the fence under one of our
+-- own workers. Writers are serialised by BEGIN IMMEDIATE, so two claimers get disjoint rows.
+UPDATE requests
+   SET fence = fence + 1, lease_owner = :owner, lease_expires_at = :lease_expires_at
+ WHERE request_id IN (
+        SELECT request_id FROM requests
+         WHERE next_attempt_at <= :now
+           AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+           AND (lease_owner IS NULL OR lease_expires_at <= :now)
+         ORDER BY next_attempt_at, request_id
+         LIMIT :limit)
+RETURNING *;
+
+-- name: claimed
+-- The row, if the claim still holds it (same fence, same owner).
+SELECT * FROM requests WHERE request_id = :request_id AND fence = :fence AND lease_owner = :owner;
+
+-- name: save
+UPDATE requests
+   SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, outcome = :outcome,
+       reason = :reason, last_error = :last_error, noted = :noted, data = :data,
+       subscription_id = :subscription_id, updated_at = :updated_at
+ WHERE request_id = :request_id AND fence = :fence AND lease_owner = :owner
+RETURNING *;
+
+-- name: renew
+UPDATE requests SET lease_expires_at = :lease_expires_at
+ WHERE request_id = :request_id AND fence = :fence AND lease_owner = :owner
+RETURNING *;
+
+-- name: release
+UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL
+ WHERE request_id = :request_id AND fence = :fence AND lease_owner = :owner;
+
+-- name: force
+-- An operator's hand: a new step from scratch, and every outstanding claim is void.
+UPDATE requests
+   SET state = :state, fence = fence + 1, lease_owner = NULL, lease_expires_at = NULL,
+       next_attempt_at = NULL, attempts = 0, updated_at = :updated_at
+ WHERE request_id = :request_id
+RETURNING *;
+
+-- name: log_transition
+INSERT INTO transitions (request_id, from_state, to_state, fence, owner, at, detail)
+VALUES (:request_id, :from_state, :to_state, :fence, :owner, :at, :detail);
+
+-- name: transitions
+SELECT * FROM transitions WHERE request_id = :request_id ORDER BY id;
+
+-- name: counts
+SELECT state, count(*) AS n FROM requests GROUP BY state;
+
+-- name: records_page
+-- Keyset paging on the immutable key: a row changed mid-export is seen once, at its newest.
+SELECT * FROM requests
+ WHERE request_id > :after
+   AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+   AND (:updated_since IS NULL OR updated_at >= :updated_since)
+   AND (:updated_until IS NULL OR updated_at < :updated_until)
+ ORDER BY request_id
+ LIMIT :page;
