@@ -43,6 +43,7 @@ def gateway_settings(config: Config, api_key: str) -> GatewaySettings:
         retry_after_max=c.retry.retry_after_max,
         page_size=c.page_size,
         verify=c.verify,
+        connections=config.processing.concurrency + 4,
     )
 
 

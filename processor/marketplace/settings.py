@@ -46,6 +46,7 @@ class GatewaySettings:
     page_size: int = 100
     verify: bool | str = True  # TLS verification, or the path of a CA bundle
     user_agent: str = f"connect-cancel-processor/{__version__}"
+    connections: int = 16  # kept-alive connections to Connect (at least the worker count)
 
     def __post_init__(self) -> None:
         if not self.endpoint.startswith(("http://", "https://")):
