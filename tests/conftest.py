@@ -41,3 +41,11 @@ def shared_reference() -> Path:
     if not path.is_dir():
         need_or_skip("../shared/reference is absent")
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests that look at log events capture them (structlog.testing.capture_logs, which needs
+    # every level let through); the rest would only bury pytest's own report.
+    from processor.observe import configure_logging
+
+    configure_logging("debug", "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - for the session
