@@ -80,6 +80,17 @@ def _add_journal(sub: Any) -> None:
     m = jsub.add_parser("migrate", help="create or upgrade the journal schema")
     _add_config(m)
     m.set_defaults(func=cmd_journal_migrate)
+    from processor.ops.commands import JOURNAL_COMMANDS
+
+    _add_commands(jsub, JOURNAL_COMMANDS)
+
+
+def _add_commands(sub: Any, commands: Sequence[Any]) -> None:
+    """Operator commands (processor.ops.commands): each brings its own options."""
+    for command in commands:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.configure_parser(p)
+        p.set_defaults(func=command.run)
 
 
 def _add_demo(sub: Any) -> None:
@@ -105,6 +116,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_journal(sub)
+    from processor.ops.commands import COMMANDS
+
+    _add_commands(sub, COMMANDS)
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     chosen = words[0] if words else None
     _add_lazy(sub, "mock-marketplace", "processor.mock.marketplace.cli", "serve the local mock Connect marketplace", chosen)
@@ -151,18 +165,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     from processor.daemon import Daemon
     from processor.report import Progress, print_summary
 
-    progress = Progress.start(runtime, selector, enabled=args.once and not args.no_progress)
-    daemon = Daemon(runtime.engine, runtime.marketplace, selector, once=args.once, on_result=progress.advance)
-    _on_signals(daemon.stop)
+    ops = None
+    progress = Progress(None)
     try:
+        if not args.once and config.http.enabled:
+            ops = _ops_server(config, runtime, selector)
+            if ops is not None:
+                ops.start()
+        progress = Progress.start(runtime, selector, enabled=args.once and not args.no_progress)
+        daemon = Daemon(runtime.engine, runtime.marketplace, selector, once=args.once, on_result=progress.advance)
+        _on_signals(daemon.stop)
         summary = daemon.run()
     finally:
         progress.close()
+        if ops is not None:
+            ops.stop()
         runtime.close()
     if args.once:
         print_summary(summary)
         return EXIT_OK if summary.complete else EXIT_UNFINISHED
     return EXIT_OK
+
+
+def _ops_server(config: Any, runtime: Any, selector: Any) -> Any:
+    """Health, readiness, metrics and the status page, next to the daemon."""
+    from processor.ops.readiness import CachedCheck, make_readiness
+    from processor.ops.server import build_ops_server
+
+    readiness = make_readiness(
+        journal=runtime.journal,
+        connect=CachedCheck(lambda: runtime.marketplace.count_pending(selector) >= 0, name="connect"),
+        breakers=runtime.engine.breakers,
+    )
+    return build_ops_server(config, journal=runtime.journal, metrics=runtime.metrics, readiness=readiness)
 
 
 def _on_signals(stop: Callable[[], None]) -> None:

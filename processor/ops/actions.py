@@ -1,0 +1,95 @@
+"""What an operator may do to a request by hand: retry it, or park it. Shared by the CLI and the page.
+
+Both go through :meth:`Journal.force`, which bumps the fence: a worker still holding a claim on the
+request loses it at its next journal write and makes no further remote call.
+
+``retry`` moves a request back to ``new`` (a fresh step: attempts reset, no timer). That is safe from
+``parked`` and ``waiting_human``, which no worker moves on its own. From a state in which the vendor
+may have acted (``terminating``, ``suspending``, ``purging``) or did act (``terminated``, ``refusing``,
+``suspended``), in which a timer is the point (``scheduled``), or from ``new`` (a worker may be
+writing its intent right now, and the check is not atomic with the write), ``new`` could repeat a
+vendor call or skip a wait: it is refused unless ``force=True``, and the message says why. Final
+states other than ``parked`` are refused outright: Connect has already been told, and there is
+nothing left to retry.
+
+``park`` moves any non-final request to ``parked`` with the operator's reason; final requests are
+refused. Parking a request that is already parked changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processor.journal.base import FINAL_STATES, Journal, RequestRecord, State
+
+__all__ = ["ActionRefused", "Done", "RETRYABLE", "retry_request", "park_request"]
+
+# Back to ``new`` without any risk of a second vendor call or a skipped timer.
+RETRYABLE = frozenset({State.PARKED, State.WAITING_HUMAN})
+_ACTED = {
+    State.NEW: "a worker may be starting its vendor call right now",
+    State.TERMINATING: "a terminate call may have reached the vendor",
+    State.SUSPENDING: "a suspend call may have reached the vendor",
+    State.PURGING: "a purge call may have reached the vendor",
+    State.TERMINATED: "the vendor has already terminated the subscription (approve on Connect is next)",
+    State.REFUSING: "the vendor has already refused (fail on Connect is next)",
+    State.SUSPENDED: "the subscription is suspended and its terminate is timed",
+    State.SCHEDULED: "the request is scheduled on Connect for its planned date",
+}
+
+
+class ActionRefused(Exception):
+    """The action does not apply to the request as it stands; ``str()`` says why, for a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    request_id: str
+    before: State
+    after: RequestRecord
+    changed: bool = True
+
+
+def _current(journal: Journal, request_id: str) -> RequestRecord:
+    record = journal.get(request_id)
+    if record is None:
+        raise ActionRefused(f"{request_id}: no such request in the journal")
+    return record
+
+
+def retry_request(
+    journal: Journal, request_id: str, *, actor: str, note: str | None = None, force: bool = False
+) -> Done:
+    """Move ``request_id`` back to ``new``; see the module docstring for what is refused."""
+    record = _current(journal, request_id)
+    state = record.state
+    if state in FINAL_STATES and state is not State.PARKED:
+        raise ActionRefused(
+            f"{request_id} is {state.value}, a final state: Connect has been told; nothing to retry")
+    if state not in RETRYABLE and not force:
+        raise ActionRefused(
+            f"{request_id} is {state.value}: {_ACTED[state]}; back to new could repeat a vendor call or skip "
+            f"a wait. Check the vendor, then retry with --force (or park it first)"
+        )
+    detail = note or f"retry by {actor} (was {state.value})"
+    return Done(request_id, state, _force(journal, request_id, State.NEW, detail=detail, actor=actor))
+
+
+def park_request(journal: Journal, request_id: str, *, reason: str, actor: str) -> Done:
+    """Move ``request_id`` to ``parked`` with ``reason`` (shown as why it is parked)."""
+    if not reason.strip():
+        raise ActionRefused("a reason is required to park a request")
+    record = _current(journal, request_id)
+    if record.state is State.PARKED:
+        return Done(request_id, record.state, record, changed=False)
+    if record.final:
+        raise ActionRefused(f"{request_id} is {record.state.value}, a final state: there is nothing to park")
+    parked = _force(journal, request_id, State.PARKED, detail=reason.strip(), actor=actor)
+    return Done(request_id, record.state, parked)
+
+
+def _force(journal: Journal, request_id: str, state: State, *, detail: str, actor: str) -> RequestRecord:
+    try:
+        return journal.force(request_id, state, detail=detail, actor=actor)
+    except KeyError:  # removed between our read and the write (no store deletes rows today)
+        raise ActionRefused(f"{request_id}: no such request in the journal") from None

@@ -1,0 +1,146 @@
+"""Readiness: can this processor do its work right now? What ``/readyz`` reports.
+
+A readiness report is a small JSON-able dict, for example::
+
+    {"journal": true, "connect": true, "circuits": {"vendor": "closed"}}
+
+:func:`is_ready` says it is ready when every check is ``true`` and every circuit ``"closed"``; an
+``errors`` entry (what failed, secrets masked) is commentary and decides nothing. An open vendor
+circuit makes the process "not ready" on purpose: the ops server carries no business traffic, so a
+Kubernetes readiness probe only turns that into a visible signal (and pauses a rolling update while
+the vendor is down, which is what one wants).
+
+Checks and their costs:
+
+- the journal: :meth:`Journal.check_schema`, one or two indexed reads, on every call;
+- Connect: a remote call is slow when Connect is (the gateway retries with backoff), so it goes
+  through :class:`CachedCheck`, which runs it at most every ``ttl`` seconds in a background thread,
+  waits at most ``wait`` seconds for it, and otherwise answers with the last result, which counts
+  only while its last success is younger than ``max_age``;
+- circuits: each breaker's ``is_open``, read without locks (a momentary value is all a probe needs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from processor.journal.base import Journal
+from processor.observe import get_logger, mask
+
+__all__ = ["CachedCheck", "make_readiness", "is_ready", "Readiness"]
+
+Readiness = Callable[[], dict[str, Any]]
+log = get_logger(component="ops")
+
+
+def _describe(exc: BaseException) -> str:
+    return mask(f"{type(exc).__name__}: {exc}")[:300]
+
+
+class CachedCheck:
+    """A slow check made cheap to ask: see the module docstring. ``check`` returns a truthy value when
+    all is well and a falsy one or raises when not. Thread-safe; at most one run at a time."""
+
+    def __init__(
+        self,
+        check: Callable[[], object],
+        *,
+        ttl: float = 30.0,
+        max_age: float | None = None,
+        wait: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "check",
+    ) -> None:
+        if ttl <= 0 or wait < 0:
+            raise ValueError("ttl must be positive and wait not negative")
+        self._check = check
+        self.ttl = ttl
+        self.max_age = 3 * ttl if max_age is None else max_age
+        self.wait = wait
+        self._clock = clock
+        self.name = name
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._ran_at: float | None = None  # when the last run started
+        self._ok_at: float | None = None  # when the last successful run finished
+        self._ok = False  # the last finished run's answer
+        self._running = False
+        self.error: str | None = None  # why the last finished run failed (masked)
+
+    def __call__(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            if not self._running and (self._ran_at is None or now - self._ran_at >= self.ttl):
+                self._running = True
+                self._ran_at = now
+                threading.Thread(target=self._run, name=f"ready-{self.name}", daemon=True).start()
+            if self._running and self.wait:
+                self._done.wait_for(lambda: not self._running, timeout=self.wait)
+            fresh = self._ok_at is not None and self._clock() - self._ok_at <= self.max_age
+            return self._ok and fresh
+
+    def _run(self) -> None:
+        ok, error = False, None
+        try:
+            ok = bool(self._check())
+            if not ok:
+                error = "check answered false"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", never a crash
+            error = _describe(exc)
+            log.warning("readiness_check_failed", check=self.name, error=error)
+        with self._lock:
+            self._ok, self.error, self._running = ok, error, False
+            if ok:
+                self._ok_at = self._clock()
+            self._done.notify_all()
+
+
+def make_readiness(
+    *,
+    journal: Journal,
+    connect: Callable[[], object] | None = None,
+    breakers: Mapping[str, Any] | None = None,
+) -> Readiness:
+    """The callable ``/readyz`` asks. ``connect`` should be a :class:`CachedCheck` (or anything cheap);
+    ``breakers`` maps adapter names to objects with an ``is_open`` attribute (the engine's breakers)."""
+
+    def readiness() -> dict[str, Any]:
+        report: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        try:
+            journal.check_schema()
+            report["journal"] = True
+        except Exception as exc:  # noqa: BLE001 - unreachable, locked, old schema: all "not ready"
+            report["journal"] = False
+            errors["journal"] = _describe(exc)
+        if connect is not None:
+            try:
+                report["connect"] = bool(connect())
+            except Exception as exc:  # noqa: BLE001
+                report["connect"] = False
+                errors["connect"] = _describe(exc)
+            why = getattr(connect, "error", None)
+            if not report["connect"] and why and "connect" not in errors:
+                errors["connect"] = str(why)
+        if breakers is not None:
+            report["circuits"] = {name: "open" if b.is_open else "closed" for name, b in sorted(breakers.items())}
+        if errors:
+            report["errors"] = errors
+        return report
+
+    return readiness
+
+
+def is_ready(report: Mapping[str, Any]) -> bool:
+    """True when every check is ``True`` and every circuit ``"closed"``; anything else is "not ready"."""
+    for key, value in report.items():
+        if key == "errors":
+            continue
+        if isinstance(value, Mapping):
+            if not all(v is True or v == "closed" for v in value.values()):
+                return False
+        elif value is not True:
+            return False
+    return True
