@@ -93,6 +93,15 @@ def _add_commands(sub: Any, commands: Sequence[Any]) -> None:
         p.set_defaults(func=command.run)
 
 
+def _add_waiting(sub: Any) -> None:
+    from processor import waiting
+
+    text = "requests waiting for a person (routed by a policy), and with --timers for a date"
+    p = sub.add_parser("waiting", help=text, description=text)
+    waiting.configure_parser(p)
+    p.set_defaults(func=waiting.run)
+
+
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser(
         "demo", help="the whole thing on one machine: mock marketplace, mock vendor, processor",
@@ -119,6 +128,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from processor.ops.commands import COMMANDS
 
     _add_commands(sub, COMMANDS)
+    _add_waiting(sub)
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     chosen = words[0] if words else None
     _add_lazy(sub, "mock-marketplace", "processor.mock.marketplace.cli", "serve the local mock Connect marketplace", chosen)

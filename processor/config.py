@@ -8,6 +8,9 @@ Secrets are never read from the YAML file itself: the file names an environment 
 (``api_key_env``) or a file (``api_key_file``) that holds the secret. A bad file raises
 :class:`ConfigError` naming the file, the key and what was expected; the CLI turns that into exit
 status 2.
+
+Cancellation policies (``policies``, ``rules``, ``defaults.policy``) are modelled in
+:mod:`processor.policy_config`; the cross-references between them are checked here.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from processor.policy_config import BUILTIN_POLICY, PolicyConfig, RuleConfig
+
 __all__ = [
     "ConfigError",
     "Config",
@@ -29,6 +34,8 @@ __all__ = [
     "ProductConfig",
     "LogConfig",
     "HttpConfig",
+    "PolicyConfig",
+    "RuleConfig",
     "load_config",
     "read_secret",
     "ENV_PREFIX",
@@ -109,6 +116,8 @@ class ProcessingConfig(_Section):
     shutdown_timeout: float = Field(30.0, gt=0)
     notes: bool = True
     subscription_param: str = "subscription_id"
+    batch_max: int = Field(50, ge=2, le=1000, description="most requests in one terminate_batch call")
+    timers_per_pass: int = Field(500, ge=1, description="due timers (suspend end, purge) handled per pass")
     circuit: CircuitConfig = CircuitConfig()
 
 
@@ -126,6 +135,7 @@ class ProductConfig(_Section):
 class DefaultsConfig(_Section):
     adapter: str | None = None
     template: str | None = None
+    policy: str | None = None  # name in `policies` used when no rule matches; default: built-in immediate
     lookup_template: bool = Field(True, description="ask Connect for the product's template if none is set")
     environments: dict[Literal["preview", "test", "production"], str] = {}
 
@@ -149,6 +159,8 @@ class Config(_Section):
     adapters: dict[str, AdapterConfig] = {}
     defaults: DefaultsConfig = DefaultsConfig()
     products: dict[str, ProductConfig] = {}
+    policies: dict[str, PolicyConfig] = {}
+    rules: list[RuleConfig] = []
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
     source: str = Field("<defaults>", exclude=True)
@@ -170,6 +182,34 @@ class Config(_Section):
                 raise ValueError(f"products.{pid}: no adapter and no defaults.adapter")
         return self
 
+    @model_validator(mode="after")
+    def _rules_name_known_things(self) -> "Config":
+        names = ", ".join(sorted(self.policies)) or "none defined"
+        refs = [("defaults.policy", self.defaults.policy)]
+        refs += [(f"rules[{index}].policy", rule.policy) for index, rule in enumerate(self.rules)]
+        for key, name in refs:
+            if name is not None and name not in self.policies:
+                raise ValueError(f"{key}: policy {name!r} is not defined under policies ({names})")
+        for index, rule in enumerate(self.rules):
+            # A rule for a product that is not processed would never apply: almost surely a typo.
+            unknown = sorted(set(rule.match.product) - set(self.products))
+            if unknown:
+                raise ValueError(f"rules[{index}].match.product: {', '.join(unknown)} not configured under products")
+        return self
+
+    def policy_named(self, name: str) -> PolicyConfig:
+        """A policy by name; ``default`` is the built-in immediate policy unless configured."""
+        if name in self.policies:
+            return self.policies[name]
+        if name == "default":
+            return BUILTIN_POLICY
+        raise KeyError(name)
+
+    @property
+    def fallback_policy(self) -> str:
+        """The policy of a request no rule matches."""
+        return self.defaults.policy or "default"
+
     def adapter_for(self, product_id: str, environment: str) -> str | None:
         product = self.products.get(product_id)
         if product is None:
@@ -181,7 +221,10 @@ class Config(_Section):
             or self.defaults.adapter
         )
 
-    def template_for(self, product_id: str) -> str | None:
+    def template_for(self, product_id: str, policy: PolicyConfig | None = None) -> str | None:
+        """The approve template: the policy's, else the product's, else the default one."""
+        if policy is not None and policy.template:
+            return policy.template
         product = self.products.get(product_id)
         return (product.template if product else None) or self.defaults.template
 

@@ -1,15 +1,30 @@
-"""The loop: poll Connect, hand each pending cancel to a bounded worker pool, repeat.
+"""The loop: poll Connect, hand each pending cancel to a bounded worker pool, run due timers, repeat.
 
-A pass lists every request pending at its start (keyset paging in the gateway, so approvals made
-during the pass never shift the window) and submits each to the pool; a request already in flight
-in this process is not submitted twice, and the journal's lease keeps other processes off it.
+A pass, in order:
+
+1. lists every request pending at its start (keyset paging in the gateway, so approvals made during
+   the pass never shift the window) and submits each to the pool; a request already in flight in
+   this process is not submitted twice, and the journal's lease keeps other processes off it.
+   Requests whose policy batches them are grouped by customer and adapter and submitted as one
+   work item (:meth:`Engine.handle_batch`) when the group is full or the listing ends;
+2. when a policy schedules on Connect, lists ``revoking`` cancels and confirms those this processor
+   scheduled (:meth:`Engine.handle` recognises them);
+3. runs the journal's due timers (``claim_due``): grace periods that ended, purges whose retention
+   ran out, steps a crash interrupted on requests no poll lists any more (:meth:`Engine.resume`),
+   at most ``timers_per_pass``; a narrowed run (``--product``, ``--request-id``...) runs only the
+   timers of rows it selects (by product, marketplace, environment, id);
+4. settles rows Connect closed behind the journal's back: rows left open by a crash, and requests
+   routed to a person who then approved or failed them on Connect.
 
 Shutdown (SIGTERM/SIGINT, or :meth:`Daemon.stop`): nothing new is claimed, in-flight requests
 finish their current step, and :meth:`Daemon.run` returns within ``shutdown_timeout``. Whatever
 was cut short is safe: the journal resumes it on the next start.
 
 ``once=True`` drains: it repeats passes while requests it touched are unfinished and due within
-``once_max_wait``, then returns; :attr:`RunSummary.complete` says whether all reached a final state.
+``once_max_wait``, then returns. Requests that wait for a later date (scheduled on Connect,
+suspended for a grace period) or for a person (routed by policy) are not failures: they are listed
+in :attr:`RunSummary.waiting`, and :attr:`RunSummary.complete` is true when nothing else is left.
+The next run (or the daemon) takes them up when their time comes.
 """
 
 from __future__ import annotations
@@ -20,11 +35,11 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from processor.engine import Engine
-from processor.journal.base import FINAL_STATES, State
+from processor.engine import TIMER_STATES, Engine
+from processor.journal.base import FINAL_STATES, Claim, JournalError, RequestRecord, State
 from processor.marketplace import Marketplace, MarketplaceError, Selector
 from processor.model import parse_datetime
 from processor.observe import get_logger
@@ -34,14 +49,19 @@ __all__ = ["Daemon", "RunSummary"]
 log = get_logger(component="daemon")
 _FINAL_NAMES = {s.value for s in FINAL_STATES}
 _OPEN_STATES = (State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING)
+_WAITING = {State.SCHEDULED.value, State.SUSPENDED.value, State.WAITING_HUMAN.value}
+_MAX_BUFFERED = 2000  # batchable payloads held back during one listing (a few MB at most)
+_VANISHED_CHECKED = 1000  # waiting rows compared with one pass's listing
 
 
 @dataclass
 class RunSummary:
     results: Counter[str] = field(default_factory=Counter)
     unfinished: dict[str, str] = field(default_factory=dict)
+    waiting: dict[str, str] = field(default_factory=dict)  # request id -> state: waits for a date or a person
     passes: int = 0
     seen: int = 0
+    timers: int = 0
     errors: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -53,7 +73,8 @@ class RunSummary:
 
     @property
     def complete(self) -> bool:
-        """Everything reached a final state that needs nobody (a parked request needs a person)."""
+        """Everything reached a final state or waits by design (a date, a person named by policy);
+        a parked request needs a person nobody planned for, so it is not complete."""
         return not self.unfinished and not self.errors and not self.interrupted and not self.results["parked"]
 
 
@@ -80,6 +101,9 @@ class Daemon:
         self._slots = threading.BoundedSemaphore(self.settings.concurrency * 2)
         self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="worker")
         self._random = random.Random()
+        self._batching = any(policy.batch for policy in engine.config.policies.values())
+        self._groups: dict[str, list[Mapping[str, Any]]] = {}
+        self._waiting_seen: set[str] = set()
 
     # -- control ------------------------------------------------------------------------------
 
@@ -117,6 +141,8 @@ class Daemon:
     def _pass(self) -> None:
         seen = 0
         oldest: datetime | None = None
+        listed_all = False
+        self._waiting_seen = set()
         try:
             for payload in self.marketplace.iter_pending(self.selector):
                 if self._stop.is_set():
@@ -125,26 +151,97 @@ class Daemon:
                 created = parse_datetime(payload.get("created")) if isinstance(payload, Mapping) else None
                 if created and (oldest is None or created < oldest):
                     oldest = created
-                self._submit(payload)
+                self._offer(payload)
+            listed_all = not self._stop.is_set()
         except MarketplaceError as exc:
             # Connect is unreachable or refusing for now; the next pass tries again.
             log.warning("poll_failed", error=str(exc))
+        self._flush_groups()
         self._drain(None if not self._stop.is_set() else self.settings.shutdown_timeout)
         if not self._stop.is_set():
+            if self.engine.policy.schedules:
+                self._revocations()
+            self._timers()
             self._settle_stale()
+            if listed_all:
+                self._settle_vanished()
         self.summary.passes += 1
         self.summary.seen += seen
         metrics = self.engine.metrics
         metrics.passes.inc()
         metrics.backlog.set(seen)
-        metrics.oldest_pending.set((datetime.now(timezone.utc) - oldest).total_seconds() if oldest else 0)
+        metrics.oldest_pending.set((self.engine.clock() - oldest).total_seconds() if oldest else 0)
+
+    def _offer(self, payload: Any) -> None:
+        """Submit a listed request, or hold it back to go with its customer's other cancels."""
+        key = self.engine.batch_key(payload) if self._batching and isinstance(payload, Mapping) else None
+        if key is None:
+            self._submit(payload)
+            return
+        group = self._groups.setdefault(key, [])
+        group.append(payload)
+        if len(group) >= self.settings.batch_max:
+            self._submit_group(self._groups.pop(key))
+        elif sum(len(g) for g in self._groups.values()) >= _MAX_BUFFERED:
+            self._flush_groups()
+
+    def _flush_groups(self) -> None:
+        groups, self._groups = list(self._groups.values()), {}
+        for group in groups:
+            if self._stop.is_set():
+                return
+            if len(group) == 1:
+                self._submit(group[0])
+            else:
+                self._submit_group(group)
+
+    def _revocations(self) -> None:
+        try:
+            for payload in self.marketplace.iter_cancels(self.selector, "revoking"):
+                if self._stop.is_set():
+                    break
+                self._submit(payload)
+        except MarketplaceError as exc:
+            log.warning("revocations_not_listed", error=str(exc))
+        self._drain(None)
+
+    def _timers(self) -> None:
+        """Run the journal's due timers, ``concurrency`` at a time, at most ``timers_per_pass``."""
+        journal, engine = self.engine.journal, self.engine
+        budget = self.settings.timers_per_pass
+        while budget > 0 and not self._stop.is_set():
+            try:
+                due = journal.claim_due(engine.owner, engine.lease_seconds, min(self.settings.concurrency, budget),
+                                        states=TIMER_STATES)
+            except JournalError as exc:
+                log.warning("timers_not_claimed", error=str(exc))
+                return
+            if not due:
+                return
+            budget -= len(due)
+            for claim in due:
+                if self._selected(claim.record):
+                    self._submit_timer(claim)
+                else:
+                    journal.release(claim)
+            self._drain(None)
 
     def _settle_stale(self, limit: int = 200) -> None:
         """Rows left open by a crash after Connect acted (they no longer show in the poll)."""
         journal = self.engine.journal
-        quiet_since = datetime.now(timezone.utc) - timedelta(seconds=self.engine.lease_seconds)
+        quiet_since = self.engine.clock() - timedelta(seconds=self.engine.lease_seconds)
         stale = [r.request_id for r in journal.records(states=_OPEN_STATES, updated_until=quiet_since, limit=limit)]
-        for request_id in stale:
+        self._settle(stale)
+
+    def _settle_vanished(self) -> None:
+        """Requests routed to a person that left the pending list: the person acted on Connect."""
+        if self.selector.request_ids or self.selector.created_since or self.selector.created_until:
+            return  # a narrowed listing proves nothing about what it did not select
+        waiting = self.engine.journal.records(states=[State.WAITING_HUMAN], limit=_VANISHED_CHECKED)
+        self._settle([r.request_id for r in waiting if self._selected(r) and r.request_id not in self._waiting_seen])
+
+    def _settle(self, request_ids: list[str]) -> None:
+        for request_id in request_ids:
             if self._stop.is_set():
                 return
             try:
@@ -154,41 +251,80 @@ class Daemon:
                 continue
             if result in _FINAL_NAMES:
                 log.info("request_settled", request_id=request_id, state=result)
+                self._record(request_id, result)
 
-    def _submit(self, payload: Any) -> None:
-        request_id = str(payload.get("id")) if isinstance(payload, Mapping) else ""
+    def _selected(self, record: RequestRecord) -> bool:
+        s = self.selector
+        return not (
+            (s.products and record.product_id not in s.products)
+            or (s.marketplaces and record.marketplace_id not in s.marketplaces)
+            or (s.environments and record.environment not in s.environments)
+            or (s.request_ids and record.request_id not in s.request_ids)
+        )
+
+    # -- the pool -------------------------------------------------------------------------------
+
+    def _reserve(self, request_ids: list[str]) -> list[str]:
+        """Mark ids in flight and take a pool slot; the ids taken (none when stopping)."""
         with self._lock:
-            if request_id and request_id in self._inflight:
-                return
-            self._inflight.add(request_id)
+            taken = [rid for rid in request_ids if not (rid and rid in self._inflight)]
+            self._inflight.update(taken)
+        if not taken:
+            return []
         while not self._slots.acquire(timeout=0.5):
             if self._stop.is_set():
                 with self._lock:
-                    self._inflight.discard(request_id)
-                return
-        self._pool.submit(self._work, request_id, payload)
+                    self._inflight.difference_update(taken)
+                return []
+        return taken
 
-    def _work(self, request_id: str, payload: Any) -> None:
-        if self._stop.is_set():  # queued but not started: claim nothing new during shutdown
-            self._slots.release()
-            with self._lock:
-                self._inflight.discard(request_id)
-            return
+    def _submit(self, payload: Any) -> None:
+        request_id = str(payload.get("id")) if isinstance(payload, Mapping) else ""
+        if self._reserve([request_id]):
+            self._pool.submit(self._work, [request_id], lambda: {request_id: self.engine.handle(payload)})
+
+    def _submit_group(self, payloads: list[Mapping[str, Any]]) -> None:
+        ids = self._reserve([str(p.get("id") or "") for p in payloads])
+        chosen = [p for p in payloads if str(p.get("id") or "") in ids]
+        if chosen:
+            self._pool.submit(self._work, ids, lambda: self.engine.handle_batch(chosen))
+
+    def _submit_timer(self, claim: Claim) -> None:
+        if self._reserve([claim.request_id]):
+            self.summary.timers += 1
+            self._pool.submit(self._work, [claim.request_id], lambda: {claim.request_id: self.engine.resume(claim)})
+        else:
+            self.engine.journal.release(claim)  # in flight here already, or stopping
+
+    def _work(self, request_ids: list[str], job: Callable[[], dict[str, str]]) -> None:
+        results: dict[str, str] = {}
         try:
-            result = self.engine.handle(payload)
+            if not self._stop.is_set():  # queued but not started: claim nothing new during shutdown
+                results = job()
         except Exception as exc:  # noqa: BLE001 - the loop must go on; the journal keeps the request
-            result = "error"
-            log.exception("request_error", request_id=request_id, error=f"{type(exc).__name__}: {exc}")
+            results = {rid: "error" for rid in request_ids}
+            log.exception("request_error", request_ids=request_ids[:10], error=f"{type(exc).__name__}: {exc}")
         finally:
             self._slots.release()
+            with self._lock:
+                self._inflight.difference_update(request_ids)
+        for request_id, result in results.items():
+            self._record(request_id, result)
+
+    def _record(self, request_id: str, result: str) -> None:
         with self._lock:
-            self._inflight.discard(request_id)
             self.summary.results[result] += 1
             if result == "error":
                 self.summary.errors += 1
+            if result in _WAITING or result == "busy":
+                self._waiting_seen.add(request_id)
             if request_id:
                 if result in _FINAL_NAMES or result in ("ignored", "malformed"):
                     self.summary.unfinished.pop(request_id, None)
+                    self.summary.waiting.pop(request_id, None)
+                elif result in _WAITING:
+                    self.summary.unfinished.pop(request_id, None)
+                    self.summary.waiting[request_id] = result
                 elif result != "busy" or request_id not in self.summary.unfinished:
                     self.summary.unfinished[request_id] = result
         if self.on_result:
@@ -207,9 +343,7 @@ class Daemon:
 
     def _next_due_within(self, deadline: float) -> float | None:
         """--once: seconds to wait before another pass can make progress, or None to stop."""
-        if not self.summary.unfinished:
-            return None
-        now = datetime.now(timezone.utc)
+        now = self.engine.clock()
         soonest: float | None = None
         for request_id in list(self.summary.unfinished):
             record = self.engine.journal.get(request_id)
@@ -217,10 +351,20 @@ class Daemon:
                 self.summary.unfinished.pop(request_id, None)
                 continue
             self.summary.unfinished[request_id] = record.state.value
-            if record.state in (State.WAITING_HUMAN, State.SCHEDULED):
+            if record.state.value in _WAITING:
+                self.summary.unfinished.pop(request_id, None)
+                self.summary.waiting[request_id] = record.state.value
                 continue
             due = 0.0 if record.next_attempt_at is None else (record.next_attempt_at - now).total_seconds()
             soonest = due if soonest is None else min(soonest, due)
+        for request_id in list(self.summary.waiting):
+            record = self.engine.journal.get(request_id)
+            if record is None or record.final:
+                self.summary.waiting.pop(request_id, None)
+                continue
+            if record.state is State.SUSPENDED and record.next_attempt_at is not None:
+                due = (record.next_attempt_at - now).total_seconds()
+                soonest = due if soonest is None else min(soonest, due)
         if soonest is None or time.monotonic() + soonest > deadline:
             return None
         return max(soonest, 0.05)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import requests
 
 from processor.mock.faults import FaultSettings
-from processor.mock.marketplace import DEFAULT_API_KEY, MarketplaceSettings, approve_template, create_app
+from processor.mock.marketplace import MarketplaceSettings, approve_template, create_app
 from processor.mock.serve import ServerThread
 from processor.mock.vendor import VendorSettings, create_app as create_vendor_app
 
@@ -229,6 +229,33 @@ class Sandbox:
 
     def pending_cancels(self) -> set[str]:
         return {rid for rid, r in self.cancel_requests().items() if r["status"] == "pending"}
+
+    # -- acting and looking as the other parties do -----------------------------------------
+
+    def _api(self, method: str, path: str, body: Any = None) -> Any:
+        response = requests.request(method, f"{self.endpoint}/{path}", json=body,
+                                    headers={"Authorization": self.api_key}, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def request(self, request_id: str) -> dict[str, Any]:
+        """One request as the API shows it now."""
+        return self._api("GET", f"requests/{request_id}")  # type: ignore[no-any-return]
+
+    def act(self, request_id: str, action: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A request action as another party takes it (a reseller revoking, a person failing)."""
+        return self._api("POST", f"requests/{request_id}/{action}", dict(body or {}))  # type: ignore[no-any-return]
+
+    def messages(self, request_id: str) -> list[str]:
+        """The texts of the request's conversation, oldest first."""
+        conversation = self._api("GET", f"conversations?instance_id={request_id}")[0]
+        found = self._api("GET", f"conversations/{conversation['id']}/messages")
+        return [m["text"] for m in sorted(found, key=lambda m: m["created"])]
+
+    def vendor_effects(self, subscription_id: str | None = None) -> list[dict[str, Any]]:
+        """What the vendor actually did (terminate, suspend, purge), optionally for one subscription."""
+        effects = self.vendor_ledger()["effects"]
+        return [e for e in effects if subscription_id in (None, e["subscription_id"])]
 
 
 def _gone(subscription_id: str | None) -> bool:

@@ -50,6 +50,8 @@ _CONVERSATIONS_CACHED = 1024  # request id -> conversation id; one entry is ~100
 _ONCE_KEYS_KEPT = 4096
 _MESSAGES_SCANNED = 100  # the newest messages searched for an earlier copy of a note
 _PENDING = frozenset({"pending"})
+# Statuses a cancel request can be listed in (Connect's workflow for cancels).
+_LISTABLE = frozenset({"pending", "scheduled", "revoking", "inquiring", "approved", "failed", "revoked"})
 
 
 class _LRU:
@@ -128,7 +130,13 @@ class Marketplace:
 
     def iter_pending(self, selector: Selector) -> Iterator[dict[str, Any]]:
         """Every cancel request pending at the start of the pass, each once (keyset paging)."""
-        base = self._pending_query(selector)
+        return self.iter_cancels(selector, "pending")
+
+    def iter_cancels(self, selector: Selector, status: str) -> Iterator[dict[str, Any]]:
+        """Every cancel request in ``status`` (e.g. ``revoking``, to confirm revocations), each once."""
+        if status not in _LISTABLE:
+            raise ValueError(f"status must be one of {', '.join(sorted(_LISTABLE))}, got {status!r}")
+        base = R().type.eq("cancel") & R().status.eq(status) & selector.rql()
         return iter_keyset(lambda query: self._list_page(query), base, self.settings.page_size)
 
     def count_pending(self, selector: Selector) -> int:
@@ -164,10 +172,17 @@ class Marketplace:
 
     # -- actions on a request ------------------------------------------------------------------
 
-    def approve(self, request_id: str, template_id: str) -> dict[str, Any]:
+    def approve(self, request_id: str, template_id: str, *, effective_date: datetime | None = None) -> dict[str, Any]:
+        """Approve; ``effective_date`` tells Connect when the cancellation took effect (the end of a
+        billing period, the start of a grace period) when that is not the moment of approval."""
         if not template_id:
             raise ValueError("approve needs a template id")
-        return self._act("approve", request_id, {"template_id": template_id}, source=_PENDING, target="approved")
+        payload: dict[str, Any] = {"template_id": template_id}
+        if effective_date is not None:
+            if effective_date.tzinfo is None:
+                raise ValueError("effective_date must be timezone-aware")
+            payload["effective_date"] = effective_date.isoformat()
+        return self._act("approve", request_id, payload, source=_PENDING, target="approved")
 
     def fail(self, request_id: str, reason: str) -> dict[str, Any]:
         if not reason or not reason.strip():
