@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -49,3 +50,14 @@ def pytest_configure(config: pytest.Config) -> None:
     from processor.observe import configure_logging
 
     configure_logging("debug", "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - for the session
+
+
+@pytest.fixture(autouse=True)
+def _logging_config_restored() -> Iterator[None]:
+    """Code under test may configure logging for a process (the EaaS runtime does, as the daemon
+    does at start-up); the next test must still see the session's configuration."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

@@ -1,0 +1,177 @@
+"""The Connect EaaS events application: cancel requests delivered as ``asset_cancel_request_processing``
+tasks, handled by the same engine, journal and adapters as the daemon.
+
+Connect delivers a task per request and status; connect-extension-runner fetches the request,
+calls :meth:`CancelEventsApplication.handle_cancel_request` with it, and reports the response.
+The engine's answer becomes the task's result:
+
+==========================================  ==================================================
+engine result                               task response
+==========================================  ==================================================
+approved, failed, closed, revoked,          ``done``: the request left ``pending`` on Connect
+scheduled
+parked, waiting_human                       ``skip`` with the reason: a person must act. The
+                                            journal records it; the Connect request stays
+                                            pending and is never failed because of this
+ignored                                     ``skip`` with why (status, product not configured)
+new, terminating, terminated, refusing,     ``reschedule``: transient or not yet due. The
+suspending, suspended, purging, busy,       countdown is the journal's ``next_attempt_at``
+lease_lost, anything unexpected             when it has one (at least 30 s, at most a day)
+==========================================  ==================================================
+
+A configuration the processor cannot use, or a journal it cannot reach, reschedules too (300 s and
+60 s) and logs why: the task is kept until an operator fixes it, and no Connect request is failed.
+Other exceptions propagate; the runner records them and delivers the task again.
+
+Repeated deliveries are harmless: the runner may deliver a task twice, even concurrently (a
+timed-out handler still running), and Connect spreads tasks over runner instances that do not
+coordinate. Within a process, :class:`InFlight` turns a second concurrent delivery away
+(reschedule); across processes the journal's claim lets one of them act while the other sees
+``busy`` (reschedule) or the final state (``done``). The vendor is never called twice for one
+subscription.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Iterator, Mapping
+
+from connect.eaas.core.decorators import event, variables
+from connect.eaas.core.enums import ResultType
+from connect.eaas.core.extension import EventsApplicationBase
+from connect.eaas.core.responses import BackgroundResponse
+
+from processor.config import ConfigError
+from processor.journal.base import JournalError, SchemaError
+from processor.observe import mask
+from processor.runtime import Runtime
+
+from processor.eaas.runtimes import RuntimeCache
+from processor.eaas.variables import DECLARED
+
+__all__ = [
+    "CancelEventsApplication",
+    "InFlight",
+    "EVENT_TYPE",
+    "STATUSES",
+    "RUNTIMES",
+    "IN_FLIGHT",
+    "respond",
+    "countdown",
+]
+
+EVENT_TYPE = "asset_cancel_request_processing"
+# pending is processed; scheduled and revoking are what the cancellation policies act on (end of
+# period, withdrawal): subscribed now so that an installation does not change when they arrive.
+STATUSES = ["pending", "scheduled", "revoking"]
+
+MIN_COUNTDOWN = 30  # Connect's floor for a reschedule
+MAX_COUNTDOWN = 86_400  # a later timer is re-read on the next delivery, which reschedules again
+CONFIG_RETRY = 300
+JOURNAL_RETRY = 60
+
+_DONE = frozenset({"approved", "failed", "closed", "revoked", "scheduled"})
+_FOR_A_PERSON = frozenset({"parked", "waiting_human"})
+
+
+class InFlight:
+    """Request ids being handled in this process. The journal's lease does not keep a process off
+    its own claims (they share one owner), so a second delivery of a task that is still running
+    here -- the runner re-runs a handler that timed out -- is turned away before it claims."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, request_id: str) -> Iterator[bool]:
+        """True (and held until the block ends) unless ``request_id`` is already held."""
+        with self._lock:
+            mine = request_id not in self._ids
+            self._ids.add(request_id)
+        try:
+            yield mine
+        finally:
+            if mine:
+                with self._lock:
+                    self._ids.discard(request_id)
+
+
+# One of each per process: the runner builds a new application object for every task.
+RUNTIMES = RuntimeCache()
+IN_FLIGHT = InFlight()
+
+
+@variables(DECLARED)
+class CancelEventsApplication(EventsApplicationBase):
+    """Processes cancel requests of the installation's products as Connect delivers them.
+
+    ``runtimes`` and ``in_flight`` are process-wide; a subclass with its own behaves as another
+    runner instance would (tests use that to show that instances need no coordination).
+    """
+
+    runtimes: ClassVar[RuntimeCache] = RUNTIMES
+    in_flight: ClassVar[InFlight] = IN_FLIGHT
+
+    @event(EVENT_TYPE, statuses=STATUSES)
+    def handle_cancel_request(self, request: dict[str, Any]) -> BackgroundResponse:
+        request_id = _request_id(request) or "<no id>"
+        try:
+            with self.in_flight.hold(request_id) as mine:
+                if not mine:
+                    self.logger.info("%s: already in progress in this process, retrying later", request_id)
+                    return BackgroundResponse.reschedule(MIN_COUNTDOWN)
+                with self.runtimes.use(self.config or {}, self.client) as runtime:
+                    result = runtime.engine.handle(request)
+                    response = respond(result, request, runtime)
+        except ConfigError as exc:
+            self.logger.error("%s: the processor configuration is unusable, retrying in %ss: %s",
+                              request_id, CONFIG_RETRY, mask(str(exc)))
+            return BackgroundResponse.slow_process_reschedule(CONFIG_RETRY)
+        except SchemaError as exc:
+            self.logger.error("%s: %s", request_id, mask(str(exc)))
+            return BackgroundResponse.slow_process_reschedule(CONFIG_RETRY)
+        except JournalError as exc:
+            self.logger.warning("%s: journal unavailable, retrying in %ss: %s",
+                                request_id, JOURNAL_RETRY, mask(str(exc)))
+            return BackgroundResponse.reschedule(JOURNAL_RETRY)
+        self.logger.info("%s: %s -> %s%s", request_id, result, response.status,
+                         f" in {response.countdown}s" if response.status == ResultType.RESCHEDULE else "")
+        return response
+
+
+def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> BackgroundResponse:
+    """The task response for the engine's ``result`` on ``request`` (see the module docstring)."""
+    request_id = _request_id(request)
+    if result in _DONE:
+        return BackgroundResponse.done()
+    if result in _FOR_A_PERSON:
+        record = runtime.journal.get(request_id)
+        reason = record.reason if record is not None and record.reason else "see the journal"
+        what = "parked for a person" if result == "parked" else "routed to a person"
+        return BackgroundResponse.skip(f"{request_id} {what}: {reason}")
+    if result == "ignored":
+        status = str(request.get("status") or "") if isinstance(request, Mapping) else ""
+        if status != "pending":
+            return BackgroundResponse.skip(f"{request_id} is {status or 'without a status'}: "
+                                           "nothing to do for it in this version of the processor")
+        return BackgroundResponse.skip(f"{request_id}: {runtime.engine.plan(request).action}")
+    if result == "malformed":
+        return BackgroundResponse.skip("the request payload has no id: nothing can be recorded for it")
+    return BackgroundResponse.reschedule(countdown(runtime, request_id))
+
+
+def countdown(runtime: Runtime, request_id: str, now: datetime | None = None) -> int:
+    """Seconds until the journal says the request is due again, within Connect's bounds."""
+    record = runtime.journal.get(request_id) if request_id else None
+    if record is None or record.next_attempt_at is None:
+        return MIN_COUNTDOWN
+    wait = (record.next_attempt_at - (now or datetime.now(timezone.utc))).total_seconds()
+    return int(min(MAX_COUNTDOWN, max(MIN_COUNTDOWN, math.ceil(wait))))
+
+
+def _request_id(request: Any) -> str:
+    return str(request.get("id") or "") if isinstance(request, Mapping) else ""

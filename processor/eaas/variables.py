@@ -1,0 +1,169 @@
+"""The extension's variables, and the processor :class:`Config` they describe.
+
+Connect keeps an extension's settings as *variables* (plain or secure) and hands them to every task
+as ``self.config``; connect-extension-runner does not export them to the process environment. The
+processor is configured from them like this:
+
+- ``CANCEL_PROCESSOR_CONFIG_YAML``: the whole processor YAML configuration (the same file as
+  ``cancel-processor run --config``), or ``CANCEL_PROCESSOR_CONFIG``: the path of that file inside
+  the extension's image. Neither: built-in defaults.
+- Any ``CANCEL_PROCESSOR_<SECTION>__<KEY>`` variable overrides one setting, exactly as the
+  environment does for the CLI. ``CANCEL_PROCESSOR_JOURNAL__URL`` is the one that matters: it is
+  declared *secure* because a PostgreSQL URL carries a password.
+- ``CANCEL_PROCESSOR_APPROVE_TEMPLATES``: a JSON object ``{"PRD-...": "TL-..."}``, the approve
+  template per product (variable names cannot hold a product id). A product listed here is
+  configured even if the YAML does not name it; the YAML's template for it is replaced.
+- Secrets a vendor adapter reads from an environment variable (``auth: {env: NAME}``) come from
+  the variable ``NAME``: :func:`export_adapter_secrets` copies exactly those into ``os.environ``
+  before the adapters are built. ``VENDOR_API_TOKEN`` is declared (secure) as the conventional one.
+
+Variables win over the process environment. A variable whose value is empty, or still the
+``<unset...>`` placeholder it was declared with, counts as unset (the runner creates every declared
+variable, with its initial value, on the first run).
+
+Failure modes: an unreadable or invalid configuration raises :class:`ConfigError` naming the
+variable (or file), the key and what was expected; values of secure variables never appear in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from pydantic import ValidationError
+
+from processor.config import Config, ConfigError, ENV_PREFIX, load_config
+from processor.observe import register_secret
+
+__all__ = [
+    "UNSET",
+    "CONFIG_YAML",
+    "CONFIG_PATH",
+    "JOURNAL_URL",
+    "APPROVE_TEMPLATES",
+    "VENDOR_TOKEN",
+    "DECLARED",
+    "effective",
+    "config_from_variables",
+    "export_adapter_secrets",
+]
+
+CONFIG_YAML = "CANCEL_PROCESSOR_CONFIG_YAML"
+CONFIG_PATH = "CANCEL_PROCESSOR_CONFIG"  # the same name the CLI reads the config path from
+JOURNAL_URL = f"{ENV_PREFIX}JOURNAL__URL"
+APPROVE_TEMPLATES = "CANCEL_PROCESSOR_APPROVE_TEMPLATES"
+VENDOR_TOKEN = "VENDOR_API_TOKEN"
+
+# A value starting with this is a declared placeholder, not a setting.
+UNSET = "<unset"
+
+# What ``@variables`` declares: created with these initial values when absent. Connect wants a
+# non-empty string, so optional ones start as a placeholder that counts as unset.
+DECLARED: list[dict[str, Any]] = [
+    {"name": name, "initial_value": initial, "secure": secure}
+    for name, initial, secure in (
+        (CONFIG_YAML, "# the processor YAML configuration (see the README)", False),
+        (CONFIG_PATH, f"{UNSET}: or the path of the YAML configuration in the image>", False),
+        (JOURNAL_URL, f"{UNSET}: or postgresql://user:password@host/database>", True),
+        (APPROVE_TEMPLATES, "{}", False),
+        (VENDOR_TOKEN, f"{UNSET}: the vendor API token, if the YAML names it>", True),
+    )
+]
+_SECURE = frozenset(v["name"] for v in DECLARED if v["secure"])
+
+
+def effective(variables: Mapping[str, Any] | None) -> dict[str, str]:
+    """The variables that are set: string values; empty ones and placeholders dropped."""
+    values = {str(k): str(v).strip() for k, v in (variables or {}).items() if v is not None}
+    return {k: v for k, v in values.items() if v and not v.startswith(UNSET)}
+
+
+def config_from_variables(
+    variables: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """The processor configuration the variables describe (see the module docstring)."""
+    values = effective(variables)
+    for name in _SECURE & values.keys():
+        register_secret(values[name])
+    env = {**(os.environ if environ is None else environ), **values}
+    if CONFIG_YAML in values and not _blank_yaml(values[CONFIG_YAML]):
+        config = _load_text(values[CONFIG_YAML], env)
+    elif values.get(CONFIG_PATH):
+        config = load_config(values[CONFIG_PATH], env)
+    else:
+        config = load_config(None, env)
+    templates = values.get(APPROVE_TEMPLATES)
+    return _with_templates(config, templates) if templates else config
+
+
+def export_adapter_secrets(config: Config, variables: Mapping[str, Any] | None) -> list[str]:
+    """Copy into ``os.environ`` the variables that adapter options name with an ``env`` key (the
+    adapters read their secrets from the environment when they are built). Returns the names."""
+    values = effective(variables)
+    exported = []
+    for spec in config.adapters.values():
+        for name in sorted(set(_env_names(spec.options))):
+            if name in values:
+                register_secret(values[name])
+                os.environ[name] = values[name]
+                exported.append(name)
+    return exported
+
+
+def _blank_yaml(text: str) -> bool:
+    """Only comments and blank lines: the initial value, not a configuration."""
+    return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
+
+
+def _load_text(text: str, environ: Mapping[str, str]) -> Config:
+    # load_config reads a file; a private temporary one keeps this module on its public API. Errors
+    # are renamed after the variable: the temporary path means nothing to the operator.
+    source = f"variable {CONFIG_YAML}"
+    with tempfile.TemporaryDirectory(prefix="cancel-processor-") as folder:
+        path = Path(folder) / "processor.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            config = load_config(path, environ)
+        except ConfigError as exc:
+            raise ConfigError(source, exc.key, exc.problem) from None
+    return config.model_copy(update={"source": source})
+
+
+def _with_templates(config: Config, text: str) -> Config:
+    source = f"variable {APPROVE_TEMPLATES}"
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise ConfigError(source, "", f"not valid JSON: {exc.msg} ({where})") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) and v for v in mapping.values()):
+        expected = 'a JSON object of product id to template id, e.g. {"PRD-1": "TL-1"}'
+        raise ConfigError(source, "", f"expected {expected}")
+    data = config.model_dump()
+    products = data.setdefault("products", {})
+    for product_id, template in mapping.items():
+        products[product_id] = {**products.get(product_id, {}), "template": template}
+    try:
+        merged = Config.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error.get("loc", ()))
+        problem = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise ConfigError(source, key, problem) from None
+    return merged.model_copy(update={"source": config.source})
+
+
+def _env_names(options: Any) -> Iterator[str]:
+    """Every string value under a key named ``env`` in an adapter's options, at any depth."""
+    if isinstance(options, Mapping):
+        for key, value in options.items():
+            if key == "env" and isinstance(value, str):
+                yield value
+            else:
+                yield from _env_names(value)
+    elif isinstance(options, (list, tuple)):
+        for value in options:
+            yield from _env_names(value)
