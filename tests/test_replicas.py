@@ -1,0 +1,324 @@
+"""Replicas on PostgreSQL, proven with real processes.
+
+Three ``processor run`` daemons share one PostgreSQL journal (a fresh schema, chosen through the
+URL's ``options=-csearch_path=...``) and one sandbox (mock marketplace and mock vendor in this
+process). While they work, one replica is SIGKILLed (while it holds claims) and restarted, again
+and again, and another is frozen with SIGSTOP while it holds claims, for longer than the lease and
+until the others have taken some of them over, then thawed with SIGCONT: the work it resumes must
+find its leases lost (the fence moved on) and act no further on those requests.
+
+After the faults, once the backlog is done, every daemon must stop cleanly on SIGTERM, and both
+ledgers must show the invariants: every request final (journal and marketplace), no subscription
+effectively terminated twice, no request approved (or failed) twice, no approval without a
+termination. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+import yaml
+
+from processor.journal import open_journal
+from processor.journal.base import FINAL_STATES, State
+from processor.mock.faults import FaultSettings
+from processor.sandbox import Sandbox
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+REQUESTS = 2000
+REPLICAS = 3
+LEASE_SECONDS = 3
+KILLS = 8  # the killed replica: SIGKILL + restart this many times, every 1-2 s, while it holds claims
+STOP_SECONDS = 5.0  # the frozen replica: SIGSTOP at least this long (longer than the lease) ...
+STOP_MAX_SECONDS = 15.0  # ... and until another replica re-claimed what it held, at most this long
+FAULTS_BUDGET = 30.0  # seconds for the fault phase
+SETTLE_SECONDS = 0.1  # after a SIGSTOP/SIGKILL, for the server to finish what the process had sent
+QUIET_BUDGET = 45.0  # seconds to wait for the backlog to drain after the last fault
+
+
+def schema_url(url: str, schema: str) -> str:
+    """``url`` with libpq's ``options`` setting the search_path: every connection any replica opens
+    (pool, migrate command) lands in ``schema``, without a setting of the processor's own."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def journal_url(postgres_url: str) -> Iterator[str]:
+    import psycopg
+    from psycopg import sql
+
+    schema = f"replicas_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield schema_url(postgres_url, schema)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@dataclass
+class Replica:
+    """One daemon process, restartable; its stderr (JSON logs) appended to one file across restarts."""
+
+    name: str
+    config: Path
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "processor", "run", "--config", str(self.config)],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=err,
+            )
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM, after SIGCONT in case it is frozen."""
+        if self.process is not None and self.process.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+
+    def exit_status(self, timeout: float) -> int | str:
+        """Its exit status, or why there is none. A process that does not exit in time is killed,
+        so that no test leaves one behind."""
+        if self.process is None:
+            return "never started"
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return f"no exit within {timeout:.0f}s"
+
+    def log_events(self, event: str) -> int:
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        return text.count(f'"event": "{event}"')
+
+
+def sql_rows(journal_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` on the test schema, behind the replicas' backs."""
+    import psycopg
+
+    with psycopg.connect(journal_url, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def live_claims(journal_url: str, pid: int) -> set[str]:
+    """Requests on which process ``pid`` holds a live lease in an open state (owner = host:pid:nonce)."""
+    rows = sql_rows(journal_url, "SELECT request_id FROM requests WHERE lease_owner LIKE %s "
+                                 "AND lease_expires_at > now() AND state <> ALL (%s)",
+                    f"%:{pid}:%", [state.value for state in FINAL_STATES])
+    return {row[0] for row in rows}
+
+
+def taken_from(journal_url: str, request_ids: set[str], pid: int) -> set[str]:
+    """Those of ``request_ids`` another process has claimed since ``pid`` held them: it holds the
+    lease now, or it wrote the last transition (and has released the lease since)."""
+    rows = sql_rows(journal_url, "SELECT request_id FROM requests WHERE request_id = ANY (%s) "
+                                 "AND lease_owner IS NOT NULL AND lease_owner NOT LIKE %s",
+                    list(request_ids), f"%:{pid}:%")
+    owners = last_owners(journal_url, request_ids)
+    return {row[0] for row in rows} | {rid for rid, owner in owners.items() if f":{pid}:" not in owner}
+
+
+def last_owners(journal_url: str, request_ids: set[str]) -> dict[str, str]:
+    """The owner of each request's last journal transition."""
+    rows = sql_rows(journal_url, "SELECT DISTINCT ON (request_id) request_id, owner FROM transitions "
+                                 "WHERE request_id = ANY (%s) ORDER BY request_id, id DESC", list(request_ids))
+    return {row[0]: row[1] or "" for row in rows}
+
+
+def open_rows(journal_url: str) -> int:
+    journal = open_journal(journal_url, pool_size=1)
+    try:
+        counts = journal.counts()
+    finally:
+        journal.close()
+    return sum(n for state, n in counts.items() if state not in FINAL_STATES)
+
+
+@dataclass
+class Faults:
+    """What was done to the replicas, and what they held when it was done."""
+
+    kills: int = 0
+    orphaned: dict[str, int] = field(default_factory=dict)  # request id -> pid of the killed holder
+    stops: int = 0
+    frozen_pid: int = 0
+    held_when_frozen: set[str] = field(default_factory=set)
+    frozen_for: float = 0.0
+
+
+def inflict(journal_url: str, killed: Replica, frozen: Replica, rng: random.Random) -> Faults:
+    """SIGKILL ``killed`` (and restart it) KILLS times, every 1-2 s, each time while it holds claims
+    if it gets to hold any within 2 s; SIGSTOP ``frozen`` once while it holds claims, for at least
+    STOP_SECONDS and until the others have re-claimed what it held (at most STOP_MAX_SECONDS)."""
+    faults = Faults()
+    now = time.monotonic()
+    deadline, next_kill, freeze_at = now + FAULTS_BUDGET, now + rng.uniform(1.0, 2.0), now + 2.5
+    frozen_since: float | None = None
+    assert frozen.process is not None
+    faults.frozen_pid = frozen.process.pid
+    try:
+        while time.monotonic() < deadline and (faults.kills < KILLS or faults.stops < 1):
+            now = time.monotonic()
+            if faults.stops < 1 and frozen_since is None and now >= freeze_at:
+                frozen.signal(signal.SIGSTOP)
+                time.sleep(SETTLE_SECONDS)  # statements it had already sent still run on the server
+                faults.held_when_frozen = live_claims(journal_url, faults.frozen_pid)  # stable now
+                if faults.held_when_frozen:
+                    frozen_since = now
+                else:  # between requests right now: try again shortly
+                    frozen.signal(signal.SIGCONT)
+                    freeze_at = now + 0.2
+            elif frozen_since is not None:
+                taken = taken_from(journal_url, faults.held_when_frozen, faults.frozen_pid)
+                if now - frozen_since >= STOP_SECONDS and (taken or now - frozen_since >= STOP_MAX_SECONDS):
+                    frozen.signal(signal.SIGCONT)
+                    faults.frozen_for, frozen_since = now - frozen_since, None
+                    faults.stops += 1
+            if faults.kills < KILLS and now >= next_kill:
+                assert killed.process is not None
+                pid = killed.process.pid
+                if live_claims(journal_url, pid) or now >= next_kill + 2.0:
+                    killed.kill()
+                    time.sleep(SETTLE_SECONDS)  # what it had sent before dying runs (or rolls back)
+                    faults.orphaned.update(dict.fromkeys(live_claims(journal_url, pid), pid))
+                    faults.kills += 1
+                    killed.start()
+                    next_kill = now + rng.uniform(1.0, 2.0)
+            time.sleep(0.05)
+    finally:
+        if frozen_since is not None:  # never leave a process frozen, whatever happened above
+            frozen.signal(signal.SIGCONT)
+    return faults
+
+
+def marketplace_status_changes(sandbox: Sandbox) -> Counter[tuple[str, str]]:
+    """(request id, new status) -> how many times the marketplace made that change (its own ledger)."""
+    changes: Counter[tuple[str, str]] = Counter()
+    since = 0
+    for _ in range(1000):  # pages of 10,000 entries; bounded
+        page = requests.get(f"{sandbox.marketplace.url}/admin/ledger", params={"since": since, "limit": 10000},
+                            timeout=30).json()
+        for entry in page["entries"]:
+            if entry["kind"] == "request" and entry["event"] == "status":
+                changes[(entry["id"], entry["to"])] += 1
+        if not page["entries"]:
+            return changes
+        since = page["entries"][-1]["seq"]
+    raise AssertionError("the marketplace ledger did not end")
+
+
+def test_three_replicas_survive_kills_and_a_freeze(journal_url: str, tmp_path: Path) -> None:
+    started = time.monotonic()
+    vendor_latency = FaultSettings(latency_ms=2, latency_jitter_ms=3, seed=4)
+    with Sandbox(generate=REQUESTS, seed=13, vendor_mode="key", vendor_faults=vendor_latency) as sandbox:
+        before = sandbox.pending_cancels()
+        data = sandbox.config_data(
+            journal_url,
+            processing={"concurrency": 8, "poll_interval": 0.3, "notes": False, "shutdown_timeout": 10},
+            journal={"lease_seconds": LEASE_SECONDS, "pool_size": 10},
+        )
+        config = tmp_path / "processor.yaml"
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))}
+        env.update(sandbox.environ())
+
+        migrated = subprocess.run([sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
+                                  env=env, capture_output=True, text=True, timeout=60)
+        assert migrated.returncode == 0, migrated.stderr
+
+        replicas = [Replica(f"replica-{i}", config, env, tmp_path / f"replica-{i}.log") for i in range(REPLICAS)]
+        killed, frozen, _steady = replicas
+        for replica in replicas:
+            replica.start()
+        try:
+            faults = inflict(journal_url, killed, frozen, random.Random(20261201))
+            faults_done = time.monotonic()
+            # Quiescence: nothing pending on the marketplace, nothing open in the journal.
+            quiet_deadline = time.monotonic() + QUIET_BUDGET
+            while time.monotonic() < quiet_deadline:
+                if not (sandbox.pending_cancels() & before) and open_rows(journal_url) == 0:
+                    break
+                time.sleep(0.5)
+            drained = time.monotonic()
+        finally:
+            for replica in replicas:
+                replica.terminate()
+            codes = {replica.name: replica.exit_status(30) for replica in replicas}
+
+        check = sandbox.check(initially_pending=before)
+        journal = open_journal(journal_url, pool_size=2)
+        try:
+            states = {rid: (r.state if (r := journal.get(rid)) else None) for rid in before}
+        finally:
+            journal.close()
+        changes = marketplace_status_changes(sandbox)
+        terminations = Counter(
+            e["subscription_id"] for e in sandbox.vendor_ledger()["effects"]
+            if e["action"] == "terminate" and not e.get("duplicate")
+        )
+        owners = last_owners(journal_url, set(faults.orphaned) | faults.held_when_frozen)
+        lease_lost = frozen.log_events("lease_lost")
+
+    def finished_by_others(holders: dict[str, int]) -> set[str]:
+        """Requests whose last transition was written by a process other than the one that held them."""
+        return {rid for rid, pid in holders.items() if rid in owners and f":{pid}:" not in owners[rid]}
+
+    orphans_finished = finished_by_others(faults.orphaned)
+    stolen = finished_by_others(dict.fromkeys(faults.held_when_frozen, faults.frozen_pid))
+    approved_twice = sorted(rid for (rid, status), n in changes.items() if status == "approved" and n > 1)
+    failed_twice = sorted(rid for (rid, status), n in changes.items() if status == "failed" and n > 1)
+    not_final = {rid: state for rid, state in states.items() if state not in (State.APPROVED, State.FAILED)}
+    print(
+        f"\n[replicas] requests={len(before)} replicas={REPLICAS} kills={faults.kills} "
+        f"orphaned_claims={len(faults.orphaned)} finished_by_others={len(orphans_finished)} "
+        f"stops={faults.stops} frozen_for={faults.frozen_for:.1f}s held_when_frozen={len(faults.held_when_frozen)} "
+        f"taken_over={len(stolen)} lease_lost_after_thaw={lease_lost} "
+        f"approved={check.approved} failed={check.failed} lost={check.lost} not_final={len(not_final)} "
+        f"vendor_calls={check.vendor_calls} effective_terminations={check.effective_terminations} "
+        f"duplicate_terminations={check.duplicate_terminations} approved_twice={len(approved_twice)} "
+        f"approvals_without_termination={check.approvals_without_termination} "
+        f"faults={faults_done - started:.1f}s drain={drained - faults_done:.1f}s "
+        f"elapsed={time.monotonic() - started:.1f}s"
+    )
+    assert faults.kills == KILLS and faults.stops == 1
+    assert codes == {replica.name: 0 for replica in replicas}, codes
+    assert check.lost == 0
+    assert not not_final, dict(list(not_final.items())[:10])
+    assert check.approved + check.failed == len(before), check
+    assert check.duplicate_terminations == 0, check
+    assert all(n == 1 for n in terminations.values()), terminations.most_common(3)
+    assert not approved_twice and not failed_twice
+    assert check.approvals_without_termination == 0, check.details
+    # The kills hit work in flight, and the others finished it once the dead process's leases ran out.
+    assert faults.orphaned and orphans_finished == set(faults.orphaned)
+    # Claims the frozen replica held were re-claimed and finished by the others while it slept.
+    assert faults.held_when_frozen and stolen, (faults.held_when_frozen, stolen)
