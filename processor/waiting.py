@@ -17,20 +17,17 @@ calls Connect. ``--format json`` prints one JSON object per line, for scripts.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Iterator
 
 from rich.console import Console
 from rich.table import Table
 
-from processor.config import Config, ConfigError, load_config
-from processor.journal import open_journal
+from processor.config import load_config
+from processor.journal import open_existing
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
 from processor.timing import Dates, from_iso, human
 
@@ -103,24 +100,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=200, metavar="N", help="at most N of each kind (default 200)")
 
 
-@contextlib.contextmanager
-def _journal(config: Config) -> Iterator[Journal]:
-    url = config.journal.url
-    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
-    if path is not None and path != ":memory:" and not Path(path).exists():
-        raise ConfigError(config.source, "journal.url", f"no journal at {path}")
-    journal = open_journal(url)
-    try:
-        journal.check_schema()
-        yield journal
-    finally:
-        journal.close()
-
-
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
-        with _journal(config) as journal:
+        with open_existing(config.journal.url, config.source) as journal:
             rows = waiting_rows(journal, timers=args.timers, limit=max(args.limit, 1))
     except SchemaError as exc:
         print(f"cancel-processor: {exc}", file=sys.stderr)

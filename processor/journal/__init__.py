@@ -19,11 +19,13 @@ A URL may carry a password: every message here shows it through :func:`redact_ur
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from processor.journal.base import Journal
 
-__all__ = ["open_journal", "redact_url", "SCHEMES"]
+__all__ = ["open_journal", "open_existing", "redact_url", "SCHEMES"]
 
 SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 _ACCEPTED = (
@@ -67,3 +69,22 @@ def open_journal(url: str, *, clock: Callable[[], Any] | None = None, **options:
         return PostgresJournal(url, **extra, **options)
     named = f"scheme {scheme!r}" if scheme else "no scheme"
     raise ValueError(f"journal URL {redact_url(url)!r} has {named}; accepted: {_ACCEPTED}")
+
+
+@contextlib.contextmanager
+def open_existing(url: str, source: Any) -> Iterator[Journal]:
+    """The journal at ``url`` for reading and operator commands, never creating one: a missing
+    SQLite file (a mistyped path, most often) is a :class:`ConfigError` naming ``journal.url`` of
+    ``source``, and a schema that is not current is refused before anything is read."""
+    from processor.config import ConfigError
+
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+    if path is not None and path != ":memory:" and not Path(path).exists():
+        raise ConfigError(source, "journal.url", f"no journal at {path} (run the processor, or "
+                          "`cancel-processor journal migrate`, to create one)")
+    journal = open_journal(url)
+    try:
+        journal.check_schema()
+        yield journal
+    finally:
+        journal.close()
