@@ -16,6 +16,7 @@ Cancellation policies (``policies``, ``rules``, ``defaults.policy``) are modelle
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -38,6 +39,7 @@ __all__ = [
     "RuleConfig",
     "load_config",
     "read_secret",
+    "configured_secrets",
     "ENV_PREFIX",
 ]
 
@@ -81,6 +83,14 @@ class ConnectConfig(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("verify")
+    @classmethod
+    def _ca_bundle(cls, value: bool | str) -> bool | str:
+        # A mistyped path would otherwise surface only as a TLS failure on the first call.
+        if isinstance(value, str) and not Path(value).is_file():
+            raise ValueError("expected true, or the path of an existing CA bundle file (PEM)")
+        return value
 
 
 class JournalConfig(_Section):
@@ -273,6 +283,40 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_URL_PASSWORD = re.compile(r"(://[^/@:\s'\"]*:)[^@\s'\"]*@")
+
+
+def _secret_values(data: Any, environ: Mapping[str, str]) -> list[str]:
+    """The secrets this configuration names (by environment variable), to keep out of its errors."""
+    names = {"CONNECT_API_KEY", ENV_PREFIX + "STATUS_TOKEN"}
+    section = data if isinstance(data, Mapping) else {}
+    for path in (("connect", "api_key_env"), ("http", "token_env")):
+        node: Any = section
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if isinstance(node, str):
+            names.add(node)
+    adapters = section.get("adapters")
+    for spec in adapters.values() if isinstance(adapters, Mapping) else ():
+        options = spec.get("options") if isinstance(spec, Mapping) else None
+        auth = options.get("auth") if isinstance(options, Mapping) else None
+        if isinstance(auth, Mapping) and isinstance(auth.get("env"), str):
+            names.add(auth["env"])
+    values = [environ[name] for name in names if len(environ.get(name) or "") >= 6]
+    # The secret half of a Connect key ("ApiKey SU-...:secret") on its own, too.
+    values += [v.rsplit(":", 1)[1] for v in values if ":" in v and len(v.rsplit(":", 1)[1]) >= 6]
+    return sorted(values, key=len, reverse=True)
+
+
+def _hide(text: str, secrets: list[str]) -> str:
+    """``text`` without URL passwords and without the configured secrets: a value echoed in a
+    configuration error may be a secret put in the wrong place."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
     loc = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
     msg = str(error.get("msg", "invalid value"))
@@ -311,8 +355,15 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     except ValidationError as exc:
         loc, msg = _describe(exc.errors()[0])
         more = len(exc.errors()) - 1
+        msg = _hide(msg, _secret_values(data, environ))
         raise ConfigError(source, loc, msg + (f" (and {more} more problem(s))" if more else "")) from None
     return config.model_copy(update={"source": source})
+
+
+def configured_secrets(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every secret the configuration names by environment variable (the Connect key, the status
+    token, adapters' ``auth.env``), for masking; the values of unset variables are not included."""
+    return _secret_values(config.model_dump(), os.environ if environ is None else environ)
 
 
 def connect_api_key(config: Config, environ: Mapping[str, str] | None = None) -> str | None:

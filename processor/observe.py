@@ -117,7 +117,7 @@ class Metrics:
             registry=r,
         )
         self.connect_calls = Histogram(
-            "cancel_connect_call_seconds", "Connect API call latency, by operation", ["operation"],
+            "cancel_connect_call_seconds", "Connect API call latency (each HTTP attempt), by operation", ["operation"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.retries = Counter(
@@ -132,6 +132,9 @@ class Metrics:
         self.lease_lost = Counter("cancel_lease_steals_total", "Claims lost to another worker", registry=r)
         self.circuit_open = Gauge("cancel_vendor_circuit_open", "1 while the vendor circuit is open", ["adapter"], registry=r)
         self.passes = Counter("cancel_poll_passes_total", "Completed polling passes", registry=r)
+
+    def on_connect_call(self, operation: str, seconds: float) -> None:
+        self.connect_calls.labels(operation=operation).observe(seconds)
 
     def on_retry(self, cause: str, operation: str) -> None:
         self.retries.labels(cause=cause, operation=operation).inc()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from processor.adapters.base import AdapterError, VendorAdapter
-from processor.config import Config, ConfigError, connect_api_key
+from processor.config import Config, ConfigError, configured_secrets, connect_api_key
 from processor.engine import Engine, utcnow
 from processor.journal import open_journal
 from processor.journal.base import Journal
@@ -107,14 +108,16 @@ def build_runtime(
             config.source, "connect.api_key_env",
             f"no Connect API key: set {config.connect.api_key_env} (or CONNECT_API_KEY, or connect.api_key_file)",
         )
-    register_secret(api_key)
+    for secret in (api_key, *configured_secrets(config, environ), urlsplit(config.journal.url).password):
+        register_secret(secret)  # the journal's password: a PostgreSQL URL may carry one
     adapters = load_adapters(config)
     journal = open_journal(config.journal.url, clock=clock, pool_size=config.journal.pool_size)
     if migrate and config.journal.url.startswith("sqlite"):
         journal.migrate()
     journal.check_schema()
     metrics = Metrics()
-    marketplace = Marketplace(gateway_settings(config, api_key), on_retry=metrics.on_retry)
+    marketplace = Marketplace(gateway_settings(config, api_key), on_retry=metrics.on_retry,
+                              on_call=metrics.on_connect_call)
     leases = LeaseKeeper(journal, config.journal.lease_seconds) if heartbeat else None
     owner = make_owner()
     engine = Engine(

@@ -83,9 +83,11 @@ class Sandbox:
         refuse_pattern: str = r"7$",
         gone_pattern: str = r"^SUB-GONE",
         state_dir: str | None = None,
+        vendor_token: str = SANDBOX_VENDOR_TOKEN,
         **marketplace_options: Any,
     ) -> None:
         self.mode = vendor_mode
+        self.vendor_token = vendor_token
         self.market_app = create_app(
             MarketplaceSettings(
                 generate=generate, seed=seed, faults=marketplace_faults or FaultSettings(),
@@ -95,7 +97,7 @@ class Sandbox:
         )
         self.vendor_app = create_vendor_app(
             VendorSettings(
-                token=SANDBOX_VENDOR_TOKEN, mode=vendor_mode, refuse_pattern=refuse_pattern, gone_pattern=gone_pattern,
+                token=vendor_token, mode=vendor_mode, refuse_pattern=refuse_pattern, gone_pattern=gone_pattern,
                 faults=vendor_faults or FaultSettings(),
                 state_file=os.path.join(state_dir, "vendor.sqlite") if state_dir else None,
             )
@@ -136,7 +138,7 @@ class Sandbox:
 
     def environ(self) -> dict[str, str]:
         """Secrets for a processor run (passed by environment, as in production)."""
-        return {"CONNECT_API_KEY": self.api_key, VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN}
+        return {"CONNECT_API_KEY": self.api_key, VENDOR_TOKEN_ENV: self.vendor_token}
 
     def config_data(self, journal_url: str, *, processing: Mapping[str, Any] | None = None,
                     preview_noop: bool = False, **sections: Any) -> dict[str, Any]:

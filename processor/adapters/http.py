@@ -188,6 +188,10 @@ class HttpAdapter:
         what = self._scrub(f"{type(exc).__name__}: {exc}")[:300]
         if isinstance(exc, _UNBUILDABLE):
             return Failed(f"{op.name}: the request could not be built ({what}); nothing was sent")
+        tls = _tls_failure(exc)
+        if tls is not None:
+            return RetryLater(f"{op.name}: TLS verification failed ({self._scrub(tls)[:200]}); nothing was sent. "
+                              "To trust a private CA, set the adapter option verify to its CA bundle file")
         if _unsent(exc):
             return RetryLater(f"{op.name}: could not connect; nothing was sent ({what})")
         if op.statuses is not None:  # a status read changes nothing: asking again is always safe
@@ -281,6 +285,19 @@ _UNBUILDABLE = (
     requests.exceptions.MissingSchema,
     requests.exceptions.InvalidJSONError,
 )
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The certificate error's words when ``exc`` is (or wraps) a rejected certificate, else None."""
+    pending, seen = [exc], 0
+    while pending and seen < 16:
+        err = pending.pop()
+        seen += 1
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return str(getattr(err, "verify_message", None) or getattr(err, "reason", None) or err)
+        links = (*err.args, getattr(err, "reason", None), err.__cause__)
+        pending.extend(link for link in links if isinstance(link, BaseException))
+    return None
 
 
 def _unsent(exc: BaseException) -> bool:

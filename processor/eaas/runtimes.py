@@ -87,7 +87,8 @@ def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> R
         journal.check_schema()
         metrics = Metrics()
         settings = dataclasses.replace(gateway_settings(config, client.api_key), endpoint=client.endpoint)
-        marketplace = Marketplace(settings, client=gateway_client(client, config), on_retry=metrics.on_retry)
+        marketplace = Marketplace(settings, client=gateway_client(client, config), on_retry=metrics.on_retry,
+                                  on_call=metrics.on_connect_call)
         leases = LeaseKeeper(journal, config.journal.lease_seconds)
     except BaseException:
         journal.close()

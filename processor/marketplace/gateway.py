@@ -38,7 +38,7 @@ from requests.adapters import HTTPAdapter
 
 from processor.marketplace.errors import ActionRefused, MarketplaceError, NotFound, NotPending
 from processor.marketplace.paging import Page, iter_keyset
-from processor.marketplace.retry import CallFailed, OnRetry, Retrier
+from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
 from processor.marketplace.settings import GatewaySettings, Selector
 
 __all__ = ["Marketplace", "NOTE_MAX_CHARS"]
@@ -83,7 +83,8 @@ class Marketplace:
     ``client`` replaces the ConnectClient built from ``settings`` (it should have
     ``max_retries=0``). ``sleep`` and ``clock`` (monotonic seconds) drive backoff and the 429
     gate; ``wall_clock`` (epoch seconds) reads HTTP-date ``Retry-After`` values; ``on_retry(cause,
-    operation)`` is called before every retry sleep (metrics).
+    operation)`` is called before every retry sleep, ``on_call(operation, seconds)`` after every
+    HTTP attempt (metrics).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class Marketplace:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_retry: OnRetry | None = None,
+        on_call: OnCall | None = None,
     ) -> None:
         self.settings = settings
         if client is None:
@@ -116,7 +118,8 @@ class Marketplace:
         self._http: dict[str, Any] = {"verify": settings.verify}
         self._secrets = _secret_parts(settings.api_key)
         self._retry = Retrier(
-            settings, sleep=sleep, clock=clock, wall_clock=wall_clock, on_retry=on_retry, redact=self._redact
+            settings, sleep=sleep, clock=clock, wall_clock=wall_clock, on_retry=on_retry, on_call=on_call,
+            redact=self._redact
         )
         self._conversations = _LRU(_CONVERSATIONS_CACHED)
         self._notes_posted = _LRU(_ONCE_KEYS_KEPT)

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import math
 import random
+import ssl
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -53,6 +55,7 @@ __all__ = ["Retrier", "CallFailed", "Failure", "classify", "parse_retry_after", 
 
 T = TypeVar("T")
 OnRetry = Callable[[str, str], None]  # (cause, operation)
+OnCall = Callable[[str, float], None]  # (operation, seconds): one HTTP attempt's latency
 
 log = structlog.get_logger("processor.marketplace")
 
@@ -61,7 +64,10 @@ CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, THROTTLED = (
     "connection", "timeout", "server_error", "bad_response", "throttled",
 )
 CLIENT_ERROR = "client_error"
-_TRANSIENT = frozenset({CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, THROTTLED})
+# A TLS failure (certificate not trusted, handshake refused) is transient for the request (it is
+# deferred, never refused) but not retried within a call: a certificate does not change in seconds.
+TLS = "tls"
+_TRANSIENT = frozenset({CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, THROTTLED, TLS})
 # The server may have acted on a call that failed this way (a 429 is refused before any work).
 _AMBIGUOUS = frozenset({CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE})
 
@@ -122,6 +128,8 @@ def classify(exc: ClientError, now: float) -> Failure:
     if status is None:
         if not isinstance(cause_exc, requests.RequestException):
             return Failure(CLIENT_ERROR, errors=(str(exc),))
+        if isinstance(cause_exc, requests.exceptions.SSLError):
+            return Failure(TLS, sent=False, errors=(_tls_reason(cause_exc),))
         if isinstance(cause_exc, requests.ConnectTimeout):
             return Failure(TIMEOUT, sent=False)
         if isinstance(cause_exc, requests.Timeout):
@@ -138,6 +146,18 @@ def classify(exc: ClientError, now: float) -> Failure:
     return Failure(CLIENT_ERROR, status, exc.error_code, errors)
 
 
+def _tls_reason(exc: BaseException) -> str:
+    """The innermost SSL error's words ("certificate verify failed: self-signed certificate ...")."""
+    pending, seen = [exc], 0
+    while pending and seen < 16:
+        err = pending.pop()
+        seen += 1
+        if isinstance(err, ssl.SSLError):
+            return str(getattr(err, "verify_message", None) or err.reason or err)[:200]
+        pending.extend(a for a in (*err.args, getattr(err, "reason", None), err.__cause__) if isinstance(a, BaseException))
+    return type(exc).__name__
+
+
 class Retrier:
     """Runs calls with the retry policy above; thread-safe (the throttle gate is shared)."""
 
@@ -149,9 +169,12 @@ class Retrier:
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         on_retry: OnRetry | None = None,
+        on_call: OnCall | None = None,
         redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.settings = settings
+        self._on_call = on_call
+        self._operation = threading.local()  # the operation call() runs, for once()'s latency report
         self._sleep = sleep
         self._clock = clock
         self._wall_clock = wall_clock
@@ -178,14 +201,18 @@ class Retrier:
             before_sleep=lambda state: self._before_sleep(operation, state),
             reraise=True,
         )
+        self._operation.name = operation
         try:
             return retrying(attempt)
         except CallFailed as failed:
             raise self.error(operation, failed.failure) from None
+        finally:
+            self._operation.name = None
 
     def once(self, send: Callable[[], T]) -> T:
         """One attempt: wait for the throttle gate, call, classify a failure as :class:`CallFailed`."""
         self._pass_gate()
+        started = time.perf_counter()
         try:
             return send()
         except ClientError as exc:
@@ -193,9 +220,25 @@ class Retrier:
             if failure.cause == THROTTLED and failure.retry_after is not None:
                 self._close_gate(failure.retry_after)
             raise CallFailed(failure) from exc
+        finally:
+            self._observe(time.perf_counter() - started)
+
+    def _observe(self, seconds: float) -> None:
+        if self._on_call is not None:
+            try:
+                self._on_call(getattr(self._operation, "name", None) or "other", seconds)
+            except Exception as exc:  # noqa: BLE001 - a metrics hook must never break a call
+                log.warning("on_call_hook_failed", error=repr(exc))
 
     def error(self, operation: str, failure: Failure) -> MarketplaceError:
         """The typed error for a failure that will not be retried (any more)."""
+        if failure.cause == TLS:
+            reason = failure.errors[0] if failure.errors else "TLS error"
+            return TransientError(
+                f"{operation}: Connect unavailable: TLS verification failed ({reason}); to trust a "
+                "private CA, set connect.verify to its CA bundle file",
+                cause=TLS,
+            )
         if failure.transient:
             wait = f", retry after {failure.retry_after:g} s" if failure.retry_after is not None else ""
             status = f" (HTTP {failure.status_code})" if failure.status_code else ""
@@ -214,7 +257,7 @@ class Retrier:
     # -- tenacity strategies -------------------------------------------------------------------
 
     def _retryable(self, exc: BaseException) -> bool:
-        if not isinstance(exc, CallFailed) or not exc.failure.transient:
+        if not isinstance(exc, CallFailed) or not exc.failure.transient or exc.failure.cause == TLS:
             return False
         retry_after = exc.failure.retry_after
         return retry_after is None or retry_after <= self.settings.retry_after_max

@@ -14,7 +14,29 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["free_port", "serve", "ServerThread"]
+__all__ = ["free_port", "serve", "ServerThread", "HeadLimit", "MAX_HEADER_BYTES"]
+
+# Request heads larger than this are answered 431. Enforced in ASGI as well as by h11, because
+# uvicorn picks httptools when it is installed, and httptools sets no limit of its own.
+MAX_HEADER_BYTES = 32 * 1024
+
+
+class HeadLimit:
+    """Pure ASGI: a request whose header names and values exceed ``max_bytes`` gets a 431."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_HEADER_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_bytes:
+            body = b"request headers too large\n"
+            await send({"type": "http.response.start", "status": 431, "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,7 +47,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _config(app: Any, host: str, port: int, **kwargs: Any) -> uvicorn.Config:
     return uvicorn.Config(
-        app,
+        HeadLimit(app, kwargs.pop("max_header_bytes", MAX_HEADER_BYTES)),
         host=host,
         port=port,
         log_level=kwargs.pop("log_level", "warning"),

@@ -26,16 +26,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Callable, Iterator
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from processor.config import Config, ConfigError, load_config
+from processor.config import Config, ConfigError, configured_secrets, load_config
 from processor.journal import open_journal, redact_url
 from processor.journal.base import FINAL_STATES, Journal, JournalError, RequestRecord, SchemaError, State
 from processor.model import parse_datetime
-from processor.observe import mask
+from processor.observe import mask, register_secret
 from processor.ops.actions import ActionRefused, park_request, retry_request
 from processor.ops.listing import Filters, newest, streamed, why_waiting
 from processor.ops.output import FORMATS, age, attention_table, export_line, write_report
@@ -75,6 +76,11 @@ def _fail(message: str, status: int) -> int:
 
 @contextlib.contextmanager
 def _journal(config: Config) -> Iterator[Journal]:
+    # What the journal holds was masked when written; masking again on the way out covers a
+    # secret that reached it some other way (a vendor echoing a token into an error text).
+    for secret in configured_secrets(config):
+        register_secret(secret)
+    register_secret(urlsplit(config.journal.url).password)
     url = config.journal.url
     path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
     if path is not None and path != ":memory:" and not Path(path).exists():
