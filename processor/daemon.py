@@ -66,6 +66,8 @@ class RunSummary:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     interrupted: bool = False
+    # Why the last pass could not list everything pending (Connect unreachable, TLS, auth), or None.
+    listing_failed: str | None = None
 
     @property
     def elapsed(self) -> float:
@@ -75,7 +77,8 @@ class RunSummary:
     def complete(self) -> bool:
         """Everything reached a final state or waits by design (a date, a person named by policy);
         a parked request needs a person nobody planned for, so it is not complete."""
-        return not self.unfinished and not self.errors and not self.interrupted and not self.results["parked"]
+        return (not self.unfinished and not self.errors and not self.interrupted
+                and not self.results["parked"] and self.listing_failed is None)
 
 
 class Daemon:
@@ -123,6 +126,10 @@ class Daemon:
                 self._pass()
                 if self.once:
                     wait = self._next_due_within(deadline)
+                    if self.summary.listing_failed is not None:
+                        # A backfill that could not see the backlog has not drained it: try again
+                        # while the deadline allows, then report it unfinished, never done.
+                        wait = self._listing_retry_within(deadline, wait)
                     if wait is None:
                         break
                     self._stop.wait(wait)
@@ -156,6 +163,9 @@ class Daemon:
         except MarketplaceError as exc:
             # Connect is unreachable or refusing for now; the next pass tries again.
             log.warning("poll_failed", error=str(exc))
+            self.summary.listing_failed = str(exc)
+        else:
+            self.summary.listing_failed = None
         self._flush_groups()
         self._drain(None if not self._stop.is_set() else self.settings.shutdown_timeout)
         if not self._stop.is_set():
@@ -340,6 +350,11 @@ class Daemon:
                 log.warning("shutdown_timeout", in_flight=len(self._inflight))
                 return
             time.sleep(0.01)
+
+    def _listing_retry_within(self, deadline: float, due: float | None) -> float | None:
+        """--once after a failed listing: the next pass in a few seconds if the deadline allows."""
+        wait = min(self.settings.retry_base, 5.0) if due is None else min(due, 5.0)
+        return None if time.monotonic() + wait > deadline else wait
 
     def _next_due_within(self, deadline: float) -> float | None:
         """--once: seconds to wait before another pass can make progress, or None to stop."""

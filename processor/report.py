@@ -125,5 +125,7 @@ def print_summary(summary: "RunSummary") -> None:
         f"{summary.seen} seen in {summary.passes} pass(es), {summary.elapsed:.1f}s ({rate:.1f}/s); "
         f"unfinished: {len(summary.unfinished)}; errors: {summary.errors}"
     )
+    if summary.listing_failed is not None:
+        console.print(f"[red]Connect could not be listed:[/red] {summary.listing_failed}")
     for request_id, state in list(summary.unfinished.items())[:20]:
         console.print(f"  unfinished {request_id}: {state}")
