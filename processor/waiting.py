@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from processor.config import load_config
-from processor.journal import open_existing
+from processor.ops.commands import existing_journal
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
 from processor.timing import Dates, from_iso, human
 
@@ -103,7 +103,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
-        with open_existing(config.journal.url, config.source) as journal:
+        with existing_journal(config) as journal:
             rows = waiting_rows(journal, timers=args.timers, limit=max(args.limit, 1))
     except SchemaError as exc:
         print(f"cancel-processor: {exc}", file=sys.stderr)

@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from processor.config import Config, ConfigError, configured_secrets, load_config
-from processor.journal import open_journal, redact_url
+from processor.config import Config, configured_secrets, load_config
+from processor.journal import open_existing, redact_url
 from processor.journal.base import FINAL_STATES, Journal, JournalError, RequestRecord, SchemaError, State
 from processor.model import parse_datetime
 from processor.observe import mask, register_secret
@@ -75,23 +75,15 @@ def _fail(message: str, status: int) -> int:
 
 
 @contextlib.contextmanager
-def _journal(config: Config) -> Iterator[Journal]:
+def existing_journal(config: Config) -> Iterator[Journal]:
+    """The configured journal for an operator command (never created; see ``open_existing``)."""
     # What the journal holds was masked when written; masking again on the way out covers a
     # secret that reached it some other way (a vendor echoing a token into an error text).
     for secret in configured_secrets(config):
         register_secret(secret)
     register_secret(urlsplit(config.journal.url).password)
-    url = config.journal.url
-    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
-    if path is not None and path != ":memory:" and not Path(path).exists():
-        raise ConfigError(config.source, "journal.url", f"no journal at {path} (run the processor, or "
-                          "`cancel-processor journal migrate`, to create one)")
-    journal = open_journal(url)
-    try:
-        journal.check_schema()
+    with open_existing(config.journal.url, config.source) as journal:
         yield journal
-    finally:
-        journal.close()
 
 
 def _journal_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -146,7 +138,7 @@ def _oldest_unfinished(journal: Journal) -> RequestRecord | None:
 @_journal_errors
 def _status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with _journal(config) as journal:
+    with existing_journal(config) as journal:
         counts = journal.counts()
         oldest = _oldest_unfinished(journal)
         lists = {
@@ -215,7 +207,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.since and args.until and args.until <= args.since:
         return _fail("--until must be later than --since", EXIT_CONFIG)
     states = [State(s) for s in args.state] or None
-    with _journal(config) as journal:
+    with existing_journal(config) as journal:
         selected = journal.records(states=states, updated_since=args.since, updated_until=args.until)
         with streamed(selected) as records:
             write_report(records, args.format, sys.stdout, _console() if args.format == "table" else None)
@@ -240,7 +232,7 @@ def _retry_parser(parser: argparse.ArgumentParser) -> None:
 @_journal_errors
 def _retry(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with _journal(config) as journal:
+    with existing_journal(config) as journal:
         try:
             done = retry_request(journal, args.request_id, actor=_actor(), note=args.note, force=args.force)
         except ActionRefused as refused:
@@ -263,7 +255,7 @@ def _park_parser(parser: argparse.ArgumentParser) -> None:
 @_journal_errors
 def _park(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with _journal(config) as journal:
+    with existing_journal(config) as journal:
         try:
             done = park_request(journal, args.request_id, reason=args.reason, actor=_actor())
         except ActionRefused as refused:
@@ -289,7 +281,7 @@ def _export_parser(parser: argparse.ArgumentParser) -> None:
 @_journal_errors
 def _export(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with _journal(config) as journal:
+    with existing_journal(config) as journal:
         if not args.output:
             _export_to(journal, sys.stdout)
             return EXIT_OK
