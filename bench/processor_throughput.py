@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +53,45 @@ def process_once(servers: MockServers, concurrency: int, notes: bool = False) ->
     return done, elapsed, cpu
 
 
+@dataclass(frozen=True)
+class SweepRow:
+    concurrency: int
+    requests: int
+    seconds: float
+    ideal: float  # requests/s: concurrency / (vendor latency + approve latency)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.ideal
+
+
+def sweep_rows(concurrencies: list[int], per_worker: int, market_ms: float, vendor_ms: float,
+               notes: bool = False) -> list[SweepRow]:
+    """One drained backlog per concurrency (``concurrency x per_worker`` requests, at least 60)."""
+    rows = []
+    for concurrency in concurrencies:
+        n = max(60, concurrency * per_worker)
+        with MockServers(n, market_ms, vendor_ms) as servers:
+            done, elapsed, _ = process_once(servers, concurrency, notes=notes)
+        rows.append(SweepRow(concurrency, done, elapsed, concurrency / ((vendor_ms + market_ms) / 1000)))
+    return rows
+
+
 def sweep(args: argparse.Namespace) -> None:
-    vendor_s, approve_s = args.vendor_latency_ms / 1000, args.market_latency_ms / 1000
     print(f"\n## Concurrency sweep: marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n")
     print("| concurrency | requests | seconds | requests/s | ideal/s | ratio to ideal |")
     print("|---:|---:|---:|---:|---:|---:|")
     for concurrency in args.concurrency:
-        n = max(60, concurrency * args.per_worker)
-        with MockServers(n, args.market_latency_ms, args.vendor_latency_ms) as servers:
-            done, elapsed, _ = process_once(servers, concurrency)
-        ideal = concurrency / (vendor_s + approve_s)
-        rate = done / elapsed
-        print(f"| {concurrency} | {done} | {elapsed:.2f} | {rate:.1f} | {ideal:.1f} | {rate / ideal:.2f} |", flush=True)
-    concurrency = max(args.concurrency)
-    n = max(60, concurrency * args.per_worker)
-    with MockServers(n, args.market_latency_ms, args.vendor_latency_ms) as servers:
-        done, elapsed, _ = process_once(servers, concurrency, notes=True)
-    ideal = concurrency / (vendor_s + approve_s)
+        [r] = sweep_rows([concurrency], args.per_worker, args.market_latency_ms, args.vendor_latency_ms)
+        print(f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | {r.ideal:.1f} | {r.ratio:.2f} |",
+              flush=True)
+    [r] = sweep_rows([max(args.concurrency)], args.per_worker, args.market_latency_ms, args.vendor_latency_ms, notes=True)
     print(f"\nWith a conversation note per request (two more marketplace calls each), concurrency "
-          f"{concurrency}: {done / elapsed:.1f} requests/s, ratio to the same ideal {done / elapsed / ideal:.2f}.")
+          f"{r.concurrency}: {r.rate:.1f} requests/s, ratio to the same ideal {r.ratio:.2f}.")
 
 
 def bare_loop(servers: MockServers, concurrency: int) -> tuple[int, float]:
@@ -112,34 +133,55 @@ def bare_loop(servers: MockServers, concurrency: int) -> tuple[int, float]:
     return done, time.process_time() - cpu0
 
 
-def cpu_cost(args: argparse.Namespace) -> None:
-    n, concurrency = args.cpu_requests, 8
+@dataclass(frozen=True)
+class CpuCost:
+    concurrency: int
+    requests: int
+    cpu_ms: float  # processor CPU ms per request
+    bare_requests: int
+    bare_cpu_ms: float  # the bare loop's CPU ms per request
+    seconds: float  # the processor's wall time
+
+    @property
+    def ratio(self) -> float:
+        return self.cpu_ms / self.bare_cpu_ms
+
+
+def cpu_cost_result(n: int, concurrency: int = 8) -> CpuCost:
+    """Zero latency: the processor's CPU per request against a bare loop's, on ``n`` requests each."""
     with MockServers(n) as servers:
         done, elapsed, cpu = process_once(servers, concurrency)
     with MockServers(n) as servers:
         bare_done, bare_cpu = bare_loop(servers, concurrency)
-    per, bare_per = cpu / done * 1000, bare_cpu / bare_done * 1000
-    print(f"\n## Zero latency, concurrency {concurrency}, {n} requests\n")
+    return CpuCost(concurrency, done, cpu / done * 1000, bare_done, bare_cpu / bare_done * 1000, elapsed)
+
+
+def cpu_cost(args: argparse.Namespace) -> None:
+    r = cpu_cost_result(args.cpu_requests)
+    print(f"\n## Zero latency, concurrency {r.concurrency}, {args.cpu_requests} requests\n")
     print("| run | requests | CPU ms/request | ratio to bare loop |")
     print("|---|---:|---:|---:|")
-    print(f"| bare loop (same HTTP calls, no journal) | {bare_done} | {bare_per:.2f} | 1.00 |")
-    print(f"| processor (journal, retries, logs, metrics) | {done} | {per:.2f} | {per / bare_per:.2f} |")
-    print(f"\nProcessor wall time: {elapsed:.2f} s ({done / elapsed:.0f} requests/s).")
+    print(f"| bare loop (same HTTP calls, no journal) | {r.bare_requests} | {r.bare_cpu_ms:.2f} | 1.00 |")
+    print(f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | {r.ratio:.2f} |")
+    print(f"\nProcessor wall time: {r.seconds:.2f} s ({r.requests / r.seconds:.0f} requests/s).")
 
 
-def legacy(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class LegacyBaseline:
+    requests: int
+    legacy_rate: float  # connect-sdk FulfillmentAutomation, approvals/s (it calls no vendor)
+    processor_rates: dict[int, float]  # concurrency -> this processor's requests/s (vendor call + approve)
+
+
+def legacy_result(n: int, market_ms: float, vendor_ms: float, concurrencies: list[int]) -> LegacyBaseline | str:
+    """The legacy SDK's rate and this processor's on the same servers, or why there is no baseline."""
     from bench.legacy_env import LegacyEnvError, legacy_python, run_legacy
 
     try:
         python = legacy_python()
     except LegacyEnvError as exc:
-        print(f"\n(legacy SDK baseline skipped: {exc})")
-        return
-    n = args.legacy_requests
-    print(f"\n## Legacy SDK baseline: {n} requests, marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n")
-    print("| client | requests/s | ratio to legacy |")
-    print("|---|---:|---:|")
-    with MockServers(n, args.market_latency_ms, args.vendor_latency_ms) as servers:
+        return f"legacy SDK baseline skipped: {exc}"
+    with MockServers(n, market_ms, vendor_ms) as servers:
         templates = {}
         for pid in servers.products():
             reply = requests.get(f"{servers.endpoint}/products/{pid}/templates?eq(scope,asset)&eq(type,fulfillment)",
@@ -147,16 +189,28 @@ def legacy(args: argparse.Namespace) -> None:
             templates[pid] = reply.json()[0]["id"]
         done, summary = run_legacy(python, servers.endpoint, DEFAULT_API_KEY, templates)
     if summary is None:
-        print(f"(legacy run failed: exit {done.returncode}: {done.stderr[-500:]})")
-        return
-    # The legacy script never calls a vendor; it only approves (so it does less work per request).
-    legacy_rate = float(summary["approved_per_second"])
-    print(f"| connect-sdk FulfillmentAutomation (approve only, no vendor call) | {legacy_rate:.1f} | 1.00 |")
-    for concurrency in (1, max(args.concurrency)):
-        with MockServers(n, args.market_latency_ms, args.vendor_latency_ms) as servers:
+        return f"legacy run failed: exit {done.returncode}: {done.stderr[-500:]}"
+    rates = {}
+    for concurrency in concurrencies:
+        with MockServers(n, market_ms, vendor_ms) as servers:
             got, elapsed, _ = process_once(servers, concurrency)
-        rate = got / elapsed
-        print(f"| this processor, concurrency {concurrency} (vendor call + approve) | {rate:.1f} | {rate / legacy_rate:.2f} |")
+        rates[concurrency] = got / elapsed
+    return LegacyBaseline(n, float(summary["approved_per_second"]), rates)
+
+
+def legacy(args: argparse.Namespace) -> None:
+    n = args.legacy_requests
+    r = legacy_result(n, args.market_latency_ms, args.vendor_latency_ms, [1, max(args.concurrency)])
+    if isinstance(r, str):
+        print(f"\n({r})")
+        return
+    print(f"\n## Legacy SDK baseline: {n} requests, marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n")
+    print("| client | requests/s | ratio to legacy |")
+    print("|---|---:|---:|")
+    # The legacy script never calls a vendor; it only approves (so it does less work per request).
+    print(f"| connect-sdk FulfillmentAutomation (approve only, no vendor call) | {r.legacy_rate:.1f} | 1.00 |")
+    for concurrency, rate in r.processor_rates.items():
+        print(f"| this processor, concurrency {concurrency} (vendor call + approve) | {rate:.1f} | {rate / r.legacy_rate:.2f} |")
 
 
 def backlog(args: argparse.Namespace) -> None:

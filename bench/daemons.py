@@ -1,0 +1,143 @@
+"""Processor daemons as real processes, and the journal schemas they share, for the soak.
+
+A :class:`Daemon` is one ``python -m processor run`` process that can be SIGKILLed and restarted,
+frozen with SIGSTOP and thawed; its stderr (JSON log lines) is appended to one file across
+restarts. :func:`held_by` and :func:`taken_from` read, behind the daemons' backs, which claims a
+process holds and which of them another has taken over since. :func:`fresh_schema` gives
+replicas on PostgreSQL a schema of their own through libpq's ``options`` in the URL, so every
+connection any of them opens (pool, migrate command) lands there without a processor setting.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Daemon", "fresh_schema", "schema_url"]
+
+
+@dataclass
+class Daemon:
+    name: str
+    config: Path
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    frozen: bool = False
+    started_at: float = 0.0  # time.monotonic() of the last start
+
+    def start(self) -> None:
+        with self.log.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "processor", "run", "--config", str(self.config)],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=err,
+            )
+        self.started_at = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL and reap (a frozen process dies as well)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.frozen = False
+
+    def freeze(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            self.frozen = True
+
+    def thaw(self) -> None:
+        if self.alive() and self.frozen:
+            self.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        self.frozen = False
+
+    def stop(self, timeout: float) -> int | str:
+        """SIGTERM (after SIGCONT if frozen) and the exit status, or why there is none. A process
+        that does not exit in time is killed, so that nothing is left behind."""
+        if self.process is None:
+            return "never started"
+        if self.process.poll() is None:
+            self.thaw()
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return f"no exit within {timeout:.0f}s"
+
+
+def schema_url(url: str, schema: str) -> str:
+    """``url`` with libpq's ``options`` setting the search_path to ``schema``."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def fresh_schema(postgres_url: str, prefix: str = "soak", keep: bool = False) -> Iterator[str]:
+    """A new, empty schema for one run (dropped afterwards unless ``keep``); yields its URL."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield schema_url(postgres_url, schema)
+    finally:
+        if not keep:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _journal_rows(journal_url: str, query: str, params: list[object]) -> list[tuple[object, ...]]:
+    """Rows of ``query`` (``?`` placeholders) on the journal, behind the daemons' backs."""
+    if journal_url.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(journal_url[len("sqlite:///"):], timeout=30)
+        try:
+            return list(conn.execute(query, params))
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(journal_url, autocommit=True) as pg:
+        return pg.execute(query.replace("?", "%s"), params).fetchall()
+
+
+def held_by(journal_url: str, pid: int) -> set[str]:
+    """Open requests whose lease names process ``pid`` (owner = host:pid:nonce)."""
+    rows = _journal_rows(journal_url, "SELECT request_id FROM requests WHERE lease_owner LIKE ? "
+                                      "AND state NOT IN ('approved', 'failed', 'revoked', 'closed', 'parked')",
+                         [f"%:{pid}:%"])
+    return {str(row[0]) for row in rows}
+
+
+def taken_from(journal_url: str, request_ids: set[str], pid: int) -> set[str]:
+    """Those of ``request_ids`` that another process has claimed since ``pid`` held them: it holds
+    the lease now, or it wrote the last transition."""
+    if not request_ids:
+        return set()
+    ids = sorted(request_ids)
+    marks = ",".join("?" * len(ids))
+    mine = f":{pid}:"
+    leases = _journal_rows(journal_url, f"SELECT request_id, lease_owner FROM requests WHERE request_id IN ({marks})", ids)
+    last: dict[str, str] = {}
+    for rid, owner in _journal_rows(journal_url, f"SELECT request_id, owner FROM transitions "
+                                                 f"WHERE request_id IN ({marks}) ORDER BY id", ids):
+        last[str(rid)] = str(owner or "")
+    taken = {str(rid) for rid, owner in leases if owner and mine not in str(owner)}
+    return taken | {rid for rid, owner in last.items() if owner and mine not in owner}

@@ -1,0 +1,467 @@
+"""Chaos soak: real processor daemons against the sandbox, under a bounded schedule of faults.
+
+Run: ``python -m bench.soak [--requests 10000] [--store sqlite|postgres] [--mode key|natural|read|none]``.
+
+1. A sandbox (mock marketplace and mock vendor on loopback) is seeded with a first batch of the
+   cancels; the daemons (``python -m processor run``: one on SQLite, or three replicas on a fresh
+   PostgreSQL schema) drain it with no fault: the baseline throughput.
+2. The rest of the N cancels are seeded at once, and a schedule drawn from the seed runs, bounded in
+   count and in time: SIGKILL of a random daemon every few seconds (restarted at once), SIGSTOP of a
+   daemon holding claims for longer than the lease (then SIGCONT), and one storm of each kind, set
+   on the mocks at run time through ``PUT /admin/faults``: 5xx, 429 with Retry-After,
+   apply-then-drop, latency beyond the client timeouts, the vendor down. Pauses and storms take
+   turns, each in a slot of its own. Throughout, a small share of the POSTs to both mocks is applied
+   and then has its connection dropped. Unless ``--fault-seconds`` is given, the window is fitted to
+   the backlog (what the rest would take at the fault-free rate, plus a fifth), so that the faults
+   land on work in flight whatever N is.
+3. After the last fault heals, it waits (bounded) until nothing is left to do: nothing open in the
+   journal and nothing pending on Connect but what is parked for a person. Every daemon is stopped
+   with SIGTERM, and the checker (bench/checker.py) reads both ledgers and the journal and prints
+   one table. The exit status is 1 if an invariant fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from bench.checker import Report, RunFacts, check, final_times, render_markdown
+from bench.daemons import Daemon, fresh_schema, held_by, taken_from
+from processor.journal import open_journal
+from processor.journal.base import FINAL_STATES, State
+from processor.mock.faults import FaultSettings
+from processor.sandbox import Sandbox
+
+__all__ = ["Schedule", "SoakSettings", "main", "run_soak"]
+
+DEFAULT_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+STORMS = ("5xx", "429", "drops", "latency", "vendor-down")
+STARTUP_SECONDS = 5.0  # a daemon this old has its signal handlers in place
+CLIENT_TIMEOUT = 3.0  # the read timeout of both clients (Connect and vendor) in the soak's config
+
+
+@dataclass
+class SoakSettings:
+    requests: int = 10_000
+    seed: int = 20261124
+    store: str = "sqlite"  # sqlite: one daemon; postgres: ``replicas`` daemons on one schema
+    replicas: int = 0  # 0: 1 on SQLite, 3 on PostgreSQL
+    postgres_url: str = DEFAULT_POSTGRES_URL
+    mode: str = "key"  # what the mock vendor offers: key | natural | read | none
+    concurrency: int = 8
+    lease_seconds: float = 3.0
+    baseline: int = 0  # requests in the fault-free batch; 0: a tenth of the total, at least 30
+    kills: int = 30
+    kill_every: tuple[float, float] = (1.5, 3.0)
+    pauses: int = 2
+    storm_seconds: float = 5.0
+    fault_seconds: float | None = None  # the schedule's time bound; None: fitted to the backlog (below)
+    drop_rate: float = 0.02  # apply-then-drop on POSTs to both mocks, through the whole fault phase
+    vendor_latency_ms: float = 10.0
+    market_latency_ms: float = 0.0
+    quiet_seconds: float = 600.0  # bound on the wait for quiescence after the last fault
+    baseline_seconds: float = 300.0  # bound on the fault-free batch
+    workdir: str | None = None
+
+    @property
+    def processes(self) -> int:
+        return self.replicas or (3 if self.store == "postgres" else 1)
+
+    @property
+    def baseline_requests(self) -> int:
+        return min(self.requests, self.baseline or max(30, self.requests // 10))
+
+
+@dataclass(order=True)
+class Event:
+    at: float  # seconds after the fault phase began
+    kind: str = field(compare=False)  # kill | freeze | thaw | storm | calm
+    arg: Any = field(default=None, compare=False)
+
+
+class Schedule:
+    """The fault phase's events, drawn from the seed before anything runs."""
+
+    def __init__(self, settings: SoakSettings, rng: random.Random, window: float) -> None:
+        events: list[Event] = []
+        t = rng.uniform(*settings.kill_every)
+        while len(events) < settings.kills and t < window:
+            events.append(Event(t, "kill"))
+            t += rng.uniform(*settings.kill_every)
+        # Pauses and storms one after another, each in a slot of its own, in an order drawn from the
+        # seed: a storm that fell inside a pause of the only daemon would meet no call at all. A
+        # pause lasts longer than the lease, so that other replicas may take over what it held.
+        episodes: list[tuple[str, Any]] = [("storm", kind) for kind in STORMS]
+        episodes += [("pause", j) for j in range(settings.pauses)]
+        rng.shuffle(episodes)
+        slot = window / len(episodes)
+        for i, (kind, arg) in enumerate(episodes):
+            length = settings.lease_seconds + 2.0 + rng.uniform(0.0, 1.0) if kind == "pause" else settings.storm_seconds
+            start = i * slot + rng.uniform(0.0, max(0.0, slot - length))
+            if kind == "pause":  # the thaw is set when the freeze happens (it may wait for claims)
+                events.append(Event(start, "freeze", (arg, length, start + 2.0)))
+            else:
+                events += [Event(start, "storm", arg), Event(start + length, "calm", arg)]
+        self.events = sorted(events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+class Mocks:
+    """Fault settings of both mocks, set at run time through their admin endpoints."""
+
+    def __init__(self, sandbox: Sandbox, settings: SoakSettings, seed: int) -> None:
+        self.sandbox, self.settings, self._seed = sandbox, settings, seed
+
+    def _put(self, base_url: str, faults: FaultSettings) -> None:
+        self._seed += 1  # each change re-seeds the middleware's draw; deterministic from the run's seed
+        faults.seed = self._seed
+        response = requests.put(f"{base_url}/admin/faults", json=faults.as_dict(), timeout=10)
+        response.raise_for_status()
+
+    def set(self, storm: str | None, drops: bool) -> None:
+        """The background (base latency, and a share of dropped POSTs when ``drops``) plus ``storm``."""
+        s = self.settings
+        market = FaultSettings(latency_ms=s.market_latency_ms, drop_rate=s.drop_rate if drops else 0.0, methods="POST")
+        vendor = FaultSettings(latency_ms=s.vendor_latency_ms, drop_rate=s.drop_rate if drops else 0.0, methods="POST")
+        both = (market, vendor)
+        if storm == "5xx":
+            for f in both:
+                f.error_rate, f.methods = 0.5, "GET,POST,PUT,DELETE"
+        elif storm == "429":
+            for f in both:
+                f.throttle_rate, f.retry_after, f.methods = 0.5, 1.0, "GET,POST,PUT,DELETE"
+        elif storm == "drops":
+            for f in both:
+                f.drop_rate = 0.3
+        elif storm == "latency":
+            for f in both:  # beyond the clients' read timeout: every call in the storm times out
+                f.latency_ms, f.latency_jitter_ms = CLIENT_TIMEOUT * 1000 + 500, 1000
+        elif storm == "vendor-down":
+            vendor.error_rate, vendor.methods = 1.0, "GET,POST,PUT,DELETE"
+        self._put(self.sandbox.marketplace.url, market)
+        self._put(self.sandbox.vendor.url, vendor)
+
+    def counters(self) -> dict[str, int]:
+        market = requests.get(f"{self.sandbox.marketplace.url}/admin/stats", timeout=30).json()["faults"]
+        vendor = requests.get(f"{self.sandbox.vendor.url}/admin/faults", timeout=30).json()["stats"]
+        return {k: int(market.get(k, 0)) + int(vendor.get(k, 0)) for k in ("errors", "throttles", "drops", "delayed")}
+
+    def pending(self) -> int:
+        stats = requests.get(f"{self.sandbox.marketplace.url}/admin/stats", timeout=30).json()
+        return int(stats["cancels_by_status"].get("pending", 0))
+
+    def seed_more(self, count: int) -> set[str]:
+        response = requests.post(f"{self.sandbox.marketplace.url}/admin/seed", json={"generate": count}, timeout=300)
+        response.raise_for_status()
+        return set(response.json()["created"])
+
+
+def _journal_open_and_parked(journal_url: str) -> tuple[int, int]:
+    journal = open_journal(journal_url, pool_size=1)
+    try:
+        counts = journal.counts()
+    finally:
+        journal.close()
+    return sum(n for state, n in counts.items() if state not in FINAL_STATES), counts.get(State.PARKED, 0)
+
+
+class DaemonDied(RuntimeError):
+    """A daemon exited without being told to: the soak stops, with the end of its log."""
+
+
+def ensure_running(daemons: list[Daemon]) -> None:
+    for daemon in daemons:
+        if daemon.process is not None and daemon.process.poll() is not None:
+            tail = daemon.log.read_text(encoding="utf-8", errors="replace")[-2000:] if daemon.log.exists() else ""
+            raise DaemonDied(f"{daemon.name} exited by itself with {daemon.process.returncode}:\n{tail}")
+
+
+def wait_quiet(mocks: Mocks, journal_url: str, budget: float, say: Callable[[str], None],
+               daemons: list[Daemon]) -> float | None:
+    """Seconds until nothing is left to do (nothing open in the journal, nothing pending on Connect
+    but what is parked), or None if the budget ran out first."""
+    started = time.monotonic()
+    last_report = started
+    while time.monotonic() - started < budget:
+        ensure_running(daemons)
+        open_rows, parked = _journal_open_and_parked(journal_url)
+        pending = mocks.pending()
+        if open_rows == 0 and pending <= parked:
+            return time.monotonic() - started
+        if time.monotonic() - last_report > 15:
+            say(f"waiting: {pending} pending on Connect, {open_rows} open in the journal, {parked} parked")
+            last_report = time.monotonic()
+        time.sleep(0.5)
+    return None
+
+
+def _rate(times: list[float], since: float | None = None) -> float:
+    """Requests per second: from ``since`` (or the first to become final) to the last."""
+    if not times:
+        return 0.0
+    start = since if since is not None else min(times)
+    count = len(times) if since is not None else len(times) - 1
+    span = max(times) - start
+    return count / span if span > 0 else float("nan")
+
+
+def _config(sandbox: Sandbox, settings: SoakSettings, journal_url: str) -> dict[str, Any]:
+    data = sandbox.config_data(
+        journal_url,
+        processing={"concurrency": settings.concurrency, "poll_interval": 0.3, "notes": False,
+                    "shutdown_timeout": 10, "retry_base": 0.2, "retry_max": 2.0},
+        journal={"lease_seconds": settings.lease_seconds, "pool_size": settings.concurrency + 4},
+    )
+    data["connect"]["timeout_read"] = CLIENT_TIMEOUT
+    data["adapters"]["vendor"]["options"]["timeout"] = {"connect": 2, "read": CLIENT_TIMEOUT}
+    return data
+
+
+def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
+             say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> Report:
+    """One soak, start to finish; the checker's report."""
+    rng = random.Random(settings.seed)
+    started = time.monotonic()
+    facts = RunFacts(seed=settings.seed, mode=settings.mode, command=command,
+                     store=f"{settings.store}, {settings.processes} process{'es' if settings.processes > 1 else ''}")
+    with ExitStack() as stack:
+        workdir = Path(settings.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        if settings.store == "postgres":
+            journal_url = stack.enter_context(fresh_schema(settings.postgres_url, "soak"))
+        else:
+            journal_url = f"sqlite:///{workdir / 'journal.db'}"
+        sandbox = stack.enter_context(Sandbox(generate=settings.baseline_requests, seed=settings.seed,
+                                              vendor_mode=settings.mode))
+        mocks = Mocks(sandbox, settings, settings.seed * 1000)
+        mocks.set(None, drops=False)
+        baseline_ids = sandbox.pending_cancels()
+        config = workdir / "processor.yaml"
+        config.write_text(yaml.safe_dump(_config(sandbox, settings, journal_url)), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))}
+        env.update(sandbox.environ())
+        migrated = subprocess.run([sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
+                                  env=env, capture_output=True, text=True, timeout=120, check=False)
+        if migrated.returncode != 0:
+            raise RuntimeError(f"journal migrate failed: {migrated.stderr[-1500:]}")
+        daemons = [Daemon(f"daemon-{i}", config, env, workdir / f"daemon-{i}.log") for i in range(settings.processes)]
+        stack.callback(lambda: [d.kill() for d in daemons])  # whatever happens, nothing is left running
+
+        # 1. The fault-free batch.
+        say(f"baseline: {len(baseline_ids)} requests, {len(daemons)} daemon(s) on {settings.store}")
+        for daemon in daemons:
+            daemon.start()
+        if wait_quiet(mocks, journal_url, settings.baseline_seconds, say, daemons) is None:
+            say("baseline batch did not finish within its budget")
+        base_times = list(final_times(sandbox.marketplace.url, baseline_ids).values())
+        facts.baseline_requests, facts.baseline_rate = len(base_times), _rate(base_times)
+
+        # 2. The rest, under the schedule: unless told, the window is what the rest would take at
+        # the fault-free rate, and a fifth more, so that the faults land on work in flight (they
+        # slow the drain down) and the kills keep their pace whatever the size of the run.
+        rest = settings.requests - len(baseline_ids)
+        window = settings.fault_seconds or min(600.0, max(30.0, 1.2 * rest / (facts.baseline_rate or 1.0)))
+        schedule = Schedule(settings, rng, window)
+        fault_start_wall = time.time()
+        fault_ids = mocks.seed_more(rest) if rest > 0 else set()
+        say(f"faults: {len(fault_ids)} more requests, {len(schedule)} events within {window:.0f} s")
+        mocks.set(None, drops=True)
+        phase = time.monotonic()
+        pause_began: dict[str, float] = {}
+        frozen_by_pause: dict[int, Daemon] = {}
+        held_when_frozen: dict[str, set[str]] = {}
+        queue = list(schedule.events)
+        heapq.heapify(queue)
+        last_heal = phase
+        while queue and time.monotonic() - phase < window + 30:
+            event = queue[0]
+            wait = event.at - (time.monotonic() - phase)
+            if wait > 0:
+                time.sleep(min(wait, 0.1))
+                continue
+            heapq.heappop(queue)
+            ensure_running(daemons)
+            now = time.monotonic() - phase
+            if event.kind == "kill":
+                candidates = [d for d in daemons if not d.frozen]
+                if not candidates:  # the only daemon is frozen: kill it once it is thawed
+                    heapq.heappush(queue, Event(now + 0.5, "kill"))
+                    continue
+                victim = rng.choice(candidates)
+                victim.kill()
+                victim.start()
+                facts.kills += 1
+                last_heal = time.monotonic()
+            elif event.kind == "freeze":
+                pause_id, length, give_up = event.arg
+                awake = [d for d in daemons if not d.frozen]
+                if not awake:
+                    continue
+                victim = rng.choice(awake)
+                victim.freeze()
+                time.sleep(0.1)  # statements it had already sent still run on the server
+                held = held_by(journal_url, victim.pid)
+                if not held and now < give_up:  # between requests (or starting): try again shortly
+                    victim.thaw()
+                    heapq.heappush(queue, Event(now + 0.2, "freeze", event.arg))
+                    continue
+                frozen_by_pause[pause_id] = victim
+                held_when_frozen[victim.name] = held
+                say(f"paused {victim.name} holding {len(held)} claims")
+                pause_began[victim.name] = time.monotonic()
+                heapq.heappush(queue, Event(now + length, "thaw", pause_id))
+            elif event.kind == "thaw":
+                victim = frozen_by_pause.pop(event.arg, None)
+                if victim is not None and victim.frozen:
+                    stolen = taken_from(journal_url, held_when_frozen.get(victim.name, set()), victim.pid)
+                    # With replicas, stay frozen (a few seconds more at most) until one has taken
+                    # over a claim, so that the thawed one must meet a lost lease.
+                    slept = time.monotonic() - pause_began[victim.name]
+                    if len(daemons) > 1 and held_when_frozen.get(victim.name) and not stolen and slept < 12.0:
+                        frozen_by_pause[event.arg] = victim
+                        heapq.heappush(queue, Event(now + 0.3, "thaw", event.arg))
+                        continue
+                    held_when_frozen.pop(victim.name, None)
+                    say(f"thawed {victim.name}: {len(stolen)} of its claims were taken over")
+                    facts.lease_steals += len(stolen)
+                    victim.thaw()
+                    facts.pauses += 1
+                    facts.longest_pause = max(facts.longest_pause, time.monotonic() - pause_began[victim.name])
+                last_heal = time.monotonic()
+            elif event.kind == "storm":
+                mocks.set(event.arg, drops=True)
+                facts.storms[event.arg] += 1
+            elif event.kind == "calm":
+                mocks.set(None, drops=True)
+                last_heal = time.monotonic()
+        for daemon in daemons:  # the schedule's time bound may have cut a pause short
+            if daemon.frozen:
+                daemon.thaw()
+                facts.pauses += 1
+                facts.longest_pause = max(facts.longest_pause, time.monotonic() - pause_began.get(daemon.name, time.monotonic()))
+        mocks.set(None, drops=False)
+        last_heal = time.monotonic()
+        facts.fault_seconds = last_heal - phase
+        open_rows, parked = _journal_open_and_parked(journal_url)
+        facts.left_at_last_fault = max(open_rows, mocks.pending() - parked)
+        say(f"faults healed after {facts.fault_seconds:.0f} s: {facts.kills} kills, {facts.pauses} pauses, "
+            f"storms {dict(facts.storms)}; waiting for quiescence")
+
+        # 3. Quiescence, a clean stop, and the checker.
+        facts.converge_seconds = wait_quiet(mocks, journal_url, settings.quiet_seconds, say, daemons)
+        # A daemon restarted a moment ago may still be importing, before its SIGTERM handler exists.
+        youngest = max(d.started_at for d in daemons)
+        time.sleep(max(0.0, youngest + STARTUP_SECONDS - time.monotonic()))
+        facts.exits = {d.name: d.stop(30) for d in daemons}
+        facts.injected = mocks.counters()
+        seeded = baseline_ids | fault_ids
+        times = final_times(sandbox.marketplace.url, fault_ids)
+        fault_times = [times[r] for r in fault_ids if r in times]
+        facts.fault_requests, facts.fault_rate = len(fault_times), _rate(fault_times, since=fault_start_wall)
+        facts.elapsed = time.monotonic() - started
+        report = check(sandbox, journal_url, seeded, facts)
+        if not report.ok:
+            say(f"invariants failed; details: {report.details}")
+            for daemon in daemons:
+                tail = daemon.log.read_text(encoding="utf-8", errors="replace")[-1500:] if daemon.log.exists() else ""
+                say(f"--- end of {daemon.name}'s log ---\n{tail}")
+        return report
+
+
+def _span(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(":")
+    return float(low), float(high or low)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, argparse.Namespace]:
+    d = SoakSettings()
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=d.requests, help="cancels seeded in all")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default=d.store)
+    parser.add_argument("--replicas", type=int, default=0, help="daemons (default 1 on SQLite, 3 on PostgreSQL)")
+    parser.add_argument("--postgres-url", default=d.postgres_url, help="default: TEST_POSTGRES_URL or the local test db")
+    parser.add_argument("--mode", choices=["key", "natural", "read", "none"], default=d.mode,
+                        help="what the mock vendor offers against ambiguity")
+    parser.add_argument("--concurrency", type=int, default=d.concurrency, help="workers per daemon")
+    parser.add_argument("--lease-seconds", type=float, default=d.lease_seconds)
+    parser.add_argument("--baseline", type=int, default=0, help="fault-free batch (default a tenth, at least 30)")
+    parser.add_argument("--kills", type=int, default=d.kills, help="at most this many SIGKILLs")
+    parser.add_argument("--kill-every", type=_span, default=d.kill_every, help="seconds between kills, LOW:HIGH")
+    parser.add_argument("--pauses", type=int, default=d.pauses, help="SIGSTOPs longer than the lease")
+    parser.add_argument("--storm-seconds", type=float, default=d.storm_seconds)
+    parser.add_argument("--fault-seconds", type=float, default=None,
+                        help="the schedule's time bound (default: fitted to the backlog from the fault-free rate)")
+    parser.add_argument("--drop-rate", type=float, default=d.drop_rate, help="apply-then-drop share of POSTs")
+    parser.add_argument("--vendor-latency-ms", type=float, default=d.vendor_latency_ms)
+    parser.add_argument("--market-latency-ms", type=float, default=d.market_latency_ms)
+    parser.add_argument("--quiet-seconds", type=float, default=d.quiet_seconds, help="bound on the final drain")
+    parser.add_argument("--workdir", help="keep the config, journal and daemon logs here")
+    parser.add_argument("--markdown", help="also write the table, with the command, to this file")
+    args = parser.parse_args(argv)
+    settings = SoakSettings(
+        requests=args.requests, seed=args.seed, store=args.store, replicas=args.replicas,
+        postgres_url=args.postgres_url, mode=args.mode, concurrency=args.concurrency,
+        lease_seconds=args.lease_seconds, baseline=args.baseline, kills=args.kills, kill_every=args.kill_every,
+        pauses=args.pauses, storm_seconds=args.storm_seconds, fault_seconds=args.fault_seconds,
+        drop_rate=args.drop_rate, vendor_latency_ms=args.vendor_latency_ms,
+        market_latency_ms=args.market_latency_ms, quiet_seconds=args.quiet_seconds, workdir=args.workdir,
+    )
+    return settings, args
+
+
+def _command(argv: list[str]) -> str:
+    # The PostgreSQL URL may carry a password: it never goes into the printed command.
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            shown.append("$URL")
+            skip = False
+        elif arg == "--postgres-url":
+            shown.append(arg)
+            skip = True
+        elif arg.startswith("--postgres-url="):
+            shown.append("--postgres-url=$URL")
+        elif os.path.isabs(arg.partition("=")[2] if arg.startswith("--") else arg):
+            # An absolute path names this machine: shown as PATH.
+            shown.append(f"{arg.partition('=')[0]}=PATH" if arg.startswith("--") else "PATH")
+        else:
+            shown.append(arg)
+    return " ".join(["python -m bench.soak", *map(shlex.quote, shown)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    settings, args = parse_args(argv)
+    command = _command(argv)
+    report = run_soak(settings, command)
+    title = f"Soak: {settings.requests} requests, {settings.store}, vendor mode {settings.mode}"
+    table = render_markdown(report, title)
+    print(table)
+    if args.markdown:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        Path(args.markdown).write_text(
+            f"{table}\nProduced by `{command}` on {when}, {os.cpu_count()} CPU cores.\n", encoding="utf-8")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
