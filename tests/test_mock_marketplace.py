@@ -548,6 +548,22 @@ def test_approve_terminates_the_subscription_and_renders_the_template(
     assert again.status_code == 400 and again.json()["error_code"] == "REQ_003"
 
 
+def test_the_ledger_times_changes_to_the_microsecond_while_objects_keep_whole_seconds(
+    start: Callable[..., Running], clock: MockClock
+) -> None:
+    mp = start(generate=10)
+    first, second = list(mp.pending())[:2]
+    seq = mp.ledger()[-1]["seq"]
+    clock.advance(0.25)
+    mp.act(first.id, "approve", {"template_id": template_of(first)})
+    clock.advance(0.5)
+    doc = mp.act(second.id, "approve", {"template_id": template_of(second)}).json()
+    stamps = {e["id"]: datetime.fromisoformat(e["at"]) for e in mp.ledger(seq) if e["kind"] == "request"}
+    # Benchmarks time approvals from the ledger: whole seconds would read 0.5 s as 0 or 1.
+    assert stamps == {first.id: START + timedelta(seconds=0.25), second.id: START + timedelta(seconds=0.75)}
+    assert datetime.fromisoformat(doc["updated"]) == START  # Connect's precision on the object
+
+
 def test_fail_reactivates_the_subscription_and_keeps_the_reason(
     start: Callable[..., Running],
 ) -> None:

@@ -67,7 +67,6 @@ def post_message(store: Store, conversation_id: str, body: Any, actor: str) -> d
         store.remember(message["id"])
         store.mark("conversations", conversation)
         store.ledger.append(
-            now,
             actor,
             "message",
             conversation.instance_id,

@@ -60,7 +60,7 @@ class Store:
         self._depth = 0
         self._dirty: dict[str, dict[str, Any]] = {}
         self._unsaved: list[Entry] = []
-        self.ledger = Ledger(on_append=self._unsaved.append)
+        self.ledger = Ledger(on_append=self._unsaved.append, clock=self.clock)
 
     # -- time, change tracking, persistence ---------------------------------------------------
 
@@ -127,7 +127,7 @@ class Store:
             for doc in docs["requests"]:
                 request = Request.from_doc(doc, self.assets)
                 self.add_request(request, conversations.get(request.id), restoring=True)
-            self.ledger = Ledger(entries, on_append=self._unsaved.append)
+            self.ledger = Ledger(entries, on_append=self._unsaved.append, clock=self.clock)
             self.generation = int(meta.get("generation", 0))
             self._dirty.clear()  # all of it came from the file: nothing to write back
         return True
@@ -210,7 +210,6 @@ class Store:
             if status == "scheduled" and request.planned_date is not None:
                 heapq.heappush(self._scheduled, (request.planned_date, request.id))
             self.ledger.append(
-                iso(request.updated) or "",
                 actor,
                 "request",
                 request.id,
@@ -235,7 +234,6 @@ class Store:
             if status == "terminated":
                 asset.billing_next = None
             self.ledger.append(
-                iso(asset.updated) or "",
                 actor,
                 "asset",
                 asset.id,
@@ -260,7 +258,6 @@ class Store:
         with self.change():
             request.updated = self.now()
             self.ledger.append(
-                iso(request.updated) or "",
                 actor,
                 "request",
                 request.id,
@@ -285,9 +282,7 @@ class Store:
         after: str | None = None,
     ) -> None:
         with self.change():
-            self.ledger.append(
-                iso(self.now()) or "", actor, kind, object_id, event, after=after, detail=detail
-            )
+            self.ledger.append(actor, kind, object_id, event, after=after, detail=detail)
 
     def tick(self) -> None:
         """Return scheduled requests whose planned date has passed to pending."""
