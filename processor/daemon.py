@@ -14,7 +14,12 @@ A pass, in order:
    at most ``timers_per_pass``; a narrowed run (``--product``, ``--request-id``...) runs only the
    timers of rows it selects (by product, marketplace, environment, id);
 4. settles rows Connect closed behind the journal's back: rows left open by a crash, and requests
-   routed to a person who then approved or failed them on Connect.
+   routed to a person who then approved or failed them on Connect;
+5. when notes are on, posts the notes the journal says are owed (``unnoted``): a state was reached
+   but its note failed (Connect outage, lost lease) or the process died before it was recorded.
+   Only rows quiet for a lease (a live worker posts its own), changed within ``_RENOTE_WITHIN``
+   (turning notes on, or upgrading a journal, does not write to long-closed requests), at most
+   ``_RENOTES_PER_PASS``; a transient Connect failure ends this for the pass.
 
 Shutdown (SIGTERM/SIGINT, or :meth:`Daemon.stop`): nothing new is claimed, in-flight requests
 finish their current step, and :meth:`Daemon.run` returns within ``shutdown_timeout``. Whatever
@@ -40,7 +45,7 @@ from typing import Any, Callable, Mapping
 
 from processor.engine import TIMER_STATES, Engine
 from processor.journal.base import FINAL_STATES, Claim, JournalError, RequestRecord, State
-from processor.marketplace import Marketplace, MarketplaceError, Selector
+from processor.marketplace import Marketplace, MarketplaceError, Selector, TransientError
 from processor.model import parse_datetime
 from processor.observe import get_logger
 
@@ -52,6 +57,8 @@ _OPEN_STATES = (State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING)
 _WAITING = {State.SCHEDULED.value, State.SUSPENDED.value, State.WAITING_HUMAN.value}
 _MAX_BUFFERED = 2000  # batchable payloads held back during one listing (a few MB at most)
 _VANISHED_CHECKED = 1000  # waiting rows compared with one pass's listing
+_RENOTES_PER_PASS = 100  # owed notes posted per pass: one or two Connect calls each, in the loop's thread
+_RENOTE_WITHIN = timedelta(days=7)  # an owed note older than this is no news to the customer any more
 
 
 @dataclass
@@ -175,6 +182,7 @@ class Daemon:
             self._settle_stale()
             if listed_all:
                 self._settle_vanished()
+            self._renote()
         self.summary.passes += 1
         self.summary.seen += seen
         metrics = self.engine.metrics
@@ -242,6 +250,38 @@ class Daemon:
         quiet_since = self.engine.clock() - timedelta(seconds=self.engine.lease_seconds)
         stale = [r.request_id for r in journal.records(states=_OPEN_STATES, updated_until=quiet_since, limit=limit)]
         self._settle(stale)
+
+    def _renote(self, limit: int = _RENOTES_PER_PASS) -> int:
+        """Post notes that were owed (see the module docstring, step 5); how many were recorded."""
+        if not self.settings.notes:
+            return 0
+        engine = self.engine
+        now = engine.clock()
+        try:
+            owed = engine.journal.unnoted(updated_until=now - timedelta(seconds=engine.lease_seconds),
+                                          updated_since=now - _RENOTE_WITHIN, limit=limit)
+        except JournalError as exc:
+            log.warning("notes_not_listed", error=str(exc))
+            return 0
+        posted = 0
+        for record in owed:
+            if self._stop.is_set():
+                break
+            if not self._selected(record):
+                continue
+            try:
+                posted += engine.renote(record)
+            except TransientError as exc:
+                # Connect is in trouble: every other note would wait out the same retries. Next pass.
+                log.warning("notes_deferred", request_id=record.request_id, error=str(exc))
+                break
+            except JournalError as exc:
+                log.warning("note_not_recorded", request_id=record.request_id, error=str(exc))
+                break
+        if posted:
+            log.info("owed_notes_posted", count=posted)
+        engine.metrics.notes_owed.set(len(owed) - posted)
+        return posted
 
     def _settle_vanished(self) -> None:
         """Requests routed to a person that left the pending list: the person acted on Connect."""

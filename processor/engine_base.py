@@ -37,9 +37,9 @@ from processor.adapters.base import (
 )
 from processor.circuit import CircuitBreaker
 from processor.config import Config
-from processor.journal.base import FINAL_STATES, Claim, Journal, LeaseLost, RequestRecord, State
+from processor.journal.base import FINAL_STATES, NOTED_STATES, Claim, Journal, LeaseLost, RequestRecord, State
 from processor.leases import LeaseKeeper
-from processor.marketplace import Marketplace, MarketplaceError
+from processor.marketplace import Marketplace, MarketplaceError, TransientError
 from processor.model import CancelRequest
 from processor.notes import note_text
 from processor.observe import Metrics, get_logger
@@ -51,8 +51,6 @@ __all__ = ["EngineBase", "Deferred", "Clock", "utcnow", "stub_request"]
 Clock = Callable[[], datetime]
 _OUTCOMES = (Terminated, AlreadyGone, Refused, RetryLater, Ambiguous, Failed, SubscriptionStatus)
 _OUTCOME_STATES = frozenset({State.APPROVED, State.FAILED, State.PARKED, State.CLOSED, State.REVOKED})
-# States whose reaching is told to the request's conversation: outcomes, and what waits (and why).
-_NOTED_STATES = FINAL_STATES | {State.SCHEDULED, State.SUSPENDED, State.WAITING_HUMAN}
 
 
 class Deferred(Exception):
@@ -211,15 +209,54 @@ class EngineBase:
     # -- the conversation -----------------------------------------------------------------------
 
     def _note(self, claim: Claim, request: CancelRequest, decision: Decision | None = None) -> None:
-        """Post the note of the state reached, once (the journal's ``noted`` remembers)."""
+        """Post the note of the state reached, once (the journal's ``noted`` remembers). A note that
+        fails here stays owed in the journal; the daemon posts it later (:meth:`renote`)."""
         if not self.settings.notes or claim.record.noted == claim.state.value:
             return
-        if claim.state not in _NOTED_STATES:
+        if claim.state not in NOTED_STATES:
             return
         name, policy = self._policy_of(claim, decision) if decision is not None else (None, None)
-        text = note_text(claim.record, request.subscription_id, name, policy)
         try:
-            self.marketplace.post_note(request.id, text, once_key=f"{claim.request_id}:{claim.state.value}")
+            self._post_note(claim.record, request.subscription_id, name, policy)
             self.journal.update(claim, noted=claim.state.value)
         except (MarketplaceError, LeaseLost) as exc:
             get_logger(**request.log_context()).warning("note_not_posted", error=str(exc))
+
+    def renote(self, record: RequestRecord) -> bool:
+        """Post a note the journal says is owed (``noted`` is not the row's state), then record it.
+
+        The text is built as :meth:`_note` builds it, from the row and the policy the row names, and
+        posted under the same once-key; the gateway also looks for the same text among the
+        conversation's newest messages, so a note that reached Connect before a crash or a lost
+        answer is not posted again. True when the note is recorded now. A transient Connect failure
+        raises :class:`TransientError` (the caller stops for this pass); any other Connect refusal
+        leaves the note owed and returns False.
+        """
+        if not self.settings.notes or record.state not in NOTED_STATES or record.noted == record.state.value:
+            return False
+        name, policy = self._recorded_policy(record)
+        try:
+            self._post_note(record, record.subscription_id, name, policy)
+        except TransientError:
+            raise
+        except MarketplaceError as exc:
+            get_logger(request_id=record.request_id).warning("note_not_posted", error=str(exc))
+            return False
+        return self.journal.mark_noted(record.request_id, record.state)
+
+    def _post_note(
+        self, record: RequestRecord, subscription: str | None, name: str | None, policy: PolicyConfig | None
+    ) -> None:
+        text = note_text(record, subscription, name, policy)
+        self.marketplace.post_note(record.request_id, text, once_key=f"{record.request_id}:{record.state.value}")
+
+    def _recorded_policy(self, record: RequestRecord) -> tuple[str | None, PolicyConfig | None]:
+        """The policy a row names (started under, or routed by), without a fresh decision."""
+        routed = record.data.get("routed")
+        name = record.data.get("policy") or (routed.get("policy") if isinstance(routed, Mapping) else None)
+        if not name:
+            return None, None
+        try:
+            return str(name), self.config.policy_named(str(name))
+        except KeyError:  # removed from the configuration since: default texts, as _policy_of does
+            return str(name), None

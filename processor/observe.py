@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any, Iterable, MutableMapping
+from typing import Any, MutableMapping
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -132,6 +132,10 @@ class Metrics:
         self.lease_lost = Counter("cancel_lease_steals_total", "Claims lost to another worker", registry=r)
         self.circuit_open = Gauge("cancel_vendor_circuit_open", "1 while the vendor circuit is open", ["adapter"], registry=r)
         self.passes = Counter("cancel_poll_passes_total", "Completed polling passes", registry=r)
+        self.notes_owed = Gauge(
+            "cancel_notes_owed", "Notes Connect has not taken yet, left owed by the last pass (counts up to 100)",
+            registry=r,
+        )
 
     def on_connect_call(self, operation: str, seconds: float) -> None:
         self.connect_calls.labels(operation=operation).observe(seconds)
@@ -140,11 +144,3 @@ class Metrics:
         self.retries.labels(cause=cause, operation=operation).inc()
         if cause == "throttled":
             self.throttled.inc()
-
-
-def secrets_in(texts: Iterable[str]) -> list[str]:
-    """The registered secrets found in ``texts`` (for tests and self-checks)."""
-    found = []
-    for text in texts:
-        found += [s for s in _secrets if s in text]
-    return found

@@ -39,6 +39,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 __all__ = [
     "State",
     "FINAL_STATES",
+    "NOTED_STATES",
     "RequestRecord",
     "Transition",
     "Claim",
@@ -69,6 +70,10 @@ class State(str, Enum):
 # States in which the processor makes no further call on its own. ``approved`` rows may still carry a
 # purge timer (``next_attempt_at`` not null): ``claim_due`` finds those.
 FINAL_STATES = frozenset({State.APPROVED, State.FAILED, State.REVOKED, State.CLOSED, State.PARKED})
+# States whose reaching is told to the request's conversation: outcomes, and what waits (and why).
+# The stores' ``unnoted`` query and its partial index (migration 0002) spell the same list in SQL,
+# so the index stays as small as the backlog of owed notes; a test keeps the three in step.
+NOTED_STATES = FINAL_STATES | {State.SCHEDULED, State.SUSPENDED, State.WAITING_HUMAN}
 
 
 class JournalError(Exception):
@@ -229,5 +234,19 @@ class Journal(Protocol):
     ) -> Iterator[RequestRecord]:
         """Stream records ordered by request id; ``updated_since`` inclusive, ``updated_until``
         exclusive. ``updated_at`` moves on transition/update/force, not on claim/renew/release."""
+
+    def unnoted(
+        self, *, updated_until: datetime, limit: int, updated_since: datetime | None = None
+    ) -> list[RequestRecord]:
+        """Rows whose note is owed: in one of :data:`NOTED_STATES`, ``noted`` not that state, last
+        changed before ``updated_until`` (exclusive; and at or after ``updated_since`` when given),
+        without a live lease; oldest change first, at most ``limit``. Served by a partial index
+        that holds only such rows, so the cost follows the owed notes, not the journal's size."""
+
+    def mark_noted(self, request_id: str, state: State) -> bool:
+        """Record that the note of ``state`` was posted, if the row is still in ``state``; True
+        when it is (noted now), False when the row moved on or is unknown. Needs no claim: the
+        update names the state it was posted for, and a claim holder's own writes merge columns
+        into the row as it is when they commit, so they do not undo it."""
 
     def close(self) -> None: ...

@@ -348,6 +348,26 @@ class PostgresJournal:
         }
         return self._stream(params)
 
+    def unnoted(
+        self, *, updated_until: datetime, limit: int, updated_since: datetime | None = None
+    ) -> list[RequestRecord]:
+        params = {
+            "updated_until": aware_utc(updated_until, "updated_until"),
+            "updated_since": None if updated_since is None else aware_utc(updated_since, "updated_since"),
+            "limit": check_limit(limit),
+        }
+        with self._autocommit() as cur:
+            cur.execute(self._q["unnoted"], params)
+            rows = cur.fetchall()
+        return [_record(r) for r in rows]
+
+    def mark_noted(self, request_id: str, state: State) -> bool:
+        with self._autocommit() as cur:  # one statement: atomic on its own
+            cur.execute(self._q["mark_noted"], {
+                "request_id": request_id, "state": State(state).value, "updated_at": self._now(),
+            })
+            return cur.fetchone() is not None
+
     def _stream(self, params: dict[str, Any]) -> Iterator[RequestRecord]:
         with self._errors(), self._pool.connection() as conn, conn.transaction():
             with conn.cursor(name="journal_records") as cur:

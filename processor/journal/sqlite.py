@@ -341,6 +341,23 @@ class SQLiteJournal:
         }
         return self._pages(params, check_limit(limit))
 
+    def unnoted(
+        self, *, updated_until: datetime, limit: int, updated_since: datetime | None = None
+    ) -> list[RequestRecord]:
+        with self._read() as conn:
+            rows = conn.execute(self._q["unnoted"], {
+                "updated_until": _ts(updated_until), "updated_since": _ts(updated_since),
+                "now": _ts(self._now()), "limit": check_limit(limit),
+            }).fetchall()
+        return [_record(r) for r in rows]
+
+    def mark_noted(self, request_id: str, state: State) -> bool:
+        with self._write() as conn:
+            rows = conn.execute(self._q["mark_noted"], {
+                "request_id": request_id, "state": State(state).value, "updated_at": _ts(self._now()),
+            }).fetchall()
+        return bool(rows)
+
     def _pages(self, params: dict[str, Any], limit: int | None) -> Iterator[RequestRecord]:
         after, left = "", limit
         while left is None or left > 0:

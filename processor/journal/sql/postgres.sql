@@ -118,3 +118,22 @@ SELECT * FROM requests
    AND (%(updated_until)s::timestamptz IS NULL OR updated_at < %(updated_until)s)
  ORDER BY request_id
  LIMIT %(limit)s;
+
+-- name: unnoted
+-- Notes owed, oldest change first. The predicate is the partial index's (migration 0002), so the
+-- planner reads that small index rather than the table. A live lease (database clock, as for
+-- claims) means a worker is on the row and posts the note itself.
+SELECT * FROM requests
+ WHERE noted IS DISTINCT FROM state
+   AND state IN ('approved', 'failed', 'revoked', 'closed', 'parked', 'scheduled', 'suspended', 'waiting_human')
+   AND updated_at < %(updated_until)s
+   AND (%(updated_since)s::timestamptz IS NULL OR updated_at >= %(updated_since)s)
+   AND (lease_owner IS NULL OR lease_expires_at <= now())
+ ORDER BY updated_at, request_id
+ LIMIT %(limit)s;
+
+-- name: mark_noted
+-- No claim: the state named is the one the note was posted for; a row that moved on keeps its debt.
+UPDATE requests SET noted = %(state)s, updated_at = %(updated_at)s
+ WHERE request_id = %(request_id)s AND state = %(state)s
+RETURNING request_id;

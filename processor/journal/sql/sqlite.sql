@@ -103,3 +103,22 @@ SELECT * FROM requests
    AND (:updated_until IS NULL OR updated_at < :updated_until)
  ORDER BY request_id
  LIMIT :page;
+
+-- name: unnoted
+-- Notes owed, oldest change first. The predicate is the partial index's (migration 0002) word for
+-- word, so SQLite reads that small index rather than the table. A live lease means a worker is on
+-- the row and posts the note itself.
+SELECT * FROM requests
+ WHERE noted IS NOT state
+   AND state IN ('approved', 'failed', 'revoked', 'closed', 'parked', 'scheduled', 'suspended', 'waiting_human')
+   AND updated_at < :updated_until
+   AND (:updated_since IS NULL OR updated_at >= :updated_since)
+   AND (lease_owner IS NULL OR lease_expires_at <= :now)
+ ORDER BY updated_at, request_id
+ LIMIT :limit;
+
+-- name: mark_noted
+-- No claim: the state named is the one the note was posted for; a row that moved on keeps its debt.
+UPDATE requests SET noted = :state, updated_at = :updated_at
+ WHERE request_id = :request_id AND state = :state
+RETURNING request_id;
