@@ -18,9 +18,33 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["Daemon", "fresh_schema", "schema_url"]
+from processor.journal.base import FINAL_STATES
+
+__all__ = ["Daemon", "fresh_schema", "schema_url", "catches_sigterm", "sigterm_when_ready"]
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler installed (Linux: SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return False
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def sigterm_when_ready(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM ``process`` once it catches SIGTERM (at most ``timeout`` s later). One restarted a
+    moment ago may still be loading Python, and a SIGTERM then kills it by default: that would
+    say nothing about the processor's shutdown, which is what the exit status is read for."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and not catches_sigterm(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
 
 
 @dataclass
@@ -31,7 +55,6 @@ class Daemon:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     frozen: bool = False
-    started_at: float = 0.0  # time.monotonic() of the last start
 
     def start(self) -> None:
         with self.log.open("ab") as err:
@@ -39,7 +62,6 @@ class Daemon:
                 [sys.executable, "-m", "processor", "run", "--config", str(self.config)],
                 env=self.env, stdout=subprocess.DEVNULL, stderr=err,
             )
-        self.started_at = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -72,7 +94,7 @@ class Daemon:
             return "never started"
         if self.process.poll() is None:
             self.thaw()
-            self.process.send_signal(signal.SIGTERM)
+            sigterm_when_ready(self.process)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -118,11 +140,19 @@ def _journal_rows(journal_url: str, query: str, params: list[object]) -> list[tu
         return pg.execute(query.replace("?", "%s"), params).fetchall()
 
 
+def _journal_time(journal_url: str, moment: datetime) -> object:
+    """``moment`` as the journal compares it: SQLite stores ISO text, PostgreSQL timestamptz."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if journal_url.startswith("sqlite:///") else moment
+
+
 def held_by(journal_url: str, pid: int) -> set[str]:
-    """Open requests whose lease names process ``pid`` (owner = host:pid:nonce)."""
-    rows = _journal_rows(journal_url, "SELECT request_id FROM requests WHERE lease_owner LIKE ? "
-                                      "AND state NOT IN ('approved', 'failed', 'revoked', 'closed', 'parked')",
-                         [f"%:{pid}:%"])
+    """Open requests on which process ``pid`` holds a live lease (owner = host:pid:nonce). A lease
+    that ran out is not held: a released row keeps its last owner's name until the next claim."""
+    finals = sorted(state.value for state in FINAL_STATES)
+    now = datetime.now(timezone.utc)
+    rows = _journal_rows(journal_url, "SELECT request_id FROM requests WHERE lease_owner LIKE ? AND lease_expires_at > ? "
+                                      f"AND state NOT IN ({','.join('?' * len(finals))})",
+                         [f"%:{pid}:%", _journal_time(journal_url, now), *finals])
     return {str(row[0]) for row in rows}
 
 

@@ -153,6 +153,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from processor.observe import configure_logging
     from processor.runtime import build_runtime, selector_for
 
+    # Signals are caught from here on, not only once the daemon exists: a SIGTERM while the journal
+    # and the Connect client are being set up (a rollout that changes its mind) ends the run cleanly
+    # with status 0 before anything is claimed, instead of the default, abrupt death.
+    stopping = _StopRequests()
     config = load_config(args.config)
     if args.concurrency:
         processing = config.processing.model_copy(update={"concurrency": args.concurrency})
@@ -184,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ops.start()
         progress = Progress.start(runtime, selector, enabled=args.once and not args.no_progress)
         daemon = Daemon(runtime.engine, runtime.marketplace, selector, once=args.once, on_result=progress.advance)
-        _on_signals(daemon.stop)
+        stopping.forward_to(daemon.stop)
         summary = daemon.run()
     finally:
         progress.close()
@@ -210,12 +214,24 @@ def _ops_server(config: Any, runtime: Any, selector: Any) -> Any:
     return build_ops_server(config, journal=runtime.journal, metrics=runtime.metrics, readiness=readiness)
 
 
-def _on_signals(stop: Callable[[], None]) -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        stop()
+class _StopRequests:
+    """SIGTERM and SIGINT, remembered until there is something to stop, then passed on."""
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    def __init__(self) -> None:
+        self._requested = False
+        self._stop: Callable[[], None] | None = None
+        signal.signal(signal.SIGTERM, self._handler)
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        self._requested = True
+        if self._stop is not None:
+            self._stop()
+
+    def forward_to(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+        if self._requested:  # arrived during start-up: stop before the first pass
+            stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
