@@ -21,18 +21,17 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 import yaml
 
+from bench.daemons import Daemon, fresh_schema
 from bench.servers import MockServers
 
 DEFAULT_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -47,12 +46,7 @@ class Result:
     rate: float  # approvals per second, first to last
     wall: float  # seconds from start to an empty backlog
     cores: float  # CPU seconds of the replicas and the mocks per wall second (PostgreSQL not counted)
-    exits: list[int]
-
-
-def schema_url(url: str, schema: str) -> str:
-    """Every connection of every replica lands in ``schema`` (libpq ``options``)."""
-    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    exits: list[int | str]  # exit statuses, or why there is none
 
 
 def approved(servers: MockServers) -> int:
@@ -71,33 +65,24 @@ def approved(servers: MockServers) -> int:
 
 def run(postgres_url: str, replicas: int, concurrency: int, per_worker: int, market_ms: float, vendor_ms: float,
         timeout: float) -> Result:
-    import psycopg
-    from psycopg import sql
-
     n = replicas * concurrency * per_worker
-    schema = f"bench_replicas_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    processes: list[subprocess.Popen[bytes]] = []
     cpu_before = _children_cpu()
-    try:
-        with MockServers(n, market_ms, vendor_ms) as servers, tempfile.TemporaryDirectory() as workdir:
-            data = servers.config_data(schema_url(postgres_url, schema), concurrency)
-            data["journal"].update({"pool_size": concurrency + 2, "lease_seconds": 30})
-            data["processing"].update({"poll_interval": 0.5})
-            data["http"] = {"enabled": False}  # replicas on one host would contend for the status port
-            config = Path(workdir) / "processor.yaml"
-            config.write_text(yaml.safe_dump(data), encoding="utf-8")
-            env = {**os.environ, **servers.environ()}
-            command = [sys.executable, "-m", "processor"]
-            subprocess.run([*command, "journal", "migrate", "--config", str(config)], env=env, check=True,
-                           capture_output=True)
-            started = time.perf_counter()
-            logs = [Path(workdir) / f"replica-{i}.log" for i in range(replicas)]
-            for log in logs:
-                with log.open("wb") as err:
-                    processes.append(subprocess.Popen([*command, "run", "--config", str(config)], env=env,
-                                                      stdout=subprocess.DEVNULL, stderr=err))
+    with (fresh_schema(postgres_url, prefix="bench_replicas") as journal_url,
+          MockServers(n, market_ms, vendor_ms) as servers, tempfile.TemporaryDirectory() as workdir):
+        data = servers.config_data(journal_url, concurrency)
+        data["journal"].update({"pool_size": concurrency + 2, "lease_seconds": 30})
+        data["processing"].update({"poll_interval": 0.5})
+        data["http"] = {"enabled": False}  # replicas on one host would contend for the status port
+        config = Path(workdir) / "processor.yaml"
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        env = {**os.environ, **servers.environ()}
+        subprocess.run([sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
+                       env=env, check=True, capture_output=True)
+        daemons = [Daemon(f"replica-{i}", config, env, Path(workdir) / f"replica-{i}.log") for i in range(replicas)]
+        started = time.perf_counter()
+        try:
+            for daemon in daemons:
+                daemon.start()
             deadline = started + timeout
             first: tuple[float, int] | None = None  # (when, pending) at the first sign of progress
             pending = n
@@ -108,20 +93,13 @@ def run(postgres_url: str, replicas: int, concurrency: int, per_worker: int, mar
                 time.sleep(0.1)  # counting is CPU work for the mock: leave it to the replicas
             last = time.perf_counter()
             wall = last - started
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            exits = [process.wait(timeout=60) for process in processes]
-            for log, code in zip(logs, exits):
-                if code != 0:
-                    tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
-                    print(f"(a replica exited with {code}; the end of its log:)\n{tail}", file=sys.stderr)
-            done = approved(servers)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        finally:
+            exits = [daemon.stop(60) for daemon in daemons]
+        for daemon, code in zip(daemons, exits):
+            if code != 0:
+                tail = daemon.log.read_text(encoding="utf-8", errors="replace")[-1500:]
+                print(f"(a replica exited with {code}; the end of its log:)\n{tail}", file=sys.stderr)
+        done = approved(servers)
     cores = (_children_cpu() - cpu_before) / wall  # the mocks' start-up and shutdown included
     rate = (first[1] - pending) / (last - first[0]) if first is not None and last > first[0] else float("nan")
     return Result(replicas, concurrency, n, done, rate, wall, cores, exits)

@@ -59,10 +59,6 @@ class Decision:
             return f"{named}park for a person: {self.reason}"
         return f"ignore: {self.reason}"
 
-    def proceeding(self) -> "Decision":
-        """This decision without its routing: what applies once a person released the request."""
-        return replace(self, action="terminate") if self.action == "route" else self
-
 
 class Policy:
     def __init__(self, config: Config) -> None:

@@ -8,6 +8,11 @@ from typing import Iterator
 
 import pytest
 
+from processor.journal import open_journal
+from processor.journal.base import Journal
+
+from .fakes import Clock
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -33,6 +38,21 @@ def postgres_url() -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
         need_or_skip(f"PostgreSQL is not reachable ({type(exc).__name__}: {exc})")
     return url
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test moves by hand (modules with clocks of another kind define their own)."""
+    return Clock()
+
+
+@pytest.fixture
+def journal(clock: Clock) -> Iterator[Journal]:
+    """A migrated in-memory SQLite journal on ``clock``."""
+    store = open_journal("sqlite:///:memory:", clock=clock)
+    store.migrate()
+    yield store
+    store.close()
 
 
 @pytest.fixture(scope="session")

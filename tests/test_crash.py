@@ -101,7 +101,7 @@ def test_sigkill_in_each_crash_window(mode: str, point: str, tmp_path: Path) -> 
 def test_many_sigkills_at_random_moments(mode: str, tmp_path: Path) -> None:
     rng = random.Random(20261124)
     with Sandbox(generate=250, seed=5, vendor_mode=mode,
-                 vendor_faults=FaultSettings(latency_ms=4, latency_jitter_ms=8, seed=1)) as sandbox:
+                 vendor_faults=FaultSettings(latency_ms=60, latency_jitter_ms=40, seed=1)) as sandbox:
         before = sandbox.pending_cancels()
         config, journal_url = write_config(sandbox, tmp_path, concurrency=8, poll_interval=0.2)
         env = processor_env(sandbox)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -18,7 +18,6 @@ from processor.adapters.base import (
 )
 from processor.config import load_config
 from processor.engine import Engine
-from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.marketplace import NotPending, TransientError
 from processor.observe import Metrics
@@ -38,19 +37,6 @@ def make_config(**processing: Any) -> Any:
             "processing": settings,
         }
     )
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def journal(clock: Clock) -> Iterator[Journal]:
-    store = open_journal("sqlite:///:memory:", clock=clock)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def engine_for(journal: Journal, adapter: ScriptedAdapter, market: FakeMarketplace, clock: Clock,

@@ -4,7 +4,7 @@ matching, reasons, routing and release, grace and retention edge cases, batches,
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,7 +17,6 @@ from processor.adapters.base import (
 )
 from processor.config import Config, load_config
 from processor.engine import TIMER_STATES, Engine
-from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import Metrics
 from processor.policy import Policy
@@ -39,19 +38,6 @@ def config(policies: dict[str, Any] | None = None, rules: list[dict[str, Any]] |
         "rules": rules or [],
         "processing": {"retry_base": 10, "retry_max": 60, "max_attempts": 3},
     })
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def journal(clock: Clock) -> Iterator[Journal]:
-    store = open_journal("sqlite:///:memory:", clock=clock)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def engine_for(journal: Journal, adapter: ScriptedAdapter, market: FakeMarketplace, clock: Clock, cfg: Config) -> Engine:

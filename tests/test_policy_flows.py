@@ -47,6 +47,8 @@ def world_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
     yield make
     for world in started:
         world.sandbox.stop()
+
+
 SUB = "SUB-00001"
 
 
@@ -62,6 +64,18 @@ def record(world: World, request_id: str) -> RequestRecord:
 
 def effects(world: World, subscription_id: str) -> list[tuple[str, bool]]:
     return [(e["action"], e["duplicate"]) for e in world.sandbox.vendor_effects(subscription_id)]
+
+
+def resume_and_crash_after(world: World, operation: str) -> None:
+    """A process that takes the one due timer and dies right after the vendor did ``operation``."""
+    runtime = world.runtime()
+    runtime.engine.adapters["vendor"] = CrashAfter(runtime.engine.adapters["vendor"], operation)
+    try:
+        runtime.engine.resume(runtime.journal.claim_due(runtime.owner, 30, 1)[0])
+    except SimulatedCrash:
+        pass
+    finally:
+        runtime.close()
 
 
 def monthly(**policy: Any) -> dict[str, Any]:
@@ -129,14 +143,7 @@ def test_suspend_then_terminate_after_grace_then_purge_after_retention_each_once
     assert effects(world, SUB) == [("suspend", False)]
 
     world.advance(DAY + 1)
-    runtime = world.runtime()  # process 3 dies right after the vendor terminated
-    runtime.engine.adapters["vendor"] = CrashAfter(runtime.engine.adapters["vendor"], "terminate")
-    try:
-        runtime.engine.resume(runtime.journal.claim_due(runtime.owner, 30, 1)[0])
-    except SimulatedCrash:
-        pass
-    finally:
-        runtime.close()
+    resume_and_crash_after(world, "terminate")  # process 3 dies right after the vendor terminated
     assert record(world, REQUEST).state is State.TERMINATING
 
     world.run()  # process 4: same key again, the vendor replays; then approve
@@ -153,14 +160,7 @@ def test_suspend_then_terminate_after_grace_then_purge_after_retention_each_once
     assert [a for a, _ in effects(world, SUB)] == ["suspend", "terminate"]
 
     world.advance(1)
-    runtime = world.runtime()  # process 6 dies right after the vendor purged
-    runtime.engine.adapters["vendor"] = CrashAfter(runtime.engine.adapters["vendor"], "purge")
-    try:
-        runtime.engine.resume(runtime.journal.claim_due(runtime.owner, 30, 1)[0])
-    except SimulatedCrash:
-        pass
-    finally:
-        runtime.close()
+    resume_and_crash_after(world, "purge")  # process 6 dies right after the vendor purged
     assert record(world, REQUEST).state is State.PURGING
 
     summary = world.run()  # process 7: the purge timer the intent left behind, same key

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from processor.model import CancelRequest
 
@@ -158,6 +158,3 @@ def outcome_name(outcome: Outcome | SubscriptionStatus) -> str:
         Ambiguous: "ambiguous",
         Failed: "failed",
     }[type(outcome)]
-
-
-BatchResult = Sequence[Outcome]
