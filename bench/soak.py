@@ -51,7 +51,6 @@ __all__ = ["Schedule", "SoakSettings", "main", "run_soak"]
 
 DEFAULT_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 STORMS = ("5xx", "429", "drops", "latency", "vendor-down")
-STARTUP_SECONDS = 5.0  # a daemon this old has its signal handlers in place
 CLIENT_TIMEOUT = 3.0  # the read timeout of both clients (Connect and vendor) in the soak's config
 
 
@@ -366,9 +365,6 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
 
         # 3. Quiescence, a clean stop, and the checker.
         facts.converge_seconds = wait_quiet(mocks, journal_url, settings.quiet_seconds, say, daemons)
-        # A daemon restarted a moment ago may still be importing, before its SIGTERM handler exists.
-        youngest = max(d.started_at for d in daemons)
-        time.sleep(max(0.0, youngest + STARTUP_SECONDS - time.monotonic()))
         facts.exits = {d.name: d.stop(30) for d in daemons}
         facts.injected = mocks.counters()
         seeded = baseline_ids | fault_ids
