@@ -21,6 +21,13 @@ A pass, in order:
    (turning notes on, or upgrading a journal, does not write to long-closed requests), at most
    ``_RENOTES_PER_PASS``; a transient Connect failure ends this for the pass.
 
+Throughout a pass (between listed requests, and after the listing), every half lease: takes over
+the claims a dead or frozen process left behind (``stranded``: its lease ran out unreleased). The
+listing would reach them too, but on a large backlog that is a whole pass later, and until then
+the request waits with its vendor step half done. One read of Connect each: still pending (or
+revoking), the request goes to the pool like a listed one (the claim bumps the fence, so a frozen
+holder that wakes up finds its lease lost); closed on Connect meanwhile, the row is settled.
+
 Shutdown (SIGTERM/SIGINT, or :meth:`Daemon.stop`): nothing new is claimed, in-flight requests
 finish their current step, and :meth:`Daemon.run` returns within ``shutdown_timeout``. Whatever
 was cut short is safe: the journal resumes it on the next start.
@@ -58,6 +65,8 @@ _WAITING = {State.SCHEDULED.value, State.SUSPENDED.value, State.WAITING_HUMAN.va
 _MAX_BUFFERED = 2000  # batchable payloads held back during one listing (a few MB at most)
 _VANISHED_CHECKED = 1000  # waiting rows compared with one pass's listing
 _RENOTES_PER_PASS = 100  # owed notes posted per pass: one or two Connect calls each, in the loop's thread
+_TAKEOVERS_PER_SWEEP = 100  # stranded claims handed on per sweep: a dead replica held at most 2 x concurrency
+_HANDED_REMEMBERED = 10_000
 _RENOTE_WITHIN = timedelta(days=7)  # an owed note older than this is no news to the customer any more
 
 
@@ -114,6 +123,10 @@ class Daemon:
         self._batching = any(policy.batch for policy in engine.config.policies.values())
         self._groups: dict[str, list[Mapping[str, Any]]] = {}
         self._waiting_seen: set[str] = set()
+        self._next_takeover = 0.0  # time.monotonic() of the next look for stranded claims
+        # (request id, fence) of stranded claims already handed on: one the policy now ignores is
+        # left as it is, as the listing leaves it, and is not read from Connect every sweep.
+        self._handed: set[tuple[str, int]] = set()
 
     # -- control ------------------------------------------------------------------------------
 
@@ -166,6 +179,7 @@ class Daemon:
                 if created and (oldest is None or created < oldest):
                     oldest = created
                 self._offer(payload)
+                self._take_over()
             listed_all = not self._stop.is_set()
         except MarketplaceError as exc:
             # Connect is unreachable or refusing for now; the next pass tries again.
@@ -174,6 +188,7 @@ class Daemon:
         else:
             self.summary.listing_failed = None
         self._flush_groups()
+        self._take_over()
         self._drain(None if not self._stop.is_set() else self.settings.shutdown_timeout)
         if not self._stop.is_set():
             if self.engine.policy.schedules:
@@ -243,6 +258,47 @@ class Daemon:
                 else:
                     journal.release(claim)
             self._drain(None)
+
+    def _take_over(self, limit: int = _TAKEOVERS_PER_SWEEP) -> int:
+        """Hand on the claims a dead or frozen process left behind (see the module docstring),
+        at most every half lease; how many went to the pool or were settled."""
+        now = time.monotonic()
+        if now < self._next_takeover or self._stop.is_set():
+            return 0
+        self._next_takeover = now + self.engine.lease_seconds / 2
+        try:
+            stranded = self.engine.journal.stranded(states=_OPEN_STATES, limit=limit)
+        except JournalError as exc:
+            log.warning("stranded_not_listed", error=str(exc))
+            return 0
+        handed = 0
+        for record in stranded:
+            request_id = record.request_id
+            with self._lock:
+                busy_here = request_id in self._inflight  # our own worker, its renewal late: not stranded
+            if self._stop.is_set() or busy_here or (request_id, record.fence) in self._handed \
+                    or not self._selected(record):
+                continue
+            try:
+                payload = self.marketplace.get_request(request_id)
+            except TransientError as exc:
+                log.warning("stranded_not_read", request_id=request_id, error=str(exc))
+                break  # Connect is in trouble: the next sweep, or the listing, comes back to them
+            except MarketplaceError as exc:
+                log.warning("stranded_not_read", request_id=request_id, error=str(exc))
+                continue
+            log.info("stranded_claim_taken_over", request_id=request_id, state=record.state.value,
+                     holder=record.lease_owner, status=payload.get("status"))
+            self.engine.metrics.stranded.inc()
+            if len(self._handed) >= _HANDED_REMEMBERED:
+                self._handed.clear()  # forgetting costs one more read of Connect each, no more
+            self._handed.add((request_id, record.fence))
+            handed += 1
+            if payload.get("status") in ("pending", "revoking"):
+                self._submit(payload)
+            else:
+                self._settle([request_id])
+        return handed
 
     def _settle_stale(self, limit: int = 200) -> None:
         """Rows left open by a crash after Connect acted (they no longer show in the poll)."""

@@ -130,6 +130,9 @@ class Metrics:
         )
         self.parked = Gauge("cancel_parked", "Requests parked for a human", registry=r)
         self.lease_lost = Counter("cancel_lease_steals_total", "Claims lost to another worker", registry=r)
+        self.stranded = Counter(
+            "cancel_stranded_claims_total", "Claims a dead or frozen process left behind, taken over", registry=r
+        )
         self.circuit_open = Gauge("cancel_vendor_circuit_open", "1 while the vendor circuit is open", ["adapter"], registry=r)
         self.passes = Counter("cancel_poll_passes_total", "Completed polling passes", registry=r)
         self.notes_owed = Gauge(

@@ -789,3 +789,41 @@ def test_migration_0002_upgrades_a_0001_journal_and_keeps_its_data(store: Store,
     assert [r.request_id for r in owed] == ["PR-1"]
     old.migrate()  # again: nothing left to do
     old.check_schema()
+
+
+# -- stranded claims (a process died or froze holding them) ---------------------------------------
+
+
+def test_stranded_lists_expired_unreleased_claims_of_the_states_asked(store: Store) -> None:
+    journal = store.journal
+    open_states = [State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING]
+    for rid in ("PR-dead-mid-call", "PR-dead-at-start", "PR-live", "PR-released", "PR-dead-final", "PR-dead-retry"):
+        new_request(journal, rid)
+    backing_off = claimed(journal, "PR-dead-retry", owner="ghost", lease=store.short_lease)
+    journal.update(backing_off, next_attempt_at=store.clock() + timedelta(hours=1))  # died before releasing
+    mid_call = journal.transition(claimed(journal, "PR-dead-mid-call", owner="ghost", lease=store.short_lease),
+                                  State.TERMINATING, attempts=1)
+    store.clock.advance(1)  # SQLite's leases run on this clock; PostgreSQL's on the server's, which moves anyway
+    claimed(journal, "PR-dead-at-start", owner="ghost", lease=store.short_lease)
+    journal.transition(claimed(journal, "PR-dead-final", owner="ghost", lease=store.short_lease), State.APPROVED)
+    journal.release(journal.transition(claimed(journal, "PR-released", owner="worker-a"), State.TERMINATING))
+    claimed(journal, "PR-live", owner="worker-a", lease=600)
+    assert journal.stranded(states=open_states, limit=10) == []  # the ghost's leases still run
+
+    store.wait_past(journal.get("PR-dead-at-start").lease_expires_at)  # type: ignore[union-attr, arg-type]
+    found = journal.stranded(states=open_states, limit=10)
+    # Oldest expiry first; not the live lease, the released row, the final row (not asked for), nor
+    # the row whose retry is not due (a claim would not take it yet).
+    assert [r.request_id for r in found] == ["PR-dead-mid-call", "PR-dead-at-start"]
+    assert found[0].lease_owner == "ghost" and found[0].state is State.TERMINATING
+    assert [r.request_id for r in journal.stranded(states=[State.NEW], limit=10)] == ["PR-dead-at-start"]
+    assert len(journal.stranded(states=open_states, limit=1)) == 1
+
+    # Listing takes nothing; a claim does, bumping the fence past the ghost's.
+    taken = claimed(journal, "PR-dead-mid-call", owner="worker-b")
+    assert taken.fence == mid_call.fence + 1
+    assert [r.request_id for r in journal.stranded(states=open_states, limit=10)] == ["PR-dead-at-start"]
+    store.clock.advance(7200)
+    assert "PR-dead-retry" in {r.request_id for r in journal.stranded(states=open_states, limit=10)}
+    with pytest.raises(ValueError):
+        journal.stranded(states=State.NEW, limit=10)  # type: ignore[arg-type]

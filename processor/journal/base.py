@@ -243,6 +243,12 @@ class Journal(Protocol):
         without a live lease; oldest change first, at most ``limit``. Served by a partial index
         that holds only such rows, so the cost follows the owed notes, not the journal's size."""
 
+    def stranded(self, *, states: Sequence[State], limit: int) -> list[RequestRecord]:
+        """Rows in one of ``states`` whose lease ran out without a release: the process holding
+        them died or froze mid-step, and not waiting for a retry (``next_attempt_at`` due or
+        unset), so a claim would take them now. Oldest expiry first, at most ``limit``. Reading
+        them takes nothing: a caller claims each as usual (an expired lease does not block it)."""
+
     def mark_noted(self, request_id: str, state: State) -> bool:
         """Record that the note of ``state`` was posted, if the row is still in ``state``; True
         when it is (noted now), False when the row moved on or is unknown. Needs no claim: the

@@ -361,6 +361,13 @@ class PostgresJournal:
             rows = cur.fetchall()
         return [_record(r) for r in rows]
 
+    def stranded(self, *, states: Sequence[State], limit: int) -> list[RequestRecord]:
+        params = {"states": state_names(states), "now": self._now(), "limit": check_limit(limit)}
+        with self._autocommit() as cur:
+            cur.execute(self._q["stranded"], params)
+            rows = cur.fetchall()
+        return [_record(r) for r in rows]
+
     def mark_noted(self, request_id: str, state: State) -> bool:
         with self._autocommit() as cur:  # one statement: atomic on its own
             cur.execute(self._q["mark_noted"], {

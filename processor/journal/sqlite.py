@@ -351,6 +351,13 @@ class SQLiteJournal:
             }).fetchall()
         return [_record(r) for r in rows]
 
+    def stranded(self, *, states: Sequence[State], limit: int) -> list[RequestRecord]:
+        with self._read() as conn:
+            rows = conn.execute(self._q["stranded"], {
+                "states": json.dumps(state_names(states)), "now": _ts(self._now()), "limit": check_limit(limit),
+            }).fetchall()
+        return [_record(r) for r in rows]
+
     def mark_noted(self, request_id: str, state: State) -> bool:
         with self._write() as conn:
             rows = conn.execute(self._q["mark_noted"], {

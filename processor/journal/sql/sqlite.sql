@@ -117,6 +117,19 @@ SELECT * FROM requests
  ORDER BY updated_at, request_id
  LIMIT :limit;
 
+-- name: stranded
+-- Claims a process left behind: it died or froze holding the lease, which then ran out. A released
+-- row has no owner; a live lease is being renewed. Only rows of the states asked for (open ones: few
+-- at any time), read through the state index, oldest expiry first, and only those a claim would
+-- take now (not waiting for a retry).
+SELECT * FROM requests
+ WHERE state IN (SELECT value FROM json_each(:states))
+   AND lease_owner IS NOT NULL
+   AND lease_expires_at <= :now
+   AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
+ ORDER BY lease_expires_at, request_id
+ LIMIT :limit;
+
 -- name: mark_noted
 -- No claim: the state named is the one the note was posted for; a row that moved on keeps its debt.
 UPDATE requests SET noted = :state, updated_at = :updated_at
