@@ -98,6 +98,13 @@ class JournalConfig(_Section):
     lease_seconds: float = Field(60.0, gt=1, description="a claim expires after this long without a heartbeat")
     pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connection pool size")
 
+    @property
+    def options(self) -> dict[str, float | int]:
+        """What :func:`~processor.journal.open_journal` takes from this section. A transaction
+        left idle for half a lease (5 s at most) is a stalled process: PostgreSQL ends it, so its
+        row locks do not keep the others from taking its work over once the lease runs out."""
+        return {"pool_size": self.pool_size, "stall_timeout": min(5.0, self.lease_seconds / 2)}
+
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:

@@ -111,7 +111,7 @@ def build_runtime(
     for secret in (api_key, *configured_secrets(config, environ), urlsplit(config.journal.url).password):
         register_secret(secret)  # the journal's password: a PostgreSQL URL may carry one
     adapters = load_adapters(config)
-    journal = open_journal(config.journal.url, clock=clock, pool_size=config.journal.pool_size)
+    journal = open_journal(config.journal.url, clock=clock, **config.journal.options)
     if migrate and config.journal.url.startswith("sqlite"):
         journal.migrate()
     journal.check_schema()

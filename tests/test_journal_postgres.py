@@ -230,3 +230,44 @@ def test_concurrent_transitions_of_two_replicas_on_many_requests_never_cross_fen
         history = b.transitions(rid)
         assert [t.to_state for t in history] == [State.TERMINATING, State.TERMINATED, State.APPROVED]
         assert len({(t.owner, t.fence) for t in history}) == 1  # one claim did the whole pass
+
+
+def test_a_stalled_transaction_does_not_keep_its_rows_from_the_other_replicas(replica: Open) -> None:
+    # A replica frozen in the middle of a step: its transaction holds the row lock, its lease runs
+    # out. Without the stall timeout the others' claims would wait on that lock until it woke up.
+    stalled = replica(stall_timeout=0.5)
+    other = replica()
+    stalled.ensure("PR-1", idempotency_key="k")
+    claim = stalled.claim("PR-1", "frozen", 1.1)
+    assert claim is not None
+    woke: list[BaseException] = []
+    locked = threading.Event()
+
+    def freeze_mid_step() -> None:
+        try:
+            with stalled._write() as cur:  # type: ignore[attr-defined]
+                cur.execute("SELECT 1 FROM requests WHERE request_id = 'PR-1' FOR UPDATE")
+                locked.set()
+                threading.Event().wait(3.0)  # SIGSTOP, as far as the server can tell
+                cur.execute("SELECT 1")  # it wakes and goes on with its step
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
+            woke.append(exc)
+
+    frozen = threading.Thread(target=freeze_mid_step)
+    frozen.start()
+    assert locked.wait(5)
+    started = datetime.now(timezone.utc)
+    taken = None
+    for _ in range(40):  # bounded: about 4 s
+        taken = other.claim("PR-1", "replica-b", 60)
+        if taken is not None:
+            break
+        threading.Event().wait(0.1)
+    waited = datetime.now(timezone.utc) - started
+    frozen.join(timeout=10)
+    assert taken is not None and taken.fence == claim.fence + 1
+    assert waited < timedelta(seconds=2.9), waited  # well before the frozen one woke up
+    # When it wakes, its transaction is gone: an error, not a write under the old claim.
+    assert len(woke) == 1 and isinstance(woke[0], JournalError), woke
+    with pytest.raises(ValueError, match="stall_timeout"):
+        replica(stall_timeout=0)

@@ -181,7 +181,7 @@ class RuntimeCache:
 
 def _open_journal(config: Config) -> Journal:
     try:
-        return open_journal(config.journal.url, pool_size=config.journal.pool_size)
+        return open_journal(config.journal.url, **config.journal.options)
     except (ValueError, TypeError) as exc:  # a malformed URL; the message shows it redacted
         raise ConfigError(config.source, "journal.url", str(exc)) from None
 

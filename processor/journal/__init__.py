@@ -32,7 +32,7 @@ _ACCEPTED = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:, "
     "postgresql://..., postgres://..."
 )
-_POOL_OPTIONS = frozenset({"pool_size", "min_size"})
+_POSTGRES_OPTIONS = frozenset({"pool_size", "min_size", "stall_timeout"})
 
 
 def redact_url(url: str) -> str:
@@ -61,7 +61,7 @@ def open_journal(url: str, *, clock: Callable[[], Any] | None = None, **options:
             raise ValueError(f"malformed SQLite journal URL {redact_url(url)!r}: expected {_ACCEPTED}")
         from processor.journal.sqlite import SQLiteJournal
 
-        sqlite_options = {k: v for k, v in options.items() if k not in _POOL_OPTIONS}
+        sqlite_options = {k: v for k, v in options.items() if k not in _POSTGRES_OPTIONS}
         return SQLiteJournal(url[len("sqlite:///"):], url=url, **extra, **sqlite_options)
     if scheme in ("postgresql", "postgres"):
         from processor.journal.postgres import PostgresJournal

@@ -16,6 +16,14 @@ Connections: a :class:`psycopg_pool.ConnectionPool` (``pool_size`` at most, ``mi
 open), each connection checked before use, in autocommit with explicit transactions, session time
 zone UTC, and ``search_path`` set to ``schema`` when given (tests use a fresh schema per run).
 
+Stalls: a process frozen (SIGSTOP, a VM paused, swapping) between two statements of a transaction
+keeps its row locks, and every other replica's claim of those rows waits on them: its lease runs
+out, but nobody can take the work over. Each session therefore sets
+``idle_in_transaction_session_timeout`` (``stall_timeout``): the server ends a transaction left idle
+that long, releasing its locks. Journal transactions send their statements back to back, so only a
+stalled process meets it; when it wakes, its write fails (:class:`JournalError`) and the claim is
+someone else's to take.
+
 Schema: only :meth:`migrate` changes it (``cancel-processor journal migrate``); the daemon calls
 :meth:`check_schema` at start. Migrations take an advisory lock, so replicas may all run them.
 
@@ -94,8 +102,11 @@ class PostgresJournal:
         min_size: int = 1,
         schema: str | None = None,
         connect_timeout: float = 10.0,
+        stall_timeout: float = 5.0,
     ) -> None:
         self.url = redact_url(url)
+        if not stall_timeout > 0:
+            raise ValueError(f"stall_timeout must be positive, got {stall_timeout!r}")
         if not 1 <= min_size <= pool_size:
             raise ValueError(f"need 1 <= min_size <= pool_size, got {min_size=}, {pool_size=}")
         try:
@@ -109,6 +120,7 @@ class PostgresJournal:
             kwargs["connect_timeout"] = max(1, int(connect_timeout))
         self._clock = clock
         self._schema = schema
+        self._stall_ms = max(1, round(stall_timeout * 1000))
         self._q = load_queries("postgres")
         self._pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
             url, min_size=min_size, max_size=pool_size, kwargs=kwargs, configure=self._configure,
@@ -119,6 +131,7 @@ class PostgresJournal:
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute(sql.SQL("SET idle_in_transaction_session_timeout = {}").format(sql.Literal(self._stall_ms)))
         if self._schema is not None:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
 
@@ -129,6 +142,9 @@ class PostgresJournal:
             yield
         except psycopg.errors.UndefinedTable as exc:
             raise SchemaError(f"the journal schema is missing in {self.url}: {_MIGRATE_HINT}") from exc
+        except psycopg.errors.IdleInTransactionSessionTimeout as exc:  # see "Stalls" above
+            raise JournalError(f"PostgreSQL journal {self.url}: this process stalled for over "
+                               f"{self._stall_ms} ms in a transaction, and the server ended it") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # unreachable, pool timeout, ...
             raise JournalError(f"PostgreSQL journal {self.url}: {exc}") from exc
 
