@@ -3,7 +3,7 @@
 A :class:`Daemon` is one ``python -m processor run`` process that can be SIGKILLed and restarted,
 frozen with SIGSTOP and thawed; its stderr (JSON log lines) is appended to one file across
 restarts. :func:`held_by` and :func:`taken_from` read, behind the daemons' backs, which claims a
-process holds and which of them another has taken over since. :func:`fresh_schema` gives
+process holds (and under which fence) and which of them another has taken over since. :func:`fresh_schema` gives
 replicas on PostgreSQL a schema of their own through libpq's ``options`` in the URL, so every
 connection any of them opens (pool, migrate command) lands there without a processor setting.
 """
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -145,29 +145,25 @@ def _journal_time(journal_url: str, moment: datetime) -> object:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if journal_url.startswith("sqlite:///") else moment
 
 
-def held_by(journal_url: str, pid: int) -> set[str]:
-    """Open requests on which process ``pid`` holds a live lease (owner = host:pid:nonce). A lease
-    that ran out is not held: a released row keeps its last owner's name until the next claim."""
+def held_by(journal_url: str, pid: int) -> dict[str, int]:
+    """Open requests on which process ``pid`` holds a live lease (owner = host:pid:nonce), with the
+    fence of each claim. A lease that ran out is not held: it is anyone's to claim."""
     finals = sorted(state.value for state in FINAL_STATES)
     now = datetime.now(timezone.utc)
-    rows = _journal_rows(journal_url, "SELECT request_id FROM requests WHERE lease_owner LIKE ? AND lease_expires_at > ? "
+    rows = _journal_rows(journal_url, "SELECT request_id, fence FROM requests WHERE lease_owner LIKE ? "
+                                      "AND lease_expires_at > ? "
                                       f"AND state NOT IN ({','.join('?' * len(finals))})",
                          [f"%:{pid}:%", _journal_time(journal_url, now), *finals])
-    return {str(row[0]) for row in rows}
+    return {str(row[0]): int(row[1]) for row in rows}  # type: ignore[call-overload]
 
 
-def taken_from(journal_url: str, request_ids: set[str], pid: int) -> set[str]:
-    """Those of ``request_ids`` that another process has claimed since ``pid`` held them: it holds
-    the lease now, or it wrote the last transition."""
-    if not request_ids:
+def taken_from(journal_url: str, held: Mapping[str, int]) -> set[str]:
+    """Those of the claims ``held`` (request id -> fence, from :func:`held_by`) that another claim
+    has superseded since: the row's fence moved on. Every claim bumps the fence, so this counts
+    exactly the takeovers, whoever wrote the row's last transition before."""
+    if not held:
         return set()
-    ids = sorted(request_ids)
-    marks = ",".join("?" * len(ids))
-    mine = f":{pid}:"
-    leases = _journal_rows(journal_url, f"SELECT request_id, lease_owner FROM requests WHERE request_id IN ({marks})", ids)
-    last: dict[str, str] = {}
-    for rid, owner in _journal_rows(journal_url, f"SELECT request_id, owner FROM transitions "
-                                                 f"WHERE request_id IN ({marks}) ORDER BY id", ids):
-        last[str(rid)] = str(owner or "")
-    taken = {str(rid) for rid, owner in leases if owner and mine not in str(owner)}
-    return taken | {rid for rid, owner in last.items() if owner and mine not in owner}
+    ids = sorted(held)
+    rows = _journal_rows(journal_url, f"SELECT request_id, fence FROM requests WHERE request_id IN "
+                                      f"({','.join('?' * len(ids))})", list(ids))
+    return {str(rid) for rid, fence in rows if int(fence) > held[str(rid)]}  # type: ignore[call-overload]

@@ -285,7 +285,7 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
         phase = time.monotonic()
         pause_began: dict[str, float] = {}
         frozen_by_pause: dict[int, Daemon] = {}
-        held_when_frozen: dict[str, set[str]] = {}
+        held_when_frozen: dict[str, dict[str, int]] = {}
         queue = list(schedule.events)
         heapq.heapify(queue)
         last_heal = phase
@@ -329,7 +329,7 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
             elif event.kind == "thaw":
                 victim = frozen_by_pause.pop(event.arg, None)
                 if victim is not None and victim.frozen:
-                    stolen = taken_from(journal_url, held_when_frozen.get(victim.name, set()), victim.pid)
+                    stolen = taken_from(journal_url, held_when_frozen.get(victim.name, {}))
                     # With replicas, stay frozen (a few seconds more at most) until one has taken
                     # over a claim, so that the thawed one must meet a lost lease.
                     slept = time.monotonic() - pause_began[victim.name]
