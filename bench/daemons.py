@@ -3,9 +3,10 @@
 A :class:`Daemon` is one ``python -m processor run`` process that can be SIGKILLed and restarted,
 frozen with SIGSTOP and thawed; its stderr (JSON log lines) is appended to one file across
 restarts. :func:`held_by` and :func:`taken_from` read, behind the daemons' backs, which claims a
-process holds (and under which fence) and which of them another has taken over since. :func:`fresh_schema` gives
-replicas on PostgreSQL a schema of their own through libpq's ``options`` in the URL, so every
-connection any of them opens (pool, migrate command) lands there without a processor setting.
+process holds (and under which fence) and which of them another has taken over since.
+:func:`fresh_schema` gives replicas on PostgreSQL a schema of their own through libpq's
+``options`` in the URL, so every connection any of them opens (pool, migrate command) lands there
+without a processor setting.
 """
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ A pass, in order:
    (turning notes on, or upgrading a journal, does not write to long-closed requests), at most
    ``_RENOTES_PER_PASS``; a transient Connect failure ends this for the pass.
 
-Throughout a pass (between listed requests, and after the listing), every half lease: takes over
-the claims a dead or frozen process left behind (``stranded``: its lease ran out unreleased). The
-listing would reach them too, but on a large backlog that is a whole pass later, and until then
-the request waits with its vendor step half done. One read of Connect each: still pending (or
+Every half lease, during a pass (between listed requests, and after the listing) and between
+passes: takes over the claims a dead or frozen process left behind (``stranded``: its lease ran
+out unreleased). The listing would reach them too, but on a large backlog that is a whole pass
+later (or a whole poll interval), and until then the request waits with its vendor step half done. One read of Connect each: still pending (or
 revoking), the request goes to the pool like a listed one (the claim bumps the fence, so a frozen
 holder that wakes up finds its lease lost); closed on Connect meanwhile, the row is settled.
 
@@ -66,7 +66,7 @@ _MAX_BUFFERED = 2000  # batchable payloads held back during one listing (a few M
 _VANISHED_CHECKED = 1000  # waiting rows compared with one pass's listing
 _RENOTES_PER_PASS = 100  # owed notes posted per pass: one or two Connect calls each, in the loop's thread
 _TAKEOVERS_PER_SWEEP = 100  # stranded claims handed on per sweep: a dead replica held at most 2 x concurrency
-_HANDED_REMEMBERED = 10_000
+_HANDED_REMEMBERED = 10_000  # (request id, fence) pairs: a few hundred KB, then forgotten at once
 _RENOTE_WITHIN = timedelta(days=7)  # an owed note older than this is no news to the customer any more
 
 
@@ -155,13 +155,24 @@ class Daemon:
                     self._stop.wait(wait)
                 else:
                     interval = self.settings.poll_interval
-                    self._stop.wait(interval * (1 + self._random.uniform(0, self.settings.poll_jitter)))
+                    self._idle(interval * (1 + self._random.uniform(0, self.settings.poll_jitter)))
         finally:
             self.summary.interrupted = self._stop.is_set() and self.once
             self._drain(self.settings.shutdown_timeout)
             self._pool.shutdown(wait=False)
             self.summary.finished = time.monotonic()
         return self.summary
+
+    def _idle(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next pass, still looking for stranded claims every half
+        lease: a poll interval longer than the lease must not hold up a takeover."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            self._stop.wait(min(deadline, max(self._next_takeover, now)) - now)
+            self._take_over()
 
     # -- one pass -------------------------------------------------------------------------------
 

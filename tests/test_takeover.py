@@ -21,6 +21,7 @@ from processor.sandbox import Sandbox
 
 LEASE = 2.0  # the daemon's lease: it looks for stranded claims every half lease
 GHOST_LEASE = 0.2  # the dead process's lease, run out before the daemon starts
+POLL = 60.0  # the daemon's poll interval, far longer than its lease
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def runtime(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for name, value in sandbox.environ().items():
         monkeypatch.setenv(name, value)
     data = sandbox.config_data(f"sqlite:///{tmp_path}/journal.db", journal={"lease_seconds": LEASE},
-                               processing={"concurrency": 1, "notes": False})
+                               processing={"concurrency": 1, "notes": False, "poll_interval": POLL})
     made = build_runtime(Config.model_validate(data))
     try:
         yield made
@@ -132,3 +133,35 @@ def _ignore(request: object) -> object:
     from processor.policy import Decision
 
     return Decision(action="ignore", reason="the policy changed since")
+
+
+def test_a_claim_stranded_between_passes_is_taken_over_before_the_next_poll(
+    sandbox: Sandbox, runtime: Runtime
+) -> None:
+    import threading
+
+    daemon = Daemon(runtime.engine, runtime.marketplace, selector_for(runtime.config))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        for _ in range(300):  # bounded: about 30 s for the first pass over the backlog
+            if daemon.summary.passes >= 1:
+                break
+            time.sleep(0.1)
+        assert daemon.summary.passes == 1
+        # While the daemon waits for its next poll, another process claims a new cancel and dies.
+        asset = sandbox._api("GET", "assets?status=active&limit=1")[0]
+        created = sandbox._api("POST", "requests", {"type": "cancel", "asset": {"id": asset["id"]}})
+        strand(runtime, created["id"], State.TERMINATING)
+        record = None
+        for _ in range(100):  # bounded: about 10 s, against the minute to the next poll
+            record = runtime.engine.journal.get(created["id"])
+            if record is not None and record.final:
+                break
+            time.sleep(0.1)
+        assert record is not None and record.final, record
+        assert daemon.summary.passes == 1  # taken over while idle, not by a second pass
+    finally:
+        daemon.stop()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
