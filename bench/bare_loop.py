@@ -1,0 +1,137 @@
+"""The baseline the processor is measured against: the same HTTP calls, made bare.
+
+Run as a child process by ``bench.as_users_run`` so its CPU is read the same way as the
+processor's (``wait4`` on the child). It lists pending cancels page by page (ordered by
+``created,id``; what is handled leaves the set, so offset 0 is always next), and for each request: terminate at the vendor, approve on
+Connect and, with ``--notes``, find the request's conversation and post a message, as the
+processor does with ``processing.notes: true``. No journal, no retries, no logging, no metrics.
+
+``--client requests`` uses plain ``requests`` sessions (one per thread); ``--client openapi``
+makes the Connect calls through connect-openapi-client (one client per thread), the vendor calls
+still through ``requests``. It prints one JSON line: ``{"done": N, "seconds": S}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+__all__ = ["main"]
+
+PAGE = 100
+
+
+class _Connect:
+    """The Connect calls of one worker thread, through the chosen client."""
+
+    def __init__(self, endpoint: str, api_key: str, client: str) -> None:
+        self.endpoint, self.auth = endpoint, {"Authorization": api_key}
+        self.session = requests.Session()
+        self.openapi = None
+        if client == "openapi":
+            from connect.client import ConnectClient
+
+            self.openapi = ConnectClient(api_key, endpoint=endpoint, use_specs=False)
+
+    def approve(self, request_id: str, template_id: str) -> None:
+        payload = {"template_id": template_id}
+        if self.openapi is not None:
+            self.openapi.requests[request_id]("approve").post(payload=payload)
+            return
+        self.session.post(f"{self.endpoint}/requests/{request_id}/approve", json=payload,
+                          headers=self.auth, timeout=30).raise_for_status()
+
+    def note(self, request_id: str, text: str) -> None:
+        if self.openapi is not None:
+            conversation = self.openapi.conversations.filter(instance_id=request_id).first()
+            self.openapi.conversations[conversation["id"]].messages.create(payload={"text": text})
+            return
+        found = self.session.get(f"{self.endpoint}/conversations?eq(instance_id,{request_id})&limit=1",
+                                 headers=self.auth, timeout=30)
+        conversation = found.json()[0]["id"]
+        self.session.post(f"{self.endpoint}/conversations/{conversation}/messages", json={"text": text},
+                          headers=self.auth, timeout=30).raise_for_status()
+
+
+def _subscription(request: dict[str, Any]) -> str:
+    return next(p["value"] for p in request["asset"]["params"] if p["id"] == "subscription_id")
+
+
+def run(endpoint: str, api_key: str, vendor_url: str, vendor_token: str, concurrency: int,
+        client: str, notes: bool) -> int:
+    """Drain the pending cancels; the number handled."""
+    local = threading.local()
+    lister = requests.Session()
+    auth = {"Authorization": api_key}
+    templates: dict[str, str] = {}
+
+    def template(product_id: str) -> str:
+        if product_id not in templates:  # one look-up per product, as the processor caches it
+            reply = lister.get(f"{endpoint}/products/{product_id}/templates"
+                               "?eq(scope,asset)&eq(type,fulfillment)", headers=auth, timeout=30)
+            templates[product_id] = reply.json()[0]["id"]
+        return templates[product_id]
+
+    def worker() -> tuple[requests.Session, _Connect]:
+        if not hasattr(local, "pair"):
+            local.pair = (requests.Session(), _Connect(endpoint, api_key, client))
+        return local.pair  # type: ignore[no-any-return]
+
+    def one(request: dict[str, Any], template_id: str) -> None:
+        vendor, connect = worker()
+        reply = vendor.post(f"{vendor_url}/v1/subscriptions/{_subscription(request)}/terminate",
+                            json={"request_id": request["id"]}, timeout=30,
+                            headers={"Authorization": f"Bearer {vendor_token}",
+                                     "Idempotency-Key": f"bare-{request['id']}"})
+        reply.raise_for_status()
+        connect.approve(request["id"], template_id)
+        if notes:
+            connect.note(request["id"], f"Cancelled: {request['id']}")
+
+    # Every handled request leaves the pending set, so the first page is always the next one.
+    done = 0
+    with ThreadPoolExecutor(concurrency) as pool:
+        while True:
+            page = lister.get(
+                f"{endpoint}/requests?and(eq(type,cancel),eq(status,pending))"
+                f"&ordering(created,id)&select(-activation_key,-template)&limit={PAGE}",
+                headers=auth, timeout=60,
+            ).json()
+            if not page:
+                return done
+            jobs: list[Callable[[], None]] = []
+            for request in page:
+                tid = template(request["asset"]["product"]["id"])
+                jobs.append(lambda r=request, t=tid: one(r, t))
+            for future in [pool.submit(job) for job in jobs]:
+                future.result()
+            done += len(page)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--vendor-url", required=True)
+    parser.add_argument("--vendor-token", required=True)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--client", choices=["requests", "openapi"], default="requests")
+    parser.add_argument("--notes", action="store_true")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    done = run(args.endpoint, args.api_key, args.vendor_url, args.vendor_token, args.concurrency,
+               args.client, args.notes)
+    print(json.dumps({"done": done, "seconds": time.perf_counter() - t0}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
