@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from pydantic import ValidationError
+from processor.pydantic_compat import ValidationError
 
 from processor.config import Config, ConfigError, ENV_PREFIX, load_config
 from processor.observe import register_secret
@@ -150,7 +150,7 @@ def _with_templates(config: Config, text: str) -> Config:
         merged = Config.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(p) for p in error.get("loc", ()))
+        key = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")  # pydantic 1's model-level loc
         problem = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         raise ConfigError(source, key, problem) from None
     return merged.model_copy(update={"source": config.source})
