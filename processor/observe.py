@@ -116,22 +116,33 @@ def _render_line(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, 
     return {"message": " ".join(text.split()), "level": event.get("level", "info"), **fields}
 
 
+_route: tuple[logging.Logger, Any] | None = None  # (target, the factory configured for it)
+
+
 def log_through(target: logging.Logger) -> None:
     """Send the processor's events to ``target`` (the EaaS runner's extension logger), one record
-    each, instead of stderr; the level is ``target``'s, and no root handler is added."""
+    each, instead of stderr; the level is ``target``'s, and no root handler is added. Called per
+    task: a no-op while structlog is still configured for ``target``."""
+    global _route
+    if _route is not None and _route[0] is target and structlog.get_config().get("logger_factory") is _route[1]:
+        return
 
     def enabled(_: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if not target.isEnabledFor(getattr(logging, method.upper(), logging.INFO)):
             raise structlog.DropEvent
         return event
 
+    def factory(*_: Any) -> _ToStdlib:
+        return _ToStdlib(target)
+
     structlog.configure(
         processors=[enabled, structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
                     structlog.processors.format_exc_info, _mask_processor, _render_line],
         wrapper_class=structlog.BoundLogger,
-        logger_factory=lambda *_: _ToStdlib(target),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    _route = (target, factory)
 
 
 def get_logger(**bound: Any) -> Any:

@@ -137,6 +137,7 @@ def test_the_processors_events_go_to_the_runners_logger_one_line_each_with_field
     records = runner_logger[1]
     changes = [r for r in records if getattr(r, "to_state", None)]
     assert [r.to_state for r in changes if r.request_id == request_id][-1] == "approved"
+    assert {r.task_id for r in changes} == {"TQ-1"}  # the runner's task id, as on its own records
     assert all(r.name == RUNNER_LOGGER and "\n" not in r.getMessage() for r in records)
     assert all(r.getMessage().startswith("state_changed") for r in changes)
     assert "state_changed" not in capfd.readouterr().err  # nothing of the processor's on stderr

@@ -52,6 +52,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Iterator, Mapping
 
+import structlog
 from connect.client import ConnectClient
 from connect.eaas.core.decorators import event, schedulable, variables
 from connect.eaas.core.enums import ResultType
@@ -137,15 +138,24 @@ class CancelEventsApplication(EventsApplicationBase):
         """The client that acts for this installation (see the module docstring)."""
         return getattr(self, "installation_client", None) or self.client
 
-    def _route_logs(self) -> None:
+    @contextlib.contextmanager
+    def _task_logging(self) -> Iterator[None]:
+        """The processor's events to the runner's logger, with the task id the runner gives its
+        own records (the handler runs in one thread of the runner's pool for the whole task)."""
         target = getattr(self.logger, "logger", self.logger)  # the runner gives a LoggerAdapter
         if isinstance(target, logging.Logger):
             log_through(target)
+        extra = getattr(self.logger, "extra", None) or {}
+        with structlog.contextvars.bound_contextvars(**{k: v for k, v in extra.items() if k == "task_id"}):
+            yield
 
     @event(EVENT_TYPE, statuses=STATUSES)
     def handle_cancel_request(self, request: dict[str, Any]) -> BackgroundResponse:
+        with self._task_logging():
+            return self._handle(request)
+
+    def _handle(self, request: dict[str, Any]) -> BackgroundResponse:
         request_id = _request_id(request) or "<no id>"
-        self._route_logs()
         try:
             with self.in_flight.hold(request_id) as mine:
                 if not mine:
@@ -178,7 +188,10 @@ class CancelEventsApplication(EventsApplicationBase):
         "half done, and posts notes Connect did not take. Schedule it every 15 minutes.",
     )
     def run_due_timers(self, schedule: dict[str, Any]) -> ScheduledExecutionResponse:
-        self._route_logs()
+        with self._task_logging():
+            return self._maintain()
+
+    def _maintain(self) -> ScheduledExecutionResponse:
         try:
             with self.runtimes.use(self.config or {}, self.connect) as runtime:
                 summary = run_maintenance(runtime)
