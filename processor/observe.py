@@ -124,7 +124,8 @@ def log_through(target: logging.Logger) -> None:
     each, instead of stderr; the level is ``target``'s, and no root handler is added. Called per
     task: a no-op while structlog is still configured for ``target``."""
     global _route
-    if _route is not None and _route[0] is target and structlog.get_config().get("logger_factory") is _route[1]:
+    configured = structlog.get_config().get("logger_factory")
+    if _route is not None and _route[0] is target and configured is _route[1]:
         return
 
     def enabled(_: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -43,7 +43,8 @@ else:  # pragma: no cover - exercised in the connect-extension-runner environmen
         return dict(settings)
 
     class _Metaclass(ModelMetaclass):
-        def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any):  # type: ignore[no-untyped-def]
+        def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],  # noqa: N804
+                    **kwargs: Any) -> Any:
             settings = namespace.pop("model_config", None)
             if settings:
                 # pydantic 1 reads class keyword arguments as Config entries (extra, frozen, ...).

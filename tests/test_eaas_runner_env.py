@@ -5,7 +5,8 @@ suite's environment has connect-eaas-core 38 and pydantic 2. Once per session a 
 in a temporary directory, the project and ``connect-extension-runner==43.1`` are installed into it
 together (pip's cache makes a repeat quick), ``pip check`` must be clean, and the EaaS tests run
 there in a pytest subprocess: tests/eaas_in_runner.py (the runner's own discovery and task managers
-against the mock marketplace and vendor), tests/test_eaas.py (the application on pydantic 1) and
+against the mock marketplace and vendor), tests/test_eaas.py and tests/test_eaas_deploy.py (the
+application on pydantic 1 and connect-eaas-core 37.4) and
 tests/test_extension_project.py (connect-eaas-core 37.4's validators on extension/).
 Without a package index the test skips on a developer's machine and fails under CI=true.
 """
@@ -65,7 +66,8 @@ def test_the_project_installs_beside_the_released_runner_and_its_eaas_tests_pass
     assert {k: found[k] for k in EXPECTED} == EXPECTED and found["pydantic"].startswith("1.10")
 
     tests = _run([str(runner_python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                  "tests/eaas_in_runner.py", "tests/test_eaas.py", "tests/test_extension_project.py"], 900, cwd=REPO)
+                  "tests/eaas_in_runner.py", "tests/test_eaas.py", "tests/test_eaas_deploy.py",
+                  "tests/test_extension_project.py"], 900, cwd=REPO)
     print(tests.stdout[-3000:])
     assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-2000:]
     summary = tests.stdout.strip().splitlines()[-1]

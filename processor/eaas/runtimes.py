@@ -15,8 +15,9 @@ the gateway's single retry layer (backoff, 429 ``Retry-After``, ambiguous outcom
 Headers that name one task (task id, trace parent) are left out: the client outlives the task.
 
 Failure modes: a configuration problem raises :class:`ConfigError` (nothing is cached, the next
-task tries again), :class:`~processor.eaas.variables.NotConfigured` when no product is configured; an unreachable journal or a schema that needs ``cancel-processor journal
-migrate`` raises :class:`~processor.journal.base.JournalError` from the build, also uncached.
+task tries again), :class:`~processor.eaas.variables.NotConfigured` when no product is configured;
+an unreachable journal or a schema that needs ``cancel-processor journal migrate`` raises
+:class:`~processor.journal.base.JournalError` from the build, also uncached.
 """
 
 from __future__ import annotations
