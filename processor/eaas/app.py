@@ -23,6 +23,7 @@ A configuration the processor cannot use, or a journal it cannot reach, reschedu
 60 s) and logs why: the task is kept until an operator fixes it, and no Connect request is failed.
 An installation with no product configured yet reschedules for an hour (:data:`NOT_CONFIGURED_RETRY`):
 a cancel that arrives before the vendor set the extension up is kept, never skipped.
+Other exceptions propagate; the runner records them and delivers the task again.
 
 Connect is reached with ``installation_client`` when the runner gives one (an extension with
 ``audience: vendor`` installed by several accounts: each task acts with the installing account's
@@ -33,7 +34,7 @@ the root logger.
 :meth:`CancelEventsApplication.run_due_timers` is the schedulable (``@schedulable``) that does what
 no task triggers: due grace/retention timers, stranded claims, owed notes
 (:mod:`processor.eaas.maintenance`). Connect runs it on a schedule created in the DevOps module.
-Other exceptions propagate; the runner records them and delivers the task again.
+A schedule's task carries no installation, so it acts with the extension's own key.
 
 Repeated deliveries are harmless: the runner may deliver a task twice, even concurrently (a
 timed-out handler still running), and Connect spreads tasks over runner instances that do not
