@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -200,3 +201,38 @@ def test_the_schedulable_takes_over_a_claim_a_stopped_instance_left(sandbox: San
     assert result.status == ResultType.SUCCESS and "1 stranded claim(s) taken over" in result.output, result.output
     assert sandbox.request(request_id)["status"] == "approved"
     assert [e["action"] for e in sandbox.vendor_effects()] == ["terminate"]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_schedulable_ends_a_grace_period(sandbox: Sandbox, postgres_url: str) -> None:
+    """The recommended deployment: the journal in PostgreSQL (migrated once, beforehand), no SQLite
+    consent needed, and the timer fired by the schedulable."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"eaas_{uuid.uuid4().hex[:12]}"
+    migrating = open_journal(postgres_url, schema=schema)
+    try:
+        migrating.migrate()  # `cancel-processor journal migrate`, before the first start
+    finally:
+        migrating.close()
+    url = f"{postgres_url}?options=-csearch_path%3D{schema}"  # the schema, as a connection option
+    data = sandbox.config_data(url, policies={"graceful": {"grace_days": 14}}, defaults={"policy": "graceful"})
+    config = {CONFIG_YAML: yaml.safe_dump(data), VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN}
+    request_id = accepted_requests(sandbox)[0]
+    try:
+        suspended = app(sandbox, config).handle_cancel_request(sandbox.request(request_id))
+        assert suspended.status == ResultType.RESCHEDULE
+        with psycopg.connect(postgres_url, autocommit=True) as conn:  # fourteen days later
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            ended = datetime.now(timezone.utc) - timedelta(seconds=1)
+            conn.execute("UPDATE requests SET next_attempt_at = %s, data = jsonb_set(data, '{terminate_at}', "
+                         "to_jsonb(%s::text)) WHERE request_id = %s", (ended, ended.isoformat(), request_id))
+        fired = app(sandbox, config).run_due_timers({})
+        assert fired.status == ResultType.SUCCESS and fired.output.startswith("1 due timer(s) run"), fired.output
+        assert [e["action"] for e in sandbox.vendor_effects()] == ["suspend", "terminate"]
+        assert sandbox.request(request_id)["status"] == "approved"
+    finally:
+        RUNTIMES.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
