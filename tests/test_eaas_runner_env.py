@@ -2,7 +2,8 @@
 
 Every published runner (43.1 the latest) needs connect-eaas-core 37.x and pydantic 1.10, while this
 suite's environment has connect-eaas-core 38 and pydantic 2. Once per session a virtualenv is made
-in a temporary directory, the project and ``connect-extension-runner==43.1`` are installed into it
+in a temporary directory, the extension project (extension/, which brings the processor from this
+repository by its path dependency) and ``connect-extension-runner==43.1`` are installed into it
 together (pip's cache makes a repeat quick), ``pip check`` must be clean, and the EaaS tests run
 there in a pytest subprocess: tests/eaas_in_runner.py (the runner's own discovery and task managers
 against the mock marketplace and vendor), tests/test_eaas.py and tests/test_eaas_deploy.py (the
@@ -13,6 +14,7 @@ Without a package index the test skips on a developer's machine and fails under 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,8 +46,10 @@ def runner_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
     try:
-        installed = _run([str(python), "-m", "pip", "install", "--quiet", "--no-input", str(REPO), RUNNER,
-                          "pytest>=8,<10", "responses>=0.25"], INSTALL_TIMEOUT)
+        # The extension project, as the runner image's entrypoint installs it: the processor comes
+        # with it through its path dependency on this repository.
+        installed = _run([str(python), "-m", "pip", "install", "--quiet", "--no-input", str(REPO / "extension"),
+                          RUNNER, "pytest>=8,<10", "responses>=0.25"], INSTALL_TIMEOUT)
     except subprocess.TimeoutExpired:
         need_or_skip(f"installing {RUNNER} and the project took over {INSTALL_TIMEOUT} s")
         raise
@@ -58,12 +62,15 @@ def test_the_project_installs_beside_the_released_runner_and_its_eaas_tests_pass
     check = _run([str(runner_python), "-m", "pip", "check"], 120)
     assert check.returncode == 0, check.stdout + check.stderr
 
-    probe = ("import json, importlib.metadata as m; print(json.dumps({n: m.version(n) for n in "
-             "['connect-extension-runner', 'connect-eaas-core', 'pydantic']}))")
-    versions = _run([str(runner_python), "-c", probe], 60)
+    probe = ("import json, importlib.metadata as m; print(json.dumps([{n: m.version(n) for n in "
+             "['connect-extension-runner', 'connect-eaas-core', 'pydantic', 'cancel-processor-extension']}, "
+             "json.loads(m.distribution('connect-cancel-processor').read_text('direct_url.json'))]))")
+    # Not from the repository's folder: its own metadata (an editable install's) would answer.
+    versions = _run([str(runner_python), "-c", probe], 60, cwd=runner_python.parent)
     assert versions.returncode == 0, versions.stderr
-    found = __import__("json").loads(versions.stdout)
+    found, origin = json.loads(versions.stdout)
     assert {k: found[k] for k in EXPECTED} == EXPECTED and found["pydantic"].startswith("1.10")
+    assert origin["url"] == REPO.as_uri()  # the processor from this repository, not from an index
 
     tests = _run([str(runner_python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                   "tests/eaas_in_runner.py", "tests/test_eaas.py", "tests/test_eaas_deploy.py",
