@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from processor.policy_config import BUILTIN_POLICY, PolicyConfig, RuleConfig
+from processor.pydantic_compat import (
+    BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
+)
 
 __all__ = [
     "ConfigError",

@@ -20,7 +20,7 @@ from typing import Any, MutableMapping
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["configure_logging", "register_secret", "mask", "Metrics", "get_logger"]
+__all__ = ["configure_logging", "log_through", "register_secret", "mask", "Metrics", "get_logger"]
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -88,6 +88,62 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
     )
     # Libraries that log through the standard library (urllib3, uvicorn) stay quiet below warnings.
     logging.basicConfig(level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s %(message)s")
+
+
+# LogRecord attributes an event field must not overwrite (logging raises KeyError on them).
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class _ToStdlib:
+    """structlog's logger for :func:`log_through`: one record per event on a standard logger."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        self.target = target
+
+    def msg(self, message: str, **fields: Any) -> None:
+        level = fields.pop("level", "info")
+        extra = {(k if k not in _RECORD_ATTRS else f"{k}_"): v for k, v in fields.items()}
+        self.target.log(getattr(logging, str(level).upper(), logging.INFO), message, extra=extra)
+
+    debug = info = warning = warn = error = critical = exception = log = msg
+
+
+def _render_line(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    # One line: the event name and its fields (for a console), the fields again as extra (for a
+    # shipper that indexes them).
+    fields = {k: v for k, v in event.items() if k not in ("event", "level")}
+    text = " ".join([str(event.get("event", ""))] + [f"{k}={v}" for k, v in fields.items()])
+    return {"message": " ".join(text.split()), "level": event.get("level", "info"), **fields}
+
+
+_route: tuple[logging.Logger, Any] | None = None  # (target, the factory configured for it)
+
+
+def log_through(target: logging.Logger) -> None:
+    """Send the processor's events to ``target`` (the EaaS runner's extension logger), one record
+    each, instead of stderr; the level is ``target``'s, and no root handler is added. Called per
+    task: a no-op while structlog is still configured for ``target``."""
+    global _route
+    configured = structlog.get_config().get("logger_factory")
+    if _route is not None and _route[0] is target and configured is _route[1]:
+        return
+
+    def enabled(_: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if not target.isEnabledFor(getattr(logging, method.upper(), logging.INFO)):
+            raise structlog.DropEvent
+        return event
+
+    def factory(*_: Any) -> _ToStdlib:
+        return _ToStdlib(target)
+
+    structlog.configure(
+        processors=[enabled, structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.format_exc_info, _mask_processor, _render_line],
+        wrapper_class=structlog.BoundLogger,
+        logger_factory=factory,
+        cache_logger_on_first_use=False,
+    )
+    _route = (target, factory)
 
 
 def get_logger(**bound: Any) -> Any:

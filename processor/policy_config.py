@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from processor.pydantic_compat import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "PolicyConfig",

@@ -34,6 +34,7 @@ from processor.eaas.variables import (
     CONFIG_YAML,
     DECLARED,
     JOURNAL_URL,
+    SQLITE_PERSISTENT,
     VENDOR_TOKEN,
     config_from_variables,
 )
@@ -103,6 +104,7 @@ def variables_for(box: Sandbox, tmp_path: Path, **processing: Any) -> dict[str, 
         CONFIG_YAML: processor_yaml(box.vendor.url, f"sqlite:///{tmp_path}/journal.db", **processing),
         APPROVE_TEMPLATES: json.dumps({PRODUCT: TEMPLATE}),
         VENDOR_TOKEN: SANDBOX_VENDOR_TOKEN,
+        SQLITE_PERSISTENT: "yes",  # the test's directory outlives the "container"
     }
 
 
@@ -145,6 +147,7 @@ def test_the_extension_passes_connect_eaas_core_validation() -> None:
     assert CancelEventsApplication.get_events() == [
         {"method": "handle_cancel_request", "event_type": EVENT_TYPE, "statuses": ["pending", "scheduled", "revoking"]},
     ]
+    assert [s["method"] for s in CancelEventsApplication.get_schedulables()] == ["run_due_timers"]
     secure = {v["name"] for v in CancelEventsApplication.get_variables() if v["secure"]}
     assert secure == {JOURNAL_URL, VENDOR_TOKEN}
 
@@ -324,7 +327,7 @@ def test_a_retired_runtime_is_closed_only_after_its_last_task() -> None:
 
 def sandbox_variables(sandbox: Sandbox, journal: Path) -> dict[str, str]:
     config = sandbox.config_data(f"sqlite:///{journal}")
-    return {CONFIG_YAML: yaml.safe_dump(config), VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN}
+    return {CONFIG_YAML: yaml.safe_dump(config), VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN, SQLITE_PERSISTENT: "yes"}
 
 
 def deliver_until_settled(app: CancelEventsApplication, sandbox: Sandbox, request_ids: set[str]) -> Counter[str]:

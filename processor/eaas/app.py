@@ -21,7 +21,20 @@ lease_lost, anything unexpected             when it has one (at least 30 s, at m
 
 A configuration the processor cannot use, or a journal it cannot reach, reschedules too (300 s and
 60 s) and logs why: the task is kept until an operator fixes it, and no Connect request is failed.
+An installation with no product configured yet reschedules for an hour (:data:`NOT_CONFIGURED_RETRY`):
+a cancel that arrives before the vendor set the extension up is kept, never skipped.
 Other exceptions propagate; the runner records them and delivers the task again.
+
+Connect is reached with ``installation_client`` when the runner gives one (an extension with
+``audience: vendor`` installed by several accounts: each task acts with the installing account's
+key), else with ``client``. The processor's log events go to the runner's logger (``self.logger``),
+one record each with the structured fields as ``extra``; nothing is written to stderr or added to
+the root logger.
+
+:meth:`CancelEventsApplication.run_due_timers` is the schedulable (``@schedulable``) that does what
+no task triggers: due grace/retention timers, stranded claims, owed notes
+(:mod:`processor.eaas.maintenance`). Connect runs it on a schedule created in the DevOps module.
+A schedule's task carries no installation, so it acts with the extension's own key.
 
 Repeated deliveries are harmless: the runner may deliver a task twice, even concurrently (a
 timed-out handler still running), and Connect spreads tasks over runner instances that do not
@@ -34,23 +47,27 @@ subscription.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Iterator, Mapping
 
-from connect.eaas.core.decorators import event, variables
+import structlog
+from connect.client import ConnectClient
+from connect.eaas.core.decorators import event, schedulable, variables
 from connect.eaas.core.enums import ResultType
 from connect.eaas.core.extension import EventsApplicationBase
-from connect.eaas.core.responses import BackgroundResponse
+from connect.eaas.core.responses import BackgroundResponse, ScheduledExecutionResponse
 
 from processor.config import ConfigError
 from processor.journal.base import JournalError, SchemaError
-from processor.observe import mask
+from processor.observe import log_through, mask
 from processor.runtime import Runtime
 
+from processor.eaas.maintenance import run_maintenance
 from processor.eaas.runtimes import RuntimeCache
-from processor.eaas.variables import DECLARED
+from processor.eaas.variables import DECLARED, NotConfigured
 
 __all__ = [
     "CancelEventsApplication",
@@ -71,6 +88,7 @@ STATUSES = ["pending", "scheduled", "revoking"]
 MIN_COUNTDOWN = 30  # Connect's floor for a reschedule
 MAX_COUNTDOWN = 86_400  # a later timer is re-read on the next delivery, which reschedules again
 CONFIG_RETRY = 300
+NOT_CONFIGURED_RETRY = 3600  # an installation waiting to be set up: hourly, without filling the task list
 JOURNAL_RETRY = 60
 
 _DONE = frozenset({"approved", "failed", "closed", "revoked", "scheduled"})
@@ -116,17 +134,40 @@ class CancelEventsApplication(EventsApplicationBase):
     runtimes: ClassVar[RuntimeCache] = RUNTIMES
     in_flight: ClassVar[InFlight] = IN_FLIGHT
 
+    @property
+    def connect(self) -> ConnectClient:
+        """The client that acts for this installation (see the module docstring)."""
+        return getattr(self, "installation_client", None) or self.client
+
+    @contextlib.contextmanager
+    def _task_logging(self) -> Iterator[None]:
+        """The processor's events to the runner's logger, with the task id the runner gives its
+        own records (the handler runs in one thread of the runner's pool for the whole task)."""
+        target = getattr(self.logger, "logger", self.logger)  # the runner gives a LoggerAdapter
+        if isinstance(target, logging.Logger):
+            log_through(target)
+        extra = getattr(self.logger, "extra", None) or {}
+        with structlog.contextvars.bound_contextvars(**{k: v for k, v in extra.items() if k == "task_id"}):
+            yield
+
     @event(EVENT_TYPE, statuses=STATUSES)
     def handle_cancel_request(self, request: dict[str, Any]) -> BackgroundResponse:
+        with self._task_logging():
+            return self._handle(request)
+
+    def _handle(self, request: dict[str, Any]) -> BackgroundResponse:
         request_id = _request_id(request) or "<no id>"
         try:
             with self.in_flight.hold(request_id) as mine:
                 if not mine:
                     self.logger.info("%s: already in progress in this process, retrying later", request_id)
                     return BackgroundResponse.reschedule(MIN_COUNTDOWN)
-                with self.runtimes.use(self.config or {}, self.client) as runtime:
+                with self.runtimes.use(self.config or {}, self.connect) as runtime:
                     result = runtime.engine.handle(request)
                     response = respond(result, request, runtime)
+        except NotConfigured as exc:
+            self.logger.warning("%s: %s; retrying in %ss", request_id, exc.problem, NOT_CONFIGURED_RETRY)
+            return BackgroundResponse.slow_process_reschedule(NOT_CONFIGURED_RETRY)
         except ConfigError as exc:
             self.logger.error("%s: the processor configuration is unusable, retrying in %ss: %s",
                               request_id, CONFIG_RETRY, mask(str(exc)))
@@ -141,6 +182,31 @@ class CancelEventsApplication(EventsApplicationBase):
         self.logger.info("%s: %s -> %s%s", request_id, result, response.status,
                          f" in {response.countdown}s" if response.status == ResultType.RESCHEDULE else "")
         return response
+
+    @schedulable(
+        "Run due timers",
+        "Ends grace periods and purges whose time came, takes over requests a stopped instance left "
+        "half done, and posts notes Connect did not take. Schedule it every 15 minutes.",
+    )
+    def run_due_timers(self, schedule: dict[str, Any]) -> ScheduledExecutionResponse:
+        with self._task_logging():
+            return self._maintain()
+
+    def _maintain(self) -> ScheduledExecutionResponse:
+        try:
+            with self.runtimes.use(self.config or {}, self.connect) as runtime:
+                summary = run_maintenance(runtime)
+        except NotConfigured as exc:
+            return ScheduledExecutionResponse(ResultType.SUCCESS, f"nothing to do: {exc.problem}")
+        except (ConfigError, JournalError) as exc:
+            message = mask(str(exc))
+            self.logger.error("scheduled maintenance not run: %s", message)
+            return ScheduledExecutionResponse.fail(output=message)
+        self.logger.info("scheduled maintenance: %s", summary)
+        if summary.errors:
+            return ScheduledExecutionResponse.fail(output=str(summary))
+        # done() drops its output; the summary is worth keeping in the task's record.
+        return ScheduledExecutionResponse(ResultType.SUCCESS, str(summary))
 
 
 def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> BackgroundResponse:

@@ -15,8 +15,9 @@ the gateway's single retry layer (backoff, 429 ``Retry-After``, ambiguous outcom
 Headers that name one task (task id, trace parent) are left out: the client outlives the task.
 
 Failure modes: a configuration problem raises :class:`ConfigError` (nothing is cached, the next
-task tries again); an unreachable journal or a schema that needs ``cancel-processor journal
-migrate`` raises :class:`~processor.journal.base.JournalError` from the build, also uncached.
+task tries again), :class:`~processor.eaas.variables.NotConfigured` when no product is configured;
+an unreachable journal or a schema that needs ``cancel-processor journal migrate`` raises
+:class:`~processor.journal.base.JournalError` from the build, also uncached.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from processor.journal import open_journal
 from processor.journal.base import Journal
 from processor.leases import LeaseKeeper
 from processor.marketplace import Marketplace
-from processor.observe import Metrics, configure_logging, register_secret
+from processor.observe import Metrics, register_secret
 from processor.runtime import Runtime, gateway_settings, load_adapters, make_owner
 
-from processor.eaas.variables import config_from_variables, effective, export_adapter_secrets
+from processor.eaas.variables import check_deployable, config_from_variables, effective, export_adapter_secrets
 
 __all__ = ["RuntimeCache", "build_eaas_runtime", "gateway_client", "fingerprint"]
 
@@ -74,10 +75,10 @@ def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> R
     """Config from the variables, then journal, adapters, gateway and engine, as ``build_runtime``
     wires them for the CLI, except that Connect is reached through ``client``'s credentials."""
     config = config_from_variables(variables)
+    check_deployable(config, variables)
     if not client.api_key:
         raise ConfigError(config.source, "", "the runner gave the task a Connect client without an API key")
-    register_secret(client.api_key)
-    configure_logging(config.log.level, config.log.format)
+    register_secret(client.api_key)  # logs go through the runner's logger (the application routes them)
     export_adapter_secrets(config, variables)
     adapters = load_adapters(config)
     journal = _open_journal(config)

@@ -21,6 +21,11 @@ Variables win over the process environment. A variable whose value is empty, or 
 ``<unset...>`` placeholder it was declared with, counts as unset (the runner creates every declared
 variable, with its initial value, on the first run).
 
+- ``CANCEL_PROCESSOR_SQLITE_PERSISTENT``: ``yes`` lets the extension keep its journal in SQLite.
+  By default it refuses (:func:`check_deployable`): a runner container's disk goes away with the
+  container, and with it the record of which subscriptions were already terminated; use
+  PostgreSQL, or say ``yes`` when the file is on a volume that outlives the container.
+
 Failure modes: an unreadable or invalid configuration raises :class:`ConfigError` naming the
 variable (or file), the key and what was expected; values of secure variables never appear in it.
 """
@@ -33,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from pydantic import ValidationError
+from processor.pydantic_compat import ValidationError
 
 from processor.config import Config, ConfigError, ENV_PREFIX, load_config
 from processor.observe import register_secret
@@ -45,8 +50,11 @@ __all__ = [
     "JOURNAL_URL",
     "APPROVE_TEMPLATES",
     "VENDOR_TOKEN",
+    "SQLITE_PERSISTENT",
     "DECLARED",
+    "NotConfigured",
     "effective",
+    "check_deployable",
     "config_from_variables",
     "export_adapter_secrets",
 ]
@@ -56,6 +64,7 @@ CONFIG_PATH = "CANCEL_PROCESSOR_CONFIG"  # the same name the CLI reads the confi
 JOURNAL_URL = f"{ENV_PREFIX}JOURNAL__URL"
 APPROVE_TEMPLATES = "CANCEL_PROCESSOR_APPROVE_TEMPLATES"
 VENDOR_TOKEN = "VENDOR_API_TOKEN"
+SQLITE_PERSISTENT = "CANCEL_PROCESSOR_SQLITE_PERSISTENT"
 
 # A value starting with this is a declared placeholder, not a setting.
 UNSET = "<unset"
@@ -70,6 +79,7 @@ DECLARED: list[dict[str, Any]] = [
         (JOURNAL_URL, f"{UNSET}: or postgresql://user:password@host/database>", True),
         (APPROVE_TEMPLATES, "{}", False),
         (VENDOR_TOKEN, f"{UNSET}: the vendor API token, if the YAML names it>", True),
+        (SQLITE_PERSISTENT, f"{UNSET}: yes if a SQLite journal is on a volume that outlives the container>", False),
     )
 ]
 _SECURE = frozenset(v["name"] for v in DECLARED if v["secure"])
@@ -79,6 +89,23 @@ def effective(variables: Mapping[str, Any] | None) -> dict[str, str]:
     """The variables that are set: string values; empty ones and placeholders dropped."""
     values = {str(k): str(v).strip() for k, v in (variables or {}).items() if v is not None}
     return {k: v for k, v in values.items() if v and not v.startswith(UNSET)}
+
+
+class NotConfigured(ConfigError):
+    """No product is configured yet: an installation nobody has set up (not an error to fix now)."""
+
+
+def check_deployable(config: Config, variables: Mapping[str, Any] | None) -> None:
+    """Raise :class:`NotConfigured` when no product is configured, :class:`ConfigError` for a
+    SQLite journal that nobody said is on a persistent volume (see the module docstring)."""
+    if not config.products:
+        raise NotConfigured(config.source, "products", f"no product is configured yet (set {CONFIG_YAML} "
+                            f"or {APPROVE_TEMPLATES} on the extension's environment page)")
+    persistent = effective(variables).get(SQLITE_PERSISTENT, "").lower() in {"yes", "true", "1"}
+    if config.journal.url.startswith("sqlite") and not persistent:
+        raise ConfigError(config.source, "journal.url", "a SQLite journal on the container's disk is lost with "
+                          f"the container: set {JOURNAL_URL} to a PostgreSQL URL, or {SQLITE_PERSISTENT}=yes "
+                          "if the file is on a persistent volume")
 
 
 def config_from_variables(
@@ -150,7 +177,7 @@ def _with_templates(config: Config, text: str) -> Config:
         merged = Config.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(p) for p in error.get("loc", ()))
+        key = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")  # pydantic 1's model-level loc
         problem = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         raise ConfigError(source, key, problem) from None
     return merged.model_copy(update={"source": config.source})
