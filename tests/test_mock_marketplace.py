@@ -644,13 +644,14 @@ def test_assign_by_id_or_email(start: Callable[..., Running]) -> None:
     request = next(mp.pending())
     by_email = mp.act(request.id, "assign", {"email": "agent@vendor.example"}).json()["assignee"]
     assert by_email["email"] == "agent@vendor.example" and by_email["id"].startswith("UR-")
-    by_id = mp.act(request.id, "assign", {"id": "UR-123-456-789"}).json()["assignee"]
-    assert by_id["id"] == "UR-123-456-789"
+    agent = sorted(mp.store.users)[0]  # the default catalog's agents are the known users
+    by_id = mp.act(request.id, "assign", {"id": agent}).json()["assignee"]
+    assert by_id == mp.store.users[agent]
     assert mp.act(request.id, "assign", {}).status_code == 400
     entries = [e for e in mp.ledger(object_id=request.id) if e["event"] == "assigned"]
     assert [(e["from"], e["to"], e["actor"]) for e in entries] == [
         (None, by_email["id"], KEY_ID),
-        (by_email["id"], "UR-123-456-789", KEY_ID),
+        (by_email["id"], agent, KEY_ID),
     ]
     assert mp.act(request.id, "unassign").json()["assignee"] == ""
 

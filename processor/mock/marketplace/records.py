@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from processor.mock.marketplace.objects import iso, parse_time
+from processor.mock.marketplace.verbatim import overlay
 
 __all__ = [
     "OPEN_STATUSES",
@@ -29,6 +30,8 @@ __all__ = [
     "render_asset",
     "render_request",
     "render_conversation",
+    "plain_asset",
+    "plain_request",
 ]
 
 OPEN_STATUSES = frozenset({"draft", "tiers_setup", "pending", "inquiring", "scheduled", "revoking"})
@@ -75,6 +78,7 @@ class Product:
     status: str = "published"
     description: str = ""
     summary: dict[str, Any] = field(default_factory=dict)  # as nested in subscriptions
+    imported: bool = False  # made from a Connect payload: the generator leaves it alone
 
     def __post_init__(self) -> None:
         self.icon = self.icon or f"/media/{self.vendor['id']}/{self.id}/media/{self.id}-logo.png"
@@ -110,6 +114,7 @@ class Product:
             "icon": self.icon,
             "status": self.status,
             "description": self.description,
+            "imported": self.imported,
         }
 
     @classmethod
@@ -136,6 +141,9 @@ class Asset:
     updated: datetime
     billing_next: datetime | None = None
     request_ids: list[str] = field(default_factory=list)
+    # An imported subscription: Connect's object as given, and the mock's rendering of it then.
+    raw: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -154,6 +162,8 @@ class Asset:
             "updated": iso(self.updated),
             "billing_next": iso(self.billing_next),
             "request_ids": self.request_ids,
+            "raw": self.raw,
+            "baseline": self.baseline,
         }
 
     @classmethod
@@ -177,6 +187,8 @@ class Asset:
             updated=_moment(doc["updated"]),
             billing_next=_time(doc["billing_next"]),
             request_ids=list(doc["request_ids"]),
+            raw=doc.get("raw"),
+            baseline=doc.get("baseline"),
         )
 
 
@@ -200,6 +212,9 @@ class Request:
     template: dict[str, str] | None = None  # {"id", "name"} of the template it was answered with
     answered: bool = False
     previous_approved: str | None = None
+    # An imported request: Connect's object as given, and the mock's rendering of it then.
+    raw: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
 
     def param(self, param_id: str) -> str:
         return self.params.get(param_id, self.asset.params.get(param_id, ""))
@@ -224,6 +239,8 @@ class Request:
             "template": self.template,
             "answered": self.answered,
             "previous_approved": self.previous_approved,
+            "raw": self.raw,
+            "baseline": self.baseline,
         }
 
     @classmethod
@@ -309,7 +326,16 @@ def _params(
 
 def render_asset(asset: Asset, request: Request | None = None) -> dict[str, Any]:
     """The subscription: alone (``GET /assets/{id}``) or as nested in ``request``, whose own
-    parameter values (a cancel's reason, values set by ``PUT``) show over the subscription's."""
+    parameter values (a cancel's reason, values set by ``PUT``) show over the subscription's.
+    An imported subscription, alone, is Connect's object with the mock's changes applied."""
+    doc = plain_asset(asset, request)
+    if request is None and asset.raw is not None:
+        return overlay(asset.raw, asset.baseline, doc)  # type: ignore[no-any-return]
+    return doc
+
+
+def plain_asset(asset: Asset, request: Request | None = None) -> dict[str, Any]:
+    """The mock's own rendering of a subscription (what :func:`render_asset` starts from)."""
     if request is None:
         params = _params(asset.product, asset.params, {}, {})
     else:
@@ -339,6 +365,15 @@ def render_asset(asset: Asset, request: Request | None = None) -> dict[str, Any]
 
 
 def render_request(request: Request) -> dict[str, Any]:
+    """The request; an imported one is Connect's object with the mock's changes applied."""
+    doc = plain_request(request)
+    if request.raw is not None:
+        return overlay(request.raw, request.baseline, doc)  # type: ignore[no-any-return]
+    return doc
+
+
+def plain_request(request: Request) -> dict[str, Any]:
+    """The mock's own rendering of a request (what :func:`render_request` starts from)."""
     asset = request.asset
     doc: dict[str, Any] = {
         "id": request.id,
@@ -359,7 +394,7 @@ def render_request(request: Request) -> dict[str, Any]:
         "events": _events(request.created, request.updated),
         "marketplace": asset.marketplace,
         "contract": asset.contract,
-        "asset": render_asset(asset, request),
+        "asset": plain_asset(asset, request),
     }
     if request.template is not None:
         doc["template"] = request.template
