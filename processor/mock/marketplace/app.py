@@ -253,7 +253,7 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
             )
         return json_response(template)
 
-    return [
+    return by_path([
         Route("/requests", list_requests, methods=["GET"]),
         Route("/requests", create_request, methods=["POST"]),
         Route("/requests/{id}", get_request, methods=["GET"]),
@@ -272,4 +272,30 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         Route("/products/{id}", get_product, methods=["GET"]),
         Route("/products/{id}/templates", list_templates, methods=["GET"]),
         Route("/products/{id}/templates/{template_id}", get_template, methods=["GET"]),
-    ]
+    ])  # fmt: skip
+
+
+def by_path(routes: list[Route]) -> list[Route]:
+    """One route per path, dispatching on the method, so that a 405's ``Allow`` names every
+    method of the path (Starlette reports only those of the first route whose path matches)."""
+    grouped: dict[str, list[Route]] = {}
+    for route in routes:
+        grouped.setdefault(route.path, []).append(route)
+    merged = []
+    for path, group in grouped.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        handlers = {
+            method: route.endpoint
+            for route in group
+            for method in (route.methods or ())
+            if method != "HEAD"
+        }
+
+        async def dispatch(request: HttpRequest, handlers: dict[str, Any] = handlers) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await handlers[method](request)  # type: ignore[no-any-return]
+
+        merged.append(Route(path, dispatch, methods=sorted(handlers)))
+    return merged
