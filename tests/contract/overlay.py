@@ -140,6 +140,39 @@ def _nullable_enums(spec: dict[str, Any]) -> int:
     return changed
 
 
+def _string_period_nullable(spec: dict[str, Any]) -> int:
+    changed = 0
+    for props in _properties(spec, "period"):
+        if props["period"].get("type") == "string" and "nullable" not in props["period"]:
+            props["period"]["nullable"] = True
+            changed += 1
+    return changed
+
+
+PARAM_TYPES = [
+    "text", "dropdown", "password", "email", "checkbox", "subdomain", "domain", "phone", "url",
+    "choice",
+]  # fmt: skip
+
+
+def _not_required(spec: dict[str, Any], schema: str, names: list[str]) -> int:
+    required = spec["components"]["schemas"][schema].get("required", [])
+    missing = [name for name in names if name in required]
+    spec["components"]["schemas"][schema]["required"] = [n for n in required if n not in names]
+    return len(missing)
+
+
+def _checkbox_structured_values(spec: dict[str, Any]) -> int:
+    changed = 0
+    for props in _properties(spec, "structured_value"):
+        options = props["structured_value"].get("oneOf")
+        checkbox = {"type": "object", "additionalProperties": {"type": "boolean"}}
+        if isinstance(options, list) and checkbox not in options:
+            options.append(checkbox)
+            changed += 1
+    return changed
+
+
 _LOCALE = r"^([A-Za-z]{2,3}(-[A-Za-z]{2,4})?|TRN-[0-9]{4}-[0-9]{4}-[0-9]{4})$"
 
 
@@ -192,56 +225,92 @@ KNOWN_OMISSIONS = [
         _header_schema_refs,
         fuzz_only=True,
     ),
+    # Request status enums stop at failed; cancels also go scheduled -> revoking -> revoked.
     Omission(
         "request statuses scheduled, revoking, revoked",
         "connect-workflows; the document's own event definitions list them for cancels",
         lambda s: _extend_enum(s, REQUEST_STATUSES, ["scheduled", "revoking", "revoked"]),
     ),
+    # A subscription with a pending cancel is 'terminating', absent from the asset status enum.
     Omission(
         "subscription status terminating inside a request",
         "connect-api.md: a cancel's subscription is terminating while it is pending",
         lambda s: _extend_enum(s, ASSET_STATUSES, ["terminating"]),
     ),
+    # effective_date is typed a non-null string; an unapproved request has null.
     Omission(
         "effective_date is null until approval",
         "fixture othercodes request_asset.json",
         lambda s: _nullable(s, "effective_date"),
     ),
+    # previous_approved_request is typed a non-null object; a first request has null.
     Omission(
         "previous_approved_request is null on a first request",
         "fixture othercodes request_asset.json",
         lambda s: _nullable(s, "previous_approved_request"),
     ),
+    # assignee is typed a string; Connect sends '' when unassigned and a user object otherwise.
     Omission(
         "assignee is '' or an object",
         "fixture connect-php-sdk fulfillment_request.json",
         _assignee_object,
     ),
+    # value_choices is typed a list of strings; Connect sends {label, value[, default]} objects.
     Omission(
         "value_choices are {label, value} objects",
         "fixture othercodes request_asset.json",
         _choices_objects,
     ),
+    # quantity is typed a number on /assets/{id}; Connect sends strings ('unlimited' for PPU).
     Omission(
         "item quantities are strings ('unlimited')",
         "fixture connect-extension-mulesoft requests.json",
         _quantity_strings,
     ),
+    # /assets/{id} types params as a list of lists; it is a list of parameter objects.
     Omission(
         "/assets/{id} params is a list of objects, not of lists",
         "every fixture's asset.params",
         _params_not_nested,
     ),
+    # nullable enums without null in the enum (template type): OpenAPI 3.0 needs null listed.
     Omission(
         "nullable enums (template type) allow null",
         "OpenAPI 3.0: nullable needs null in the enum",
         _nullable_enums,
     ),
+    # Items of one-time (and some PPU) products carry "period": null; the document says string.
+    Omission(
+        "item period is null",
+        "fixture connect-extension-mulesoft requests.json (asset.items[0].period)",
+        _string_period_nullable,
+    ),
+    # Parameter types: the enum lacks "address" (and Connect has more: object, heading...).
+    Omission(
+        "parameter type address",
+        "fixture connect-extension-mulesoft requests.json (delivery_add)",
+        lambda s: _extend_enum(s, PARAM_TYPES, ["address"]),
+    ),
+    # A checkbox parameter's structured_value maps each choice to true/false; the document's
+    # oneOf knows only the address and phone shapes.
+    Omission(
+        "checkbox structured_value",
+        "fixture othercodes request_asset.json (CATEGORIES)",
+        _checkbox_structured_values,
+    ),
+    # A 2019 subscription has neither contract nor marketplace; the document requires both.
+    Omission(
+        "subscription contract and marketplace may be absent",
+        "fixture processor-acronis-customer-centric request.cancel.http.json (asset)",
+        lambda s: _not_required(s, "dp.Subscription", ["contract", "marketplace"]),
+    ),
+    # The connection type enum lacks 'preview', which every preview fixture carries.
     Omission(
         "connection type preview",
         "fixtures: preview connections CT-0000-0000-0000",
         lambda s: _extend_enum(s, ["test", "production"], ["preview"]),
     ),
+    # Most operations declare no 400/404 although every refusal is {error_code, errors}.
     Omission(
         "400/404 error bodies of actions and reads are undeclared",
         "connect-api.md: every error is {error_code, errors}",
