@@ -965,7 +965,8 @@ def test_state_survives_a_restart_with_a_state_file(
 def test_the_example_seed_file_loads(start: Callable[..., Running]) -> None:
     mp = start(seed_file=REPO / "config" / "seed.example.yaml")
     store = mp.store
-    assert {"PRD-123-456-789", "PRD-987-654-321"} == set(store.products)
+    # PRD-555-666-777 comes with the imported Connect request (connect_requests).
+    assert {"PRD-123-456-789", "PRD-987-654-321", "PRD-555-666-777"} == set(store.products)
     first = mp.get("/requests/PR-1000-2000-3001-002").json()
     assert first["status"] == "pending" and first["asset"]["status"] == "terminating"
     assert {p["id"]: p["value"] for p in first["asset"]["params"]}[
@@ -983,7 +984,7 @@ def test_the_example_seed_file_loads(start: Callable[..., Running]) -> None:
     assert approve_template(store.products["PRD-123-456-789"]) == "TL-123-456-789"
     assert (
         sum(1 for r in store.requests.values() if r.type == "cancel" and r.status == "pending")
-        == 2 + 20
+        == 2 + 20 + 1
     )
 
 

@@ -198,3 +198,40 @@ def test_a_template_fixture_is_served_back_unchanged(start: Callable[..., Runnin
     bad = mp.admin("POST", f"/admin/products/{product}/templates", data=b'{"id": "TL-1"}')
     assert bad.status_code == 400 and bad.json()["error"] == "payload[0].name: a non-empty string is required"
 
+
+
+def test_the_example_seed_files_connect_request_is_served_back_unchanged(
+    start: Callable[..., Running],
+) -> None:
+    path = Path(__file__).resolve().parents[1] / "config" / "seed.example.yaml"
+    example = yaml.safe_load(path.read_text(encoding="utf-8"))["connect_requests"][0]
+    mp = start(seed_file=path)
+    assert mp.get(f"/requests/{example['id']}").json() == example
+    assert mp.act(example["id"], "assign", {"id": "UR-100-200-300"}).json()["assignee"]["name"] == (
+        "Ada Lovelace"
+    )
+
+
+def test_unquoted_yaml_times_are_refused_with_a_hint(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.yaml"
+    payload = fixture_payloads(_fixture(TOOLKIT))[0]
+    text = yaml.safe_dump({"connect_requests": [payload]}).replace(
+        f"'{payload['created']}'", payload["created"]
+    )
+    seed.write_text(text, encoding="utf-8")
+    with pytest.raises(SeedError, match="quote dates and times in YAML"):
+        create_app(MarketplaceSettings(seed_file=seed))
+
+
+def test_the_import_option_reads_paths_from_the_command_line_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from processor.mock.marketplace import cli
+
+    monkeypatch.setenv("MOCK_CONNECT_IMPORT", str(tmp_path / "a.json"))
+    parser = argparse.ArgumentParser()
+    cli.configure_parser(parser)
+    args = parser.parse_args(["--import", str(tmp_path / "b.jsonl")])
+    assert cli.settings_from(args).import_files == (str(tmp_path / "a.json"), str(tmp_path / "b.jsonl"))

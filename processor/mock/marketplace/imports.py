@@ -98,6 +98,10 @@ def _check(payload: Any, where: str) -> dict[str, Any]:
     """Everything the mock must understand in a request payload; raises SeedError."""
     request = _obj(payload, where)
     assert request is not None
+    try:
+        json.dumps(request)
+    except (TypeError, ValueError) as exc:  # YAML reads unquoted times as datetimes
+        raise SeedError(f"{where}: not a JSON object ({exc}); quote dates and times in YAML") from None
     _str(request, "id", where, prefix="PR-")
     if request.get("type") not in REQUEST_TYPES:
         raise SeedError(f"{where}.type: {request.get('type')!r} is not one of {', '.join(REQUEST_TYPES)}")
