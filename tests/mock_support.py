@@ -1,4 +1,8 @@
-"""What the mock marketplace's test files share: a started marketplace and an HTTP session on it."""
+"""What the mock marketplace's test files share: started marketplaces and HTTP sessions on them.
+
+A test module imports the fixtures it uses by name (``start`` needs ``clock`` imported too:
+conftest's ``clock`` is another kind of clock).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,13 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from processor.mock.marketplace import DEFAULT_API_KEY, MarketplaceSettings, MockClock, create_app
+from processor.mock.marketplace import (
+    DEFAULT_API_KEY,
+    MarketplaceSettings,
+    MockClock,
+    approve_template,
+    create_app,
+)
 from processor.mock.marketplace.records import Request
 from processor.mock.serve import ServerThread
 
@@ -43,6 +53,17 @@ class Running:
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return requests.request(method, self.server.url + path, timeout=10, **kwargs)
 
+    def ids(self, rql: str) -> list[str]:
+        """Every id a query returns, through pages of 1000."""
+        out: list[str] = []
+        while True:
+            response = self.get(f"/requests?{rql}&limit=1000&offset={len(out)}")
+            assert response.status_code == 200, response.text
+            page = response.json()
+            out += [doc["id"] for doc in page]
+            if len(page) < 1000:
+                return out
+
     def ledger(self, since: int = 0, object_id: str | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"since": since, "limit": 10000}
         if object_id:
@@ -63,13 +84,23 @@ class Running:
         )
 
 
+def template_of(request: Request) -> str:
+    return approve_template(request.asset.product)
+
+
 @pytest.fixture
-def start() -> Iterator[Callable[..., Running]]:
+def clock() -> MockClock:
+    """The marketplace's clock, frozen at START until a test moves it."""
+    return MockClock(START)
+
+
+@pytest.fixture
+def start(clock: MockClock) -> Iterator[Callable[..., Running]]:
     """Start marketplaces (each on its own free port) that stop when the test ends."""
     servers: list[ServerThread] = []
 
     def starter(**settings: Any) -> Running:
-        settings.setdefault("clock", MockClock(START))
+        settings.setdefault("clock", clock)
         app = create_app(MarketplaceSettings(**settings))
         server = ServerThread(app).start()
         servers.append(server)
@@ -78,6 +109,24 @@ def start() -> Iterator[Callable[..., Running]]:
     yield starter
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Iterator[Running]:
+    """A read-only marketplace shared by the query tests (nothing may change it)."""
+    app = create_app(MarketplaceSettings(generate=300, seed=3, clock=MockClock(START)))
+    with ServerThread(app) as server:
+        yield Running(app, server)
+
+
+@pytest.fixture(scope="module")
+def workflow() -> Iterator[Running]:
+    """A marketplace whose pending cancels the status-rule tests use up one by one."""
+    app = create_app(MarketplaceSettings(generate=160, seed=5, clock=MockClock(START)))
+    with ServerThread(app) as server:
+        running = Running(app, server)
+        running.queue = running.pending()  # type: ignore[attr-defined]
+        yield running
 
 
 def fixture_payloads(path: Path) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from processor.mock.marketplace import MarketplaceSettings, MockClock, SeedError
 from processor.mock.serve import ServerThread
 
 from .conftest import SHARED, need_or_skip
-from .mock_support import START, Running, fixture_payloads, start  # noqa: F401 - fixture
+from .mock_support import START, Running, clock, fixture_payloads, start  # noqa: F401 - fixtures
 
 FIXTURES = SHARED / "reference" / "fixtures"
 TEMPLATE_FIXTURE = (

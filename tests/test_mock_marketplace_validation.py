@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from .mock_support import Running, start  # noqa: F401 - fixture
+from .mock_support import Running, clock, start  # noqa: F401 - fixtures
 
 NOT_OBJECTS: list[Any] = ["x", 5, ["x"], True, []]
 

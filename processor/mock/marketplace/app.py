@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from processor.mock.marketplace import actions
 from processor.mock.marketplace.conversations import list_conversations, post_message
-from processor.mock.marketplace.errors import ApiError, invalid
+from processor.mock.marketplace.errors import ApiError
 from processor.mock.marketplace.responses import (
     dumps as _dumps,
     error_response,
