@@ -56,10 +56,14 @@ def _build(venv: Path) -> None:
             subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
         except subprocess.CalledProcessError as exc:
             shutil.rmtree(venv, ignore_errors=True)
-            raise DevopsEnvError(f"cannot build {REQUIREMENT}'s virtualenv: {exc.stderr.strip()[-600:]}") from None
+            raise DevopsEnvError(
+                f"cannot build {REQUIREMENT}'s virtualenv: {exc.stderr.strip()[-600:]}"
+            ) from None
         except subprocess.TimeoutExpired:
             shutil.rmtree(venv, ignore_errors=True)
-            raise DevopsEnvError(f"building {REQUIREMENT}'s virtualenv took over {timeout} s") from None
+            raise DevopsEnvError(
+                f"building {REQUIREMENT}'s virtualenv took over {timeout} s"
+            ) from None
 
 
 def devops_python() -> Path:

@@ -34,7 +34,9 @@ REQUEST_FIXTURES = sorted(
     p.name for p in FIXTURES.glob("*.json") if p.name != TEMPLATE_FIXTURE
 ) or ["(fixtures absent)"]
 TOOLKIT = "othercodes__connect-processors-toolkit__tests__api__request_asset.json"
-PHP_SDK = "cloudblue__connect-php-sdk__tests__Unit__ModelsTests__apiOutput__fulfillment_request.json"
+PHP_SDK = (
+    "cloudblue__connect-php-sdk__tests__Unit__ModelsTests__apiOutput__fulfillment_request.json"
+)
 ACRONIS = "cloudblue__processor-acronis-customer-centric__tests__requests__request.cancel.http.json"
 
 
@@ -76,7 +78,9 @@ def test_an_imported_cancel_is_approved_and_keeps_what_the_mock_does_not_model(
     _import(mp, json.dumps(cancel))
     fulfillment = "CAT_SUBSCRIPTION_ID"
     put = mp.call(
-        "PUT", f"/requests/{cancel['id']}", {"asset": {"params": [{"id": fulfillment, "value": "S-9"}]}}
+        "PUT",
+        f"/requests/{cancel['id']}",
+        {"asset": {"params": [{"id": fulfillment, "value": "S-9"}]}},
     )
     assert put.status_code == 200, put.text
     template = mp.store.products[payload["asset"]["product"]["id"]].approve_template()
@@ -123,6 +127,9 @@ def test_the_assignee_becomes_a_user_that_requests_can_be_assigned_to(
     _import(mp, json.dumps(payload))
     user = payload["assignee"]
     assert mp.store.users[user["id"]]["email"] == user["email"]
+    # Approved in Connect with a template this mock never saw: its render is the activation key.
+    rendered = mp.get(f"/requests/{payload['id']}/render")
+    assert rendered.status_code == 200 and rendered.text == payload["activation_key"] != ""
     other = next(mp.pending())
     assigned = mp.act(other.id, "assign", {"id": user["id"]})
     assert assigned.status_code == 200 and assigned.json()["assignee"]["email"] == user["email"]
@@ -137,7 +144,9 @@ def test_json_lines_and_a_bad_batch_that_changes_nothing(start: Callable[..., Ru
     lines = "\n".join(json.dumps(p) for p in (payloads[0], broken))
     refused = mp.admin("POST", "/admin/requests", data=lines.encode())
     assert refused.status_code == 400
-    assert refused.json() == {"error": "payload[1].asset.product.id: a non-empty string is required"}
+    assert refused.json() == {
+        "error": "payload[1].asset.product.id: a non-empty string is required"
+    }
     assert len(mp.store.requests) == before and payloads[0]["id"] not in mp.store.requests
     assert _import(mp, "\n".join(json.dumps(p) for p in payloads)) == [p["id"] for p in payloads]
     again = mp.admin("POST", "/admin/requests", data=json.dumps(payloads[0]).encode())
@@ -196,8 +205,10 @@ def test_a_template_fixture_is_served_back_unchanged(start: Callable[..., Runnin
     listed = mp.get(f"/products/{product}/templates?eq(id,{template['id']})")
     assert listed.json() == [template]
     bad = mp.admin("POST", f"/admin/products/{product}/templates", data=b'{"id": "TL-1"}')
-    assert bad.status_code == 400 and bad.json()["error"] == "payload[0].name: a non-empty string is required"
-
+    assert (
+        bad.status_code == 400
+        and bad.json()["error"] == "payload[0].name: a non-empty string is required"
+    )
 
 
 def test_the_example_seed_files_connect_request_is_served_back_unchanged(
@@ -234,4 +245,7 @@ def test_the_import_option_reads_paths_from_the_command_line_and_environment(
     parser = argparse.ArgumentParser()
     cli.configure_parser(parser)
     args = parser.parse_args(["--import", str(tmp_path / "b.jsonl")])
-    assert cli.settings_from(args).import_files == (str(tmp_path / "a.json"), str(tmp_path / "b.jsonl"))
+    assert cli.settings_from(args).import_files == (
+        str(tmp_path / "a.json"),
+        str(tmp_path / "b.jsonl"),
+    )

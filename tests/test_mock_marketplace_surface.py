@@ -94,7 +94,9 @@ def test_marketplaces(mp: Running) -> None:
     listed = list(client.marketplaces.all())
     assert [m["id"] for m in listed] == sorted(mp.store.marketplaces)
     assert client.marketplaces[listed[0]["id"]].get() == listed[0]
-    assert [m["id"] for m in client.marketplaces.filter(name=listed[1]["name"])] == [listed[1]["id"]]
+    assert [m["id"] for m in client.marketplaces.filter(name=listed[1]["name"])] == [
+        listed[1]["id"]
+    ]
     with pytest.raises(ClientError) as missing:
         client.marketplaces["MP-99999"].get()
     assert missing.value.status_code == 404
@@ -102,7 +104,11 @@ def test_marketplaces(mp: Running) -> None:
 
 def _approved(mp: Running) -> Request:
     request = next(mp.pending())
-    mp.call("PUT", f"/requests/{request.id}", {"asset": {"params": [{"id": "subscription_id", "value": "SUB-R1"}]}})
+    mp.call(
+        "PUT",
+        f"/requests/{request.id}",
+        {"asset": {"params": [{"id": "subscription_id", "value": "SUB-R1"}]}},
+    )
     template = request.asset.product.approve_template()
     assert mp.act(request.id, "approve", {"template_id": template}).status_code == 200
     return request
@@ -111,7 +117,9 @@ def _approved(mp: Running) -> Request:
 def test_request_and_template_render(mp: Running) -> None:
     approved = _approved(mp)
     rendered = mp.get(f"/requests/{approved.id}/render")
-    assert rendered.status_code == 200 and rendered.headers["content-type"].startswith("text/markdown")
+    assert rendered.status_code == 200 and rendered.headers["content-type"].startswith(
+        "text/markdown"
+    )
     assert rendered.text == approved.activation_key and "SUB-R1" in rendered.text
     pending = next(mp.pending())
     refused = mp.get(f"/requests/{pending.id}/render")
@@ -120,22 +128,33 @@ def test_request_and_template_render(mp: Running) -> None:
     client = client_of(mp)
     by_request = mp.get(f"/products/{product}/templates/{template}/render?request_id={approved.id}")
     assert by_request.json() == approved.activation_key
-    by_asset = mp.get(f"/products/{product}/templates/{template}/render?asset_id={approved.asset.id}")
-    assert by_asset.status_code == 200 and "SUB-R1" in by_asset.json()
-    assert client.products[product].templates[template]("render").get(params={"request_id": approved.id}) == (
-        approved.activation_key
+    by_asset = mp.get(
+        f"/products/{product}/templates/{template}/render?asset_id={approved.asset.id}"
     )
+    assert by_asset.status_code == 200 and "SUB-R1" in by_asset.json()
+    assert client.products[product].templates[template]("render").get(
+        params={"request_id": approved.id}
+    ) == (approved.activation_key)
     missing = mp.get(f"/products/{product}/templates/{template}/render")
     assert missing.status_code == 400 and missing.json()["errors"] == ["Missed fields: request_id."]
-    assert mp.get(f"/products/{product}/templates/TL-000-000-000/render?request_id={approved.id}").status_code == 404
+    assert (
+        mp.get(
+            f"/products/{product}/templates/TL-000-000-000/render?request_id={approved.id}"
+        ).status_code
+        == 404
+    )
 
 
 def test_conversation_create(mp: Running) -> None:
     client = client_of(mp)
-    created = client.conversations.create(payload={"instance_id": "TA-1234-5678-9012", "topic": "Tier account"})
+    created = client.conversations.create(
+        payload={"instance_id": "TA-1234-5678-9012", "topic": "Tier account"}
+    )
     assert created["instance_id"] == "TA-1234-5678-9012" and created["id"].startswith("CO-")
     assert client.conversations[created["id"]].get() == created
-    assert [c["id"] for c in client.conversations.filter(instance_id="TA-1234-5678-9012")] == [created["id"]]
+    assert [c["id"] for c in client.conversations.filter(instance_id="TA-1234-5678-9012")] == [
+        created["id"]
+    ]
     client.conversations[created["id"]].messages.create(payload={"text": "hello"})
     assert client.conversations[created["id"]].messages.all().count() == 1
     request = next(mp.pending())

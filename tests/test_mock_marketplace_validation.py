@@ -58,7 +58,9 @@ def test_a_structured_parameter_value_is_refused_not_stored_as_repr(
 def test_numbers_are_taken_as_their_text(mp: Running) -> None:
     request = next(mp.pending())
     put = mp.call(
-        "PUT", f"/requests/{request.id}", {"asset": {"params": [{"id": "subscription_id", "value": 42}]}}
+        "PUT",
+        f"/requests/{request.id}",
+        {"asset": {"params": [{"id": "subscription_id", "value": 42}]}},
     )
     assert put.status_code == 200
     params = {p["id"]: p["value"] for p in put.json()["asset"]["params"]}
@@ -76,7 +78,9 @@ def test_a_choice_parameter_takes_only_its_choices(mp: Running) -> None:
         )
 
     refused = _error(put("cheaper elsewhere"))
-    assert "not one of its choices" in refused["errors"][0] and "too_expensive" in refused["errors"][0]
+    assert (
+        "not one of its choices" in refused["errors"][0] and "too_expensive" in refused["errors"][0]
+    )
     assert put("too_expensive").status_code == 200
     assert mp.store.requests[request.id].params["cancellation_reason"] == "too_expensive"
     assert put("").status_code == 200  # clearing is allowed
@@ -92,7 +96,9 @@ def test_structured_value_is_refused_with_a_reason(mp: Running) -> None:
     assert "structured_value cannot be written" in _error(put)["errors"][0]
 
 
-@pytest.mark.parametrize("body", [{"id": "UR-000-000-000"}, {"id": 5}, {"id": ""}, {"email": "nobody"}])
+@pytest.mark.parametrize(
+    "body", [{"id": "UR-000-000-000"}, {"id": 5}, {"id": ""}, {"email": "nobody"}]
+)
 def test_assign_needs_a_known_user_id_or_an_email_address(mp: Running, body: Any) -> None:
     request = next(mp.pending())
     _error(mp.act(request.id, "assign", body))
@@ -126,9 +132,7 @@ def test_create_takes_any_declared_parameter_but_still_checks_values(mp: Running
         },
     )
     assert created.status_code == 201, created.text
-    other = next(
-        a for a in mp.store.assets.values() if a.status == "active" and a.id != active.id
-    )
+    other = next(a for a in mp.store.assets.values() if a.status == "active" and a.id != active.id)
     wrong = mp.call(
         "POST",
         "/requests",
@@ -148,7 +152,10 @@ def test_no_malformed_body_reaches_a_server_error(mp: Running) -> None:
     routes = [
         ("POST", "/requests"),
         ("PUT", f"/requests/{request.id}"),
-        *[("POST", f"/requests/{request.id}/{a}") for a in ("approve", "fail", "assign", "schedule")],
+        *[
+            ("POST", f"/requests/{request.id}/{a}")
+            for a in ("approve", "fail", "assign", "schedule")
+        ],
         ("POST", "/conversations"),
         ("POST", f"/conversations/{conversation}/messages"),
     ]

@@ -3,7 +3,6 @@ to the subscription), conversations, templates and subscriptions, over real HTTP
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any, Callable
 

@@ -133,7 +133,12 @@ def exchanges() -> Iterator[tuple[str, list[requests.Response]]]:
             # The rest of the surface (additions.yml and the subset's renders, conversation create).
             # (GET /requests/{id}/render answers text/markdown, which openapi-core cannot check
             # against a string schema; the schemathesis test covers it.)
-            ("GET", f"/products/{first.asset.product.id}/templates/{template}/render?request_id={first.id}", None),
+            (
+                "GET",
+                f"/products/{first.asset.product.id}/templates/{template}/render"
+                f"?request_id={first.id}",
+                None,
+            ),
             ("POST", "/conversations", {"instance_id": first.asset.id, "topic": "Subscription"}),
             ("GET", "/subscriptions/assets?status=active&limit=3", None),
             ("GET", f"/subscriptions/assets/{active.id}", None),
@@ -145,7 +150,9 @@ def exchanges() -> Iterator[tuple[str, list[requests.Response]]]:
         # Real Connect payloads, imported and served back: the document must describe them too.
         for path in sorted(FIXTURES.glob("*.json")):
             if "template" not in path.name:
-                imported = requests.post(server.url + "/admin/requests", data=path.read_bytes(), timeout=10)
+                imported = requests.post(
+                    server.url + "/admin/requests", data=path.read_bytes(), timeout=10
+                )
                 calls += [("GET", f"/requests/{rid}", None) for rid in imported.json()["created"]]
         responses = [
             http.request(method, api + path, json=body, timeout=10) for method, path, body in calls

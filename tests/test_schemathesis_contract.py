@@ -54,9 +54,13 @@ NOT_SERVED = [
     ("/conversations/{id}", "delete"),
 ]
 MISSING = {
-    "request": "PR-0000-0000-0000-001", "asset": "AS-0000-0000-0000", "conversation": "CO-000-000-000",
-    "product": "PRD-000-000-000", "template": "TL-000-000-000", "marketplace": "MP-00000",
-}  # fmt: skip
+    "request": "PR-0000-0000-0000-001",
+    "asset": "AS-0000-0000-0000",
+    "conversation": "CO-000-000-000",
+    "product": "PRD-000-000-000",
+    "template": "TL-000-000-000",
+    "marketplace": "MP-00000",
+}
 
 
 def _with_ids(document: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
@@ -71,11 +75,15 @@ def _with_ids(document: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
                 if parameter.get("in") != "path":
                     continue
                 name = parameter["name"]
-                if name in ("product_product_id",) or (name == "id" and path.startswith("/products/{id}")):
+                if name in ("product_product_id",) or (
+                    name == "id" and path.startswith("/products/{id}")
+                ):
                     kind = "product"
                 elif name == "id" and "/templates/" in path:
                     kind = "template"
-                elif name in ("asset_id",) or path.startswith(("/assets/", "/subscriptions/assets/")):
+                elif name in ("asset_id",) or path.startswith(
+                    ("/assets/", "/subscriptions/assets/")
+                ):
                     kind = "asset"
                 elif name == "conversation_id" or path.startswith("/conversations/"):
                     kind = "conversation"
@@ -149,13 +157,15 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(shared_referen
                         failures.append(
                             f"{event.result.method} {event.result.path} {check.name}: "
                             f"{(check.message or '')[:300]} "
-                            f"[{response.status_code if response else '-'} {dict(response.headers) if response else ''} {response.body[:200] if response else ''}]"
+                            f"[{response.status_code if response else '-'}]"
                         )
                 for interaction in event.result.interactions:
                     statuses[interaction.response.status_code] += 1
                 errors += len(event.result.errors)
                 for error in event.result.errors[:3]:
-                    failures.append(f"{event.result.method} {event.result.path} error: {error.exception[:300]}")
+                    failures.append(
+                        f"{event.result.method} {event.result.path} error: {error.exception[:300]}"
+                    )
     server_errors = sum(count for status, count in statuses.items() if status >= 500)
     print(
         f"\nschemathesis: {operations} operations, {sum(statuses.values())} calls, "
@@ -180,8 +190,12 @@ def test_not_served_operations_answer_405_in_connect_shape() -> None:
     conversation = sorted(app.store.conversations)[0]
     with ServerThread(app) as server:
         for path, method in NOT_SERVED:
-            url = server.url + "/public/v1" + path.replace("{product_product_id}", product).replace(
-                "{id}", conversation if path.startswith("/conversations") else "TL-000-000-000"
+            url = (
+                server.url
+                + "/public/v1"
+                + path.replace("{product_product_id}", product).replace(
+                    "{id}", conversation if path.startswith("/conversations") else "TL-000-000-000"
+                )
             )
             response = requests.request(
                 method, url, json={}, headers={"Authorization": app.config.api_key}, timeout=10

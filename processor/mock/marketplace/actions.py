@@ -281,7 +281,9 @@ def create_cancel(store: Store, body: Any, actor: str) -> Request:
             )
         # Any parameter the product declares may be given (testing tools copy a whole subscription's
         # parameters, fulfillment ones included); values are checked as on PUT.
-        values, _errors = param_values(asset.product.params, asset_ref.get("params", []), phases=None)
+        values, _errors = param_values(
+            asset.product.params, asset_ref.get("params", []), phases=None
+        )
         numbers = [int(rid.rsplit("-", 1)[1]) for rid in asset.request_ids]
         previous = [rid for rid in asset.request_ids if store.requests[rid].status == "approved"]
         now = store.now()

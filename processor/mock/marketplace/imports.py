@@ -101,10 +101,14 @@ def _check(payload: Any, where: str) -> dict[str, Any]:
     try:
         json.dumps(request)
     except (TypeError, ValueError) as exc:  # YAML reads unquoted times as datetimes
-        raise SeedError(f"{where}: not a JSON object ({exc}); quote dates and times in YAML") from None
+        raise SeedError(
+            f"{where}: not a JSON object ({exc}); quote dates and times in YAML"
+        ) from None
     _str(request, "id", where, prefix="PR-")
     if request.get("type") not in REQUEST_TYPES:
-        raise SeedError(f"{where}.type: {request.get('type')!r} is not one of {', '.join(REQUEST_TYPES)}")
+        raise SeedError(
+            f"{where}.type: {request.get('type')!r} is not one of {', '.join(REQUEST_TYPES)}"
+        )
     if request.get("status") not in REQUEST_STATUSES:
         raise SeedError(
             f"{where}.status: {request.get('status')!r} is not one of {', '.join(REQUEST_STATUSES)}"
@@ -225,7 +229,11 @@ def _asset(store: Store, payload: dict[str, Any], product: Product, at: Any) -> 
         external_id=str(raw.get("external_id") or ""),
         external_uid=str(raw.get("external_uid") or ""),
         items=[
-            (str(i.get("mpn") or i["id"]), str(i.get("quantity", "0")), str(i.get("old_quantity", "0")))
+            (
+                str(i.get("mpn") or i["id"]),
+                str(i.get("quantity", "0")),
+                str(i.get("old_quantity", "0")),
+            )
             for i in raw.get("items", [])
         ],
         params={p["id"]: _text(p.get("value")) for p in raw.get("params", [])},
@@ -297,7 +305,9 @@ def _request(store: Store, ids: o.IdMaker, payload: dict[str, Any]) -> Request:
     return request
 
 
-def import_requests(store: Store, payloads: list[Any], *, actor: str, where: str = "payload") -> list[str]:
+def import_requests(
+    store: Store, payloads: list[Any], *, actor: str, where: str = "payload"
+) -> list[str]:
     """Create the requests (and what they reference); their ids. Raises SeedError, changing
     nothing, when any payload cannot be understood or its id is taken."""
     checked = [_check(payload, f"{where}[{index}]") for index, payload in enumerate(payloads)]
@@ -328,7 +338,9 @@ def import_file(store: Store, path: str | Path) -> list[str]:
     return import_requests(store, parse_payloads(text, str(source)), actor=ADMIN, where=str(source))
 
 
-def import_templates(store: Store, product_id: str, payloads: list[Any], where: str = "payload") -> list[str]:
+def import_templates(
+    store: Store, product_id: str, payloads: list[Any], where: str = "payload"
+) -> list[str]:
     """Add template objects (kept verbatim) to a product; their ids."""
     product = store.product(product_id)
     checked = []

@@ -57,7 +57,9 @@ def _check_value(definition: dict[str, Any], value: str) -> None:
                 f"({', '.join(allowed)}).",
             )
     elif kind == "email" and not _EMAIL.fullmatch(value):
-        raise invalid("asset.params", f"{definition['id']}: {value[:80]!r} is not an email address.")
+        raise invalid(
+            "asset.params", f"{definition['id']}: {value[:80]!r} is not an email address."
+        )
 
 
 def param_values(

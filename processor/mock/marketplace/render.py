@@ -30,7 +30,6 @@ def _events(created: datetime, updated: datetime) -> dict[str, Any]:
     return {"created": {"at": iso(created)}, "updated": {"at": iso(updated)}}
 
 
-
 def render_product(product: Product) -> dict[str, Any]:
     stamp = {"at": iso(product.created)}
     return {

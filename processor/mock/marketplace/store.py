@@ -195,7 +195,7 @@ class Store:
             return conversation
 
     def add_conversation(self, conversation: Conversation) -> None:
-        """Register a conversation about an object other than a request (``POST /conversations``)."""
+        """Register a conversation about another object than a request (POST /conversations)."""
         with self.change():
             self.conversations[conversation.id] = conversation
             self._ids.add(conversation.id)

@@ -7,7 +7,8 @@
   (``/subscriptions/assets`` is the ``/assets`` handler, see app.py.)
 - ``GET /marketplaces[/{id}]``: the marketplaces the store knows.
 - ``GET /requests/{id}/render``: the request's linked template (the one it was approved with)
-  rendered with its parameter values, as ``text/markdown``; 400 ``REQ_003`` when none is linked.
+  rendered with its parameter values, as ``text/markdown`` (an imported approved request: its
+  activation key); 400 ``REQ_003`` when none is linked.
 - ``GET /products/{id}/templates/{template_id}/render?request_id=PR-...`` (or ``asset_id=``):
   the template rendered for that request or subscription, as a JSON string.
 - ``POST /conversations``: a conversation about any object (``instance_id``); one per request
@@ -120,9 +121,14 @@ def surface_routes(store: Store, actor: str, max_body: int) -> list[Route]:
             record = store.request(request.path_params["id"])
             linked = (record.template or {}).get("id")
             template = record.asset.product.template(linked) if linked else None
-            if template is None:
+            if template is not None:
+                text = render_template(template.get("body") or "", record)
+            elif record.activation_key:
+                # An imported approved request whose template this mock never saw: the rendered
+                # text Connect sent is its activation key.
+                text = record.activation_key
+            else:
                 raise refused(f"Request {record.id} has no linked template to render.")
-            text = render_template(template.get("body") or "", record)
         return Response(text.encode("utf-8"), media_type="text/markdown")
 
     async def template_render(request: HttpRequest) -> Response:
@@ -149,7 +155,9 @@ def surface_routes(store: Store, actor: str, max_body: int) -> list[Route]:
                 (c.id for c in store.conversations.values() if c.instance_id == instance_id), None
             )
             if existing:
-                raise invalid("instance_id", f"{instance_id[:80]} already has conversation {existing}.")
+                raise invalid(
+                    "instance_id", f"{instance_id[:80]} already has conversation {existing}."
+                )
             creator = {"id": actor, "name": f"API key {actor}"}
             conversation = Conversation(
                 id=store.ids.conversation(),
@@ -170,9 +178,6 @@ def surface_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         Route("/marketplaces", marketplaces, methods=["GET"]),
         Route("/marketplaces/{id}", marketplace, methods=["GET"]),
         Route("/requests/{id}/render", request_render, methods=["GET"]),
-        Route(
-            "/products/{id}/templates/{template_id}/render", template_render, methods=["GET"]
-        ),
+        Route("/products/{id}/templates/{template_id}/render", template_render, methods=["GET"]),
         Route("/conversations", conversation_create, methods=["POST"]),
     ]
-
