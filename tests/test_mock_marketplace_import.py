@@ -249,3 +249,19 @@ def test_the_import_option_reads_paths_from_the_command_line_and_environment(
         str(tmp_path / "a.json"),
         str(tmp_path / "b.jsonl"),
     )
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_seed_file_may_be_connect_payloads_alone(tmp_path: Path, suffix: str) -> None:
+    payloads = fixture_payloads(
+        _fixture(
+            "cloudblue__connect-extension-mulesoft__src__test__resources____files__requests.json"
+        )
+    )
+    seed = tmp_path / f"requests{suffix}"
+    text = json.dumps(payloads) if suffix == ".json" else "\n".join(map(json.dumps, payloads))
+    seed.write_text(text, encoding="utf-8")
+    app = create_app(MarketplaceSettings(seed_file=seed, clock=MockClock(START)))
+    with ServerThread(app) as server:
+        mp = Running(app, server)
+        assert [mp.get(f"/requests/{p['id']}").json() for p in payloads] == payloads

@@ -27,7 +27,7 @@ from processor.mock.marketplace import objects as o
 from processor.mock.marketplace.builders import Catalog, new_request, new_subscription
 from processor.mock.marketplace.checks import SeedError, choice, mapping, sequence, text
 from processor.mock.marketplace.generate import ensure_catalog, generate
-from processor.mock.marketplace.imports import import_requests, import_templates
+from processor.mock.marketplace.imports import import_requests, import_templates, parse_payloads
 from processor.mock.marketplace.records import Product
 from processor.mock.marketplace.store import ADMIN, Store
 
@@ -35,11 +35,15 @@ __all__ = ["SeedError", "load_seed_file", "apply_seed"]
 
 
 def load_seed_file(path: str | Path) -> dict[str, Any]:
+    """The seed mapping; a file that holds Connect request objects instead (one, a JSON array,
+    or JSON lines in a ``.jsonl``/``.ndjson`` file) is read as ``{"connect_requests": [...]}``."""
     source = Path(path)
     try:
         raw = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise SeedError(f"{source}: cannot read the seed file ({exc.strerror})") from None
+    if source.suffix in (".jsonl", ".ndjson"):
+        return {"connect_requests": parse_payloads(raw, str(source))}
     try:
         data = json.loads(raw) if source.suffix == ".json" else yaml.safe_load(raw)
     except (ValueError, yaml.YAMLError) as exc:
@@ -48,9 +52,15 @@ def load_seed_file(path: str | Path) -> dict[str, Any]:
         ) from None
     if data is None:
         return {}
+    if isinstance(data, list) or (isinstance(data, dict) and _is_connect_request(data)):
+        return {"connect_requests": data if isinstance(data, list) else [data]}
     if not isinstance(data, dict):
         raise SeedError(f"{source}: the top level must be a mapping")
     return data
+
+
+def _is_connect_request(data: dict[str, Any]) -> bool:
+    return str(data.get("id", "")).startswith("PR-") and isinstance(data.get("asset"), dict)
 
 
 def _product(
