@@ -265,3 +265,42 @@ def test_a_seed_file_may_be_connect_payloads_alone(tmp_path: Path, suffix: str) 
     with ServerThread(app) as server:
         mp = Running(app, server)
         assert [mp.get(f"/requests/{p['id']}").json() for p in payloads] == payloads
+
+
+def test_the_linked_template_of_an_imported_request_is_added_to_its_product(
+    start: Callable[..., Running],
+) -> None:
+    payload = fixture_payloads(_fixture(PHP_SDK))[0]
+    linked = {**copy.deepcopy(payload), "template": {"id": "TL-827-840-476", "name": "Welcome"}}
+    mp = start()
+    _import(mp, json.dumps(linked))
+    assert mp.get(f"/requests/{linked['id']}").json() == linked
+    product = linked["asset"]["product"]["id"]
+    template = mp.get(f"/products/{product}/templates/TL-827-840-476").json()
+    assert template["name"] == "Welcome" and template["body"] == linked["activation_key"]
+    assert mp.get(f"/requests/{linked['id']}/render").text == linked["activation_key"]
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("asset", "marketplace"), {"name": "x"}, "payload[0].asset.marketplace.id: a non-empty"),
+        (("contract",), "CRD-1", "payload[0].contract: an object is required, got str"),
+        (("asset", "connection", "type"), "sandbox", "payload[0].asset.connection.type: "),
+        (("asset", "params"), [{"value": "x"}], "payload[0].asset.params[0].id: a non-empty"),
+        (("assignee",), "someone", "payload[0].assignee: '' or an object with an id"),
+        (("created",), "yesterday", "payload[0].created: 'yesterday' is not an ISO 8601"),
+    ],
+)
+def test_a_payload_the_mock_cannot_understand_is_one_clear_400(
+    start: Callable[..., Running], path: tuple[str, ...], value: object, message: str
+) -> None:
+    payload = copy.deepcopy(fixture_payloads(_fixture(TOOLKIT))[0])
+    node = payload
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    mp = start()
+    refused = mp.admin("POST", "/admin/requests", data=json.dumps(payload).encode())
+    assert refused.status_code == 400 and refused.json()["error"].startswith(message)
+    assert payload["id"] not in mp.store.requests

@@ -137,9 +137,13 @@ def _check(payload: Any, where: str) -> dict[str, Any]:
             entry = _obj(entry, f"{where}.asset.{key}[{index}]")
             assert entry is not None
             _str(entry, "id", f"{where}.asset.{key}[{index}]")
-    for key in ("marketplace", "contract"):
-        _obj(asset.get(key), f"{where}.asset.{key}", required=False)
-        _obj(request.get(key), f"{where}.{key}", required=False)
+    for key in ("marketplace", "contract"):  # the store indexes and filters by their ids
+        for here, value in (
+            (f"{where}.asset.{key}", asset.get(key)),
+            (f"{where}.{key}", request.get(key)),
+        ):
+            if _obj(value, here, required=False) is not None:
+                _str(value, "id", here)
     _obj(asset.get("tiers"), f"{where}.asset.tiers", required=False)
     assignee = request.get("assignee")
     if assignee not in (None, "") and not (
@@ -266,6 +270,24 @@ def _user(store: Store, assignee: Any) -> dict[str, str] | None:
     return dict(assignee)
 
 
+def _linked_template(
+    store: Store, product: Product, linked: dict[str, Any], payload: dict[str, Any], at: Any
+) -> None:
+    """The template a request was answered with, added to its product when unknown: its body is
+    what Connect rendered (the activation key), so renders give the same text back."""
+    if product.template(linked["id"]) is not None or store.taken(linked["id"]):
+        return
+    product.templates.append(
+        f.template_object(
+            linked["id"],
+            name=str(linked.get("name") or linked["id"]),
+            body=_text(payload.get("activation_key")),
+            at=at,
+        )
+    )
+    store.add_product(product)
+
+
 def _request(store: Store, ids: o.IdMaker, payload: dict[str, Any]) -> Request:
     payload = copy.deepcopy(payload)  # the records share its parts: the caller's copy stays theirs
     at = _time(payload, "created", "payload") or store.now()
@@ -278,6 +300,8 @@ def _request(store: Store, ids: o.IdMaker, payload: dict[str, Any]) -> Request:
         if p.get("value_error")
     }
     template = payload.get("template")
+    if isinstance(template, dict) and isinstance(template.get("id"), str):
+        _linked_template(store, product, template, payload, at)
     previous = payload.get("previous_approved_request")
     request = Request(
         id=payload["id"],
