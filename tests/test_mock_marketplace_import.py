@@ -11,6 +11,7 @@ except for what the mock itself changed afterwards (a status transition), which 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import json
 import sqlite3
 from pathlib import Path
@@ -304,3 +305,48 @@ def test_a_payload_the_mock_cannot_understand_is_one_clear_400(
     refused = mp.admin("POST", "/admin/requests", data=json.dumps(payload).encode())
     assert refused.status_code == 400 and refused.json()["error"].startswith(message)
     assert payload["id"] not in mp.store.requests
+
+
+def _paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out += _paths(value, (*prefix, index))
+    return out
+
+
+def test_mutated_payloads_are_imported_or_refused_never_a_server_error(
+    start: Callable[..., Running],
+) -> None:
+    """Bounded: 300 payloads, each with one value replaced by a value of another JSON type."""
+    import random
+
+    base = fixture_payloads(_fixture(TOOLKIT))[0]
+    paths = _paths(base)
+    replacements: list[object] = [None, "", "x", 5, -1.5, True, [], ["x"], {}, {"a": 1}]
+    rng = random.Random(18)
+    mp = start()
+    outcomes: Counter[int] = Counter()
+    for number in range(300):
+        payload = copy.deepcopy(base)
+        payload["id"] = f"PR-7000-0000-{number:04d}-001"
+        path = rng.choice(paths)
+        node = payload
+        for key in path[:-1]:
+            node = node[key]  # type: ignore[index]
+        if path[0] == "id":
+            continue
+        node[path[-1]] = rng.choice(replacements)  # type: ignore[index]
+        if path[:2] == ("asset", "id") or path[0] == "asset" and len(path) == 1:
+            pass
+        else:
+            payload["asset"]["id"] = f"AS-7000-0000-{number:04d}"
+        answer = mp.admin("POST", "/admin/requests", data=json.dumps(payload).encode())
+        outcomes[answer.status_code] += 1
+        assert answer.status_code in (201, 400), (path, answer.text)
+        if answer.status_code == 201:  # what was imported is served back as given
+            assert mp.get(f"/requests/{payload['id']}").json() == payload
+    assert outcomes[201] > 50 and outcomes[400] > 20, outcomes

@@ -127,6 +127,12 @@ def _check(payload: Any, where: str) -> dict[str, Any]:
     connection = _obj(asset.get("connection"), f"{where}.asset.connection")
     assert connection is not None
     _str(connection, "id", f"{where}.asset.connection")
+    for key in ("vendor", "provider", "hub"):  # conversations are opened by the vendor
+        part = _obj(connection.get(key), f"{where}.asset.connection.{key}", required=False)
+        if part is not None and key == "vendor":
+            _str(part, "id", f"{where}.asset.connection.vendor")
+        _texts(part, f"{where}.asset.connection.{key}", "id", "name")
+    _texts(product, f"{where}.asset.product", "name", "icon", "status")
     if connection.get("type") not in ("production", "test", "preview"):
         raise SeedError(f"{where}.asset.connection.type: production, test or preview is required")
     for key in ("params", "items"):
@@ -144,13 +150,25 @@ def _check(payload: Any, where: str) -> dict[str, Any]:
         ):
             if _obj(value, here, required=False) is not None:
                 _str(value, "id", here)
-    _obj(asset.get("tiers"), f"{where}.asset.tiers", required=False)
+                _texts(value, here, "name")
+    tiers = _obj(asset.get("tiers"), f"{where}.asset.tiers", required=False) or {}
+    for key, account in tiers.items():  # customer, tier1, tier2: accounts, {} when absent
+        account = _obj(account, f"{where}.asset.tiers.{key}", required=False)
+        _texts(account, f"{where}.asset.tiers.{key}", "id", "name", "external_id")
     assignee = request.get("assignee")
     if assignee not in (None, "") and not (
         isinstance(assignee, dict) and isinstance(assignee.get("id"), str)
     ):
         raise SeedError(f"{where}.assignee: '' or an object with an id is required")
     return request
+
+
+def _texts(obj: dict[str, Any] | None, where: str, *keys: str) -> None:
+    """Keys the mock reads as text (names, ids it filters by) must be text where present."""
+    for key in keys if obj else ():
+        value = obj.get(key)  # type: ignore[union-attr]
+        if value is not None and not isinstance(value, str):
+            raise SeedError(f"{where}.{key}: a string is required, got {type(value).__name__}")
 
 
 def _definition(entry: dict[str, Any], drop: Iterable[str]) -> dict[str, Any]:
@@ -216,9 +234,8 @@ def _asset(store: Store, payload: dict[str, Any], product: Product, at: Any) -> 
     existing = store.assets.get(raw["id"])
     if existing is not None:
         return existing
-    events = raw.get("events") or {}
-    created = o.parse_time((events.get("created") or {}).get("at")) or at
-    updated = o.parse_time((events.get("updated") or {}).get("at")) or created
+    created = o.parse_time(_dig(raw, "events", "created", "at")) or at
+    updated = o.parse_time(_dig(raw, "events", "updated", "at")) or created
     marketplace = raw.get("marketplace") or payload.get("marketplace") or _UNKNOWN_MARKETPLACE
     if marketplace.get("id") and marketplace["id"] not in store.marketplaces:
         store.add_marketplace(copy.deepcopy(marketplace))
@@ -227,7 +244,7 @@ def _asset(store: Store, payload: dict[str, Any], product: Product, at: Any) -> 
         status=_asset_status(payload),
         product=product,
         connection=raw["connection"],
-        marketplace={"name": "", **marketplace},
+        marketplace={**marketplace, "name": marketplace.get("name") or ""},
         contract=raw.get("contract") or payload.get("contract") or _UNKNOWN_CONTRACT,
         tiers=raw.get("tiers") or {},
         external_id=str(raw.get("external_id") or ""),
@@ -250,6 +267,13 @@ def _asset(store: Store, payload: dict[str, Any], product: Product, at: Any) -> 
     return asset
 
 
+def _dig(node: Any, *keys: str) -> Any:
+    """A nested value, or None where a level is missing or not an object (kept as given)."""
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -257,17 +281,17 @@ def _text(value: Any) -> str:
 
 
 def _user(store: Store, assignee: Any) -> dict[str, str] | None:
+    """The assignee as a user of the store (text fields; the payload keeps its own shape)."""
     if not isinstance(assignee, dict):
         return None
-    if assignee["id"] not in store.users:
-        store.add_user(
-            {
-                "id": assignee["id"],
-                "name": str(assignee.get("name") or assignee["id"]),
-                "email": str(assignee.get("email") or ""),
-            }
-        )
-    return dict(assignee)
+    user = {
+        "id": assignee["id"],
+        "name": _text(assignee.get("name")) or assignee["id"],
+        "email": _text(assignee.get("email")),
+    }
+    if user["id"] not in store.users:
+        store.add_user(user)
+    return dict(user)
 
 
 def _linked_template(

@@ -22,11 +22,13 @@ _CHOICE_TYPES = ("choice", "dropdown")
 
 def choices_of(definition: dict[str, Any]) -> list[str] | None:
     """The allowed values of a choice parameter; None when it declares none (anything goes)."""
-    constraints = definition.get("constraints") or {}
+    constraints = definition.get("constraints")
+    constraints = constraints if isinstance(constraints, dict) else {}  # imported: any shape
+    meta = constraints.get("meta")
     for source in (
         definition.get("value_choices"),
         constraints.get("choices"),
-        (constraints.get("meta") or {}).get("choices"),
+        meta.get("choices") if isinstance(meta, dict) else None,
     ):
         if isinstance(source, list) and source:
             return [str(c.get("value")) if isinstance(c, dict) else str(c) for c in source]

@@ -205,7 +205,7 @@ class Store:
         asset = request.asset
         vendor = asset.connection.get("vendor") or asset.product.vendor
         customer = asset.tiers.get("customer") or {}
-        accounts = [{"id": vendor["id"], "name": vendor["name"]}]
+        accounts = [{"id": vendor["id"], "name": vendor.get("name", "")}]
         if customer.get("id"):
             accounts.append({"id": customer["id"], "name": customer.get("name", "")})
         return Conversation(
@@ -213,7 +213,7 @@ class Store:
             instance_id=request.id,
             topic=f"Request {request.id}",
             created=request.created,
-            creator={"id": vendor["id"], "name": vendor["name"]},
+            creator={"id": vendor["id"], "name": vendor.get("name", "")},
             accounts=accounts,
         )
 
