@@ -353,3 +353,17 @@ def test_mutated_payloads_are_imported_or_refused_never_a_server_error(
         assert mp.get(path).status_code == 200, path
     assert mp.admin("GET", "/").status_code == 200
     assert outcomes[201] > 50 and outcomes[400] > 20, outcomes
+
+
+def test_nulls_where_the_mock_reads_text_are_served_back_and_shown(
+    start: Callable[..., Running],
+) -> None:
+    payload = copy.deepcopy(fixture_payloads(_fixture(TOOLKIT))[0])
+    payload["asset"]["marketplace"]["name"] = None
+    payload["asset"]["connection"]["vendor"].pop("name")
+    payload["assignee"] = {"id": "UR-1", "name": None, "email": None}
+    mp = start()
+    _import(mp, json.dumps(payload))
+    assert mp.get(f"/requests/{payload['id']}").json() == payload
+    assert mp.admin("GET", "/").status_code == 200
+    assert mp.get(f"/conversations?instance_id={payload['id']}").json()[0]["accounts"]
