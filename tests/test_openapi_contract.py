@@ -23,12 +23,13 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 from processor.mock.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
 from processor.mock.serve import ServerThread
 
+from .conftest import SHARED
 from .contract.overlay import KNOWN_OMISSIONS, load_document, patched
 
 pytestmark = pytest.mark.contract
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fixtures"
+FIXTURES = SHARED / "reference" / "fixtures"
 
 
 @pytest.fixture(scope="module")
