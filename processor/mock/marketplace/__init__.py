@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any, AsyncIterator, Callable, MutableMapping
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -45,6 +46,7 @@ from processor.mock.marketplace.app import (
 from processor.mock.marketplace.clock import MockClock, utc_now
 from processor.mock.marketplace.errors import ApiError
 from processor.mock.marketplace.generate import approve_template, ensure_catalog, generate
+from processor.mock.marketplace.imports import import_file
 from processor.mock.marketplace.objects import key_identifier
 from processor.mock.marketplace.persist import SqliteState
 from processor.mock.marketplace.rql import RQLError
@@ -71,6 +73,8 @@ class MarketplaceSettings:
     seed: int = 7  # generated data is deterministic for a seed (and a start time)
     generate: int = 0  # pending cancels to generate at start (plus some context, see generate.py)
     seed_file: str | Path | None = None  # YAML/JSON, format in config/seed.example.yaml
+    # Files of Connect request objects as the API returns them (object, array or JSON lines).
+    import_files: tuple[str | Path, ...] = ()
     state_file: str | Path | None = None  # SQLite; None keeps everything in memory
     faults: FaultSettings = field(default_factory=FaultSettings)
     clock: Callable[[], datetime] = utc_now  # aware UTC; a MockClock makes /admin/clock work
@@ -103,6 +107,8 @@ def _load(store: Store, settings: MarketplaceSettings) -> None:
         return  # a state file with content wins over seeding: restarts keep what happened
     if settings.seed_file:
         apply_seed(store, load_seed_file(settings.seed_file), seed=settings.seed)
+    for path in settings.import_files:
+        import_file(store, path)
     ensure_catalog(store, settings.seed)
     if settings.generate:
         generate(store, settings.generate, seed=settings.seed)
@@ -126,6 +132,19 @@ def create_app(settings: MarketplaceSettings | None = None) -> MarketplaceApp:
     async def rql_error(request: HttpRequest, exc: Exception) -> Response:
         return error_response(ApiError(400, "VAL_001", str(exc)))
 
+    async def http_error(request: HttpRequest, exc: Exception) -> Response:
+        # Unknown routes and methods answer in Connect's error shape, not Starlette's plain text.
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            error = ApiError(405, "REQ_002", f'Method "{request.method}" not allowed.')
+        elif exc.status_code == 404:
+            error = ApiError(404, "REQ_001", f"Not found: {request.url.path}.")
+        else:
+            error = ApiError(exc.status_code, "REQ_000", str(exc.detail))
+        response = error_response(error)
+        response.headers.update(exc.headers or {})
+        return response
+
     async def server_error(request: HttpRequest, exc: Exception) -> Response:
         return json_response(
             {"error_code": "SYS_001", "errors": [f"Internal error: {type(exc).__name__}."]}, 500
@@ -145,7 +164,12 @@ def create_app(settings: MarketplaceSettings | None = None) -> MarketplaceApp:
                 store, lambda: holder["app"], seed=settings.seed, max_body=settings.max_body_bytes
             ),
         ],
-        exception_handlers={ApiError: api_error, RQLError: rql_error, Exception: server_error},
+        exception_handlers={
+            ApiError: api_error,
+            RQLError: rql_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
         lifespan=lifespan,
     )
     app = MarketplaceApp(ApiKeyGate(api, settings.api_key), settings, store)

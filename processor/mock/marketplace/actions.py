@@ -33,6 +33,7 @@ from typing import Any, Callable
 from processor.mock.marketplace.errors import ApiError, invalid, missed, refused
 from processor.mock.marketplace.objects import iso, parse_time, user_object
 from processor.mock.marketplace.objects import request_id as new_request_id
+from processor.mock.marketplace.params import param_values
 from processor.mock.marketplace.records import OPEN_STATUSES, Request
 from processor.mock.marketplace.store import Store
 
@@ -40,6 +41,7 @@ __all__ = ["ACTIONS", "perform", "create_cancel", "update_request", "render_temp
 
 EDITABLE = ("pending", "inquiring", "draft")
 _PLACEHOLDER = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # What the subscription becomes when a request of each type is approved / failed.
 _ON_APPROVE = {
     "cancel": "terminated",
@@ -187,11 +189,21 @@ def _confirm(store: Store, request: Request, body: dict[str, Any], actor: str) -
 def _assign(store: Store, request: Request, body: dict[str, Any], actor: str) -> None:
     _require_status(request, "assign", OPEN_STATUSES)
     user_id, email = body.get("id"), body.get("email")
-    if not (isinstance(user_id, str) and user_id) and not (isinstance(email, str) and "@" in email):
-        raise invalid("id", "a user id (UR-...) or an email is required.")
+    if user_id is not None:
+        # Connect assigns only its own users: an id must name one (users come with the seed).
+        if not isinstance(user_id, str) or store.user(user_id) is None:
+            raise invalid("id", f"{str(user_id)[:80]!r} is not a known user id.")
+        assignee = dict(store.users[user_id])
+    elif isinstance(email, str) and _EMAIL.fullmatch(email):
+        known = next((u for u in store.users.values() if u.get("email") == email), None)
+        assignee = dict(known) if known else user_object(email=email)
+        if known is None:
+            store.add_user(dict(assignee))  # so that the same person can be named by id later
+    else:
+        raise invalid("id", "a user id (UR-...) or an email address is required.")
     before = (request.assignee or {}).get("id")
-    request.assignee = user_object(user_id=user_id or None, email=email or None)
-    store.touch(request, actor, "assigned", before=before, after=request.assignee["id"])
+    request.assignee = assignee
+    store.touch(request, actor, "assigned", before=before, after=assignee["id"])
 
 
 def _unassign(store: Store, request: Request, body: dict[str, Any], actor: str) -> None:
@@ -226,41 +238,20 @@ def perform(store: Store, request_id: str, action: str, body: Any, actor: str) -
         return request
 
 
-def _param_values(
-    request_or_product_params: list[dict[str, Any]], given: Any, *, phases: tuple[str, ...] | None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Validate ``[{"id", "value", "value_error"}]`` against a product's parameters."""
-    known = {p["id"]: p for p in request_or_product_params}
-    if not isinstance(given, list):
-        raise invalid("asset.params", "a list of {id, value} objects is required.")
-    values: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    for item in given:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            raise invalid("asset.params", "each parameter needs an id.")
-        definition = known.get(item["id"])
-        if definition is None or (phases is not None and definition.get("phase") not in phases):
-            raise invalid("asset.params", f"unknown parameter {item['id']!r}.")
-        if "value" in item:
-            values[item["id"]] = "" if item["value"] is None else str(item["value"])
-        if "value_error" in item:
-            errors[item["id"]] = "" if item["value_error"] is None else str(item["value_error"])
-    return values, errors
-
-
 def update_request(store: Store, request_id: str, body: Any, actor: str) -> Request:
     payload = _body(body)
+    asset_part = payload.get("asset")
+    if asset_part is not None and not isinstance(asset_part, dict):
+        raise invalid("asset", "an object is required.")
+    note = payload.get("note")
+    if note is not None and not isinstance(note, str):
+        raise invalid("note", "a string is required.")
     with store.change():
         request = store.request(request_id)
         _require_status(request, "update", EDITABLE)
-        values, errors = _param_values(
-            request.asset.product.params,
-            (payload.get("asset") or {}).get("params", []),
-            phases=None,
+        values, errors = param_values(
+            request.asset.product.params, (asset_part or {}).get("params", []), phases=None
         )
-        note = payload.get("note")
-        if note is not None and not isinstance(note, str):
-            raise invalid("note", "a string is required.")
         request.params.update(values)
         request.param_errors.update(errors)
         if note is not None:
@@ -288,8 +279,10 @@ def create_cancel(store: Store, body: Any, actor: str) -> Request:
                 "asset",
                 f"only active subscriptions can be cancelled; {asset.id} is {asset.status}.",
             )
-        values, _errors = _param_values(
-            asset.product.params, asset_ref.get("params", []), phases=("ordering",)
+        # Any parameter the product declares may be given (testing tools copy a whole subscription's
+        # parameters, fulfillment ones included); values are checked as on PUT.
+        values, _errors = param_values(
+            asset.product.params, asset_ref.get("params", []), phases=None
         )
         numbers = [int(rid.rsplit("-", 1)[1]) for rid in asset.request_ids]
         previous = [rid for rid in asset.request_ids if store.requests[rid].status == "approved"]

@@ -9,6 +9,9 @@ change the faults while the API misbehaves on purpose.
 - ``GET /admin/faults``, ``PUT /admin/faults`` (a whole FaultSettings mapping; missing keys reset)
 - ``POST /admin/clock`` ``{"advance": seconds}`` or ``{"set": iso}`` (409 unless the clock is a MockClock)
 - ``POST /admin/seed`` ``{"generate": n}`` → ``{"created": [ids], "count": n}``
+- ``POST /admin/requests``: Connect request objects as the API returns them (one object, a JSON
+  array or JSON lines) → ``{"created": [ids], "count": n}`` (201); 400 naming the payload and key
+- ``POST /admin/products/{id}/templates``: template objects, kept verbatim → ``{"created": [ids]}``
 - ``GET /healthz``; ``GET /`` (the page); ``POST /ui/subscriptions/{id}/cancel`` (form)
 """
 
@@ -26,7 +29,9 @@ from processor.mock.marketplace import actions
 from processor.mock.marketplace.app import json_response, read_body, read_json
 from processor.mock.marketplace.clock import MockClock
 from processor.mock.marketplace.errors import ApiError
+from processor.mock.marketplace.checks import SeedError
 from processor.mock.marketplace.generate import generate
+from processor.mock.marketplace.imports import import_requests, import_templates, parse_payloads
 from processor.mock.marketplace.objects import iso, parse_time
 from processor.mock.marketplace.page import render_page
 from processor.mock.marketplace.store import ADMIN, UI, Store
@@ -131,6 +136,28 @@ def admin_routes(
         created = generate(store, count, seed=seed)
         return json_response({"created": created, "count": len(created)}, 201)
 
+    async def import_payloads(request: HttpRequest) -> Response:
+        try:
+            raw = await read_body(request, max_body)
+            payloads = parse_payloads(raw.decode("utf-8", "replace"))
+            created = import_requests(store, payloads, actor=ADMIN)
+        except ApiError as exc:
+            return _error(exc.status, "; ".join(exc.messages))
+        except SeedError as exc:
+            return _error(400, str(exc))
+        return json_response({"created": created, "count": len(created)}, 201)
+
+    async def import_product_templates(request: HttpRequest) -> Response:
+        try:
+            raw = await read_body(request, max_body)
+            payloads = parse_payloads(raw.decode("utf-8", "replace"))
+            created = import_templates(store, request.path_params["id"], payloads)
+        except ApiError as exc:
+            return _error(exc.status, "; ".join(exc.messages))
+        except SeedError as exc:
+            return _error(400, str(exc))
+        return json_response({"created": created, "count": len(created)}, 201)
+
     async def page(request: HttpRequest) -> Response:
         return HTMLResponse(render_page(store, dict(request.query_params)))
 
@@ -160,6 +187,8 @@ def admin_routes(
         Route("/admin/faults", put_faults, methods=["PUT"]),
         Route("/admin/clock", clock, methods=["POST"]),
         Route("/admin/seed", more, methods=["POST"]),
+        Route("/admin/requests", import_payloads, methods=["POST"]),
+        Route("/admin/products/{id}/templates", import_product_templates, methods=["POST"]),
         Route("/", page, methods=["GET"]),
         Route("/ui/subscriptions/{id}/cancel", ui_cancel, methods=["POST"]),
     ]

@@ -26,7 +26,16 @@ from starlette.routing import Route
 
 from processor.mock.marketplace import actions
 from processor.mock.marketplace.conversations import list_conversations, post_message
-from processor.mock.marketplace.errors import ApiError, invalid
+from processor.mock.marketplace.errors import ApiError
+from processor.mock.marketplace.responses import (
+    dumps as _dumps,
+    error_response,
+    json_response,
+    json_text as _json_text,
+    page as _page,
+    read_body,
+    read_json,
+)
 from processor.mock.marketplace.evaluate import run_query
 from processor.mock.marketplace.fields import (
     ASSET_FIELDS,
@@ -48,6 +57,7 @@ from processor.mock.marketplace.records import (
 from processor.mock.marketplace.rql import Query, parse_query
 from processor.mock.marketplace.serialize import Serializer
 from processor.mock.marketplace.store import Store
+from processor.mock.marketplace.surface import surface_routes
 
 __all__ = [
     "API_PREFIX",
@@ -102,44 +112,6 @@ class ApiKeyGate:
         return False
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_dumps(obj), status_code=status, headers=headers, media_type="application/json")
-
-
-def error_response(error: ApiError) -> Response:
-    return json_response(error.body(), error.status)
-
-
-async def read_body(request: HttpRequest, limit: int) -> bytes:
-    """The raw body, refused with a 413 as soon as it exceeds ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    too_large = ApiError(413, "VAL_001", f"body: the request body exceeds {limit} bytes.")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_json(request: HttpRequest, limit: int) -> Any:
-    """The JSON body (None when empty); 413 beyond ``limit`` bytes, 400 when not JSON."""
-    raw = await read_body(request, limit)
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise invalid("body", "the request body is not valid JSON.") from None
-
-
 def _drop(doc: dict[str, Any], path: str) -> None:
     """Remove a (dotted) field, copying the dicts on the way: nested parts may be shared."""
     *parents, last = path.split(".")
@@ -173,19 +145,6 @@ def _texts(
             _drop(doc, path)
         texts.append(_dumps(doc).decode("utf-8"))
     return texts
-
-
-def _json_text(text: str, status: int = 200) -> Response:
-    return Response(text.encode("utf-8"), status_code=status, media_type="application/json")
-
-
-def _page(total: int, texts: list[str], query: Query) -> Response:
-    if texts:
-        header = f"items {query.offset}-{query.offset + len(texts) - 1}/{total}"
-    else:
-        header = f"items {query.offset}-{query.offset}/{total}" if total else "items 0-0/0"
-    body = ("[" + ",".join(texts) + "]").encode("utf-8")
-    return Response(body, media_type="application/json", headers={"Content-Range": header})
 
 
 def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
@@ -241,22 +200,6 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         with store.lock:
             return _json_text(request_text(done))
 
-    async def asset_requests(request: HttpRequest) -> Response:
-        with store.lock:
-            asset = store.asset(request.path_params["id"])
-            store.tick()
-            docs = [
-                {
-                    "id": r.id,
-                    "type": r.type,
-                    "status": r.status,
-                    "events": render_request(r)["events"],
-                    **({"assignee": r.assignee} if r.assignee else {}),
-                }
-                for r in (store.requests[i] for i in asset.request_ids)
-            ]
-        return json_response(docs)
-
     async def list_assets(request: HttpRequest) -> Response:
         query = query_of(request, ASSET_FIELDS, ASSET_SELECTABLE)
         with store.lock:
@@ -310,7 +253,7 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
             )
         return json_response(template)
 
-    return [
+    return by_path([
         Route("/requests", list_requests, methods=["GET"]),
         Route("/requests", create_request, methods=["POST"]),
         Route("/requests/{id}", get_request, methods=["GET"]),
@@ -318,7 +261,10 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         Route("/requests/{id}/{action}", request_action, methods=["POST"]),
         Route("/assets", list_assets, methods=["GET"]),
         Route("/assets/{id}", get_asset, methods=["GET"]),
-        Route("/assets/{id}/requests", asset_requests, methods=["GET"]),
+        # connect-openapi-client's ``subscriptions`` namespace lists the same subscriptions.
+        Route("/subscriptions/assets", list_assets, methods=["GET"]),
+        Route("/subscriptions/assets/{id}", get_asset, methods=["GET"]),
+        *surface_routes(store, actor, max_body),
         Route("/conversations", conversations_list, methods=["GET"]),
         Route("/conversations/{id}", get_conversation, methods=["GET"]),
         Route("/conversations/{id}/messages", list_messages, methods=["GET"]),
@@ -326,4 +272,30 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         Route("/products/{id}", get_product, methods=["GET"]),
         Route("/products/{id}/templates", list_templates, methods=["GET"]),
         Route("/products/{id}/templates/{template_id}", get_template, methods=["GET"]),
-    ]
+    ])  # fmt: skip
+
+
+def by_path(routes: list[Route]) -> list[Route]:
+    """One route per path, dispatching on the method, so that a 405's ``Allow`` names every
+    method of the path (Starlette reports only those of the first route whose path matches)."""
+    grouped: dict[str, list[Route]] = {}
+    for route in routes:
+        grouped.setdefault(route.path, []).append(route)
+    merged = []
+    for path, group in grouped.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        handlers = {
+            method: route.endpoint
+            for route in group
+            for method in (route.methods or ())
+            if method != "HEAD"
+        }
+
+        async def dispatch(request: HttpRequest, handlers: dict[str, Any] = handlers) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await handlers[method](request)  # type: ignore[no-any-return]
+
+        merged.append(Route(path, dispatch, methods=sorted(handlers)))
+    return merged

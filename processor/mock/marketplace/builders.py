@@ -53,8 +53,9 @@ class Catalog:
             customer = asset.tiers.get("customer")
             if customer:
                 catalog_parts["customers"][customer["id"]] = customer
-            if env != "preview":
-                provider, hub = asset.connection["provider"], asset.connection["hub"]
+            if env != "preview":  # imported connections may lack either
+                provider = asset.connection.get("provider") or provider
+                hub = asset.connection.get("hub") or hub
         provider = provider or {"id": ids.provider(), "name": "Local Provider"}
         hub = hub or {"id": ids.hub(), "name": "Local Hub"}
         return cls(

@@ -77,6 +77,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "YAML/JSON seed file (see config/seed.example.yaml)",
         metavar="PATH",
     )
+    parser.add_argument(
+        "--import",
+        dest="import_files",
+        action="append",
+        default=[p for p in os.environ.get(ENV_PREFIX + "IMPORT", "").split(os.pathsep) if p],
+        metavar="PATH",
+        help="a file of Connect request objects exactly as the API returns them (one object, a "
+        "JSON array or JSON lines), served back unchanged; repeatable "
+        f"(env {ENV_PREFIX}IMPORT, paths separated by '{os.pathsep}')",
+    )
     add(
         "--state-file",
         "STATE_FILE",
@@ -117,6 +127,7 @@ def settings_from(args: argparse.Namespace) -> MarketplaceSettings:
         seed=args.seed,
         generate=args.generate,
         seed_file=args.seed_file,
+        import_files=tuple(getattr(args, "import_files", None) or ()),
         state_file=args.state_file,
         faults=faults,
         clock=MockClock(),

@@ -29,12 +29,10 @@ def list_conversations(store: Store, query: Query) -> tuple[int, list[Conversati
         candidates: Any = store.conversations.values()
         for term in conjuncts(query.filter):
             if isinstance(term, Cmp) and term.field == "instance_id" and term.op in ("eq", "in"):
-                wanted = [term.value] if term.op == "eq" else list(term.value)
-                candidates = [
-                    store.conversations[store.conversation_of[request_id]]
-                    for request_id in dict.fromkeys(wanted)
-                    if request_id in store.conversation_of
-                ]
+                wanted = list(dict.fromkeys([term.value] if term.op == "eq" else term.value))
+                if all(instance in store.conversation_of for instance in wanted):
+                    candidates = [store.conversations[store.conversation_of[i]] for i in wanted]
+                # else: a conversation about another object (POST /conversations): scan
                 break
         return run_query(candidates, query, CONVERSATION_FIELDS, ("created", "id"))
 

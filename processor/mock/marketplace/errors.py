@@ -4,7 +4,8 @@ Codes used (Connect publishes no catalogue; these are the ones seen in public te
 ``AUTH_001`` unauthorized (401), ``VAL_001`` validation (400, message prefixed ``field: ``),
 ``REQ_001`` unknown object (404), ``REQ_003`` action not allowed in the current status (400),
 ``REQ_005`` required fields missing (400, ``Missed fields: reason.``); a body over the size
-limit is a 413 with ``VAL_001``.
+limit is a 413 with ``VAL_001``. The mock's own choices where no code is known: ``REQ_001`` for an
+unknown route (404) and ``REQ_002`` for a method a route does not allow (405).
 """
 
 from __future__ import annotations

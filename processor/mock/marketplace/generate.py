@@ -57,6 +57,7 @@ _PRODUCTS = (
     ("Data Pipeline", None, [("PIPE-PPU", "Processed gigabytes", "PPU", "Monthly")]),
 )
 _MARKETPLACES = ("Europe Marketplace", "North America Marketplace", "Asia Pacific Marketplace")
+_USERS = ("Ada Lovelace", "Alan Turing", "Grace Hopper")
 
 
 def approve_template(product: Product) -> str:
@@ -126,9 +127,9 @@ def _default_product(
 
 
 def ensure_catalog(store: Store, seed: int) -> None:
-    """Create the default products and marketplaces if the store has none."""
+    """Create the default products, marketplaces and users if the store has none."""
     with store.change():
-        if not store.products:
+        if all(product.imported for product in store.products.values()):
             ids = o.IdMaker(random.Random(f"{seed}:catalog"), taken=store.taken)
             vendor = {"id": ids.vendor(), "name": "Local Vendor Inc"}
             at = store.now() - timedelta(days=800)
@@ -138,6 +139,11 @@ def ensure_catalog(store: Store, seed: int) -> None:
             ids = o.IdMaker(random.Random(f"{seed}:marketplaces"), taken=store.taken)
             for name in _MARKETPLACES:
                 store.add_marketplace(f.marketplace_object(ids.marketplace(), name))
+        if not store.users:  # the vendor's agents, whom requests can be assigned to by id
+            ids = o.IdMaker(random.Random(f"{seed}:users"), taken=store.taken)
+            for name in _USERS:
+                email = name.lower().replace(" ", ".") + "@vendor.example"
+                store.add_user({"id": ids.user(), "name": name, "email": email})
 
 
 def _cancel_params(rng: random.Random) -> dict[str, str]:
@@ -178,7 +184,10 @@ def _generate(store: Store, count: int, seed: int) -> list[str]:
         rng = random.Random(f"{seed}:round:{store.generation}")
         ids = o.IdMaker(rng, taken=store.taken)
         catalog = Catalog.of(store, ids)
-        products = sorted(store.products.values(), key=lambda p: p.id)
+        # Imported products keep Connect's definitions (no items, other parameters): not reused.
+        products = sorted(
+            (p for p in store.products.values() if not p.imported), key=lambda p: p.id
+        )
         marketplaces = sorted(store.marketplaces.values(), key=lambda m: m["id"])
         environments = list(ENVIRONMENT_WEIGHTS)
         weights = list(ENVIRONMENT_WEIGHTS.values())

@@ -122,6 +122,9 @@ class IdMaker:
     def contract(self) -> str:
         return self._groups("CRD", (5, 5, 5))
 
+    def user(self) -> str:
+        return self._groups("UR", (3, 3, 3))
+
     def conversation(self) -> str:
         return self._groups("CO", (3, 3, 3))
 

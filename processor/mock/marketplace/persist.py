@@ -1,8 +1,8 @@
 """Optional SQLite persistence: the marketplace survives a restart with everything it had.
 
 Write-through, deliberately simple: one table of JSON documents per kind (``products``,
-``marketplaces``, ``assets``, ``requests``, ``conversations``), the ledger as rows, and a ``meta``
-table. Every change of the store is written in one transaction before the API answers, so a
+``marketplaces``, ``users``, ``assets``, ``requests``, ``conversations``), the ledger as rows,
+and a ``meta`` table. Every change of the store is written in one transaction before the API answers, so a
 client that saw a response can trust that a restarted mock still knows it.
 
 Limits: one process per file (no cross-process locking beyond SQLite's own); WAL with
@@ -22,7 +22,7 @@ from processor.mock.marketplace.ledger import Entry
 
 __all__ = ["SqliteState", "KINDS"]
 
-KINDS = ("products", "marketplaces", "assets", "requests", "conversations")
+KINDS = ("products", "marketplaces", "users", "assets", "requests", "conversations")
 
 
 class SqliteState:

@@ -1,4 +1,4 @@
-"""The store's records and how each is rendered as a Connect JSON object.
+"""The store's records (rendered as Connect JSON objects by render.py).
 
 Records are slotted dataclasses that hold what is really theirs (ids, statuses, dates, parameter
 values, quantities) and *reference* what they share (product, connection, accounts, marketplace,
@@ -29,13 +29,11 @@ __all__ = [
     "render_asset",
     "render_request",
     "render_conversation",
+    "plain_asset",
+    "plain_request",
 ]
 
 OPEN_STATUSES = frozenset({"draft", "tiers_setup", "pending", "inquiring", "scheduled", "revoking"})
-
-
-def _events(created: datetime, updated: datetime) -> dict[str, Any]:
-    return {"created": {"at": iso(created)}, "updated": {"at": iso(updated)}}
 
 
 def _time(text: Any) -> datetime | None:
@@ -75,6 +73,7 @@ class Product:
     status: str = "published"
     description: str = ""
     summary: dict[str, Any] = field(default_factory=dict)  # as nested in subscriptions
+    imported: bool = False  # made from a Connect payload: the generator leaves it alone
 
     def __post_init__(self) -> None:
         self.icon = self.icon or f"/media/{self.vendor['id']}/{self.id}/media/{self.id}-logo.png"
@@ -110,6 +109,7 @@ class Product:
             "icon": self.icon,
             "status": self.status,
             "description": self.description,
+            "imported": self.imported,
         }
 
     @classmethod
@@ -136,6 +136,9 @@ class Asset:
     updated: datetime
     billing_next: datetime | None = None
     request_ids: list[str] = field(default_factory=list)
+    # An imported subscription: Connect's object as given, and the mock's rendering of it then.
+    raw: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -154,6 +157,8 @@ class Asset:
             "updated": iso(self.updated),
             "billing_next": iso(self.billing_next),
             "request_ids": self.request_ids,
+            "raw": self.raw,
+            "baseline": self.baseline,
         }
 
     @classmethod
@@ -177,6 +182,8 @@ class Asset:
             updated=_moment(doc["updated"]),
             billing_next=_time(doc["billing_next"]),
             request_ids=list(doc["request_ids"]),
+            raw=doc.get("raw"),
+            baseline=doc.get("baseline"),
         )
 
 
@@ -200,6 +207,9 @@ class Request:
     template: dict[str, str] | None = None  # {"id", "name"} of the template it was answered with
     answered: bool = False
     previous_approved: str | None = None
+    # An imported request: Connect's object as given, and the mock's rendering of it then.
+    raw: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
 
     def param(self, param_id: str) -> str:
         return self.params.get(param_id, self.asset.params.get(param_id, ""))
@@ -224,6 +234,8 @@ class Request:
             "template": self.template,
             "answered": self.answered,
             "previous_approved": self.previous_approved,
+            "raw": self.raw,
+            "baseline": self.baseline,
         }
 
     @classmethod
@@ -271,111 +283,12 @@ class Conversation:
         )
 
 
-def render_product(product: Product) -> dict[str, Any]:
-    stamp = {"at": iso(product.created)}
-    return {
-        **product.summary,
-        "description": product.description,
-        "owner": product.vendor,
-        "version": 1,
-        "category": {"id": "CAT-00012", "name": "Software"},
-        "events": {"created": stamp, "updated": stamp},
-    }
-
-
-def _items(asset: Asset) -> list[dict[str, Any]]:
-    out = []
-    for mpn, quantity, old_quantity in asset.items:
-        definition = asset.product.item(mpn) or {"id": mpn, "mpn": mpn}
-        out.append({**definition, "quantity": quantity, "old_quantity": old_quantity})
-    return out
-
-
-def _params(
-    product: Product,
-    values: Mapping[str, str],
-    fallback: Mapping[str, str],
-    errors: Mapping[str, str],
-) -> list[dict[str, Any]]:
-    return [
-        {
-            **definition,
-            "value": values.get(definition["id"], fallback.get(definition["id"], "")),
-            "value_error": errors.get(definition["id"], ""),
-        }
-        for definition in product.params
-    ]
-
-
-def render_asset(asset: Asset, request: Request | None = None) -> dict[str, Any]:
-    """The subscription: alone (``GET /assets/{id}``) or as nested in ``request``, whose own
-    parameter values (a cancel's reason, values set by ``PUT``) show over the subscription's."""
-    if request is None:
-        params = _params(asset.product, asset.params, {}, {})
-    else:
-        params = _params(asset.product, request.params, asset.params, request.param_errors)
-    doc: dict[str, Any] = {
-        "id": asset.id,
-        "status": asset.status,
-        "external_id": asset.external_id,
-        "external_uid": asset.external_uid,
-        "product": asset.product.summary,
-        "connection": asset.connection,
-        "events": _events(asset.created, asset.updated),
-        "items": _items(asset),
-        "params": params,
-        "tiers": asset.tiers,
-        "configuration": {"params": []},
-        "marketplace": asset.marketplace,
-        "contract": asset.contract,
-    }
-    if asset.billing_next is not None and asset.product.billing_period:
-        doc["billing"] = {
-            "period": {"delta": 1, "uom": asset.product.billing_period},
-            "next_date": iso(asset.billing_next),
-            "anniversary": {"day": asset.created.day},
-        }
-    return doc
-
-
-def render_request(request: Request) -> dict[str, Any]:
-    asset = request.asset
-    doc: dict[str, Any] = {
-        "id": request.id,
-        "type": request.type,
-        "note": request.note,
-        "reason": request.reason,
-        "status": request.status,
-        "created": iso(request.created),
-        "updated": iso(request.updated),
-        "answered": request.answered,
-        "assignee": request.assignee or "",
-        "activation_key": request.activation_key,
-        "previous_approved_request": (
-            {"id": request.previous_approved} if request.previous_approved else None
-        ),
-        "effective_date": iso(request.effective_date),
-        "planned_date": iso(request.planned_date),
-        "events": _events(request.created, request.updated),
-        "marketplace": asset.marketplace,
-        "contract": asset.contract,
-        "asset": render_asset(asset, request),
-    }
-    if request.template is not None:
-        doc["template"] = request.template
-    return doc
-
-
-def render_conversation(conversation: Conversation) -> dict[str, Any]:
-    stamp = {"at": iso(conversation.created), "by": conversation.creator}
-    return {
-        "id": conversation.id,
-        "instance_id": conversation.instance_id,
-        "topic": conversation.topic,
-        "type": "conversation",
-        "status": "open",
-        "created": iso(conversation.created),
-        "creator": conversation.creator,
-        "accounts": conversation.accounts,
-        "events": {"created": stamp, "updated": stamp},
-    }
+# Rendering lives in render.py; re-exported here, where callers have always found it.
+from processor.mock.marketplace.render import (  # noqa: E402 - after the records it renders
+    plain_asset,
+    plain_request,
+    render_asset,
+    render_conversation,
+    render_product,
+    render_request,
+)

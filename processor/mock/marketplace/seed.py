@@ -1,7 +1,9 @@
 """Seeding the marketplace from a YAML or JSON file (format: ``config/seed.example.yaml``).
 
-Top-level keys, all optional: ``vendor``, ``marketplaces``, ``products``, ``customers``,
-``subscriptions``, ``requests``, ``generate``. Products and marketplaces named in the file are used
+Top-level keys, all optional: ``vendor``, ``users``, ``marketplaces``, ``products``,
+``customers``, ``subscriptions``, ``requests``, ``connect_requests`` (request objects exactly as
+Connect's API returns them, imported by ``imports.py``), ``connect_templates`` (``{product id:
+[template objects]}``), ``generate``. Products and marketplaces named in the file are used
 as given; anything a subscription or request leaves out (connections, resellers, contracts,
 external ids, dates) is filled in deterministically from the seed. A file without products gets
 the default catalog; ``generate: {count: N}`` adds N generated pending cancels on top.
@@ -25,6 +27,7 @@ from processor.mock.marketplace import objects as o
 from processor.mock.marketplace.builders import Catalog, new_request, new_subscription
 from processor.mock.marketplace.checks import SeedError, choice, mapping, sequence, text
 from processor.mock.marketplace.generate import ensure_catalog, generate
+from processor.mock.marketplace.imports import import_requests, import_templates, parse_payloads
 from processor.mock.marketplace.records import Product
 from processor.mock.marketplace.store import ADMIN, Store
 
@@ -32,11 +35,15 @@ __all__ = ["SeedError", "load_seed_file", "apply_seed"]
 
 
 def load_seed_file(path: str | Path) -> dict[str, Any]:
+    """The seed mapping; a file that holds Connect request objects instead (one, a JSON array,
+    or JSON lines in a ``.jsonl``/``.ndjson`` file) is read as ``{"connect_requests": [...]}``."""
     source = Path(path)
     try:
         raw = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise SeedError(f"{source}: cannot read the seed file ({exc.strerror})") from None
+    if source.suffix in (".jsonl", ".ndjson"):
+        return {"connect_requests": parse_payloads(raw, str(source))}
     try:
         data = json.loads(raw) if source.suffix == ".json" else yaml.safe_load(raw)
     except (ValueError, yaml.YAMLError) as exc:
@@ -45,9 +52,15 @@ def load_seed_file(path: str | Path) -> dict[str, Any]:
         ) from None
     if data is None:
         return {}
+    if isinstance(data, list) or (isinstance(data, dict) and _is_connect_request(data)):
+        return {"connect_requests": data if isinstance(data, list) else [data]}
     if not isinstance(data, dict):
         raise SeedError(f"{source}: the top level must be a mapping")
     return data
+
+
+def _is_connect_request(data: dict[str, Any]) -> bool:
+    return str(data.get("id", "")).startswith("PR-") and isinstance(data.get("asset"), dict)
 
 
 def _product(
@@ -138,6 +151,9 @@ def _apply(store: Store, data: dict[str, Any], seed: int) -> list[str]:
         "subscriptions",
         "requests",
         "generate",
+        "users",
+        "connect_requests",
+        "connect_templates",
     }
     unknown = set(data) - known
     if unknown:
@@ -160,6 +176,16 @@ def _apply(store: Store, data: dict[str, Any], seed: int) -> list[str]:
                     text(entry, "id", f"marketplaces[{index}]", default=None) or ids.marketplace(),
                     text(entry, "name", f"marketplaces[{index}]"),
                 )
+            )
+        for index, entry in enumerate(sequence(data, "users", "", default=[])):
+            where = f"users[{index}]"
+            entry = mapping(entry, where)
+            store.add_user(
+                {
+                    "id": text(entry, "id", where, default=None) or ids.user(),
+                    "name": text(entry, "name", where),
+                    "email": text(entry, "email", where, default=""),
+                }
             )
         for index, entry in enumerate(sequence(data, "products", "", default=[])):
             store.add_product(
@@ -203,6 +229,18 @@ def _apply(store: Store, data: dict[str, Any], seed: int) -> list[str]:
                 "seeded",
                 detail=f"{len(data.get('subscriptions') or [])} subscriptions, {len(created_ids)} requests",
             )
+        # Connect objects exactly as the API returned them (see imports.py).
+        created_ids += import_requests(
+            store, sequence(data, "connect_requests", "", default=[]), actor=ADMIN,
+            where="connect_requests",
+        )  # fmt: skip
+        templates = mapping(data.get("connect_templates") or {}, "connect_templates")
+        for product_id, entries in templates.items():
+            if str(product_id) not in store.products:
+                raise SeedError(f"connect_templates.{product_id}: unknown product")
+            if not isinstance(entries, list):
+                raise SeedError(f"connect_templates.{product_id}: a list is required")
+            import_templates(store, str(product_id), entries, f"connect_templates.{product_id}")
         spec = mapping(data.get("generate") or {}, "generate")
         count = spec.get("count", 0)
         if not isinstance(count, int) or count < 0:

@@ -19,7 +19,7 @@ from json.encoder import encode_basestring
 from typing import Any, Iterable
 
 from processor.mock.marketplace.objects import iso
-from processor.mock.marketplace.records import Asset, Request
+from processor.mock.marketplace.records import Asset, Request, render_asset, render_request
 
 __all__ = ["Serializer"]
 
@@ -69,6 +69,8 @@ class Serializer:
         )
 
     def asset(self, asset: Asset, request: Request | None = None) -> str:
+        if request is None and asset.raw is not None:  # imported: Connect's own object
+            return _dumps(render_asset(asset))
         product = asset.product
         if request is None:
             own, fallback, errors = asset.params, {}, {}
@@ -106,6 +108,10 @@ class Serializer:
 
     def request(self, request: Request, drop: Iterable[str] = ()) -> str:
         """One request; ``drop`` names top-level fields to leave out (``select(-field)``)."""
+        if request.raw is not None:  # imported: Connect's own object, not spliced from fragments
+            dropped = set(drop)
+            doc = render_request(request)
+            return _dumps({key: value for key, value in doc.items() if key not in dropped})
         asset = request.asset
         created, updated = _s(iso(request.created)), _s(iso(request.updated))
         parts = [

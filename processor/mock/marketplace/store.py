@@ -47,6 +47,7 @@ class Store:
         self.lock = threading.RLock()
         self.products: dict[str, Product] = {}
         self.marketplaces: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, str]] = {}  # who a request can be assigned to
         self.assets: dict[str, Asset] = {}
         self.requests: dict[str, Request] = {}
         self.conversations: dict[str, Conversation] = {}
@@ -118,6 +119,8 @@ class Store:
                 self.add_product(Product.from_doc(doc))
             for doc in docs["marketplaces"]:
                 self.add_marketplace(doc)
+            for doc in docs.get("users", []):
+                self.add_user(doc)
             for doc in docs["assets"]:
                 self.add_asset(Asset.from_doc(doc, self.products, intern))
             conversations = {
@@ -126,7 +129,9 @@ class Store:
             }
             for doc in docs["requests"]:
                 request = Request.from_doc(doc, self.assets)
-                self.add_request(request, conversations.get(request.id), restoring=True)
+                self.add_request(request, conversations.pop(request.id, None), restoring=True)
+            for conversation in conversations.values():  # about objects other than requests
+                self.add_conversation(conversation)
             self.ledger = Ledger(entries, on_append=self._unsaved.append, clock=self.clock)
             self.generation = int(meta.get("generation", 0))
             self._dirty.clear()  # all of it came from the file: nothing to write back
@@ -146,6 +151,15 @@ class Store:
             self.marketplaces[marketplace["id"]] = marketplace
             self._ids.add(marketplace["id"])
             self.mark("marketplaces", marketplace)
+
+    def add_user(self, user: dict[str, str]) -> None:
+        with self.change():
+            self.users[user["id"]] = user
+            self._ids.add(user["id"])
+            self.mark("users", user)
+
+    def user(self, user_id: str) -> dict[str, str] | None:
+        return self.users.get(user_id)
 
     def add_asset(self, asset: Asset) -> None:
         with self.change():
@@ -180,11 +194,18 @@ class Store:
             self.mark("conversations", conversation)
             return conversation
 
+    def add_conversation(self, conversation: Conversation) -> None:
+        """Register a conversation about another object than a request (POST /conversations)."""
+        with self.change():
+            self.conversations[conversation.id] = conversation
+            self._ids.add(conversation.id)
+            self.mark("conversations", conversation)
+
     def new_conversation(self, request: Request) -> Conversation:
         asset = request.asset
         vendor = asset.connection.get("vendor") or asset.product.vendor
         customer = asset.tiers.get("customer") or {}
-        accounts = [{"id": vendor["id"], "name": vendor["name"]}]
+        accounts = [{"id": vendor["id"], "name": vendor.get("name", "")}]
         if customer.get("id"):
             accounts.append({"id": customer["id"], "name": customer.get("name", "")})
         return Conversation(
@@ -192,7 +213,7 @@ class Store:
             instance_id=request.id,
             topic=f"Request {request.id}",
             created=request.created,
-            creator={"id": vendor["id"], "name": vendor["name"]},
+            creator={"id": vendor["id"], "name": vendor.get("name", "")},
             accounts=accounts,
         )
 
