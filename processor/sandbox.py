@@ -18,6 +18,7 @@ from processor.mock.faults import FaultSettings
 from processor.mock.marketplace import MarketplaceSettings, approve_template, create_app
 from processor.mock.serve import ServerThread
 from processor.mock.vendor import VendorSettings, create_app as create_vendor_app
+from processor.mock.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 
 __all__ = ["Sandbox", "Check", "VENDOR_TOKEN_ENV", "adapter_options"]
 
@@ -32,6 +33,8 @@ def adapter_options(base_url: str, mode: str) -> dict[str, Any]:
         "idempotency": {"key": "key", "natural": "natural"}.get(mode, "none"),
         "auth": {"type": "bearer", "env": VENDOR_TOKEN_ENV},
         "timeout": {"connect": 2, "read": 10},
+        # What the mock vendor's bodies mean: the adapter's defaults name no vendor's codes.
+        "outcomes": MOCK_VENDOR_OUTCOMES,
         "suspend": True,
         "purge": True,
     }

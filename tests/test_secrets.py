@@ -154,6 +154,7 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
         data["adapters"]["vendor"]["options"]["timeout"] = {"connect": 2, "read": 0.3}
         data["adapters"]["echo"] = {"type": "http", "options": {
             "base_url": echo_vendor.server.url, "idempotency": "none",
+            "outcomes": {"422": [{"when": {"error": "refused"}, "outcome": "refused"}, "failed"]},
             "auth": {"type": "bearer", "env": VENDOR_TOKEN_ENV}}}
         data["defaults"]["environments"] = {"test": "echo"}
         config = tmp_path / "processor.yaml"
