@@ -87,6 +87,7 @@ class Sandbox:
         gone_pattern: str = r"^SUB-GONE",
         state_dir: str | None = None,
         vendor_token: str = SANDBOX_VENDOR_TOKEN,
+        vendor_read_only_token: str | None = None,
         **marketplace_options: Any,
     ) -> None:
         self.mode = vendor_mode
@@ -100,7 +101,7 @@ class Sandbox:
         )
         self.vendor_app = create_vendor_app(
             VendorSettings(
-                token=vendor_token, mode=vendor_mode, refuse_pattern=refuse_pattern, gone_pattern=gone_pattern,
+                token=vendor_token, read_only_token=vendor_read_only_token, mode=vendor_mode, refuse_pattern=refuse_pattern, gone_pattern=gone_pattern,
                 faults=vendor_faults or FaultSettings(),
                 state_file=os.path.join(state_dir, "vendor.sqlite") if state_dir else None,
             )
