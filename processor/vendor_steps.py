@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from processor import crashpoints
-from processor.circuit import Attempt, CircuitOpen
 from processor.adapters.base import (
     AlreadyGone,
     Ambiguous,
@@ -45,6 +44,7 @@ from processor.adapters.base import (
     outcome_name,
     supports,
 )
+from processor.circuit import Attempt, CircuitOpen
 from processor.engine_base import EngineBase
 from processor.journal.base import Claim, LeaseLost, State
 from processor.model import CancelRequest

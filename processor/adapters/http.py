@@ -59,11 +59,8 @@ closed by :meth:`HttpAdapter.close`.
 from __future__ import annotations
 
 import json
-import re
 import ssl
 import threading
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
@@ -94,6 +91,9 @@ from processor.adapters.http_options import (
     scalar,
     short,
 )
+from processor.adapters.http_text import body_text, customer_reason, path_value_problem
+from processor.adapters.http_text import detail as describe
+from processor.adapters.http_text import retry_after_seconds
 
 __all__ = [
     "DEFAULT_OUTCOMES",
@@ -104,8 +104,6 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 1 << 20
-MAX_REASON_CHARS = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class HttpAdapter:
@@ -180,7 +178,7 @@ class HttpAdapter:
             return None
         fields = _fields(call)
         for name in op.path.path_fields():
-            problem = _path_value_problem(fields.get(name, ""))
+            problem = path_value_problem(fields.get(name, ""))
             if problem:
                 return f"{name} {problem} for the URL {op.path.text}"
         return None
@@ -235,7 +233,7 @@ class HttpAdapter:
     def _answer(self, op: Operation, code: int, headers: Mapping[str, str], raw: bytes) -> Any:
         body = _json(raw)
         outcome = op.outcome_for(code, body)
-        detail = self._scrub(_detail(op.name, code, body, headers))
+        detail = self._scrub(describe(op.name, code, body, headers))
         # A status read changes nothing, so its "may have acted" is only "ask again".
         if outcome == "retry_later" or (outcome == "ambiguous" and op.statuses is not None):
             after = retry_after_seconds(
@@ -247,7 +245,7 @@ class HttpAdapter:
             # decides nothing (a mistyped path answers 404, a token without the scope 403).
             detail = self._scrub(
                 f"{detail} from {op.method} {self.settings.base_url}{op.path.text}; "
-                f"body: {_body_text(raw)}"
+                f"body: {body_text(raw)}"
             )
         if op.statuses is not None:
             return _status_answer(op, outcome, body, detail)
@@ -268,7 +266,7 @@ class HttpAdapter:
             return AlreadyGone(detail)
         if outcome == "refused":
             reason = lookup(body, self.settings.refusal_field)
-            return Refused(self._scrub(_customer_reason(reason, self.settings.refusal_default)))
+            return Refused(self._scrub(customer_reason(reason, self.settings.refusal_default)))
         if outcome == "ambiguous":
             return Ambiguous(f"{detail}; the vendor may have acted")
         return Failed(detail)
@@ -368,25 +366,6 @@ def _unsent(exc: BaseException) -> bool:
     return False
 
 
-def retry_after_seconds(
-    value: str | None, *, cap: float = 3600.0, now: datetime | None = None
-) -> float | None:
-    """``Retry-After`` (delay-seconds or HTTP-date) as seconds in ``[0, cap]``; None if unusable."""
-    text = (value or "").strip()
-    if not text:
-        return None
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    return min(max(seconds, 0.0), cap)
-
-
 def _fields(call: VendorCall) -> dict[str, str]:
     r = call.request
     values = {
@@ -421,44 +400,3 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw) if raw.strip() else None
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _detail(operation: str, code: int, body: Any, headers: Mapping[str, str]) -> str:
-    detail = f"{operation}: HTTP {code}"
-    error = next(
-        (v for v in (lookup(body, "error"), lookup(body, "code")) if isinstance(v, str) and v),
-        None,
-    )
-    if error:
-        detail += " " + _CONTROL.sub(" ", error)[:80]
-    if headers.get("Idempotent-Replayed", "").lower() == "true":
-        detail += " (replayed)"
-    return detail
-
-
-def _path_value_problem(value: str) -> str | None:
-    if not value.strip():
-        return "is empty"
-    if "/" in value or "\\" in value:
-        return f"{short(value, 60)} holds a slash"
-    if ".." in value or value == ".":
-        return f"{short(value, 60)} holds a dot segment"
-    if _CONTROL.search(value):
-        return f"{short(value, 60)} holds a control character"
-    return None
-
-
-def _body_text(raw: bytes, limit: int = 200) -> str:
-    """The start of an answer's body, on one line, for an error message."""
-    text = _CONTROL.sub(" ", raw[: limit * 4].decode("utf-8", "replace")).strip()
-    if not text:
-        return "(empty)"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _customer_reason(value: Any, default: str) -> str:
-    """The vendor's words for the customer: one line, printable, at most 500 characters."""
-    text = " ".join(_CONTROL.sub(" ", value).split()) if isinstance(value, str) else ""
-    if not text:
-        return default
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1].rstrip() + "…"

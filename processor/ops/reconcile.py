@@ -138,9 +138,12 @@ def _row(record: RequestRecord, adapter: str, status: Any) -> Divergence | None:
     statuses, kind = _DIVERGES[record.state]
     if status not in statuses:
         return None
-    said = record.reason or record.last_error or record.outcome or ""
-    if record.data.get("purge"):
-        said = str(record.data["purge"])
+    if record.state is State.APPROVED:
+        said = f"approved after the vendor answered {record.outcome or 'nothing recorded'}"
+        if record.data.get("purge"):
+            said += f"; purge {record.data['purge']}"
+    else:
+        said = record.reason or record.last_error or record.outcome or ""
     return Divergence(kind, vendor_status=status.value, detail=mask(said)[:300], **base)
 
 
