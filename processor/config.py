@@ -183,6 +183,12 @@ class GuardConfig(_Section):
         None, description="latches, read by every process and by resume; default: beside an SQLite journal, "
         "else cancel-processor-guard.json in the working directory")
 
+    @model_validator(mode="after")
+    def _run_fits_window(self) -> "GuardConfig":
+        if self.in_a_row > self.window:  # the run is counted within the window: it could never trip
+            raise ValueError(f"in_a_row ({self.in_a_row}) must not exceed window ({self.window})")
+        return self
+
 
 class ReconcileConfig(_Section):
     every: float | None = Field(None, gt=0, description="seconds between reconciliations in the daemon; null: never")

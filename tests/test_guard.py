@@ -90,3 +90,11 @@ def test_an_unreadable_latch_file_keeps_what_is_latched(tmp_path: Path) -> None:
     assert guard.breakers["vendor"].latched  # never resumed by a file nobody can read
     with pytest.raises(OSError):
         LatchFile(path).read()
+
+
+def test_a_run_longer_than_the_window_is_a_configuration_error() -> None:
+    from processor.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        load_config(None, environ={"CANCEL_PROCESSOR_GUARD__IN_A_ROW": "60"})
+    assert str(error.value) == "<defaults>: guard: in_a_row (60) must not exceed window (50)"

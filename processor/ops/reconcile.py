@@ -33,7 +33,6 @@ from processor.adapters.base import SubscriptionStatus, VendorAdapter, VendorCal
 from processor.config import Config, ReconcileConfig, load_config
 from processor.engine_base import stub_request
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
-from processor.model import parse_datetime
 from processor.observe import mask
 
 __all__ = ["Divergence", "Reconciliation", "configure_parser", "reconcile", "run"]
@@ -149,18 +148,15 @@ def _row(record: RequestRecord, adapter: str, status: Any) -> Divergence | None:
 
 # -- the command ------------------------------------------------------------------------------------
 
-def _when(text: str) -> datetime:
-    value = parse_datetime(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected an ISO 8601 date or time, got {text!r}")
-    return value
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from processor.ops.commands import _since, _until  # the same dates as report's
+
     parser.add_argument("-c", "--config", default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
                         help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG)")
-    parser.add_argument("--since", type=_when, required=True, help="requests last changed at or after this time")
-    parser.add_argument("--until", type=_when, help="and before this time (default: now)")
+    parser.add_argument("--since", type=_since, required=True, metavar="WHEN",
+                        help="requests last changed at or after WHEN (ISO 8601 date or time)")
+    parser.add_argument("--until", type=_until, metavar="WHEN",
+                        help="and before WHEN (a bare date includes that whole day; default: now)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--concurrency", type=int, help="status reads at a time (reconcile.concurrency)")
     parser.add_argument("--rate", type=float, help="status reads per second at most (reconcile.rate)")
