@@ -39,7 +39,7 @@ def test_in_a_row_latches_and_a_terminated_answer_breaks_the_run(tmp_path: Path)
 
 
 def test_more_than_the_share_of_a_full_window_latches(tmp_path: Path) -> None:
-    guard = guard_on(tmp_path / "latches.json", in_a_row=50, window=10, share=0.5)
+    guard = guard_on(tmp_path / "latches.json", in_a_row=10, window=10, share=0.5)
     pattern = ["terminated", "refused"] * 5  # exactly half: not more than half
     assert all(guard.record("vendor", o) is None for o in pattern)
     assert guard.record("vendor", "refused") == \
