@@ -191,8 +191,8 @@ class GuardConfig(_Section):
 
 
 class ReconcileConfig(_Section):
-    every: float | None = Field(None, gt=0, description="seconds between reconciliations in the daemon; null: never")
-    since_days: float = Field(7.0, gt=0, description="the daemon reconciles requests finished this many days back")
+    """``cancel-processor reconcile``: how hard it may ask the vendors."""
+
     concurrency: int = Field(4, ge=1, le=64, description="status reads at the same time")
     rate: float = Field(20.0, gt=0, description="status reads per second, at most")
 
