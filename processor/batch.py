@@ -140,6 +140,7 @@ class BatchSteps(Lifecycle):
         results: dict[str, str] = {}
         _, _, first_decision, _ = ready[0]
         adapter = self.adapters[first_decision.adapter or ""]
+        self.guard.sync()
         try:
             # One attempt for the group's one call; leaving without a verdict gives a probe back.
             with self.breakers[adapter.name].attempt() as attempt:

@@ -15,8 +15,9 @@ One line per check, in this order; each is ``ok``, ``warn``, ``config`` or ``unr
 
 Exit status: 0 all good (warnings allowed), 2 any configuration problem, else 3 when something
 could not be reached. ``--format json`` prints ``{"status": n, "checks": [...]}``. ``run`` calls
-:func:`run_checks` at start and refuses to start on a configuration problem (2); an unreachable
-Connect or vendor only warns there, because the daemon rides out outages on its own.
+:func:`for_run` at start: the checks without network stop it on a problem (2); the remote ones run
+in the background and are logged, because the daemon rides out outages on its own and must
+restart fast after a crash.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from typing import Iterable, Literal, Mapping
 
@@ -203,15 +205,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def for_run(config: Config, environ: Mapping[str, str] | None = None) -> int:
-    """``run``'s preflight: configuration problems stop it (2); unreachable ones only warn."""
-    from processor.observe import get_logger
-
-    checks = run_checks(config, environ)
-    log = get_logger(component="preflight")
+    """``run``'s preflight. The checks that need no network (configuration, adapters, capabilities)
+    run first and stop it on a problem (2). Connect, the products and the vendor probes then run in
+    the background and are logged: a daemon restarted after a crash, or during a Connect outage,
+    starts at once instead of waiting seconds for reads that its own retries cover anyway."""
+    checks = run_checks(config, environ, remote=False)
     for check in checks:
         if check.status == "config":
             print(f"cancel-processor: check {check.name}: {check.detail}", file=sys.stderr)
-        elif check.status in ("unreachable", "warn"):
-            log.warning("preflight", check=check.name, status=check.status, detail=check.detail)
-    return EXIT_CONFIG if exit_status(checks) == EXIT_CONFIG else EXIT_OK
+    if exit_status(checks) == EXIT_CONFIG:
+        return EXIT_CONFIG
+    threading.Thread(target=_log_remote, args=(config, environ), name="preflight", daemon=True).start()
+    return EXIT_OK
 
+
+def _log_remote(config: Config, environ: Mapping[str, str] | None) -> None:
+    from processor.observe import get_logger
+
+    log = get_logger(component="preflight")
+    try:
+        checks = run_checks(config, environ)
+    except Exception as exc:  # noqa: BLE001 - a background check never takes the daemon down
+        log.warning("preflight_failed", error=mask(f"{type(exc).__name__}: {exc}")[:300])
+        return
+    for check in checks:
+        if check.status == "config":
+            log.error("preflight", check=check.name, status=check.status, detail=check.detail)
+        elif check.status != "ok":
+            log.warning("preflight", check=check.name, status=check.status, detail=check.detail)
