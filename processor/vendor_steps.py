@@ -183,7 +183,21 @@ class VendorSteps(EngineBase):
         crashpoints.reached("after_vendor")
         if self.leases is not None and self.leases.lost(claim):
             raise LeaseLost(claim.request_id, claim.fence)
+        if isinstance(outcome, Failed) and has_status_read(adapter):
+            outcome = self._confirmed(claim, request, adapter, step, outcome)
         return self._record_step(claim, request, adapter, step, outcome, uncertain, attempt)
+
+    def _confirmed(
+        self, claim: Claim, request: CancelRequest, adapter: VendorAdapter, step: VendorStep, failed: Failed
+    ) -> Any:
+        """A definite error is no evidence either way; a status read can be (a vendor that answers a
+        bare 404 for a subscription it already ended). Anything else keeps the error."""
+        status = self._call(adapter, "status", self._vendor_call(claim, request, step.name), claim)
+        if status in step.confirmed:
+            return Terminated(f"confirmed by status read ({status.value}) after {failed.detail}")
+        if status is S.NOT_FOUND or (step is SUSPEND and status in TERMINATE.confirmed):
+            return AlreadyGone(f"status read: {status.value}, after {failed.detail}")
+        return failed
 
     def _record_step(
         self, claim: Claim, request: CancelRequest, adapter: VendorAdapter, step: VendorStep,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import requests
 import yaml
 
 from processor.config import Config
@@ -189,3 +190,25 @@ def test_the_guard_stops_a_wrong_path_read_as_gone_after_a_handful_until_resumed
 def test_the_shipped_configurations_name_the_mock_vendor_map_explicitly(name: str) -> None:
     data = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / name).read_text())
     assert data["adapters"]["vendor"]["options"]["outcomes"] == MOCK_VENDOR_OUTCOMES
+
+
+def test_a_status_read_is_evidence_where_a_bare_error_is_not(
+    sandbox: Sandbox, tmp_path: Path, run_once: Any
+) -> None:
+    """Mistyped terminate path, right status path: a subscription the vendor already ended is
+    approved on the status read's word; the others stay parked."""
+    pending = sorted(sandbox.pending_cancels())
+    ended = sandbox.cancel_requests()[pending[0]]
+    requests.put(f"{sandbox.vendor.url}/admin/subscriptions/{subscription_of(ended)}",
+                 json={"status": "terminated"}, timeout=10).raise_for_status()
+    adapter = {"terminate": {"path": "/v2/subscriptions/{subscription_id}/terminate"}}
+    _, run = run_once(config_for(sandbox, tmp_path, adapter))
+    cancels = sandbox.cancel_requests()
+    assert cancels[pending[0]]["status"] == "approved"
+    record = run.journal.get(pending[0])
+    assert record is not None and record.outcome == "terminated"
+    assert [t.detail for t in run.journal.transitions(pending[0]) if t.to_state is State.TERMINATED] == [
+        "confirmed by status read (terminated) after terminate: HTTP 404 no_route from POST "
+        f"{sandbox.vendor.url}/v2/subscriptions/{{subscription_id}}/terminate; body: {{\"error\":\"no_route\"}}"]
+    assert {cancels[r]["status"] for r in pending[1:]} == {"pending"}
+    assert all(run.journal.get(r).state is State.PARKED for r in pending[1:])  # type: ignore[union-attr]
