@@ -18,6 +18,7 @@ import requests
 
 from processor.mock.marketplace import DEFAULT_API_KEY
 from processor.mock.serve import free_port
+from processor.mock.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 
 __all__ = ["MockServers", "VENDOR_TOKEN"]
 
@@ -107,6 +108,7 @@ class MockServers:
                            "retry_base": 0.2, "retry_max": 2},
             "adapters": {"vendor": {"type": "http", "options": {
                 "base_url": self.vendor_url, "idempotency": "key", "status": True,
+                "outcomes": MOCK_VENDOR_OUTCOMES,
                 "auth": {"type": "bearer", "env": "BENCH_VENDOR_TOKEN"}}}},
             "defaults": {"adapter": "vendor", "lookup_template": True},
             "products": {pid: {} for pid in self.products()},

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from processor import crashpoints
 from processor.adapters.base import Ambiguous, Outcome, VendorAdapter, VendorCall, outcome_name, supports
+from processor.circuit import Attempt, CircuitOpen
 from processor.engine_base import Deferred
 from processor.journal.base import Claim, LeaseLost, State
 from processor.lifecycle import Lifecycle, Ready
@@ -139,21 +140,35 @@ class BatchSteps(Lifecycle):
         results: dict[str, str] = {}
         _, _, first_decision, _ = ready[0]
         adapter = self.adapters[first_decision.adapter or ""]
-        wait = self.breakers[adapter.name].allow()
+        self.guard.sync()
+        try:
+            # One attempt for the group's one call; leaving without a verdict gives a probe back.
+            with self.breakers[adapter.name].attempt() as attempt:
+                return self._terminate_started(ready, adapter, attempt)
+        except CircuitOpen as shut:
+            for claim, request, _, _ in ready:
+                try:
+                    self._defer(claim, request, claim.state, shut.wait, str(shut))
+                except Deferred as deferred:
+                    results[request.id] = deferred.claim.state.value
+                except LeaseLost:
+                    results[request.id] = "lease_lost"
+            return results
+
+    def _terminate_started(
+        self, ready: list[tuple[Claim, CancelRequest, Decision, Ready]], adapter: VendorAdapter, attempt: Attempt
+    ) -> dict[str, str]:
+        results: dict[str, str] = {}
         batch_id = f"batch-{uuid.uuid4().hex[:12]}"
         started: list[tuple[Claim, CancelRequest, Decision]] = []
         for claim, request, decision, prepared in ready:
             try:
-                if wait:
-                    self._defer(claim, request, claim.state, wait, "vendor circuit open")
                 claim = self._move(
                     claim, request, TERMINATE.intent, attempts=claim.record.attempts + 1,
                     data={**prepared.data, "step_from": State.NEW.value, "batch": batch_id},
                     detail=f"intent: terminate via {adapter.name} in {batch_id} ({len(ready)} requests)",
                 )
                 started.append((claim, request, decision))
-            except Deferred as deferred:
-                results[request.id] = deferred.claim.state.value
             except LeaseLost:
                 results[request.id] = "lease_lost"
         if not started:
@@ -168,7 +183,7 @@ class BatchSteps(Lifecycle):
             def finish(c: Claim, r: CancelRequest = request, d: Decision = decision, o: Any = outcome) -> str:
                 if self.leases is not None and self.leases.lost(c):
                     raise LeaseLost(c.request_id, c.fence)
-                recorded = self._record_step(c, r, adapter, TERMINATE, o, uncertain=False)
+                recorded = self._record_step(c, r, adapter, TERMINATE, o, False, attempt)
                 return self._drive(recorded, r, d)
 
             results[request.id] = self._guarded(claim, finish)

@@ -57,6 +57,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--created-until", type=_when, help="only requests created before this time")
     p.add_argument("--concurrency", type=int, help="worker threads (overrides processing.concurrency)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--no-check", action="store_true", help="skip the preflight checks (cancel-processor check)")
     p.set_defaults(func=cmd_run)
 
 
@@ -131,6 +132,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_waiting(sub)
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     chosen = words[0] if words else None
+    _add_lazy(sub, "check", "processor.ops.preflight",
+              "preflight: configuration, Connect, products and templates, adapters and their probes", chosen)
+    _add_lazy(sub, "resume", "processor.ops.resume", "lift the anomaly guard's latch on an adapter", chosen)
+    _add_lazy(sub, "reconcile", "processor.ops.reconcile",
+              "compare what the journal finished with the vendor's status of each subscription", chosen)
     _add_lazy(sub, "mock-marketplace", "processor.mock.marketplace.cli", "serve the local mock Connect marketplace", chosen)
     _add_lazy(sub, "mock-vendor", "processor.mock.vendor.cli", "serve the local mock vendor API", chosen)
     return parser
@@ -175,6 +181,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from processor.report import dry_run
 
         return dry_run(config, selector)
+    if not args.no_check:
+        from processor.ops.preflight import for_run
+
+        if for_run(config):  # a policy its adapter cannot carry out, a product not visible...
+            return EXIT_CONFIG
     runtime = build_runtime(config)
     from processor.daemon import Daemon
     from processor.report import Progress, print_summary

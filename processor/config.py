@@ -37,6 +37,8 @@ __all__ = [
     "ProductConfig",
     "LogConfig",
     "HttpConfig",
+    "GuardConfig",
+    "ReconcileConfig",
     "PolicyConfig",
     "RuleConfig",
     "load_config",
@@ -171,6 +173,32 @@ class HttpConfig(_Section):
     token_env: str = "CANCEL_PROCESSOR_STATUS_TOKEN"
 
 
+class GuardConfig(_Section):
+    """The anomaly guard (processor.guard): a burst of "gone" or "refused" answers latches the
+    adapter's circuit until an operator runs ``cancel-processor resume ADAPTER``."""
+
+    enabled: bool = True
+    in_a_row: int = Field(10, ge=2, description="already_gone (or refused) outcomes in a row that latch the circuit")
+    window: int = Field(50, ge=4, le=10_000, description="latest outcomes remembered per adapter")
+    share: float = Field(0.5, gt=0, lt=1, description="latch when more than this share of a full window is one kind")
+    state_file: str | None = Field(
+        None, description="latches, read by every process and by resume; default: beside an SQLite journal, "
+        "else cancel-processor-guard.json in the working directory")
+
+    @model_validator(mode="after")
+    def _run_fits_window(self) -> "GuardConfig":
+        if self.in_a_row > self.window:  # the run is counted within the window: it could never trip
+            raise ValueError(f"in_a_row ({self.in_a_row}) must not exceed window ({self.window})")
+        return self
+
+
+class ReconcileConfig(_Section):
+    """``cancel-processor reconcile``: how hard it may ask the vendors."""
+
+    concurrency: int = Field(4, ge=1, le=64, description="status reads at the same time")
+    rate: float = Field(20.0, gt=0, description="status reads per second, at most")
+
+
 class Config(_Section):
     connect: ConnectConfig = ConnectConfig()
     journal: JournalConfig = JournalConfig()
@@ -182,6 +210,8 @@ class Config(_Section):
     rules: list[RuleConfig] = []
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
+    guard: GuardConfig = GuardConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
     source: str = Field("<defaults>", exclude=True)
 
     @model_validator(mode="after")

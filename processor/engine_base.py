@@ -37,6 +37,7 @@ from processor.adapters.base import (
 )
 from processor.circuit import CircuitBreaker
 from processor.config import Config
+from processor.guard import AnomalyGuard, LatchFile, latch_path
 from processor.journal.base import FINAL_STATES, NOTED_STATES, Claim, Journal, LeaseLost, RequestRecord, State
 from processor.leases import LeaseKeeper
 from processor.marketplace import Marketplace, MarketplaceError, TransientError
@@ -108,6 +109,7 @@ class EngineBase:
             )
             for name in self.adapters
         }
+        self.guard = AnomalyGuard(config.guard, self.breakers, self.metrics, LatchFile(latch_path(config)))
         self._random = random.Random()
 
     # -- which adapter, which policy ------------------------------------------------------------
@@ -156,9 +158,9 @@ class EngineBase:
                 with self.leases.hold(claim):  # heartbeat while the vendor takes its time
                     result = method(call)
         except Exception as exc:  # noqa: BLE001 - a vendor's code may raise anything; it may have acted
-            result = Ambiguous(f"adapter raised {type(exc).__name__}: {exc}")
+            result = Ambiguous(f"adapter raised {type(exc).__name__}: {exc}", raised=True)
         if not isinstance(result, _OUTCOMES):
-            result = Ambiguous(f"adapter returned {type(result).__name__}, not an outcome")
+            result = Ambiguous(f"adapter returned {type(result).__name__}, not an outcome", raised=True)
         self.metrics.vendor_calls.labels(operation=operation, outcome=outcome_name(result)).observe(
             time.perf_counter() - started
         )

@@ -190,6 +190,11 @@ class Metrics:
             "cancel_stranded_claims_total", "Claims a dead or frozen process left behind, taken over", registry=r
         )
         self.circuit_open = Gauge("cancel_vendor_circuit_open", "1 while the vendor circuit is open", ["adapter"], registry=r)
+        self.anomaly = Gauge(
+            "cancel_vendor_anomaly",
+            "1 while the anomaly guard holds the adapter's circuit open, until cancel-processor resume",
+            ["adapter"], registry=r,
+        )
         self.passes = Counter("cancel_poll_passes_total", "Completed polling passes", registry=r)
         self.notes_owed = Gauge(
             "cancel_notes_owed", "Notes Connect has not taken yet, left owed by the last pass (counts up to 100)",

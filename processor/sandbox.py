@@ -18,6 +18,7 @@ from processor.mock.faults import FaultSettings
 from processor.mock.marketplace import MarketplaceSettings, approve_template, create_app
 from processor.mock.serve import ServerThread
 from processor.mock.vendor import VendorSettings, create_app as create_vendor_app
+from processor.mock.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 
 __all__ = ["Sandbox", "Check", "VENDOR_TOKEN_ENV", "adapter_options"]
 
@@ -32,6 +33,8 @@ def adapter_options(base_url: str, mode: str) -> dict[str, Any]:
         "idempotency": {"key": "key", "natural": "natural"}.get(mode, "none"),
         "auth": {"type": "bearer", "env": VENDOR_TOKEN_ENV},
         "timeout": {"connect": 2, "read": 10},
+        # What the mock vendor's bodies mean: the adapter's defaults name no vendor's codes.
+        "outcomes": MOCK_VENDOR_OUTCOMES,
         "suspend": True,
         "purge": True,
     }
@@ -84,6 +87,7 @@ class Sandbox:
         gone_pattern: str = r"^SUB-GONE",
         state_dir: str | None = None,
         vendor_token: str = SANDBOX_VENDOR_TOKEN,
+        vendor_read_only_token: str | None = None,
         **marketplace_options: Any,
     ) -> None:
         self.mode = vendor_mode
@@ -97,7 +101,7 @@ class Sandbox:
         )
         self.vendor_app = create_vendor_app(
             VendorSettings(
-                token=vendor_token, mode=vendor_mode, refuse_pattern=refuse_pattern, gone_pattern=gone_pattern,
+                token=vendor_token, read_only_token=vendor_read_only_token, mode=vendor_mode, refuse_pattern=refuse_pattern, gone_pattern=gone_pattern,
                 faults=vendor_faults or FaultSettings(),
                 state_file=os.path.join(state_dir, "vendor.sqlite") if state_dir else None,
             )

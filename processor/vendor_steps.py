@@ -44,6 +44,7 @@ from processor.adapters.base import (
     outcome_name,
     supports,
 )
+from processor.circuit import Attempt, CircuitOpen
 from processor.engine_base import EngineBase
 from processor.journal.base import Claim, LeaseLost, State
 from processor.model import CancelRequest
@@ -93,21 +94,40 @@ class VendorSteps(EngineBase):
         adapter = self._adapter(claim, decision)
         if adapter is None:
             return self._not_loaded(claim, request, decision)
-        wait = self.breakers[adapter.name].allow()
-        if wait:
-            self._defer(claim, request, claim.state, wait, "vendor circuit open")
-        fields: dict[str, Any] = {}
-        if step is PURGE:
-            # The request is approved: no poll will ever list it again, so a crash inside this step
-            # must leave a timer for claim_due to find once the lease has run out.
-            fields["next_attempt_at"] = self.clock()
-        claim = self._move(
-            claim, request, step.intent, attempts=claim.record.attempts + 1,
-            data={**claim.record.data, **data, "step_from": claim.state.value},
-            detail=f"intent: {step.name} via {adapter.name}", **fields,
-        )
-        crashpoints.reached("after_intent")
-        return self._call_step(claim, request, decision, adapter, step, uncertain=False)
+        problem = self._unsafe_call(adapter, step, claim, request, decision)
+        if problem is not None:
+            return problem
+        self.guard.sync()  # a latch set or lifted by another process (cancel-processor resume)
+        try:
+            with self.breakers[adapter.name].attempt() as attempt:
+                fields: dict[str, Any] = {}
+                if step is PURGE:
+                    # The request is approved: no poll will ever list it again, so a crash inside
+                    # this step must leave a timer for claim_due to find once the lease has run out.
+                    fields["next_attempt_at"] = self.clock()
+                claim = self._move(
+                    claim, request, step.intent, attempts=claim.record.attempts + 1,
+                    data={**claim.record.data, **data, "step_from": claim.state.value},
+                    detail=f"intent: {step.name} via {adapter.name}", **fields,
+                )
+                crashpoints.reached("after_intent")
+                return self._call_step(claim, request, decision, adapter, step, False, attempt)
+        except CircuitOpen as shut:
+            self._defer(claim, request, claim.state, shut.wait, str(shut))
+
+    def _unsafe_call(
+        self, adapter: VendorAdapter, step: VendorStep, claim: Claim, request: CancelRequest, decision: Decision
+    ) -> Claim | None:
+        """Park a request whose ids would change the vendor URL (``/``, ``..``), before any call."""
+        check = getattr(adapter, "check_call", None)
+        if not callable(check):
+            return None
+        problem = check(step.name, self._vendor_call(claim, request, step.name, decision))
+        if not problem:
+            return None
+        if step is PURGE:  # approved already: it cannot be failed, whatever processing.malformed says
+            return self._move(claim, request, State.PARKED, reason=f"malformed request: {problem}", last_error=problem)
+        return self._bad_request(claim, request, str(problem))
 
     def _resume_step(self, claim: Claim, request: CancelRequest, decision: Decision) -> Claim:
         """Found in an intent state: the call may already have acted."""
@@ -115,52 +135,78 @@ class VendorSteps(EngineBase):
         adapter = self._adapter(claim, decision)
         if adapter is None:
             return self._not_loaded(claim, request, decision)
-        wait = self.breakers[adapter.name].allow()
-        if wait:
-            self._defer(claim, request, step.intent, wait, "vendor circuit open")
+        self.guard.sync()
+        try:
+            # Every way out of this block -- a park without a call, a deferral, a lost lease --
+            # gives a half-open probe back (the leak: allow() taken here, then parked).
+            with self.breakers[adapter.name].attempt() as attempt:
+                return self._resume_in(claim, request, decision, adapter, step, attempt)
+        except CircuitOpen as shut:
+            self._defer(claim, request, step.intent, shut.wait, str(shut))
+
+    def _resume_in(
+        self, claim: Claim, request: CancelRequest, decision: Decision, adapter: VendorAdapter,
+        step: VendorStep, attempt: Attempt,
+    ) -> Claim:
         if adapter.idempotency in (Idempotency.KEY, Idempotency.NATURAL):
             claim = self._move(claim, request, step.intent, attempts=claim.record.attempts + 1,
                                detail=f"repeat {step.name} via {adapter.name} (vendor deduplicates)")
-            return self._call_step(claim, request, decision, adapter, step, uncertain=True)
+            return self._call_step(claim, request, decision, adapter, step, True, attempt)
         if not has_status_read(adapter):
             return self._move(claim, request, State.PARKED, reason=_NO_SAFE_REPEAT)
         status = self._call(adapter, "status", self._vendor_call(claim, request, step.name), claim)
         if not isinstance(status, SubscriptionStatus):
-            return self._record_step(claim, request, adapter, step, status, True)
+            return self._record_step(claim, request, adapter, step, status, True, attempt)
         if status in step.confirmed:
             confirmed = Terminated(f"confirmed by status read ({status.value})")
-            return self._record_step(claim, request, adapter, step, confirmed, True)
+            return self._record_step(claim, request, adapter, step, confirmed, True, attempt)
         if status is S.NOT_FOUND or (step is SUSPEND and status in TERMINATE.confirmed):
             gone = AlreadyGone(f"status read: {status.value}")
-            return self._record_step(claim, request, adapter, step, gone, True)
+            return self._record_step(claim, request, adapter, step, gone, True, attempt)
         if step is PURGE and status in (S.ACTIVE, S.SUSPENDED):
+            attempt.success()
             return self._purge_skipped(claim, request, status)
         if status in step.not_acted:
             # The earlier call did not act: calling again cannot act twice.
             claim = self._move(claim, request, step.intent, attempts=claim.record.attempts + 1,
                                detail=f"status read: {status.value}; {step.name} again")
-            return self._call_step(claim, request, decision, adapter, step, uncertain=False)
+            return self._call_step(claim, request, decision, adapter, step, False, attempt)
         unclear = RetryLater(f"status read answered {status.value}")
-        return self._record_step(claim, request, adapter, step, unclear, True)
+        return self._record_step(claim, request, adapter, step, unclear, True, attempt)
 
     def _call_step(
         self, claim: Claim, request: CancelRequest, decision: Decision, adapter: VendorAdapter,
-        step: VendorStep, uncertain: bool,
+        step: VendorStep, uncertain: bool, attempt: Attempt,
     ) -> Claim:
         call = self._vendor_call(claim, request, step.name, decision if step is not PURGE else None)
         outcome = self._call(adapter, step.name, call, claim)
         crashpoints.reached("after_vendor")
         if self.leases is not None and self.leases.lost(claim):
             raise LeaseLost(claim.request_id, claim.fence)
-        return self._record_step(claim, request, adapter, step, outcome, uncertain)
+        if isinstance(outcome, Failed) and has_status_read(adapter):
+            outcome = self._confirmed(claim, request, adapter, step, outcome)
+        return self._record_step(claim, request, adapter, step, outcome, uncertain, attempt)
+
+    def _confirmed(
+        self, claim: Claim, request: CancelRequest, adapter: VendorAdapter, step: VendorStep, failed: Failed
+    ) -> Any:
+        """A definite error is no evidence either way; a status read can be (a vendor that answers a
+        bare 404 for a subscription it already ended). Anything else keeps the error."""
+        status = self._call(adapter, "status", self._vendor_call(claim, request, step.name), claim)
+        if status in step.confirmed:
+            return Terminated(f"confirmed by status read ({status.value}) after {failed.detail}")
+        if status is S.NOT_FOUND or (step is SUSPEND and status in TERMINATE.confirmed):
+            return AlreadyGone(f"status read: {status.value}, after {failed.detail}")
+        return failed
 
     def _record_step(
         self, claim: Claim, request: CancelRequest, adapter: VendorAdapter, step: VendorStep,
-        outcome: Any, uncertain: bool,
+        outcome: Any, uncertain: bool, attempt: Attempt,
     ) -> Claim:
         """Record a vendor outcome. ``uncertain``: an earlier call of this step may have acted."""
         name = outcome_name(outcome)
-        breaker = self.breakers[adapter.name]
+        breaker = attempt
+        self.guard.record(adapter.name, name)  # a burst of gone/refused latches the circuit
         if isinstance(outcome, (Terminated, AlreadyGone)):
             breaker.success()
             done = step.done if isinstance(outcome, Terminated) else name
@@ -180,13 +226,19 @@ class VendorSteps(EngineBase):
             delay = outcome.after if outcome.after is not None else self._backoff(1)
             self._defer(claim, request, back, delay, outcome.detail or name, outcome=name)
         if isinstance(outcome, Ambiguous):
-            breaker.failure()
             if adapter.idempotency is Idempotency.NONE and not has_status_read(adapter):
+                breaker.failure()
                 return self._move(claim, request, State.PARKED, outcome=name, last_error=outcome.detail,
                                   reason=_NO_SAFE_REPEAT)
-            self._defer(claim, request, step.intent, self._backoff(1), outcome.detail or name, outcome=name)
-        # Failed: a definite error that is not a refusal.
-        breaker.success()  # the vendor answered; this is not an outage
+            if not outcome.raised:
+                breaker.failure()
+                self._defer(claim, request, step.intent, self._backoff(1), outcome.detail or name, outcome=name)
+            # The adapter's own code raised (or answered nonsense): repeatable in this mode, but a
+            # bug retried forever is no better than a poison request. Counted below, and never
+            # refused, because the call may have acted (uncertain).
+            uncertain, back = True, step.intent
+        # Failed (or an adapter that raised): a definite error that is not a refusal.
+        breaker.success()  # the vendor answered, or it was never reached; this is not an outage
         detail = outcome.detail if isinstance(outcome, Failed) else f"unexpected adapter answer {outcome!r}"
         failures = int(claim.record.data.get("failures", 0)) + 1
         data = {**claim.record.data, "failures": failures}

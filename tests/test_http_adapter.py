@@ -35,6 +35,7 @@ from processor.adapters.http import HttpAdapter, retry_after_seconds
 from processor.mock.faults import FaultSettings
 from processor.mock.serve import ServerThread, free_port
 from processor.mock.vendor import VendorApp, VendorSettings, create_app
+from processor.mock.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 from processor.model import CancelRequest
 
 BASE = "https://vendor.test"
@@ -79,54 +80,105 @@ def sent(mock: responses.RequestsMock, index: int = -1) -> requests.PreparedRequ
 # -- status codes and bodies -------------------------------------------------------------------
 
 
+def failed(code: int, error: str, body: str, op: str = "terminate", method: str = "POST",
+           path: str = "/v1/subscriptions/{subscription_id}/terminate") -> Failed:
+    """A definite error's detail: the call, its URL template, the status and the body."""
+    head = f"{op}: HTTP {code}" + (f" {error}" if error else "")
+    return Failed(f"{head} from {method} {BASE}{path}; body: {body}")
+
+
 @pytest.mark.parametrize(
     ("status", "body", "expected"),
     [
         (200, {"id": "SUB-1", "status": "terminated"}, Terminated("terminate: HTTP 200")),
         (200, {"id": "SUB-1", "status": "purged"}, Terminated("terminate: HTTP 200")),
-        (404, {"error": "not_found"}, AlreadyGone("terminate: HTTP 404 not_found")),
-        (410, {}, AlreadyGone("terminate: HTTP 410")),
-        (
-            409,
-            {"error": "already_terminated"},
-            AlreadyGone("terminate: HTTP 409 already_terminated"),
-        ),
-        (
-            409,
-            {"error": "idempotency_key_in_use"},
-            RetryLater("terminate: HTTP 409 idempotency_key_in_use"),
-        ),
-        (409, {"error": "conflict"}, Failed("terminate: HTTP 409 conflict")),
-        (
-            422,
-            {"error": "refused", "message": "Outstanding balance."},
-            Refused("Outstanding balance."),
-        ),
-        (
-            422,
-            {"error": "idempotency_key_reuse"},
-            Failed("terminate: HTTP 422 idempotency_key_reuse"),
-        ),
-        (400, {"message": "Contract runs until May."}, Refused("Contract runs until May.")),
-        (400, {"error": "invalid_json"}, Failed("terminate: HTTP 400 invalid_json")),
-        (403, {"message": "Managed by a reseller."}, Refused("Managed by a reseller.")),
-        (401, {"error": "unauthorized"}, Failed("terminate: HTTP 401 unauthorized")),
-        (418, {}, Failed("terminate: HTTP 418")),
+        # No status code alone approves or refuses a vendor we have never seen.
+        (404, {"error": "not_found"}, failed(404, "not_found", '{"error": "not_found"}')),
+        (404, {"error": "no_route"}, failed(404, "no_route", '{"error": "no_route"}')),
+        (410, {}, failed(410, "", "{}")),
+        (409, {"error": "already_terminated"},
+         failed(409, "already_terminated", '{"error": "already_terminated"}')),
+        (422, {"error": "refused", "message": "No."},
+         failed(422, "refused", '{"error": "refused", "message": "No."}')),
+        (400, {"message": "Contract runs until May."},
+         failed(400, "", '{"message": "Contract runs until May."}')),
+        (403, {"message": "Missing scope."}, failed(403, "", '{"message": "Missing scope."}')),
+        (401, {"error": "unauthorized"}, failed(401, "unauthorized", '{"error": "unauthorized"}')),
+        (418, {}, failed(418, "", "{}")),
         (429, {}, RetryLater("terminate: HTTP 429")),
         (503, {}, RetryLater("terminate: HTTP 503")),
         (500, {}, Ambiguous("terminate: HTTP 500; the vendor may have acted")),
         (502, {}, Ambiguous("terminate: HTTP 502; the vendor may have acted")),
         (504, {}, Ambiguous("terminate: HTTP 504; the vendor may have acted")),
         (501, {}, Ambiguous("terminate: HTTP 501; the vendor may have acted")),
-        (302, {}, Failed("terminate: HTTP 302")),
+        (302, {}, failed(302, "", "{}")),
     ],
 )
-def test_status_codes_map_to_outcomes(
+def test_the_default_map_gives_no_final_outcome_from_a_status_code(
     vendor: responses.RequestsMock, status: int, body: Any, expected: Any
 ) -> None:
     vendor.post(TERMINATE, status=status, json=body, headers={"Location": f"{BASE}/elsewhere"})
     assert adapter().terminate(call()) == expected
     assert len(vendor.calls) == 1  # no retries and no redirects inside the adapter
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (404, {"error": "not_found"}, AlreadyGone("terminate: HTTP 404 not_found")),
+        (404, {"error": "no_route"}, failed(404, "no_route", '{"error": "no_route"}')),
+        (404, "<html>Not Found</html>", failed(404, "", "<html>Not Found</html>")),
+        (409, {"error": "already_terminated"}, AlreadyGone("terminate: HTTP 409 already_terminated")),
+        (409, {"error": "idempotency_key_in_use"}, RetryLater("terminate: HTTP 409 idempotency_key_in_use")),
+        (409, {"error": "conflict"}, failed(409, "conflict", '{"error": "conflict"}')),
+        (422, {"error": "refused", "message": "Outstanding balance."}, Refused("Outstanding balance.")),
+        (422, {"error": "idempotency_key_reuse"},
+         failed(422, "idempotency_key_reuse", '{"error": "idempotency_key_reuse"}')),
+        (403, {"message": "Managed by a reseller."}, failed(403, "", '{"message": "Managed by a reseller."}')),
+        (400, {"error": "validation", "message": "bad"}, failed(400, "validation", '{"error": "validation", "message": "bad"}')),
+    ],
+)
+def test_the_mock_vendor_map_needs_its_bodies_for_gone_and_refused(
+    vendor: responses.RequestsMock, status: int, body: Any, expected: Any
+) -> None:
+    if isinstance(body, str):
+        vendor.post(TERMINATE, status=status, body=body)
+    else:
+        vendor.post(TERMINATE, status=status, json=body)
+    assert adapter(outcomes=MOCK_VENDOR_OUTCOMES).terminate(call()) == expected
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        ({"404": "already_gone"}, "option 'outcomes.404[0]': already_gone from a status code alone"),
+        ({"403": "refused"}, "option 'outcomes.403[0]': refused from a status code alone"),
+        ({"4xx": ["refused"]}, "option 'outcomes.4xx[0]': refused from a status code alone"),
+        ({"404": "success"}, "option 'outcomes.404[0]': success from a status code alone"),
+        ({"404": [{"when": {"error": None}, "outcome": "already_gone"}]}, "outcomes.404[0]': already_gone"),
+        ({"404": [{"when": {"error": []}, "outcome": "already_gone"}]}, "outcomes.404[0]': already_gone"),
+        ({"404": [{"when": {}, "outcome": "already_gone"}]}, "outcomes.404[0]': already_gone"),
+    ],
+)
+def test_a_final_outcome_without_a_body_condition_is_refused_at_start(
+    outcomes: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(AdapterError) as error:
+        adapter(outcomes=outcomes)
+    assert expected in str(error.value) and "add when:" in str(error.value)
+
+
+def test_a_definite_error_names_the_url_template_never_the_secret(
+    vendor: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VENDOR_TOKEN", SECRET)
+    vendor.post(TERMINATE, status=403, body=f"token {SECRET} lacks scope\r\n" + "x" * 400)
+    outcome = adapter(auth={"type": "bearer", "env": "VENDOR_TOKEN"}).terminate(call())
+    assert isinstance(outcome, Failed) and SECRET not in outcome.detail
+    assert outcome.detail.startswith(
+        f"terminate: HTTP 403 from POST {BASE}/v1/subscriptions/{{subscription_id}}/terminate; "
+        "body: token *** lacks scope")
+    assert outcome.detail.endswith("...") and len(outcome.detail) < 400
 
 
 def test_a_replayed_answer_is_marked_in_the_detail(vendor: responses.RequestsMock) -> None:
@@ -137,8 +189,8 @@ def test_a_replayed_answer_is_marked_in_the_detail(vendor: responses.RequestsMoc
 def test_outcomes_are_configurable_per_code_per_range_and_by_body() -> None:
     options = {
         "outcomes": {
-            404: "failed",
-            "4xx": "refused",
+            404: "retry_later",
+            "4xx": [{"when": {"type": "declined"}, "outcome": "refused"}, "failed"],
             "409": [
                 {"when": {"error.code": ["gone", "closed"]}, "outcome": "already_gone"},
                 "retry_later",
@@ -147,12 +199,12 @@ def test_outcomes_are_configurable_per_code_per_range_and_by_body() -> None:
     }
     with responses.RequestsMock() as vendor:
         vendor.post(TERMINATE, status=404, json={})
-        vendor.post(TERMINATE, status=401, json={"message": "No."})
+        vendor.post(TERMINATE, status=401, json={"type": "declined", "message": "No."})
         vendor.post(TERMINATE, status=409, json={"error": {"code": "closed"}})
         vendor.post(TERMINATE, status=409, json={"error": {"code": "busy"}})
         http = adapter(**options)
         assert [http.terminate(call()) for _ in range(4)] == [
-            Failed("terminate: HTTP 404"),
+            RetryLater("terminate: HTTP 404"),
             Refused("No."),
             AlreadyGone("terminate: HTTP 409"),
             RetryLater("terminate: HTTP 409"),
@@ -165,22 +217,24 @@ def test_the_refusal_reason_is_one_short_printable_line(vendor: responses.Reques
     )
     vendor.post(TERMINATE, status=422, json={"error": "refused"})
     vendor.post(TERMINATE, status=422, body="<html>nope</html>")
-    http = adapter()
+    http = adapter(outcomes={"422": [{"when": {"error": "refused"}, "outcome": "refused"},
+                                     {"when": {"message": "Balance due.\r\n\x1b[31mCall us\x00." + "x" * 900},
+                                      "outcome": "refused"}, "failed"]})
     first = http.terminate(call())
     assert isinstance(first, Refused)
     assert first.reason.startswith("Balance due. [31mCall us .xxx") and len(first.reason) == 500
     assert first.reason.isprintable()
-    default = Refused("The vendor declined to cancel this subscription.")
-    assert http.terminate(call()) == default
-    assert http.terminate(call()) == default
+    assert http.terminate(call()) == Refused("The vendor declined to cancel this subscription.")
+    assert isinstance(http.terminate(call()), Failed)  # no body that says "refused": not evidence
 
 
 def test_the_refusal_reason_field_and_default_are_configurable(
     vendor: responses.RequestsMock,
 ) -> None:
-    vendor.post(TERMINATE, status=422, json={"error": {"detail": "Locked by legal hold."}})
-    vendor.post(TERMINATE, status=422, json={})
-    http = adapter(refusal={"field": "error.detail", "default": "Please contact the vendor."})
+    vendor.post(TERMINATE, status=422, json={"error": {"code": "declined", "detail": "Locked by legal hold."}})
+    vendor.post(TERMINATE, status=422, json={"error": {"code": "declined"}})
+    http = adapter(refusal={"field": "error.detail", "default": "Please contact the vendor."},
+                   outcomes={"422": [{"when": {"error.code": "declined"}, "outcome": "refused"}, "failed"]})
     assert http.terminate(call()) == Refused("Locked by legal hold.")
     assert http.terminate(call()) == Refused("Please contact the vendor.")
 
@@ -268,7 +322,7 @@ def test_empty_reasons_are_left_out_of_the_default_body(vendor: responses.Reques
 
 
 def test_templates_fill_and_quote_request_fields(vendor: responses.RequestsMock) -> None:
-    url = f"{BASE}/api/v2/accounts/TA-0001/subs/ACME%2F42%20x/cancel?region=eu%2Fwest"
+    url = f"{BASE}/api/v2/accounts/TA-0001/subs/ACME%3A42%20x/cancel?region=eu%2Fwest"
     vendor.add("DELETE", url, json={"state": "cancelled"})
     http = HttpAdapter(
         {
@@ -291,7 +345,7 @@ def test_templates_fill_and_quote_request_fields(vendor: responses.RequestsMock)
             },
         }
     )
-    assert http.terminate(call("ACME/42 x")) == Terminated("terminate: HTTP 200")
+    assert http.terminate(call("ACME:42 x")) == Terminated("terminate: HTTP 200")
     assert json.loads(sent(vendor).body) == {
         "ref": REQUEST.id,
         "meta": {
@@ -301,6 +355,31 @@ def test_templates_fill_and_quote_request_fields(vendor: responses.RequestsMock)
             "dry_run": False,
         },
     }
+
+
+@pytest.mark.parametrize(
+    ("subscription_id", "problem"),
+    [
+        ("SUB/1", "'SUB/1' holds a slash"),
+        ("..", "'..' holds a dot segment"),
+        ("SUB-1/../../admin", "holds a slash"),
+        ("SUB\\1", "holds a slash"),
+        ("SUB-1\r\nX-Injected: 1", "holds a control character"),
+        (" ", "is empty"),
+    ],
+)
+def test_an_id_that_would_change_the_url_is_never_sent(
+    vendor: responses.RequestsMock, subscription_id: str, problem: str
+) -> None:
+    http = adapter()
+    reason = http.check_call("terminate", call(subscription_id))
+    assert reason is not None and problem in reason
+    assert reason.endswith("for the URL /v1/subscriptions/{subscription_id}/terminate")
+    outcome = http.terminate(call(subscription_id))
+    assert isinstance(outcome, Failed) and outcome.detail.endswith("nothing was sent")
+    assert len(vendor.calls) == 0
+    assert http.check_call("terminate", call("SUB-1.2_x:y")) is None
+    assert http.check_call("status", call("SUB/1")) is None  # not configured: nothing to check
 
 
 def test_no_request_is_sent_without_a_subscription_id(vendor: responses.RequestsMock) -> None:
@@ -487,10 +566,11 @@ def test_suspend_and_purge_use_their_own_paths_and_success_values(
         f"{BASE}/v1/subscriptions/SUB-1/purge", status=409, json={"error": "not_terminated"}
     )
     vendor.post(f"{BASE}/v1/subscriptions/SUB-1/purge", json={"status": "terminated"})
-    http = adapter(suspend=True, purge=True)
+    http = adapter(suspend=True, purge=True, outcomes=MOCK_VENDOR_OUTCOMES)
     assert http.suspend(call()) == Terminated("suspend: HTTP 200")
     assert http.suspend(call()) == AlreadyGone("suspend: HTTP 409 already_terminated")
-    assert http.purge(call()) == Failed("purge: HTTP 409 not_terminated")
+    assert http.purge(call()) == failed(409, "not_terminated", '{"error": "not_terminated"}', "purge",
+                                        path="/v1/subscriptions/{subscription_id}/purge")
     assert isinstance(http.purge(call()), Ambiguous)  # "terminated" does not confirm a purge
 
 
@@ -502,11 +582,13 @@ def test_suspend_and_purge_use_their_own_paths_and_success_values(
         (200, {"status": "cancelled"}, SubscriptionStatus.TERMINATED),  # configured below
         (200, {"status": "pending_review"}, SubscriptionStatus.UNKNOWN),
         (200, {"id": "SUB-1"}, Failed("status: HTTP 200 but the body has no status")),
-        (404, {"error": "not_found"}, SubscriptionStatus.NOT_FOUND),
+        (404, {"error": "not_found"}, SubscriptionStatus.NOT_FOUND),  # the configured body
+        (404, {"error": "no_route"},
+         failed(404, "no_route", '{"error": "no_route"}', "status", "GET", "/v1/subscriptions/{subscription_id}")),
         (503, {}, RetryLater("status: HTTP 503")),
         (500, {}, RetryLater("status: HTTP 500")),  # a read changes nothing: just ask again
-        (401, {"error": "unauthorized"}, Failed("status: HTTP 401 unauthorized")),
-        (405, {"error": "not_supported"}, Failed("status: HTTP 405 not_supported")),
+        (401, {"error": "unauthorized"},
+         failed(401, "unauthorized", '{"error": "unauthorized"}', "status", "GET", "/v1/subscriptions/{subscription_id}")),
     ],
 )
 def test_status_reads_map_the_vendor_status(
@@ -516,7 +598,7 @@ def test_status_reads_map_the_vendor_status(
     expected: Any,
 ) -> None:
     vendor.get(f"{BASE}/v1/subscriptions/SUB-1", status=status, json=body)
-    http = adapter(status={"values": {"cancelled": "terminated"}})
+    http = adapter(status={"values": {"cancelled": "terminated"}}, outcomes=MOCK_VENDOR_OUTCOMES)
     assert http.status(call()) == expected
 
 
@@ -773,8 +855,14 @@ def mock_vendor(
 
 def mock_adapter(url: str, **options: Any) -> HttpAdapter:
     return HttpAdapter(
-        {"base_url": url, "auth": {"type": "bearer", "env": "MOCK_VENDOR_TOKEN"}, **options}
+        {"base_url": url, "auth": {"type": "bearer", "env": "MOCK_VENDOR_TOKEN"},
+         "outcomes": MOCK_VENDOR_OUTCOMES, **options}
     )
+
+
+def is_failed(outcome: Any, head: str) -> bool:
+    """A definite error whose detail starts with ``head`` (then names the URL template and body)."""
+    return isinstance(outcome, Failed) and outcome.detail.startswith(head + " from ")
 
 
 def effects(app: VendorApp) -> tuple[int, int]:
@@ -796,7 +884,7 @@ def test_mock_vendor_in_key_mode_replays_repeats_and_settles_a_dropped_answer(
     reuse = VendorCall(
         request=REQUEST, subscription_id="SUB-100", idempotency_key=call("SUB-100").idempotency_key
     )
-    assert http.suspend(reuse) == Failed("suspend: HTTP 422 idempotency_key_reuse")
+    assert is_failed(http.suspend(reuse), "suspend: HTTP 422 idempotency_key_reuse")
     # The vendor acts, then the connection drops: ambiguous; the same key again settles it.
     app.faults.update(FaultSettings(drop_rate=1.0))
     assert isinstance(http.terminate(call("SUB-200")), Ambiguous)
@@ -817,7 +905,7 @@ def test_mock_vendor_in_natural_mode_answers_repeats_with_already_gone(
     assert http.suspend(call("SUB-100", "suspend")) == AlreadyGone(
         "suspend: HTTP 409 already_terminated"
     )
-    assert http.purge(call("SUB-101", "purge")) == Failed("purge: HTTP 409 not_terminated")
+    assert is_failed(http.purge(call("SUB-101", "purge")), "purge: HTTP 409 not_terminated")
     assert http.purge(call("SUB-100", "purge")) == Terminated("purge: HTTP 200")
     assert http.purge(call("SUB-100", "purge")) == AlreadyGone("purge: HTTP 409 already_purged")
     assert effects(app) == (1, 0)
@@ -856,8 +944,8 @@ def test_mock_vendor_in_none_mode_acts_twice_on_a_repeat(
     assert http.terminate(call("SUB-100")) == Terminated("terminate: HTTP 200")
     assert effects(app) == (2, 1)  # why the engine parks an ambiguous call to such a vendor
     misconfigured = mock_adapter(url, idempotency="none", status=True)
-    assert misconfigured.status(call("SUB-100")) == Failed("status: HTTP 405 not_supported")
-    wrong_token = HttpAdapter({"base_url": url})
-    assert wrong_token.terminate(call("SUB-300")) == Failed("terminate: HTTP 401 unauthorized")
+    assert is_failed(misconfigured.status(call("SUB-100")), "status: HTTP 405 not_supported")
+    wrong_token = HttpAdapter({"base_url": url, "outcomes": MOCK_VENDOR_OUTCOMES})
+    assert is_failed(wrong_token.terminate(call("SUB-300")), "terminate: HTTP 401 unauthorized")
     for adapter_ in (http, misconfigured, wrong_token):
         adapter_.close()

@@ -94,9 +94,15 @@ class RetryLater:
 
 @dataclass(frozen=True, slots=True)
 class Ambiguous:
-    """The call may or may not have acted."""
+    """The call may or may not have acted.
+
+    ``raised``: set by the engine when the adapter's own code raised or answered something that is
+    not an outcome; repeated only as the vendor's mode allows, and counted as a definite error
+    toward the poison limit (a bug is not retried forever).
+    """
 
     detail: str = ""
+    raised: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """The ``http`` adapter: a vendor's REST API, described by options instead of code.
 
 ``HttpAdapter(options)`` validates every option at start-up (unknown keys included) and raises
-:class:`AdapterError` naming the key. The defaults speak the local mock vendor's API, so usually
-only ``base_url``, ``idempotency`` and ``auth`` need saying. A null option means its default, except
+:class:`AdapterError` naming the key. The default paths are the local mock vendor's
+(``/v1/subscriptions/{subscription_id}/terminate``); the default outcome map names no vendor's
+error codes (see Outcomes). A null option means its default, except
 for ``body`` and ``success_field``, where null means none (no body, no success check)::
 
     base_url: https://vendor.example.com      # http or https; may carry a path prefix
@@ -15,7 +16,7 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
     verify: true                              # or the path of a CA bundle; never off
     proxy: null                               # an http(s) proxy URL; none from the environment
     body: {request_id: "{request_id}", reason_code: "{reason_code}", comment: "{reason_comment}"}
-    outcomes: {"404": already_gone, "409": [{when: {error: x}, outcome: retry_later}, failed]}
+    outcomes: {"404": [{when: {error: not_found}, outcome: already_gone}, failed]}
     refusal: {field: message, default: "..."} # where a refusal's customer-facing reason is
     max_retry_after: 3600                     # cap on a vendor's Retry-After, seconds
     terminate: {method: POST, path: "/v1/subscriptions/{subscription_id}/terminate",
@@ -25,6 +26,8 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
     purge: true       # likewise (success_values: [purged])
     status: true      # {method: GET, path: "/v1/subscriptions/{subscription_id}", field: status,
                       #  values: {cancelled: terminated}}; absent: the adapter has no status()
+    probe: {subscription_id: SUB-KNOWN, expect: [active]}  # or {path: /healthz}: what
+                      # cancel-processor check asks (see processor.adapters.http_probe)
 
 Templates (paths and body strings) name fields in braces: :data:`TEMPLATE_FIELDS` and
 ``params.<parameter id>``; an unknown field is a start-up error. Path values are URL-quoted; body
@@ -32,8 +35,13 @@ values that render empty are left out. No field varies between attempts, because
 changes under the same idempotency key is another request to a Stripe-like vendor.
 
 Outcomes. A status code is looked up exactly, then by range (``4xx``); an entry is an outcome name
-(:data:`OUTCOME_NAMES`) or a list of rules matched against the JSON body, first match wins. The
-defaults tell the mock vendor's 409 and 422 variants apart by ``error``. A transport failure that
+(:data:`OUTCOME_NAMES`) or a list of rules matched against the JSON body, first match wins.
+Defaults: 2xx success, 429 and 503 retry_later, other 5xx ambiguous, everything else failed (a
+definite error, counted toward ``processing.max_attempts``, then parked by default), with a detail
+naming the method, the URL template, the status and the start of the body. No status code alone
+ends a request: ``already_gone`` and ``refused`` (and ``success`` outside 2xx) need a ``when``
+condition on the body, checked at start-up; a bare 404 may be a mistyped path. The mock vendor's
+map is :data:`processor.mock.vendor.outcomes.MOCK_VENDOR_OUTCOMES`. A transport failure that
 proves nothing was sent (refused, DNS, connect timeout, certificate rejected) is
 :class:`RetryLater`; one after the request may have left (read timeout, reset, dropped
 mid-answer) is :class:`Ambiguous`. So is a 2xx whose body fails the success check (not JSON, or
@@ -51,11 +59,8 @@ closed by :meth:`HttpAdapter.close`.
 from __future__ import annotations
 
 import json
-import re
 import ssl
 import threading
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
@@ -86,6 +91,9 @@ from processor.adapters.http_options import (
     scalar,
     short,
 )
+from processor.adapters.http_text import body_text, customer_reason, path_value_problem
+from processor.adapters.http_text import detail as describe
+from processor.adapters.http_text import retry_after_seconds
 
 __all__ = [
     "DEFAULT_OUTCOMES",
@@ -96,8 +104,6 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 1 << 20
-MAX_REASON_CHARS = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class HttpAdapter:
@@ -139,6 +145,12 @@ class HttpAdapter:
     def _status(self, call: VendorCall) -> SubscriptionStatus | RetryLater | Failed:
         return self._perform("status", call)  # type: ignore[return-value]
 
+    def probe(self) -> Any:
+        """What ``cancel-processor check`` asks this vendor (the ``probe`` option; see :mod:`.http_probe`)."""
+        from processor.adapters.http_probe import probe
+
+        return probe(self)
+
     def close(self) -> None:
         with self._lock:
             sessions, self._sessions = self._sessions, []
@@ -154,12 +166,32 @@ class HttpAdapter:
             f"{self.idempotency.value!r}, operations={sorted(s.operations)}, auth={auth!r})"
         )
 
+    def check_call(self, operation: str, call: VendorCall) -> str | None:
+        """Why ``call`` must not be sent: a path value that is empty or would change the URL.
+
+        ``/`` is sent as ``%2F``, which many routers decode into another path; ``..`` climbs out
+        of it; control characters split it. The engine asks before it records an intent and parks
+        such a request as malformed; :meth:`_perform` asks again, so nothing is ever sent.
+        """
+        op = self.settings.operations.get(operation)
+        if op is None:
+            return None
+        fields = _fields(call)
+        for name in op.path.path_fields():
+            problem = path_value_problem(fields.get(name, ""))
+            if problem:
+                return f"{name} {problem} for the URL {op.path.text}"
+        return None
+
     def _perform(self, name: str, call: VendorCall) -> Outcome | SubscriptionStatus:
         op = self.settings.operations[name]
         fields = _fields(call)
         empty = [f for f in op.path.fields() if not fields.get(f)]
         if empty:
             return Failed(f"{name}: no {empty[0]} for the URL; nothing was sent")
+        problem = self.check_call(name, call)
+        if problem:
+            return Failed(f"{name}: {problem}; nothing was sent")
         url = self.settings.base_url + op.path.render(fields, lambda value: quote(value, safe=""))
         headers = {"Accept": "application/json", **self.settings.headers}
         if self.settings.credential is not None:
@@ -201,13 +233,20 @@ class HttpAdapter:
     def _answer(self, op: Operation, code: int, headers: Mapping[str, str], raw: bytes) -> Any:
         body = _json(raw)
         outcome = op.outcome_for(code, body)
-        detail = self._scrub(_detail(op.name, code, body, headers))
+        detail = self._scrub(describe(op.name, code, body, headers))
         # A status read changes nothing, so its "may have acted" is only "ask again".
         if outcome == "retry_later" or (outcome == "ambiguous" and op.statuses is not None):
             after = retry_after_seconds(
                 headers.get("Retry-After"), cap=self.settings.max_retry_after
             )
             return RetryLater(detail, after=after)
+        if outcome == "failed":
+            # A definite error is read by a person: say which call, what came back, and why it
+            # decides nothing (a mistyped path answers 404, a token without the scope 403).
+            detail = self._scrub(
+                f"{detail} from {op.method} {self.settings.base_url}{op.path.text}; "
+                f"body: {body_text(raw)}"
+            )
         if op.statuses is not None:
             return _status_answer(op, outcome, body, detail)
         if outcome == "success":
@@ -227,7 +266,7 @@ class HttpAdapter:
             return AlreadyGone(detail)
         if outcome == "refused":
             reason = lookup(body, self.settings.refusal_field)
-            return Refused(self._scrub(_customer_reason(reason, self.settings.refusal_default)))
+            return Refused(self._scrub(customer_reason(reason, self.settings.refusal_default)))
         if outcome == "ambiguous":
             return Ambiguous(f"{detail}; the vendor may have acted")
         return Failed(detail)
@@ -327,25 +366,6 @@ def _unsent(exc: BaseException) -> bool:
     return False
 
 
-def retry_after_seconds(
-    value: str | None, *, cap: float = 3600.0, now: datetime | None = None
-) -> float | None:
-    """``Retry-After`` (delay-seconds or HTTP-date) as seconds in ``[0, cap]``; None if unusable."""
-    text = (value or "").strip()
-    if not text:
-        return None
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    return min(max(seconds, 0.0), cap)
-
-
 def _fields(call: VendorCall) -> dict[str, str]:
     r = call.request
     values = {
@@ -380,24 +400,3 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw) if raw.strip() else None
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _detail(operation: str, code: int, body: Any, headers: Mapping[str, str]) -> str:
-    detail = f"{operation}: HTTP {code}"
-    error = next(
-        (v for v in (lookup(body, "error"), lookup(body, "code")) if isinstance(v, str) and v),
-        None,
-    )
-    if error:
-        detail += " " + _CONTROL.sub(" ", error)[:80]
-    if headers.get("Idempotent-Replayed", "").lower() == "true":
-        detail += " (replayed)"
-    return detail
-
-
-def _customer_reason(value: Any, default: str) -> str:
-    """The vendor's words for the customer: one line, printable, at most 500 characters."""
-    text = " ".join(_CONTROL.sub(" ", value).split()) if isinstance(value, str) else ""
-    if not text:
-        return default
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1].rstrip() + "…"

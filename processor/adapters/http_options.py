@@ -24,11 +24,13 @@ __all__ = [
     "DEFAULT_BODY",
     "DEFAULT_OUTCOMES",
     "DEFAULT_REFUSAL",
+    "EVIDENCE_OUTCOMES",
     "OUTCOME_NAMES",
     "TEMPLATE_FIELDS",
     "Credential",
     "HttpSettings",
     "Operation",
+    "ProbeSettings",
     "Template",
     "lookup",
     "parse_options",
@@ -48,26 +50,22 @@ DEFAULT_REFUSAL = "The vendor declined to cancel this subscription."
 DEFAULT_BODY = {"request_id": "{request_id}", "reason_code": "{reason_code}",
                 "comment": "{reason_comment}"}
 # Written as options, so that the defaults pass the same validation as what an operator writes.
-# The bodies' "error" values are the mock vendor's; other vendors override by code.
+# Safe for a vendor we have never seen: no status code alone ends a request. A 404 may be a
+# mistyped path, a 403 a token without the right scope, a 400 or 422 a validation bug on either
+# side; each is a definite error (counted toward processing.max_attempts, then parked by default).
+# "Gone" and "refused" need a body the operator names under outcomes (see the mock vendor's map in
+# processor.mock.vendor.outcomes and config/processor.example.yaml), or a status read.
 DEFAULT_OUTCOMES: dict[str, Any] = {
     "1xx": "failed",
     "2xx": "success",
     "3xx": "failed",  # redirects are not followed: a moved API is a configuration error
-    "400": [{"when": {"error": ["invalid_json", "invalid_idempotency_key"]}, "outcome": "failed"},
-            "refused"],
-    "403": "refused",
-    "404": "already_gone",
-    "409": [{"when": {"error": "idempotency_key_in_use"}, "outcome": "retry_later"},  # in flight
-            {"when": {"error": ["already_terminated", "already_suspended", "already_purged"]},
-             "outcome": "already_gone"},
-            "failed"],
-    "410": "already_gone",
-    "422": [{"when": {"error": "idempotency_key_reuse"}, "outcome": "failed"}, "refused"],
     "429": "retry_later",
     "4xx": "failed",
     "503": "retry_later",
     "5xx": "ambiguous",  # 500, 502, 504: the vendor (or a proxy in front of it) may have acted
 }
+# Outcomes the customer sees (approve after "gone", refuse): never from a status code alone.
+EVIDENCE_OUTCOMES = ("already_gone", "refused")
 _SUCCESS_VALUES = {"terminate": ["terminated", "purged"], "suspend": ["suspended"],
                    "purge": ["purged"]}
 # fmt: on
@@ -169,6 +167,16 @@ class Template:
     def fields(self) -> list[str]:
         return [name for _, name in self.parts if name is not None]
 
+    def path_fields(self) -> list[str]:
+        """The fields before a ``?``: the ones whose value could change which resource is called."""
+        found: list[str] = []
+        for literal, name in self.parts:
+            if "?" in literal:
+                break
+            if name is not None:
+                found.append(name)
+        return found
+
 
 def _body_template(value: Any, key: str) -> Any:
     """A JSON body whose strings may be templates; nested objects and arrays are allowed."""
@@ -210,7 +218,12 @@ _Table = Mapping[str, tuple[Rule, ...]]
 
 
 def _outcome_table(raw: Any, key: str, base: _Table) -> dict[str, tuple[Rule, ...]]:
-    """``base`` with the entries of ``raw`` replacing it code by code."""
+    """``base`` with the entries of ``raw`` replacing it code by code.
+
+    A rule that ends a request needs a body condition: ``already_gone`` and ``refused`` always,
+    ``success`` outside 2xx. A bare ``"404": already_gone`` is how a mistyped path approved every
+    cancellation; it is refused at start-up, naming the key.
+    """
     table = dict(base)
     for code, spec in _Options(raw, key + ".").data.items():
         code = str(code).lower()
@@ -218,6 +231,14 @@ def _outcome_table(raw: Any, key: str, base: _Table) -> dict[str, tuple[Rule, ..
             raise _bad(f"{key}.{code}", "a status code like 404 or a range like 4xx", code)
         items = spec if isinstance(spec, list) else [spec]
         table[code] = tuple(_rule(item, f"{key}.{code}[{i}]") for i, item in enumerate(items))
+        for i, rule in enumerate(table[code]):
+            final = rule.outcome in EVIDENCE_OUTCOMES or (rule.outcome == "success" and code[0] != "2")
+            # null matches a body without the field, an empty list nothing: neither is evidence
+            if final and (not rule.when or any(None in v or not v for _, v in rule.when)):
+                raise AdapterError(
+                    f"option '{key}.{code}[{i}]': {rule.outcome} from a status code alone is not "
+                    f"evidence; add when: {{<body field>: <value the vendor sends>}}"
+                )
     return table
 
 
@@ -407,6 +428,37 @@ def short(value: Any, limit: int = 80) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """``probe``: what ``cancel-processor check`` asks the vendor (:mod:`.http_probe`)."""
+
+    subscription_id: str | None = None  # a status read of this known subscription
+    expect: frozenset[SubscriptionStatus] = frozenset()  # the statuses it may answer (empty: any known)
+    path: str | None = None  # or GET this path (a health endpoint); a 2xx answers
+
+
+def _probe(raw: Any, has_status: bool) -> ProbeSettings | None:
+    if raw is None:
+        return None
+    o = _Options(raw, "probe.")
+    subscription, path = o.text("subscription_id", None), o.text("path", None)
+    listed = o.get("expect", [])
+    o.done()
+    if (subscription is None) == (path is None):
+        raise AdapterError("option 'probe': give exactly one of subscription_id (a status read) or path")
+    if path is not None and not path.startswith("/"):
+        raise _bad("probe.path", "a path starting with '/'", path)
+    if subscription is not None and not has_status:
+        raise AdapterError("option 'probe.subscription_id': a status read probe needs the status operation")
+    expect = set()
+    for value in listed if isinstance(listed, list) else [listed]:
+        try:
+            expect.add(SubscriptionStatus(value))
+        except ValueError:
+            raise _bad("probe.expect", "subscription statuses", value) from None
+    return ProbeSettings(subscription, frozenset(expect), path)
+
+
+@dataclass(frozen=True, slots=True)
 class HttpSettings:
     """Everything :class:`~processor.adapters.http.HttpAdapter` needs, validated."""
 
@@ -422,6 +474,7 @@ class HttpSettings:
     refusal_default: str
     max_retry_after: float
     operations: Mapping[str, Operation]  # terminate always; suspend, purge, status when configured
+    probe: ProbeSettings | None = None
 
 
 def parse_options(options: Mapping[str, Any]) -> HttpSettings:
@@ -451,6 +504,7 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
     for name in ("suspend", "purge", "status"):
         if (raw := o.get(name, False)) is not False:
             operations[name] = _operation(name, raw, body, table)
+    probe = _probe(o.get("probe", None), "status" in operations)
     o.done()
     return HttpSettings(
         base_url=base_url,
@@ -465,6 +519,7 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
         refusal_default=refusal[1],
         max_retry_after=max_retry_after,
         operations=operations,
+        probe=probe,
     )
 
 

@@ -126,6 +126,9 @@ def make_readiness(
                 errors["connect"] = str(why)
         if breakers is not None:
             report["circuits"] = {name: "open" if b.is_open else "closed" for name, b in sorted(breakers.items())}
+            for name, breaker in sorted(breakers.items()):
+                if getattr(breaker, "latched", None):  # the anomaly guard: why, and how to resume
+                    errors[f"circuit {name}"] = str(breaker.latched)
         if errors:
             report["errors"] = errors
         return report

@@ -3,7 +3,8 @@
 Vendor API (``Authorization: Bearer <token>`` on every call, else 401 ``unauthorized``):
 
 - ``POST /v1/subscriptions/{id}/terminate|suspend|purge``, optional JSON body
-  ``{"request_id", "reason_code", "comment"}`` → 200 ``{"id", "status", "<action>ed_at", ...}``;
+  ``{"request_id", "reason_code", "comment"}`` (strings, else 400 ``validation_failed``) → 200
+  ``{"id", "status", "<action>ed_at", ...}``; 403 ``forbidden`` with the read-only token;
   404 ``not_found``; 422 ``refused`` (terminate); 409 ``not_terminated`` (purge before terminate),
   ``already_terminated`` (suspend after terminate, or any repeat in ``natural`` mode),
   ``already_suspended`` / ``already_purged`` (repeats in ``natural`` mode).
@@ -56,6 +57,7 @@ class VendorApp:
     def __init__(self, settings: VendorSettings) -> None:
         self.mode = Mode(settings.mode)
         self._token = settings.token.encode()
+        self._read_only_token = settings.read_only_token.encode() if settings.read_only_token else None
         self._work_s = settings.work_ms / 1000.0
         self._store = SqliteStore(settings.state_file) if settings.state_file else None
         self.state = VendorState(settings.refuse_pattern, settings.gone_pattern, self._store)
@@ -103,12 +105,17 @@ class VendorApp:
             headers = {"Idempotent-Replayed": "true"} if replayed else None
             return JSONResponse(body, status_code, headers=headers)
 
+        if self._read_only(request):
+            return answer(403, {"error": "forbidden", "message": "this token lacks the subscriptions:write scope"})
         if not self._authorized(request):
             return answer(401, {"error": "unauthorized"})
         try:
             body = await _json_body(request)
         except _BadBody as exc:
             return answer(exc.status_code, {"error": exc.error})
+        problem = _invalid_field(body)
+        if problem:
+            return answer(400, {"error": "validation_failed", "message": problem})
         if isinstance(body.get("request_id"), str):
             request_id = body["request_id"]
 
@@ -156,7 +163,7 @@ class VendorApp:
             )
             return JSONResponse(body, status_code, headers=headers)
 
-        if not self._authorized(request):
+        if not self._authorized(request) and not self._read_only(request):
             return answer(401, {"error": "unauthorized"})
         if self.mode is Mode.NONE:
             return answer(405, {"error": "not_supported"}, {"Allow": "POST"})
@@ -164,6 +171,14 @@ class VendorApp:
         if sub is None:
             return answer(404, {"error": "not_found"})
         return answer(200, sub.public())
+
+    def _read_only(self, request: Request) -> bool:
+        if self._read_only_token is None:
+            return False
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), self._read_only_token
+        )
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
@@ -263,6 +278,14 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _BadBody(400, "invalid_json")
     return body
+
+
+def _invalid_field(body: dict[str, Any]) -> str | None:
+    """The body's documented fields are strings: anything else is a client bug (400)."""
+    for name in ("request_id", "reason_code", "comment"):
+        if name in body and not isinstance(body[name], str):
+            return f"{name} must be a string"
+    return None
 
 
 def _path_with_query(request: Request) -> str:

@@ -18,6 +18,9 @@ DEFAULT_TOKEN = "vendor-local-token"
 class VendorSettings:
     # Bearer token clients must send. Kept out of repr() so it never lands in a log line.
     token: str = field(default=DEFAULT_TOKEN, repr=False)
+    # A second token that may read but not act: actions answer 403 forbidden (a token without the
+    # write scope). None: no such token. Kept out of repr() like the token.
+    read_only_token: str | None = field(default=None, repr=False)
     # key | natural | read | none: what a repeated call does (see the package docstring).
     mode: Mode | str = Mode.KEY
     # Unknown ids matching this regex exist but refuse termination (422); empty: none do.
