@@ -146,6 +146,9 @@ class BatchSteps(Lifecycle):
             try:
                 if wait:
                     self._defer(claim, request, claim.state, wait, "vendor circuit open")
+                if (held := self._send_right(claim, request, adapter)) is not None:
+                    results[request.id] = held.state.value
+                    continue
                 claim = self._move(
                     claim, request, TERMINATE.intent, attempts=claim.record.attempts + 1,
                     data={**prepared.data, "step_from": State.NEW.value, "batch": batch_id},

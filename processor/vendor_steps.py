@@ -44,7 +44,7 @@ from processor.adapters.base import (
     outcome_name,
     supports,
 )
-from processor.engine_base import EngineBase
+from processor.liveness import Liveness
 from processor.journal.base import Claim, LeaseLost, State
 from processor.model import CancelRequest
 from processor.policy import Decision
@@ -72,7 +72,7 @@ PURGE = VendorStep("purge", State.PURGING, "purged", frozenset({S.PURGED}), froz
 STEPS = {step.intent: step for step in (TERMINATE, SUSPEND, PURGE)}
 
 
-class VendorSteps(EngineBase):
+class VendorSteps(Liveness):
     def _missing_capability(self, adapter: VendorAdapter, decision: Decision) -> str | None:
         """Why the policy cannot run with this adapter, checked before anything is done."""
         policy, named = decision.policy, f"policy '{decision.policy_name}'"
@@ -96,6 +96,8 @@ class VendorSteps(EngineBase):
         wait = self.breakers[adapter.name].allow()
         if wait:
             self._defer(claim, request, claim.state, wait, "vendor circuit open")
+        if (held := self._send_right(claim, request, adapter)) is not None:
+            return held  # an earlier holder may still send: parked after holder_wait (processor.liveness)
         fields: dict[str, Any] = {}
         if step is PURGE:
             # The request is approved: no poll will ever list it again, so a crash inside this step
@@ -118,6 +120,8 @@ class VendorSteps(EngineBase):
         wait = self.breakers[adapter.name].allow()
         if wait:
             self._defer(claim, request, step.intent, wait, "vendor circuit open")
+        if (held := self._send_right(claim, request, adapter)) is not None:
+            return held
         if adapter.idempotency in (Idempotency.KEY, Idempotency.NATURAL):
             claim = self._move(claim, request, step.intent, attempts=claim.record.attempts + 1,
                                detail=f"repeat {step.name} via {adapter.name} (vendor deduplicates)")
