@@ -180,8 +180,9 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
     terminate_effects = [e for e in ledger["effects"] if e["action"] == "terminate"]
     effective = Counter(e["subscription_id"] for e in terminate_effects)
     # Subscriptions terminated more than once: a second effect, or one the vendor flagged as a repeat.
-    duplicates = len({s for s, n in effective.items() if n > 1} |
-                     {e["subscription_id"] for e in terminate_effects if e.get("duplicate")})
+    duplicated = ({s for s, n in effective.items() if n > 1} |
+                  {e["subscription_id"] for e in terminate_effects if e.get("duplicate")})
+    duplicates = len(duplicated)
     terminate_calls = [c for c in ledger["calls"] if c["action"] == "terminate"]
     refused_subs = {c["subscription_id"] for c in terminate_calls if c["status_code"] == 422}
     subs = {rid: subscription_of(cancels[rid]) for rid in seeded if rid in cancels}
@@ -249,6 +250,10 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
         "blind_repeats": blind_repeats[:20], "unclean": unclean,
         "unfinished_states": {rid: (records[rid].state.value if rid in records else None, status[rid])
                               for rid in sorted(unfinished)[:20]},
+        "duplicates": sorted(duplicated)[:20],
+        # Every request behind a failed invariant, for the evidence (bench/evidence.py).
+        "offenders": sorted(unfinished | missing | set(without) | set(refused_otherwise) | set(twice) | set(disagree)
+                            | {rid for rid, sub in subs.items() if sub in duplicated or sub in blind_repeats}),
     }
     return Report(rows, details, facts)
 
