@@ -44,8 +44,8 @@ from processor.adapters.base import (
     outcome_name,
     supports,
 )
-from processor.liveness import Liveness
 from processor.journal.base import Claim, LeaseLost, State
+from processor.liveness import Liveness
 from processor.model import CancelRequest
 from processor.policy import Decision
 from processor.timing import Dates, iso
