@@ -138,18 +138,31 @@ def final_times(market_url: str, request_ids: set[str]) -> dict[str, float]:
 def transition_owners(journal_url: str) -> dict[str, int]:
     """How many distinct processes wrote each request's transitions (owner = host:pid:nonce)."""
     query = "SELECT request_id, COUNT(DISTINCT owner) FROM transitions WHERE owner IS NOT NULL GROUP BY request_id"
+    return {rid: int(n) for rid, n in _journal_query(journal_url, query)}
+
+
+def suspensions(journal_url: str) -> tuple[int, int]:
+    """Takeovers that waited for a previous holder still alive (processor/liveness.py): transitions,
+    and distinct requests."""
+    query = ("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM transitions "
+             "WHERE detail LIKE 'retry after %suspended: previous holder alive%'")
+    rows = _journal_query(journal_url, query)
+    return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+
+def _journal_query(journal_url: str, query: str) -> list[tuple[Any, ...]]:
     if journal_url.startswith("sqlite:///"):
         import sqlite3
 
         conn = sqlite3.connect(journal_url[len("sqlite:///"):], timeout=30)
         try:
-            return {rid: int(n) for rid, n in conn.execute(query)}
+            return list(conn.execute(query))
         finally:
             conn.close()
     import psycopg
 
     with psycopg.connect(journal_url, autocommit=True) as pg:
-        return {rid: int(n) for rid, n in pg.execute(query).fetchall()}
+        return list(pg.execute(query).fetchall())
 
 
 def _reason_group(reason: str | None) -> str:
@@ -169,6 +182,7 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
     finally:
         journal.close()
     owners = transition_owners(journal_url)
+    suspended, suspended_requests = suspensions(journal_url)
 
     status = {rid: cancels.get(rid, {}).get("status") for rid in seeded}
     approved = {rid for rid in seeded if status[rid] == "approved"}
@@ -180,8 +194,9 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
     terminate_effects = [e for e in ledger["effects"] if e["action"] == "terminate"]
     effective = Counter(e["subscription_id"] for e in terminate_effects)
     # Subscriptions terminated more than once: a second effect, or one the vendor flagged as a repeat.
-    duplicates = len({s for s, n in effective.items() if n > 1} |
-                     {e["subscription_id"] for e in terminate_effects if e.get("duplicate")})
+    duplicated = ({s for s, n in effective.items() if n > 1} |
+                  {e["subscription_id"] for e in terminate_effects if e.get("duplicate")})
+    duplicates = len(duplicated)
     terminate_calls = [c for c in ledger["calls"] if c["action"] == "terminate"]
     refused_subs = {c["subscription_id"] for c in terminate_calls if c["status_code"] == 422}
     subs = {rid: subscription_of(cancels[rid]) for rid in seeded if rid in cancels}
@@ -232,6 +247,7 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
             " / ".join(str(facts.injected.get(k, 0)) for k in ("errors", "throttles", "drops"))),
         Row("lease steals (claims a paused daemon held, taken over while it slept)", str(facts.lease_steals)),
         Row("requests finished by another process than the one that began them", str(taken_over)),
+        Row("takeovers suspended while the previous holder lived (requests)", f"{suspended} ({suspended_requests})"),
         must("daemons not stopping cleanly on SIGTERM", len(unclean)),
         Row("fault phase (requests still unfinished when the last fault healed)",
             f"{facts.fault_seconds:.0f} s ({facts.left_at_last_fault})"),
@@ -249,6 +265,10 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
         "blind_repeats": blind_repeats[:20], "unclean": unclean,
         "unfinished_states": {rid: (records[rid].state.value if rid in records else None, status[rid])
                               for rid in sorted(unfinished)[:20]},
+        "duplicates": sorted(duplicated)[:20],
+        # Every request behind a failed invariant, for the evidence (bench/evidence.py).
+        "offenders": sorted(unfinished | missing | set(without) | set(refused_otherwise) | set(twice) | set(disagree)
+                            | {rid for rid, sub in subs.items() if sub in duplicated or sub in blind_repeats}),
     }
     return Report(rows, details, facts)
 

@@ -27,6 +27,7 @@ import heapq
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ import yaml
 
 from bench.checker import Report, RunFacts, check, final_times, render_markdown
 from bench.daemons import Daemon, fresh_schema, held_by, taken_from
+from bench.evidence import keep_evidence
 from processor.journal import open_journal
 from processor.journal.base import FINAL_STATES, State
 from processor.mock.faults import FaultSettings
@@ -241,7 +243,8 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
     facts = RunFacts(seed=settings.seed, mode=settings.mode, command=command,
                      store=f"{settings.store}, {settings.processes} process{'es' if settings.processes > 1 else ''}")
     with ExitStack() as stack:
-        workdir = Path(settings.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
+        # A work directory of our own is removed after a clean run only: a failed one keeps the evidence.
+        workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="soak-"))
         workdir.mkdir(parents=True, exist_ok=True)
         if settings.store == "postgres":
             journal_url = stack.enter_context(fresh_schema(settings.postgres_url, "soak"))
@@ -375,9 +378,9 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
         report = check(sandbox, journal_url, seeded, facts)
         if not report.ok:
             say(f"invariants failed; details: {report.details}")
-            for daemon in daemons:
-                tail = daemon.log.read_text(encoding="utf-8", errors="replace")[-1500:] if daemon.log.exists() else ""
-                say(f"--- end of {daemon.name}'s log ---\n{tail}")
+            keep_evidence(sandbox, journal_url, report, workdir, say)
+        elif not settings.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
         return report
 
 

@@ -163,12 +163,17 @@ class BatchSteps(Lifecycle):
         started: list[tuple[Claim, CancelRequest, Decision]] = []
         for claim, request, decision, prepared in ready:
             try:
+                if (held := self._send_right(claim, request, adapter)) is not None:
+                    results[request.id] = held.state.value  # parked: an earlier holder may still send
+                    continue
                 claim = self._move(
                     claim, request, TERMINATE.intent, attempts=claim.record.attempts + 1,
                     data={**prepared.data, "step_from": State.NEW.value, "batch": batch_id},
                     detail=f"intent: terminate via {adapter.name} in {batch_id} ({len(ready)} requests)",
                 )
                 started.append((claim, request, decision))
+            except Deferred as deferred:  # suspended while an earlier holder may still send
+                results[request.id] = deferred.claim.state.value
             except LeaseLost:
                 results[request.id] = "lease_lost"
         if not started:

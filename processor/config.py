@@ -101,6 +101,9 @@ class JournalConfig(_Section):
     url: str = "sqlite:///cancel-processor.db"
     lease_seconds: float = Field(60.0, gt=1, description="a claim expires after this long without a heartbeat")
     pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connection pool size")
+    holder_wait: float = Field(
+        600.0, gt=0, description="seconds a request waits for an earlier holder that is still alive (frozen past "
+        "its lease) and may still send a call the vendor cannot deduplicate, before it is parked for a person")
 
     @property
     def options(self) -> dict[str, float | int]:

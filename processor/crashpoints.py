@@ -1,8 +1,12 @@
 """Named crash points, for the crash tests that SIGKILL the daemon inside each crash window.
 
 ``CANCEL_PROCESSOR_CRASH_AT=after_intent`` kills the process with SIGKILL the first time the engine
-passes that point; ``after_intent:3`` the third time. Unset (always, in production) it costs one
-dictionary lookup. The names are the windows of the crash-window table in DESIGN.md:
+passes that point; ``after_intent:3`` the third time. ``CANCEL_PROCESSOR_PAUSE_AT`` takes the same
+form and freezes the process with SIGSTOP instead: it keeps its sockets, its PostgreSQL sessions and
+its file locks, exactly like a process stopped by a debugger, a hung VM or a long GC pause, and
+goes on where it stopped when it gets SIGCONT (the frozen-holder tests). Unset (always, in
+production) each costs one comparison. The names are the windows of the crash-window table in
+DESIGN.md:
 
 - ``after_claim``: the lease is taken, no intent recorded
 - ``after_intent``: intent recorded, vendor not yet called
@@ -21,17 +25,36 @@ __all__ = ["POINTS", "reached"]
 
 POINTS = ("after_claim", "after_intent", "after_vendor", "after_result", "after_approve")
 
-_spec = os.environ.get("CANCEL_PROCESSOR_CRASH_AT", "")
-_name, _, _nth = _spec.partition(":")
-_remaining = int(_nth or 1) if _name else 0
+
+class _Point:
+    """One armed point: the signal to send ourselves the ``nth`` time ``name`` is reached."""
+
+    def __init__(self, spec: str, signum: int) -> None:
+        name, _, nth = spec.partition(":")
+        self.name = name
+        self.remaining = int(nth or 1) if name else 0
+        self.signum = signum
+
+    def passed(self, point: str) -> bool:
+        """Count a pass of ``point``; True when this pass is the armed one."""
+        if point != self.name:
+            return False
+        self.remaining -= 1
+        return self.remaining == 0
+
+
+_armed = [
+    _Point(os.environ.get("CANCEL_PROCESSOR_CRASH_AT", ""), signal.SIGKILL),
+    _Point(os.environ.get("CANCEL_PROCESSOR_PAUSE_AT", ""), signal.SIGSTOP),
+]
+_armed = [point for point in _armed if point.name]
 _lock = threading.Lock()
 
 
 def reached(point: str) -> None:
-    global _remaining
-    if point != _name:
+    if not _armed:
         return
     with _lock:
-        _remaining -= 1
-        if _remaining == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+        fire = [armed.signum for armed in _armed if armed.passed(point)]
+    for signum in fire:
+        os.kill(os.getpid(), signum)  # SIGSTOP returns only once someone sends SIGCONT

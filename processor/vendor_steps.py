@@ -45,8 +45,8 @@ from processor.adapters.base import (
     supports,
 )
 from processor.circuit import Attempt, CircuitOpen
-from processor.engine_base import EngineBase
 from processor.journal.base import Claim, LeaseLost, State
+from processor.liveness import Liveness
 from processor.model import CancelRequest
 from processor.policy import Decision
 from processor.timing import Dates, iso
@@ -73,7 +73,7 @@ PURGE = VendorStep("purge", State.PURGING, "purged", frozenset({S.PURGED}), froz
 STEPS = {step.intent: step for step in (TERMINATE, SUSPEND, PURGE)}
 
 
-class VendorSteps(EngineBase):
+class VendorSteps(Liveness):
     def _missing_capability(self, adapter: VendorAdapter, decision: Decision) -> str | None:
         """Why the policy cannot run with this adapter, checked before anything is done."""
         policy, named = decision.policy, f"policy '{decision.policy_name}'"
@@ -100,6 +100,8 @@ class VendorSteps(EngineBase):
         self.guard.sync()  # a latch set or lifted by another process (cancel-processor resume)
         try:
             with self.breakers[adapter.name].attempt() as attempt:
+                if (held := self._send_right(claim, request, adapter)) is not None:
+                    return held  # an earlier holder may still send: parked after holder_wait (processor.liveness)
                 fields: dict[str, Any] = {}
                 if step is PURGE:
                     # The request is approved: no poll will ever list it again, so a crash inside
@@ -148,6 +150,8 @@ class VendorSteps(EngineBase):
         self, claim: Claim, request: CancelRequest, decision: Decision, adapter: VendorAdapter,
         step: VendorStep, attempt: Attempt,
     ) -> Claim:
+        if (held := self._send_right(claim, request, adapter)) is not None:
+            return held  # an earlier holder may still send: parked after holder_wait (processor.liveness)
         if adapter.idempotency in (Idempotency.KEY, Idempotency.NATURAL):
             claim = self._move(claim, request, step.intent, attempts=claim.record.attempts + 1,
                                detail=f"repeat {step.name} via {adapter.name} (vendor deduplicates)")

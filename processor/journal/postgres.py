@@ -55,6 +55,7 @@ from processor.journal.base import (
     State,
     Transition,
 )
+from processor.journal.holders import PostgresSendRights
 from processor.journal.queries import load_migrations, load_queries
 from processor.journal.rows import (
     MUTABLE_FIELDS,
@@ -120,12 +121,23 @@ class PostgresJournal:
             kwargs["connect_timeout"] = max(1, int(connect_timeout))
         self._clock = clock
         self._schema = schema
+        self._dsn = url  # with its password, if any: for the send-rights session, never shown
+        self._connect_timeout = connect_timeout
+        self._senders: PostgresSendRights | None = None
         self._stall_ms = max(1, round(stall_timeout * 1000))
         self._q = load_queries("postgres")
         self._pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
             url, min_size=min_size, max_size=pool_size, kwargs=kwargs, configure=self._configure,
             check=ConnectionPool.check_connection, timeout=connect_timeout, name="journal", open=True,
         )
+
+    @property
+    def senders(self) -> PostgresSendRights:
+        """Send rights (:mod:`processor.journal.holders`): advisory locks of one session."""
+        if self._senders is None:
+            self._senders = PostgresSendRights(self._dsn, connect_timeout=self._connect_timeout,
+                                               schema=self._schema)
+        return self._senders
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -311,10 +323,14 @@ class PostgresJournal:
         return Claim(claim.owner, claim.fence, _record(row))
 
     def release(self, claim: Claim) -> None:
-        with self._autocommit() as cur:
-            cur.execute(self._q["release"], {
-                "request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner,
-            })
+        try:
+            with self._autocommit() as cur:
+                cur.execute(self._q["release"], {
+                    "request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner,
+                })
+        finally:  # the claim's work is over: it sends nothing more, whatever the lease says
+            if self._senders is not None:
+                self._senders.release(claim.request_id, claim.fence)
 
     def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
         state = State(to_state)
@@ -400,4 +416,7 @@ class PostgresJournal:
                     yield _record(row)
 
     def close(self) -> None:
+        if self._senders is not None:
+            self._senders.close()
+            self._senders = None
         self._pool.close()

@@ -45,6 +45,7 @@ from processor.journal.base import (
     State,
     Transition,
 )
+from processor.journal.holders import LocalSendRights, file_send_rights
 from processor.journal.queries import load_migrations, load_queries
 from processor.journal.sqlite_connections import MEMORY, Connections, PerThread, Shared
 from processor.journal.rows import (
@@ -119,8 +120,16 @@ class SQLiteJournal:
         with self._errors():
             kind = Shared if path == MEMORY or connections == "shared" else PerThread
             self._connections: Shared | PerThread = kind(path, busy_timeout)
+        self._senders: LocalSendRights | None = None
         if auto_migrate:
             self.migrate()
+
+    @property
+    def senders(self) -> LocalSendRights:
+        """Send rights (:mod:`processor.journal.holders`): a lock file beside the database."""
+        if self._senders is None:
+            self._senders = LocalSendRights() if self.path == MEMORY else file_send_rights(self.path)
+        return self._senders
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -292,10 +301,14 @@ class SQLiteJournal:
         return Claim(claim.owner, claim.fence, _record(rows[0]))
 
     def release(self, claim: Claim) -> None:
-        with self._write() as conn:
-            conn.execute(self._q["release"], {
-                "request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner,
-            })
+        try:
+            with self._write() as conn:
+                conn.execute(self._q["release"], {
+                    "request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner,
+                })
+        finally:  # the claim's work is over: it sends nothing more, whatever the lease says
+            if self._senders is not None:
+                self._senders.release(claim.request_id, claim.fence)
 
     def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
         state = State(to_state)
@@ -380,4 +393,7 @@ class SQLiteJournal:
             left = None if left is None else left - len(rows)
 
     def close(self) -> None:
+        if self._senders is not None:
+            self._senders.close()
+            self._senders = None
         self._connections.close()
