@@ -15,9 +15,11 @@ Cancellation policies (``policies``, ``rules``, ``defaults.policy``) are modelle
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal, Mapping
 
 import yaml
@@ -38,6 +40,7 @@ __all__ = [
     "PolicyConfig",
     "RuleConfig",
     "load_config",
+    "require_products",
     "read_secret",
     "configured_secrets",
     "ENV_PREFIX",
@@ -72,9 +75,12 @@ class ConnectConfig(_Section):
     api_key_env: str = "CONNECT_API_KEY"
     api_key_file: str | None = None
     timeout_connect: float = Field(10.0, gt=0)
-    timeout_read: float = Field(60.0, gt=0)
+    # Shorter than processing.shutdown_timeout, so a stop never waits on a read (see runtime).
+    timeout_read: float = Field(20.0, gt=0)
     page_size: int = Field(100, ge=1, le=1000)
     verify: bool | str = Field(True, description="TLS verification, or a CA bundle path")
+    # http:// to a host other than loopback sends the API key in clear: refused unless this is set.
+    allow_insecure: bool = False
     retry: RetryConfig = RetryConfig()
 
     @field_validator("endpoint")
@@ -87,10 +93,37 @@ class ConnectConfig(_Section):
     @field_validator("verify")
     @classmethod
     def _ca_bundle(cls, value: bool | str) -> bool | str:
+        if value is False:
+            # As for the vendor's API: a private CA is trusted by naming it, never by trusting anyone.
+            raise ValueError("TLS verification cannot be turned off; to trust a private CA, give the path "
+                             "of its PEM bundle")
         # A mistyped path would otherwise surface only as a TLS failure on the first call.
         if isinstance(value, str) and not Path(value).is_file():
             raise ValueError("expected true, or the path of an existing CA bundle file (PEM)")
         return value
+
+
+    @model_validator(mode="after")
+    def _clear_text(self) -> "ConnectConfig":
+        if self.insecure and not self.allow_insecure:
+            raise ValueError(f"endpoint: {self.endpoint} would send the API key in clear text over http://; "
+                             "use https://, or on a test network set connect.allow_insecure: true")
+        return self
+
+    @property
+    def insecure(self) -> bool:
+        """A plain-http endpoint on a host other than loopback (the local mocks are fine)."""
+        parts = urlsplit(self.endpoint)
+        return parts.scheme == "http" and not _loopback(parts.hostname or "")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class JournalConfig(_Section):
@@ -262,12 +295,16 @@ def read_secret(*, env: str | None, file: str | None, what: str) -> str | None:
     return None
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] | None = None) -> dict[str, Any]:
+    """The overrides from the environment; ``origins`` receives each key path's variable name, so
+    an error in a value (or a mistyped name) blames the variable, not the file."""
     out: dict[str, Any] = {}
+    origins = {} if origins is None else origins
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        origins[tuple(path)] = name
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -277,7 +314,18 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             node[path[-1]] = raw
     if "CONNECT_ENDPOINT" in environ:
         out.setdefault("connect", {})["endpoint"] = environ["CONNECT_ENDPOINT"]
+        origins[("connect", "endpoint")] = "CONNECT_ENDPOINT"
     return out
+
+
+def _blamed(loc: str, msg: str, origins: Mapping[tuple[str, ...], str]) -> str | None:
+    """The environment variable behind the key ``loc`` (or named in the message), if one set it."""
+    path = tuple(loc.split(".")) if loc else ()
+    for keys, name in sorted(origins.items(), key=lambda kv: -len(kv[0])):
+        if path[: len(keys)] == keys or (len(path) < len(keys) and keys[: len(path)] == path
+                                         and ".".join(keys[len(path):]) in msg):
+            return name
+    return None
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -346,6 +394,10 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            line = Path(path).read_bytes()[: exc.start].count(b"\n") + 1
+            raise ConfigError(source, "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}): "
+                              "save the file as UTF-8") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
@@ -354,7 +406,8 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             raise ConfigError(source, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
-    overrides = _env_overrides(environ)
+    origins: dict[tuple[str, ...], str] = {}
+    overrides = _env_overrides(environ, origins)
     if overrides:
         data = _merge(data, overrides)
     try:
@@ -363,8 +416,18 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         loc, msg = _describe(exc.errors()[0])
         more = len(exc.errors()) - 1
         msg = _hide(msg, _secret_values(data, environ))
-        raise ConfigError(source, loc, msg + (f" (and {more} more problem(s))" if more else "")) from None
+        variable = _blamed(loc, msg, origins)
+        where = f"environment variable {variable}" + (f" (over {source})" if path else "") if variable else source
+        raise ConfigError(where, loc, msg + (f" (and {more} more problem(s))" if more else "")) from None
     return config.model_copy(update={"source": source})
+
+
+def require_products(config: Config) -> None:
+    """Commands that process requests need at least one product: without any, nothing would ever be
+    processed (every request of every other product is left alone), which is surely a mistake."""
+    if not config.products:
+        raise ConfigError(config.source, "products", "no product is configured, so nothing would ever be "
+                          "processed: list your product ids under products (see config/processor.example.yaml)")
 
 
 def configured_secrets(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:

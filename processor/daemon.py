@@ -121,6 +121,10 @@ class Daemon:
         self.on_result = on_result
         self.summary = RunSummary()
         self._stop = threading.Event()
+        self._stop_deadline: float | None = None  # time.monotonic() by which run() returns, once stopping
+        stop_on = getattr(marketplace, "stop_on", None)
+        if callable(stop_on):
+            stop_on(self._stop)  # Connect retry waits end at once on shutdown
         self._lock = threading.Lock()
         self._inflight: set[str] = set()
         self._slots = threading.BoundedSemaphore(self.settings.concurrency * 2)
@@ -139,7 +143,8 @@ class Daemon:
 
     def stop(self) -> None:
         if not self._stop.is_set():
-            log.info("shutdown_requested")
+            self._stop_deadline = time.monotonic() + self.settings.shutdown_timeout
+            log.info("shutdown_requested", within_seconds=self.settings.shutdown_timeout)
         self._stop.set()
 
     @property
@@ -470,7 +475,11 @@ class Daemon:
             self.on_result(request_id, result)
 
     def _drain(self, timeout: float | None) -> None:
+        """Wait for the work in flight; ``timeout`` only applies once stopping, and counts from the
+        stop request (one shutdown budget in all, however many drains the shutdown passes)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._stop_deadline is not None and self._stop.is_set():
+            deadline = self._stop_deadline
         while True:
             with self._lock:
                 if not self._inflight:

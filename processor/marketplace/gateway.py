@@ -82,7 +82,7 @@ class Marketplace:
 
     ``client`` replaces the ConnectClient built from ``settings`` (it should have
     ``max_retries=0``). ``sleep`` and ``clock`` (monotonic seconds) drive backoff and the 429
-    gate; ``wall_clock`` (epoch seconds) reads HTTP-date ``Retry-After`` values; ``on_retry(cause,
+    gate (without ``sleep``, waits end early when :meth:`stop_on`'s event is set); ``wall_clock`` (epoch seconds) reads HTTP-date ``Retry-After`` values; ``on_retry(cause,
     operation)`` is called before every retry sleep, ``on_call(operation, seconds)`` after every
     HTTP attempt (metrics).
     """
@@ -92,7 +92,7 @@ class Marketplace:
         settings: GatewaySettings,
         *,
         client: ConnectClient | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_retry: OnRetry | None = None,
@@ -128,6 +128,15 @@ class Marketplace:
 
     def __repr__(self) -> str:
         return f"Marketplace(endpoint={self.settings.endpoint!r})"
+
+    def stop_on(self, event: threading.Event) -> None:
+        """Retry waits end (with :class:`~processor.marketplace.errors.Stopping`) once ``event`` is
+        set: the daemon passes its shutdown event, so no backoff outlasts a SIGTERM."""
+        self._retry.stop = event
+
+    def waiting(self) -> list[Any]:
+        """Connect calls under way (:class:`~processor.marketplace.retry.Waiting`), oldest first."""
+        return self._retry.waiting()
 
     # -- reading -------------------------------------------------------------------------------
 
