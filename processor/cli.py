@@ -149,8 +149,15 @@ def _add_demo(sub: Any) -> None:
     p.set_defaults(func=lambda args: __import__("processor.demo", fromlist=["run"]).run(args))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in the CLI's one-line style (exit 2), the usage itself behind ``--help``."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cancel-processor",
         description="Vendor-side processor for CloudBlue Connect subscription cancellations.",
     )
@@ -234,9 +241,10 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
     ticker = None
     try:
         if not args.once and config.http.enabled:
-            ops = _ops_server(config, runtime, selector)
-            if ops is not None:
-                _start_ops(config, ops)
+            server = _ops_server(config, runtime, selector)
+            if server is not None:
+                _start_ops(config, server)
+                ops = server  # stopped below only once it started
         if args.once:
             ticker = Ticker(runtime.marketplace.waiting, config.connect.endpoint,
                             max_attempts=config.connect.retry.max_attempts).start()

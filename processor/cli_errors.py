@@ -52,8 +52,9 @@ def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
         return f"usage error: {exc}", EXIT_CONFIG
     connect = where.endpoint or "Connect"
     if isinstance(exc, Unauthorized):
-        return (f"Connect at {connect} rejected the API key (HTTP 401): set {where.api_key_env} (or "
-                f"CONNECT_API_KEY) to a valid key for this endpoint", EXIT_CONFIG)
+        names = "CONNECT_API_KEY" + (f" (or {where.api_key_env})" if where.api_key_env != "CONNECT_API_KEY" else "")
+        return (f"Connect at {connect} rejected the API key (HTTP 401): set {names} to a valid key for this "
+                "endpoint", EXIT_CONFIG)
     if isinstance(exc, NotFound):
         return (f"Connect at {connect} answered 404 ({exc}): check connect.endpoint in {where.source} "
                 "(it ends with /public/v1)", EXIT_CONFIG)
@@ -67,8 +68,10 @@ def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
         return f"Connect at {connect} refused: {exc}", EXIT_UNREACHABLE
     journal = where.journal or "the journal"
     if isinstance(exc, SchemaError):
-        return (f"journal {journal}: {exc}; run: {PROG} journal migrate --config {where.source}",
-                EXIT_CONFIG)
+        return f"{exc} (configuration: {where.source})", EXIT_CONFIG
+    if isinstance(exc, JournalError) and journal.startswith("sqlite"):
+        return (f"journal {journal} cannot be used: {exc}; journal.url in {where.source} must name a file "
+                "this user can create and write", EXIT_CONFIG)
     if isinstance(exc, JournalError):
         return (f"journal {journal} cannot be used: {exc}; check journal.url in {where.source} and that "
                 "the database is up", EXIT_UNREACHABLE)

@@ -321,9 +321,13 @@ def _env_overrides(environ: Mapping[str, str], origins: dict[tuple[str, ...], st
 def _blamed(loc: str, msg: str, origins: Mapping[tuple[str, ...], str]) -> str | None:
     """The environment variable behind the key ``loc`` (or named in the message), if one set it."""
     path = tuple(loc.split(".")) if loc else ()
-    for keys, name in sorted(origins.items(), key=lambda kv: -len(kv[0])):
+    ordered = sorted(origins.items(), key=lambda kv: -len(kv[0]))
+    for keys, name in ordered:
         if path[: len(keys)] == keys or (len(path) < len(keys) and keys[: len(path)] == path
                                          and ".".join(keys[len(path):]) in msg):
+            return name
+    for keys, name in ordered:  # a key missing next to one the variable set (adapters.x.type)
+        if path and len(keys) >= len(path) and keys[: len(path) - 1] == path[:-1]:
             return name
     return None
 

@@ -36,7 +36,7 @@ from connect.client.rql import R
 from connect.client.utils import parse_content_range
 from requests.adapters import HTTPAdapter
 
-from processor.marketplace.errors import ActionRefused, MarketplaceError, NotFound, NotPending
+from processor.marketplace.errors import ActionRefused, MarketplaceError, NotFound, NotPending, TransientError
 from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
 from processor.marketplace.settings import GatewaySettings, Selector
@@ -345,8 +345,8 @@ class Marketplace:
 
         def send() -> Page:
             items = self.client.get(url, params=params, **self._http)
-            if not isinstance(items, list):
-                raise MarketplaceError(f"{operation}: Connect answered with no JSON list")
+            if not isinstance(items, list):  # an HTML page, a proxy's answer: not Connect's API
+                raise TransientError(f"{operation}: Connect answered with no JSON list", cause="bad_response")
             total = parse_content_range(self.client.response.headers.get("Content-Range"))
             return Page(items, total.count if total else None)
 
