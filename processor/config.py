@@ -215,6 +215,13 @@ class Config(_Section):
     http: HttpConfig = HttpConfig()
     source: str = Field("<defaults>", exclude=True)
 
+    @field_validator("products", mode="before")
+    @classmethod
+    def _no_products(cls, value: Any) -> Any:
+        # "products:" with nothing under it is YAML's null: the same as none listed, which the
+        # commands that process requests refuse by name (require_products).
+        return {} if value is None else value
+
     @model_validator(mode="after")
     def _adapters_exist(self) -> "Config":
         known = set(self.adapters)
