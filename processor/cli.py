@@ -14,17 +14,15 @@ called from :func:`build_parser`; a command returns its exit status and raises f
 from __future__ import annotations
 
 import argparse
-import errno
 import os
-import socket
 import sys
 import traceback
 from datetime import datetime
 from typing import Any, Sequence
 
-from processor import __version__
+from processor import __version__, preflight
 from processor.cli_errors import EXIT_OK, EXIT_UNFINISHED, Where, explain
-from processor.config import Config, ConfigError, load_config, require_products
+from processor.config import Config, load_config, require_products
 from processor.model import ENVIRONMENTS, parse_datetime
 from processor.signals import MARGIN, Interrupted, StopRequests, exit_now, stray_threads
 
@@ -209,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stopping.bound(config.processing.shutdown_timeout + MARGIN, forced_status=interrupted)
     configure_logging(config.log.level, config.log.format)
     require_products(config)
-    _warn_at_start(config)
+    preflight.warn_at_start(config)
     selector = selector_for(
         config,
         products=tuple(args.product),
@@ -233,9 +231,9 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
     from processor.runtime import build_runtime
     from processor.ticker import Ticker
 
-    _journal_directory(config)
+    preflight.journal_directory(config)
     runtime = build_runtime(config)
-    _warn_slow_adapters(config, runtime.adapters)
+    preflight.warn_slow_adapters(config, runtime.adapters)
     ops = None
     progress = Progress(None)
     ticker = None
@@ -243,7 +241,7 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
         if not args.once and config.http.enabled:
             server = _ops_server(config, runtime, selector)
             if server is not None:
-                _start_ops(config, server)
+                preflight.start_ops(config, server)
                 ops = server  # stopped below only once it started
         if args.once:
             ticker = Ticker(runtime.marketplace.waiting, config.connect.endpoint,
@@ -264,77 +262,6 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
         print_summary(summary)
         return EXIT_OK if summary.complete else EXIT_UNFINISHED
     return EXIT_OK
-
-
-def _warn_at_start(config: Config) -> None:
-    """What an operator allowed but should hear about at every start."""
-    from processor.observe import get_logger
-    from processor.runtime import read_timeout
-
-    log = get_logger(component="cli")
-    if config.connect.insecure:
-        log.warning("connect_insecure", endpoint=config.connect.endpoint,
-                    detail="connect.allow_insecure is true: the API key travels in clear text over http://")
-    if read_timeout(config) < config.connect.timeout_read:
-        log.warning("connect_read_timeout_shortened", configured=config.connect.timeout_read,
-                    used=read_timeout(config), detail="connect.timeout_read must stay under "
-                    "processing.shutdown_timeout, so that a stop never waits out a read")
-
-
-def _warn_slow_adapters(config: Config, adapters: dict[str, Any]) -> None:
-    """A vendor read timeout as long as the shutdown budget: a stop may cut such a call off (the
-    journal resumes it), so say which setting to shorten."""
-    from processor.observe import get_logger
-
-    for name, adapter in adapters.items():
-        timeout = getattr(getattr(adapter, "settings", None), "timeout", None)
-        if isinstance(timeout, tuple) and len(timeout) == 2 and timeout[1] >= config.processing.shutdown_timeout:
-            get_logger(component="cli").warning(
-                "vendor_read_timeout_too_long", adapter=name, read_timeout=timeout[1],
-                shutdown_timeout=config.processing.shutdown_timeout,
-                detail=f"set adapters.{name}.options.timeout.read below processing.shutdown_timeout: a call still "
-                "waiting at a stop is cut off and resumed from the journal on the next start")
-
-
-def _journal_directory(config: Config) -> None:
-    """An SQLite journal's directory must exist and be writable: said before anything starts, with
-    the key to change, instead of SQLite's "unable to open database file" from deep inside."""
-    url = config.journal.url
-    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
-        return
-    path = os.path.abspath(url[len("sqlite:///"):])
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        raise ConfigError(config.source, "journal.url", f"the directory {directory} does not exist: create it "
-                          "or point journal.url elsewhere")
-    if os.path.exists(path):
-        writable = os.access(path, os.R_OK | os.W_OK) and os.access(directory, os.W_OK | os.X_OK)
-    else:
-        writable = os.access(directory, os.W_OK | os.X_OK)
-    if not writable:
-        raise ConfigError(config.source, "journal.url", f"{path} cannot be written by this user (directory "
-                          f"{directory}): fix its permissions or point journal.url elsewhere")
-
-
-def _start_ops(config: Config, ops: Any) -> None:
-    """Start the ops server; a port in use is a configuration error that says so."""
-    host, port = config.http.host, config.http.port
-    if port:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                what = "address in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-                raise ConfigError(config.source, "http.port", (
-                    f"cannot serve on {host}:{port}: {what}; choose a free http.port (or "
-                    "CANCEL_PROCESSOR_HTTP__PORT), or set http.enabled: false")) from None
-    try:
-        ops.start()
-    except RuntimeError as exc:
-        raise ConfigError(config.source, "http", f"the ops server on {host}:{port} did not start ({exc}); "
-                          "choose another http.host or http.port, or set http.enabled: false") from None
 
 
 def _ops_server(config: Any, runtime: Any, selector: Any) -> Any:

@@ -15,9 +15,7 @@ Cancellation policies (``policies``, ``rules``, ``defaults.policy``) are modelle
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any, Literal, Mapping
@@ -25,6 +23,14 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from processor.config_env import ENV_PREFIX
+from processor.config_env import blamed as _blamed
+from processor.config_env import env_overrides as _env_overrides
+from processor.config_env import merge as _merge
+from processor.config_errors import describe as _describe
+from processor.config_errors import hide as _hide
+from processor.config_errors import secret_values as _secret_values
+from processor.hosts import is_loopback_host
 from processor.policy_config import BUILTIN_POLICY, PolicyConfig, RuleConfig
 
 __all__ = [
@@ -46,7 +52,6 @@ __all__ = [
     "ENV_PREFIX",
 ]
 
-ENV_PREFIX = "CANCEL_PROCESSOR_"
 
 
 class ConfigError(Exception):
@@ -114,16 +119,7 @@ class ConnectConfig(_Section):
     def insecure(self) -> bool:
         """A plain-http endpoint on a host other than loopback (the local mocks are fine)."""
         parts = urlsplit(self.endpoint)
-        return parts.scheme == "http" and not _loopback(parts.hostname or "")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return parts.scheme == "http" and not is_loopback_host(parts.hostname or "")
 
 
 class JournalConfig(_Section):
@@ -300,99 +296,6 @@ def read_secret(*, env: str | None, file: str | None, what: str) -> str | None:
     if env:
         return os.environ.get(env) or None
     return None
-
-
-def _env_overrides(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] | None = None) -> dict[str, Any]:
-    """The overrides from the environment; ``origins`` receives each key path's variable name, so
-    an error in a value (or a mistyped name) blames the variable, not the file."""
-    out: dict[str, Any] = {}
-    origins = {} if origins is None else origins
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
-        origins[tuple(path)] = name
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        try:
-            node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            node[path[-1]] = raw
-    if "CONNECT_ENDPOINT" in environ:
-        out.setdefault("connect", {})["endpoint"] = environ["CONNECT_ENDPOINT"]
-        origins[("connect", "endpoint")] = "CONNECT_ENDPOINT"
-    return out
-
-
-def _blamed(loc: str, msg: str, origins: Mapping[tuple[str, ...], str]) -> str | None:
-    """The environment variable behind the key ``loc`` (or named in the message), if one set it."""
-    path = tuple(loc.split(".")) if loc else ()
-    ordered = sorted(origins.items(), key=lambda kv: -len(kv[0]))
-    for keys, name in ordered:
-        if path[: len(keys)] == keys or (len(path) < len(keys) and keys[: len(path)] == path
-                                         and ".".join(keys[len(path):]) in msg):
-            return name
-    for keys, name in ordered:  # a key missing next to one the variable set (adapters.x.type)
-        if path and len(keys) >= len(path) and keys[: len(path) - 1] == path[:-1]:
-            return name
-    return None
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-_URL_PASSWORD = re.compile(r"(://[^/@:\s'\"]*:)[^@\s'\"]*@")
-
-
-def _secret_values(data: Any, environ: Mapping[str, str]) -> list[str]:
-    """The secrets this configuration names (by environment variable), to keep out of its errors."""
-    names = {"CONNECT_API_KEY", ENV_PREFIX + "STATUS_TOKEN"}
-    section = data if isinstance(data, Mapping) else {}
-    for path in (("connect", "api_key_env"), ("http", "token_env")):
-        node: Any = section
-        for key in path:
-            node = node.get(key) if isinstance(node, Mapping) else None
-        if isinstance(node, str):
-            names.add(node)
-    adapters = section.get("adapters")
-    for spec in adapters.values() if isinstance(adapters, Mapping) else ():
-        options = spec.get("options") if isinstance(spec, Mapping) else None
-        auth = options.get("auth") if isinstance(options, Mapping) else None
-        if isinstance(auth, Mapping) and isinstance(auth.get("env"), str):
-            names.add(auth["env"])
-    values = [environ[name] for name in names if len(environ.get(name) or "") >= 6]
-    # The secret half of a Connect key ("ApiKey SU-...:secret") on its own, too.
-    values += [v.rsplit(":", 1)[1] for v in values if ":" in v and len(v.rsplit(":", 1)[1]) >= 6]
-    return sorted(values, key=len, reverse=True)
-
-
-def _hide(text: str, secrets: list[str]) -> str:
-    """``text`` without URL passwords and without the configured secrets: a value echoed in a
-    configuration error may be a secret put in the wrong place."""
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
-    loc = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
-    msg = str(error.get("msg", "invalid value"))
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if error.get("type") == "extra_forbidden":
-        msg = "unknown key (see config/processor.example.yaml for the accepted keys)"
-    elif "input" in error and error.get("type") != "missing" and not isinstance(error["input"], dict):
-        msg += f" (got {error['input']!r})"
-    return loc, msg
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from processor.cli import _journal_directory
+from processor.preflight import journal_directory as _journal_directory
 from processor.config import ConfigError, load_config
 from processor.sandbox import Sandbox
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.requests import cookie_parser
+
+from processor.hosts import is_loopback_host
 
 __all__ = ["Guard", "COOKIE", "PROBES", "is_loopback_host"]
 
@@ -51,20 +52,6 @@ def _same_site(scope: Scope) -> bytes:
     rest = path.lstrip("/\\\t\r\n\x00\x0b\x0c ")
     return ("/" + quote(rest, safe="/:@!$&'()*+,;=-._~")).encode("ascii")
 
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost``, 127.0.0.0/8 or ::1 (brackets and a port allowed, as in a ``Host`` header)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        host = host[1:].partition("]")[0]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _digest(value: str) -> bytes:
