@@ -112,7 +112,9 @@ def build_runtime(
     if not api_key:
         raise ConfigError(
             config.source, "connect.api_key_env",
-            f"no Connect API key: set {config.connect.api_key_env} (or CONNECT_API_KEY, or connect.api_key_file)",
+            "no Connect API key: set CONNECT_API_KEY"
+            + (f" (or {config.connect.api_key_env})" if config.connect.api_key_env != "CONNECT_API_KEY" else "")
+            + ", or name a file holding it in connect.api_key_file",
         )
     for secret in (api_key, *configured_secrets(config, environ), urlsplit(config.journal.url).password):
         register_secret(secret)  # the journal's password: a PostgreSQL URL may carry one
