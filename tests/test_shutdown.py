@@ -91,10 +91,10 @@ def _until(condition: Any, what: str, process: subprocess.Popen[str], timeout: f
         time.sleep(0.05)
 
 
-def _sigterm(process: subprocess.Popen[str]) -> tuple[float, int, str, str]:
-    """SIGTERM, then the seconds until the process was gone, its status and its output."""
+def _sigterm(process: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[float, int, str, str]:
+    """SIGTERM (or ``signum``), then the seconds until the process was gone, its status and its output."""
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     try:
         out, err = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -127,10 +127,13 @@ class _Lines:
         return "".join(self.lines)
 
 
-@pytest.mark.parametrize("mode, status", [((), 0), (("--once",), 1), (("--dry-run",), 1)],
-                         ids=["daemon", "once", "dry-run"])
+@pytest.mark.parametrize("mode, status, signum", [
+    ((), 0, signal.SIGTERM), (("--once",), 1, signal.SIGTERM), (("--dry-run",), 1, signal.SIGTERM),
+    (("--dry-run",), 1, signal.SIGINT),  # Ctrl-C
+], ids=["daemon", "once", "dry-run", "dry-run-ctrl-c"])
 def test_sigterm_with_connect_hanging_exits_within_the_budget(healthy: MockServers, tmp_path: Path,
-                                                              mode: tuple[str, ...], status: int) -> None:
+                                                              mode: tuple[str, ...], status: int,
+                                                              signum: int) -> None:
     config = _config(healthy, tmp_path)  # reads the products from the marketplace: before it is slow
     _faults(healthy.market_url, SLOW)
     process = _start(config, *mode)
@@ -142,9 +145,10 @@ def test_sigterm_with_connect_hanging_exits_within_the_budget(healthy: MockServe
     else:
         time.sleep(2)  # the daemon is in its first listing call by now
     process.stderr = None  # read by _Lines
-    elapsed, code, _out, _err = _sigterm(process)
+    elapsed, code, _out, _err = _sigterm(process, signum)
     err = lines.text()
-    print(f"\nslow Connect, run {' '.join(mode) or '(daemon)'}: exit {code} {elapsed:.2f} s after SIGTERM")
+    print(f"\nslow Connect, run {' '.join(mode) or '(daemon)'}: exit {code} {elapsed:.2f} s after "
+          f"{signal.Signals(signum).name}")
     assert elapsed < BOUND, err[-2000:]
     assert code == status, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
