@@ -1,27 +1,47 @@
 """The ``cancel-processor`` command.
 
 Exit statuses: 0 success (``run --once``: everything reached a final state), 1 work left unfinished
-or failed, 2 bad configuration or usage (the message names the file, the key and what was expected).
+or failed, 2 bad configuration or usage (the message names the file, the key and what was expected),
+3 a dependency that cannot be reached (Connect, the journal's database). Every failure is one line
+(:mod:`processor.cli_errors`); ``--debug`` or ``CANCEL_PROCESSOR_DEBUG=1`` shows the traceback too.
 Every option that matters in production can also come from the environment; ``--help`` names the
 variable.
+
+Subcommands are registered by ``_add_*`` functions (or a module's ``configure_parser`` and ``run``)
+called from :func:`build_parser`; a command returns its exit status and raises for failures.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
+import traceback
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from processor import __version__
-from processor.config import ConfigError, load_config
+from processor import __version__, preflight
+from processor.cli_errors import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, Where, explain
+from processor.config import Config, load_config, require_products
 from processor.model import ENVIRONMENTS, parse_datetime
+from processor.signals import MARGIN, Interrupted, StopRequests, exit_now, stray_threads
 
 __all__ = ["main", "build_parser"]
 
-EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
+_StopRequests = StopRequests  # the name the signal tests know
+_WHERE = Where()  # what the running command knows, for its error line
+
+
+def _load(path: str | None) -> Config:
+    """The configuration, remembered for error lines (which file, which Connect, which journal)."""
+    from processor.journal import redact_url
+
+    _WHERE.source = path or "<defaults>"
+    config = load_config(path)
+    _WHERE.endpoint = config.connect.endpoint
+    _WHERE.journal = redact_url(config.journal.url)
+    _WHERE.api_key_env = config.connect.api_key_env
+    return config
 
 
 def _env_default(name: str, default: Any = None) -> Any:
@@ -32,6 +52,16 @@ def _when(text: str) -> datetime:
     value = parse_datetime(text)
     if value is None:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 date or time, got {text!r}")
+    return value
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of worker threads, got {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"expected between 1 and 256 worker threads, got {value}")
     return value
 
 
@@ -55,9 +85,11 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--environment", action="append", default=[], choices=ENVIRONMENTS, help="only this connection type (repeatable)")
     p.add_argument("--created-since", type=_when, help="only requests created at or after this time")
     p.add_argument("--created-until", type=_when, help="only requests created before this time")
-    p.add_argument("--concurrency", type=int, help="worker threads (overrides processing.concurrency)")
+    p.add_argument("--concurrency", type=_workers, help="worker threads, 1 to 256 (overrides processing.concurrency)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.add_argument("--no-check", action="store_true", help="skip the preflight checks (cancel-processor check)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error (env CANCEL_PROCESSOR_DEBUG=1)")
     p.set_defaults(func=cmd_run)
 
 
@@ -116,12 +148,21 @@ def _add_demo(sub: Any) -> None:
     p.set_defaults(func=lambda args: __import__("processor.demo", fromlist=["run"]).run(args))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in the CLI's one-line style (exit 2), the usage itself behind ``--help``."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cancel-processor",
         description="Vendor-side processor for CloudBlue Connect subscription cancellations.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", default=_env_default("CANCEL_PROCESSOR_DEBUG") == "1",
+                        help="show the traceback of an error (env CANCEL_PROCESSOR_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_demo(sub)
@@ -145,7 +186,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def cmd_journal_migrate(args: argparse.Namespace) -> int:
     from processor.journal import open_journal, redact_url
 
-    config = load_config(args.config)
+    config = _load(args.config)
     journal = open_journal(config.journal.url)
     try:
         journal.migrate()
@@ -157,17 +198,22 @@ def cmd_journal_migrate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from processor.observe import configure_logging
-    from processor.runtime import build_runtime, selector_for
+    from processor.runtime import selector_for
 
     # Signals are caught from here on, not only once the daemon exists: a SIGTERM while the journal
     # and the Connect client are being set up (a rollout that changes its mind) ends the run cleanly
     # with status 0 before anything is claimed, instead of the default, abrupt death.
-    stopping = _StopRequests()
-    config = load_config(args.config)
+    stopping = StopRequests()
+    _STOPPING.append(stopping)
+    config = _load(args.config)
     if args.concurrency:
         processing = config.processing.model_copy(update={"concurrency": args.concurrency})
         config = config.model_copy(update={"processing": processing})
+    interrupted = EXIT_UNFINISHED if args.once or args.dry_run else EXIT_OK
+    stopping.bound(config.processing.shutdown_timeout + MARGIN, forced_status=interrupted)
     configure_logging(config.log.level, config.log.format)
+    require_products(config)
+    preflight.warn_at_start(config)
     selector = selector_for(
         config,
         products=tuple(args.product),
@@ -180,32 +226,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from processor.report import dry_run
 
+        stopping.interrupt_main()  # a dry run writes nothing: stop it wherever it is
         return dry_run(config, selector)
     if not args.no_check:
         from processor.ops.preflight import for_run
 
         if for_run(config):  # a policy its adapter cannot carry out, a product not visible...
             return EXIT_CONFIG
-    runtime = build_runtime(config)
+    return _run(args, config, selector, stopping)
+
+
+def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: StopRequests) -> int:
     from processor.daemon import Daemon
     from processor.report import Progress, print_summary
+    from processor.runtime import build_runtime
+    from processor.ticker import Ticker
 
+    preflight.journal_directory(config)
+    runtime = build_runtime(config)
+    preflight.warn_slow_adapters(config, runtime.adapters)
     ops = None
     progress = Progress(None)
+    ticker = None
     try:
         if not args.once and config.http.enabled:
-            ops = _ops_server(config, runtime, selector)
-            if ops is not None:
-                ops.start()
+            server = _ops_server(config, runtime, selector)
+            if server is not None:
+                preflight.start_ops(config, server)
+                ops = server  # stopped below only once it started
+        if args.once:
+            ticker = Ticker(runtime.marketplace.waiting, config.connect.endpoint,
+                            max_attempts=config.connect.retry.max_attempts).start()
         progress = Progress.start(runtime, selector, enabled=args.once and not args.no_progress)
         daemon = Daemon(runtime.engine, runtime.marketplace, selector, once=args.once, on_result=progress.advance)
         stopping.forward_to(daemon.stop)
         summary = daemon.run()
     finally:
+        if ticker is not None:
+            ticker.stop()
         progress.close()
         if ops is not None:
             ops.stop()
-        runtime.close()
+        if not (stopping.requested and stray_threads()):
+            runtime.close()  # else a worker still waits on a remote call: exit_now below, no close
     if args.once:
         print_summary(summary)
         return EXIT_OK if summary.complete else EXIT_UNFINISHED
@@ -225,36 +288,52 @@ def _ops_server(config: Any, runtime: Any, selector: Any) -> Any:
     return build_ops_server(config, journal=runtime.journal, metrics=runtime.metrics, readiness=readiness)
 
 
-class _StopRequests:
-    """SIGTERM and SIGINT, remembered until there is something to stop, then passed on."""
-
-    def __init__(self) -> None:
-        self._requested = False
-        self._stop: Callable[[], None] | None = None
-        signal.signal(signal.SIGTERM, self._handler)
-        signal.signal(signal.SIGINT, self._handler)
-
-    def _handler(self, signum: int, _frame: Any) -> None:
-        self._requested = True
-        if self._stop is not None:
-            self._stop()
-
-    def forward_to(self, stop: Callable[[], None]) -> None:
-        self._stop = stop
-        if self._requested:  # arrived during start-up: stop before the first pass
-            stop()
+_STOPPING: list[StopRequests] = []  # the running command's, when it catches signals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"cancel-processor: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a complaint at interpreter exit
+    except Interrupted as exc:
+        status = _say(f"cancel-processor: stopped by {exc}: nothing was changed", EXIT_UNFINISHED)
     except KeyboardInterrupt:
-        return 130
+        status = _say("cancel-processor: interrupted", 130)
+    except BrokenPipeError:
+        status = _quiet_pipe()
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line (see processor.cli_errors)
+        if debug:
+            traceback.print_exc()
+        line, status = explain(exc, _WHERE)
+        status = _say(line, status)
+    stopping = _STOPPING[-1] if _STOPPING else None
+    if stopping is not None and stopping.requested:
+        stopping.disarm()
+        if stray_threads():  # a worker blocked on a remote call: the interpreter would wait for it
+            exit_now(status)
+    return status
+
+
+def _say(line: str, status: int) -> int:
+    try:
+        print(line, file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+    return status
+
+
+def _quiet_pipe() -> int:
+    """The reader went away (``| head``): say nothing more, and keep Python from complaining about
+    the unflushed stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -16,12 +16,20 @@ Cancellation policies (``policies``, ``rules``, ``defaults.policy``) are modelle
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal, Mapping
 
 import yaml
 
+from processor.config_env import ENV_PREFIX
+from processor.config_env import blamed as _blamed
+from processor.config_env import env_overrides as _env_overrides
+from processor.config_env import merge as _merge
+from processor.config_errors import describe as _describe
+from processor.config_errors import hide as _hide
+from processor.config_errors import secret_values as _secret_values
+from processor.hosts import is_loopback_host
 from processor.policy_config import BUILTIN_POLICY, PolicyConfig, RuleConfig
 from processor.pydantic_compat import (
     BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
@@ -42,12 +50,12 @@ __all__ = [
     "PolicyConfig",
     "RuleConfig",
     "load_config",
+    "require_products",
     "read_secret",
     "configured_secrets",
     "ENV_PREFIX",
 ]
 
-ENV_PREFIX = "CANCEL_PROCESSOR_"
 
 
 class ConfigError(Exception):
@@ -76,9 +84,12 @@ class ConnectConfig(_Section):
     api_key_env: str = "CONNECT_API_KEY"
     api_key_file: str | None = None
     timeout_connect: float = Field(10.0, gt=0)
-    timeout_read: float = Field(60.0, gt=0)
+    # Shorter than processing.shutdown_timeout, so a stop never waits on a read (see runtime).
+    timeout_read: float = Field(20.0, gt=0)
     page_size: int = Field(100, ge=1, le=1000)
     verify: bool | str = Field(True, description="TLS verification, or a CA bundle path")
+    # http:// to a host other than loopback sends the API key in clear: refused unless this is set.
+    allow_insecure: bool = False
     retry: RetryConfig = RetryConfig()
 
     @field_validator("endpoint")
@@ -91,10 +102,28 @@ class ConnectConfig(_Section):
     @field_validator("verify")
     @classmethod
     def _ca_bundle(cls, value: bool | str) -> bool | str:
+        if value is False:
+            # As for the vendor's API: a private CA is trusted by naming it, never by trusting anyone.
+            raise ValueError("TLS verification cannot be turned off; to trust a private CA, give the path "
+                             "of its PEM bundle")
         # A mistyped path would otherwise surface only as a TLS failure on the first call.
         if isinstance(value, str) and not Path(value).is_file():
             raise ValueError("expected true, or the path of an existing CA bundle file (PEM)")
         return value
+
+
+    @model_validator(mode="after")
+    def _clear_text(self) -> "ConnectConfig":
+        if self.insecure and not self.allow_insecure:
+            raise ValueError(f"endpoint: {self.endpoint} would send the API key in clear text over http://; "
+                             "use https://, or on a test network set connect.allow_insecure: true")
+        return self
+
+    @property
+    def insecure(self) -> bool:
+        """A plain-http endpoint on a host other than loopback (the local mocks are fine)."""
+        parts = urlsplit(self.endpoint)
+        return parts.scheme == "http" and not is_loopback_host(parts.hostname or "")
 
 
 class JournalConfig(_Section):
@@ -217,6 +246,13 @@ class Config(_Section):
     reconcile: ReconcileConfig = ReconcileConfig()
     source: str = Field("<defaults>", exclude=True)
 
+    @field_validator("products", mode="before")
+    @classmethod
+    def _no_products(cls, value: Any) -> Any:
+        # "products:" with nothing under it is YAML's null: the same as none listed, which the
+        # commands that process requests refuse by name (require_products).
+        return {} if value is None else value
+
     @model_validator(mode="after")
     def _adapters_exist(self) -> "Config":
         known = set(self.adapters)
@@ -297,80 +333,6 @@ def read_secret(*, env: str | None, file: str | None, what: str) -> str | None:
     return None
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        try:
-            node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            node[path[-1]] = raw
-    if "CONNECT_ENDPOINT" in environ:
-        out.setdefault("connect", {})["endpoint"] = environ["CONNECT_ENDPOINT"]
-    return out
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-_URL_PASSWORD = re.compile(r"(://[^/@:\s'\"]*:)[^@\s'\"]*@")
-
-
-def _secret_values(data: Any, environ: Mapping[str, str]) -> list[str]:
-    """The secrets this configuration names (by environment variable), to keep out of its errors."""
-    names = {"CONNECT_API_KEY", ENV_PREFIX + "STATUS_TOKEN"}
-    section = data if isinstance(data, Mapping) else {}
-    for path in (("connect", "api_key_env"), ("http", "token_env")):
-        node: Any = section
-        for key in path:
-            node = node.get(key) if isinstance(node, Mapping) else None
-        if isinstance(node, str):
-            names.add(node)
-    adapters = section.get("adapters")
-    for spec in adapters.values() if isinstance(adapters, Mapping) else ():
-        options = spec.get("options") if isinstance(spec, Mapping) else None
-        auth = options.get("auth") if isinstance(options, Mapping) else None
-        if isinstance(auth, Mapping) and isinstance(auth.get("env"), str):
-            names.add(auth["env"])
-    values = [environ[name] for name in names if len(environ.get(name) or "") >= 6]
-    # The secret half of a Connect key ("ApiKey SU-...:secret") on its own, too.
-    values += [v.rsplit(":", 1)[1] for v in values if ":" in v and len(v.rsplit(":", 1)[1]) >= 6]
-    return sorted(values, key=len, reverse=True)
-
-
-def _hide(text: str, secrets: list[str]) -> str:
-    """``text`` without URL passwords and without the configured secrets: a value echoed in a
-    configuration error may be a secret put in the wrong place."""
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
-    loc = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
-    msg = str(error.get("msg", "invalid value"))
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if error.get("type") == "extra_forbidden":
-        msg = "unknown key (see config/processor.example.yaml for the accepted keys)"
-    elif "input" in error and error.get("type") != "missing" and not isinstance(error["input"], dict):
-        msg += f" (got {error['input']!r})"
-    return loc, msg
-
-
 def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Load, merge and validate. ``path=None`` means built-in defaults plus the environment."""
     environ = os.environ if environ is None else environ
@@ -381,6 +343,10 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            line = Path(path).read_bytes()[: exc.start].count(b"\n") + 1
+            raise ConfigError(source, "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}): "
+                              "save the file as UTF-8") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
@@ -389,7 +355,8 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             raise ConfigError(source, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
-    overrides = _env_overrides(environ)
+    origins: dict[tuple[str, ...], str] = {}
+    overrides = _env_overrides(environ, origins)
     if overrides:
         data = _merge(data, overrides)
     try:
@@ -398,8 +365,18 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         loc, msg = _describe(exc.errors()[0])
         more = len(exc.errors()) - 1
         msg = _hide(msg, _secret_values(data, environ))
-        raise ConfigError(source, loc, msg + (f" (and {more} more problem(s))" if more else "")) from None
+        variable = _blamed(loc, msg, origins)
+        where = f"environment variable {variable}" + (f" (over {source})" if path else "") if variable else source
+        raise ConfigError(where, loc, msg + (f" (and {more} more problem(s))" if more else "")) from None
     return config.model_copy(update={"source": source})
+
+
+def require_products(config: Config) -> None:
+    """Commands that process requests need at least one product: without any, nothing would ever be
+    processed (every request of every other product is left alone), which is surely a mistake."""
+    if not config.products:
+        raise ConfigError(config.source, "products", "no product is configured, so nothing would ever be "
+                          "processed: list your product ids under products (see config/processor.example.yaml)")
 
 
 def configured_secrets(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:

@@ -53,10 +53,15 @@ from typing import Any, Callable, Mapping
 from processor.engine import TIMER_STATES, Engine
 from processor.journal.base import FINAL_STATES, Claim, JournalError, RequestRecord, State
 from processor.marketplace import Marketplace, MarketplaceError, Selector, TransientError
+from processor.marketplace.paging import fingerprint, placement
 from processor.model import parse_datetime
 from processor.observe import get_logger
 
 __all__ = ["Daemon", "RunSummary"]
+
+
+def _has_id(payload: Any) -> bool:
+    return isinstance(payload, Mapping) and isinstance(payload.get("id"), str) and bool(payload["id"].strip())
 
 log = get_logger(component="daemon")
 _FINAL_NAMES = {s.value for s in FINAL_STATES}
@@ -67,6 +72,7 @@ _VANISHED_CHECKED = 1000  # waiting rows compared with one pass's listing
 _RENOTES_PER_PASS = 100  # owed notes posted per pass: one or two Connect calls each, in the loop's thread
 _TAKEOVERS_PER_SWEEP = 100  # stranded claims handed on per sweep: a dead replica held at most 2 x concurrency
 _HANDED_REMEMBERED = 10_000  # (request id, fence) pairs: a few hundred KB, then forgotten at once
+_MALFORMED_REMEMBERED = 10_000  # fingerprints of id-less malformed rows (64 bytes each)
 _RENOTE_WITHIN = timedelta(days=7)  # an owed note older than this is no news to the customer any more
 
 
@@ -115,6 +121,10 @@ class Daemon:
         self.on_result = on_result
         self.summary = RunSummary()
         self._stop = threading.Event()
+        self._stop_deadline: float | None = None  # time.monotonic() by which run() returns, once stopping
+        stop_on = getattr(marketplace, "stop_on", None)
+        if callable(stop_on):
+            stop_on(self._stop)  # Connect retry waits end at once on shutdown
         self._lock = threading.Lock()
         self._inflight: set[str] = set()
         self._slots = threading.BoundedSemaphore(self.settings.concurrency * 2)
@@ -127,12 +137,14 @@ class Daemon:
         # (request id, fence) of stranded claims already handed on: one the policy now ignores is
         # left as it is, as the listing leaves it, and is not read from Connect every sweep.
         self._handed: set[tuple[str, int]] = set()
+        self._malformed_seen: set[str] = set()  # fingerprints of listed rows without an id, logged once
 
     # -- control ------------------------------------------------------------------------------
 
     def stop(self) -> None:
         if not self._stop.is_set():
-            log.info("shutdown_requested")
+            self._stop_deadline = time.monotonic() + self.settings.shutdown_timeout
+            log.info("shutdown_requested", within_seconds=self.settings.shutdown_timeout)
         self._stop.set()
 
     @property
@@ -218,6 +230,9 @@ class Daemon:
 
     def _offer(self, payload: Any) -> None:
         """Submit a listed request, or hold it back to go with its customer's other cancels."""
+        if isinstance(placement(payload), str) and not _has_id(payload):
+            self._anonymous_malformed(payload)
+            return
         key = self.engine.batch_key(payload) if self._batching and isinstance(payload, Mapping) else None
         if key is None:
             self._submit(payload)
@@ -228,6 +243,18 @@ class Daemon:
             self._submit_group(self._groups.pop(key))
         elif sum(len(g) for g in self._groups.values()) >= _MAX_BUFFERED:
             self._flush_groups()
+
+    def _anonymous_malformed(self, payload: Any) -> None:
+        """A listed row without an id: nothing to record it under in the journal, so the engine
+        logs it and counts it (``outcomes{outcome="malformed"}``) the first time this process sees
+        it; Connect lists it again every pass and it is not logged again."""
+        key = fingerprint(payload)
+        if key in self._malformed_seen:
+            return
+        if len(self._malformed_seen) >= _MALFORMED_REMEMBERED:
+            self._malformed_seen.clear()  # forgetting costs one more log line each, no more
+        self._malformed_seen.add(key)
+        self._record("", self.engine.handle(payload))
 
     def _flush_groups(self) -> None:
         groups, self._groups = list(self._groups.values()), {}
@@ -448,7 +475,11 @@ class Daemon:
             self.on_result(request_id, result)
 
     def _drain(self, timeout: float | None) -> None:
+        """Wait for the work in flight; ``timeout`` only applies once stopping, and counts from the
+        stop request (one shutdown budget in all, however many drains the shutdown passes)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._stop_deadline is not None and self._stop.is_set():
+            deadline = self._stop_deadline
         while True:
             with self._lock:
                 if not self._inflight:

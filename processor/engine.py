@@ -239,6 +239,7 @@ class Engine(BatchSteps):
             return "malformed"
         asset = payload.get("asset") if isinstance(payload, Mapping) else None
         asset_id = asset.get("id") if isinstance(asset, Mapping) else None
+        asset_id = asset_id if isinstance(asset_id, str) else None  # a malformed payload's, of any type
         record = self.journal.ensure(exc.request_id, idempotency_key=f"cancel-{exc.request_id}", asset_id=asset_id)
         if record.final:
             return record.state.value

@@ -89,24 +89,57 @@ class CancelRequest:
 
 
 def parse_datetime(value: Any) -> datetime | None:
-    """Connect writes ISO 8601 with an offset (``+00:00``) or ``Z``; naive means UTC."""
-    if value in (None, ""):
-        return None
+    """Connect writes ISO 8601 with an offset (``+00:00``) or ``Z``; naive means UTC. Anything
+    else (a number, a list, a text that is no date) is None: callers decide whether that matters."""
     if isinstance(value, datetime):
         dt = value
-    else:
-        text = str(value).strip()
-        if text.endswith("Z"):
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
             dt = datetime.fromisoformat(text)
         except ValueError:
             return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    else:
+        return None
+    dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    try:
+        dt.astimezone(timezone.utc)  # 0001-01-01T00:00+01:00 is before the first UTC instant
+    except OverflowError:
+        return None
+    return dt
+
+
+def _identifier(value: Any) -> str | None:
+    """A Connect id: a non-empty string. Numbers, objects and lists are not ids (a payload with
+    one is malformed, not an id to act on under its printed form)."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _date_field(data: Mapping[str, Any], name: str, request_id: str | None, label: str = "") -> datetime | None:
+    """An optional date: absent or null is None; present and not a date is malformed, because a
+    request placed at no time cannot be paged past nor scheduled (it used to be skipped silently)."""
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise MalformedRequest(request_id, f"{label or name} is not an ISO 8601 date (got {_shown(value)})")
+    return parsed
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _str(value: Any) -> str | None:
@@ -123,19 +156,22 @@ def _assignee(value: Any) -> str | None:
 
 def _params(asset: Mapping[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for param in asset.get("params") or ():
+    for param in _list(asset.get("params")):
         if not isinstance(param, dict) or not param.get("id"):
             continue
         value = param.get("value")
         if value in (None, "") and isinstance(param.get("structured_value"), (str, int, float)):
             value = param["structured_value"]
-        out[str(param["id"])] = "" if value is None else str(value)
+        # A value that is an object or a list is no parameter value: kept empty, so a subscription
+        # id is never the printed form of a structure.
+        scalar = isinstance(value, (str, int, float))
+        out[str(param["id"])] = str(value) if scalar else ""
     return out
 
 
 def _items(asset: Mapping[str, Any]) -> tuple[Item, ...]:
     items = []
-    for item in asset.get("items") or ():
+    for item in _list(asset.get("items")):
         if not isinstance(item, dict) or not item.get("id"):
             continue
         items.append(
@@ -163,14 +199,16 @@ def parse_request(
     """
     if not isinstance(data, Mapping):
         raise MalformedRequest(None, f"expected a JSON object, got {type(data).__name__}")
-    request_id = _str(data.get("id"))
+    request_id = _identifier(data.get("id"))
     if not request_id:
-        raise MalformedRequest(None, "no request id")
+        got = data.get("id")
+        raise MalformedRequest(None, "no request id" if got in (None, "") else f"id is not a text (got {_shown(got)})")
+    created = _date_field(data, "created", request_id)
     asset = data.get("asset")
-    if not isinstance(asset, dict) or not asset.get("id"):
+    if not isinstance(asset, dict) or not _identifier(asset.get("id")):
         raise MalformedRequest(request_id, "no asset (subscription) block with an id")
     product = _dict(asset.get("product"))
-    product_id = _str(product.get("id"))
+    product_id = _identifier(product.get("id"))
     if not product_id:
         raise MalformedRequest(request_id, "asset has no product id")
     connection = _dict(asset.get("connection"))
@@ -184,12 +222,12 @@ def parse_request(
         id=request_id,
         type=str(data.get("type") or ""),
         status=str(data.get("status") or ""),
-        asset_id=str(asset["id"]),
+        asset_id=str(asset["id"]).strip(),
         product_id=product_id,
         environment=environment,
-        created=parse_datetime(data.get("created")),
+        created=created,
         updated=parse_datetime(data.get("updated")),
-        planned_date=parse_datetime(data.get("planned_date")),
+        planned_date=_date_field(data, "planned_date", request_id),
         asset_status=_str(asset.get("status")),
         marketplace_id=_str(marketplace.get("id")),
         customer_id=_str(customer.get("id")),
@@ -199,5 +237,5 @@ def parse_request(
         items=_items(asset),
         params=params,
         assignee=_assignee(data.get("assignee")),
-        billing_next_date=parse_datetime(billing.get("next_date")),
+        billing_next_date=_date_field(billing, "next_date", request_id, "asset.billing.next_date"),
     )

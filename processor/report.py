@@ -66,13 +66,18 @@ def dry_run(config: Config, selector: Selector) -> int:
     for column in ("request", "product", "subscription", "env", "journal", "would do"):
         table.add_column(column, overflow="fold")
     count = 0
+    from processor.ticker import Ticker
+
+    ticker = Ticker(marketplace.waiting, config.connect.endpoint, max_attempts=config.connect.retry.max_attempts)
     try:
+        ticker.start()  # a line every 10 s while Connect is slow, instead of minutes of silence
         for payload in marketplace.iter_pending(selector):
             plan = engine.plan(payload)
             table.add_row(plan.request_id, plan.product_id or "-", plan.subscription_id or "-",
                           plan.environment or "-", plan.journal_state or "-", plan.action)
             count += 1
     finally:
+        ticker.stop()
         marketplace.close()
         journal.close()
     console = _console()

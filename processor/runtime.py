@@ -23,7 +23,7 @@ from processor.leases import LeaseKeeper
 from processor.marketplace import GatewaySettings, Marketplace, Selector
 from processor.observe import Metrics, register_secret
 
-__all__ = ["Runtime", "build_runtime", "gateway_settings", "selector_for", "make_owner"]
+__all__ = ["Runtime", "build_runtime", "gateway_settings", "read_timeout", "selector_for", "make_owner"]
 
 
 def make_owner() -> str:
@@ -31,13 +31,19 @@ def make_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def read_timeout(config: Config) -> float:
+    """Connect's read timeout, kept under the shutdown budget: a stop must never wait out a read
+    longer than ``processing.shutdown_timeout`` (the CLI warns when this cuts the configured one)."""
+    return min(config.connect.timeout_read, config.processing.shutdown_timeout * 0.8)
+
+
 def gateway_settings(config: Config, api_key: str) -> GatewaySettings:
     c = config.connect
     return GatewaySettings(
         endpoint=c.endpoint,
         api_key=api_key,
-        timeout_connect=c.timeout_connect,
-        timeout_read=c.timeout_read,
+        timeout_connect=min(c.timeout_connect, read_timeout(config)),
+        timeout_read=read_timeout(config),
         max_attempts=c.retry.max_attempts,
         backoff_base=c.retry.backoff_base,
         backoff_max=c.retry.backoff_max,
@@ -106,7 +112,9 @@ def build_runtime(
     if not api_key:
         raise ConfigError(
             config.source, "connect.api_key_env",
-            f"no Connect API key: set {config.connect.api_key_env} (or CONNECT_API_KEY, or connect.api_key_file)",
+            "no Connect API key: set CONNECT_API_KEY"
+            + (f" (or {config.connect.api_key_env})" if config.connect.api_key_env != "CONNECT_API_KEY" else "")
+            + ", or name a file holding it in connect.api_key_file",
         )
     for secret in (api_key, *configured_secrets(config, environ), urlsplit(config.journal.url).password):
         register_secret(secret)  # the journal's password: a PostgreSQL URL may carry one

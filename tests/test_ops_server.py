@@ -578,3 +578,52 @@ def test_listing_on_postgresql_gives_back_the_connection_it_stopped_reading_from
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("SET lock_timeout = '5s'")  # bounded, even behind a leaked transaction
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+# -- the sign-in redirect stays on the site; /readyz explains every 503 --------------------------------
+
+def _raw_get(base_url: str, target: str) -> tuple[int, dict[str, str]]:
+    """A GET with the request target sent byte for byte (HTTP clients normalise ``/\\`` and ``//``)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(base_url))
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+    return int(head[0].split()[1]), headers
+
+
+@pytest.mark.parametrize("path", ["/\\evil.example/", "//evil.example/", "/\\/evil.example/", "/%5Cevil.example/",
+                                  "/%2F%2Fevil.example/", "/\\\\evil.example/x"])
+def test_the_token_sign_in_never_redirects_off_the_site(serve: Callable[..., httpx.Client], path: str) -> None:
+    from urllib.parse import urljoin, urlsplit
+
+    client = serve(token=TOKEN, bound_to_loopback=False)
+    status, headers = _raw_get(str(client.base_url), f"{path}?token={TOKEN}&state=parked")
+    assert status == 303
+    location = headers["location"]
+    assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
+    # Where a browser goes: this server, whatever the path looked like.
+    assert urlsplit(urljoin("http://127.0.0.1:9464/", location)).netloc == "127.0.0.1:9464", location
+    assert location.endswith("?state=parked") and TOKEN not in location
+
+
+def test_the_first_readyz_503_says_why(serve: Callable[..., httpx.Client], journal: Journal) -> None:
+    import threading
+
+    answered = threading.Event()
+    slow = CachedCheck(lambda: answered.wait(30), wait=0.05, name="connect")  # Connect not answering yet
+    breakers = {"vendor": type("Breaker", (), {"is_open": True})()}
+    try:
+        response = serve(readiness=make_readiness(journal=journal, connect=slow, breakers=breakers)).get("/readyz")
+        assert response.status_code == 503
+        errors = response.json()["errors"]
+        assert "no answer from the first check yet" in errors["connect"]
+        assert "vendor" in errors["circuits"]
+    finally:
+        answered.set()

@@ -172,9 +172,10 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
             auth = {"Authorization": f"Bearer {STATUS_TOKEN}"}
 
             def settled() -> bool:
-                if not db.exists():
+                try:
+                    rows = _journal_rows(db)
+                except sqlite3.OperationalError:  # not created yet, or its tables not yet
                     return False
-                rows = _journal_rows(db)
                 open_ = {rid for rid, (state, _) in rows.items() if state not in
                          ("approved", "failed", "parked", "closed", "revoked")}
                 return len(rows) >= len(before) and not open_
@@ -219,7 +220,11 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
                 done = _cli(env, *args)
                 assert done.returncode in (0, 1), (name, done.stderr[-2000:])
                 _record(scan, name, done)
-            _wait_for(lambda: _journal_rows(db)[parked[0]][0] == "parked", 30, "the retried request to park again")
+            # The daemon takes the retried request up again: whatever it reaches (parked again, or
+            # approved if its trouble was a fault that passed), it is final once more. Waited for as
+            # a condition, with the same generous bound as the first settling: a loaded machine is slow.
+            _wait_for(lambda: _journal_rows(db)[parked[0]][0] in ("approved", "failed", "parked"), 150,
+                      "the retried request to be handled again")
         finally:
             daemon.send_signal(signal.SIGTERM)
             out, err = daemon.communicate(timeout=60)
@@ -260,7 +265,7 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
     }.items():
         for args in (("run", "--once", *cfg), ("status", *cfg)):
             done = _cli({**env, **overrides}, *args)
-            assert done.returncode in (1, 2), (name, args, done.stdout, done.stderr[-2000:])
+            assert done.returncode in (1, 2, 3), (name, args, done.stdout, done.stderr[-2000:])  # 3: unreachable
             _record(scan, f"bad config: {name}: {args[0]}", done)
 
     # Positive controls: the secrets did travel where a leak could have happened.

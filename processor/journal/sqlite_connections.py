@@ -14,6 +14,7 @@ time, behind a lock) and :class:`PerThread` (a connection per thread, opened on 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -27,7 +28,22 @@ MEMORY = ":memory:"
 Connections = Literal["shared", "per-thread"]
 
 
+def _create_private(path: str) -> None:
+    """Create a new journal file readable by its owner only (0600). SQLite gives the ``-wal`` and
+    ``-shm`` files the database file's permissions, so they are private too. The journal holds
+    customer and subscription ids and vendor answers: nobody else on the host needs to read them.
+    An existing file keeps the permissions its operator gave it."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        pass  # not creatable here: sqlite3.connect says why, in its own words
+
+
 def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    if path != MEMORY and not path.startswith("file:"):
+        _create_private(path)
     conn = sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False, cached_statements=64
     )

@@ -12,6 +12,7 @@ from processor.marketplace.errors import (
     MarketplaceError,
     NotFound,
     NotPending,
+    Stopping,
     TransientError,
     Unauthorized,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Selector",
     "MarketplaceError",
     "TransientError",
+    "Stopping",
     "NotPending",
     "ActionRefused",
     "NotFound",

@@ -15,6 +15,7 @@ from typing import Iterable
 __all__ = [
     "MarketplaceError",
     "TransientError",
+    "Stopping",
     "NotPending",
     "ActionRefused",
     "NotFound",
@@ -38,6 +39,14 @@ class TransientError(MarketplaceError):
         super().__init__(message)
         self.retry_after = retry_after
         self.cause = cause
+
+
+class Stopping(TransientError):
+    """The process is shutting down: a retry that would have waited was not made. Nothing definite
+    happened to the request; the journal holds it for the next start."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"{operation}: not retried, the processor is shutting down", cause="shutdown")
 
 
 class NotPending(MarketplaceError):

@@ -36,7 +36,7 @@ from connect.client.rql import R
 from connect.client.utils import parse_content_range
 from requests.adapters import HTTPAdapter
 
-from processor.marketplace.errors import ActionRefused, MarketplaceError, NotFound, NotPending
+from processor.marketplace.errors import ActionRefused, MarketplaceError, NotFound, NotPending, TransientError
 from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
 from processor.marketplace.settings import GatewaySettings, Selector
@@ -82,7 +82,7 @@ class Marketplace:
 
     ``client`` replaces the ConnectClient built from ``settings`` (it should have
     ``max_retries=0``). ``sleep`` and ``clock`` (monotonic seconds) drive backoff and the 429
-    gate; ``wall_clock`` (epoch seconds) reads HTTP-date ``Retry-After`` values; ``on_retry(cause,
+    gate (without ``sleep``, waits end early when :meth:`stop_on`'s event is set); ``wall_clock`` (epoch seconds) reads HTTP-date ``Retry-After`` values; ``on_retry(cause,
     operation)`` is called before every retry sleep, ``on_call(operation, seconds)`` after every
     HTTP attempt (metrics).
     """
@@ -92,7 +92,7 @@ class Marketplace:
         settings: GatewaySettings,
         *,
         client: ConnectClient | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_retry: OnRetry | None = None,
@@ -128,6 +128,15 @@ class Marketplace:
 
     def __repr__(self) -> str:
         return f"Marketplace(endpoint={self.settings.endpoint!r})"
+
+    def stop_on(self, event: threading.Event) -> None:
+        """Retry waits end (with :class:`~processor.marketplace.errors.Stopping`) once ``event`` is
+        set: the daemon passes its shutdown event, so no backoff outlasts a SIGTERM."""
+        self._retry.stop = event
+
+    def waiting(self) -> list[Any]:
+        """Connect calls under way (:class:`~processor.marketplace.retry.Waiting`), oldest first."""
+        return self._retry.waiting()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -336,8 +345,8 @@ class Marketplace:
 
         def send() -> Page:
             items = self.client.get(url, params=params, **self._http)
-            if not isinstance(items, list):
-                raise MarketplaceError(f"{operation}: Connect answered with no JSON list")
+            if not isinstance(items, list):  # an HTML page, a proxy's answer: not Connect's API
+                raise TransientError(f"{operation}: Connect answered with no JSON list", cause="bad_response")
             total = parse_content_range(self.client.response.headers.get("Content-Range"))
             return Page(items, total.count if total else None)
 

@@ -22,7 +22,12 @@ failed *non-idempotent* call may be repeated is not decided here: :class:`CallFa
 tells the gateway that the call may have acted, and the gateway reconciles before the next try.
 
 ``sleep`` and ``clock`` are injected (tests never wait); ``wall_clock`` turns an HTTP-date
-``Retry-After`` into seconds.
+``Retry-After`` into seconds. Without an injected ``sleep`` every wait is on the ``stop`` event:
+once it is set (shutdown), no wait starts and a wait under way ends at once with
+:class:`Stopping`, so a process asked to stop never sits out a backoff or a ``Retry-After``.
+
+:meth:`Retrier.waiting` tells what is being waited for (operation, seconds, attempt, last cause),
+for the progress lines ``--once`` and ``--dry-run`` print while Connect is slow.
 """
 
 from __future__ import annotations
@@ -46,12 +51,13 @@ from processor.marketplace.errors import (
     ActionRefused,
     MarketplaceError,
     NotFound,
+    Stopping,
     TransientError,
     Unauthorized,
 )
 from processor.marketplace.settings import GatewaySettings
 
-__all__ = ["Retrier", "CallFailed", "Failure", "classify", "parse_retry_after", "OnRetry"]
+__all__ = ["Retrier", "CallFailed", "Failure", "Waiting", "classify", "parse_retry_after", "OnRetry"]
 
 T = TypeVar("T")
 OnRetry = Callable[[str, str], None]  # (cause, operation)
@@ -90,6 +96,16 @@ class Failure:
     @property
     def ambiguous(self) -> bool:
         return self.sent and self.cause in _AMBIGUOUS
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A call under way: what it is, since when (``clock()`` seconds), which attempt, why it retried."""
+
+    operation: str
+    since: float
+    attempt: int = 1
+    cause: str | None = None
 
 
 class CallFailed(Exception):
@@ -165,14 +181,18 @@ class Retrier:
         self,
         settings: GatewaySettings,
         *,
-        sleep: Callable[[float], None],
+        sleep: Callable[[float], None] | None,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         on_retry: OnRetry | None = None,
         on_call: OnCall | None = None,
         redact: Callable[[str], str] = lambda text: text,
+        stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
+        self.stop = stop if stop is not None else threading.Event()
+        self._calls: dict[int, Waiting] = {}  # thread id -> the call it runs
+        self._calls_lock = threading.Lock()
         self._on_call = on_call
         self._operation = threading.local()  # the operation call() runs, for once()'s latency report
         self._sleep = sleep
@@ -197,17 +217,39 @@ class Retrier:
             stop=stop_after_attempt(self.settings.max_attempts),
             wait=self._wait,
             retry=retry_if_exception(self._retryable),
-            sleep=self._sleep,
+            sleep=lambda seconds: self._pause(operation, seconds),
             before_sleep=lambda state: self._before_sleep(operation, state),
             reraise=True,
         )
         self._operation.name = operation
+        me = threading.get_ident()
+        with self._calls_lock:
+            self._calls[me] = Waiting(operation, self._clock())
         try:
             return retrying(attempt)
         except CallFailed as failed:
             raise self.error(operation, failed.failure) from None
         finally:
             self._operation.name = None
+            with self._calls_lock:
+                self._calls.pop(me, None)
+
+    def waiting(self) -> list[Waiting]:
+        """The calls under way now, oldest first."""
+        with self._calls_lock:
+            return sorted(self._calls.values(), key=lambda w: w.since)
+
+    def _pause(self, operation: str, seconds: float) -> None:
+        """A backoff or throttle wait that ends with :class:`Stopping` when the stop event is set."""
+        if self.stop.is_set():
+            raise Stopping(operation)
+        if self._sleep is None:
+            if self.stop.wait(max(seconds, 0.0)):
+                raise Stopping(operation)
+            return
+        self._sleep(seconds)
+        if self.stop.is_set():
+            raise Stopping(operation)
 
     def once(self, send: Callable[[], T]) -> T:
         """One attempt: wait for the throttle gate, call, classify a failure as :class:`CallFailed`."""
@@ -271,6 +313,11 @@ class Retrier:
     def _before_sleep(self, operation: str, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         failure = exc.failure if isinstance(exc, CallFailed) else Failure(CONNECTION)
+        with self._calls_lock:
+            current = self._calls.get(threading.get_ident())
+            if current is not None:
+                self._calls[threading.get_ident()] = Waiting(current.operation, current.since,
+                                                             state.attempt_number + 1, failure.cause)
         log.debug(
             "connect_retry",
             operation=operation,
@@ -304,4 +351,4 @@ class Retrier:
             raise TransientError(
                 f"Connect asked to wait {remaining:.0f} s (throttled)", retry_after=remaining, cause=THROTTLED
             )
-        self._sleep(remaining + self._jitter(remaining))
+        self._pause(getattr(self._operation, "name", None) or "call", remaining + self._jitter(remaining))

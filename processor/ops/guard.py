@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.requests import cookie_parser
+
+from processor.hosts import is_loopback_host
 
 __all__ = ["Guard", "COOKIE", "PROBES", "is_loopback_host"]
 
@@ -41,19 +42,16 @@ PROBES = frozenset({"/healthz", "/readyz"})
 _SESSION_LABEL = b"cancel-processor status page session"
 
 
-def is_loopback_host(host: str) -> bool:
-    """``localhost``, 127.0.0.0/8 or ::1 (brackets and a port allowed, as in a ``Host`` header)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        host = host[1:].partition("]")[0]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _same_site(scope: Scope) -> bytes:
+    """The request's path as a redirect target that stays on this server (the token taken out of
+    the address bar and of any Referer). Browsers read a leading ``//``, ``/\\`` or ``\\`` (and the
+    same with tabs or newlines between, which they drop) as a link to another host, so every leading
+    slash, backslash and control character goes, and the rest is percent-encoded from the decoded
+    path: nothing in it can start a host name."""
+    path = str(scope.get("path") or "/")
+    rest = path.lstrip("/\\\t\r\n\x00\x0b\x0c ")
+    return ("/" + quote(rest, safe="/:@!$&'()*+,;=-._~")).encode("ascii")
+
 
 
 def _digest(value: str) -> bytes:
@@ -129,10 +127,7 @@ class Guard:
                 await self._refuse(send)
                 return False
             kept = urlencode([(key, value) for key, value in query if key != "token"])
-            # The same URL without the token (out of the address bar and of any Referer); a leading
-            # "//" would make it a link to another host.
-            path: bytes = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
-            location = b"/" + path.lstrip(b"/") + (b"?" + kept.encode("ascii") if kept else b"")
+            location = _same_site(scope) + (b"?" + kept.encode("ascii") if kept else b"")
             cookie = f"{COOKIE}={self._session}; HttpOnly; SameSite=Strict; Path=/"
             await _plain(send, 303, "signed in\n",
                          [(b"location", location), (b"set-cookie", cookie.encode("ascii"))])

@@ -81,6 +81,16 @@ class CachedCheck:
             fresh = self._ok_at is not None and self._clock() - self._ok_at <= self.max_age
             return self._ok and fresh
 
+    def pending_reason(self) -> str:
+        """Why the answer is "not ready" while no run failed: the first run still under way (Connect
+        slow to answer), or the last success too old."""
+        with self._lock:
+            now = self._clock()
+            if self._ok_at is None:
+                since = 0.0 if self._ran_at is None else now - self._ran_at
+                return f"no answer from the first check yet ({since:.0f} s so far)"
+            return f"last successful check {now - self._ok_at:.0f} s ago (older than {self.max_age:g} s)"
+
     def _run(self) -> None:
         ok, error = False, None
         try:
@@ -121,19 +131,31 @@ def make_readiness(
             except Exception as exc:  # noqa: BLE001
                 report["connect"] = False
                 errors["connect"] = _describe(exc)
-            why = getattr(connect, "error", None)
-            if not report["connect"] and why and "connect" not in errors:
-                errors["connect"] = str(why)
+            if not report["connect"] and "connect" not in errors:
+                errors["connect"] = _connect_why(connect)
         if breakers is not None:
             report["circuits"] = {name: "open" if b.is_open else "closed" for name, b in sorted(breakers.items())}
             for name, breaker in sorted(breakers.items()):
                 if getattr(breaker, "latched", None):  # the anomaly guard: why, and how to resume
                     errors[f"circuit {name}"] = str(breaker.latched)
+            opened = [name for name, b in sorted(breakers.items()) if b.is_open and not getattr(b, "latched", None)]
+            if opened:
+                errors["circuits"] = (f"vendor calls paused after repeated failures: {', '.join(opened)} "
+                                      "(they resume by themselves once a probe call succeeds)")
         if errors:
             report["errors"] = errors
         return report
 
     return readiness
+
+
+def _connect_why(connect: Callable[[], object]) -> str:
+    """Why the Connect check is not good: its last failure, or that it has not answered yet."""
+    why = getattr(connect, "error", None)
+    if why:
+        return str(why)
+    describe = getattr(connect, "pending_reason", None)
+    return describe() if callable(describe) else "check answered false"
 
 
 def is_ready(report: Mapping[str, Any]) -> bool:
