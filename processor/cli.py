@@ -20,7 +20,7 @@ import traceback
 from datetime import datetime
 from typing import Any, Sequence
 
-from processor import __version__, preflight
+from processor import __version__, startup_checks
 from processor.cli_errors import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, Where, explain
 from processor.config import Config, load_config, require_products
 from processor.model import ENVIRONMENTS, parse_datetime
@@ -213,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stopping.bound(config.processing.shutdown_timeout + MARGIN, forced_status=interrupted)
     configure_logging(config.log.level, config.log.format)
     require_products(config)
-    preflight.warn_at_start(config)
+    startup_checks.warn_at_start(config)
     selector = selector_for(
         config,
         products=tuple(args.product),
@@ -224,8 +224,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         created_until=args.created_until,
     )
     if args.dry_run:
+        from processor.ops.preflight import run_checks
         from processor.report import dry_run
 
+        for check in run_checks(config, remote=False):  # what would stop `run`, said before the plan
+            if check.status == "config":
+                print(f"cancel-processor: warning: run would refuse to start: check {check.name}: {check.detail}",
+                      file=sys.stderr)
         stopping.interrupt_main()  # a dry run writes nothing: stop it wherever it is
         return dry_run(config, selector)
     if not args.no_check:
@@ -242,9 +247,9 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
     from processor.runtime import build_runtime
     from processor.ticker import Ticker
 
-    preflight.journal_directory(config)
+    startup_checks.journal_directory(config)
     runtime = build_runtime(config)
-    preflight.warn_slow_adapters(config, runtime.adapters)
+    startup_checks.warn_slow_adapters(config, runtime.adapters)
     ops = None
     progress = Progress(None)
     ticker = None
@@ -252,7 +257,7 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
         if not args.once and config.http.enabled:
             server = _ops_server(config, runtime, selector)
             if server is not None:
-                preflight.start_ops(config, server)
+                startup_checks.start_ops(config, server)
                 ops = server  # stopped below only once it started
         if args.once:
             ticker = Ticker(runtime.marketplace.waiting, config.connect.endpoint,

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from processor.preflight import journal_directory as _journal_directory
+from processor.startup_checks import journal_directory as _journal_directory
 from processor.config import ConfigError, load_config
 from processor.sandbox import Sandbox
 

@@ -70,6 +70,10 @@ def test_a_policy_that_needs_suspend_on_an_adapter_without_it_is_exit_2_and_run_
     run = cli(sandbox, "run", "--once", "-c", str(config))
     assert run.returncode == 2 and "grace_days: 14 needs suspend, but adapter 'vendor'" in run.stderr
     assert sandbox.pending_cancels() == pending and not (tmp_path / "journal.db").exists()  # nothing touched
+    # A dry run still shows the plan, but says first that run would refuse to start.
+    plan = cli(sandbox, "run", "--dry-run", "-c", str(config))
+    assert "warning: run would refuse to start" in plan.stderr and "needs suspend" in plan.stderr, plan.stderr
+    assert "Dry run" in plan.stdout and sandbox.pending_cancels() == pending
 
 
 def test_an_unreachable_vendor_is_exit_3_and_json_says_which(sandbox: Sandbox, tmp_path: Path) -> None:

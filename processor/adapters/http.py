@@ -12,7 +12,7 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
     auth: {type: bearer, env: VENDOR_TOKEN}   # bearer | basic (+username) | header (+header)
                                               # | none; the secret comes from env: or file: only
     headers: {}                               # static, non-secret extra headers
-    timeout: {connect: 5, read: 30}           # seconds; read is per socket read, not per answer
+    timeout: {connect: 5, read: 20}           # seconds; read is per socket read, not per answer
     verify: true                              # or the path of a CA bundle; never off
     proxy: null                               # an http(s) proxy URL; none from the environment
     body: {request_id: "{request_id}", reason_code: "{reason_code}", comment: "{reason_comment}"}

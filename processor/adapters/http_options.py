@@ -489,7 +489,8 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
         timeout = {"connect": timeout, "read": timeout}
     t = _Options(timeout, "timeout.")
-    timeouts = (t.seconds("connect", 5.0), t.seconds("read", 30.0))
+    # The read stays under the default processing.shutdown_timeout (30 s): a stop never waits it out.
+    timeouts = (t.seconds("connect", 5.0), t.seconds("read", 20.0))
     t.done()
     verify = _verify(o.get("verify", True))
     proxy = o.text("proxy", None)
