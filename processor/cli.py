@@ -18,7 +18,7 @@ import os
 import sys
 import traceback
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from processor import __version__, startup_checks
 from processor.cli_errors import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, Where, explain
@@ -253,6 +253,7 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
     ops = None
     progress = Progress(None)
     ticker = None
+    schedule = None
     try:
         if not args.once and config.http.enabled:
             server = _ops_server(config, runtime, selector)
@@ -264,9 +265,15 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
                             max_attempts=config.connect.retry.max_attempts).start()
         progress = Progress.start(runtime, selector, enabled=args.once and not args.no_progress)
         daemon = Daemon(runtime.engine, runtime.marketplace, selector, once=args.once, on_result=progress.advance)
-        stopping.forward_to(daemon.stop)
+        if not args.once and config.reconcile.every is not None:
+            from processor.ops.reconcile_schedule import ReconcileSchedule
+
+            schedule = ReconcileSchedule(config, runtime.journal, runtime.adapters, runtime.metrics).start()
+        stopping.forward_to(daemon.stop if schedule is None else _both(schedule.stop, daemon.stop))
         summary = daemon.run()
     finally:
+        if schedule is not None:
+            schedule.join()  # within the shutdown budget; a read still in flight leaves a stray thread
         if ticker is not None:
             ticker.stop()
         progress.close()
@@ -278,6 +285,13 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
         print_summary(summary)
         return EXIT_OK if summary.complete else EXIT_UNFINISHED
     return EXIT_OK
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+    return both
 
 
 def _ops_server(config: Any, runtime: Any, selector: Any) -> Any:

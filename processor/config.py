@@ -229,6 +229,11 @@ class ReconcileConfig(_Section):
 
     concurrency: int = Field(4, ge=1, le=64, description="status reads at the same time")
     rate: float = Field(20.0, gt=0, description="status reads per second, at most")
+    # Off by default: a vendor we have never seen is not read in the background unless asked.
+    # 1 s is allowed for tests; an hour or more is the sensible range (each run reads every
+    # request finished within ``window``, paced by ``rate``).
+    every: float | None = Field(None, ge=1, description="seconds between scheduled runs in the daemon; null: off")
+    window: float = Field(7 * 86400.0, gt=0, description="seconds back from now a scheduled run looks")
 
 
 class Config(_Section):

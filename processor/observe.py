@@ -200,6 +200,17 @@ class Metrics:
             "cancel_notes_owed", "Notes Connect has not taken yet, left owed by the last pass (counts up to 100)",
             registry=r,
         )
+        self.reconcile_divergences = Gauge(
+            "cancel_reconcile_divergences", "Divergences the last scheduled reconciliation found, by kind", ["kind"],
+            registry=r,
+        )
+        self.reconcile_unreadable = Gauge(
+            "cancel_reconcile_unreadable", "Status reads the last scheduled reconciliation could not use", registry=r
+        )
+        self.reconcile_completed = Gauge(
+            "cancel_reconcile_last_completed_timestamp_seconds",
+            "Unix time the last scheduled reconciliation completed (0: none yet)", registry=r,
+        )
 
     def on_connect_call(self, operation: str, seconds: float) -> None:
         self.connect_calls.labels(operation=operation).observe(seconds)

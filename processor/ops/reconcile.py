@@ -35,7 +35,7 @@ from processor.engine_base import stub_request
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
 from processor.observe import mask
 
-__all__ = ["Divergence", "Reconciliation", "configure_parser", "reconcile", "run"]
+__all__ = ["KINDS", "Divergence", "Reconciliation", "configure_parser", "reconcile", "run"]
 
 S = SubscriptionStatus
 STATES = (State.APPROVED, State.FAILED, State.PARKED)
@@ -44,6 +44,7 @@ _DIVERGES: dict[State, tuple[frozenset[SubscriptionStatus], str]] = {
     State.FAILED: (frozenset({S.TERMINATED, S.PURGED}), "refused_but_terminated"),
     State.PARKED: (frozenset({S.TERMINATED, S.PURGED}), "parked_but_terminated"),
 }
+KINDS = tuple(kind for _, kind in _DIVERGES.values())
 FIELDS = ("divergence", "request_id", "journal_state", "vendor_status", "subscription_id", "adapter", "updated_at",
           "detail")
 
@@ -66,6 +67,7 @@ class Reconciliation:
     skipped: int = 0  # no status read on the adapter, or no subscription id
     divergences: list[Divergence] = field(default_factory=list)
     unreadable: list[Divergence] = field(default_factory=list)
+    interrupted: bool = False  # stopped before every read was made
 
     @property
     def status(self) -> int:
@@ -78,20 +80,27 @@ class _Pace:
     def __init__(self, rate: float) -> None:
         self._gap, self._next, self._lock = 1.0 / rate, 0.0, threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self, stop: threading.Event | None = None) -> None:
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next)
             self._next = slot + self._gap
         if slot > now:
-            time.sleep(slot - now)
+            if stop is None:
+                time.sleep(slot - now)
+            else:
+                stop.wait(slot - now)  # a shutdown ends the wait at once
 
 
 def reconcile(
     config: Config, journal: Journal, adapters: Mapping[str, VendorAdapter], *,
     since: datetime, until: datetime | None = None, settings: ReconcileConfig | None = None,
+    stop: threading.Event | None = None,
 ) -> Reconciliation:
-    """Read the vendor's status of every finished request in the range; see the module docstring."""
+    """Read the vendor's status of every finished request in the range; see the module docstring.
+
+    Once ``stop`` is set, no further read starts (reads in flight end by the adapter's own timeout)
+    and the result is partial: :attr:`Reconciliation.interrupted` says so."""
     settings = settings or config.reconcile
     result = Reconciliation()
     todo: list[tuple[RequestRecord, str, VendorAdapter]] = []
@@ -107,7 +116,13 @@ def reconcile(
 
     def check(item: tuple[RequestRecord, str, VendorAdapter]) -> None:
         record, name, adapter = item
-        pace.wait()
+        if stop is not None:
+            pace.wait(stop)
+            if stop.is_set():
+                result.interrupted = True
+                return
+        else:
+            pace.wait()
         call = VendorCall(request=stub_request(record.request_id, record), subscription_id=record.subscription_id or "",
                           idempotency_key=f"{record.idempotency_key}:reconcile")
         try:
