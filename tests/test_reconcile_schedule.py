@@ -144,3 +144,36 @@ def test_reconcile_defaults_are_off_over_seven_days(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"reconcile": {"window": 0}}))
     with pytest.raises(ConfigError, match="reconcile.window"):
         load_config(path, environ={})
+
+
+def test_a_failed_run_is_logged_and_the_schedule_goes_on_until_stopped(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from processor.config import Config
+    from processor.journal import open_journal
+    from processor.observe import Metrics
+    from processor.ops.reconcile_schedule import ReconcileSchedule
+
+    db = tmp_path / "journal.db"
+    config = Config.model_validate({"journal": {"url": f"sqlite:///{db}"}, "reconcile": {"every": 1}})
+    journal = open_journal(config.journal.url)
+    journal.migrate()
+    metrics = Metrics()
+    schedule = ReconcileSchedule(config, journal, {}, metrics)
+    try:
+        result = schedule.run_once()
+        assert result is not None and result.checked == 0
+        assert (metrics.registry.get_sample_value("cancel_reconcile_last_completed_timestamp_seconds") or 0) > 0
+        assert metrics.registry.get_sample_value("cancel_reconcile_divergences", {"kind": "approved_but_active"}) == 0
+        with sqlite3.connect(db) as conn:
+            conn.execute("drop table requests")  # the journal breaks under the running schedule
+        with capture_logs() as logs:
+            schedule.start()
+            _wait_for(lambda: sum(e["event"] == "reconcile_failed" for e in logs) >= 2, 20, "two failed runs")
+            assert schedule.join()
+        failed = [e for e in logs if e["event"] == "reconcile_failed"]
+        assert all(e["log_level"] == "error" and "SchemaError" in e["error"] for e in failed), failed
+        assert len(failed) >= 2  # the schedule went on after the first failure
+    finally:
+        schedule.join()
+        journal.close()
