@@ -97,4 +97,7 @@ def test_a_run_longer_than_the_window_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigError) as error:
         load_config(None, environ={"CANCEL_PROCESSOR_GUARD__IN_A_ROW": "60"})
-    assert str(error.value) == "<defaults>: guard: in_a_row (60) must not exceed window (50)"
+    # The value came from the environment, so the message names the variable, not a file.
+    assert str(error.value) == (
+        "environment variable CANCEL_PROCESSOR_GUARD__IN_A_ROW: guard: in_a_row (60) must not exceed window (50)"
+    )
