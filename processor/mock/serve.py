@@ -74,10 +74,23 @@ class ServerThread:
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        self._socket: socket.socket | None = None
+        if port:
+            self.port = port
+        else:
+            # Bind port 0 here and hand the bound socket to uvicorn: asking for a free port and
+            # binding it later lets another process's outgoing connection take it in between
+            # ("address already in use" under a busy test run).
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._socket = socket.socket(family, socket.SOCK_STREAM)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((host, 0))
+            self.port = int(self._socket.getsockname()[1])
         self._server = uvicorn.Server(_config(app, self.host, self.port, **kwargs))
+        sockets = [self._socket] if self._socket is not None else None
         # uvicorn captures signals only on the main thread, so a background server leaves them alone.
-        self._thread = threading.Thread(target=self._server.run, name=f"server-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=lambda: self._server.run(sockets=sockets),
+                                        name=f"server-{self.port}", daemon=True)
 
     @property
     def url(self) -> str:
@@ -96,6 +109,8 @@ class ServerThread:
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
         self._thread.join(timeout)
+        if self._socket is not None:
+            self._socket.close()
 
     def __enter__(self) -> "ServerThread":
         return self.start()
