@@ -33,8 +33,8 @@ from typing import Any
 import yaml
 
 from bench.servers import VENDOR_TOKEN, MockServers
-from processor.mock.marketplace import DEFAULT_API_KEY
-from processor.mock.serve import free_port
+from cancel_sandbox.marketplace import DEFAULT_API_KEY
+from processor.ops.serving import free_port
 
 __all__ = ["Run", "bare", "main", "processor", "user_config"]
 

@@ -28,7 +28,7 @@ import requests
 
 from processor.journal import open_journal
 from processor.journal.base import State
-from processor.sandbox import Sandbox
+from cancel_sandbox.local import Sandbox
 
 __all__ = ["Report", "Row", "RunFacts", "check", "git_commit", "render_markdown"]
 
@@ -142,7 +142,7 @@ def transition_owners(journal_url: str) -> dict[str, int]:
 
 
 def suspensions(journal_url: str) -> tuple[int, int]:
-    """Takeovers that waited for a previous holder still alive (processor/liveness.py): transitions,
+    """Takeovers that waited for a previous holder still alive (processor/engine/liveness.py): transitions,
     and distinct requests."""
     query = ("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM transitions "
              "WHERE detail LIKE 'retry after %suspended: previous holder alive%'")

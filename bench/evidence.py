@@ -24,7 +24,7 @@ import requests
 
 from bench.checker import Report, subscription_of
 from processor.journal import open_journal
-from processor.sandbox import Sandbox
+from cancel_sandbox.local import Sandbox
 
 __all__ = ["keep_evidence", "timeline"]
 

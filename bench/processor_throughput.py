@@ -30,11 +30,11 @@ import requests
 import yaml
 
 from bench.servers import MockServers, VENDOR_TOKEN
-from processor.config import Config
-from processor.daemon import Daemon
-from processor.mock.marketplace import DEFAULT_API_KEY
+from processor.config.schema import Config
+from processor.daemon.core import Daemon
+from cancel_sandbox.marketplace import DEFAULT_API_KEY
 from processor.observe import configure_logging
-from processor.runtime import build_runtime, selector_for
+from processor.daemon.runtime import build_runtime, selector_for
 
 
 def process_once(servers: MockServers, concurrency: int, notes: bool = False) -> tuple[int, float, float]:

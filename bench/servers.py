@@ -16,9 +16,9 @@ from typing import Any
 
 import requests
 
-from processor.mock.marketplace import DEFAULT_API_KEY
-from processor.mock.serve import free_port
-from processor.mock.vendor.outcomes import MOCK_VENDOR_OUTCOMES
+from cancel_sandbox.marketplace import DEFAULT_API_KEY
+from processor.ops.serving import free_port
+from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 
 __all__ = ["MockServers", "VENDOR_TOKEN"]
 

@@ -46,8 +46,8 @@ from bench.daemons import Daemon, fresh_schema, held_by, taken_from
 from bench.evidence import keep_evidence
 from processor.journal import open_journal
 from processor.journal.base import FINAL_STATES, State
-from processor.mock.faults import FaultSettings
-from processor.sandbox import Sandbox
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.local import Sandbox
 
 __all__ = ["Schedule", "SoakSettings", "main", "run_soak"]
 

@@ -40,8 +40,8 @@ from starlette.routing import Route
 
 from processor.eaas.app import EVENT_TYPE, RUNTIMES, CancelEventsApplication
 from processor.eaas.variables import CONFIG_YAML, SQLITE_PERSISTENT
-from processor.mock.serve import ServerThread
-from processor.sandbox import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox
+from processor.ops.serving import ServerThread
+from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox
 
 # Connect's definition of the event (the runner reads it from the setup message).
 DEFINITION = EventDefinition(

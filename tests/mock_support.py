@@ -14,15 +14,15 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from processor.mock.marketplace import (
+from cancel_sandbox.marketplace import (
     DEFAULT_API_KEY,
     MarketplaceSettings,
     MockClock,
     approve_template,
     create_app,
 )
-from processor.mock.marketplace.records import Request
-from processor.mock.serve import ServerThread
+from cancel_sandbox.marketplace.records import Request
+from processor.ops.serving import ServerThread
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 SECRET = DEFAULT_API_KEY.split(":", 1)[1]

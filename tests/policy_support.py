@@ -12,11 +12,11 @@ from typing import Any, Sequence
 import yaml
 
 from processor.adapters.base import Outcome, VendorCall
-from processor.config import Config
-from processor.daemon import Daemon, RunSummary
-from processor.mock.marketplace import MockClock
-from processor.runtime import Runtime, build_runtime, selector_for
-from processor.sandbox import Sandbox
+from processor.config.schema import Config
+from processor.daemon.core import Daemon, RunSummary
+from cancel_sandbox.marketplace import MockClock
+from processor.daemon.runtime import Runtime, build_runtime, selector_for
+from cancel_sandbox.local import Sandbox
 
 START = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 PRODUCT = "PRD-100-000-001"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from processor.adapters.base import Idempotency, RetryLater, SubscriptionStatus, Terminated
-from processor.circuit import CircuitBreaker, CircuitOpen
-from processor.engine import Engine
+from processor.engine.circuit import CircuitBreaker, CircuitOpen
+from processor.engine.core import Engine
 from processor.journal.base import Journal, State
 
 from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload

@@ -22,9 +22,9 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from processor.startup_checks import journal_directory as _journal_directory
-from processor.config import ConfigError, load_config
-from processor.sandbox import Sandbox
+from processor.daemon.startup_checks import journal_directory as _journal_directory
+from processor.config.schema import ConfigError, load_config
+from cancel_sandbox.local import Sandbox
 
 
 

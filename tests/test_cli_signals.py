@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from bench.daemons import catches_sigterm
-from processor.cli import _StopRequests
+from processor.cli.main import _StopRequests
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Each service's command is parsed by the CLI's own argparse parser (a typo in a subcommand or an
 option fails here, not at ``docker compose up``); the processor's mounted configuration validates
-with :func:`processor.config.load_config` in the environment compose and the Dockerfile give it;
+with :func:`processor.config.schema.load_config` in the environment compose and the Dockerfile give it;
 the services find each other (host names, ports, the shared secrets); the ops server accepts its
 0.0.0.0 bind because a long enough token is set; the journal lives on a named volume at the path
 the image's journal URL names; every service has a health check on its own ``/healthz``.
@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from processor.cli import build_parser
-from processor.config import load_config
+from processor.cli.main import build_parser
+from processor.config.schema import load_config
 from processor.journal import open_journal
-from processor.mock.marketplace import MarketplaceSettings, create_app
+from cancel_sandbox.marketplace import MarketplaceSettings, create_app
 from processor.observe import Metrics
 from processor.ops.readiness import make_readiness
 from processor.ops.server import build_ops_server
-from processor.runtime import load_adapters
+from processor.daemon.runtime import load_adapters
 
 from .conftest import REPO
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from processor.config import ConfigError, connect_api_key, load_config
+from processor.config.schema import ConfigError, connect_api_key, load_config
 
 from .conftest import REPO
 

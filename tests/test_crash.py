@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from processor.crashpoints import POINTS
+from processor.engine.crashpoints import POINTS
 from processor.journal import open_journal
 from processor.journal.base import State
-from processor.mock.faults import FaultSettings
-from processor.sandbox import Sandbox
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.local import Sandbox
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 import requests
 import yaml
 
-from processor.mock.serve import free_port
-from processor.sandbox import Sandbox
+from processor.ops.serving import free_port
+from cancel_sandbox.local import Sandbox
 
 from .test_crash import processor_env
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from processor.mock.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
-from processor.mock.serve import ServerThread
+from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
+from processor.ops.serving import ServerThread
 
 from . import devops_env
 from .conftest import need_or_skip

@@ -24,8 +24,8 @@ from connect.client.testing import ConnectClientMocker
 from connect.eaas.core.enums import ResultType
 from connect.eaas.core.validation.validators import validate_eventsapp, validate_extension_json, validate_variables
 
-from processor.config import Config, ConfigError
-from processor.daemon import Daemon
+from processor.config.schema import Config, ConfigError
+from processor.daemon.core import Daemon
 from processor.eaas.app import EVENT_TYPE, RUNTIMES, CancelEventsApplication, InFlight
 from processor.eaas.runtimes import RuntimeCache, gateway_client
 from processor.eaas.variables import (
@@ -40,9 +40,9 @@ from processor.eaas.variables import (
 )
 from processor.journal import open_journal
 from processor.journal.base import State
-from processor.mock.faults import FaultSettings
-from processor.runtime import build_runtime, selector_for
-from processor.sandbox import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox, adapter_options
+from cancel_sandbox.faults import FaultSettings
+from processor.daemon.runtime import build_runtime, selector_for
+from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox, adapter_options
 
 CONNECT = "https://connect.example.test/public/v1"
 API_KEY = "ApiKey SU-000-000-001:eaas-test-secret-value"

@@ -1,7 +1,7 @@
 """The extension as deployed: installation keys, an installation not set up yet, the journal it
 refuses, its logs in the runner's logger, and the schedulable that runs what no task triggers.
 
-Connect is the live mock marketplace and the vendor the live mock vendor (processor.sandbox); the
+Connect is the live mock marketplace and the vendor the live mock vendor (cancel_sandbox.local); the
 application is built as connect-extension-runner builds it for each task.
 """
 
@@ -24,7 +24,7 @@ from processor.eaas.variables import CONFIG_YAML, DECLARED, JOURNAL_URL, SQLITE_
 from processor.journal import open_journal
 from processor.journal.base import State
 from processor.model import parse_request
-from processor.sandbox import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox
+from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox
 
 RUNNER_LOGGER = "eaas.eventsapp"  # connect-extension-runner's extension logger
 

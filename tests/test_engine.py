@@ -16,8 +16,8 @@ from processor.adapters.base import (
     SubscriptionStatus,
     Terminated,
 )
-from processor.config import load_config
-from processor.engine import Engine
+from processor.config.schema import load_config
+from processor.engine.core import Engine
 from processor.journal.base import Journal, State
 from processor.marketplace import NotPending, TransientError
 from processor.observe import Metrics

@@ -34,7 +34,7 @@ from bench.daemons import fresh_schema
 from processor.journal import open_journal
 from processor.journal.base import State
 from processor.ops.actions import retry_request
-from processor.sandbox import Sandbox
+from cancel_sandbox.local import Sandbox
 
 pytestmark = pytest.mark.slow
 

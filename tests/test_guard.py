@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from processor.circuit import CircuitBreaker
-from processor.config import GuardConfig, load_config
-from processor.guard import AnomalyGuard, LatchFile, latch_path
+from processor.engine.circuit import CircuitBreaker
+from processor.config.schema import GuardConfig, load_config
+from processor.engine.guard import AnomalyGuard, LatchFile, latch_path
 from processor.observe import Metrics
 from processor.ops import resume
 
@@ -93,7 +93,7 @@ def test_an_unreadable_latch_file_keeps_what_is_latched(tmp_path: Path) -> None:
 
 
 def test_a_run_longer_than_the_window_is_a_configuration_error() -> None:
-    from processor.config import ConfigError
+    from processor.config.schema import ConfigError
 
     with pytest.raises(ConfigError) as error:
         load_config(None, environ={"CANCEL_PROCESSOR_GUARD__IN_A_ROW": "60"})

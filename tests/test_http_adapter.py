@@ -32,10 +32,10 @@ from processor.adapters import (
     supports,
 )
 from processor.adapters.http import HttpAdapter, retry_after_seconds
-from processor.mock.faults import FaultSettings
-from processor.mock.serve import ServerThread, free_port
-from processor.mock.vendor import VendorApp, VendorSettings, create_app
-from processor.mock.vendor.outcomes import MOCK_VENDOR_OUTCOMES
+from cancel_sandbox.faults import FaultSettings
+from processor.ops.serving import ServerThread, free_port
+from cancel_sandbox.vendor import VendorApp, VendorSettings, create_app
+from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 from processor.model import CancelRequest
 
 BASE = "https://vendor.test"

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from processor.mock.marketplace import MarketplaceSettings, approve_template, create_app
-from processor.mock.serve import ServerThread
+from cancel_sandbox.marketplace import MarketplaceSettings, approve_template, create_app
+from processor.ops.serving import ServerThread
 from bench import legacy_env
 from tests.conftest import need_or_skip
 

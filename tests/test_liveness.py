@@ -1,4 +1,4 @@
-"""The engine's rule for a request whose send right another holder keeps (processor/liveness.py),
+"""The engine's rule for a request whose send right another holder keeps (processor/engine/liveness.py),
 in process: suspended without a call while the holder lives, parked after ``journal.holder_wait``,
 resumed as before once the right is free; vendors that deduplicate never take a right.
 
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from processor.adapters.base import Idempotency, SubscriptionStatus
-from processor.config import Config, load_config
-from processor.engine import Engine
+from processor.config.schema import Config, load_config
+from processor.engine.core import Engine
 from processor.journal.base import Journal, State
-from processor.liveness import SUSPENDED
+from processor.engine.liveness import SUSPENDED
 from processor.observe import Metrics
 
 from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload

@@ -18,8 +18,8 @@ from connect.client.rql import R
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processor.daemon import Daemon
-from processor.engine import Engine
+from processor.daemon.core import Daemon
+from processor.engine.core import Engine
 from processor.journal import open_journal
 from processor.journal.base import State
 from processor.marketplace import MarketplaceError, Selector

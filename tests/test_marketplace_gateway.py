@@ -594,9 +594,9 @@ def test_the_package_exports_what_it_lists() -> None:
 def test_iter_pending_and_approve_against_the_mock_marketplace_with_faults(fake_time: FakeTime) -> None:
     """Through uvicorn and the fault middleware: 5xx, 429 and apply-then-drop on every route.
     Every pending cancel is listed once and approved exactly once, as the ledger shows."""
-    from processor.mock.faults import FaultSettings
-    from processor.mock.marketplace import MarketplaceSettings, create_app
-    from processor.mock.serve import ServerThread
+    from cancel_sandbox.faults import FaultSettings
+    from cancel_sandbox.marketplace import MarketplaceSettings, create_app
+    from processor.ops.serving import ServerThread
 
     faults = FaultSettings(error_rate=0.08, throttle_rate=0.04, retry_after=2, drop_rate=0.08, seed=11)
     app = create_app(MarketplaceSettings(generate=240, seed=5, faults=faults))

@@ -22,8 +22,8 @@ from typing import Callable
 import pytest
 import requests
 
-from processor.mock.faults import FaultSettings
-from processor.mock.marketplace import (
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.marketplace import (
     DEFAULT_API_KEY,
     MarketplaceSettings,
     MockClock,
@@ -31,9 +31,9 @@ from processor.mock.marketplace import (
     approve_template,
     create_app,
 )
-from processor.mock.marketplace.records import render_asset, render_request
-from processor.mock.marketplace.serialize import Serializer
-from processor.mock.marketplace.store import Store
+from cancel_sandbox.marketplace.records import render_asset, render_request
+from cancel_sandbox.marketplace.serialize import Serializer
+from cancel_sandbox.marketplace.store import Store
 
 from .mock_support import SECRET, START, Running, template_of, clock, start  # noqa: F401 - fixtures
 
@@ -314,7 +314,7 @@ def test_admin_seed_clock_stats_and_ledger(start: Callable[..., Running]) -> Non
 
 
 def test_clock_endpoint_refuses_a_real_clock(start: Callable[..., Running]) -> None:
-    from processor.mock.marketplace.clock import utc_now
+    from cancel_sandbox.marketplace.clock import utc_now
 
     mp = start(generate=1, clock=utc_now)
     assert mp.admin("POST", "/admin/clock", json={"advance": 5}).status_code == 409
@@ -393,7 +393,7 @@ def test_the_command_serves_and_says_what_it_serves(tmp_path: Path) -> None:
 def test_a_bad_seed_file_stops_the_command_with_status_2(tmp_path: Path) -> None:
     import argparse
 
-    from processor.mock.marketplace import cli
+    from cancel_sandbox.marketplace import cli
 
     parser = argparse.ArgumentParser()
     cli.configure_parser(parser)

@@ -13,9 +13,9 @@ from typing import Iterator
 import pytest
 from connect.client import ClientError, ConnectClient, R
 
-from processor.mock.faults import FaultSettings
-from processor.mock.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
-from processor.mock.serve import ServerThread
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
+from processor.ops.serving import ServerThread
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -20,8 +20,8 @@ from typing import Callable
 import pytest
 import yaml
 
-from processor.mock.marketplace import MarketplaceSettings, MockClock, SeedError, create_app
-from processor.mock.serve import ServerThread
+from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, SeedError, create_app
+from processor.ops.serving import ServerThread
 
 from .conftest import SHARED, need_or_skip
 from .mock_support import START, Running, clock, fixture_payloads, start  # noqa: F401 - fixtures
@@ -240,7 +240,7 @@ def test_the_import_option_reads_paths_from_the_command_line_and_environment(
 ) -> None:
     import argparse
 
-    from processor.mock.marketplace import cli
+    from cancel_sandbox.marketplace import cli
 
     monkeypatch.setenv("MOCK_CONNECT_IMPORT", str(tmp_path / "a.json"))
     parser = argparse.ArgumentParser()

@@ -13,12 +13,12 @@ from typing import Callable
 
 import pytest
 
-from processor.mock.marketplace import MarketplaceSettings, MockClock, create_app
-from processor.mock.marketplace.evaluate import apply_ordering, compile_filter
-from processor.mock.marketplace.fields import REQUEST_FIELDS
-from processor.mock.marketplace.records import Request
-from processor.mock.marketplace.rql import parse_query
-from processor.mock.marketplace.store import Store
+from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, create_app
+from cancel_sandbox.marketplace.evaluate import apply_ordering, compile_filter
+from cancel_sandbox.marketplace.fields import REQUEST_FIELDS
+from cancel_sandbox.marketplace.records import Request
+from cancel_sandbox.marketplace.rql import parse_query
+from cancel_sandbox.marketplace.store import Store
 
 from .mock_support import (  # noqa: F401 - fixtures
     START,

@@ -13,7 +13,7 @@ from typing import Callable
 import pytest
 from connect.client import ClientError, ConnectClient, R
 
-from processor.mock.marketplace.records import Request
+from cancel_sandbox.marketplace.records import Request
 
 from .mock_support import Running, clock, start  # noqa: F401 - fixtures
 

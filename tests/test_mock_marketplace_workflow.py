@@ -9,8 +9,8 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from processor.mock.marketplace import DEFAULT_API_KEY, MockClock, approve_template
-from processor.mock.marketplace.records import Request
+from cancel_sandbox.marketplace import DEFAULT_API_KEY, MockClock, approve_template
+from cancel_sandbox.marketplace.records import Request
 
 from .mock_support import (  # noqa: F401 - fixtures
     KEY_ID,

@@ -11,14 +11,14 @@ from typing import Iterator
 
 import pytest
 
-from processor.config import Config
-from processor.daemon import Daemon, RunSummary
-from processor.engine_base import utcnow
+from processor.config.schema import Config
+from processor.daemon.core import Daemon, RunSummary
+from processor.engine.base import utcnow
 from processor.journal import open_journal
 from processor.journal.base import NOTED_STATES
-from processor.mock.faults import FaultSettings
-from processor.runtime import build_runtime, selector_for
-from processor.sandbox import Sandbox
+from cancel_sandbox.faults import FaultSettings
+from processor.daemon.runtime import build_runtime, selector_for
+from cancel_sandbox.local import Sandbox
 
 LEASE = 2.0  # seconds: owed notes are taken once their row has been quiet this long
 NOTES_DOWN = FaultSettings(error_rate=1.0, methods="POST", path_pattern=r"^/public/v1/conversations/[^/]+/messages$")

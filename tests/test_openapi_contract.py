@@ -20,8 +20,8 @@ import requests
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
-from processor.mock.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
-from processor.mock.serve import ServerThread
+from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
+from processor.ops.serving import ServerThread
 
 from .conftest import SHARED
 from .contract.overlay import KNOWN_OMISSIONS, load_document, patched

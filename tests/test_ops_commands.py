@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from processor.config import ConfigError
+from processor.config.schema import ConfigError
 from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import register_secret

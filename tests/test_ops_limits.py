@@ -13,8 +13,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from processor.mock.serve import MAX_HEADER_BYTES
-from processor.sandbox import Sandbox
+from processor.ops.serving import MAX_HEADER_BYTES
+from cancel_sandbox.local import Sandbox
 
 
 @pytest.fixture(scope="module")

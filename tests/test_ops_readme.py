@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from processor.cli import build_parser
+from processor.cli.main import build_parser
 from processor.ops.metrics_doc import metrics_table
 
 from .conftest import REPO

@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from processor.circuit import CircuitBreaker
-from processor.config import Config, ConfigError
+from processor.engine.circuit import CircuitBreaker
+from processor.config.schema import Config, ConfigError
 from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import Metrics, register_secret

@@ -15,11 +15,11 @@ from processor.adapters.base import (
     SubscriptionStatus,
     Terminated,
 )
-from processor.config import Config, load_config
-from processor.engine import TIMER_STATES, Engine
+from processor.config.schema import Config, load_config
+from processor.engine.core import TIMER_STATES, Engine
 from processor.journal.base import Journal, State
 from processor.observe import Metrics
-from processor.policy import Policy
+from processor.policy.rules import Policy
 
 from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
 from .policy_fakes import PolicyMarketplace, StepAdapter
@@ -298,7 +298,7 @@ def test_the_dry_run_shows_the_policy_and_the_dates_ahead(journal: Journal, cloc
 def test_policy_configuration_errors_name_the_key(tmp_path: Any, data: dict[str, Any], key: str, expected: str) -> None:
     import yaml
 
-    from processor.config import ConfigError
+    from processor.config.schema import ConfigError
 
     base = {"adapters": {"v": {"type": "noop"}}, "defaults": {"adapter": "v"}, "products": {"PRD-1": {}}}
     merged = {**base, **data, "defaults": {**base["defaults"], **data.get("defaults", {})}}

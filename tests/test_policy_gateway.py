@@ -13,8 +13,8 @@ import requests
 import responses
 
 from processor.marketplace import GatewaySettings, Marketplace, NotPending, Selector
-from processor.mock.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
-from processor.mock.serve import ServerThread
+from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
+from processor.ops.serving import ServerThread
 
 START = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from processor.mock.serve import free_port
-from processor.sandbox import Sandbox
+from processor.ops.serving import free_port
+from cancel_sandbox.local import Sandbox
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from processor.config import Config
-from processor.daemon import Daemon, RunSummary
+from processor.config.schema import Config
+from processor.daemon.core import Daemon, RunSummary
 from processor.journal.base import State
-from processor.mock.faults import FaultSettings
-from processor.runtime import build_runtime, selector_for
-from processor.sandbox import Sandbox
+from cancel_sandbox.faults import FaultSettings
+from processor.daemon.runtime import build_runtime, selector_for
+from cancel_sandbox.local import Sandbox
 
 
 def run_once(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **processing: Any) -> tuple[RunSummary, Any]:

@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from processor.mock.serve import free_port
+from processor.ops.serving import free_port
 
 from .conftest import REPO
 

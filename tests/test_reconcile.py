@@ -17,7 +17,7 @@ import requests
 import yaml
 
 from processor.ops.reconcile import _Pace
-from processor.sandbox import Sandbox
+from cancel_sandbox.local import Sandbox
 
 
 def cli(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:

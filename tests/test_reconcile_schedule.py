@@ -23,10 +23,10 @@ import pytest
 import requests
 import yaml
 
-from processor.config import ConfigError, load_config
-from processor.mock.serve import free_port
-from processor.sandbox import Sandbox
-from processor.signals import MARGIN
+from processor.config.schema import ConfigError, load_config
+from processor.ops.serving import free_port
+from cancel_sandbox.local import Sandbox
+from processor.daemon.signals import MARGIN
 
 from .test_crash import processor_env
 
@@ -149,7 +149,7 @@ def test_reconcile_defaults_are_off_over_seven_days(tmp_path: Path) -> None:
 def test_a_failed_run_is_logged_and_the_schedule_goes_on_until_stopped(tmp_path: Path) -> None:
     from structlog.testing import capture_logs
 
-    from processor.config import Config
+    from processor.config.schema import Config
     from processor.journal import open_journal
     from processor.observe import Metrics
     from processor.ops.reconcile_schedule import ReconcileSchedule

@@ -35,8 +35,8 @@ import yaml
 from bench.daemons import Daemon, fresh_schema, held_by, taken_from
 from processor.journal import open_journal
 from processor.journal.base import FINAL_STATES, State
-from processor.mock.faults import FaultSettings
-from processor.sandbox import Sandbox
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.local import Sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

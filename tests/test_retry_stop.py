@@ -16,7 +16,7 @@ import responses
 
 from processor.marketplace import GatewaySettings, Marketplace, Selector, Stopping, TransientError
 from processor.marketplace.retry import Waiting
-from processor.ticker import Ticker
+from processor.cli.ticker import Ticker
 
 ENDPOINT = "https://connect.example/public/v1"
 

@@ -25,8 +25,8 @@ from typing import Any
 import hypothesis
 import pytest
 
-from processor.mock.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
-from processor.mock.serve import ServerThread
+from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
+from processor.ops.serving import ServerThread
 
 from .conftest import need_or_skip
 from .contract.overlay import load_document, patched

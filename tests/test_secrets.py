@@ -34,9 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from processor.mock.faults import FaultSettings
-from processor.mock.serve import ServerThread, free_port
-from processor.sandbox import VENDOR_TOKEN_ENV, Sandbox
+from cancel_sandbox.faults import FaultSettings
+from processor.ops.serving import ServerThread, free_port
+from cancel_sandbox.local import VENDOR_TOKEN_ENV, Sandbox
 
 from .test_crash import processor_env
 

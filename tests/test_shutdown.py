@@ -25,7 +25,7 @@ from bench.daemons import catches_sigterm
 from bench.servers import MockServers
 from processor.journal import open_journal
 from processor.journal.base import JournalError, State
-from processor.signals import MARGIN
+from processor.daemon.signals import MARGIN
 
 SHUTDOWN = 3.0
 SLACK = 3.0  # a loaded 2-core machine: process teardown, the signal's delivery

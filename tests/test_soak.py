@@ -16,7 +16,7 @@ import requests
 from bench.checker import RunFacts, check, render_markdown
 from bench.soak import STORMS, SoakSettings, run_soak
 from processor.journal import open_journal
-from processor.sandbox import SANDBOX_VENDOR_TOKEN, Sandbox
+from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, Sandbox
 
 pytestmark = pytest.mark.slow
 

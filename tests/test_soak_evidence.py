@@ -12,7 +12,7 @@ from bench.checker import RunFacts, check
 from bench.evidence import keep_evidence
 from processor.journal import open_journal
 from processor.journal.base import State
-from processor.sandbox import SANDBOX_VENDOR_TOKEN, Sandbox
+from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, Sandbox
 
 
 def test_evidence_of_a_duplicate_termination(tmp_path: Path) -> None:

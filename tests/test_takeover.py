@@ -10,14 +10,14 @@ from typing import Iterator
 
 import pytest
 
-from processor.config import Config
-from processor.daemon import Daemon
+from processor.config.schema import Config
+from processor.daemon.core import Daemon
 from processor.journal.base import State
 from processor.marketplace import Selector
-from processor.mock.faults import FaultSettings
+from cancel_sandbox.faults import FaultSettings
 from processor.model import parse_request
-from processor.runtime import Runtime, build_runtime, selector_for
-from processor.sandbox import Sandbox
+from processor.daemon.runtime import Runtime, build_runtime, selector_for
+from cancel_sandbox.local import Sandbox
 
 LEASE = 2.0  # the daemon's lease: it looks for stranded claims every half lease
 GHOST_LEASE = 0.2  # the dead process's lease, run out before the daemon starts
@@ -130,7 +130,7 @@ def test_a_stranded_claim_the_policy_now_ignores_is_read_once(sandbox: Sandbox, 
 
 
 def _ignore(request: object) -> object:
-    from processor.policy import Decision
+    from processor.policy.rules import Decision
 
     return Decision(action="ignore", reason="the policy changed since")
 

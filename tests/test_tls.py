@@ -28,12 +28,12 @@ from cryptography.x509.oid import NameOID
 
 from processor.adapters.base import RetryLater, Terminated, VendorCall
 from processor.adapters.http import HttpAdapter
-from processor.config import ConfigError, load_config
+from processor.config.schema import ConfigError, load_config
 from processor.marketplace import Marketplace, Selector, TransientError
-from processor.mock.serve import ServerThread
+from processor.ops.serving import ServerThread
 from processor.model import CancelRequest
-from processor.runtime import gateway_settings
-from processor.sandbox import VENDOR_TOKEN_ENV, Sandbox, adapter_options
+from processor.daemon.runtime import gateway_settings
+from cancel_sandbox.local import VENDOR_TOKEN_ENV, Sandbox, adapter_options
 
 pytestmark = pytest.mark.slow
 

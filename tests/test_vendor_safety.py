@@ -18,15 +18,15 @@ import pytest
 import requests
 import yaml
 
-from processor.config import Config
-from processor.daemon import Daemon
+from processor.config.schema import Config
+from processor.daemon.core import Daemon
 from processor.journal import open_journal
 from processor.journal.base import State
-from processor.mock.vendor.outcomes import MOCK_VENDOR_OUTCOMES
+from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 from processor.ops import resume
 from processor.ops.readiness import is_ready, make_readiness
-from processor.runtime import build_runtime, selector_for
-from processor.sandbox import Sandbox
+from processor.daemon.runtime import build_runtime, selector_for
+from cancel_sandbox.local import Sandbox
 
 READ_ONLY_TOKEN = "read-only-token-0815"
 ATTEMPTS = 3

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from processor.config import ConfigError, load_config
-from processor.engine import Engine
+from processor.config.schema import ConfigError, load_config
+from processor.engine.core import Engine
 from processor.journal import open_journal
 from processor.observe import Metrics
-from processor.waiting import configure_parser, run
+from processor.cli.waiting import configure_parser, run
 
 from .fakes import Clock, cancel_payload
 from .policy_fakes import PolicyMarketplace, StepAdapter

@@ -41,7 +41,7 @@ definite error, counted toward ``processing.max_attempts``, then parked by defau
 naming the method, the URL template, the status and the start of the body. No status code alone
 ends a request: ``already_gone`` and ``refused`` (and ``success`` outside 2xx) need a ``when``
 condition on the body, checked at start-up; a bare 404 may be a mistyped path. The mock vendor's
-map is :data:`processor.mock.vendor.outcomes.MOCK_VENDOR_OUTCOMES`. A transport failure that
+map is :data:`cancel_sandbox.vendor.outcomes.MOCK_VENDOR_OUTCOMES`. A transport failure that
 proves nothing was sent (refused, DNS, connect timeout, certificate rejected) is
 :class:`RetryLater`; one after the request may have left (read timeout, reset, dropped
 mid-answer) is :class:`Ambiguous`. So is a 2xx whose body fails the success check (not JSON, or

@@ -54,7 +54,7 @@ DEFAULT_BODY = {"request_id": "{request_id}", "reason_code": "{reason_code}",
 # mistyped path, a 403 a token without the right scope, a 400 or 422 a validation bug on either
 # side; each is a definite error (counted toward processing.max_attempts, then parked by default).
 # "Gone" and "refused" need a body the operator names under outcomes (see the mock vendor's map in
-# processor.mock.vendor.outcomes and config/processor.example.yaml), or a status read.
+# cancel_sandbox.vendor.outcomes and config/processor.example.yaml), or a status read.
 DEFAULT_OUTCOMES: dict[str, Any] = {
     "1xx": "failed",
     "2xx": "success",

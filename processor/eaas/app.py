@@ -60,10 +60,10 @@ from connect.eaas.core.enums import ResultType
 from connect.eaas.core.extension import EventsApplicationBase
 from connect.eaas.core.responses import BackgroundResponse, ScheduledExecutionResponse
 
-from processor.config import ConfigError
+from processor.config.schema import ConfigError
 from processor.journal.base import JournalError, SchemaError
 from processor.observe import log_through, mask
-from processor.runtime import Runtime
+from processor.daemon.runtime import Runtime
 
 from processor.eaas.maintenance import run_maintenance
 from processor.eaas.runtimes import RuntimeCache

@@ -2,7 +2,7 @@
 
 connect-extension-runner makes a new application object for every task, so nothing that must
 outlive a task (the journal's connection pool, the lease heartbeat, circuit breakers, the gateway's
-template cache) can live on it. :class:`RuntimeCache` keeps one :class:`~processor.runtime.Runtime`
+template cache) can live on it. :class:`RuntimeCache` keeps one :class:`~processor.daemon.runtime.Runtime`
 per distinct installation configuration: the extension's variables plus the endpoint and API key
 of the client the runner gave the task. A change of variables builds a new runtime; the old one is
 closed once the tasks still using it have finished (at most ``size`` are kept).
@@ -33,14 +33,14 @@ from typing import Any, Callable, Iterator, Mapping
 
 from connect.client import ConnectClient
 
-from processor.config import Config, ConfigError
-from processor.engine import Engine
+from processor.config.schema import Config, ConfigError
+from processor.engine.core import Engine
 from processor.journal import open_journal
 from processor.journal.base import Journal
-from processor.leases import LeaseKeeper
+from processor.engine.leases import LeaseKeeper
 from processor.marketplace import Marketplace
 from processor.observe import Metrics, register_secret
-from processor.runtime import Runtime, gateway_settings, load_adapters, make_owner
+from processor.daemon.runtime import Runtime, gateway_settings, load_adapters, make_owner
 
 from processor.eaas.variables import check_deployable, config_from_variables, effective, export_adapter_secrets
 

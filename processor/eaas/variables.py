@@ -38,9 +38,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from processor.pydantic_compat import ValidationError
+from processor.config.compat import ValidationError
 
-from processor.config import Config, ConfigError, ENV_PREFIX, load_config
+from processor.config.schema import Config, ConfigError, ENV_PREFIX, load_config
 from processor.observe import register_secret
 
 __all__ = [

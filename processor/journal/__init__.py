@@ -76,7 +76,7 @@ def open_existing(url: str, source: Any) -> Iterator[Journal]:
     """The journal at ``url`` for reading and operator commands, never creating one: a missing
     SQLite file (a mistyped path, most often) is a :class:`ConfigError` naming ``journal.url`` of
     ``source``, and a schema that is not current is refused before anything is read."""
-    from processor.config import ConfigError
+    from processor.config.schema import ConfigError
 
     path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
     if path is not None and path != ":memory:" and not Path(path).exists():

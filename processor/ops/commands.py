@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from processor.config import Config, configured_secrets, load_config
+from processor.config.schema import Config, configured_secrets, load_config
 from processor.journal import open_existing, redact_url
 from processor.journal.base import FINAL_STATES, Journal, JournalError, RequestRecord, SchemaError, State
 from processor.model import parse_datetime

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.requests import cookie_parser
 
-from processor.hosts import is_loopback_host
+from processor.config.hosts import is_loopback_host
 
 __all__ = ["Guard", "COOKIE", "PROBES", "is_loopback_host"]
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Literal, Mapping
 
 from processor.adapters.base import VendorAdapter, supports
-from processor.config import Config, ConfigError, connect_api_key, load_config
+from processor.config.schema import Config, ConfigError, connect_api_key, load_config
 from processor.marketplace import Marketplace, MarketplaceError, NotFound, TransientError, Unauthorized
 from processor.observe import mask, register_secret
 
@@ -56,7 +56,7 @@ def exit_status(checks: Iterable[Check]) -> int:
 
 def run_checks(config: Config, environ: Mapping[str, str] | None = None, *, remote: bool = True) -> list[Check]:
     """Every check for a loaded configuration; ``remote=False`` skips Connect and the vendors."""
-    from processor.runtime import load_adapters
+    from processor.daemon.runtime import load_adapters
 
     checks = [Check("config", "ok", f"{config.source} is valid")]
     api_key = connect_api_key(config, environ)
@@ -115,7 +115,7 @@ def _capabilities(config: Config, adapters: Mapping[str, VendorAdapter]) -> list
 
 
 def _connect(config: Config, api_key: str) -> list[Check]:
-    from processor.runtime import gateway_settings, selector_for
+    from processor.daemon.runtime import gateway_settings, selector_for
 
     # Two attempts, short waits: a check answers in seconds, it does not ride out an outage.
     retry = config.connect.retry.model_copy(update={"max_attempts": 2, "backoff_base": 0.2, "backoff_max": 1.0})

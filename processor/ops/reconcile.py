@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from typing import IO, Any, Iterable, Mapping
 
 from processor.adapters.base import SubscriptionStatus, VendorAdapter, VendorCall, has_status_read
-from processor.config import Config, ReconcileConfig, load_config
-from processor.engine_base import stub_request
+from processor.config.schema import Config, ReconcileConfig, load_config
+from processor.engine.base import stub_request
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
 from processor.observe import mask
 
@@ -179,7 +179,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from processor.ops.commands import existing_journal
-    from processor.runtime import load_adapters
+    from processor.daemon.runtime import load_adapters
 
     config = load_config(args.config)
     overrides = {k: v for k, v in (("concurrency", args.concurrency), ("rate", args.rate)) if v}

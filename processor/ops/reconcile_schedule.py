@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
 from processor.adapters.base import VendorAdapter
-from processor.config import Config
+from processor.config.schema import Config
 from processor.journal.base import Journal
 from processor.observe import Metrics, get_logger, mask
 from processor.ops.reconcile import KINDS, Reconciliation, reconcile

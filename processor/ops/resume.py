@@ -1,6 +1,6 @@
 """``cancel-processor resume ADAPTER``: lift the anomaly guard's latch on an adapter's circuit.
 
-The guard (:mod:`processor.guard`) latches an adapter when its answers look like a
+The guard (:mod:`processor.engine.guard`) latches an adapter when its answers look like a
 misconfiguration (a burst of "already gone" or "refused"); only a person lifts it, after looking.
 The latch lives in the guard's file, which every daemon process reads at most once a second, so
 this works beside a running daemon. Exit 0 lifted, 1 the adapter was not latched, 2 an adapter
@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-from processor.config import load_config
-from processor.guard import LatchFile, latch_path
+from processor.config.schema import load_config
+from processor.engine.guard import LatchFile, latch_path
 
 __all__ = ["configure_parser", "run"]
 

@@ -15,7 +15,7 @@ Routes (everything but the probes behind :class:`~processor.ops.guard.Guard`'s t
 
 Exposure: a server bound to anything but loopback refuses to start without a token
 (:func:`create_ops_app` raises :class:`ValueError`; :func:`build_ops_server`
-:class:`~processor.config.ConfigError`). Journal calls are blocking and run in Starlette's thread
+:class:`~processor.config.schema.ConfigError`). Journal calls are blocking and run in Starlette's thread
 pool; uvicorn admits at most ``limit_concurrency`` connections at once (503 beyond), so a flood of
 page loads cannot exhaust the journal's connections. An unreachable journal makes the page answer
 503 with the (masked) reason; ``/healthz`` keeps answering, ``/readyz`` says "journal": false.
@@ -36,9 +36,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from processor.config import Config, ConfigError
+from processor.config.schema import Config, ConfigError
 from processor.journal.base import Journal, JournalError, State
-from processor.mock.serve import ServerThread
+from processor.ops.serving import ServerThread
 from processor.observe import Metrics, get_logger, mask, register_secret
 from processor.ops import page
 from processor.ops.actions import ActionRefused, retry_request

@@ -1,0 +1,304 @@
+"""The mock vendor's HTTP API (Starlette), wrapped in the fault middleware.
+
+Vendor API (``Authorization: Bearer <token>`` on every call, else 401 ``unauthorized``):
+
+- ``POST /v1/subscriptions/{id}/terminate|suspend|purge``, optional JSON body
+  ``{"request_id", "reason_code", "comment"}`` (strings, else 400 ``validation_failed``) → 200
+  ``{"id", "status", "<action>ed_at", ...}``; 403 ``forbidden`` with the read-only token;
+  404 ``not_found``; 422 ``refused`` (terminate); 409 ``not_terminated`` (purge before terminate),
+  ``already_terminated`` (suspend after terminate, or any repeat in ``natural`` mode),
+  ``already_suspended`` / ``already_purged`` (repeats in ``natural`` mode).
+- ``GET /v1/subscriptions/{id}`` → 200 ``{"id", "status", ...}``; 404 ``not_found``. In ``none``
+  mode the vendor has no status endpoint: **405** ``not_supported`` (405 rather than 404 so that a
+  client cannot mistake it for "no such subscription").
+
+In ``key`` mode, ``Idempotency-Key`` on the POSTs is honoured (see :mod:`.idempotency`); replays
+carry ``Idempotent-Replayed: true``. Other modes ignore the header but still log it in the ledger.
+A terminate that repeats on a purged subscription (modes other than ``natural``) is recorded as a
+duplicate effect and leaves it purged; the answer shows ``"status": "purged"``.
+
+Admin (no token, never faulted): ``GET /healthz``; ``GET|PUT /admin/mode`` ``{"mode"}``;
+``GET|PUT /admin/faults`` (PUT replaces all :class:`FaultSettings`; omitted fields take defaults);
+``GET /admin/subscriptions``, ``GET|PUT /admin/subscriptions/{id}`` ``{"status", "refuse"?}``;
+``GET /admin/ledger`` (``?summary=1`` for the summary alone); ``POST /admin/reset`` (subscriptions,
+keys, ledger and fault counters; not the mode or fault settings).
+
+The token is compared in constant time and appears in no response, log line or repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from dataclasses import asdict
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cancel_sandbox.faults import FaultMiddleware, FaultSettings, FaultStats, Receive, Scope, Send
+from cancel_sandbox.vendor.idempotency import MAX_KEY_LENGTH, fingerprint
+from cancel_sandbox.vendor.persist import SqliteStore
+from cancel_sandbox.vendor.settings import VendorSettings
+from cancel_sandbox.vendor.state import ACTIONS, ActionResult, Mode, Status, VendorState
+
+__all__ = ["VendorApp", "create_app"]
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class VendorApp:
+    """The ASGI application; also exposes ``state``, ``mode`` and ``faults`` to in-process callers."""
+
+    def __init__(self, settings: VendorSettings) -> None:
+        self.mode = Mode(settings.mode)
+        self._token = settings.token.encode()
+        self._read_only_token = settings.read_only_token.encode() if settings.read_only_token else None
+        self._work_s = settings.work_ms / 1000.0
+        self._store = SqliteStore(settings.state_file) if settings.state_file else None
+        self.state = VendorState(settings.refuse_pattern, settings.gone_pattern, self._store)
+        routes = [
+            Route("/v1/subscriptions/{sid}/{action}", self.action, methods=["POST"]),
+            Route("/v1/subscriptions/{sid}", self.status, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/admin/mode", self.admin_mode, methods=["GET", "PUT"]),
+            Route("/admin/faults", self.admin_faults, methods=["GET", "PUT"]),
+            Route("/admin/subscriptions", self.admin_subscriptions, methods=["GET"]),
+            Route("/admin/subscriptions/{sid}", self.admin_subscription, methods=["GET", "PUT"]),
+            Route("/admin/ledger", self.admin_ledger, methods=["GET"]),
+            Route("/admin/reset", self.admin_reset, methods=["POST"]),
+        ]
+        starlette = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+        self.faults = FaultMiddleware(starlette, settings.faults)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.faults(scope, receive, send)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    # -- vendor API -----------------------------------------------------------------------------
+
+    async def action(self, request: Request) -> Response:
+        sid, action = request.path_params["sid"], request.path_params["action"]
+        if action not in ACTIONS:
+            raise HTTPException(404)
+        key = request.headers.get("idempotency-key")
+        request_id: str | None = None
+
+        def answer(status_code: int, body: dict[str, Any], replayed: bool = False) -> Response:
+            self.state.ledger.call(
+                request.method,
+                request.url.path,
+                sid,
+                action,
+                key,
+                status_code,
+                replayed,
+                request_id,
+            )
+            headers = {"Idempotent-Replayed": "true"} if replayed else None
+            return JSONResponse(body, status_code, headers=headers)
+
+        if self._read_only(request):
+            return answer(403, {"error": "forbidden", "message": "this token lacks the subscriptions:write scope"})
+        if not self._authorized(request):
+            return answer(401, {"error": "unauthorized"})
+        try:
+            body = await _json_body(request)
+        except _BadBody as exc:
+            return answer(exc.status_code, {"error": exc.error})
+        problem = _invalid_field(body)
+        if problem:
+            return answer(400, {"error": "validation_failed", "message": problem})
+        if isinstance(body.get("request_id"), str):
+            request_id = body["request_id"]
+
+        mode = self.mode
+        if mode is not Mode.KEY or key is None:
+            result = await self._perform(action, sid, mode, key, request_id)
+            return answer(result.status_code, result.body)
+
+        if not key or len(key) > MAX_KEY_LENGTH:
+            return answer(400, {"error": "invalid_idempotency_key"})
+        fp = fingerprint(request.method, _path_with_query(request), body)
+        keys = self.state.keys
+        record = keys.get(key)
+        if record is not None:
+            if record.fingerprint != fp:
+                return answer(422, {"error": "idempotency_key_reuse"})
+            if record.status_code is None or record.body is None:
+                return answer(409, {"error": "idempotency_key_in_use"})
+            return answer(record.status_code, record.body, replayed=True)
+        keys.begin(key, fp)
+        try:
+            result = await self._perform(action, sid, mode, key, request_id)
+        except BaseException:
+            keys.release(key)  # cancelled or crashed before answering: let a retry run
+            raise
+        keys.complete(key, result.status_code, result.body)
+        return answer(result.status_code, result.body)
+
+    async def _perform(
+        self, action: str, sid: str, mode: Mode, key: str | None, request_id: str | None
+    ) -> ActionResult:
+        if self._work_s:
+            await asyncio.sleep(self._work_s)
+        return self.state.act(action, sid, mode, key, request_id)
+
+    async def status(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        key = request.headers.get("idempotency-key")
+
+        def answer(
+            status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+        ) -> Response:
+            self.state.ledger.call(
+                request.method, request.url.path, sid, "status", key, status_code
+            )
+            return JSONResponse(body, status_code, headers=headers)
+
+        if not self._authorized(request) and not self._read_only(request):
+            return answer(401, {"error": "unauthorized"})
+        if self.mode is Mode.NONE:
+            return answer(405, {"error": "not_supported"}, {"Allow": "POST"})
+        sub = self.state.lookup(sid)
+        if sub is None:
+            return answer(404, {"error": "not_found"})
+        return answer(200, sub.public())
+
+    def _read_only(self, request: Request) -> bool:
+        if self._read_only_token is None:
+            return False
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), self._read_only_token
+        )
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), self._token
+        )
+
+    # -- admin ----------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "mode": self.mode.value})
+
+    async def admin_mode(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                body = await _json_body(request)
+                self.mode = Mode(body.get("mode"))
+            except _BadBody as exc:
+                return _error(exc.status_code, exc.error)
+            except ValueError:
+                modes = ", ".join(m.value for m in Mode)
+                return _error(400, "invalid_mode", f"mode must be one of {modes}")
+        return JSONResponse({"mode": self.mode.value})
+
+    async def admin_faults(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                self.faults.update(FaultSettings.from_mapping(await _json_body(request)))
+            except _BadBody as exc:
+                return _error(exc.status_code, exc.error)
+            except (TypeError, ValueError) as exc:
+                return _error(400, "invalid_faults", str(exc))
+        return JSONResponse(
+            {"settings": self.faults.settings.as_dict(), "stats": asdict(self.faults.stats)}
+        )
+
+    async def admin_subscriptions(self, request: Request) -> Response:
+        return JSONResponse({"subscriptions": [s.as_dict() for s in self.state.subscriptions()]})
+
+    async def admin_subscription(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        if request.method == "GET":
+            found = self.state.get(sid)
+            return JSONResponse(found.as_dict()) if found else _error(404, "not_found")
+        try:
+            body = await _json_body(request)
+            status = Status(body.get("status"))
+        except _BadBody as exc:
+            return _error(exc.status_code, exc.error)
+        except ValueError:
+            return _error(
+                400, "invalid_status", "status must be one of " + ", ".join(s.value for s in Status)
+            )
+        refuse = body.get("refuse")
+        if refuse is not None and not isinstance(refuse, bool):
+            return _error(400, "invalid_refuse", "refuse must be true or false")
+        return JSONResponse(self.state.seed(sid, status, refuse).as_dict())
+
+    async def admin_ledger(self, request: Request) -> Response:
+        extra = {"mode": self.mode.value, "faults": asdict(self.faults.stats)}
+        if request.query_params.get("summary") in {"1", "true", "yes"}:
+            return JSONResponse({"summary": {**self.state.ledger.summary(), **extra}})
+        ledger = self.state.ledger.as_dict()
+        ledger["summary"].update(extra)
+        return JSONResponse(ledger)
+
+    async def admin_reset(self, request: Request) -> Response:
+        self.state.reset()
+        self.faults.stats = FaultStats()
+        return JSONResponse({"status": "reset"})
+
+
+def create_app(settings: VendorSettings | None = None) -> VendorApp:
+    """The mock vendor as an ASGI application (serve it with :mod:`processor.ops.serving`)."""
+    return VendorApp(settings or VendorSettings())
+
+
+class _BadBody(Exception):
+    def __init__(self, status_code: int, error: str) -> None:
+        super().__init__(error)
+        self.status_code, self.error = status_code, error
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is ``{}``."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise _BadBody(413, "body_too_large")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _BadBody(400, "invalid_json") from None
+    if not isinstance(body, dict):
+        raise _BadBody(400, "invalid_json")
+    return body
+
+
+def _invalid_field(body: dict[str, Any]) -> str | None:
+    """The body's documented fields are strings: anything else is a client bug (400)."""
+    for name in ("request_id", "reason_code", "comment"):
+        if name in body and not isinstance(body[name], str):
+            return f"{name} must be a string"
+    return None
+
+
+def _path_with_query(request: Request) -> str:
+    query = request.url.query
+    return f"{request.url.path}?{query}" if query else request.url.path
+
+
+def _error(status_code: int, error: str, message: str | None = None) -> JSONResponse:
+    body = {"error": error} if message is None else {"error": error, "message": message}
+    return JSONResponse(body, status_code)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = {404: "no_route", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse({"error": error}, exc.status_code, headers=exc.headers)

@@ -1,0 +1,1 @@
+"""The ``cancel-processor`` command line: argument parsing, terminal output, one error style."""

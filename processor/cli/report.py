@@ -1,0 +1,136 @@
+"""What the terminal shows: the ``--dry-run`` plan, the ``--once`` progress bar and summary table."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from processor.config.schema import Config, connect_api_key
+from processor.marketplace import Selector
+
+if TYPE_CHECKING:
+    from processor.daemon.core import RunSummary
+    from processor.daemon.runtime import Runtime
+
+__all__ = ["dry_run", "Progress", "print_summary"]
+
+
+def _console() -> Console:
+    # Plain, wide output when piped (CI logs, files); rich formatting on a terminal.
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+
+
+class _ReadNothing:
+    """The journal stand-in when ``--dry-run`` finds no journal: it must not create one."""
+
+    def get(self, request_id: str) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _journal_for_reading(config: Config) -> Any:
+    from processor.journal import open_journal
+
+    url = config.journal.url
+    if url.startswith("sqlite:///"):
+        import os
+
+        path = url[len("sqlite:///"):]
+        if path != ":memory:" and not os.path.exists(path):
+            return _ReadNothing()
+    journal = open_journal(url)
+    journal.check_schema()
+    return journal
+
+
+def dry_run(config: Config, selector: Selector) -> int:
+    """Print, per pending request, what ``run`` would do. Writes nothing anywhere."""
+    from processor.engine.core import Engine
+    from processor.marketplace import Marketplace
+    from processor.observe import register_secret
+    from processor.daemon.runtime import gateway_settings, load_adapters
+
+    api_key = connect_api_key(config) or ""
+    register_secret(api_key)
+    marketplace = Marketplace(gateway_settings(config, api_key))
+    journal = _journal_for_reading(config)
+    engine = Engine(config=config, journal=journal, marketplace=marketplace,
+                    adapters=load_adapters(config), owner="dry-run")
+    table = Table(title="Dry run: nothing was changed", show_lines=False)
+    for column in ("request", "product", "subscription", "env", "journal", "would do"):
+        table.add_column(column, overflow="fold")
+    count = 0
+    from processor.cli.ticker import Ticker
+
+    ticker = Ticker(marketplace.waiting, config.connect.endpoint, max_attempts=config.connect.retry.max_attempts)
+    try:
+        ticker.start()  # a line every 10 s while Connect is slow, instead of minutes of silence
+        for payload in marketplace.iter_pending(selector):
+            plan = engine.plan(payload)
+            table.add_row(plan.request_id, plan.product_id or "-", plan.subscription_id or "-",
+                          plan.environment or "-", plan.journal_state or "-", plan.action)
+            count += 1
+    finally:
+        ticker.stop()
+        marketplace.close()
+        journal.close()
+    console = _console()
+    console.print(table)
+    console.print(f"{count} pending cancel request(s) matched.")
+    return 0
+
+
+class Progress:
+    """A progress bar over the backlog, on a terminal only."""
+
+    def __init__(self, bar: RichProgress | None, task: Any = None) -> None:
+        self._bar = bar
+        self._task = task
+
+    @classmethod
+    def start(cls, runtime: "Runtime", selector: Selector, enabled: bool) -> "Progress":
+        if not enabled or not sys.stderr.isatty():
+            return cls(None)
+        try:
+            total = runtime.marketplace.count_pending(selector)
+        except Exception:  # noqa: BLE001 - a progress bar is never worth failing a run
+            total = None
+        bar = RichProgress(
+            TextColumn("[bold]cancels"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(file=sys.stderr), transient=True,
+        )
+        bar.start()
+        return cls(bar, bar.add_task("processing", total=total))
+
+    def advance(self, request_id: str, result: str) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def print_summary(summary: "RunSummary") -> None:
+    table = Table(title="Run summary")
+    table.add_column("outcome")
+    table.add_column("requests", justify="right")
+    for result, count in sorted(summary.results.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(result, str(count))
+    console = _console()
+    console.print(table)
+    rate = summary.seen / summary.elapsed if summary.elapsed > 0 else 0.0
+    console.print(
+        f"{summary.seen} seen in {summary.passes} pass(es), {summary.elapsed:.1f}s ({rate:.1f}/s); "
+        f"unfinished: {len(summary.unfinished)}; errors: {summary.errors}"
+    )
+    if summary.listing_failed is not None:
+        console.print(f"[red]Connect could not be listed:[/red] {summary.listing_failed}")
+    for request_id, state in list(summary.unfinished.items())[:20]:
+        console.print(f"  unfinished {request_id}: {state}")

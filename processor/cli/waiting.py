@@ -1,0 +1,129 @@
+"""``cancel-processor waiting``: the cancellations waiting for a person, and (``--timers``) for a date.
+
+A policy's ``route_to`` hands requests to a person (a customer success manager, say): they are
+assigned on Connect, noted once, and left pending. This command lists them from the journal, oldest
+hand-over first, with who has them and under which policy. The person either acts on Connect
+(approve or fail: the processor then closes its row) or sends the request back to the processor
+with ``cancel-processor retry REQUEST_ID``, which carries it out under its policy, routing skipped.
+
+``--timers`` adds what waits for a date: requests scheduled on Connect (until their effective date),
+suspended for a grace period (until their termination), and approved ones whose data is purged
+later.
+
+Read-only: it never creates a journal (a missing SQLite file is an error, exit status 2) and never
+calls Connect. ``--format json`` prints one JSON object per line, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from processor.config.schema import load_config
+from processor.ops.commands import existing_journal
+from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
+from processor.policy.timing import Dates, from_iso, human
+
+__all__ = ["configure_parser", "run", "Waiting", "waiting_rows"]
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    request_id: str
+    product_id: str | None
+    subscription_id: str | None
+    waits_for: str  # a person's address, or what the date is for
+    since: datetime | None
+    until: datetime | None
+    policy: str | None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "request_id": self.request_id, "product_id": self.product_id, "subscription_id": self.subscription_id,
+            "waits_for": self.waits_for, "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None, "policy": self.policy,
+        }
+
+
+def _person(record: RequestRecord) -> Waiting:
+    routed = record.data.get("routed")
+    routed = routed if isinstance(routed, dict) else {}
+    return Waiting(record.request_id, record.product_id, record.subscription_id,
+                   str(routed.get("to") or "a person"), from_iso(routed.get("at")) or record.updated_at, None,
+                   str(routed.get("policy") or record.data.get("policy") or "") or None)
+
+
+def _timer(record: RequestRecord) -> Waiting | None:
+    dates = Dates.from_data(record.data)
+    policy = str(record.data.get("policy") or "") or None
+    if record.state is State.SCHEDULED and dates is not None:
+        what, until = "effective date (scheduled on Connect)", dates.effective_at
+    elif record.state is State.SUSPENDED and dates is not None:
+        what, until = "end of grace: terminate", dates.terminate_at
+    elif record.state is State.APPROVED and record.next_attempt_at is not None:
+        what, until = "end of retention: purge", record.next_attempt_at
+    else:
+        return None
+    return Waiting(record.request_id, record.product_id, record.subscription_id, what, record.updated_at, until, policy)
+
+
+def waiting_rows(journal: Journal, *, timers: bool = False, limit: int = 200) -> list[Waiting]:
+    """People first (oldest hand-over first), then dates (soonest first), ``limit`` of each."""
+    people = sorted((_person(r) for r in journal.records(states=[State.WAITING_HUMAN])),
+                    key=lambda w: (w.since is None, w.since or datetime.min, w.request_id))[:limit]
+    if not timers:
+        return people
+    dated = [w for r in journal.records(states=[State.SCHEDULED, State.SUSPENDED, State.APPROVED])
+             if (w := _timer(r)) is not None]
+    dated.sort(key=lambda w: (w.until is None, w.until or datetime.min, w.request_id))
+    return people + dated[:limit]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
+        help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG); without it, built-in defaults "
+        "and CANCEL_PROCESSOR_* variables",
+    )
+    parser.add_argument("--timers", action="store_true",
+                        help="also what waits for a date: scheduled, suspended for grace, purge pending")
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or JSON lines")
+    parser.add_argument("--limit", type=int, default=200, metavar="N", help="at most N of each kind (default 200)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        with existing_journal(config) as journal:
+            rows = waiting_rows(journal, timers=args.timers, limit=max(args.limit, 1))
+    except SchemaError as exc:
+        print(f"cancel-processor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except JournalError as exc:
+        print(f"cancel-processor: journal error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row.as_json(), sort_keys=True))
+        return EXIT_OK
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160, highlight=False)
+    if not rows:
+        console.print("Nothing waits for a person" + (" or a date." if args.timers else "."))
+        return EXIT_OK
+    table = Table(title="Waiting", header_style="bold")
+    for column in ("request", "product", "subscription", "waits for", "since", "until", "policy"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row.request_id, row.product_id or "-", row.subscription_id or "-", row.waits_for,
+                      human(row.since) if row.since else "-", human(row.until) if row.until else "-", row.policy or "-")
+    console.print(table)
+    return EXIT_OK

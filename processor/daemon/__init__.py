@@ -1,0 +1,1 @@
+"""The long-running loop and its wiring: polling, signals, start-up checks."""

@@ -1,0 +1,189 @@
+"""The anomaly guard: a burst of "already gone" or "refused" answers stops the adapter.
+
+A vendor that suddenly answers "gone" for every subscription is far more likely misconfigured (a
+path its router answers with the same 404 body as a missing subscription, a proxy in front of it)
+than emptied overnight; every such answer approves a cancellation on Connect. So the guard keeps
+the latest ``guard.window`` final outcomes per adapter, and when ``guard.in_a_row`` of one kind
+come in a row, or more than ``guard.share`` of a full window is one kind, it *latches* the
+adapter's circuit: no further vendor call, requests wait where they are, ``/readyz`` answers 503
+naming the reason, ``cancel_vendor_anomaly`` is 1 and one error log line says why. A mass
+mis-approval stops at a handful, not at the whole backlog.
+
+Only a person lifts it, after looking: ``cancel-processor resume ADAPTER``. Latches live in a small
+JSON file (:class:`LatchFile`) that every process of the daemon reads, at most once a second, so a
+``resume`` run beside a daemon reaches it, and a latch one process set holds the others too. Limit:
+processes on different hosts share it only when the file is on a shared volume; otherwise each
+latches on its own observations and is resumed on its host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from processor.engine.circuit import CircuitBreaker
+from processor.config.schema import Config, GuardConfig
+from processor.observe import Metrics, get_logger
+
+__all__ = ["AnomalyGuard", "LatchFile", "WATCHED", "latch_path"]
+
+WATCHED = ("already_gone", "refused")  # outcomes the customer sees that no termination backs
+_FINAL = ("terminated", *WATCHED)
+_SYNC_EVERY = 1.0  # seconds between reads of the latch file
+
+
+def latch_path(config: Config) -> Path:
+    """Where latches are kept: ``guard.state_file``, else beside an SQLite journal, else the cwd."""
+    if config.guard.state_file:
+        return Path(config.guard.state_file)
+    url = config.journal.url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url[len("sqlite:///"):] + ".guard.json")
+    return Path("cancel-processor-guard.json")
+
+
+class LatchFile:
+    """``{adapter: {"reason", "since"}}`` in a JSON file, replaced atomically on every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            # An unreadable latch file must not resume a latched vendor by accident: say so loudly.
+            raise OSError(f"latch file {self.path} cannot be read: {exc}") from None
+        return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+    def set(self, adapter: str, reason: str) -> None:
+        with self._lock:
+            latches = self.read()
+            latches[adapter] = {"reason": reason, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            self._write(latches)
+
+    def clear(self, adapter: str) -> dict[str, str] | None:
+        with self._lock:
+            latches = self.read()
+            gone = latches.pop(adapter, None)
+            if gone is not None:
+                self._write(latches)
+            return gone
+
+    def mtime(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime_ns / 1e9
+        except FileNotFoundError:
+            return None
+
+    def _write(self, latches: Mapping[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".guard-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(latches, handle, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class AnomalyGuard:
+    """Watches outcomes per adapter and latches its breaker on a burst (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: GuardConfig,
+        breakers: Mapping[str, CircuitBreaker],
+        metrics: Metrics,
+        latches: LatchFile | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.breakers = breakers
+        self.metrics = metrics
+        self.latches = latches
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, deque[str]] = {name: deque(maxlen=settings.window) for name in breakers}
+        self._synced_at: float | None = None
+        self._seen_mtime: float | None = -1.0
+        self.sync(force=True)
+
+    def record(self, adapter: str, outcome: str) -> str | None:
+        """Note a final vendor outcome; the reason when it latched the adapter now, else None."""
+        if not self.settings.enabled or outcome not in _FINAL or adapter not in self._windows:
+            return None
+        with self._lock:
+            window = self._windows[adapter]
+            window.append(outcome)
+            reason = self._anomaly(window)
+            if reason is None:
+                return None
+            window.clear()  # after a resume, the count starts again
+        return self._latch(adapter, reason)
+
+    def _anomaly(self, window: deque[str]) -> str | None:
+        for kind in WATCHED:
+            run = 0
+            for outcome in reversed(window):
+                if outcome != kind:
+                    break
+                run += 1
+            if run >= self.settings.in_a_row:
+                return f"{run} {kind} answers in a row"
+            count = sum(1 for outcome in window if outcome == kind)
+            if len(window) == window.maxlen and count > self.settings.share * len(window):
+                return f"{count} of the last {len(window)} answers were {kind}"
+        return None
+
+    def _latch(self, adapter: str, reason: str) -> str:
+        why = f"{reason}; resume with: cancel-processor resume {adapter}"
+        breaker = self.breakers[adapter]
+        if breaker.latch(why):
+            self.metrics.anomaly.labels(adapter=adapter).set(1)
+            get_logger(component="guard").error("vendor_anomaly", adapter=adapter, reason=why)
+        if self.latches is not None:
+            try:
+                self.latches.set(adapter, why)
+            except OSError as exc:  # the latch holds in this process regardless
+                get_logger(component="guard").error("latch_not_saved", adapter=adapter, error=str(exc))
+        return why
+
+    def sync(self, force: bool = False) -> None:
+        """Follow the latch file: latches set elsewhere hold here, cleared ones (resume) release."""
+        if self.latches is None:
+            return
+        now = self._clock()
+        with self._lock:
+            if not force and self._synced_at is not None and now - self._synced_at < _SYNC_EVERY:
+                return
+            self._synced_at = now
+            mtime = self.latches.mtime()
+            if not force and mtime == self._seen_mtime:
+                return
+            self._seen_mtime = mtime
+        try:
+            latched = self.latches.read()
+        except OSError as exc:
+            get_logger(component="guard").error("latch_file_unreadable", error=str(exc))
+            return
+        for name, breaker in self.breakers.items():
+            entry = latched.get(name)
+            if entry is not None and breaker.latched is None:
+                breaker.latch(str(entry.get("reason") or "latched by another process"))
+                self.metrics.anomaly.labels(adapter=name).set(1)
+            elif entry is None and breaker.latched is not None:
+                breaker.unlatch()
+                self.metrics.anomaly.labels(adapter=name).set(0)
+                get_logger(component="guard").warning("vendor_resumed", adapter=name)

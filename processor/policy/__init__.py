@@ -1,0 +1,1 @@
+"""Cancellation policies: which rule matches a request, and the dates it sets."""
