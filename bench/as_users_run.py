@@ -92,8 +92,9 @@ def processor(servers: MockServers, concurrency: int, workdir: Path) -> Run:
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "processor"]
     env = {**os.environ, "CONNECT_API_KEY": DEFAULT_API_KEY, "VENDOR_API_TOKEN": VENDOR_TOKEN}
     expected = servers.pending()
-    code, elapsed, cpu, rss = _child([*argv, "run", "--once", "--config", str(config)], env,
-                                     workdir / "processor.log")
+    code, elapsed, cpu, rss = _child(
+        [*argv, "run", "--once", "--config", str(config)], env, workdir / "processor.log"
+    )
     left = servers.pending()
     if code != 0 or left:
         tail = (workdir / "processor.log").read_text(errors="replace")[-1500:]
@@ -102,13 +103,31 @@ def processor(servers: MockServers, concurrency: int, workdir: Path) -> Run:
 
 
 def bare(servers: MockServers, concurrency: int, workdir: Path, client: str, notes: bool) -> Run:
-    argv = [sys.executable, "-m", "bench.bare_loop", "--endpoint", servers.endpoint,
-            "--api-key", DEFAULT_API_KEY, "--vendor-url", servers.vendor_url,
-            "--vendor-token", VENDOR_TOKEN, "--concurrency", str(concurrency), "--client", client]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.bare_loop",
+        "--endpoint",
+        servers.endpoint,
+        "--api-key",
+        DEFAULT_API_KEY,
+        "--vendor-url",
+        servers.vendor_url,
+        "--vendor-token",
+        VENDOR_TOKEN,
+        "--concurrency",
+        str(concurrency),
+        "--client",
+        client,
+    ]
     log = workdir / f"bare-{client}.log"
-    code, elapsed, cpu, rss = _child([*argv, *(["--notes"] if notes else [])], dict(os.environ), log)
+    code, elapsed, cpu, rss = _child(
+        [*argv, *(["--notes"] if notes else [])], dict(os.environ), log
+    )
     if code != 0:
-        raise RuntimeError(f"bare loop failed: exit {code}\n{log.read_text(errors='replace')[-1500:]}")
+        raise RuntimeError(
+            f"bare loop failed: exit {code}\n{log.read_text(errors='replace')[-1500:]}"
+        )
     done = json.loads(log.read_text().strip().splitlines()[-1])["done"]
     return Run(done, elapsed, cpu, rss)
 
@@ -117,8 +136,9 @@ def _notes_on() -> bool:
     return bool(yaml.safe_load(EXAMPLE.read_text())["processing"].get("notes", True))
 
 
-def side_by_side(n: int, concurrency: int, market_ms: float, vendor_ms: float,
-                 clients: tuple[str, ...]) -> dict[str, Run]:
+def side_by_side(
+    n: int, concurrency: int, market_ms: float, vendor_ms: float, clients: tuple[str, ...]
+) -> dict[str, Run]:
     """One round: each side on fresh mocks, bare first then the processor."""
     notes = _notes_on()
     runs: dict[str, Run] = {}
@@ -132,27 +152,42 @@ def side_by_side(n: int, concurrency: int, market_ms: float, vendor_ms: float,
 
 
 def _sum(runs: list[Run]) -> Run:
-    return Run(sum(r.requests for r in runs), sum(r.seconds for r in runs), sum(r.cpu for r in runs),
-               max(r.peak_rss_mb for r in runs))
+    return Run(
+        sum(r.requests for r in runs),
+        sum(r.seconds for r in runs),
+        sum(r.cpu for r in runs),
+        max(r.peak_rss_mb for r in runs),
+    )
 
 
 def throughput(args: argparse.Namespace) -> None:
     notes = _notes_on()
     calls = 3 if notes else 1  # approve, and with notes: find the conversation, post the message
-    print(f"\n## As users run it: marketplace {args.market_latency_ms:.0f} ms, vendor "
-          f"{args.vendor_latency_ms:.0f} ms, {args.rounds} interleaved rounds, notes {'on' if notes else 'off'}\n")
-    print("| concurrency | requests | processor req/s | bare loop req/s | processor / bare | ideal req/s "
-          "| processor / ideal | bare / ideal | CPU ms/req processor | CPU ms/req bare | CPU ratio |")
+    print(
+        f"\n## As users run it: marketplace {args.market_latency_ms:.0f} ms, vendor "
+        f"{args.vendor_latency_ms:.0f} ms, {args.rounds} interleaved rounds, notes {'on' if notes else 'off'}\n"
+    )
+    print(
+        "| concurrency | requests | processor req/s | bare loop req/s | processor / bare | ideal req/s "
+        "| processor / ideal | bare / ideal | CPU ms/req processor | CPU ms/req bare | CPU ratio |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for concurrency in args.concurrency:
         n = max(100, concurrency * args.per_worker)
-        rounds = [side_by_side(n, concurrency, args.market_latency_ms, args.vendor_latency_ms, ("requests",))
-                  for _ in range(args.rounds)]
+        rounds = [
+            side_by_side(
+                n, concurrency, args.market_latency_ms, args.vendor_latency_ms, ("requests",)
+            )
+            for _ in range(args.rounds)
+        ]
         p, b = _sum([r["processor"] for r in rounds]), _sum([r["bare-requests"] for r in rounds])
         ideal = concurrency / ((args.vendor_latency_ms + calls * args.market_latency_ms) / 1000)
-        print(f"| {concurrency} | {p.requests} | {p.rate:.1f} | {b.rate:.1f} | {p.rate / b.rate:.2f} | "
-              f"{ideal:.1f} | {p.rate / ideal:.2f} | {b.rate / ideal:.2f} | {p.cpu_ms:.2f} | {b.cpu_ms:.2f} | "
-              f"{p.cpu_ms / b.cpu_ms:.2f} |", flush=True)
+        print(
+            f"| {concurrency} | {p.requests} | {p.rate:.1f} | {b.rate:.1f} | {p.rate / b.rate:.2f} | "
+            f"{ideal:.1f} | {p.rate / ideal:.2f} | {b.rate / ideal:.2f} | {p.cpu_ms:.2f} | {b.cpu_ms:.2f} | "
+            f"{p.cpu_ms / b.cpu_ms:.2f} |",
+            flush=True,
+        )
 
 
 def cpu(args: argparse.Namespace) -> None:
@@ -164,17 +199,30 @@ def cpu(args: argparse.Namespace) -> None:
         rounds = [side_by_side(size, 8, 0, 0, ("requests", "openapi")) for _ in range(args.rounds)]
         sizes[size] = {name: _sum([r[name] for r in rounds]) for name in names}
     whole = {name: sizes[2 * n][name].cpu_ms for name in names}
-    marginal = {name: (sizes[2 * n][name].cpu - sizes[n][name].cpu)
-                / max(sizes[2 * n][name].requests - sizes[n][name].requests, 1) * 1000 for name in names}
-    print(f"\n## CPU per request at zero latency, concurrency 8, {n} and {2 * n} requests x {args.rounds} rounds\n")
-    print("| run (child process) | CPU ms/request, whole run of 2n | marginal CPU ms/request | "
-          "marginal ratio to bare requests | marginal ratio to bare openapi-client |")
+    marginal = {
+        name: (sizes[2 * n][name].cpu - sizes[n][name].cpu)
+        / max(sizes[2 * n][name].requests - sizes[n][name].requests, 1)
+        * 1000
+        for name in names
+    }
+    print(
+        f"\n## CPU per request at zero latency, concurrency 8, {n} and {2 * n} requests x {args.rounds} rounds\n"
+    )
+    print(
+        "| run (child process) | CPU ms/request, whole run of 2n | marginal CPU ms/request | "
+        "marginal ratio to bare requests | marginal ratio to bare openapi-client |"
+    )
     print("|---|---:|---:|---:|---:|")
-    labels = {"bare-requests": "bare loop, requests", "bare-openapi": "bare loop, connect-openapi-client",
-              "processor": "cancel-processor run --once, example defaults"}
+    labels = {
+        "bare-requests": "bare loop, requests",
+        "bare-openapi": "bare loop, connect-openapi-client",
+        "processor": "cancel-processor run --once, example defaults",
+    }
     for name in names:
-        print(f"| {labels[name]} | {whole[name]:.2f} | {marginal[name]:.2f} | "
-              f"{marginal[name] / marginal['bare-requests']:.2f} | {marginal[name] / marginal['bare-openapi']:.2f} |")
+        print(
+            f"| {labels[name]} | {whole[name]:.2f} | {marginal[name]:.2f} | "
+            f"{marginal[name] / marginal['bare-requests']:.2f} | {marginal[name] / marginal['bare-openapi']:.2f} |"
+        )
 
 
 def backlog(args: argparse.Namespace) -> None:
@@ -186,16 +234,27 @@ def backlog(args: argparse.Namespace) -> None:
         with MockServers(n) as servers, tempfile.TemporaryDirectory(prefix="bench-users-") as tmp:
             r = processor(servers, 8, Path(tmp))
         rows.append(r)
-        print(f"| {n} | {r.seconds:.1f} | {r.seconds / r.requests * 1000:.2f} | {r.peak_rss_mb:.0f} |", flush=True)
+        print(
+            f"| {n} | {r.seconds:.1f} | {r.seconds / r.requests * 1000:.2f} | {r.peak_rss_mb:.0f} |",
+            flush=True,
+        )
     small, large = rows
     ratio = (large.seconds / large.requests) / (small.seconds / small.requests)
-    print(f"\nTime per request, {large.requests} vs {small.requests}: ratio {ratio:.2f} (1.00 is flat).")
+    print(
+        f"\nTime per request, {large.requests} vs {small.requests}: ratio {ratio:.2f} (1.00 is flat)."
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32, 64])
-    parser.add_argument("--per-worker", type=int, default=40, help="requests per worker in each round")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32, 64]
+    )
+    parser.add_argument(
+        "--per-worker", type=int, default=40, help="requests per worker in each round"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--market-latency-ms", type=float, default=50)
     parser.add_argument("--vendor-latency-ms", type=float, default=100)

@@ -46,27 +46,45 @@ class _Connect:
         if self.openapi is not None:
             self.openapi.requests[request_id]("approve").post(payload=payload)
             return
-        self.session.post(f"{self.endpoint}/requests/{request_id}/approve", json=payload,
-                          headers=self.auth, timeout=30).raise_for_status()
+        self.session.post(
+            f"{self.endpoint}/requests/{request_id}/approve",
+            json=payload,
+            headers=self.auth,
+            timeout=30,
+        ).raise_for_status()
 
     def note(self, request_id: str, text: str) -> None:
         if self.openapi is not None:
             conversation = self.openapi.conversations.filter(instance_id=request_id).first()
             self.openapi.conversations[conversation["id"]].messages.create(payload={"text": text})
             return
-        found = self.session.get(f"{self.endpoint}/conversations?eq(instance_id,{request_id})&limit=1",
-                                 headers=self.auth, timeout=30)
+        found = self.session.get(
+            f"{self.endpoint}/conversations?eq(instance_id,{request_id})&limit=1",
+            headers=self.auth,
+            timeout=30,
+        )
         conversation = found.json()[0]["id"]
-        self.session.post(f"{self.endpoint}/conversations/{conversation}/messages", json={"text": text},
-                          headers=self.auth, timeout=30).raise_for_status()
+        self.session.post(
+            f"{self.endpoint}/conversations/{conversation}/messages",
+            json={"text": text},
+            headers=self.auth,
+            timeout=30,
+        ).raise_for_status()
 
 
 def _subscription(request: dict[str, Any]) -> str:
     return next(p["value"] for p in request["asset"]["params"] if p["id"] == "subscription_id")
 
 
-def run(endpoint: str, api_key: str, vendor_url: str, vendor_token: str, concurrency: int,
-        client: str, notes: bool) -> int:
+def run(
+    endpoint: str,
+    api_key: str,
+    vendor_url: str,
+    vendor_token: str,
+    concurrency: int,
+    client: str,
+    notes: bool,
+) -> int:
     """Drain the pending cancels; the number handled."""
     local = threading.local()
     lister = requests.Session()
@@ -75,8 +93,11 @@ def run(endpoint: str, api_key: str, vendor_url: str, vendor_token: str, concurr
 
     def template(product_id: str) -> str:
         if product_id not in templates:  # one look-up per product, as the processor caches it
-            reply = lister.get(f"{endpoint}/products/{product_id}/templates"
-                               "?eq(scope,asset)&eq(type,fulfillment)", headers=auth, timeout=30)
+            reply = lister.get(
+                f"{endpoint}/products/{product_id}/templates?eq(scope,asset)&eq(type,fulfillment)",
+                headers=auth,
+                timeout=30,
+            )
             templates[product_id] = reply.json()[0]["id"]
         return templates[product_id]
 
@@ -87,10 +108,15 @@ def run(endpoint: str, api_key: str, vendor_url: str, vendor_token: str, concurr
 
     def one(request: dict[str, Any], template_id: str) -> None:
         vendor, connect = worker()
-        reply = vendor.post(f"{vendor_url}/v1/subscriptions/{_subscription(request)}/terminate",
-                            json={"request_id": request["id"]}, timeout=30,
-                            headers={"Authorization": f"Bearer {vendor_token}",
-                                     "Idempotency-Key": f"bare-{request['id']}"})
+        reply = vendor.post(
+            f"{vendor_url}/v1/subscriptions/{_subscription(request)}/terminate",
+            json={"request_id": request["id"]},
+            timeout=30,
+            headers={
+                "Authorization": f"Bearer {vendor_token}",
+                "Idempotency-Key": f"bare-{request['id']}",
+            },
+        )
         reply.raise_for_status()
         connect.approve(request["id"], template_id)
         if notes:
@@ -103,7 +129,8 @@ def run(endpoint: str, api_key: str, vendor_url: str, vendor_token: str, concurr
             page = lister.get(
                 f"{endpoint}/requests?and(eq(type,cancel),eq(status,pending))"
                 f"&ordering(created,id)&select(-activation_key,-template)&limit={PAGE}",
-                headers=auth, timeout=60,
+                headers=auth,
+                timeout=60,
             ).json()
             if not page:
                 return done
@@ -117,7 +144,9 @@ def run(endpoint: str, api_key: str, vendor_url: str, vendor_token: str, concurr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--vendor-url", required=True)
@@ -127,8 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", action="store_true")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    done = run(args.endpoint, args.api_key, args.vendor_url, args.vendor_token, args.concurrency,
-               args.client, args.notes)
+    done = run(
+        args.endpoint,
+        args.api_key,
+        args.vendor_url,
+        args.vendor_token,
+        args.concurrency,
+        args.client,
+        args.notes,
+    )
     print(json.dumps({"done": done, "seconds": time.perf_counter() - t0}))
     return 0
 

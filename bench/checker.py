@@ -26,9 +26,9 @@ from typing import Any
 
 import requests
 
+from cancel_sandbox.local import Sandbox
 from processor.journal import open_journal
 from processor.journal.base import State
-from cancel_sandbox.local import Sandbox
 
 __all__ = ["Report", "Row", "RunFacts", "check", "git_commit", "render_markdown"]
 
@@ -85,8 +85,14 @@ def git_commit(repo: Path | None = None) -> str:
     """The short hash of HEAD, or "unknown" outside a git checkout."""
     where = repo or Path(__file__).resolve().parents[1]
     try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True,
-                              text=True, timeout=10, check=False)
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
@@ -105,8 +111,9 @@ def marketplace_status_changes(market_url: str) -> Counter[tuple[str, str]]:
     changes: Counter[tuple[str, str]] = Counter()
     since = 0
     for _ in range(10_000):  # pages of 10,000 entries: bounded far above any soak
-        page = requests.get(f"{market_url}/admin/ledger", params={"since": since, "limit": 10000},
-                            timeout=60).json()
+        page = requests.get(
+            f"{market_url}/admin/ledger", params={"since": since, "limit": 10000}, timeout=60
+        ).json()
         if not page["entries"]:
             return changes
         for entry in page["entries"]:
@@ -123,13 +130,19 @@ def final_times(market_url: str, request_ids: set[str]) -> dict[str, float]:
     times: dict[str, float] = {}
     since = 0
     for _ in range(10_000):
-        page = requests.get(f"{market_url}/admin/ledger", params={"since": since, "limit": 10000},
-                            timeout=60).json()
+        page = requests.get(
+            f"{market_url}/admin/ledger", params={"since": since, "limit": 10000}, timeout=60
+        ).json()
         if not page["entries"]:
             return times
         for entry in page["entries"]:
-            if (entry["kind"] == "request" and entry["event"] == "status" and entry["to"] in ("approved", "failed")
-                    and entry["id"] in request_ids and entry["id"] not in times):
+            if (
+                entry["kind"] == "request"
+                and entry["event"] == "status"
+                and entry["to"] in ("approved", "failed")
+                and entry["id"] in request_ids
+                and entry["id"] not in times
+            ):
                 times[entry["id"]] = datetime.fromisoformat(entry["at"]).timestamp()
         since = page["entries"][-1]["seq"]
     raise RuntimeError("the marketplace ledger did not end")
@@ -144,8 +157,10 @@ def transition_owners(journal_url: str) -> dict[str, int]:
 def suspensions(journal_url: str) -> tuple[int, int]:
     """Takeovers that waited for a previous holder still alive (processor/engine/liveness.py): transitions,
     and distinct requests."""
-    query = ("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM transitions "
-             "WHERE detail LIKE 'retry after %suspended: previous holder alive%'")
+    query = (
+        "SELECT COUNT(*), COUNT(DISTINCT request_id) FROM transitions "
+        "WHERE detail LIKE 'retry after %suspended: previous holder alive%'"
+    )
     rows = _journal_query(journal_url, query)
     return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
@@ -154,7 +169,7 @@ def _journal_query(journal_url: str, query: str) -> list[tuple[Any, ...]]:
     if journal_url.startswith("sqlite:///"):
         import sqlite3
 
-        conn = sqlite3.connect(journal_url[len("sqlite:///"):], timeout=30)
+        conn = sqlite3.connect(journal_url[len("sqlite:///") :], timeout=30)
         try:
             return list(conn.execute(query))
         finally:
@@ -194,8 +209,9 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
     terminate_effects = [e for e in ledger["effects"] if e["action"] == "terminate"]
     effective = Counter(e["subscription_id"] for e in terminate_effects)
     # Subscriptions terminated more than once: a second effect, or one the vendor flagged as a repeat.
-    duplicated = ({s for s, n in effective.items() if n > 1} |
-                  {e["subscription_id"] for e in terminate_effects if e.get("duplicate")})
+    duplicated = {s for s, n in effective.items() if n > 1} | {
+        e["subscription_id"] for e in terminate_effects if e.get("duplicate")
+    }
     duplicates = len(duplicated)
     terminate_calls = [c for c in ledger["calls"] if c["action"] == "terminate"]
     refused_subs = {c["subscription_id"] for c in terminate_calls if c["status_code"] == 422}
@@ -204,12 +220,21 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
     without = sorted(rid for rid in approved if subs.get(rid) not in effective and rid not in gone)
     refused_by_design = {rid for rid in failed if subs.get(rid) in refused_subs}
     refused_otherwise = sorted(failed - refused_by_design)
-    twice = sorted(rid for (rid, to), n in changes.items() if rid in seeded and to in ("approved", "failed") and n > 1)
+    twice = sorted(
+        rid
+        for (rid, to), n in changes.items()
+        if rid in seeded and to in ("approved", "failed") and n > 1
+    )
     journal_final = {"approved": State.APPROVED, "failed": State.FAILED}
-    disagree = sorted(rid for rid in approved | failed
-                      if rid not in records or records[rid].state is not journal_final[status[rid]])
+    disagree = sorted(
+        rid
+        for rid in approved | failed
+        if rid not in records or records[rid].state is not journal_final[status[rid]]
+    )
     calls_per_sub = Counter(c["subscription_id"] for c in terminate_calls)
-    blind_repeats = sorted(s for s, n in calls_per_sub.items() if n > 1) if facts.mode == "none" else []
+    blind_repeats = (
+        sorted(s for s, n in calls_per_sub.items() if n > 1) if facts.mode == "none" else []
+    )
     unclean = {name: code for name, code in facts.exits.items() if code != 0}
     taken_over = sum(1 for rid in seeded if owners.get(rid, 0) > 1)
     park_reasons = Counter(_reason_group(records[rid].reason) for rid in parked)
@@ -228,8 +253,10 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
         *[Row(f"parked: {reason}", str(n)) for reason, n in park_reasons.most_common()],
         must("lost (neither final on Connect nor parked, or vanished)", len(unfinished | missing)),
         must("refused without a vendor refusal", len(refused_otherwise)),
-        Row("raw vendor calls (replayed by key)",
-            f"{ledger['summary']['calls']} ({ledger['summary'].get('replayed_calls', 0)})"),
+        Row(
+            "raw vendor calls (replayed by key)",
+            f"{ledger['summary']['calls']} ({ledger['summary'].get('replayed_calls', 0)})",
+        ),
         Row("effective terminations", str(len(effective))),
         must("duplicate effective terminations", duplicates),
         must("approvals without a termination", len(without)),
@@ -237,38 +264,76 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
         must("journal and Connect disagree on a final request", len(disagree)),
     ]
     if facts.mode == "none":
-        rows.append(must("second terminate call for a subscription (mode none)", len(blind_repeats)))
+        rows.append(
+            must("second terminate call for a subscription (mode none)", len(blind_repeats))
+        )
     storms = ", ".join(f"{kind} {n}" for kind, n in sorted(facts.storms.items())) or "none"
     rows += [
         Row("SIGKILLs (each followed by a restart)", str(facts.kills)),
-        Row("SIGSTOP pauses longer than the lease (longest)", f"{facts.pauses} ({facts.longest_pause:.1f} s)"),
+        Row(
+            "SIGSTOP pauses longer than the lease (longest)",
+            f"{facts.pauses} ({facts.longest_pause:.1f} s)",
+        ),
         Row("storms", storms),
-        Row("injected by the mocks: 5xx / 429 / apply-then-drop",
-            " / ".join(str(facts.injected.get(k, 0)) for k in ("errors", "throttles", "drops"))),
-        Row("lease steals (claims a paused daemon held, taken over while it slept)", str(facts.lease_steals)),
+        Row(
+            "injected by the mocks: 5xx / 429 / apply-then-drop",
+            " / ".join(str(facts.injected.get(k, 0)) for k in ("errors", "throttles", "drops")),
+        ),
+        Row(
+            "lease steals (claims a paused daemon held, taken over while it slept)",
+            str(facts.lease_steals),
+        ),
         Row("requests finished by another process than the one that began them", str(taken_over)),
-        Row("takeovers suspended while the previous holder lived (requests)", f"{suspended} ({suspended_requests})"),
+        Row(
+            "takeovers suspended while the previous holder lived (requests)",
+            f"{suspended} ({suspended_requests})",
+        ),
         must("daemons not stopping cleanly on SIGTERM", len(unclean)),
-        Row("fault phase (requests still unfinished when the last fault healed)",
-            f"{facts.fault_seconds:.0f} s ({facts.left_at_last_fault})"),
-        Row("time to converge after the last fault",
-            f"{facts.converge_seconds:.1f} s" if facts.converge_seconds is not None else "did not converge"),
-        Row("throughput without faults", f"{facts.baseline_rate:.1f} requests/s ({facts.baseline_requests} requests)"),
-        Row("throughput with faults (to quiescence)",
+        Row(
+            "fault phase (requests still unfinished when the last fault healed)",
+            f"{facts.fault_seconds:.0f} s ({facts.left_at_last_fault})",
+        ),
+        Row(
+            "time to converge after the last fault",
+            f"{facts.converge_seconds:.1f} s"
+            if facts.converge_seconds is not None
+            else "did not converge",
+        ),
+        Row(
+            "throughput without faults",
+            f"{facts.baseline_rate:.1f} requests/s ({facts.baseline_requests} requests)",
+        ),
+        Row(
+            "throughput with faults (to quiescence)",
             f"{facts.fault_rate:.1f} requests/s ({facts.fault_requests} requests, ratio "
-            f"{facts.fault_rate / facts.baseline_rate if facts.baseline_rate else float('nan'):.2f})"),
+            f"{facts.fault_rate / facts.baseline_rate if facts.baseline_rate else float('nan'):.2f})",
+        ),
         Row("elapsed", f"{facts.elapsed:.0f} s"),
     ]
     details = {
-        "unfinished": sorted(unfinished)[:20], "missing": sorted(missing)[:20], "without": without[:20],
-        "refused_otherwise": refused_otherwise[:20], "twice": twice[:20], "disagree": disagree[:20],
-        "blind_repeats": blind_repeats[:20], "unclean": unclean,
-        "unfinished_states": {rid: (records[rid].state.value if rid in records else None, status[rid])
-                              for rid in sorted(unfinished)[:20]},
+        "unfinished": sorted(unfinished)[:20],
+        "missing": sorted(missing)[:20],
+        "without": without[:20],
+        "refused_otherwise": refused_otherwise[:20],
+        "twice": twice[:20],
+        "disagree": disagree[:20],
+        "blind_repeats": blind_repeats[:20],
+        "unclean": unclean,
+        "unfinished_states": {
+            rid: (records[rid].state.value if rid in records else None, status[rid])
+            for rid in sorted(unfinished)[:20]
+        },
         "duplicates": sorted(duplicated)[:20],
         # Every request behind a failed invariant, for the evidence (bench/evidence.py).
-        "offenders": sorted(unfinished | missing | set(without) | set(refused_otherwise) | set(twice) | set(disagree)
-                            | {rid for rid, sub in subs.items() if sub in duplicated or sub in blind_repeats}),
+        "offenders": sorted(
+            unfinished
+            | missing
+            | set(without)
+            | set(refused_otherwise)
+            | set(twice)
+            | set(disagree)
+            | {rid for rid, sub in subs.items() if sub in duplicated or sub in blind_repeats}
+        ),
     }
     return Report(rows, details, facts)
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from processor.journal.base import FINAL_STATES
@@ -33,7 +33,9 @@ def catches_sigterm(pid: int) -> bool:
         status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
     except OSError:
         return False
-    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    caught = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0"
+    )
     return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
 
 
@@ -42,7 +44,9 @@ def sigterm_when_ready(process: subprocess.Popen[bytes], timeout: float = 20.0) 
     moment ago may still be loading Python, and a SIGTERM then kills it by default: that would
     say nothing about the processor's shutdown, which is what the exit status is read for."""
     deadline = time.monotonic() + timeout
-    while process.poll() is None and not catches_sigterm(process.pid) and time.monotonic() < deadline:
+    while (
+        process.poll() is None and not catches_sigterm(process.pid) and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -61,7 +65,9 @@ class Daemon:
         with self.log.open("ab") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "processor", "run", "--config", str(self.config)],
-                env=self.env, stdout=subprocess.DEVNULL, stderr=err,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
             )
 
     @property
@@ -122,7 +128,9 @@ def fresh_schema(postgres_url: str, prefix: str = "soak", keep: bool = False) ->
     finally:
         if not keep:
             with psycopg.connect(postgres_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
 
 
 def _journal_rows(journal_url: str, query: str, params: list[object]) -> list[tuple[object, ...]]:
@@ -130,7 +138,7 @@ def _journal_rows(journal_url: str, query: str, params: list[object]) -> list[tu
     if journal_url.startswith("sqlite:///"):
         import sqlite3
 
-        conn = sqlite3.connect(journal_url[len("sqlite:///"):], timeout=30)
+        conn = sqlite3.connect(journal_url[len("sqlite:///") :], timeout=30)
         try:
             return list(conn.execute(query, params))
         finally:
@@ -143,18 +151,23 @@ def _journal_rows(journal_url: str, query: str, params: list[object]) -> list[tu
 
 def _journal_time(journal_url: str, moment: datetime) -> object:
     """``moment`` as the journal compares it: SQLite stores ISO text, PostgreSQL timestamptz."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if journal_url.startswith("sqlite:///") else moment
+    return (
+        moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if journal_url.startswith("sqlite:///") else moment
+    )
 
 
 def held_by(journal_url: str, pid: int) -> dict[str, int]:
     """Open requests on which process ``pid`` holds a live lease (owner = host:pid:nonce), with the
     fence of each claim. A lease that ran out is not held: it is anyone's to claim."""
     finals = sorted(state.value for state in FINAL_STATES)
-    now = datetime.now(timezone.utc)
-    rows = _journal_rows(journal_url, "SELECT request_id, fence FROM requests WHERE lease_owner LIKE ? "
-                                      "AND lease_expires_at > ? "
-                                      f"AND state NOT IN ({','.join('?' * len(finals))})",
-                         [f"%:{pid}:%", _journal_time(journal_url, now), *finals])
+    now = datetime.now(UTC)
+    rows = _journal_rows(
+        journal_url,
+        "SELECT request_id, fence FROM requests WHERE lease_owner LIKE ? "
+        "AND lease_expires_at > ? "
+        f"AND state NOT IN ({','.join('?' * len(finals))})",
+        [f"%:{pid}:%", _journal_time(journal_url, now), *finals],
+    )
     return {str(row[0]): int(row[1]) for row in rows}  # type: ignore[call-overload]
 
 
@@ -165,6 +178,9 @@ def taken_from(journal_url: str, held: Mapping[str, int]) -> set[str]:
     if not held:
         return set()
     ids = sorted(held)
-    rows = _journal_rows(journal_url, f"SELECT request_id, fence FROM requests WHERE request_id IN "
-                                      f"({','.join('?' * len(ids))})", list(ids))
+    rows = _journal_rows(
+        journal_url,
+        f"SELECT request_id, fence FROM requests WHERE request_id IN ({','.join('?' * len(ids))})",
+        list(ids),
+    )
     return {str(rid) for rid, fence in rows if int(fence) > held[str(rid)]}  # type: ignore[call-overload]

@@ -15,16 +15,17 @@ that a duplicate termination shows which process sent which call after which tak
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
 from bench.checker import Report, subscription_of
-from processor.journal import open_journal
 from cancel_sandbox.local import Sandbox
+from processor.journal import open_journal
 
 __all__ = ["keep_evidence", "timeline"]
 
@@ -35,7 +36,9 @@ def _marketplace_ledger(market_url: str) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     since = 0
     for _ in range(10_000):  # pages of 10,000 entries: bounded far above any soak
-        page = requests.get(f"{market_url}/admin/ledger", params={"since": since, "limit": 10000}, timeout=60).json()
+        page = requests.get(
+            f"{market_url}/admin/ledger", params={"since": since, "limit": 10000}, timeout=60
+        ).json()
         if not page["entries"]:
             return entries
         entries += page["entries"]
@@ -58,14 +61,21 @@ def timeline(story: dict[str, Any]) -> list[str]:
     """One offending request's events, in time order: journal transitions, Connect changes, vendor."""
     events: list[tuple[str, str]] = []
     for t in story["transitions"]:
-        events.append((t["at"], f"journal  {t['from_state']} -> {t['to_state']} fence {t['fence']} "
-                                f"by {t['owner']}: {t['detail']}"))
+        events.append(
+            (
+                t["at"],
+                f"journal  {t['from_state']} -> {t['to_state']} fence {t['fence']} "
+                f"by {t['owner']}: {t['detail']}",
+            )
+        )
     for e in story["connect"]:
         events.append((e["at"], f"connect  {e.get('from')} -> {e['to']}"))
     for c in story["vendor_calls"]:
         replay = " (replayed)" if c.get("replayed") else ""
         answer = f"{c['status_code']}{replay}"
-        events.append((c["at"], f"vendor   call {c['action']} -> {answer} key {c['idempotency_key']}"))
+        events.append(
+            (c["at"], f"vendor   call {c['action']} -> {answer} key {c['idempotency_key']}")
+        )
     for e in story["vendor_effects"]:
         mark = " DUPLICATE" if e.get("duplicate") else ""
         events.append((e["at"], f"vendor   effect {e['action']}{mark} key {e['idempotency_key']}"))
@@ -77,12 +87,13 @@ def _moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except (TypeError, ValueError):
-        return datetime.min.replace(tzinfo=timezone.utc)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def keep_evidence(sandbox: Sandbox, journal_url: str, report: Report, workdir: Path,
-                  say: Callable[[str], None]) -> Path:
+def keep_evidence(
+    sandbox: Sandbox, journal_url: str, report: Report, workdir: Path, say: Callable[[str], None]
+) -> Path:
     """Write the evidence of a failed soak to ``workdir/evidence`` and print the timelines."""
     folder = workdir / "evidence"
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,15 +113,26 @@ def keep_evidence(sandbox: Sandbox, journal_url: str, report: Report, workdir: P
                 "subscription": sub,
                 "record": _plain(asdict(record)) if record is not None else None,
                 "transitions": [_plain(asdict(t)) for t in journal.transitions(rid)],
-                "connect": [e for e in market if e.get("kind") == "request" and e.get("id") == rid
-                            and e.get("event") == "status"],
-                "vendor_calls": [c for c in vendor["calls"] if sub and c.get("subscription_id") == sub],
-                "vendor_effects": [e for e in vendor["effects"] if sub and e.get("subscription_id") == sub],
+                "connect": [
+                    e
+                    for e in market
+                    if e.get("kind") == "request"
+                    and e.get("id") == rid
+                    and e.get("event") == "status"
+                ],
+                "vendor_calls": [
+                    c for c in vendor["calls"] if sub and c.get("subscription_id") == sub
+                ],
+                "vendor_effects": [
+                    e for e in vendor["effects"] if sub and e.get("subscription_id") == sub
+                ],
             }
     finally:
         journal.close()
     (folder / "offenders.json").write_text(json.dumps(stories, indent=1), encoding="utf-8")
-    say(f"evidence kept in {folder} ({len(offenders)} offending requests; daemon logs in {workdir})")
+    say(
+        f"evidence kept in {folder} ({len(offenders)} offending requests; daemon logs in {workdir})"
+    )
     for rid in offenders[:_SHOWN]:
         say(f"{rid} (subscription {stories[rid]['subscription']}):")
         for line in timeline(stories[rid]):

@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,7 +35,9 @@ TRANSITIONS_PER_REQUEST = 3
 
 
 def one_request(journal: Journal, request_id: str, owner: str) -> None:
-    journal.ensure(request_id, idempotency_key=f"cancel-{request_id}", subscription_id=f"SUB-{request_id}")
+    journal.ensure(
+        request_id, idempotency_key=f"cancel-{request_id}", subscription_id=f"SUB-{request_id}"
+    )
     claim = journal.claim(request_id, owner, lease_seconds=60)
     if claim is None:
         raise RuntimeError(f"{request_id} could not be claimed")
@@ -51,8 +53,10 @@ def measure(journal: Journal, threads: int, requests: int) -> float:
     ids = [f"PR-{run}-{n:06d}" for n in range(requests)]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(one_request, journal, rid, f"bench-{n % threads}")
-                   for n, rid in enumerate(ids)]
+        futures = [
+            pool.submit(one_request, journal, rid, f"bench-{n % threads}")
+            for n, rid in enumerate(ids)
+        ]
         for future in futures:
             future.result()
     elapsed = time.perf_counter() - started
@@ -80,7 +84,9 @@ def postgres_store(url: str) -> Callable[[int], tuple[Journal, Callable[[], None
         from psycopg import sql
 
         schema = f"journal_bench_{uuid.uuid4().hex[:8]}"
-        journal = open_journal(url, schema=schema, pool_size=max(threads, 2), min_size=max(threads, 2))
+        journal = open_journal(
+            url, schema=schema, pool_size=max(threads, 2), min_size=max(threads, 2)
+        )
         journal.migrate()
 
         def done() -> None:
@@ -106,8 +112,12 @@ def postgres_reachable(url: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=300, help="requests per measurement (default 300)")
-    parser.add_argument("--postgres-url", default=os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    parser.add_argument(
+        "--requests", type=int, default=300, help="requests per measurement (default 300)"
+    )
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    )
     parser.add_argument("--no-postgres", action="store_true", help="measure SQLite only")
     args = parser.parse_args(argv)
 
@@ -122,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"postgresql at {redact_url(args.postgres_url)} skipped: {problem}")
 
-    print(f"{'store':32} " + " ".join(f"{f'{t} thread(s)':>14}" for t in THREADS) + "   (transitions/s)")
+    print(
+        f"{'store':32} "
+        + " ".join(f"{f'{t} thread(s)':>14}" for t in THREADS)
+        + "   (transitions/s)"
+    )
     for name, make in stores:
         figures = []
         for threads in THREADS:

@@ -46,7 +46,9 @@ def _healthy(venv: Path) -> bool:
         f"print(json.dumps({{n: m.version(n) for n in {sorted(EXPECTED_PINS)!r}}}))"
     )
     try:
-        found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+        found = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=True
+        )
         return bool(json.loads(found.stdout) == EXPECTED_PINS)
     except (subprocess.SubprocessError, OSError, ValueError):
         return False
@@ -56,18 +58,33 @@ def _build(venv: Path) -> None:
     shutil.rmtree(venv, ignore_errors=True)
     steps = [
         ([sys.executable, "-m", "venv", str(venv)], 120),
-        ([str(_venv_python(venv)), "-m", "pip", "install", "--quiet", "--no-input",
-          "--disable-pip-version-check", SDK_REQUIREMENT], 240),
+        (
+            [
+                str(_venv_python(venv)),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-input",
+                "--disable-pip-version-check",
+                SDK_REQUIREMENT,
+            ],
+            240,
+        ),
     ]
     for command, timeout in steps:
         try:
             subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
         except subprocess.CalledProcessError as exc:
             shutil.rmtree(venv, ignore_errors=True)
-            raise LegacyEnvError(f"cannot build the legacy SDK virtualenv: {exc.stderr.strip()[-800:]}") from None
+            raise LegacyEnvError(
+                f"cannot build the legacy SDK virtualenv: {exc.stderr.strip()[-800:]}"
+            ) from None
         except subprocess.TimeoutExpired:
             shutil.rmtree(venv, ignore_errors=True)
-            raise LegacyEnvError(f"building the legacy SDK virtualenv took over {timeout} s") from None
+            raise LegacyEnvError(
+                f"building the legacy SDK virtualenv took over {timeout} s"
+            ) from None
 
 
 def legacy_python() -> Path:
@@ -80,19 +97,24 @@ def legacy_python() -> Path:
         if not _healthy(venv):
             _build(venv)
             if not _healthy(venv):
-                raise LegacyEnvError(f"the legacy SDK virtualenv at {venv} is unusable after a rebuild")
+                raise LegacyEnvError(
+                    f"the legacy SDK virtualenv at {venv} is unusable after a rebuild"
+                )
     return _venv_python(venv)
 
 
-def run_legacy(python: Path, endpoint: str, api_key: str, templates: dict[str, str],
-               timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+def run_legacy(
+    python: Path, endpoint: str, api_key: str, templates: dict[str, str], timeout: float = 600
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
     """Run the baseline script once; the key goes by environment, never on the command line."""
     args = [str(python), str(SCRIPT), "--endpoint", endpoint]
     for product, template in sorted(templates.items()):
         args += ["--product", product, "--template-id", f"{product}={template}"]
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
     env["CONNECT_API_KEY"] = api_key
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     try:
         summary = json.loads(done.stdout)
     except ValueError:

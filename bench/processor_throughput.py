@@ -29,18 +29,22 @@ from typing import Any
 import requests
 import yaml
 
-from bench.servers import MockServers, VENDOR_TOKEN
+from bench.servers import VENDOR_TOKEN, MockServers
+from cancel_sandbox.marketplace import DEFAULT_API_KEY
 from processor.config.schema import Config
 from processor.daemon.core import Daemon
-from cancel_sandbox.marketplace import DEFAULT_API_KEY
-from processor.observe import configure_logging
 from processor.daemon.runtime import build_runtime, selector_for
+from processor.observe import configure_logging
 
 
-def process_once(servers: MockServers, concurrency: int, notes: bool = False) -> tuple[int, float, float]:
+def process_once(
+    servers: MockServers, concurrency: int, notes: bool = False
+) -> tuple[int, float, float]:
     """Run the processor in this process until the backlog is drained: (requests, seconds, cpu seconds)."""
     workdir = tempfile.mkdtemp(prefix="bench-")
-    config = Config.model_validate(servers.config_data(f"sqlite:///{workdir}/journal.db", concurrency, notes))
+    config = Config.model_validate(
+        servers.config_data(f"sqlite:///{workdir}/journal.db", concurrency, notes)
+    )
     os.environ.update(servers.environ())
     runtime = build_runtime(config)
     try:
@@ -69,29 +73,50 @@ class SweepRow:
         return self.rate / self.ideal
 
 
-def sweep_rows(concurrencies: list[int], per_worker: int, market_ms: float, vendor_ms: float,
-               notes: bool = False) -> list[SweepRow]:
+def sweep_rows(
+    concurrencies: list[int],
+    per_worker: int,
+    market_ms: float,
+    vendor_ms: float,
+    notes: bool = False,
+) -> list[SweepRow]:
     """One drained backlog per concurrency (``concurrency x per_worker`` requests, at least 60)."""
     rows = []
     for concurrency in concurrencies:
         n = max(60, concurrency * per_worker)
         with MockServers(n, market_ms, vendor_ms) as servers:
             done, elapsed, _ = process_once(servers, concurrency, notes=notes)
-        rows.append(SweepRow(concurrency, done, elapsed, concurrency / ((vendor_ms + market_ms) / 1000)))
+        rows.append(
+            SweepRow(concurrency, done, elapsed, concurrency / ((vendor_ms + market_ms) / 1000))
+        )
     return rows
 
 
 def sweep(args: argparse.Namespace) -> None:
-    print(f"\n## Concurrency sweep: marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n")
+    print(
+        f"\n## Concurrency sweep: marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n"
+    )
     print("| concurrency | requests | seconds | requests/s | ideal/s | ratio to ideal |")
     print("|---:|---:|---:|---:|---:|---:|")
     for concurrency in args.concurrency:
-        [r] = sweep_rows([concurrency], args.per_worker, args.market_latency_ms, args.vendor_latency_ms)
-        print(f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | {r.ideal:.1f} | {r.ratio:.2f} |",
-              flush=True)
-    [r] = sweep_rows([max(args.concurrency)], args.per_worker, args.market_latency_ms, args.vendor_latency_ms, notes=True)
-    print(f"\nWith a conversation note per request (two more marketplace calls each), concurrency "
-          f"{r.concurrency}: {r.rate:.1f} requests/s, ratio to the same ideal {r.ratio:.2f}.")
+        [r] = sweep_rows(
+            [concurrency], args.per_worker, args.market_latency_ms, args.vendor_latency_ms
+        )
+        print(
+            f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | {r.ideal:.1f} | {r.ratio:.2f} |",
+            flush=True,
+        )
+    [r] = sweep_rows(
+        [max(args.concurrency)],
+        args.per_worker,
+        args.market_latency_ms,
+        args.vendor_latency_ms,
+        notes=True,
+    )
+    print(
+        f"\nWith a conversation note per request (two more marketplace calls each), concurrency "
+        f"{r.concurrency}: {r.rate:.1f} requests/s, ratio to the same ideal {r.ratio:.2f}."
+    )
 
 
 def bare_loop(servers: MockServers, concurrency: int) -> tuple[int, float]:
@@ -101,8 +126,11 @@ def bare_loop(servers: MockServers, concurrency: int) -> tuple[int, float]:
     templates = {}
     auth = {"Authorization": DEFAULT_API_KEY}
     for pid in products:
-        reply = requests.get(f"{servers.endpoint}/products/{pid}/templates?eq(scope,asset)&eq(type,fulfillment)",
-                             headers=auth, timeout=30)
+        reply = requests.get(
+            f"{servers.endpoint}/products/{pid}/templates?eq(scope,asset)&eq(type,fulfillment)",
+            headers=auth,
+            timeout=30,
+        )
         templates[pid] = reply.json()[0]["id"]
 
     def session() -> requests.Session:
@@ -113,10 +141,21 @@ def bare_loop(servers: MockServers, concurrency: int) -> tuple[int, float]:
     def one(request: dict[str, Any]) -> None:
         s = session()
         sub = next(p["value"] for p in request["asset"]["params"] if p["id"] == "subscription_id")
-        s.post(f"{servers.vendor_url}/v1/subscriptions/{sub}/terminate", json={"request_id": request["id"]},
-               headers={"Authorization": f"Bearer {VENDOR_TOKEN}", "Idempotency-Key": f"b-{request['id']}"}, timeout=30)
-        s.post(f"{servers.endpoint}/requests/{request['id']}/approve",
-               json={"template_id": templates[request["asset"]["product"]["id"]]}, headers=auth, timeout=30)
+        s.post(
+            f"{servers.vendor_url}/v1/subscriptions/{sub}/terminate",
+            json={"request_id": request["id"]},
+            headers={
+                "Authorization": f"Bearer {VENDOR_TOKEN}",
+                "Idempotency-Key": f"b-{request['id']}",
+            },
+            timeout=30,
+        )
+        s.post(
+            f"{servers.endpoint}/requests/{request['id']}/approve",
+            json={"template_id": templates[request["asset"]["product"]["id"]]},
+            headers=auth,
+            timeout=30,
+        )
 
     done = 0
     cpu0 = time.process_time()
@@ -124,7 +163,9 @@ def bare_loop(servers: MockServers, concurrency: int) -> tuple[int, float]:
         while True:
             page = requests.get(
                 f"{servers.endpoint}/requests?and(eq(type,cancel),eq(status,pending))&ordering(created,id)"
-                f"&select(-activation_key,-template)&limit=100", headers=auth, timeout=60,
+                f"&select(-activation_key,-template)&limit=100",
+                headers=auth,
+                timeout=60,
             ).json()
             if not page:
                 break
@@ -153,7 +194,9 @@ def cpu_cost_result(n: int, concurrency: int = 8) -> CpuCost:
         done, elapsed, cpu = process_once(servers, concurrency)
     with MockServers(n) as servers:
         bare_done, bare_cpu = bare_loop(servers, concurrency)
-    return CpuCost(concurrency, done, cpu / done * 1000, bare_done, bare_cpu / bare_done * 1000, elapsed)
+    return CpuCost(
+        concurrency, done, cpu / done * 1000, bare_done, bare_cpu / bare_done * 1000, elapsed
+    )
 
 
 def cpu_cost(args: argparse.Namespace) -> None:
@@ -161,8 +204,12 @@ def cpu_cost(args: argparse.Namespace) -> None:
     print(f"\n## Zero latency, concurrency {r.concurrency}, {args.cpu_requests} requests\n")
     print("| run | requests | CPU ms/request | ratio to bare loop |")
     print("|---|---:|---:|---:|")
-    print(f"| bare loop (same HTTP calls, no journal) | {r.bare_requests} | {r.bare_cpu_ms:.2f} | 1.00 |")
-    print(f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | {r.ratio:.2f} |")
+    print(
+        f"| bare loop (same HTTP calls, no journal) | {r.bare_requests} | {r.bare_cpu_ms:.2f} | 1.00 |"
+    )
+    print(
+        f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | {r.ratio:.2f} |"
+    )
     print(f"\nProcessor wall time: {r.seconds:.2f} s ({r.requests / r.seconds:.0f} requests/s).")
 
 
@@ -170,10 +217,14 @@ def cpu_cost(args: argparse.Namespace) -> None:
 class LegacyBaseline:
     requests: int
     legacy_rate: float  # connect-sdk FulfillmentAutomation, approvals/s (it calls no vendor)
-    processor_rates: dict[int, float]  # concurrency -> this processor's requests/s (vendor call + approve)
+    processor_rates: dict[
+        int, float
+    ]  # concurrency -> this processor's requests/s (vendor call + approve)
 
 
-def legacy_result(n: int, market_ms: float, vendor_ms: float, concurrencies: list[int]) -> LegacyBaseline | str:
+def legacy_result(
+    n: int, market_ms: float, vendor_ms: float, concurrencies: list[int]
+) -> LegacyBaseline | str:
     """The legacy SDK's rate and this processor's on the same servers, or why there is no baseline."""
     from bench.legacy_env import LegacyEnvError, legacy_python, run_legacy
 
@@ -184,8 +235,11 @@ def legacy_result(n: int, market_ms: float, vendor_ms: float, concurrencies: lis
     with MockServers(n, market_ms, vendor_ms) as servers:
         templates = {}
         for pid in servers.products():
-            reply = requests.get(f"{servers.endpoint}/products/{pid}/templates?eq(scope,asset)&eq(type,fulfillment)",
-                                 headers={"Authorization": DEFAULT_API_KEY}, timeout=30)
+            reply = requests.get(
+                f"{servers.endpoint}/products/{pid}/templates?eq(scope,asset)&eq(type,fulfillment)",
+                headers={"Authorization": DEFAULT_API_KEY},
+                timeout=30,
+            )
             templates[pid] = reply.json()[0]["id"]
         done, summary = run_legacy(python, servers.endpoint, DEFAULT_API_KEY, templates)
     if summary is None:
@@ -204,13 +258,19 @@ def legacy(args: argparse.Namespace) -> None:
     if isinstance(r, str):
         print(f"\n({r})")
         return
-    print(f"\n## Legacy SDK baseline: {n} requests, marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n")
+    print(
+        f"\n## Legacy SDK baseline: {n} requests, marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n"
+    )
     print("| client | requests/s | ratio to legacy |")
     print("|---|---:|---:|")
     # The legacy script never calls a vendor; it only approves (so it does less work per request).
-    print(f"| connect-sdk FulfillmentAutomation (approve only, no vendor call) | {r.legacy_rate:.1f} | 1.00 |")
+    print(
+        f"| connect-sdk FulfillmentAutomation (approve only, no vendor call) | {r.legacy_rate:.1f} | 1.00 |"
+    )
     for concurrency, rate in r.processor_rates.items():
-        print(f"| this processor, concurrency {concurrency} (vendor call + approve) | {rate:.1f} | {rate / r.legacy_rate:.2f} |")
+        print(
+            f"| this processor, concurrency {concurrency} (vendor call + approve) | {rate:.1f} | {rate / r.legacy_rate:.2f} |"
+        )
 
 
 def backlog(args: argparse.Namespace) -> None:
@@ -221,12 +281,18 @@ def backlog(args: argparse.Namespace) -> None:
     for n in (args.backlog // 10, args.backlog):
         with MockServers(n) as servers, tempfile.TemporaryDirectory() as workdir:
             config = Path(workdir) / "processor.yaml"
-            config.write_text(yaml.safe_dump(servers.config_data(f"sqlite:///{workdir}/journal.db", 16)))
+            config.write_text(
+                yaml.safe_dump(servers.config_data(f"sqlite:///{workdir}/journal.db", 16))
+            )
             env = {**os.environ, **servers.environ()}
             t0 = time.perf_counter()
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            done = subprocess.run([sys.executable, "-m", "processor", "run", "--once", "--config", str(config)],
-                                  env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "processor", "run", "--once", "--config", str(config)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             elapsed = time.perf_counter() - t0
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             if done.returncode != 0:
@@ -235,13 +301,21 @@ def backlog(args: argparse.Namespace) -> None:
             rows.append((n, elapsed))
             print(f"| {n} | {elapsed:.1f} | {elapsed / n * 1000:.2f} | {rss:.0f} |", flush=True)
     (small, t_small), (large, t_large) = rows
-    print(f"\nTime per request, {large} vs {small}: ratio {(t_large / large) / (t_small / small):.2f} (1.00 is flat).")
+    print(
+        f"\nTime per request, {large} vs {small}: ratio {(t_large / large) / (t_small / small):.2f} (1.00 is flat)."
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16, 32])
-    parser.add_argument("--per-worker", type=int, default=30, help="requests per worker in each sweep run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16, 32]
+    )
+    parser.add_argument(
+        "--per-worker", type=int, default=30, help="requests per worker in each sweep run"
+    )
     parser.add_argument("--market-latency-ms", type=float, default=50)
     parser.add_argument("--vendor-latency-ms", type=float, default=100)
     parser.add_argument("--cpu-requests", type=int, default=3000)

@@ -34,7 +34,9 @@ import yaml
 from bench.daemons import Daemon, fresh_schema
 from bench.servers import MockServers
 
-DEFAULT_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+DEFAULT_POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @dataclass
@@ -45,7 +47,9 @@ class Result:
     approved: int
     rate: float  # approvals per second, first to last
     wall: float  # seconds from start to an empty backlog
-    cores: float  # CPU seconds of the replicas and the mocks per wall second (PostgreSQL not counted)
+    cores: (
+        float  # CPU seconds of the replicas and the mocks per wall second (PostgreSQL not counted)
+    )
     exits: list[int | str]  # exit statuses, or why there is none
 
 
@@ -53,22 +57,38 @@ def approved(servers: MockServers) -> int:
     """Approvals the marketplace recorded (its own ledger: what happened, not what clients believed)."""
     count, since = 0, 0
     for _ in range(1000):  # pages of 10,000 entries
-        page = requests.get(f"{servers.market_url}/admin/ledger", params={"since": since, "limit": 10000},
-                            timeout=60).json()
+        page = requests.get(
+            f"{servers.market_url}/admin/ledger",
+            params={"since": since, "limit": 10000},
+            timeout=60,
+        ).json()
         if not page["entries"]:
             break
-        count += sum(1 for e in page["entries"]
-                     if e["kind"] == "request" and e["event"] == "status" and e["to"] == "approved")
+        count += sum(
+            1
+            for e in page["entries"]
+            if e["kind"] == "request" and e["event"] == "status" and e["to"] == "approved"
+        )
         since = page["entries"][-1]["seq"]
     return count
 
 
-def run(postgres_url: str, replicas: int, concurrency: int, per_worker: int, market_ms: float, vendor_ms: float,
-        timeout: float) -> Result:
+def run(
+    postgres_url: str,
+    replicas: int,
+    concurrency: int,
+    per_worker: int,
+    market_ms: float,
+    vendor_ms: float,
+    timeout: float,
+) -> Result:
     n = replicas * concurrency * per_worker
     cpu_before = _children_cpu()
-    with (fresh_schema(postgres_url, prefix="bench_replicas") as journal_url,
-          MockServers(n, market_ms, vendor_ms) as servers, tempfile.TemporaryDirectory() as workdir):
+    with (
+        fresh_schema(postgres_url, prefix="bench_replicas") as journal_url,
+        MockServers(n, market_ms, vendor_ms) as servers,
+        tempfile.TemporaryDirectory() as workdir,
+    ):
         data = servers.config_data(journal_url, concurrency)
         data["journal"].update({"pool_size": concurrency + 2, "lease_seconds": 30})
         data["processing"].update({"poll_interval": 0.5})
@@ -76,9 +96,16 @@ def run(postgres_url: str, replicas: int, concurrency: int, per_worker: int, mar
         config = Path(workdir) / "processor.yaml"
         config.write_text(yaml.safe_dump(data), encoding="utf-8")
         env = {**os.environ, **servers.environ()}
-        subprocess.run([sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
-                       env=env, check=True, capture_output=True)
-        daemons = [Daemon(f"replica-{i}", config, env, Path(workdir) / f"replica-{i}.log") for i in range(replicas)]
+        subprocess.run(
+            [sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        daemons = [
+            Daemon(f"replica-{i}", config, env, Path(workdir) / f"replica-{i}.log")
+            for i in range(replicas)
+        ]
         started = time.perf_counter()
         try:
             for daemon in daemons:
@@ -98,10 +125,16 @@ def run(postgres_url: str, replicas: int, concurrency: int, per_worker: int, mar
         for daemon, code in zip(daemons, exits):
             if code != 0:
                 tail = daemon.log.read_text(encoding="utf-8", errors="replace")[-1500:]
-                print(f"(a replica exited with {code}; the end of its log:)\n{tail}", file=sys.stderr)
+                print(
+                    f"(a replica exited with {code}; the end of its log:)\n{tail}", file=sys.stderr
+                )
         done = approved(servers)
     cores = (_children_cpu() - cpu_before) / wall  # the mocks' start-up and shutdown included
-    rate = (first[1] - pending) / (last - first[0]) if first is not None and last > first[0] else float("nan")
+    rate = (
+        (first[1] - pending) / (last - first[0])
+        if first is not None and last > first[0]
+        else float("nan")
+    )
     return Result(replicas, concurrency, n, done, rate, wall, cores, exits)
 
 
@@ -111,26 +144,46 @@ def _children_cpu() -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
-    parser.add_argument("--replicas", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
+    parser.add_argument(
+        "--replicas", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4]
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="worker threads per replica")
-    parser.add_argument("--per-worker", type=int, default=40, help="requests per worker thread in each run")
+    parser.add_argument(
+        "--per-worker", type=int, default=40, help="requests per worker thread in each run"
+    )
     parser.add_argument("--market-latency-ms", type=float, default=50)
     parser.add_argument("--vendor-latency-ms", type=float, default=100)
     parser.add_argument("--timeout", type=float, default=300, help="seconds a run may take")
     args = parser.parse_args()
     per_request = (args.market_latency_ms + args.vendor_latency_ms) / 1000
-    print(f"\n## Replicas on PostgreSQL: marketplace {args.market_latency_ms:.0f} ms, vendor "
-          f"{args.vendor_latency_ms:.0f} ms, concurrency {args.concurrency} per replica, {os.cpu_count()} CPUs\n")
-    print("| replicas | requests | approved | approvals/s | ideal/s | ratio to ideal | wall s | CPU cores busy | exit codes |")
+    print(
+        f"\n## Replicas on PostgreSQL: marketplace {args.market_latency_ms:.0f} ms, vendor "
+        f"{args.vendor_latency_ms:.0f} ms, concurrency {args.concurrency} per replica, {os.cpu_count()} CPUs\n"
+    )
+    print(
+        "| replicas | requests | approved | approvals/s | ideal/s | ratio to ideal | wall s | CPU cores busy | exit codes |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for replicas in args.replicas:
-        r = run(args.postgres_url, replicas, args.concurrency, args.per_worker, args.market_latency_ms,
-                args.vendor_latency_ms, args.timeout)
+        r = run(
+            args.postgres_url,
+            replicas,
+            args.concurrency,
+            args.per_worker,
+            args.market_latency_ms,
+            args.vendor_latency_ms,
+            args.timeout,
+        )
         ideal = replicas * args.concurrency / per_request
-        print(f"| {r.replicas} | {r.requests} | {r.approved} | {r.rate:.1f} | {ideal:.1f} | {r.rate / ideal:.2f} "
-              f"| {r.wall:.1f} | {r.cores:.2f} | {','.join(map(str, r.exits))} |", flush=True)
+        print(
+            f"| {r.replicas} | {r.requests} | {r.approved} | {r.rate:.1f} | {ideal:.1f} | {r.rate / ideal:.2f} "
+            f"| {r.wall:.1f} | {r.cores:.2f} | {','.join(map(str, r.exits))} |",
+            flush=True,
+        )
     return 0
 
 

@@ -56,29 +56,41 @@ def _csv(values: tuple[int, ...]) -> str:
 
 
 def sweep_section(plan: Plan) -> tuple[list[str], list[throughput.SweepRow]]:
-    rows = throughput.sweep_rows(list(plan.concurrency), plan.per_worker, plan.market_ms, plan.vendor_ms)
+    rows = throughput.sweep_rows(
+        list(plan.concurrency), plan.per_worker, plan.market_ms, plan.vendor_ms
+    )
     lines = [
-        f"## Concurrency sweep: marketplace {plan.market_ms:.0f} ms, vendor {plan.vendor_ms:.0f} ms", "",
-        (f"`python -m bench.processor_throughput --only sweep --concurrency {_csv(plan.concurrency)} "
-         f"--per-worker {plan.per_worker} --market-latency-ms {plan.market_ms:.0f} "
-         f"--vendor-latency-ms {plan.vendor_ms:.0f}` (mocks in processes of their own, SQLite journal; "
-         "ideal = concurrency / (vendor latency + approve latency))"), "",
+        f"## Concurrency sweep: marketplace {plan.market_ms:.0f} ms, vendor {plan.vendor_ms:.0f} ms",
+        "",
+        (
+            f"`python -m bench.processor_throughput --only sweep --concurrency {_csv(plan.concurrency)} "
+            f"--per-worker {plan.per_worker} --market-latency-ms {plan.market_ms:.0f} "
+            f"--vendor-latency-ms {plan.vendor_ms:.0f}` (mocks in processes of their own, SQLite journal; "
+            "ideal = concurrency / (vendor latency + approve latency))"
+        ),
+        "",
         "| concurrency | requests | seconds | requests/s | ideal/s | ratio to ideal |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | {r.ideal:.1f} | {r.ratio:.2f} |"
-              for r in rows]
+    lines += [
+        f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | {r.ideal:.1f} | {r.ratio:.2f} |"
+        for r in rows
+    ]
     return lines, rows
 
 
 def cpu_section(plan: Plan) -> list[str]:
     r = throughput.cpu_cost_result(plan.cpu_requests)
     return [
-        f"## CPU per request at zero latency: concurrency {r.concurrency}, {plan.cpu_requests} requests", "",
-        f"`python -m bench.processor_throughput --only cpu --cpu-requests {plan.cpu_requests}`", "",
-        "| run | requests | CPU ms/request | ratio to bare loop |", "|---|---:|---:|---:|",
+        f"## CPU per request at zero latency: concurrency {r.concurrency}, {plan.cpu_requests} requests",
+        "",
+        f"`python -m bench.processor_throughput --only cpu --cpu-requests {plan.cpu_requests}`",
+        "",
+        "| run | requests | CPU ms/request | ratio to bare loop |",
+        "|---|---:|---:|---:|",
         f"| bare loop (the same HTTP calls; no journal, retries or logs) | {r.bare_requests} | {r.bare_cpu_ms:.2f} | 1.00 |",
-        f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | {r.ratio:.2f} |", "",
+        f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | {r.ratio:.2f} |",
+        "",
         f"Processor wall time {r.seconds:.2f} s ({r.requests / r.seconds:.0f} requests/s).",
     ]
 
@@ -86,28 +98,46 @@ def cpu_section(plan: Plan) -> list[str]:
 def legacy_section(plan: Plan) -> list[str]:
     concurrencies = [1, max(plan.concurrency)]
     head = [
-        (f"## Legacy SDK baseline: {plan.legacy_requests} requests, marketplace {plan.market_ms:.0f} ms, "
-         f"vendor {plan.vendor_ms:.0f} ms"), "",
-        (f"`python -m bench.processor_throughput --only legacy --legacy-requests {plan.legacy_requests} "
-         f"--concurrency {_csv(plan.concurrency)}`"), "",
+        (
+            f"## Legacy SDK baseline: {plan.legacy_requests} requests, marketplace {plan.market_ms:.0f} ms, "
+            f"vendor {plan.vendor_ms:.0f} ms"
+        ),
+        "",
+        (
+            f"`python -m bench.processor_throughput --only legacy --legacy-requests {plan.legacy_requests} "
+            f"--concurrency {_csv(plan.concurrency)}`"
+        ),
+        "",
     ]
-    r = throughput.legacy_result(plan.legacy_requests, plan.market_ms, plan.vendor_ms, concurrencies)
+    r = throughput.legacy_result(
+        plan.legacy_requests, plan.market_ms, plan.vendor_ms, concurrencies
+    )
     if isinstance(r, str):
         return [*head, f"Not measured on this run: {r}"]
-    lines = [*head, "| client | requests/s | ratio to legacy |", "|---|---:|---:|",
-             f"| connect-sdk FulfillmentAutomation (approves only, calls no vendor) | {r.legacy_rate:.1f} | 1.00 |"]
-    lines += [f"| this processor, concurrency {c} (vendor call + approve) | {rate:.1f} | {rate / r.legacy_rate:.2f} |"
-              for c, rate in r.processor_rates.items()]
+    lines = [
+        *head,
+        "| client | requests/s | ratio to legacy |",
+        "|---|---:|---:|",
+        f"| connect-sdk FulfillmentAutomation (approves only, calls no vendor) | {r.legacy_rate:.1f} | 1.00 |",
+    ]
+    lines += [
+        f"| this processor, concurrency {c} (vendor call + approve) | {rate:.1f} | {rate / r.legacy_rate:.2f} |"
+        for c, rate in r.processor_rates.items()
+    ]
     return lines
 
 
 def replicas_section(plan: Plan, postgres_url: str) -> list[str]:
     per_request = (plan.market_ms + plan.vendor_ms) / 1000
     head = [
-        f"## Replicas on one PostgreSQL journal: concurrency {plan.replica_concurrency} per replica", "",
-        (f"`python -m bench.replicas --replicas {_csv(plan.replicas)} --concurrency {plan.replica_concurrency} "
-         f"--per-worker {plan.replica_per_worker}` (ideal = replicas x concurrency / (vendor + approve latency); "
-         "CPU cores busy counts the replicas and the mocks, not PostgreSQL)"), "",
+        f"## Replicas on one PostgreSQL journal: concurrency {plan.replica_concurrency} per replica",
+        "",
+        (
+            f"`python -m bench.replicas --replicas {_csv(plan.replicas)} --concurrency {plan.replica_concurrency} "
+            f"--per-worker {plan.replica_per_worker}` (ideal = replicas x concurrency / (vendor + approve latency); "
+            "CPU cores busy counts the replicas and the mocks, not PostgreSQL)"
+        ),
+        "",
     ]
     try:
         import psycopg
@@ -115,15 +145,30 @@ def replicas_section(plan: Plan, postgres_url: str) -> list[str]:
         with psycopg.connect(postgres_url, connect_timeout=3) as conn:
             conn.execute("select 1")
     except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
-        return [*head, f"Not measured on this run: PostgreSQL is not reachable ({type(exc).__name__})."]
-    lines = [*head, "| replicas | requests | approved | approvals/s | ideal/s | ratio to ideal | wall s | CPU cores busy |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        return [
+            *head,
+            f"Not measured on this run: PostgreSQL is not reachable ({type(exc).__name__}).",
+        ]
+    lines = [
+        *head,
+        "| replicas | requests | approved | approvals/s | ideal/s | ratio to ideal | wall s | CPU cores busy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for n in plan.replicas:
-        r = replica_bench.run(postgres_url, n, plan.replica_concurrency, plan.replica_per_worker,
-                              plan.market_ms, plan.vendor_ms, timeout=300)
+        r = replica_bench.run(
+            postgres_url,
+            n,
+            plan.replica_concurrency,
+            plan.replica_per_worker,
+            plan.market_ms,
+            plan.vendor_ms,
+            timeout=300,
+        )
         ideal = n * plan.replica_concurrency / per_request
-        lines.append(f"| {r.replicas} | {r.requests} | {r.approved} | {r.rate:.1f} | {ideal:.1f} | "
-                     f"{r.rate / ideal:.2f} | {r.wall:.1f} | {r.cores:.2f} |")
+        lines.append(
+            f"| {r.replicas} | {r.requests} | {r.approved} | {r.rate:.1f} | {ideal:.1f} | "
+            f"{r.rate / ideal:.2f} | {r.wall:.1f} | {r.cores:.2f} |"
+        )
     return lines
 
 
@@ -136,20 +181,39 @@ def plot_sweep(rows: list[throughput.SweepRow], plan: Plan, path: Path) -> None:
 
     x = [r.concurrency for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    ax.plot(x, [r.ideal for r in rows], "--", color="grey", label="ideal: concurrency / (vendor + approve latency)")
+    ax.plot(
+        x,
+        [r.ideal for r in rows],
+        "--",
+        color="grey",
+        label="ideal: concurrency / (vendor + approve latency)",
+    )
     ax.plot(x, [r.rate for r in rows], "o-", color="tab:blue", label="measured")
     for r in rows:
-        ax.annotate(f"{r.ratio:.2f}", (r.concurrency, r.rate), textcoords="offset points", xytext=(4, -12), fontsize=8)
+        ax.annotate(
+            f"{r.ratio:.2f}",
+            (r.concurrency, r.rate),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+        )
     # Log on both axes: the ideal is a straight line, and the gap to it reads the same at every scale.
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     ax.set_xticks(x, [str(c) for c in x])
-    ticks = [2 ** k for k in range(12) if min(r.rate for r in rows) / 2 <= 2 ** k <= max(r.ideal for r in rows) * 2]
+    ticks = [
+        2**k
+        for k in range(12)
+        if min(r.rate for r in rows) / 2 <= 2**k <= max(r.ideal for r in rows) * 2
+    ]
     ax.set_yticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("concurrency (worker threads)")
     ax.set_ylabel("requests/s (labels: ratio to ideal)")
-    ax.set_title(f"Throughput: marketplace {plan.market_ms:.0f} ms, vendor {plan.vendor_ms:.0f} ms "
-                 f"({os.cpu_count()} cores)", fontsize=10)
+    ax.set_title(
+        f"Throughput: marketplace {plan.market_ms:.0f} ms, vendor {plan.vendor_ms:.0f} ms "
+        f"({os.cpu_count()} cores)",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -157,15 +221,24 @@ def plot_sweep(rows: list[throughput.SweepRow], plan: Plan, path: Path) -> None:
     plt.close(fig)
 
 
-def build_report(plan: Plan, command: str, postgres_url: str, docs: Path,
-                 say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
+def build_report(
+    plan: Plan,
+    command: str,
+    postgres_url: str,
+    docs: Path,
+    say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> Path:
     started = time.monotonic()
     docs.mkdir(parents=True, exist_ok=True)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
-        "# Benchmarks", "",
-        (f"Produced by `{command}` on {when}, commit {git_commit()}, on a machine with {os.cpu_count()} CPU cores "
-         "(the mocks, the processor and PostgreSQL share them). Ratios matter more than absolute figures."), "",
+        "# Benchmarks",
+        "",
+        (
+            f"Produced by `{command}` on {when}, commit {git_commit()}, on a machine with {os.cpu_count()} CPU cores "
+            "(the mocks, the processor and PostgreSQL share them). Ratios matter more than absolute figures."
+        ),
+        "",
     ]
     say("sweep")
     sweep_lines, rows = sweep_section(plan)
@@ -184,11 +257,18 @@ def build_report(plan: Plan, command: str, postgres_url: str, docs: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer points and requests (a minute or two)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer points and requests (a minute or two)"
+    )
     parser.add_argument("--postgres-url", default=replica_bench.DEFAULT_POSTGRES_URL)
-    parser.add_argument("--docs", type=Path, default=DOCS, help="where benchmarks.md and throughput.png go")
+    parser.add_argument(
+        "--docs", type=Path, default=DOCS, help="where benchmarks.md and throughput.png go"
+    )
     args = parser.parse_args(argv)
     configure_logging("error", "json")
     command = "python -m bench.report" + (" --quick" if args.quick else "")

@@ -17,8 +17,8 @@ from typing import Any
 import requests
 
 from cancel_sandbox.marketplace import DEFAULT_API_KEY
-from processor.ops.serving import free_port
 from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
+from processor.ops.serving import free_port
 
 __all__ = ["MockServers", "VENDOR_TOKEN"]
 
@@ -47,19 +47,43 @@ class MockServers:
     vendor_mode: str = "key"
     seed: int = 7
 
-    def __enter__(self) -> "MockServers":
+    def __enter__(self) -> MockServers:
         self.market_port, self.vendor_port = free_port(), free_port()
         env = {**os.environ, "MOCK_VENDOR_TOKEN": VENDOR_TOKEN}
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
         self.market = subprocess.Popen(
-            [sys.executable, "-m", "processor", "mock-marketplace", "--port", str(self.market_port),
-             "--generate", str(self.generate), "--seed", str(self.seed),
-             "--latency-ms", str(self.market_latency_ms)], **quiet,  # type: ignore[call-overload]
+            [
+                sys.executable,
+                "-m",
+                "processor",
+                "mock-marketplace",
+                "--port",
+                str(self.market_port),
+                "--generate",
+                str(self.generate),
+                "--seed",
+                str(self.seed),
+                "--latency-ms",
+                str(self.market_latency_ms),
+            ],
+            **quiet,  # type: ignore[call-overload]
         )
         self.vendor = subprocess.Popen(
-            [sys.executable, "-m", "processor", "mock-vendor", "--port", str(self.vendor_port),
-             "--mode", self.vendor_mode, "--refuse-pattern", "^$",
-             "--latency-ms", str(self.vendor_latency_ms)], **quiet,  # type: ignore[call-overload]
+            [
+                sys.executable,
+                "-m",
+                "processor",
+                "mock-vendor",
+                "--port",
+                str(self.vendor_port),
+                "--mode",
+                self.vendor_mode,
+                "--refuse-pattern",
+                "^$",
+                "--latency-ms",
+                str(self.vendor_latency_ms),
+            ],
+            **quiet,  # type: ignore[call-overload]
         )
         _wait(f"{self.market_url}/healthz", self.market)
         _wait(f"{self.vendor_url}/healthz", self.vendor)
@@ -89,27 +113,51 @@ class MockServers:
     def products(self) -> list[str]:
         """Product ids of the pending cancels (from the first pages; the generator spreads them)."""
         found: set[str] = set()
-        reply = requests.get(f"{self.endpoint}/requests?eq(type,cancel)&eq(status,pending)&limit=1000",
-                             headers={"Authorization": DEFAULT_API_KEY}, timeout=60)
+        reply = requests.get(
+            f"{self.endpoint}/requests?eq(type,cancel)&eq(status,pending)&limit=1000",
+            headers={"Authorization": DEFAULT_API_KEY},
+            timeout=60,
+        )
         for request in reply.json():
             found.add(request["asset"]["product"]["id"])
         return sorted(found)
 
     def pending(self) -> int:
-        reply = requests.get(f"{self.endpoint}/requests?eq(type,cancel)&eq(status,pending)&limit=0",
-                             headers={"Authorization": DEFAULT_API_KEY}, timeout=60)
+        reply = requests.get(
+            f"{self.endpoint}/requests?eq(type,cancel)&eq(status,pending)&limit=0",
+            headers={"Authorization": DEFAULT_API_KEY},
+            timeout=60,
+        )
         return int(reply.headers["Content-Range"].rsplit("/", 1)[1])
 
-    def config_data(self, journal_url: str, concurrency: int, notes: bool = False) -> dict[str, Any]:
+    def config_data(
+        self, journal_url: str, concurrency: int, notes: bool = False
+    ) -> dict[str, Any]:
         return {
-            "connect": {"endpoint": self.endpoint, "retry": {"backoff_base": 0.05, "backoff_max": 1.0}},
+            "connect": {
+                "endpoint": self.endpoint,
+                "retry": {"backoff_base": 0.05, "backoff_max": 1.0},
+            },
             "journal": {"url": journal_url},
-            "processing": {"concurrency": concurrency, "notes": notes, "once_max_wait": 30,
-                           "retry_base": 0.2, "retry_max": 2},
-            "adapters": {"vendor": {"type": "http", "options": {
-                "base_url": self.vendor_url, "idempotency": "key", "status": True,
-                "outcomes": MOCK_VENDOR_OUTCOMES,
-                "auth": {"type": "bearer", "env": "BENCH_VENDOR_TOKEN"}}}},
+            "processing": {
+                "concurrency": concurrency,
+                "notes": notes,
+                "once_max_wait": 30,
+                "retry_base": 0.2,
+                "retry_max": 2,
+            },
+            "adapters": {
+                "vendor": {
+                    "type": "http",
+                    "options": {
+                        "base_url": self.vendor_url,
+                        "idempotency": "key",
+                        "status": True,
+                        "outcomes": MOCK_VENDOR_OUTCOMES,
+                        "auth": {"type": "bearer", "env": "BENCH_VENDOR_TOKEN"},
+                    },
+                }
+            },
             "defaults": {"adapter": "vendor", "lookup_template": True},
             "products": {pid: {} for pid in self.products()},
             "log": {"level": "warning"},

@@ -44,14 +44,16 @@ import yaml
 from bench.checker import Report, RunFacts, check, final_times, render_markdown
 from bench.daemons import Daemon, fresh_schema, held_by, taken_from
 from bench.evidence import keep_evidence
-from processor.journal import open_journal
-from processor.journal.base import FINAL_STATES, State
 from cancel_sandbox.faults import FaultSettings
 from cancel_sandbox.local import Sandbox
+from processor.journal import open_journal
+from processor.journal.base import FINAL_STATES, State
 
 __all__ = ["Schedule", "SoakSettings", "main", "run_soak"]
 
-DEFAULT_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+DEFAULT_POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 STORMS = ("5xx", "429", "drops", "latency", "vendor-down")
 CLIENT_TIMEOUT = 3.0  # the read timeout of both clients (Connect and vendor) in the soak's config
 
@@ -71,7 +73,9 @@ class SoakSettings:
     kill_every: tuple[float, float] = (1.5, 3.0)
     pauses: int = 2
     storm_seconds: float = 5.0
-    fault_seconds: float | None = None  # the schedule's time bound; None: fitted to the backlog (below)
+    fault_seconds: float | None = (
+        None  # the schedule's time bound; None: fitted to the backlog (below)
+    )
     drop_rate: float = 0.02  # apply-then-drop on POSTs to both mocks, through the whole fault phase
     vendor_latency_ms: float = 10.0
     market_latency_ms: float = 0.0
@@ -112,7 +116,11 @@ class Schedule:
         rng.shuffle(episodes)
         slot = window / len(episodes)
         for i, (kind, arg) in enumerate(episodes):
-            length = settings.lease_seconds + 2.0 + rng.uniform(0.0, 1.0) if kind == "pause" else settings.storm_seconds
+            length = (
+                settings.lease_seconds + 2.0 + rng.uniform(0.0, 1.0)
+                if kind == "pause"
+                else settings.storm_seconds
+            )
             start = i * slot + rng.uniform(0.0, max(0.0, slot - length))
             if kind == "pause":  # the thaw is set when the freeze happens (it may wait for claims)
                 events.append(Event(start, "freeze", (arg, length, start + 2.0)))
@@ -131,7 +139,9 @@ class Mocks:
         self.sandbox, self.settings, self._seed = sandbox, settings, seed
 
     def _put(self, base_url: str, faults: FaultSettings) -> None:
-        self._seed += 1  # each change re-seeds the middleware's draw; deterministic from the run's seed
+        self._seed += (
+            1  # each change re-seeds the middleware's draw; deterministic from the run's seed
+        )
         faults.seed = self._seed
         response = requests.put(f"{base_url}/admin/faults", json=faults.as_dict(), timeout=10)
         response.raise_for_status()
@@ -139,8 +149,12 @@ class Mocks:
     def set(self, storm: str | None, drops: bool) -> None:
         """The background (base latency, and a share of dropped POSTs when ``drops``) plus ``storm``."""
         s = self.settings
-        market = FaultSettings(latency_ms=s.market_latency_ms, drop_rate=s.drop_rate if drops else 0.0, methods="POST")
-        vendor = FaultSettings(latency_ms=s.vendor_latency_ms, drop_rate=s.drop_rate if drops else 0.0, methods="POST")
+        market = FaultSettings(
+            latency_ms=s.market_latency_ms, drop_rate=s.drop_rate if drops else 0.0, methods="POST"
+        )
+        vendor = FaultSettings(
+            latency_ms=s.vendor_latency_ms, drop_rate=s.drop_rate if drops else 0.0, methods="POST"
+        )
         both = (market, vendor)
         if storm == "5xx":
             for f in both:
@@ -160,16 +174,23 @@ class Mocks:
         self._put(self.sandbox.vendor.url, vendor)
 
     def counters(self) -> dict[str, int]:
-        market = requests.get(f"{self.sandbox.marketplace.url}/admin/stats", timeout=30).json()["faults"]
+        market = requests.get(f"{self.sandbox.marketplace.url}/admin/stats", timeout=30).json()[
+            "faults"
+        ]
         vendor = requests.get(f"{self.sandbox.vendor.url}/admin/faults", timeout=30).json()["stats"]
-        return {k: int(market.get(k, 0)) + int(vendor.get(k, 0)) for k in ("errors", "throttles", "drops", "delayed")}
+        return {
+            k: int(market.get(k, 0)) + int(vendor.get(k, 0))
+            for k in ("errors", "throttles", "drops", "delayed")
+        }
 
     def pending(self) -> int:
         stats = requests.get(f"{self.sandbox.marketplace.url}/admin/stats", timeout=30).json()
         return int(stats["cancels_by_status"].get("pending", 0))
 
     def seed_more(self, count: int) -> set[str]:
-        response = requests.post(f"{self.sandbox.marketplace.url}/admin/seed", json={"generate": count}, timeout=300)
+        response = requests.post(
+            f"{self.sandbox.marketplace.url}/admin/seed", json={"generate": count}, timeout=300
+        )
         response.raise_for_status()
         return set(response.json()["created"])
 
@@ -180,7 +201,9 @@ def _journal_open_and_parked(journal_url: str) -> tuple[int, int]:
         counts = journal.counts()
     finally:
         journal.close()
-    return sum(n for state, n in counts.items() if state not in FINAL_STATES), counts.get(State.PARKED, 0)
+    return sum(n for state, n in counts.items() if state not in FINAL_STATES), counts.get(
+        State.PARKED, 0
+    )
 
 
 class DaemonDied(RuntimeError):
@@ -190,12 +213,19 @@ class DaemonDied(RuntimeError):
 def ensure_running(daemons: list[Daemon]) -> None:
     for daemon in daemons:
         if daemon.process is not None and daemon.process.poll() is not None:
-            tail = daemon.log.read_text(encoding="utf-8", errors="replace")[-2000:] if daemon.log.exists() else ""
-            raise DaemonDied(f"{daemon.name} exited by itself with {daemon.process.returncode}:\n{tail}")
+            tail = (
+                daemon.log.read_text(encoding="utf-8", errors="replace")[-2000:]
+                if daemon.log.exists()
+                else ""
+            )
+            raise DaemonDied(
+                f"{daemon.name} exited by itself with {daemon.process.returncode}:\n{tail}"
+            )
 
 
-def wait_quiet(mocks: Mocks, journal_url: str, budget: float, say: Callable[[str], None],
-               daemons: list[Daemon]) -> float | None:
+def wait_quiet(
+    mocks: Mocks, journal_url: str, budget: float, say: Callable[[str], None], daemons: list[Daemon]
+) -> float | None:
     """Seconds until nothing is left to do (nothing open in the journal, nothing pending on Connect
     but what is parked), or None if the budget ran out first."""
     started = time.monotonic()
@@ -207,7 +237,9 @@ def wait_quiet(mocks: Mocks, journal_url: str, budget: float, say: Callable[[str
         if open_rows == 0 and pending <= parked:
             return time.monotonic() - started
         if time.monotonic() - last_report > 15:
-            say(f"waiting: {pending} pending on Connect, {open_rows} open in the journal, {parked} parked")
+            say(
+                f"waiting: {pending} pending on Connect, {open_rows} open in the journal, {parked} parked"
+            )
             last_report = time.monotonic()
         time.sleep(0.5)
     return None
@@ -226,8 +258,14 @@ def _rate(times: list[float], since: float | None = None) -> float:
 def _config(sandbox: Sandbox, settings: SoakSettings, journal_url: str) -> dict[str, Any]:
     data = sandbox.config_data(
         journal_url,
-        processing={"concurrency": settings.concurrency, "poll_interval": 0.3, "notes": False,
-                    "shutdown_timeout": 10, "retry_base": 0.2, "retry_max": 2.0},
+        processing={
+            "concurrency": settings.concurrency,
+            "poll_interval": 0.3,
+            "notes": False,
+            "shutdown_timeout": 10,
+            "retry_base": 0.2,
+            "retry_max": 2.0,
+        },
         journal={"lease_seconds": settings.lease_seconds, "pool_size": settings.concurrency + 4},
     )
     data["connect"]["timeout_read"] = CLIENT_TIMEOUT
@@ -235,13 +273,20 @@ def _config(sandbox: Sandbox, settings: SoakSettings, journal_url: str) -> dict[
     return data
 
 
-def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
-             say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> Report:
+def run_soak(
+    settings: SoakSettings,
+    command: str = "python -m bench.soak",
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> Report:
     """One soak, start to finish; the checker's report."""
     rng = random.Random(settings.seed)
     started = time.monotonic()
-    facts = RunFacts(seed=settings.seed, mode=settings.mode, command=command,
-                     store=f"{settings.store}, {settings.processes} process{'es' if settings.processes > 1 else ''}")
+    facts = RunFacts(
+        seed=settings.seed,
+        mode=settings.mode,
+        command=command,
+        store=f"{settings.store}, {settings.processes} process{'es' if settings.processes > 1 else ''}",
+    )
     with ExitStack() as stack:
         # A work directory of our own is removed after a clean run only: a failed one keeps the evidence.
         workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="soak-"))
@@ -250,21 +295,39 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
             journal_url = stack.enter_context(fresh_schema(settings.postgres_url, "soak"))
         else:
             journal_url = f"sqlite:///{workdir / 'journal.db'}"
-        sandbox = stack.enter_context(Sandbox(generate=settings.baseline_requests, seed=settings.seed,
-                                              vendor_mode=settings.mode))
+        sandbox = stack.enter_context(
+            Sandbox(
+                generate=settings.baseline_requests, seed=settings.seed, vendor_mode=settings.mode
+            )
+        )
         mocks = Mocks(sandbox, settings, settings.seed * 1000)
         mocks.set(None, drops=False)
         baseline_ids = sandbox.pending_cancels()
         config = workdir / "processor.yaml"
         config.write_text(yaml.safe_dump(_config(sandbox, settings, journal_url)), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))
+        }
         env.update(sandbox.environ())
-        migrated = subprocess.run([sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
-                                  env=env, capture_output=True, text=True, timeout=120, check=False)
+        migrated = subprocess.run(
+            [sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if migrated.returncode != 0:
             raise RuntimeError(f"journal migrate failed: {migrated.stderr[-1500:]}")
-        daemons = [Daemon(f"daemon-{i}", config, env, workdir / f"daemon-{i}.log") for i in range(settings.processes)]
-        stack.callback(lambda: [d.kill() for d in daemons])  # whatever happens, nothing is left running
+        daemons = [
+            Daemon(f"daemon-{i}", config, env, workdir / f"daemon-{i}.log")
+            for i in range(settings.processes)
+        ]
+        stack.callback(
+            lambda: [d.kill() for d in daemons]
+        )  # whatever happens, nothing is left running
 
         # 1. The fault-free batch.
         say(f"baseline: {len(baseline_ids)} requests, {len(daemons)} daemon(s) on {settings.store}")
@@ -279,7 +342,9 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
         # the fault-free rate, and a fifth more, so that the faults land on work in flight (they
         # slow the drain down) and the kills keep their pace whatever the size of the run.
         rest = settings.requests - len(baseline_ids)
-        window = settings.fault_seconds or min(600.0, max(30.0, 1.2 * rest / (facts.baseline_rate or 1.0)))
+        window = settings.fault_seconds or min(
+            600.0, max(30.0, 1.2 * rest / (facts.baseline_rate or 1.0))
+        )
         schedule = Schedule(settings, rng, window)
         fault_start_wall = time.time()
         fault_ids = mocks.seed_more(rest) if rest > 0 else set()
@@ -336,7 +401,12 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
                     # With replicas, stay frozen (a few seconds more at most) until one has taken
                     # over a claim, so that the thawed one must meet a lost lease.
                     slept = time.monotonic() - pause_began[victim.name]
-                    if len(daemons) > 1 and held_when_frozen.get(victim.name) and not stolen and slept < 12.0:
+                    if (
+                        len(daemons) > 1
+                        and held_when_frozen.get(victim.name)
+                        and not stolen
+                        and slept < 12.0
+                    ):
                         frozen_by_pause[event.arg] = victim
                         heapq.heappush(queue, Event(now + 0.3, "thaw", event.arg))
                         continue
@@ -345,7 +415,9 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
                     facts.lease_steals += len(stolen)
                     victim.thaw()
                     facts.pauses += 1
-                    facts.longest_pause = max(facts.longest_pause, time.monotonic() - pause_began[victim.name])
+                    facts.longest_pause = max(
+                        facts.longest_pause, time.monotonic() - pause_began[victim.name]
+                    )
                 last_heal = time.monotonic()
             elif event.kind == "storm":
                 mocks.set(event.arg, drops=True)
@@ -357,23 +429,33 @@ def run_soak(settings: SoakSettings, command: str = "python -m bench.soak",
             if daemon.frozen:
                 daemon.thaw()
                 facts.pauses += 1
-                facts.longest_pause = max(facts.longest_pause, time.monotonic() - pause_began.get(daemon.name, time.monotonic()))
+                facts.longest_pause = max(
+                    facts.longest_pause,
+                    time.monotonic() - pause_began.get(daemon.name, time.monotonic()),
+                )
         mocks.set(None, drops=False)
         last_heal = time.monotonic()
         facts.fault_seconds = last_heal - phase
         open_rows, parked = _journal_open_and_parked(journal_url)
         facts.left_at_last_fault = max(open_rows, mocks.pending() - parked)
-        say(f"faults healed after {facts.fault_seconds:.0f} s: {facts.kills} kills, {facts.pauses} pauses, "
-            f"storms {dict(facts.storms)}; waiting for quiescence")
+        say(
+            f"faults healed after {facts.fault_seconds:.0f} s: {facts.kills} kills, {facts.pauses} pauses, "
+            f"storms {dict(facts.storms)}; waiting for quiescence"
+        )
 
         # 3. Quiescence, a clean stop, and the checker.
-        facts.converge_seconds = wait_quiet(mocks, journal_url, settings.quiet_seconds, say, daemons)
+        facts.converge_seconds = wait_quiet(
+            mocks, journal_url, settings.quiet_seconds, say, daemons
+        )
         facts.exits = {d.name: d.stop(30) for d in daemons}
         facts.injected = mocks.counters()
         seeded = baseline_ids | fault_ids
         times = final_times(sandbox.marketplace.url, fault_ids)
         fault_times = [times[r] for r in fault_ids if r in times]
-        facts.fault_requests, facts.fault_rate = len(fault_times), _rate(fault_times, since=fault_start_wall)
+        facts.fault_requests, facts.fault_rate = (
+            len(fault_times),
+            _rate(fault_times, since=fault_start_wall),
+        )
         facts.elapsed = time.monotonic() - started
         report = check(sandbox, journal_url, seeded, facts)
         if not report.ok:
@@ -391,38 +473,78 @@ def _span(text: str) -> tuple[float, float]:
 
 def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, argparse.Namespace]:
     d = SoakSettings()
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--requests", type=int, default=d.requests, help="cancels seeded in all")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default=d.store)
-    parser.add_argument("--replicas", type=int, default=0, help="daemons (default 1 on SQLite, 3 on PostgreSQL)")
-    parser.add_argument("--postgres-url", default=d.postgres_url, help="default: TEST_POSTGRES_URL or the local test db")
-    parser.add_argument("--mode", choices=["key", "natural", "read", "none"], default=d.mode,
-                        help="what the mock vendor offers against ambiguity")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="daemons (default 1 on SQLite, 3 on PostgreSQL)"
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=d.postgres_url,
+        help="default: TEST_POSTGRES_URL or the local test db",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["key", "natural", "read", "none"],
+        default=d.mode,
+        help="what the mock vendor offers against ambiguity",
+    )
     parser.add_argument("--concurrency", type=int, default=d.concurrency, help="workers per daemon")
     parser.add_argument("--lease-seconds", type=float, default=d.lease_seconds)
-    parser.add_argument("--baseline", type=int, default=0, help="fault-free batch (default a tenth, at least 30)")
+    parser.add_argument(
+        "--baseline", type=int, default=0, help="fault-free batch (default a tenth, at least 30)"
+    )
     parser.add_argument("--kills", type=int, default=d.kills, help="at most this many SIGKILLs")
-    parser.add_argument("--kill-every", type=_span, default=d.kill_every, help="seconds between kills, LOW:HIGH")
-    parser.add_argument("--pauses", type=int, default=d.pauses, help="SIGSTOPs longer than the lease")
+    parser.add_argument(
+        "--kill-every", type=_span, default=d.kill_every, help="seconds between kills, LOW:HIGH"
+    )
+    parser.add_argument(
+        "--pauses", type=int, default=d.pauses, help="SIGSTOPs longer than the lease"
+    )
     parser.add_argument("--storm-seconds", type=float, default=d.storm_seconds)
-    parser.add_argument("--fault-seconds", type=float, default=None,
-                        help="the schedule's time bound (default: fitted to the backlog from the fault-free rate)")
-    parser.add_argument("--drop-rate", type=float, default=d.drop_rate, help="apply-then-drop share of POSTs")
+    parser.add_argument(
+        "--fault-seconds",
+        type=float,
+        default=None,
+        help="the schedule's time bound (default: fitted to the backlog from the fault-free rate)",
+    )
+    parser.add_argument(
+        "--drop-rate", type=float, default=d.drop_rate, help="apply-then-drop share of POSTs"
+    )
     parser.add_argument("--vendor-latency-ms", type=float, default=d.vendor_latency_ms)
     parser.add_argument("--market-latency-ms", type=float, default=d.market_latency_ms)
-    parser.add_argument("--quiet-seconds", type=float, default=d.quiet_seconds, help="bound on the final drain")
+    parser.add_argument(
+        "--quiet-seconds", type=float, default=d.quiet_seconds, help="bound on the final drain"
+    )
     parser.add_argument("--workdir", help="keep the config, journal and daemon logs here")
     parser.add_argument("--markdown", help="also write the table, with the command, to this file")
     args = parser.parse_args(argv)
     settings = SoakSettings(
-        requests=args.requests, seed=args.seed, store=args.store, replicas=args.replicas,
-        postgres_url=args.postgres_url, mode=args.mode, concurrency=args.concurrency,
-        lease_seconds=args.lease_seconds, baseline=args.baseline, kills=args.kills, kill_every=args.kill_every,
-        pauses=args.pauses, storm_seconds=args.storm_seconds, fault_seconds=args.fault_seconds,
-        drop_rate=args.drop_rate, vendor_latency_ms=args.vendor_latency_ms,
-        market_latency_ms=args.market_latency_ms, quiet_seconds=args.quiet_seconds, workdir=args.workdir,
+        requests=args.requests,
+        seed=args.seed,
+        store=args.store,
+        replicas=args.replicas,
+        postgres_url=args.postgres_url,
+        mode=args.mode,
+        concurrency=args.concurrency,
+        lease_seconds=args.lease_seconds,
+        baseline=args.baseline,
+        kills=args.kills,
+        kill_every=args.kill_every,
+        pauses=args.pauses,
+        storm_seconds=args.storm_seconds,
+        fault_seconds=args.fault_seconds,
+        drop_rate=args.drop_rate,
+        vendor_latency_ms=args.vendor_latency_ms,
+        market_latency_ms=args.market_latency_ms,
+        quiet_seconds=args.quiet_seconds,
+        workdir=args.workdir,
     )
     return settings, args
 
@@ -458,7 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         Path(args.markdown).write_text(
-            f"{table}\nProduced by `{command}` on {when}, {os.cpu_count()} CPU cores.\n", encoding="utf-8")
+            f"{table}\nProduced by `{command}` on {when}, {os.cpu_count()} CPU cores.\n",
+            encoding="utf-8",
+        )
     return 0 if report.ok else 1
 
 

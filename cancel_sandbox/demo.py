@@ -19,11 +19,11 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
+from cancel_sandbox.local import Sandbox
 from processor.config.schema import Config
 from processor.daemon.core import Daemon
-from processor.observe import configure_logging
 from processor.daemon.runtime import build_runtime, selector_for
-from cancel_sandbox.local import Sandbox
+from processor.observe import configure_logging
 
 __all__ = ["run"]
 
@@ -34,20 +34,27 @@ def run(args: argparse.Namespace) -> int:
     workdir = tempfile.mkdtemp(prefix="cancel-processor-demo-")
     journal_path = args.journal or os.path.join(workdir, "journal.db")
     with Sandbox(generate=args.requests, seed=args.seed, vendor_mode="key") as sandbox:
-        console.print(f"[bold]Mock marketplace[/] {sandbox.marketplace.url}  (web page: {sandbox.marketplace.url}/)")
+        console.print(
+            f"[bold]Mock marketplace[/] {sandbox.marketplace.url}  (web page: {sandbox.marketplace.url}/)"
+        )
         console.print(f"[bold]Mock vendor[/]      {sandbox.vendor.url}")
         before = sandbox.pending_cancels()
-        console.print(f"Generated {len(before)} pending cancel requests; journal: sqlite:///{journal_path}\n")
+        console.print(
+            f"Generated {len(before)} pending cancel requests; journal: sqlite:///{journal_path}\n"
+        )
 
         config = Config.model_validate(
-            sandbox.config_data(f"sqlite:///{journal_path}", preview_noop=True,
-                                processing={"concurrency": 8})
+            sandbox.config_data(
+                f"sqlite:///{journal_path}", preview_noop=True, processing={"concurrency": 8}
+            )
         )
         os.environ.update(sandbox.environ())
         runtime = build_runtime(config)
         started = time.monotonic()
         try:
-            summary = Daemon(runtime.engine, runtime.marketplace, selector_for(config), once=True).run()
+            summary = Daemon(
+                runtime.engine, runtime.marketplace, selector_for(config), once=True
+            ).run()
         finally:
             runtime.close()
         elapsed = time.monotonic() - started
@@ -58,14 +65,28 @@ def run(args: argparse.Namespace) -> int:
             table.add_column(column, overflow="fold")
         for request_id in sorted(before)[:15]:
             request = cancels[request_id]
-            sub = next((p.get("value") for p in request["asset"].get("params", [])
-                        if p.get("id") == "subscription_id"), "-")
+            sub = next(
+                (
+                    p.get("value")
+                    for p in request["asset"].get("params", [])
+                    if p.get("id") == "subscription_id"
+                ),
+                "-",
+            )
             status = request["status"]
-            why = request.get("reason") or ("terminated at the vendor" if status == "approved" else "")
+            why = request.get("reason") or (
+                "terminated at the vendor" if status == "approved" else ""
+            )
             if status == "approved" and request["asset"]["connection"]["type"] == "preview":
                 why = "preview: approved without a vendor call"
             colour = {"approved": "green", "failed": "red"}.get(status, "yellow")
-            table.add_row(request_id, request["asset"]["connection"]["type"], sub, f"[{colour}]{status}[/]", why)
+            table.add_row(
+                request_id,
+                request["asset"]["connection"]["type"],
+                sub,
+                f"[{colour}]{status}[/]",
+                why,
+            )
         console.print(table)
 
         statuses = Counter(cancels[rid]["status"] for rid in before)
@@ -77,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         check = sandbox.check(initially_pending=before, noop_environments=("preview",))
         for label, value in check.rows():
             console.print(f"  {label:<36} {value}")
-        console.print("[bold green]Invariants hold.[/]" if check.ok else "[bold red]Invariant broken![/]")
+        console.print(
+            "[bold green]Invariants hold.[/]" if check.ok else "[bold red]Invariant broken![/]"
+        )
         if args.serve:
             console.print("\nServers keep running; press Ctrl-C to stop.")
             stop = threading.Event()

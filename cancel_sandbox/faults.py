@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any
 
 __all__ = ["FaultSettings", "FaultMiddleware", "FaultStats", "FaultDrop"]
 
@@ -35,7 +36,9 @@ class FaultSettings:
     latency_ms: float = 0.0  # added to every faultable request
     latency_jitter_ms: float = 0.0  # uniform extra 0..jitter
     error_rate: float = 0.0  # share answered 503 before the request is applied
-    throttle_rate: float = 0.0  # share answered 429 (with Retry-After) before the request is applied
+    throttle_rate: float = (
+        0.0  # share answered 429 (with Retry-After) before the request is applied
+    )
     retry_after: float = 1.0  # seconds, sent in Retry-After
     drop_rate: float = 0.0  # share applied, then the connection dropped
     methods: str = "GET,POST,PUT,DELETE"  # which methods may be faulted (latency applies to all)
@@ -43,7 +46,7 @@ class FaultSettings:
     seed: int | None = None
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> "FaultSettings":
+    def from_mapping(cls, data: dict[str, Any]) -> FaultSettings:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -111,7 +114,9 @@ class FaultMiddleware:
         roll = self._random.random()
         if roll < s.error_rate:
             self.stats.errors += 1
-            await _json(send, 503, b'{"error_code":"SYS_001","errors":["Service unavailable (injected)."]}')
+            await _json(
+                send, 503, b'{"error_code":"SYS_001","errors":["Service unavailable (injected)."]}'
+            )
             return
         roll -= s.error_rate
         if roll < s.throttle_rate:
@@ -141,7 +146,9 @@ def _dropping(send: Send) -> Send:
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"]
+            headers = [
+                (k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"
+            ]
             headers.append((b"content-length", b"1048576"))
             await send({**message, "headers": headers})
             return
@@ -152,7 +159,11 @@ def _dropping(send: Send) -> Send:
     return wrapped
 
 
-async def _json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _json(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
     await send({"type": "http.response.body", "body": body})

@@ -9,16 +9,18 @@ no subscription effectively terminated twice, no approval without a termination.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import requests
 
 from cancel_sandbox.faults import FaultSettings
 from cancel_sandbox.marketplace import MarketplaceSettings, approve_template, create_app
-from processor.ops.serving import ServerThread
-from cancel_sandbox.vendor import VendorSettings, create_app as create_vendor_app
+from cancel_sandbox.vendor import VendorSettings
+from cancel_sandbox.vendor import create_app as create_vendor_app
 from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
+from processor.ops.serving import ServerThread
 
 __all__ = ["Sandbox", "Check", "VENDOR_TOKEN_ENV", "adapter_options"]
 
@@ -58,7 +60,11 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return self.duplicate_terminations == 0 and self.approvals_without_termination == 0 and self.lost == 0
+        return (
+            self.duplicate_terminations == 0
+            and self.approvals_without_termination == 0
+            and self.lost == 0
+        )
 
     def rows(self) -> list[tuple[str, int]]:
         return [
@@ -94,14 +100,20 @@ class Sandbox:
         self.vendor_token = vendor_token
         self.market_app = create_app(
             MarketplaceSettings(
-                generate=generate, seed=seed, faults=marketplace_faults or FaultSettings(),
+                generate=generate,
+                seed=seed,
+                faults=marketplace_faults or FaultSettings(),
                 state_file=os.path.join(state_dir, "marketplace.sqlite") if state_dir else None,
                 **marketplace_options,
             )
         )
         self.vendor_app = create_vendor_app(
             VendorSettings(
-                token=vendor_token, read_only_token=vendor_read_only_token, mode=vendor_mode, refuse_pattern=refuse_pattern, gone_pattern=gone_pattern,
+                token=vendor_token,
+                read_only_token=vendor_read_only_token,
+                mode=vendor_mode,
+                refuse_pattern=refuse_pattern,
+                gone_pattern=gone_pattern,
                 faults=vendor_faults or FaultSettings(),
                 state_file=os.path.join(state_dir, "vendor.sqlite") if state_dir else None,
             )
@@ -112,7 +124,7 @@ class Sandbox:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> "Sandbox":
+    def start(self) -> Sandbox:
         self.marketplace.start()
         self.vendor.start()
         return self
@@ -124,7 +136,7 @@ class Sandbox:
         if callable(close):
             close()
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -138,14 +150,23 @@ class Sandbox:
 
     @property
     def product_templates(self) -> dict[str, str]:
-        return {pid: approve_template(product) for pid, product in self.market_app.store.products.items()}
+        return {
+            pid: approve_template(product)
+            for pid, product in self.market_app.store.products.items()
+        }
 
     def environ(self) -> dict[str, str]:
         """Secrets for a processor run (passed by environment, as in production)."""
         return {"CONNECT_API_KEY": self.api_key, VENDOR_TOKEN_ENV: self.vendor_token}
 
-    def config_data(self, journal_url: str, *, processing: Mapping[str, Any] | None = None,
-                    preview_noop: bool = False, **sections: Any) -> dict[str, Any]:
+    def config_data(
+        self,
+        journal_url: str,
+        *,
+        processing: Mapping[str, Any] | None = None,
+        preview_noop: bool = False,
+        **sections: Any,
+    ) -> dict[str, Any]:
         """A processor configuration (as YAML-ready data) for this sandbox."""
         data: dict[str, Any] = {
             "connect": {
@@ -156,15 +177,23 @@ class Sandbox:
             },
             "journal": {"url": journal_url, "lease_seconds": 30},
             "processing": {
-                "concurrency": 8, "poll_interval": 1, "retry_base": 0.2, "retry_max": 2.0,
-                "once_max_wait": 30, "shutdown_timeout": 10, "circuit": {"failures": 20, "reset_after": 1},
+                "concurrency": 8,
+                "poll_interval": 1,
+                "retry_base": 0.2,
+                "retry_max": 2.0,
+                "once_max_wait": 30,
+                "shutdown_timeout": 10,
+                "circuit": {"failures": 20, "reset_after": 1},
                 **(processing or {}),
             },
             "adapters": {
                 "vendor": {"type": "http", "options": adapter_options(self.vendor.url, self.mode)},
                 "noop": {"type": "noop"},
             },
-            "defaults": {"adapter": "vendor", "environments": {"preview": "noop"} if preview_noop else {}},
+            "defaults": {
+                "adapter": "vendor",
+                "environments": {"preview": "noop"} if preview_noop else {},
+            },
             "products": {pid: {"template": tl} for pid, tl in self.product_templates.items()},
             "log": {"level": "warning"},
             "http": {"enabled": False},
@@ -195,7 +224,9 @@ class Sandbox:
                 return out
             offset += 1000
 
-    def check(self, *, initially_pending: set[str] | None = None, noop_environments: tuple[str, ...] = ()) -> Check:
+    def check(
+        self, *, initially_pending: set[str] | None = None, noop_environments: tuple[str, ...] = ()
+    ) -> Check:
         """The invariants, from the marketplace's and the vendor's own records.
 
         ``noop_environments``: connection types approved without a vendor call by design.
@@ -206,7 +237,9 @@ class Sandbox:
         terminated_subs = {e["subscription_id"] for e in effects}
         duplicates = sum(1 for e in effects if e.get("duplicate"))
         watched = initially_pending if initially_pending is not None else set(cancels)
-        approved = [cancels[rid] for rid in watched if cancels.get(rid, {}).get("status") == "approved"]
+        approved = [
+            cancels[rid] for rid in watched if cancels.get(rid, {}).get("status") == "approved"
+        ]
 
         def subscription(request: dict[str, Any]) -> str | None:
             for param in request["asset"].get("params", []):
@@ -215,9 +248,11 @@ class Sandbox:
             return request["asset"].get("external_id")
 
         without = [
-            r["id"] for r in approved
+            r["id"]
+            for r in approved
             if r["asset"]["connection"]["type"] not in noop_environments
-            and subscription(r) not in terminated_subs and not _gone(subscription(r))
+            and subscription(r) not in terminated_subs
+            and not _gone(subscription(r))
         ]
         lost = [rid for rid in watched if rid not in cancels]
         return Check(
@@ -239,8 +274,13 @@ class Sandbox:
     # -- acting and looking as the other parties do -----------------------------------------
 
     def _api(self, method: str, path: str, body: Any = None) -> Any:
-        response = requests.request(method, f"{self.endpoint}/{path}", json=body,
-                                    headers={"Authorization": self.api_key}, timeout=10)
+        response = requests.request(
+            method,
+            f"{self.endpoint}/{path}",
+            json=body,
+            headers={"Authorization": self.api_key},
+            timeout=10,
+        )
         response.raise_for_status()
         return response.json()
 
@@ -248,7 +288,9 @@ class Sandbox:
         """One request as the API shows it now."""
         return self._api("GET", f"requests/{request_id}")  # type: ignore[no-any-return]
 
-    def act(self, request_id: str, action: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def act(
+        self, request_id: str, action: str, body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """A request action as another party takes it (a reseller revoking, a person failing)."""
         return self._api("POST", f"requests/{request_id}/{action}", dict(body or {}))  # type: ignore[no-any-return]
 

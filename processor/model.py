@@ -9,9 +9,10 @@ into a recorded outcome instead of an exception that stops the loop.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 __all__ = [
     "CancelRequest",
@@ -103,9 +104,9 @@ def parse_datetime(value: Any) -> datetime | None:
             return None
     else:
         return None
-    dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
     try:
-        dt.astimezone(timezone.utc)  # 0001-01-01T00:00+01:00 is before the first UTC instant
+        dt.astimezone(UTC)  # 0001-01-01T00:00+01:00 is before the first UTC instant
     except OverflowError:
         return None
     return dt
@@ -117,7 +118,9 @@ def _identifier(value: Any) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
-def _date_field(data: Mapping[str, Any], name: str, request_id: str | None, label: str = "") -> datetime | None:
+def _date_field(
+    data: Mapping[str, Any], name: str, request_id: str | None, label: str = ""
+) -> datetime | None:
     """An optional date: absent or null is None; present and not a date is malformed, because a
     request placed at no time cannot be paged past nor scheduled (it used to be skipped silently)."""
     value = data.get(name)
@@ -125,7 +128,9 @@ def _date_field(data: Mapping[str, Any], name: str, request_id: str | None, labe
         return None
     parsed = parse_datetime(value)
     if parsed is None:
-        raise MalformedRequest(request_id, f"{label or name} is not an ISO 8601 date (got {_shown(value)})")
+        raise MalformedRequest(
+            request_id, f"{label or name} is not an ISO 8601 date (got {_shown(value)})"
+        )
     return parsed
 
 
@@ -202,7 +207,9 @@ def parse_request(
     request_id = _identifier(data.get("id"))
     if not request_id:
         got = data.get("id")
-        raise MalformedRequest(None, "no request id" if got in (None, "") else f"id is not a text (got {_shown(got)})")
+        raise MalformedRequest(
+            None, "no request id" if got in (None, "") else f"id is not a text (got {_shown(got)})"
+        )
     created = _date_field(data, "created", request_id)
     asset = data.get("asset")
     if not isinstance(asset, dict) or not _identifier(asset.get("id")):
@@ -233,7 +240,9 @@ def parse_request(
         customer_id=_str(customer.get("id")),
         customer_name=_str(customer.get("name")),
         external_id=external_id,
-        subscription_id=external_id if subscription_param == EXTERNAL_ID else (params.get(subscription_param) or None),
+        subscription_id=external_id
+        if subscription_param == EXTERNAL_ID
+        else (params.get(subscription_param) or None),
         items=_items(asset),
         params=params,
         assignee=_assignee(data.get("assignee")),

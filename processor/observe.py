@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -87,11 +88,16 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
         cache_logger_on_first_use=False,
     )
     # Libraries that log through the standard library (urllib3, uvicorn) stay quiet below warnings.
-    logging.basicConfig(level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s %(message)s"
+    )
 
 
 # LogRecord attributes an event field must not overwrite (logging raises KeyError on them).
-_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 class _ToStdlib:
@@ -137,8 +143,14 @@ def log_through(target: logging.Logger) -> None:
         return _ToStdlib(target)
 
     structlog.configure(
-        processors=[enabled, structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.format_exc_info, _mask_processor, _render_line],
+        processors=[
+            enabled,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            _mask_processor,
+            _render_line,
+        ],
         wrapper_class=structlog.BoundLogger,
         logger_factory=factory,
         cache_logger_on_first_use=False,
@@ -160,10 +172,16 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.outcomes = Counter(
-            "cancel_requests_total", "Requests that reached an outcome, by outcome", ["outcome"], registry=r
+            "cancel_requests_total",
+            "Requests that reached an outcome, by outcome",
+            ["outcome"],
+            registry=r,
         )
         self.transitions = Counter(
-            "cancel_journal_transitions_total", "Journal state changes, by target state", ["state"], registry=r
+            "cancel_journal_transitions_total",
+            "Journal state changes, by target state",
+            ["state"],
+            registry=r,
         )
         self.vendor_calls = Histogram(
             "cancel_vendor_call_seconds",
@@ -173,43 +191,71 @@ class Metrics:
             registry=r,
         )
         self.connect_calls = Histogram(
-            "cancel_connect_call_seconds", "Connect API call latency (each HTTP attempt), by operation", ["operation"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "cancel_connect_call_seconds",
+            "Connect API call latency (each HTTP attempt), by operation",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.retries = Counter(
-            "cancel_retries_total", "Retries, by cause and operation", ["cause", "operation"], registry=r
+            "cancel_retries_total",
+            "Retries, by cause and operation",
+            ["cause", "operation"],
+            registry=r,
         )
-        self.throttled = Counter("cancel_connect_throttled_total", "HTTP 429 answers received from Connect", registry=r)
-        self.backlog = Gauge("cancel_backlog", "Pending cancel requests seen in the last pass", registry=r)
+        self.throttled = Counter(
+            "cancel_connect_throttled_total", "HTTP 429 answers received from Connect", registry=r
+        )
+        self.backlog = Gauge(
+            "cancel_backlog", "Pending cancel requests seen in the last pass", registry=r
+        )
         self.oldest_pending = Gauge(
-            "cancel_oldest_pending_age_seconds", "Age of the oldest pending cancel seen in the last pass", registry=r
+            "cancel_oldest_pending_age_seconds",
+            "Age of the oldest pending cancel seen in the last pass",
+            registry=r,
         )
         self.parked = Gauge("cancel_parked", "Requests parked for a human", registry=r)
-        self.lease_lost = Counter("cancel_lease_steals_total", "Claims lost to another worker", registry=r)
-        self.stranded = Counter(
-            "cancel_stranded_claims_total", "Claims a dead or frozen process left behind, taken over", registry=r
+        self.lease_lost = Counter(
+            "cancel_lease_steals_total", "Claims lost to another worker", registry=r
         )
-        self.circuit_open = Gauge("cancel_vendor_circuit_open", "1 while the vendor circuit is open", ["adapter"], registry=r)
+        self.stranded = Counter(
+            "cancel_stranded_claims_total",
+            "Claims a dead or frozen process left behind, taken over",
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "cancel_vendor_circuit_open",
+            "1 while the vendor circuit is open",
+            ["adapter"],
+            registry=r,
+        )
         self.anomaly = Gauge(
             "cancel_vendor_anomaly",
             "1 while the anomaly guard holds the adapter's circuit open, until cancel-processor resume",
-            ["adapter"], registry=r,
+            ["adapter"],
+            registry=r,
         )
         self.passes = Counter("cancel_poll_passes_total", "Completed polling passes", registry=r)
         self.notes_owed = Gauge(
-            "cancel_notes_owed", "Notes Connect has not taken yet, left owed by the last pass (counts up to 100)",
+            "cancel_notes_owed",
+            "Notes Connect has not taken yet, left owed by the last pass (counts up to 100)",
             registry=r,
         )
         self.reconcile_divergences = Gauge(
-            "cancel_reconcile_divergences", "Divergences the last scheduled reconciliation found, by kind", ["kind"],
+            "cancel_reconcile_divergences",
+            "Divergences the last scheduled reconciliation found, by kind",
+            ["kind"],
             registry=r,
         )
         self.reconcile_unreadable = Gauge(
-            "cancel_reconcile_unreadable", "Status reads the last scheduled reconciliation could not use", registry=r
+            "cancel_reconcile_unreadable",
+            "Status reads the last scheduled reconciliation could not use",
+            registry=r,
         )
         self.reconcile_completed = Gauge(
             "cancel_reconcile_last_completed_timestamp_seconds",
-            "Unix time the last scheduled reconciliation completed (0: none yet)", registry=r,
+            "Unix time the last scheduled reconciliation completed (0: none yet)",
+            registry=r,
         )
 
     def on_connect_call(self, operation: str, seconds: float) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from processor.adapters.base import Idempotency, Outcome, SubscriptionStatus, Terminated, VendorCall
 from processor.marketplace import NotPending, Selector
@@ -16,7 +17,7 @@ from processor.marketplace import NotPending, Selector
 
 class Clock:
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+        self.now = start or datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -28,8 +29,12 @@ class Clock:
 class ScriptedAdapter:
     """Answers terminate calls from a script per subscription (default: Terminated)."""
 
-    def __init__(self, name: str = "vendor", idempotency: Idempotency = Idempotency.KEY,
-                 status: Iterable[Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "vendor",
+        idempotency: Idempotency = Idempotency.KEY,
+        status: Iterable[Any] | None = None,
+    ) -> None:
         self.name = name
         self.idempotency = idempotency
         self.scripts: dict[str, deque[Outcome]] = defaultdict(deque)
@@ -54,7 +59,11 @@ class ScriptedAdapter:
             return self._status.popleft() if self._status else SubscriptionStatus.UNKNOWN
 
     def terminate_calls(self, subscription_id: str | None = None) -> list[VendorCall]:
-        return [c for op, c in self.calls if op == "terminate" and subscription_id in (None, c.subscription_id)]
+        return [
+            c
+            for op, c in self.calls
+            if op == "terminate" and subscription_id in (None, c.subscription_id)
+        ]
 
 
 class FakeMarketplace:
@@ -106,9 +115,15 @@ class FakeMarketplace:
         pass
 
 
-def cancel_payload(n: int, *, product: str = "PRD-100-100-100", subscription: str | None = "auto",
-                   environment: str = "production", customer: str = "TA-0000-0000-0001",
-                   status: str = "pending") -> dict[str, Any]:
+def cancel_payload(
+    n: int,
+    *,
+    product: str = "PRD-100-100-100",
+    subscription: str | None = "auto",
+    environment: str = "production",
+    customer: str = "TA-0000-0000-0001",
+    status: str = "pending",
+) -> dict[str, Any]:
     """A cancel request shaped like Connect's, written for these tests."""
     sub = f"SUB-{n:05d}" if subscription == "auto" else subscription
     params = [{"id": "subscription_id", "phase": "fulfillment", "type": "text", "value": sub or ""}]

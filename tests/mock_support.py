@@ -7,9 +7,10 @@ conftest's ``clock`` is another kind of clock).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -24,7 +25,7 @@ from cancel_sandbox.marketplace import (
 from cancel_sandbox.marketplace.records import Request
 from processor.ops.serving import ServerThread
 
-START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SECRET = DEFAULT_API_KEY.split(":", 1)[1]
 KEY_ID = "SU-000-000-000"
 

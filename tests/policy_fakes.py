@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from processor.adapters.base import Outcome, Terminated, VendorCall
 from processor.marketplace import NotFound, NotPending
@@ -24,7 +25,9 @@ class PolicyMarketplace(FakeMarketplace):
         self.assigned: list[tuple[str, str | None, str | None]] = []
         self.effective: dict[str, datetime | None] = {}
 
-    def approve(self, request_id: str, template_id: str, *, effective_date: datetime | None = None) -> dict[str, Any]:
+    def approve(
+        self, request_id: str, template_id: str, *, effective_date: datetime | None = None
+    ) -> dict[str, Any]:
         self.effective[request_id] = effective_date
         return super().approve(request_id, template_id)
 
@@ -44,7 +47,9 @@ class PolicyMarketplace(FakeMarketplace):
         request["status"] = "revoked"
         return request
 
-    def assign(self, request_id: str, *, email: str | None = None, user_id: str | None = None) -> dict[str, Any]:
+    def assign(
+        self, request_id: str, *, email: str | None = None, user_id: str | None = None
+    ) -> dict[str, Any]:
         self.assigned.append((request_id, email, user_id))
         return self.requests[request_id]
 
@@ -69,7 +74,11 @@ class StepAdapter(ScriptedAdapter):
 
     def suspend(self, call: VendorCall) -> Outcome:
         self.calls.append(("suspend", call))
-        return self.answers["suspend"].popleft() if self.answers["suspend"] else Terminated("suspended")
+        return (
+            self.answers["suspend"].popleft()
+            if self.answers["suspend"]
+            else Terminated("suspended")
+        )
 
     def purge(self, call: VendorCall) -> Outcome:
         self.calls.append(("purge", call))
@@ -77,7 +86,11 @@ class StepAdapter(ScriptedAdapter):
 
     def _batch(self, calls: Sequence[VendorCall]) -> Any:
         self.batches.append(list(calls))
-        return self.answers["batch"].popleft() if self.answers["batch"] else [Terminated("ok") for _ in calls]
+        return (
+            self.answers["batch"].popleft()
+            if self.answers["batch"]
+            else [Terminated("ok") for _ in calls]
+        )
 
     def ops(self) -> list[str]:
         return [op for op, _ in self.calls]

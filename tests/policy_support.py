@@ -4,50 +4,78 @@ adapter wrappers (a batching vendor, a process that dies mid-step)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
+from cancel_sandbox.local import Sandbox
+from cancel_sandbox.marketplace import MockClock
 from processor.adapters.base import Outcome, VendorCall
 from processor.config.schema import Config
 from processor.daemon.core import Daemon, RunSummary
-from cancel_sandbox.marketplace import MockClock
 from processor.daemon.runtime import Runtime, build_runtime, selector_for
-from cancel_sandbox.local import Sandbox
 
-START = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 PRODUCT = "PRD-100-000-001"
 ACME, GLOBEX = "TA-0001-0001-0001", "TA-0002-0002-0002"
 EUROPE, AMERICA = "MP-10001", "MP-10002"
 DAY = 86400.0
 
 
-def seed(subscriptions: Sequence[dict[str, Any]], requests: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def seed(
+    subscriptions: Sequence[dict[str, Any]], requests: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
     """A marketplace with one monthly product (a standard and a premium plan) and two customers."""
     return {
         "marketplaces": [{"id": EUROPE, "name": "Europe"}, {"id": AMERICA, "name": "America"}],
-        "products": [{
-            "id": PRODUCT, "name": "Cloud Backup", "billing_period": "monthly",
-            "items": [{"mpn": "BACKUP-STD", "name": "Standard"}, {"mpn": "BACKUP-PREMIUM", "name": "Premium"}],
-            "templates": [{"id": "TL-100-000-001", "name": "Cancelled", "body": "Cancelled {{ subscription_id }}."}],
-        }],
+        "products": [
+            {
+                "id": PRODUCT,
+                "name": "Cloud Backup",
+                "billing_period": "monthly",
+                "items": [
+                    {"mpn": "BACKUP-STD", "name": "Standard"},
+                    {"mpn": "BACKUP-PREMIUM", "name": "Premium"},
+                ],
+                "templates": [
+                    {
+                        "id": "TL-100-000-001",
+                        "name": "Cancelled",
+                        "body": "Cancelled {{ subscription_id }}.",
+                    }
+                ],
+            }
+        ],
         "customers": [{"id": ACME, "name": "Acme"}, {"id": GLOBEX, "name": "Globex"}],
         "subscriptions": list(subscriptions),
         "requests": list(requests),
     }
 
 
-def subscription(n: int, *, customer: str = ACME, plan: str = "BACKUP-STD", marketplace: str = EUROPE) -> dict[str, Any]:
-    return {"id": f"AS-1000-0000-{n:04d}", "product": PRODUCT, "marketplace": marketplace, "customer": customer,
-            "subscription_id": f"SUB-{n:05d}", "items": [{"mpn": plan, "quantity": 5}]}
+def subscription(
+    n: int, *, customer: str = ACME, plan: str = "BACKUP-STD", marketplace: str = EUROPE
+) -> dict[str, Any]:
+    return {
+        "id": f"AS-1000-0000-{n:04d}",
+        "product": PRODUCT,
+        "marketplace": marketplace,
+        "customer": customer,
+        "subscription_id": f"SUB-{n:05d}",
+        "items": [{"mpn": plan, "quantity": 5}],
+    }
 
 
 def cancel(n: int, **fields: Any) -> dict[str, Any]:
-    return {"id": f"PR-1000-0000-{n:04d}-002", "subscription": f"AS-1000-0000-{n:04d}",
-            "created": "2026-10-30T10:00:00+00:00", **fields}
+    return {
+        "id": f"PR-1000-0000-{n:04d}-002",
+        "subscription": f"AS-1000-0000-{n:04d}",
+        "created": "2026-10-30T10:00:00+00:00",
+        **fields,
+    }
 
 
 @dataclass
@@ -71,7 +99,9 @@ class World:
         own = runtime is None
         runtime = runtime or self.runtime()
         try:
-            return Daemon(runtime.engine, runtime.marketplace, selector_for(runtime.config), once=True).run()
+            return Daemon(
+                runtime.engine, runtime.marketplace, selector_for(runtime.config), once=True
+            ).run()
         finally:
             if own:
                 runtime.close()
@@ -83,12 +113,16 @@ class World:
         self.clock.set(moment)
 
 
-def make_world(tmp_path: Path, data: dict[str, Any], *, refuse_pattern: str = r"7$", **sections: Any) -> World:
+def make_world(
+    tmp_path: Path, data: dict[str, Any], *, refuse_pattern: str = r"7$", **sections: Any
+) -> World:
     """A started sandbox seeded with ``data`` on a clock standing at :data:`START` (stop it after use)."""
     clock = MockClock(START)
     path = tmp_path / "seed.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    sandbox = Sandbox(generate=0, seed_file=str(path), clock=clock, refuse_pattern=refuse_pattern).start()
+    sandbox = Sandbox(
+        generate=0, seed_file=str(path), clock=clock, refuse_pattern=refuse_pattern
+    ).start()
     sections["processing"] = {"once_max_wait": 2, **sections.get("processing", {})}
     return World(sandbox, clock, tmp_path, sections)
 

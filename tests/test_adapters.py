@@ -3,7 +3,8 @@ adapter, and the package's public surface."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 

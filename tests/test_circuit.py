@@ -115,8 +115,14 @@ class _nothing:
 # -- through the engine: every exit path of a vendor step -----------------------------------------
 
 
-def engine_with(journal: Journal, adapter: ScriptedAdapter, market: FakeMarketplace, clock: Clock,
-                ticks: Ticks, **processing: Any) -> tuple[Engine, CircuitBreaker]:
+def engine_with(
+    journal: Journal,
+    adapter: ScriptedAdapter,
+    market: FakeMarketplace,
+    clock: Clock,
+    ticks: Ticks,
+    **processing: Any,
+) -> tuple[Engine, CircuitBreaker]:
     engine = engine_for(journal, adapter, market, clock, **processing)
     engine.breakers["vendor"] = breaker = half_open(ticks)
     return engine, breaker
@@ -124,15 +130,22 @@ def engine_with(journal: Journal, adapter: ScriptedAdapter, market: FakeMarketpl
 
 def left_terminating(journal: Journal, payload: dict[str, Any], clock: Clock) -> None:
     """A row a dead process left in ``terminating``: its call may have acted."""
-    journal.ensure(payload["id"], idempotency_key=f"cancel-{payload['id']}",
-                   subscription_id=payload["asset"]["params"][0]["value"])
+    journal.ensure(
+        payload["id"],
+        idempotency_key=f"cancel-{payload['id']}",
+        subscription_id=payload["asset"]["params"][0]["value"],
+    )
     claim = journal.claim(payload["id"], "dead-worker", 60)
     assert claim is not None
-    journal.transition(claim, State.TERMINATING, attempts=1, data={"step_from": "new", "adapter": "vendor"})
+    journal.transition(
+        claim, State.TERMINATING, attempts=1, data={"step_from": "new", "adapter": "vendor"}
+    )
     clock.advance(120)  # its lease ran out
 
 
-def test_resume_that_parks_without_a_call_gives_the_probe_back(journal: Journal, clock: Clock) -> None:
+def test_resume_that_parks_without_a_call_gives_the_probe_back(
+    journal: Journal, clock: Clock
+) -> None:
     """The reported leak: ``_resume_step`` took the probe, then parked (no idempotency, no status)."""
     payload, ticks = cancel_payload(40), Ticks()
     adapter = ScriptedAdapter(idempotency=Idempotency.NONE)
@@ -142,7 +155,9 @@ def test_resume_that_parks_without_a_call_gives_the_probe_back(journal: Journal,
     assert not breaker.probing and probe_is_free(breaker)
 
 
-def test_a_probe_deferred_by_retry_later_reopens_and_is_not_stuck(journal: Journal, clock: Clock) -> None:
+def test_a_probe_deferred_by_retry_later_reopens_and_is_not_stuck(
+    journal: Journal, clock: Clock
+) -> None:
     payload, ticks = cancel_payload(41), Ticks()
     adapter = ScriptedAdapter()
     adapter.script("SUB-00041", RetryLater("busy"))
@@ -189,7 +204,9 @@ def test_a_probe_whose_lease_was_lost_is_given_back(journal: Journal, clock: Clo
     assert not breaker.probing and probe_is_free(breaker)
 
 
-def test_a_probe_that_reads_the_status_then_calls_again_gives_one_verdict(journal: Journal, clock: Clock) -> None:
+def test_a_probe_that_reads_the_status_then_calls_again_gives_one_verdict(
+    journal: Journal, clock: Clock
+) -> None:
     payload, ticks = cancel_payload(44), Ticks()
     adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.ACTIVE])
     engine, breaker = engine_with(journal, adapter, FakeMarketplace([payload]), clock, ticks)
@@ -207,7 +224,9 @@ class RaisingAdapter(ScriptedAdapter):
         raise KeyError("vendor_sdk_bug")
 
 
-def test_an_adapter_that_keeps_raising_is_parked_after_max_attempts(journal: Journal, clock: Clock) -> None:
+def test_an_adapter_that_keeps_raising_is_parked_after_max_attempts(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(45)
     market, adapter = FakeMarketplace([payload]), RaisingAdapter(idempotency=Idempotency.KEY)
     engine = engine_for(journal, adapter, market, clock, max_attempts=3, poison="fail")
@@ -223,7 +242,9 @@ def test_an_adapter_that_keeps_raising_is_parked_after_max_attempts(journal: Jou
     assert len(adapter.terminate_calls()) == 3 and market.failed == [] and market.approved == []
 
 
-def test_an_adapter_that_raises_without_a_safe_repeat_is_parked_at_once(journal: Journal, clock: Clock) -> None:
+def test_an_adapter_that_raises_without_a_safe_repeat_is_parked_at_once(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(46)
     market, adapter = FakeMarketplace([payload]), RaisingAdapter(idempotency=Idempotency.NONE)
     assert engine_for(journal, adapter, market, clock).handle(payload) == "parked"

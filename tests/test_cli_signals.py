@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,7 +22,9 @@ def restore_handlers() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_during_start_up_stops_the_daemon_once_it_exists(signum: int, restore_handlers: None) -> None:
+def test_a_signal_during_start_up_stops_the_daemon_once_it_exists(
+    signum: int, restore_handlers: None
+) -> None:
     stops: list[str] = []
     requests = _StopRequests()
     assert catches_sigterm(os.getpid())

@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from cancel_sandbox.marketplace import MarketplaceSettings, create_app
 from processor.cli.main import build_parser
 from processor.config.schema import load_config
+from processor.daemon.runtime import load_adapters
 from processor.journal import open_journal
-from cancel_sandbox.marketplace import MarketplaceSettings, create_app
 from processor.observe import Metrics
 from processor.ops.readiness import make_readiness
 from processor.ops.server import build_ops_server
-from processor.daemon.runtime import load_adapters
 
 from .conftest import REPO
 
@@ -65,18 +65,24 @@ def _option(command: list[str], flag: str) -> str:
 
 def test_three_services_from_the_one_image(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == {"marketplace", "vendor", "processor"}
-    assert {(s["build"], s["image"]) for s in services.values()} == {(".", "cancel-processor:local")}
+    assert {(s["build"], s["image"]) for s in services.values()} == {
+        (".", "cancel-processor:local")
+    }
 
 
 @pytest.mark.parametrize("name", ["marketplace", "vendor", "processor"])
-def test_each_command_is_a_real_subcommand_with_valid_options(services: dict[str, dict[str, Any]], name: str) -> None:
+def test_each_command_is_a_real_subcommand_with_valid_options(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
     argv = [str(a) for a in services[name]["command"]]
     args = build_parser(argv).parse_args(argv)  # SystemExit (and a usage message) when invalid
     assert callable(args.func) and args.command == argv[0]
 
 
 @pytest.mark.parametrize("name", ["marketplace", "vendor", "processor"])
-def test_each_service_has_a_health_check_on_its_own_port(services: dict[str, dict[str, Any]], name: str) -> None:
+def test_each_service_has_a_health_check_on_its_own_port(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
     service = services[name]
     port = "9464" if name == "processor" else _option(service["command"], "--port")
     check = " ".join(service["healthcheck"]["test"])
@@ -95,11 +101,17 @@ def test_the_processor_config_validates_and_points_at_the_other_services(
 
     # The journal: SQLite on the named volume mounted where the image's journal URL points.
     journal_dir = Path(config.journal.url.removeprefix("sqlite:///")).parent
-    assert mounts[str(journal_dir)] == "journal" and "journal" in yaml.safe_load(COMPOSE.read_text())["volumes"]
+    assert (
+        mounts[str(journal_dir)] == "journal"
+        and "journal" in yaml.safe_load(COMPOSE.read_text())["volumes"]
+    )
 
     # Connect is the marketplace service, with the key that service requires.
     endpoint = urlsplit(config.connect.endpoint)
-    assert (endpoint.hostname, str(endpoint.port)) == ("marketplace", _option(services["marketplace"]["command"], "--port"))
+    assert (endpoint.hostname, str(endpoint.port)) == (
+        "marketplace",
+        _option(services["marketplace"]["command"], "--port"),
+    )
     assert env["CONNECT_API_KEY"] == _environment(services["marketplace"])["MOCK_CONNECT_API_KEY"]
     # Exactly the products the mock marketplace's default catalog holds.
     catalog = create_app(MarketplaceSettings(generate=0)).store.products
@@ -108,7 +120,10 @@ def test_the_processor_config_validates_and_points_at_the_other_services(
     # The vendor is the vendor service, with its token, and the adapter's options are valid.
     options = config.adapters["vendor"].options
     vendor = urlsplit(options["base_url"])
-    assert (vendor.hostname, str(vendor.port)) == ("vendor", _option(services["vendor"]["command"], "--port"))
+    assert (vendor.hostname, str(vendor.port)) == (
+        "vendor",
+        _option(services["vendor"]["command"], "--port"),
+    )
     assert env[options["auth"]["env"]] == _environment(services["vendor"])["MOCK_VENDOR_TOKEN"]
     for key, value in env.items():  # adapters read their secrets from the environment
         monkeypatch.setenv(key, value)
@@ -120,10 +135,14 @@ def test_the_processor_config_validates_and_points_at_the_other_services(
     journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}")
     journal.migrate()
     try:
-        server = build_ops_server(config, journal=journal, metrics=Metrics(),
-                                  readiness=make_readiness(journal=journal), environ=env)
+        server = build_ops_server(
+            config,
+            journal=journal,
+            metrics=Metrics(),
+            readiness=make_readiness(journal=journal),
+            environ=env,
+        )
         assert server is not None and config.http.host == "0.0.0.0"
         assert any(p.startswith("127.0.0.1:") and p.endswith(":9464") for p in processor["ports"])
     finally:
         journal.close()
-

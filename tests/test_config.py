@@ -55,7 +55,9 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("products:\n  PRD-1:\n    adapter: ghost\n", "", "adapter 'ghost' is not defined"),
     ],
 )
-def test_bad_values_name_the_file_the_key_and_the_expectation(tmp_path: Path, text: str, key: str, expected: str) -> None:
+def test_bad_values_name_the_file_the_key_and_the_expectation(
+    tmp_path: Path, text: str, key: str, expected: str
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
@@ -76,7 +78,9 @@ def test_api_key_from_env_or_file_never_from_the_yaml(tmp_path: Path) -> None:
     secret_file.write_text("ApiKey SU-1:from-file\n")
     config = load_config(write(tmp_path, f"connect:\n  api_key_file: {secret_file}\n"), environ={})
     assert connect_api_key(config, environ={}) == "ApiKey SU-1:from-file"
-    assert connect_api_key(config, environ={"CONNECT_API_KEY": "ApiKey SU-2:env"}) == "ApiKey SU-2:env"
+    assert (
+        connect_api_key(config, environ={"CONNECT_API_KEY": "ApiKey SU-2:env"}) == "ApiKey SU-2:env"
+    )
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, "connect:\n  api_key: ApiKey SU-1:inline\n"), environ={})
 
@@ -85,7 +89,9 @@ def test_cli_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     path = write(tmp_path, "processing:\n  concurrency: 0\n")
     result = subprocess.run(
         [sys.executable, "-m", "processor", "run", "--once", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert str(path) in result.stderr and "processing.concurrency" in result.stderr

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.local import Sandbox
 from processor.engine.crashpoints import POINTS
 from processor.journal import open_journal
 from processor.journal.base import State
-from cancel_sandbox.faults import FaultSettings
-from cancel_sandbox.local import Sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -32,29 +32,39 @@ MODES = ("key", "natural", "read", "none")
 def write_config(sandbox: Sandbox, tmp_path: Path, **processing: Any) -> tuple[Path, str]:
     journal_url = f"sqlite:///{tmp_path}/journal.db"
     # A short lease: the restarted process waits for the dead one's claims to expire.
-    data = sandbox.config_data(journal_url, processing={"concurrency": 2, **processing},
-                               journal={"lease_seconds": 3})
+    data = sandbox.config_data(
+        journal_url, processing={"concurrency": 2, **processing}, journal={"lease_seconds": 3}
+    )
     path = tmp_path / "processor.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path, journal_url
 
 
 def processor_env(sandbox: Sandbox, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))
+    }
     return {**env, **sandbox.environ(), **extra}
 
 
-def run_processor(config: Path, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_processor(
+    config: Path, env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "processor", "run", "--config", str(config), *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def journal_states(journal_url: str, request_ids: set[str]) -> dict[str, State | None]:
     journal = open_journal(journal_url)
     try:
-        return {rid: (record.state if (record := journal.get(rid)) else None) for rid in request_ids}
+        return {
+            rid: (record.state if (record := journal.get(rid)) else None) for rid in request_ids
+        }
     finally:
         journal.close()
 
@@ -66,7 +76,9 @@ def test_sigkill_in_each_crash_window(mode: str, point: str, tmp_path: Path) -> 
         before = sandbox.pending_cancels()
         config, journal_url = write_config(sandbox, tmp_path)
 
-        crashed = run_processor(config, processor_env(sandbox, CANCEL_PROCESSOR_CRASH_AT=f"{point}:2"), "--once")
+        crashed = run_processor(
+            config, processor_env(sandbox, CANCEL_PROCESSOR_CRASH_AT=f"{point}:2"), "--once"
+        )
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
 
         resumed = run_processor(config, processor_env(sandbox), "--once")
@@ -92,23 +104,34 @@ def test_sigkill_in_each_crash_window(mode: str, point: str, tmp_path: Path) -> 
         for request_id in before:
             status = cancels[request_id]["status"]
             if request_id in parked:
-                assert status == "pending", (request_id, status)  # a person decides; Connect untouched
+                assert status == "pending", (
+                    request_id,
+                    status,
+                )  # a person decides; Connect untouched
             else:
                 # Closed on Connect, and the journal says the same, or (killed between approving and
                 # recording it) still says terminated: the request left the pending list, so the
                 # stale-row sweep records it once the row has been quiet for a lease.
                 assert status in ("approved", "failed"), (request_id, status)
-                agreeing = {State(status)} | ({State.TERMINATED} if point == "after_approve" else set())
+                agreeing = {State(status)} | (
+                    {State.TERMINATED} if point == "after_approve" else set()
+                )
                 assert states[request_id] in agreeing, (request_id, status, states[request_id])
         if mode == "key" and point == "after_vendor":
-            assert sandbox.vendor_ledger()["summary"]["replayed_calls"] >= 1  # same key, vendor deduplicated
+            assert (
+                sandbox.vendor_ledger()["summary"]["replayed_calls"] >= 1
+            )  # same key, vendor deduplicated
 
 
 @pytest.mark.parametrize("mode", ["key", "read"])
 def test_many_sigkills_at_random_moments(mode: str, tmp_path: Path) -> None:
     rng = random.Random(20261124)
-    with Sandbox(generate=250, seed=5, vendor_mode=mode,
-                 vendor_faults=FaultSettings(latency_ms=60, latency_jitter_ms=40, seed=1)) as sandbox:
+    with Sandbox(
+        generate=250,
+        seed=5,
+        vendor_mode=mode,
+        vendor_faults=FaultSettings(latency_ms=60, latency_jitter_ms=40, seed=1),
+    ) as sandbox:
         before = sandbox.pending_cancels()
         config, journal_url = write_config(sandbox, tmp_path, concurrency=8, poll_interval=0.2)
         env = processor_env(sandbox)
@@ -117,7 +140,9 @@ def test_many_sigkills_at_random_moments(mode: str, tmp_path: Path) -> None:
         while kills < 12 and time.monotonic() < deadline and sandbox.pending_cancels():
             process = subprocess.Popen(
                 [sys.executable, "-m", "processor", "run", "--config", str(config)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             time.sleep(rng.uniform(0.6, 1.4))
             process.send_signal(signal.SIGKILL)

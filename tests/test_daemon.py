@@ -13,8 +13,8 @@ import pytest
 import requests
 import yaml
 
-from processor.ops.serving import free_port
 from cancel_sandbox.local import Sandbox
+from processor.ops.serving import free_port
 
 from .test_crash import processor_env
 
@@ -25,12 +25,20 @@ def test_daemon_serves_health_and_metrics_then_stops_cleanly_on_sigterm(tmp_path
     port = free_port()
     with Sandbox(generate=120, seed=3) as sandbox:
         before = sandbox.pending_cancels()
-        data = sandbox.config_data(f"sqlite:///{tmp_path}/journal.db", processing={"poll_interval": 0.3},
-                                   http={"enabled": True, "host": "127.0.0.1", "port": port})
+        data = sandbox.config_data(
+            f"sqlite:///{tmp_path}/journal.db",
+            processing={"poll_interval": 0.3},
+            http={"enabled": True, "host": "127.0.0.1", "port": port},
+        )
         config = tmp_path / "processor.yaml"
         config.write_text(yaml.safe_dump(data))
-        daemon = subprocess.Popen([sys.executable, "-m", "processor", "run", "--config", str(config)],
-                                  env=processor_env(sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "processor", "run", "--config", str(config)],
+            env=processor_env(sandbox),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 30

@@ -62,7 +62,9 @@ def test_the_build_steps_install_a_working_processor(tmp_path: Path) -> None:
                 origin = REPO / source
                 target = context / source
                 if origin.is_dir():
-                    shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+                    shutil.copytree(
+                        origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+                    )
                 else:
                     shutil.copy2(origin, target)
     venv = tmp_path / "venv"
@@ -70,18 +72,32 @@ def test_the_build_steps_install_a_working_processor(tmp_path: Path) -> None:
     for instruction in build:
         if not instruction.startswith("RUN "):
             continue
-        command = instruction[4:].replace("/opt/venv", str(venv)).replace("python -m venv", f"{sys.executable} -m venv")
-        done = subprocess.run(command, shell=True, cwd=context, env=env, capture_output=True, text=True, timeout=600)
+        command = (
+            instruction[4:]
+            .replace("/opt/venv", str(venv))
+            .replace("python -m venv", f"{sys.executable} -m venv")
+        )
+        done = subprocess.run(
+            command, shell=True, cwd=context, env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stderr[-3000:]
 
     cli = venv / "bin" / "cancel-processor"
-    shown = subprocess.run([str(cli), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    shown = subprocess.run(
+        [str(cli), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
+    )
     assert shown.returncode == 0 and "mock-marketplace" in shown.stdout
     # The packaged SQL must be inside the installed package, not read from a source tree.
     probe = (
         "from processor.journal import open_journal; j = open_journal('sqlite:///probe.db'); "
         "j.migrate(); j.check_schema(); print('journal ok')"
     )
-    migrated = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True,
-                              timeout=60, cwd=tmp_path, env=env)
+    migrated = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
     assert migrated.returncode == 0 and "journal ok" in migrated.stdout, migrated.stderr[-2000:]

@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -22,10 +23,17 @@ import yaml
 from connect.client import ConnectClient
 from connect.client.testing import ConnectClientMocker
 from connect.eaas.core.enums import ResultType
-from connect.eaas.core.validation.validators import validate_eventsapp, validate_extension_json, validate_variables
+from connect.eaas.core.validation.validators import (
+    validate_eventsapp,
+    validate_extension_json,
+    validate_variables,
+)
 
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox, adapter_options
 from processor.config.schema import Config, ConfigError
 from processor.daemon.core import Daemon
+from processor.daemon.runtime import build_runtime, selector_for
 from processor.eaas.app import EVENT_TYPE, RUNTIMES, CancelEventsApplication, InFlight
 from processor.eaas.runtimes import RuntimeCache, gateway_client
 from processor.eaas.variables import (
@@ -40,9 +48,6 @@ from processor.eaas.variables import (
 )
 from processor.journal import open_journal
 from processor.journal.base import State
-from cancel_sandbox.faults import FaultSettings
-from processor.daemon.runtime import build_runtime, selector_for
-from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox, adapter_options
 
 CONNECT = "https://connect.example.test/public/v1"
 API_KEY = "ApiKey SU-000-000-001:eaas-test-secret-value"
@@ -59,7 +64,9 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     secrets into os.environ: both are put back after each test."""
     for name in (VENDOR_TOKEN, VENDOR_TOKEN_ENV):
         monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)  # recorded as absent: restored as absent, whatever the test exported
+        monkeypatch.delenv(
+            name
+        )  # recorded as absent: restored as absent, whatever the test exported
     yield
     RUNTIMES.close()
 
@@ -71,29 +78,42 @@ def box() -> Iterator[Sandbox]:
         yield sandbox
 
 
-def cancel_request(request_id: str, subscription: str | None = "SUB-1001", status: str = "pending") -> dict[str, Any]:
+def cancel_request(
+    request_id: str, subscription: str | None = "SUB-1001", status: str = "pending"
+) -> dict[str, Any]:
     params = [{"id": "subscription_id", "value": subscription}] if subscription else []
     return {
-        "id": request_id, "type": "cancel", "status": status, "created": "2026-11-01T10:00:00+00:00",
+        "id": request_id,
+        "type": "cancel",
+        "status": status,
+        "created": "2026-11-01T10:00:00+00:00",
         "marketplace": {"id": "MP-12345"},
         "asset": {
-            "id": f"AS-{request_id[3:]}", "status": "active", "params": params,
-            "product": {"id": PRODUCT}, "connection": {"id": "CT-1", "type": "production"},
+            "id": f"AS-{request_id[3:]}",
+            "status": "active",
+            "params": params,
+            "product": {"id": PRODUCT},
+            "connection": {"id": "CT-1", "type": "production"},
             "tiers": {"customer": {"id": "TA-1", "name": "Customer"}},
         },
     }
 
 
 def processor_yaml(vendor_url: str, journal_url: str, **processing: Any) -> str:
-    options = {**adapter_options(vendor_url, "key"), "auth": {"type": "bearer", "env": VENDOR_TOKEN}}
-    return yaml.safe_dump({
-        "connect": {"retry": {"max_attempts": 2, "backoff_base": 0.01, "backoff_max": 0.05}},
-        "journal": {"url": journal_url, "lease_seconds": 30},
-        "processing": {"notes": False, "retry_base": 0.2, "retry_max": 1, **processing},
-        "adapters": {"vendor": {"type": "http", "options": options}},
-        "defaults": {"adapter": "vendor", "lookup_template": False},
-        "log": {"level": "warning"},
-    })
+    options = {
+        **adapter_options(vendor_url, "key"),
+        "auth": {"type": "bearer", "env": VENDOR_TOKEN},
+    }
+    return yaml.safe_dump(
+        {
+            "connect": {"retry": {"max_attempts": 2, "backoff_base": 0.01, "backoff_max": 0.05}},
+            "journal": {"url": journal_url, "lease_seconds": 30},
+            "processing": {"notes": False, "retry_base": 0.2, "retry_max": 1, **processing},
+            "adapters": {"vendor": {"type": "http", "options": options}},
+            "defaults": {"adapter": "vendor", "lookup_template": False},
+            "log": {"level": "warning"},
+        }
+    )
 
 
 def variables_for(box: Sandbox, tmp_path: Path, **processing: Any) -> dict[str, str]:
@@ -101,18 +121,27 @@ def variables_for(box: Sandbox, tmp_path: Path, **processing: Any) -> dict[str, 
     declared = {v["name"]: v["initial_value"] for v in DECLARED}
     return {
         **declared,
-        CONFIG_YAML: processor_yaml(box.vendor.url, f"sqlite:///{tmp_path}/journal.db", **processing),
+        CONFIG_YAML: processor_yaml(
+            box.vendor.url, f"sqlite:///{tmp_path}/journal.db", **processing
+        ),
         APPROVE_TEMPLATES: json.dumps({PRODUCT: TEMPLATE}),
         VENDOR_TOKEN: SANDBOX_VENDOR_TOKEN,
         SQLITE_PERSISTENT: "yes",  # the test's directory outlives the "container"
     }
 
 
-def application(variables: dict[str, str], client: ConnectClient | None = None,
-                cls: type[CancelEventsApplication] = CancelEventsApplication) -> CancelEventsApplication:
+def application(
+    variables: dict[str, str],
+    client: ConnectClient | None = None,
+    cls: type[CancelEventsApplication] = CancelEventsApplication,
+) -> CancelEventsApplication:
     """As the runner builds it for each task: (client, logger, config)."""
-    runner_client = client or ConnectClient(API_KEY, endpoint=CONNECT, max_retries=3,
-                                            default_headers={"EAAS_TASK_ID": "TQ-1", "EAAS_EXT_ID": "SRVC-1"})
+    runner_client = client or ConnectClient(
+        API_KEY,
+        endpoint=CONNECT,
+        max_retries=3,
+        default_headers={"EAAS_TASK_ID": "TQ-1", "EAAS_EXT_ID": "SRVC-1"},
+    )
     return cls(runner_client, log, variables)
 
 
@@ -143,9 +172,21 @@ def test_the_extension_passes_connect_eaas_core_validation() -> None:
     problems = [item.message for result in results for item in result.items]
     assert problems == []
     descriptor = CancelEventsApplication.get_descriptor()
-    assert {"name", "description", "version", "audience", "readme_url", "changelog_url", "icon"} <= set(descriptor)
+    assert {
+        "name",
+        "description",
+        "version",
+        "audience",
+        "readme_url",
+        "changelog_url",
+        "icon",
+    } <= set(descriptor)
     assert CancelEventsApplication.get_events() == [
-        {"method": "handle_cancel_request", "event_type": EVENT_TYPE, "statuses": ["pending", "scheduled", "revoking"]},
+        {
+            "method": "handle_cancel_request",
+            "event_type": EVENT_TYPE,
+            "statuses": ["pending", "scheduled", "revoking"],
+        },
     ]
     assert [s["method"] for s in CancelEventsApplication.get_schedulables()] == ["run_due_timers"]
     secure = {v["name"] for v in CancelEventsApplication.get_variables() if v["secure"]}
@@ -162,41 +203,58 @@ def test_a_pending_request_is_terminated_then_approved(box: Sandbox, tmp_path: P
             match_body={"template_id": TEMPLATE},
         )
         response = application(variables_for(box, tmp_path)).handle_cancel_request(
-            cancel_request("PR-1000-0001-0001-001"))
+            cancel_request("PR-1000-0001-0001-001")
+        )
     assert response.status == ResultType.SUCCESS
     assert [e["subscription_id"] for e in vendor_effects(box)] == ["SUB-1001"]
     assert journal_state(tmp_path, "PR-1000-0001-0001-001") is State.APPROVED
 
 
-def test_a_repeated_delivery_neither_calls_the_vendor_nor_connect_again(box: Sandbox, tmp_path: Path) -> None:
+def test_a_repeated_delivery_neither_calls_the_vendor_nor_connect_again(
+    box: Sandbox, tmp_path: Path
+) -> None:
     variables, request = variables_for(box, tmp_path), cancel_request("PR-1000-0001-0002-001")
     with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]) as connect:
-        connect.requests[request["id"]]("approve").post(return_value={"id": request["id"], "status": "approved"})
+        connect.requests[request["id"]]("approve").post(
+            return_value={"id": request["id"], "status": "approved"}
+        )
         first = application(variables).handle_cancel_request(request)
     calls = box.vendor_ledger()["summary"]["calls"]
-    with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]):  # nothing registered: any call would fail
+    with ConnectClientMocker(
+        CONNECT, exclude=[box.vendor.url]
+    ):  # nothing registered: any call would fail
         again = application(variables).handle_cancel_request(request)
     assert first.status == again.status == ResultType.SUCCESS
     assert box.vendor_ledger()["summary"]["calls"] == calls
     assert len(vendor_effects(box)) == 1
 
 
-def test_a_vendor_refusal_fails_the_request_with_the_vendors_reason(box: Sandbox, tmp_path: Path) -> None:
-    request = cancel_request("PR-1000-0001-0003-001", subscription="SUB-2007")  # the mock refuses *7
+def test_a_vendor_refusal_fails_the_request_with_the_vendors_reason(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    request = cancel_request(
+        "PR-1000-0001-0003-001", subscription="SUB-2007"
+    )  # the mock refuses *7
     with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]) as connect:
-        connect.requests[request["id"]]("fail").post(return_value={"id": request["id"], "status": "failed"})
+        connect.requests[request["id"]]("fail").post(
+            return_value={"id": request["id"], "status": "failed"}
+        )
         response = application(variables_for(box, tmp_path)).handle_cancel_request(request)
     assert response.status == ResultType.SUCCESS
     assert vendor_effects(box) == []
     assert journal_state(tmp_path, request["id"]) is State.FAILED
 
 
-def test_a_vendor_outage_reschedules_at_the_journals_retry_time(box: Sandbox, tmp_path: Path) -> None:
+def test_a_vendor_outage_reschedules_at_the_journals_retry_time(
+    box: Sandbox, tmp_path: Path
+) -> None:
     requests.put(f"{box.vendor.url}/admin/faults", json={"error_rate": 1.0}, timeout=10)
     request = cancel_request("PR-1000-0001-0004-001")
     # First retry 60-120 s later (retry_base 120, jittered): the countdown must follow the journal.
     variables = variables_for(box, tmp_path, retry_base=120, retry_max=120)
-    with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]):  # nothing registered: no fail, no approve
+    with ConnectClientMocker(
+        CONNECT, exclude=[box.vendor.url]
+    ):  # nothing registered: no fail, no approve
         response = application(variables).handle_cancel_request(request)
     assert response.status == ResultType.RESCHEDULE
     assert 60 <= response.countdown <= 121
@@ -209,9 +267,13 @@ def test_a_vendor_outage_reschedules_at_the_journals_retry_time(box: Sandbox, tm
     assert box.vendor_ledger()["summary"]["calls"] == calls
 
 
-def test_a_request_that_needs_a_person_is_skipped_never_failed(box: Sandbox, tmp_path: Path) -> None:
+def test_a_request_that_needs_a_person_is_skipped_never_failed(
+    box: Sandbox, tmp_path: Path
+) -> None:
     request = cancel_request("PR-1000-0001-0005-001", subscription=None)  # no vendor id: parked
-    with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]):  # a fail call would not be answered
+    with ConnectClientMocker(
+        CONNECT, exclude=[box.vendor.url]
+    ):  # a fail call would not be answered
         response = application(variables_for(box, tmp_path)).handle_cancel_request(request)
     assert response.status == ResultType.SKIP
     assert "parked for a person" in response.output and "subscription id" in response.output
@@ -219,7 +281,9 @@ def test_a_request_that_needs_a_person_is_skipped_never_failed(box: Sandbox, tmp
 
 
 @pytest.mark.parametrize("status", ["scheduled", "revoking"])
-def test_other_statuses_are_skipped_with_the_reason(box: Sandbox, tmp_path: Path, status: str) -> None:
+def test_other_statuses_are_skipped_with_the_reason(
+    box: Sandbox, tmp_path: Path, status: str
+) -> None:
     request = cancel_request("PR-1000-0001-0006-001", status=status)
     with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]):
         response = application(variables_for(box, tmp_path)).handle_cancel_request(request)
@@ -232,20 +296,32 @@ def test_a_product_that_is_not_configured_is_skipped(box: Sandbox, tmp_path: Pat
     request["asset"]["product"]["id"] = "PRD-999-999-999"
     with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]):
         response = application(variables_for(box, tmp_path)).handle_cancel_request(request)
-    assert response.status == ResultType.SKIP and "PRD-999-999-999 is not configured" in response.output
+    assert (
+        response.status == ResultType.SKIP
+        and "PRD-999-999-999 is not configured" in response.output
+    )
 
 
-@pytest.mark.parametrize("problem, named", [
-    ({CONFIG_YAML: "journal:\n  url: ftp://nowhere\n"}, f"variable {CONFIG_YAML}: journal.url"),
-    ({JOURNAL_URL: "mysql://app:pw-in-a-secure-variable@db/cancels"}, "journal.url"),
-    ({APPROVE_TEMPLATES: "{PRD-1: TL-1}"}, f"variable {APPROVE_TEMPLATES}: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "problem, named",
+    [
+        ({CONFIG_YAML: "journal:\n  url: ftp://nowhere\n"}, f"variable {CONFIG_YAML}: journal.url"),
+        ({JOURNAL_URL: "mysql://app:pw-in-a-secure-variable@db/cancels"}, "journal.url"),
+        ({APPROVE_TEMPLATES: "{PRD-1: TL-1}"}, f"variable {APPROVE_TEMPLATES}: not valid JSON"),
+    ],
+)
 def test_an_unusable_configuration_reschedules_and_names_the_variable(
-    box: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture, problem: dict[str, str], named: str
+    box: Sandbox,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    problem: dict[str, str],
+    named: str,
 ) -> None:
     variables = {**variables_for(box, tmp_path), **problem}
     with caplog.at_level(logging.ERROR, logger=log.name):
-        response = application(variables).handle_cancel_request(cancel_request("PR-1000-0001-0008-001"))
+        response = application(variables).handle_cancel_request(
+            cancel_request("PR-1000-0001-0008-001")
+        )
     assert response.status == ResultType.RESCHEDULE and response.countdown >= 300
     assert named in caplog.text
     for secret in (SANDBOX_VENDOR_TOKEN, "eaas-test-secret-value", "pw-in-a-secure-variable"):
@@ -257,14 +333,26 @@ def test_variables_left_at_their_declared_placeholders_count_as_unset(tmp_path: 
     declared = {v["name"]: v["initial_value"] for v in DECLARED}
     assert config_from_variables(declared, environ={}) == Config()
     config_file = tmp_path / "processor.yaml"
-    config_file.write_text("processing: {concurrency: 3}\nadapters: {none: {type: noop}}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=f"variable {APPROVE_TEMPLATES}: products.{PRODUCT}: no adapter"):
-        config_from_variables({CONFIG_PATH: str(config_file), APPROVE_TEMPLATES: json.dumps({PRODUCT: TEMPLATE})})
-    config = config_from_variables({
-        **declared, CONFIG_PATH: str(config_file), JOURNAL_URL: "postgresql://app@db/cancels",
-        "CANCEL_PROCESSOR_PROCESSING__POLL_INTERVAL": "7", "CANCEL_PROCESSOR_DEFAULTS__ADAPTER": "none",
-        APPROVE_TEMPLATES: json.dumps({PRODUCT: TEMPLATE}),
-    }, environ={})
+    config_file.write_text(
+        "processing: {concurrency: 3}\nadapters: {none: {type: noop}}\n", encoding="utf-8"
+    )
+    with pytest.raises(
+        ConfigError, match=f"variable {APPROVE_TEMPLATES}: products.{PRODUCT}: no adapter"
+    ):
+        config_from_variables(
+            {CONFIG_PATH: str(config_file), APPROVE_TEMPLATES: json.dumps({PRODUCT: TEMPLATE})}
+        )
+    config = config_from_variables(
+        {
+            **declared,
+            CONFIG_PATH: str(config_file),
+            JOURNAL_URL: "postgresql://app@db/cancels",
+            "CANCEL_PROCESSOR_PROCESSING__POLL_INTERVAL": "7",
+            "CANCEL_PROCESSOR_DEFAULTS__ADAPTER": "none",
+            APPROVE_TEMPLATES: json.dumps({PRODUCT: TEMPLATE}),
+        },
+        environ={},
+    )
     assert (config.processing.concurrency, config.processing.poll_interval) == (3, 7)
     assert config.journal.url == "postgresql://app@db/cancels"
     assert config.template_for(PRODUCT) == TEMPLATE
@@ -274,14 +362,26 @@ def test_variables_left_at_their_declared_placeholders_count_as_unset(tmp_path: 
 
 
 def test_the_gateway_client_keeps_the_runners_credentials_but_not_its_retries() -> None:
-    runner = ConnectClient(API_KEY, endpoint=CONNECT, max_retries=3, default_headers={
-        "EAAS_EXT_ID": "SRVC-1", "EAAS_TASK_ID": "TQ-1", "EAAS_TASK_TYPE": "background",
-        "User-Agent": "connect-extension-runner/38",
-    })
+    runner = ConnectClient(
+        API_KEY,
+        endpoint=CONNECT,
+        max_retries=3,
+        default_headers={
+            "EAAS_EXT_ID": "SRVC-1",
+            "EAAS_TASK_ID": "TQ-1",
+            "EAAS_TASK_TYPE": "background",
+            "User-Agent": "connect-extension-runner/38",
+        },
+    )
     client = gateway_client(runner, Config())
     assert (client.endpoint, client.api_key, client.max_retries) == (CONNECT, API_KEY, 0)
-    assert client.default_headers["EAAS_EXT_ID"] == "SRVC-1" and "EAAS_TASK_ID" not in client.default_headers
-    assert client.default_headers["User-Agent"].startswith("connect-extension-runner/38 connect-cancel-processor/")
+    assert (
+        client.default_headers["EAAS_EXT_ID"] == "SRVC-1"
+        and "EAAS_TASK_ID" not in client.default_headers
+    )
+    assert client.default_headers["User-Agent"].startswith(
+        "connect-extension-runner/38 connect-cancel-processor/"
+    )
     assert client.resourceset_append is False
 
 
@@ -290,7 +390,10 @@ def test_tasks_share_one_runtime_until_the_variables_change(box: Sandbox, tmp_pa
     client = ConnectClient(API_KEY, endpoint=CONNECT)
     with RUNTIMES.use(variables, client) as first, RUNTIMES.use(dict(variables), client) as second:
         assert first is second
-        assert first.marketplace.client.max_retries == 0 and first.marketplace.client.endpoint == CONNECT
+        assert (
+            first.marketplace.client.max_retries == 0
+            and first.marketplace.client.endpoint == CONNECT
+        )
     changed = {**variables, APPROVE_TEMPLATES: json.dumps({PRODUCT: "TL-999"})}
     with RUNTIMES.use(changed, client) as third:
         assert third is not first and third.config.template_for(PRODUCT) == "TL-999"
@@ -327,10 +430,16 @@ def test_a_retired_runtime_is_closed_only_after_its_last_task() -> None:
 
 def sandbox_variables(sandbox: Sandbox, journal: Path) -> dict[str, str]:
     config = sandbox.config_data(f"sqlite:///{journal}")
-    return {CONFIG_YAML: yaml.safe_dump(config), VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN, SQLITE_PERSISTENT: "yes"}
+    return {
+        CONFIG_YAML: yaml.safe_dump(config),
+        VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN,
+        SQLITE_PERSISTENT: "yes",
+    }
 
 
-def deliver_until_settled(app: CancelEventsApplication, sandbox: Sandbox, request_ids: set[str]) -> Counter[str]:
+def deliver_until_settled(
+    app: CancelEventsApplication, sandbox: Sandbox, request_ids: set[str]
+) -> Counter[str]:
     """The runner's part: fetch each request fresh, call the handler, deliver rescheduled tasks again
     (without waiting the countdown: the journal decides when a request is due)."""
     responses: Counter[str] = Counter()
@@ -339,8 +448,11 @@ def deliver_until_settled(app: CancelEventsApplication, sandbox: Sandbox, reques
         if not waiting:
             break
         for request_id in sorted(waiting):
-            payload = requests.get(f"{sandbox.endpoint}/requests/{request_id}",
-                                   headers={"Authorization": sandbox.api_key}, timeout=10).json()
+            payload = requests.get(
+                f"{sandbox.endpoint}/requests/{request_id}",
+                headers={"Authorization": sandbox.api_key},
+                timeout=10,
+            ).json()
             response = app.handle_cancel_request(payload)
             responses[response.status] += 1
             if response.status != ResultType.RESCHEDULE:
@@ -353,14 +465,20 @@ def deliver_until_settled(app: CancelEventsApplication, sandbox: Sandbox, reques
 def outcome(sandbox: Sandbox, request_ids: set[str]) -> tuple[dict[str, str], Counter[str]]:
     cancels = sandbox.cancel_requests()
     statuses = {rid: cancels[rid]["status"] for rid in request_ids}
-    terminations = Counter(e["subscription_id"] for e in vendor_effects(sandbox) if not e.get("duplicate"))
+    terminations = Counter(
+        e["subscription_id"] for e in vendor_effects(sandbox) if not e.get("duplicate")
+    )
     return statuses, terminations
 
 
-def test_the_events_app_has_the_same_effects_as_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_events_app_has_the_same_effects_as_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     faults = FaultSettings(error_rate=0.15, seed=9)  # some vendor outages: both must only delay
-    with Sandbox(generate=30, seed=21, vendor_faults=faults) as by_daemon, \
-            Sandbox(generate=30, seed=21, vendor_faults=faults) as by_events:
+    with (
+        Sandbox(generate=30, seed=21, vendor_faults=faults) as by_daemon,
+        Sandbox(generate=30, seed=21, vendor_faults=faults) as by_events,
+    ):
         pending = by_daemon.pending_cancels()
         assert pending == by_events.pending_cancels()
 
@@ -369,7 +487,9 @@ def test_the_events_app_has_the_same_effects_as_the_daemon(tmp_path: Path, monke
         config = Config.model_validate(by_daemon.config_data(f"sqlite:///{tmp_path}/daemon.db"))
         runtime = build_runtime(config)
         try:
-            summary = Daemon(runtime.engine, runtime.marketplace, selector_for(config), once=True).run()
+            summary = Daemon(
+                runtime.engine, runtime.marketplace, selector_for(config), once=True
+            ).run()
         finally:
             runtime.close()
         monkeypatch.delenv(VENDOR_TOKEN_ENV)  # the events app must get the secret from its variable
@@ -401,7 +521,9 @@ class AnotherRunnerInstance(CancelEventsApplication):
 def test_concurrent_deliveries_of_one_task_terminate_once(tmp_path: Path) -> None:
     # A vendor without idempotency: a second terminate call would show as a duplicate effect.
     slow_vendor = FaultSettings(latency_ms=300)  # the deliveries are in flight together
-    with Sandbox(generate=3, seed=5, vendor_mode="none", refuse_pattern="^$", vendor_faults=slow_vendor) as sandbox:
+    with Sandbox(
+        generate=3, seed=5, vendor_mode="none", refuse_pattern="^$", vendor_faults=slow_vendor
+    ) as sandbox:
         request_id = sorted(sandbox.pending_cancels())[0]
         payload = sandbox.cancel_requests()[request_id]
         variables = sandbox_variables(sandbox, tmp_path / "journal.db")
@@ -417,7 +539,9 @@ def test_concurrent_deliveries_of_one_task_terminate_once(tmp_path: Path) -> Non
         try:
             threads = [
                 threading.Thread(target=deliver, args=("same instance", CancelEventsApplication)),
-                threading.Thread(target=deliver, args=("same instance again", CancelEventsApplication)),
+                threading.Thread(
+                    target=deliver, args=("same instance again", CancelEventsApplication)
+                ),
                 threading.Thread(target=deliver, args=("other instance", AnotherRunnerInstance)),
             ]
             for thread in threads:
@@ -431,20 +555,29 @@ def test_concurrent_deliveries_of_one_task_terminate_once(tmp_path: Path) -> Non
         finally:
             AnotherRunnerInstance.runtimes.close()
 
-    assert len(answers) == 3 and set(answers.values()) <= {ResultType.SUCCESS, ResultType.RESCHEDULE}
+    assert len(answers) == 3 and set(answers.values()) <= {
+        ResultType.SUCCESS,
+        ResultType.RESCHEDULE,
+    }
     assert ResultType.SUCCESS in answers.values()
     assert later == ResultType.SUCCESS and status == "approved"
     assert len(effects) == 1 and not effects[0]["duplicate"]
     assert len(calls) == 1
 
 
-def test_a_delivery_of_a_task_still_running_in_this_process_is_turned_away(box: Sandbox, tmp_path: Path) -> None:
+def test_a_delivery_of_a_task_still_running_in_this_process_is_turned_away(
+    box: Sandbox, tmp_path: Path
+) -> None:
     request = cancel_request("PR-1000-0001-0009-001")
-    with CancelEventsApplication.in_flight.hold(request["id"]) as mine:  # the first delivery, still running
+    with CancelEventsApplication.in_flight.hold(
+        request["id"]
+    ) as mine:  # the first delivery, still running
         assert mine
         response = application(variables_for(box, tmp_path)).handle_cancel_request(request)
     assert response.status == ResultType.RESCHEDULE
-    assert not (tmp_path / "journal.db").exists()  # turned away before anything was opened or recorded
+    assert not (
+        tmp_path / "journal.db"
+    ).exists()  # turned away before anything was opened or recorded
     assert box.vendor_ledger()["summary"]["calls"] == 0
 
 

@@ -10,21 +10,22 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 from connect.client import ConnectClient
 from connect.eaas.core.enums import ResultType
 
+from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox
 from processor.eaas.app import NOT_CONFIGURED_RETRY, RUNTIMES, CancelEventsApplication
 from processor.eaas.variables import CONFIG_YAML, DECLARED, JOURNAL_URL, SQLITE_PERSISTENT
 from processor.journal import open_journal
 from processor.journal.base import State
 from processor.model import parse_request
-from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, VENDOR_TOKEN_ENV, Sandbox
 
 RUNNER_LOGGER = "eaas.eventsapp"  # connect-extension-runner's extension logger
 
@@ -56,20 +57,38 @@ def runner_logger() -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
     logger.setLevel(level)
 
 
-def variables(box: Sandbox, journal: Path, *, persistent: bool = True, **sections: Any) -> dict[str, str]:
-    values = {CONFIG_YAML: yaml.safe_dump(box.config_data(f"sqlite:///{journal}", **sections)),
-              VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN}
+def variables(
+    box: Sandbox, journal: Path, *, persistent: bool = True, **sections: Any
+) -> dict[str, str]:
+    values = {
+        CONFIG_YAML: yaml.safe_dump(box.config_data(f"sqlite:///{journal}", **sections)),
+        VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN,
+    }
     return {**values, SQLITE_PERSISTENT: "yes"} if persistent else values
 
 
-def app(box: Sandbox, config: dict[str, str], *, key: str | None = None,
-        installation_key: str | None = None, logger: logging.Logger | None = None) -> CancelEventsApplication:
+def app(
+    box: Sandbox,
+    config: dict[str, str],
+    *,
+    key: str | None = None,
+    installation_key: str | None = None,
+    logger: logging.Logger | None = None,
+) -> CancelEventsApplication:
     def client(api_key: str) -> ConnectClient:
-        return ConnectClient(api_key, endpoint=box.endpoint, max_retries=3, default_headers={"EAAS_TASK_ID": "TQ-1"})
+        return ConnectClient(
+            api_key, endpoint=box.endpoint, max_retries=3, default_headers={"EAAS_TASK_ID": "TQ-1"}
+        )
 
-    adapter = logging.LoggerAdapter(logger or logging.getLogger(RUNNER_LOGGER), extra={"task_id": "TQ-1"})
-    return CancelEventsApplication(client(key or box.api_key), adapter, config,
-                                   installation_client=client(installation_key) if installation_key else None)
+    adapter = logging.LoggerAdapter(
+        logger or logging.getLogger(RUNNER_LOGGER), extra={"task_id": "TQ-1"}
+    )
+    return CancelEventsApplication(
+        client(key or box.api_key),
+        adapter,
+        config,
+        installation_client=client(installation_key) if installation_key else None,
+    )
 
 
 def accepted_requests(box: Sandbox) -> list[str]:
@@ -106,11 +125,18 @@ def test_a_sqlite_journal_on_the_containers_disk_is_refused_unless_said_persiste
         assert JOURNAL_URL in text and SQLITE_PERSISTENT in text
     assert not (tmp_path / "journal.db").exists() and sandbox.vendor_effects() == []
 
-    approved = app(sandbox, {**config, SQLITE_PERSISTENT: "yes"}).handle_cancel_request(sandbox.request(request_id))
-    assert approved.status == ResultType.SUCCESS and sandbox.request(request_id)["status"] == "approved"
+    approved = app(sandbox, {**config, SQLITE_PERSISTENT: "yes"}).handle_cancel_request(
+        sandbox.request(request_id)
+    )
+    assert (
+        approved.status == ResultType.SUCCESS
+        and sandbox.request(request_id)["status"] == "approved"
+    )
 
 
-def test_the_installation_client_acts_not_the_extensions_own(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_the_installation_client_acts_not_the_extensions_own(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     """An ``audience: vendor`` extension installed by another account: the runner's own client has
     a key the account does not accept here; the installation's key is the one that works."""
     config = variables(sandbox, tmp_path / "journal.db")
@@ -121,18 +147,22 @@ def test_the_installation_client_acts_not_the_extensions_own(sandbox: Sandbox, t
     assert sandbox.request(first)["status"] == "pending"
 
     done = app(sandbox, config, key=wrong, installation_key=sandbox.api_key).handle_cancel_request(
-        sandbox.request(second))
+        sandbox.request(second)
+    )
     assert done.status == ResultType.SUCCESS and sandbox.request(second)["status"] == "approved"
 
 
 def test_the_processors_events_go_to_the_runners_logger_one_line_each_with_fields(
-    sandbox: Sandbox, tmp_path: Path, runner_logger: tuple[logging.Logger, list[logging.LogRecord]],
+    sandbox: Sandbox,
+    tmp_path: Path,
+    runner_logger: tuple[logging.Logger, list[logging.LogRecord]],
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     root_handlers = list(logging.getLogger().handlers)
     request_id = accepted_requests(sandbox)[0]
     response = app(sandbox, variables(sandbox, tmp_path / "journal.db")).handle_cancel_request(
-        sandbox.request(request_id))
+        sandbox.request(request_id)
+    )
     assert response.status == ResultType.SUCCESS
     assert logging.getLogger().handlers == root_handlers  # no basicConfig: no line printed twice
     records = runner_logger[1]
@@ -144,22 +174,28 @@ def test_the_processors_events_go_to_the_runners_logger_one_line_each_with_field
     assert "state_changed" not in capfd.readouterr().err  # nothing of the processor's on stderr
     key_secret = sandbox.api_key.rsplit(":", 1)[1]
     for record in records:
-        assert key_secret not in record.getMessage() and SANDBOX_VENDOR_TOKEN not in str(vars(record))
+        assert key_secret not in record.getMessage() and SANDBOX_VENDOR_TOKEN not in str(
+            vars(record)
+        )
 
 
 def _end_grace_now(journal: Path, request_id: str) -> None:
     """Fourteen days later, for a processor on the wall clock: the grace period's end in the row's
     dates and its timer moved to a second ago."""
-    ended = datetime.now(timezone.utc) - timedelta(seconds=1)
+    ended = datetime.now(UTC) - timedelta(seconds=1)
     with sqlite3.connect(journal) as db:
-        db.execute("UPDATE requests SET next_attempt_at = ?, data = json_set(data, '$.terminate_at', ?) "
-                   "WHERE request_id = ?", (ended.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ended.isoformat(), request_id))
+        db.execute(
+            "UPDATE requests SET next_attempt_at = ?, data = json_set(data, '$.terminate_at', ?) "
+            "WHERE request_id = ?",
+            (ended.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ended.isoformat(), request_id),
+        )
 
 
 def test_the_schedulable_ends_a_grace_period_once(sandbox: Sandbox, tmp_path: Path) -> None:
     journal = tmp_path / "journal.db"
-    config = variables(sandbox, journal, policies={"graceful": {"grace_days": 14}},
-                       defaults={"policy": "graceful"})
+    config = variables(
+        sandbox, journal, policies={"graceful": {"grace_days": 14}}, defaults={"policy": "graceful"}
+    )
     request_id = accepted_requests(sandbox)[0]
     suspended = app(sandbox, config).handle_cancel_request(sandbox.request(request_id))
     assert suspended.status == ResultType.RESCHEDULE
@@ -168,14 +204,18 @@ def test_the_schedulable_ends_a_grace_period_once(sandbox: Sandbox, tmp_path: Pa
 
     _end_grace_now(journal, request_id)
     fired = app(sandbox, config).run_due_timers({})
-    assert fired.status == ResultType.SUCCESS and fired.output.startswith("1 due timer(s) run"), fired.output
+    assert fired.status == ResultType.SUCCESS and fired.output.startswith("1 due timer(s) run"), (
+        fired.output
+    )
     again = app(sandbox, config).run_due_timers({})
     assert again.output.startswith("0 due timer(s)")
     assert [e["action"] for e in sandbox.vendor_effects()] == ["suspend", "terminate"]
     assert sandbox.request(request_id)["status"] == "approved"
 
 
-def test_the_schedulable_takes_over_a_claim_a_stopped_instance_left(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_the_schedulable_takes_over_a_claim_a_stopped_instance_left(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     journal_path = tmp_path / "journal.db"
     config = variables(sandbox, journal_path)
     request_id = accepted_requests(sandbox)[0]
@@ -184,27 +224,37 @@ def test_the_schedulable_takes_over_a_claim_a_stopped_instance_left(sandbox: San
     journal = open_journal(f"sqlite:///{journal_path}")
     try:
         journal.migrate()
-        journal.ensure(request_id, idempotency_key=f"cancel-{request_id}", subscription_id=request.subscription_id,
-                       asset_id=request.asset_id, product_id=request.product_id,
-                       marketplace_id=request.marketplace_id, environment=request.environment,
-                       customer_id=request.customer_id)
+        journal.ensure(
+            request_id,
+            idempotency_key=f"cancel-{request_id}",
+            subscription_id=request.subscription_id,
+            asset_id=request.asset_id,
+            product_id=request.product_id,
+            marketplace_id=request.marketplace_id,
+            environment=request.environment,
+            customer_id=request.customer_id,
+        )
         claim = journal.claim(request_id, "stopped-instance:1:dead", 0.2)
         assert claim is not None
         journal.transition(claim, State.TERMINATING, attempts=1)
     finally:
         journal.close()
-    deadline = datetime.now(timezone.utc) + timedelta(seconds=5)
-    while datetime.now(timezone.utc) < deadline:  # bounded: the ghost's lease is 0.2 s
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    while datetime.now(UTC) < deadline:  # bounded: the ghost's lease is 0.2 s
         result = app(sandbox, config).run_due_timers({})
         if "1 stranded claim(s) taken over" in result.output:
             break
-    assert result.status == ResultType.SUCCESS and "1 stranded claim(s) taken over" in result.output, result.output
+    assert (
+        result.status == ResultType.SUCCESS and "1 stranded claim(s) taken over" in result.output
+    ), result.output
     assert sandbox.request(request_id)["status"] == "approved"
     assert [e["action"] for e in sandbox.vendor_effects()] == ["terminate"]
 
 
 @pytest.mark.postgres
-def test_on_postgresql_the_schedulable_ends_a_grace_period(sandbox: Sandbox, postgres_url: str) -> None:
+def test_on_postgresql_the_schedulable_ends_a_grace_period(
+    sandbox: Sandbox, postgres_url: str
+) -> None:
     """The recommended deployment: the journal in PostgreSQL (migrated once, beforehand), no SQLite
     consent needed, and the timer fired by the schedulable."""
     import psycopg
@@ -217,7 +267,9 @@ def test_on_postgresql_the_schedulable_ends_a_grace_period(sandbox: Sandbox, pos
     finally:
         migrating.close()
     url = f"{postgres_url}?options=-csearch_path%3D{schema}"  # the schema, as a connection option
-    data = sandbox.config_data(url, policies={"graceful": {"grace_days": 14}}, defaults={"policy": "graceful"})
+    data = sandbox.config_data(
+        url, policies={"graceful": {"grace_days": 14}}, defaults={"policy": "graceful"}
+    )
     config = {CONFIG_YAML: yaml.safe_dump(data), VENDOR_TOKEN_ENV: SANDBOX_VENDOR_TOKEN}
     request_id = accepted_requests(sandbox)[0]
     try:
@@ -225,11 +277,16 @@ def test_on_postgresql_the_schedulable_ends_a_grace_period(sandbox: Sandbox, pos
         assert suspended.status == ResultType.RESCHEDULE
         with psycopg.connect(postgres_url, autocommit=True) as conn:  # fourteen days later
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-            ended = datetime.now(timezone.utc) - timedelta(seconds=1)
-            conn.execute("UPDATE requests SET next_attempt_at = %s, data = jsonb_set(data, '{terminate_at}', "
-                         "to_jsonb(%s::text)) WHERE request_id = %s", (ended, ended.isoformat(), request_id))
+            ended = datetime.now(UTC) - timedelta(seconds=1)
+            conn.execute(
+                "UPDATE requests SET next_attempt_at = %s, data = jsonb_set(data, '{terminate_at}', "
+                "to_jsonb(%s::text)) WHERE request_id = %s",
+                (ended, ended.isoformat(), request_id),
+            )
         fired = app(sandbox, config).run_due_timers({})
-        assert fired.status == ResultType.SUCCESS and fired.output.startswith("1 due timer(s) run"), fired.output
+        assert fired.status == ResultType.SUCCESS and fired.output.startswith(
+            "1 due timer(s) run"
+        ), fired.output
         assert [e["action"] for e in sandbox.vendor_effects()] == ["suspend", "terminate"]
         assert sandbox.request(request_id)["status"] == "approved"
     finally:

@@ -34,9 +34,13 @@ pytestmark = pytest.mark.slow
 
 
 def _run(args: list[str], timeout: float, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, check=False, **kwargs)
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, env=env, check=False, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +52,21 @@ def runner_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         # The extension project, as the runner image's entrypoint installs it: the processor comes
         # with it through its path dependency on this repository.
-        installed = _run([str(python), "-m", "pip", "install", "--quiet", "--no-input", str(REPO / "extension"),
-                          RUNNER, "pytest>=8,<10", "responses>=0.25"], INSTALL_TIMEOUT)
+        installed = _run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-input",
+                str(REPO / "extension"),
+                RUNNER,
+                "pytest>=8,<10",
+                "responses>=0.25",
+            ],
+            INSTALL_TIMEOUT,
+        )
     except subprocess.TimeoutExpired:
         need_or_skip(f"installing {RUNNER} and the project took over {INSTALL_TIMEOUT} s")
         raise
@@ -58,13 +75,17 @@ def runner_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
-def test_the_project_installs_beside_the_released_runner_and_its_eaas_tests_pass_there(runner_python: Path) -> None:
+def test_the_project_installs_beside_the_released_runner_and_its_eaas_tests_pass_there(
+    runner_python: Path,
+) -> None:
     check = _run([str(runner_python), "-m", "pip", "check"], 120)
     assert check.returncode == 0, check.stdout + check.stderr
 
-    probe = ("import json, importlib.metadata as m; print(json.dumps([{n: m.version(n) for n in "
-             "['connect-extension-runner', 'connect-eaas-core', 'pydantic', 'cancel-processor-extension']}, "
-             "json.loads(m.distribution('connect-cancel-processor').read_text('direct_url.json'))]))")
+    probe = (
+        "import json, importlib.metadata as m; print(json.dumps([{n: m.version(n) for n in "
+        "['connect-extension-runner', 'connect-eaas-core', 'pydantic', 'cancel-processor-extension']}, "
+        "json.loads(m.distribution('connect-cancel-processor').read_text('direct_url.json'))]))"
+    )
     # Not from the repository's folder: its own metadata (an editable install's) would answer.
     versions = _run([str(runner_python), "-c", probe], 60, cwd=runner_python.parent)
     assert versions.returncode == 0, versions.stderr
@@ -72,9 +93,22 @@ def test_the_project_installs_beside_the_released_runner_and_its_eaas_tests_pass
     assert {k: found[k] for k in EXPECTED} == EXPECTED and found["pydantic"].startswith("1.10")
     assert origin["url"] == REPO.as_uri()  # the processor from this repository, not from an index
 
-    tests = _run([str(runner_python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                  "tests/eaas_in_runner.py", "tests/test_eaas.py", "tests/test_eaas_deploy.py",
-                  "tests/test_extension_project.py"], 900, cwd=REPO)
+    tests = _run(
+        [
+            str(runner_python),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/eaas_in_runner.py",
+            "tests/test_eaas.py",
+            "tests/test_eaas_deploy.py",
+            "tests/test_extension_project.py",
+        ],
+        900,
+        cwd=REPO,
+    )
     print(tests.stdout[-3000:])
     assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-2000:]
     summary = tests.stdout.strip().splitlines()[-1]

@@ -39,13 +39,28 @@ def make_config(**processing: Any) -> Any:
     )
 
 
-def engine_for(journal: Journal, adapter: ScriptedAdapter, market: FakeMarketplace, clock: Clock,
-               owner: str = "worker-1", **processing: Any) -> Engine:
-    return Engine(config=make_config(**processing), journal=journal, marketplace=market,  # type: ignore[arg-type]
-                  adapters={"vendor": adapter}, owner=owner, metrics=Metrics(), clock=clock)
+def engine_for(
+    journal: Journal,
+    adapter: ScriptedAdapter,
+    market: FakeMarketplace,
+    clock: Clock,
+    owner: str = "worker-1",
+    **processing: Any,
+) -> Engine:
+    return Engine(
+        config=make_config(**processing),
+        journal=journal,
+        marketplace=market,  # type: ignore[arg-type]
+        adapters={"vendor": adapter},
+        owner=owner,
+        metrics=Metrics(),
+        clock=clock,
+    )
 
 
-def test_terminate_then_approve_with_a_stable_key_and_one_note(journal: Journal, clock: Clock) -> None:
+def test_terminate_then_approve_with_a_stable_key_and_one_note(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(1)
     market, adapter = FakeMarketplace([payload]), ScriptedAdapter()
     engine = engine_for(journal, adapter, market, clock)
@@ -96,7 +111,9 @@ def test_retry_later_defers_without_refusing(journal: Journal, clock: Clock) -> 
     assert market.failed == []
 
 
-def test_ambiguous_outcome_with_an_idempotent_vendor_repeats_the_same_key(journal: Journal, clock: Clock) -> None:
+def test_ambiguous_outcome_with_an_idempotent_vendor_repeats_the_same_key(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(5)
     market, adapter = FakeMarketplace([payload]), ScriptedAdapter(idempotency=Idempotency.KEY)
     adapter.script("SUB-00005", Ambiguous("connection dropped"))
@@ -109,7 +126,9 @@ def test_ambiguous_outcome_with_an_idempotent_vendor_repeats_the_same_key(journa
     assert len(adapter.terminate_calls()) == 2 and len(keys) == 1
 
 
-def test_ambiguous_outcome_without_idempotency_or_status_read_is_parked(journal: Journal, clock: Clock) -> None:
+def test_ambiguous_outcome_without_idempotency_or_status_read_is_parked(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(6)
     market, adapter = FakeMarketplace([payload]), ScriptedAdapter(idempotency=Idempotency.NONE)
     adapter.script("SUB-00006", Ambiguous("read timeout"))
@@ -136,7 +155,9 @@ def test_status_read_settles_an_ambiguous_terminate(journal: Journal, clock: Clo
     assert [op for op, _ in adapter.calls] == ["terminate", "status"]
 
 
-def test_status_read_active_means_the_first_call_did_not_act(journal: Journal, clock: Clock) -> None:
+def test_status_read_active_means_the_first_call_did_not_act(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(8)
     market = FakeMarketplace([payload])
     adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.ACTIVE])
@@ -149,11 +170,15 @@ def test_status_read_active_means_the_first_call_did_not_act(journal: Journal, c
 
 
 @pytest.mark.parametrize(("poison", "final"), [("park", "parked"), ("fail", "failed")])
-def test_poison_requests_stop_after_max_attempts(journal: Journal, clock: Clock, poison: str, final: str) -> None:
+def test_poison_requests_stop_after_max_attempts(
+    journal: Journal, clock: Clock, poison: str, final: str
+) -> None:
     payload = cancel_payload(9)
     market, adapter = FakeMarketplace([payload]), ScriptedAdapter()
     adapter.script("SUB-00009", *[Failed("HTTP 400: bad plan")] * 5)
-    engine = engine_for(journal, adapter, market, clock, poison=poison, poison_reason="Contact support.")
+    engine = engine_for(
+        journal, adapter, market, clock, poison=poison, poison_reason="Contact support."
+    )
     results = []
     for _ in range(5):
         results.append(engine.handle(payload))
@@ -170,7 +195,9 @@ def test_approve_landed_before_a_crash_is_recognised(journal: Journal, clock: Cl
     assert engine_for(journal, adapter, market, clock).handle(payload) == "approved"
 
 
-def test_connect_trouble_on_approve_never_calls_the_vendor_again(journal: Journal, clock: Clock) -> None:
+def test_connect_trouble_on_approve_never_calls_the_vendor_again(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(11)
     market, adapter = FakeMarketplace([payload]), ScriptedAdapter()
     market.errors["approve"].append(TransientError("503 storm", retry_after=30))
@@ -181,7 +208,9 @@ def test_connect_trouble_on_approve_never_calls_the_vendor_again(journal: Journa
     assert len(adapter.terminate_calls()) == 1
 
 
-def test_malformed_requests_get_a_recorded_outcome_and_the_loop_goes_on(journal: Journal, clock: Clock) -> None:
+def test_malformed_requests_get_a_recorded_outcome_and_the_loop_goes_on(
+    journal: Journal, clock: Clock
+) -> None:
     market, adapter = FakeMarketplace(), ScriptedAdapter()
     engine = engine_for(journal, adapter, market, clock)
     no_sub = cancel_payload(12, subscription=None)
@@ -201,7 +230,9 @@ def test_unconfigured_products_are_never_touched(journal: Journal, clock: Clock)
     assert journal.get(payload["id"]) is None and adapter.calls == []
 
 
-def test_a_stolen_lease_stops_the_worker_before_connect_is_told(journal: Journal, clock: Clock) -> None:
+def test_a_stolen_lease_stops_the_worker_before_connect_is_told(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(14)
     market = FakeMarketplace([payload])
     thief = engine_for(journal, ScriptedAdapter(), market, clock, owner="worker-2")

@@ -9,8 +9,9 @@ the expected values are read from the payload itself, so the test checks the par
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

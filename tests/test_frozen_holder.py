@@ -24,17 +24,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 
 from bench.daemons import fresh_schema
+from cancel_sandbox.local import Sandbox
 from processor.journal import open_journal
 from processor.journal.base import State
 from processor.ops.actions import retry_request
-from cancel_sandbox.local import Sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,9 @@ def write_config(sandbox: Sandbox, tmp_path: Path, journal_url: str, **journal: 
     )
     path = tmp_path / "processor.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    migrating = open_journal(journal_url, pool_size=1) if journal_url.startswith("postgres") else None
+    migrating = (
+        open_journal(journal_url, pool_size=1) if journal_url.startswith("postgres") else None
+    )
     if migrating is not None:
         try:
             migrating.migrate()
@@ -70,13 +73,20 @@ def write_config(sandbox: Sandbox, tmp_path: Path, journal_url: str, **journal: 
 
 
 def environ(sandbox: Sandbox, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))
+    }
     return {**env, **sandbox.environ(), **extra}
 
 
 def run_once(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "processor", "run", "--config", str(config), "--once"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "processor", "run", "--config", str(config), "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def stopped(pid: int) -> bool:
@@ -93,7 +103,9 @@ def freeze_after_intent(config: Path, env: dict[str, str], log: Path) -> subproc
     with log.open("wb") as err:
         holder = subprocess.Popen(
             [sys.executable, "-m", "processor", "run", "--config", str(config), "--once"],
-            env={**env, "CANCEL_PROCESSOR_PAUSE_AT": "after_intent"}, stdout=subprocess.DEVNULL, stderr=err,
+            env={**env, "CANCEL_PROCESSOR_PAUSE_AT": "after_intent"},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     deadline = time.monotonic() + STOP_BUDGET
     while time.monotonic() < deadline and holder.poll() is None and not stopped(holder.pid):
@@ -101,7 +113,9 @@ def freeze_after_intent(config: Path, env: dict[str, str], log: Path) -> subproc
     if not stopped(holder.pid):
         holder.kill()
         holder.wait(timeout=10)
-        pytest.fail(f"process A never reached its crash point: {log.read_text(errors='replace')[-2000:]}")
+        pytest.fail(
+            f"process A never reached its crash point: {log.read_text(errors='replace')[-2000:]}"
+        )
     return holder
 
 
@@ -124,7 +138,9 @@ def thaw_and_finish(holder: subprocess.Popen[bytes]) -> int:
 
 
 @pytest.mark.parametrize("mode", ["read", "none"])
-def test_a_frozen_holder_never_makes_a_second_termination(mode: str, journal_url: str, tmp_path: Path) -> None:
+def test_a_frozen_holder_never_makes_a_second_termination(
+    mode: str, journal_url: str, tmp_path: Path
+) -> None:
     with Sandbox(generate=1, seed=3, vendor_mode=mode) as sandbox:
         before = sandbox.pending_cancels()
         (rid,) = before
@@ -132,7 +148,9 @@ def test_a_frozen_holder_never_makes_a_second_termination(mode: str, journal_url
         env = environ(sandbox)
         holder = freeze_after_intent(config, env, tmp_path / "holder.log")
         try:
-            assert record_of(journal_url, rid).state is State.TERMINATING  # intent recorded, call not sent
+            assert (
+                record_of(journal_url, rid).state is State.TERMINATING
+            )  # intent recorded, call not sent
             time.sleep(LEASE + 1.0)  # A's lease runs out: nothing renews it while A is stopped
             takeover = run_once(config, env)  # B: the poll lists the request, B claims it
             after_takeover = record_of(journal_url, rid)
@@ -156,9 +174,11 @@ def test_a_frozen_holder_never_makes_a_second_termination(mode: str, journal_url
         check = sandbox.check(initially_pending=before)
         record = record_of(journal_url, rid)
         effects = [e for e in sandbox.vendor_effects() if e["action"] == "terminate"]
-        summary = (f"mode={mode} takeover_state={after_takeover.state.value} final_state={record.state.value} "
-                   f"reason={record.reason!r} effects={[(e['duplicate'], e.get('request_id')) for e in effects]} "
-                   f"holder_exit={code_a} takeover_exit={takeover.returncode} final_exit={final.returncode}")
+        summary = (
+            f"mode={mode} takeover_state={after_takeover.state.value} final_state={record.state.value} "
+            f"reason={record.reason!r} effects={[(e['duplicate'], e.get('request_id')) for e in effects]} "
+            f"holder_exit={code_a} takeover_exit={takeover.returncode} final_exit={final.returncode}"
+        )
         print(summary)
         assert check.duplicate_terminations == 0, summary
         assert len(effects) == 1, summary  # A's call, the only one
@@ -171,7 +191,9 @@ def test_a_frozen_holder_never_makes_a_second_termination(mode: str, journal_url
             assert record.state is State.PARKED, summary  # nothing can tell whether A's call acted
 
 
-def test_a_holder_frozen_past_the_wait_limit_is_parked_for_a_person(journal_url: str, tmp_path: Path) -> None:
+def test_a_holder_frozen_past_the_wait_limit_is_parked_for_a_person(
+    journal_url: str, tmp_path: Path
+) -> None:
     with Sandbox(generate=1, seed=4, vendor_mode="read") as sandbox:
         before = sandbox.pending_cancels()
         (rid,) = before
@@ -193,9 +215,15 @@ def test_a_holder_frozen_past_the_wait_limit_is_parked_for_a_person(journal_url:
             thaw_and_finish(holder)
         run_once(config, env)
         check = sandbox.check(initially_pending=before)
-        assert suspended.state is State.TERMINATING and "previous holder alive" in (suspended.last_error or "")
+        assert suspended.state is State.TERMINATING and "previous holder alive" in (
+            suspended.last_error or ""
+        )
         assert parked.state is State.PARKED and "previous holder" in (parked.reason or ""), parked
         final = record_of(journal_url, rid)
-        assert final.state is State.PARKED  # parked stays parked: a person decides, with the vendor's word
+        assert (
+            final.state is State.PARKED
+        )  # parked stays parked: a person decides, with the vendor's word
         assert check.duplicate_terminations == 0 and check.lost == 0
-        assert len([e for e in sandbox.vendor_effects() if e["action"] == "terminate"]) == 1  # A's call only
+        assert (
+            len([e for e in sandbox.vendor_effects() if e["action"] == "terminate"]) == 1
+        )  # A's call only

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from processor.engine.circuit import CircuitBreaker
 from processor.config.schema import GuardConfig, load_config
+from processor.engine.circuit import CircuitBreaker
 from processor.engine.guard import AnomalyGuard, LatchFile, latch_path
 from processor.observe import Metrics
 from processor.ops import resume
@@ -25,7 +25,9 @@ class Ticks:
 
 def guard_on(path: Path, ticks: Ticks | None = None, **settings: object) -> AnomalyGuard:
     breakers = {"vendor": CircuitBreaker("vendor"), "backup": CircuitBreaker("backup")}
-    return AnomalyGuard(GuardConfig(**settings), breakers, Metrics(), LatchFile(path), clock=ticks or Ticks())
+    return AnomalyGuard(
+        GuardConfig(**settings), breakers, Metrics(), LatchFile(path), clock=ticks or Ticks()
+    )
 
 
 def test_in_a_row_latches_and_a_terminated_answer_breaks_the_run(tmp_path: Path) -> None:
@@ -35,15 +37,19 @@ def test_in_a_row_latches_and_a_terminated_answer_breaks_the_run(tmp_path: Path)
     why = guard.record("vendor", "already_gone")
     assert why == "4 already_gone answers in a row; resume with: cancel-processor resume vendor"
     assert guard.breakers["vendor"].latched == why and not guard.breakers["backup"].is_open
-    assert guard.metrics.registry.get_sample_value("cancel_vendor_anomaly", {"adapter": "vendor"}) == 1
+    assert (
+        guard.metrics.registry.get_sample_value("cancel_vendor_anomaly", {"adapter": "vendor"}) == 1
+    )
 
 
 def test_more_than_the_share_of_a_full_window_latches(tmp_path: Path) -> None:
     guard = guard_on(tmp_path / "latches.json", in_a_row=10, window=10, share=0.5)
     pattern = ["terminated", "refused"] * 5  # exactly half: not more than half
     assert all(guard.record("vendor", o) is None for o in pattern)
-    assert guard.record("vendor", "refused") == \
-        "6 of the last 10 answers were refused; resume with: cancel-processor resume vendor"
+    assert (
+        guard.record("vendor", "refused")
+        == "6 of the last 10 answers were refused; resume with: cancel-processor resume vendor"
+    )
 
 
 def test_other_outcomes_and_unknown_adapters_are_not_counted(tmp_path: Path) -> None:
@@ -51,14 +57,23 @@ def test_other_outcomes_and_unknown_adapters_are_not_counted(tmp_path: Path) -> 
     for outcome in ("failed", "retry_later", "ambiguous"):
         assert guard.record("vendor", outcome) is None
     assert guard.record("elsewhere", "already_gone") is None
-    assert guard_on(tmp_path / "off.json", in_a_row=2, enabled=False).record("vendor", "already_gone") is None
+    assert (
+        guard_on(tmp_path / "off.json", in_a_row=2, enabled=False).record("vendor", "already_gone")
+        is None
+    )
 
 
 def test_a_latch_reaches_other_processes_and_resume_lifts_it_everywhere(tmp_path: Path) -> None:
     path, ticks = tmp_path / "journal.db.guard.json", Ticks()
     config = tmp_path / "processor.yaml"
-    config.write_text(yaml.safe_dump({"journal": {"url": f"sqlite:///{tmp_path / 'journal.db'}"},
-                                      "adapters": {"vendor": {"type": "noop"}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "journal": {"url": f"sqlite:///{tmp_path / 'journal.db'}"},
+                "adapters": {"vendor": {"type": "noop"}},
+            }
+        )
+    )
     assert latch_path(load_config(config, environ={})) == path
     first, second = guard_on(path, ticks, in_a_row=2), guard_on(path, ticks, in_a_row=2)
     first.record("vendor", "refused")

@@ -9,13 +9,16 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import requests
 import responses
 
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.vendor import VendorApp, VendorSettings, create_app
+from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 from processor.adapters import (
     AdapterError,
     AlreadyGone,
@@ -32,11 +35,8 @@ from processor.adapters import (
     supports,
 )
 from processor.adapters.http import HttpAdapter, retry_after_seconds
-from cancel_sandbox.faults import FaultSettings
-from processor.ops.serving import ServerThread, free_port
-from cancel_sandbox.vendor import VendorApp, VendorSettings, create_app
-from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 from processor.model import CancelRequest
+from processor.ops.serving import ServerThread, free_port
 
 BASE = "https://vendor.test"
 TERMINATE = f"{BASE}/v1/subscriptions/SUB-1/terminate"
@@ -80,8 +80,14 @@ def sent(mock: responses.RequestsMock, index: int = -1) -> requests.PreparedRequ
 # -- status codes and bodies -------------------------------------------------------------------
 
 
-def failed(code: int, error: str, body: str, op: str = "terminate", method: str = "POST",
-           path: str = "/v1/subscriptions/{subscription_id}/terminate") -> Failed:
+def failed(
+    code: int,
+    error: str,
+    body: str,
+    op: str = "terminate",
+    method: str = "POST",
+    path: str = "/v1/subscriptions/{subscription_id}/terminate",
+) -> Failed:
     """A definite error's detail: the call, its URL template, the status and the body."""
     head = f"{op}: HTTP {code}" + (f" {error}" if error else "")
     return Failed(f"{head} from {method} {BASE}{path}; body: {body}")
@@ -96,12 +102,21 @@ def failed(code: int, error: str, body: str, op: str = "terminate", method: str 
         (404, {"error": "not_found"}, failed(404, "not_found", '{"error": "not_found"}')),
         (404, {"error": "no_route"}, failed(404, "no_route", '{"error": "no_route"}')),
         (410, {}, failed(410, "", "{}")),
-        (409, {"error": "already_terminated"},
-         failed(409, "already_terminated", '{"error": "already_terminated"}')),
-        (422, {"error": "refused", "message": "No."},
-         failed(422, "refused", '{"error": "refused", "message": "No."}')),
-        (400, {"message": "Contract runs until May."},
-         failed(400, "", '{"message": "Contract runs until May."}')),
+        (
+            409,
+            {"error": "already_terminated"},
+            failed(409, "already_terminated", '{"error": "already_terminated"}'),
+        ),
+        (
+            422,
+            {"error": "refused", "message": "No."},
+            failed(422, "refused", '{"error": "refused", "message": "No."}'),
+        ),
+        (
+            400,
+            {"message": "Contract runs until May."},
+            failed(400, "", '{"message": "Contract runs until May."}'),
+        ),
         (403, {"message": "Missing scope."}, failed(403, "", '{"message": "Missing scope."}')),
         (401, {"error": "unauthorized"}, failed(401, "unauthorized", '{"error": "unauthorized"}')),
         (418, {}, failed(418, "", "{}")),
@@ -128,14 +143,37 @@ def test_the_default_map_gives_no_final_outcome_from_a_status_code(
         (404, {"error": "not_found"}, AlreadyGone("terminate: HTTP 404 not_found")),
         (404, {"error": "no_route"}, failed(404, "no_route", '{"error": "no_route"}')),
         (404, "<html>Not Found</html>", failed(404, "", "<html>Not Found</html>")),
-        (409, {"error": "already_terminated"}, AlreadyGone("terminate: HTTP 409 already_terminated")),
-        (409, {"error": "idempotency_key_in_use"}, RetryLater("terminate: HTTP 409 idempotency_key_in_use")),
+        (
+            409,
+            {"error": "already_terminated"},
+            AlreadyGone("terminate: HTTP 409 already_terminated"),
+        ),
+        (
+            409,
+            {"error": "idempotency_key_in_use"},
+            RetryLater("terminate: HTTP 409 idempotency_key_in_use"),
+        ),
         (409, {"error": "conflict"}, failed(409, "conflict", '{"error": "conflict"}')),
-        (422, {"error": "refused", "message": "Outstanding balance."}, Refused("Outstanding balance.")),
-        (422, {"error": "idempotency_key_reuse"},
-         failed(422, "idempotency_key_reuse", '{"error": "idempotency_key_reuse"}')),
-        (403, {"message": "Managed by a reseller."}, failed(403, "", '{"message": "Managed by a reseller."}')),
-        (400, {"error": "validation", "message": "bad"}, failed(400, "validation", '{"error": "validation", "message": "bad"}')),
+        (
+            422,
+            {"error": "refused", "message": "Outstanding balance."},
+            Refused("Outstanding balance."),
+        ),
+        (
+            422,
+            {"error": "idempotency_key_reuse"},
+            failed(422, "idempotency_key_reuse", '{"error": "idempotency_key_reuse"}'),
+        ),
+        (
+            403,
+            {"message": "Managed by a reseller."},
+            failed(403, "", '{"message": "Managed by a reseller."}'),
+        ),
+        (
+            400,
+            {"error": "validation", "message": "bad"},
+            failed(400, "validation", '{"error": "validation", "message": "bad"}'),
+        ),
     ],
 )
 def test_the_mock_vendor_map_needs_its_bodies_for_gone_and_refused(
@@ -151,12 +189,21 @@ def test_the_mock_vendor_map_needs_its_bodies_for_gone_and_refused(
 @pytest.mark.parametrize(
     ("outcomes", "expected"),
     [
-        ({"404": "already_gone"}, "option 'outcomes.404[0]': already_gone from a status code alone"),
+        (
+            {"404": "already_gone"},
+            "option 'outcomes.404[0]': already_gone from a status code alone",
+        ),
         ({"403": "refused"}, "option 'outcomes.403[0]': refused from a status code alone"),
         ({"4xx": ["refused"]}, "option 'outcomes.4xx[0]': refused from a status code alone"),
         ({"404": "success"}, "option 'outcomes.404[0]': success from a status code alone"),
-        ({"404": [{"when": {"error": None}, "outcome": "already_gone"}]}, "outcomes.404[0]': already_gone"),
-        ({"404": [{"when": {"error": []}, "outcome": "already_gone"}]}, "outcomes.404[0]': already_gone"),
+        (
+            {"404": [{"when": {"error": None}, "outcome": "already_gone"}]},
+            "outcomes.404[0]': already_gone",
+        ),
+        (
+            {"404": [{"when": {"error": []}, "outcome": "already_gone"}]},
+            "outcomes.404[0]': already_gone",
+        ),
         ({"404": [{"when": {}, "outcome": "already_gone"}]}, "outcomes.404[0]': already_gone"),
     ],
 )
@@ -177,7 +224,8 @@ def test_a_definite_error_names_the_url_template_never_the_secret(
     assert isinstance(outcome, Failed) and SECRET not in outcome.detail
     assert outcome.detail.startswith(
         f"terminate: HTTP 403 from POST {BASE}/v1/subscriptions/{{subscription_id}}/terminate; "
-        "body: token *** lacks scope")
+        "body: token *** lacks scope"
+    )
     assert outcome.detail.endswith("...") and len(outcome.detail) < 400
 
 
@@ -217,9 +265,18 @@ def test_the_refusal_reason_is_one_short_printable_line(vendor: responses.Reques
     )
     vendor.post(TERMINATE, status=422, json={"error": "refused"})
     vendor.post(TERMINATE, status=422, body="<html>nope</html>")
-    http = adapter(outcomes={"422": [{"when": {"error": "refused"}, "outcome": "refused"},
-                                     {"when": {"message": "Balance due.\r\n\x1b[31mCall us\x00." + "x" * 900},
-                                      "outcome": "refused"}, "failed"]})
+    http = adapter(
+        outcomes={
+            "422": [
+                {"when": {"error": "refused"}, "outcome": "refused"},
+                {
+                    "when": {"message": "Balance due.\r\n\x1b[31mCall us\x00." + "x" * 900},
+                    "outcome": "refused",
+                },
+                "failed",
+            ]
+        }
+    )
     first = http.terminate(call())
     assert isinstance(first, Refused)
     assert first.reason.startswith("Balance due. [31mCall us .xxx") and len(first.reason) == 500
@@ -231,10 +288,16 @@ def test_the_refusal_reason_is_one_short_printable_line(vendor: responses.Reques
 def test_the_refusal_reason_field_and_default_are_configurable(
     vendor: responses.RequestsMock,
 ) -> None:
-    vendor.post(TERMINATE, status=422, json={"error": {"code": "declined", "detail": "Locked by legal hold."}})
+    vendor.post(
+        TERMINATE,
+        status=422,
+        json={"error": {"code": "declined", "detail": "Locked by legal hold."}},
+    )
     vendor.post(TERMINATE, status=422, json={"error": {"code": "declined"}})
-    http = adapter(refusal={"field": "error.detail", "default": "Please contact the vendor."},
-                   outcomes={"422": [{"when": {"error.code": "declined"}, "outcome": "refused"}, "failed"]})
+    http = adapter(
+        refusal={"field": "error.detail", "default": "Please contact the vendor."},
+        outcomes={"422": [{"when": {"error.code": "declined"}, "outcome": "refused"}, "failed"]},
+    )
     assert http.terminate(call()) == Refused("Locked by legal hold.")
     assert http.terminate(call()) == Refused("Please contact the vendor.")
 
@@ -243,7 +306,7 @@ def test_the_refusal_reason_field_and_default_are_configurable(
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
-    now = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
     assert retry_after_seconds("7", now=now) == 7.0
     assert retry_after_seconds(" 2.5 ", now=now) == 2.5
     assert retry_after_seconds("Sun, 01 Nov 2026 12:02:00 GMT", now=now) == 120.0
@@ -569,8 +632,13 @@ def test_suspend_and_purge_use_their_own_paths_and_success_values(
     http = adapter(suspend=True, purge=True, outcomes=MOCK_VENDOR_OUTCOMES)
     assert http.suspend(call()) == Terminated("suspend: HTTP 200")
     assert http.suspend(call()) == AlreadyGone("suspend: HTTP 409 already_terminated")
-    assert http.purge(call()) == failed(409, "not_terminated", '{"error": "not_terminated"}', "purge",
-                                        path="/v1/subscriptions/{subscription_id}/purge")
+    assert http.purge(call()) == failed(
+        409,
+        "not_terminated",
+        '{"error": "not_terminated"}',
+        "purge",
+        path="/v1/subscriptions/{subscription_id}/purge",
+    )
     assert isinstance(http.purge(call()), Ambiguous)  # "terminated" does not confirm a purge
 
 
@@ -583,12 +651,32 @@ def test_suspend_and_purge_use_their_own_paths_and_success_values(
         (200, {"status": "pending_review"}, SubscriptionStatus.UNKNOWN),
         (200, {"id": "SUB-1"}, Failed("status: HTTP 200 but the body has no status")),
         (404, {"error": "not_found"}, SubscriptionStatus.NOT_FOUND),  # the configured body
-        (404, {"error": "no_route"},
-         failed(404, "no_route", '{"error": "no_route"}', "status", "GET", "/v1/subscriptions/{subscription_id}")),
+        (
+            404,
+            {"error": "no_route"},
+            failed(
+                404,
+                "no_route",
+                '{"error": "no_route"}',
+                "status",
+                "GET",
+                "/v1/subscriptions/{subscription_id}",
+            ),
+        ),
         (503, {}, RetryLater("status: HTTP 503")),
         (500, {}, RetryLater("status: HTTP 500")),  # a read changes nothing: just ask again
-        (401, {"error": "unauthorized"},
-         failed(401, "unauthorized", '{"error": "unauthorized"}', "status", "GET", "/v1/subscriptions/{subscription_id}")),
+        (
+            401,
+            {"error": "unauthorized"},
+            failed(
+                401,
+                "unauthorized",
+                '{"error": "unauthorized"}',
+                "status",
+                "GET",
+                "/v1/subscriptions/{subscription_id}",
+            ),
+        ),
     ],
 )
 def test_status_reads_map_the_vendor_status(
@@ -700,7 +788,7 @@ class RawServer:
                 read_request(conn)
                 self.behave(conn, self.stop)
 
-    def __enter__(self) -> "RawServer":
+    def __enter__(self) -> RawServer:
         self.thread.start()
         return self
 
@@ -855,8 +943,12 @@ def mock_vendor(
 
 def mock_adapter(url: str, **options: Any) -> HttpAdapter:
     return HttpAdapter(
-        {"base_url": url, "auth": {"type": "bearer", "env": "MOCK_VENDOR_TOKEN"},
-         "outcomes": MOCK_VENDOR_OUTCOMES, **options}
+        {
+            "base_url": url,
+            "auth": {"type": "bearer", "env": "MOCK_VENDOR_TOKEN"},
+            "outcomes": MOCK_VENDOR_OUTCOMES,
+            **options,
+        }
     )
 
 

@@ -15,10 +15,11 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ MIGRATE_HINT = "run `cancel-processor journal migrate`"
 
 class FakeClock:
     def __init__(self) -> None:
-        self.now = datetime(2030, 1, 15, 9, 0, tzinfo=timezone.utc)
+        self.now = datetime(2030, 1, 15, 9, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -112,8 +113,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> I
     def opener(which: str) -> Journal:
         if which == "fresh":
             schemas.append(f"journal_test_{uuid.uuid4().hex[:10]}")
-        return open_journal(url, clock=clock, schema=schemas[0] if which == "same" else schemas[-1],
-                            pool_size=10, connect_timeout=5)
+        return open_journal(
+            url,
+            clock=clock,
+            schema=schemas[0] if which == "same" else schemas[-1],
+            pool_size=10,
+            connect_timeout=5,
+        )
 
     def raw(query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -131,14 +137,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> I
             journal.close()
         with psycopg.connect(url, autocommit=True) as conn:
             for schema in schemas:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
 
 
 def new_request(journal: Journal, request_id: str = "PR-1", **identifiers: Any) -> None:
     journal.ensure(request_id, idempotency_key=f"cancel-{request_id}", **identifiers)
 
 
-def claimed(journal: Journal, request_id: str = "PR-1", owner: str = "worker-a", lease: float = 60) -> Claim:
+def claimed(
+    journal: Journal, request_id: str = "PR-1", owner: str = "worker-a", lease: float = 60
+) -> Claim:
     claim = journal.claim(request_id, owner, lease)
     assert claim is not None, f"{request_id} should be claimable by {owner}"
     return claim
@@ -148,7 +158,9 @@ def with_timer(store: Store, request_id: str, seconds: float, state: State = Sta
     """Give ``request_id`` a timer ``seconds`` from now (negative: already due), lease released."""
     new_request(store.journal, request_id)
     claim = claimed(store.journal, request_id, owner="setup")
-    claim = store.journal.transition(claim, state, next_attempt_at=store.clock() + timedelta(seconds=seconds))
+    claim = store.journal.transition(
+        claim, state, next_attempt_at=store.clock() + timedelta(seconds=seconds)
+    )
     store.journal.release(claim)
 
 
@@ -158,19 +170,32 @@ def with_timer(store: Store, request_id: str, seconds: float, state: State = Sta
 def test_ensure_inserts_once_and_returns_the_current_row(store: Store) -> None:
     journal = store.journal
     first = journal.ensure(
-        "PR-1", idempotency_key="cancel-PR-1", subscription_id="SUB-1", asset_id="AS-1", product_id="PRD-1",
-        marketplace_id="MP-1", environment="production", customer_id="TA-1",
+        "PR-1",
+        idempotency_key="cancel-PR-1",
+        subscription_id="SUB-1",
+        asset_id="AS-1",
+        product_id="PRD-1",
+        marketplace_id="MP-1",
+        environment="production",
+        customer_id="TA-1",
     )
     assert (first.state, first.fence, first.attempts, first.data) == (State.NEW, 0, 0, {})
     assert first.created_at == first.updated_at == store.clock()
-    assert (first.subscription_id, first.customer_id, first.environment) == ("SUB-1", "TA-1", "production")
+    assert (first.subscription_id, first.customer_id, first.environment) == (
+        "SUB-1",
+        "TA-1",
+        "production",
+    )
 
     claim = journal.transition(claimed(journal), State.TERMINATING, attempts=1)
     store.clock.advance(5)
     again = journal.ensure("PR-1", idempotency_key="other-key", subscription_id="SUB-OTHER")
     assert again == journal.get("PR-1")
     assert again.state is State.TERMINATING
-    assert (again.idempotency_key, again.subscription_id) == ("cancel-PR-1", "SUB-1")  # the first ensure's
+    assert (again.idempotency_key, again.subscription_id) == (
+        "cancel-PR-1",
+        "SUB-1",
+    )  # the first ensure's
     assert again.fence == claim.fence and journal.get("PR-404") is None
 
 
@@ -184,25 +209,48 @@ def test_claim_transition_update_release(store: Store) -> None:
     store.clock.advance(2)
     when = store.clock() + timedelta(hours=1)
     data = {"failures": 1, "batch": "B-7"}
-    moved = journal.transition(claim, State.TERMINATING, detail="intent", attempts=1, next_attempt_at=when,
-                               outcome="ambiguous", last_error="timeout", data=data)
+    moved = journal.transition(
+        claim,
+        State.TERMINATING,
+        detail="intent",
+        attempts=1,
+        next_attempt_at=when,
+        outcome="ambiguous",
+        last_error="timeout",
+        data=data,
+    )
     record = moved.record
     assert (moved.fence, moved.state) == (1, State.TERMINATING)
     assert (record.attempts, record.next_attempt_at) == (1, when)
     assert (record.outcome, record.last_error, record.data) == ("ambiguous", "timeout", data)
-    assert record.updated_at == store.clock() and record.created_at == store.clock() - timedelta(seconds=2)
+    assert record.updated_at == store.clock() and record.created_at == store.clock() - timedelta(
+        seconds=2
+    )
 
     noted = journal.update(moved, noted="terminating", subscription_id="SUB-9")
     assert noted.state is State.TERMINATING
     assert (noted.record.noted, noted.record.subscription_id) == ("terminating", "SUB-9")
     assert noted.record.attempts == 1 and noted.record.data == data  # fields not named are kept
-    cleared = journal.transition(noted, State.TERMINATING, next_attempt_at=None, last_error=None).record
-    assert (cleared.next_attempt_at, cleared.last_error, cleared.outcome) == (None, None, "ambiguous")
-    assert [t.to_state for t in journal.transitions("PR-1")] == [State.TERMINATING, State.TERMINATING]
+    cleared = journal.transition(
+        noted, State.TERMINATING, next_attempt_at=None, last_error=None
+    ).record
+    assert (cleared.next_attempt_at, cleared.last_error, cleared.outcome) == (
+        None,
+        None,
+        "ambiguous",
+    )
+    assert [t.to_state for t in journal.transitions("PR-1")] == [
+        State.TERMINATING,
+        State.TERMINATING,
+    ]
 
     journal.release(noted)
     after = journal.get("PR-1")
-    assert after is not None and (after.lease_owner, after.lease_expires_at, after.fence) == (None, None, 1)
+    assert after is not None and (after.lease_owner, after.lease_expires_at, after.fence) == (
+        None,
+        None,
+        1,
+    )
     with pytest.raises(LeaseLost):
         journal.transition(noted, State.TERMINATED)  # a released claim is spent
     assert claimed(journal, owner="worker-b").fence == 2
@@ -219,7 +267,9 @@ def test_a_live_lease_keeps_other_owners_out_but_not_its_owner(store: Store) -> 
         journal.update(first, noted="new")  # the re-claim voided the older claim of the same owner
 
 
-def test_after_the_lease_runs_out_another_owner_claims_and_the_first_loses_every_write(store: Store) -> None:
+def test_after_the_lease_runs_out_another_owner_claims_and_the_first_loses_every_write(
+    store: Store,
+) -> None:
     journal = store.journal
     new_request(journal)
     slow = claimed(journal, owner="worker-a", lease=store.short_lease)
@@ -228,9 +278,11 @@ def test_after_the_lease_runs_out_another_owner_claims_and_the_first_loses_every
 
     fast = claimed(journal, owner="worker-b")
     assert fast.fence == slow.fence + 1 and fast.state is State.TERMINATING
-    for write in (lambda: journal.transition(slow, State.TERMINATED, outcome="terminated"),
-                  lambda: journal.update(slow, noted="terminated"),
-                  lambda: journal.renew(slow, 60)):
+    for write in (
+        lambda: journal.transition(slow, State.TERMINATED, outcome="terminated"),
+        lambda: journal.update(slow, noted="terminated"),
+        lambda: journal.renew(slow, 60),
+    ):
         with pytest.raises(LeaseLost) as lost:
             write()
         assert (lost.value.request_id, lost.value.fence) == ("PR-1", slow.fence)
@@ -289,7 +341,7 @@ def test_claims_refuse_bad_arguments_before_writing(store: Store) -> None:
         lambda: journal.transition(claim, State.TERMINATING, fence=9),
         lambda: journal.transition(claim, State.TERMINATING, state="approved"),
         lambda: journal.update(claim, next_attempt_at=datetime(2030, 1, 1)),  # naive
-        lambda: journal.update(claim, data={"when": datetime(2030, 1, 1, tzinfo=timezone.utc)}),
+        lambda: journal.update(claim, data={"when": datetime(2030, 1, 1, tzinfo=UTC)}),
         lambda: journal.update(claim, attempts=-1),
         lambda: journal.transition(claim, "exploded"),  # type: ignore[arg-type]
         lambda: journal.claim("PR-1", "worker-b", 0),
@@ -325,8 +377,13 @@ def test_claim_due_filters_by_state(store: Store) -> None:
     with_timer(store, "PR-1", -30, state=State.SUSPENDED)
     with_timer(store, "PR-2", -20, state=State.APPROVED)
     with_timer(store, "PR-3", -10, state=State.SCHEDULED)
-    due = store.journal.claim_due("worker-a", 60, limit=10, states=[State.SCHEDULED, State.SUSPENDED])
-    assert [(c.request_id, c.state) for c in due] == [("PR-1", State.SUSPENDED), ("PR-3", State.SCHEDULED)]
+    due = store.journal.claim_due(
+        "worker-a", 60, limit=10, states=[State.SCHEDULED, State.SUSPENDED]
+    )
+    assert [(c.request_id, c.state) for c in due] == [
+        ("PR-1", State.SUSPENDED),
+        ("PR-3", State.SCHEDULED),
+    ]
     assert store.journal.claim_due("worker-a", 60, limit=10, states=[]) == []
 
 
@@ -405,8 +462,12 @@ def test_transitions_history_is_complete_and_append_only(store: Store) -> None:
 def test_force_bumps_the_fence_clears_the_lease_and_starts_the_step_afresh(store: Store) -> None:
     journal = store.journal
     new_request(journal)
-    claim = journal.transition(claimed(journal), State.TERMINATING, attempts=4,
-                               next_attempt_at=store.clock() + timedelta(days=1))
+    claim = journal.transition(
+        claimed(journal),
+        State.TERMINATING,
+        attempts=4,
+        next_attempt_at=store.clock() + timedelta(days=1),
+    )
     record = journal.force("PR-1", State.NEW, detail="retry requested", actor="ops:bob")
     assert (record.state, record.fence) == (State.NEW, claim.fence + 1)
     assert (record.lease_owner, record.lease_expires_at) == (None, None)
@@ -427,7 +488,11 @@ def test_counts_cover_every_state(store: Store) -> None:
     journal.force("PR-1", State.PARKED, detail="poison", actor="ops")
     counts = journal.counts()
     assert set(counts) == set(State)
-    assert {s: n for s, n in counts.items() if n} == {State.NEW: 1, State.APPROVED: 1, State.PARKED: 1}
+    assert {s: n for s, n in counts.items() if n} == {
+        State.NEW: 1,
+        State.APPROVED: 1,
+        State.PARKED: 1,
+    }
 
 
 def test_records_filter_by_state_and_update_time_and_stream_in_pages(
@@ -445,9 +510,14 @@ def test_records_filter_by_state_and_update_time_and_stream_in_pages(
         journal.release(journal.transition(claimed(journal, f"PR-{n:02d}"), State.TERMINATED))
 
     assert [r.request_id for r in journal.records()] == [f"PR-{n:02d}" for n in range(10)]
-    assert [r.request_id for r in journal.records(states=[State.TERMINATED])] == ["PR-02", "PR-05", "PR-07"]
-    window = journal.records(updated_since=start + timedelta(minutes=3),
-                             updated_until=start + timedelta(minutes=6))
+    assert [r.request_id for r in journal.records(states=[State.TERMINATED])] == [
+        "PR-02",
+        "PR-05",
+        "PR-07",
+    ]
+    window = journal.records(
+        updated_since=start + timedelta(minutes=3), updated_until=start + timedelta(minutes=6)
+    )
     # "since" inclusive, "until" exclusive; PR-05 was updated again later.
     assert [r.request_id for r in window] == ["PR-03", "PR-04"]
     recent = journal.records(updated_since=start + timedelta(minutes=10))
@@ -474,29 +544,40 @@ def test_check_schema_before_and_after_migrate(store: Store) -> None:
     assert fresh.ensure("PR-1", idempotency_key="k").state is State.NEW
 
 
-def test_an_older_schema_is_upgraded_by_migrate_only(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_older_schema_is_upgraded_by_migrate_only(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from processor.journal.queries import Migration, load_migrations
 
     dialect = "sqlite" if store.kind == "sqlite" else "postgres"
     shipped = load_migrations(dialect)
-    upgrade = Migration(len(shipped) + 1, "outcome_index",
-                        "CREATE INDEX requests_outcome ON requests (outcome);")
+    upgrade = Migration(
+        len(shipped) + 1, "outcome_index", "CREATE INDEX requests_outcome ON requests (outcome);"
+    )
     # This code now "needs" one more migration than the database has.
-    monkeypatch.setattr(f"processor.journal.{dialect}.load_migrations", lambda _: (*shipped, upgrade))
+    monkeypatch.setattr(
+        f"processor.journal.{dialect}.load_migrations", lambda _: (*shipped, upgrade)
+    )
     new_request(store.journal)
 
-    with pytest.raises(SchemaError, match=f"at version {len(shipped)}, this code needs {upgrade.version}"):
+    with pytest.raises(
+        SchemaError, match=f"at version {len(shipped)}, this code needs {upgrade.version}"
+    ):
         store.journal.check_schema()
     store.journal.migrate()
     store.journal.check_schema()
-    versions = [row[0] for row in store.raw("SELECT version FROM schema_version ORDER BY version", ())]
+    versions = [
+        row[0] for row in store.raw("SELECT version FROM schema_version ORDER BY version", ())
+    ]
     assert versions == [m.version for m in (*shipped, upgrade)]
     assert store.journal.get("PR-1") is not None  # the data went through the upgrade untouched
 
 
 def test_a_newer_schema_is_refused(store: Store) -> None:
-    store.raw("INSERT INTO schema_version (version, name, applied_at) VALUES (999, 'future', %s)",
-              (store.clock() if store.kind == "postgres" else "2030-01-01T00:00:00.000000Z",))
+    store.raw(
+        "INSERT INTO schema_version (version, name, applied_at) VALUES (999, 'future', %s)",
+        (store.clock() if store.kind == "postgres" else "2030-01-01T00:00:00.000000Z",),
+    )
     with pytest.raises(SchemaError, match="newer than this code"):
         store.journal.check_schema()
 
@@ -504,7 +585,9 @@ def test_a_newer_schema_is_refused(store: Store) -> None:
 def test_state_survives_reopening_the_store(store: Store) -> None:
     journal = store.journal
     new_request(journal, subscription_id="SUB-1")
-    claim = journal.transition(claimed(journal, owner="worker-a"), State.TERMINATING, data={"k": [1, 2]})
+    claim = journal.transition(
+        claimed(journal, owner="worker-a"), State.TERMINATING, data={"k": [1, 2]}
+    )
     journal.close()
 
     reopened = store.reopen()
@@ -513,7 +596,9 @@ def test_state_survives_reopening_the_store(store: Store) -> None:
     assert record == claim.record
     assert [t.to_state for t in reopened.transitions("PR-1")] == [State.TERMINATING]
     assert reopened.claim("PR-1", "worker-b", 60) is None  # the lease outlived the process
-    assert reopened.transition(claim, State.TERMINATED).state is State.TERMINATED  # and so did the claim
+    assert (
+        reopened.transition(claim, State.TERMINATED).state is State.TERMINATED
+    )  # and so did the claim
 
 
 # -- SQLite only -----------------------------------------------------------------------------------------
@@ -522,7 +607,9 @@ def test_state_survives_reopening_the_store(store: Store) -> None:
 def test_sqlite_memory_store_is_one_database_shared_by_threads(clock: FakeClock) -> None:
     journal = open_journal("sqlite:///:memory:", clock=clock, auto_migrate=True)
     try:
-        workers = [threading.Thread(target=new_request, args=(journal, f"PR-{n}")) for n in range(4)]
+        workers = [
+            threading.Thread(target=new_request, args=(journal, f"PR-{n}")) for n in range(4)
+        ]
         for worker in workers:
             worker.start()
         for worker in workers:
@@ -536,13 +623,22 @@ def test_sqlite_memory_store_is_one_database_shared_by_threads(clock: FakeClock)
 def test_sqlite_file_uses_wal_and_both_connection_modes_serialise_claims(
     tmp_path: Path, clock: FakeClock, connections: str
 ) -> None:
-    journal = open_journal(f"sqlite:///{tmp_path / 'j.db'}", clock=clock, connections=connections,
-                           auto_migrate=True, pool_size=4)  # pool_size is PostgreSQL's: ignored here
+    journal = open_journal(
+        f"sqlite:///{tmp_path / 'j.db'}",
+        clock=clock,
+        connections=connections,
+        auto_migrate=True,
+        pool_size=4,
+    )  # pool_size is PostgreSQL's: ignored here
     try:
         with sqlite3.connect(tmp_path / "j.db") as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         for n in range(6):
-            with_timer(Store("sqlite", journal, clock, 30, lambda _: journal, lambda *_: []), f"PR-{n}", -10)
+            with_timer(
+                Store("sqlite", journal, clock, 30, lambda _: journal, lambda *_: []),
+                f"PR-{n}",
+                -10,
+            )
         taken: list[list[str]] = []
         start = threading.Barrier(3, timeout=10)
 
@@ -579,8 +675,9 @@ CHILD = textwrap.dedent("""
 def test_sqlite_processes_share_one_file(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     children = [
-        subprocess.Popen([sys.executable, "-c", CHILD, str(path), name, "25"], cwd=REPO,
-                         stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), name, "25"], cwd=REPO, stderr=subprocess.PIPE
+        )
         for name in ("proc-a", "proc-b")
     ]
     for child in children:
@@ -613,14 +710,19 @@ def test_open_journal_refuses_unknown_schemes_without_showing_the_password() -> 
         open_journal("sqlite:///:memory:", busy_timeuot=3)
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("postgresql://app:s3cret@db:5432/journal", "postgresql://app:***@db:5432/journal"),
-    ("postgres://app:p@ss/w0rd@db/journal", "postgres://app:***@db/journal"),
-    ("postgresql://db/journal?user=app&password=s3cret&sslmode=require",
-     "postgresql://db/journal?user=app&password=***&sslmode=require"),
-    ("postgresql://app@db/journal", "postgresql://app@db/journal"),
-    ("sqlite:////var/lib/cancel/journal.db", "sqlite:////var/lib/cancel/journal.db"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5432/journal", "postgresql://app:***@db:5432/journal"),
+        ("postgres://app:p@ss/w0rd@db/journal", "postgres://app:***@db/journal"),
+        (
+            "postgresql://db/journal?user=app&password=s3cret&sslmode=require",
+            "postgresql://db/journal?user=app&password=***&sslmode=require",
+        ),
+        ("postgresql://app@db/journal", "postgresql://app@db/journal"),
+        ("sqlite:////var/lib/cancel/journal.db", "sqlite:////var/lib/cancel/journal.db"),
+    ],
+)
 def test_redact_url_hides_passwords(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
@@ -646,7 +748,9 @@ def test_sql_files_parse_and_every_query_is_used() -> None:
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
     with pytest.raises(ValueError, match="before the first"):
         parse_queries("SELECT 0;\n-- name: a\nSELECT 1;")
-    assert json.loads(json.dumps(parse_queries("-- name: a\n-- doc\nSELECT 1;"))) == {"a": "-- doc\nSELECT 1"}
+    assert json.loads(json.dumps(parse_queries("-- name: a\n-- doc\nSELECT 1;"))) == {
+        "a": "-- doc\nSELECT 1"
+    }
 
 
 # -- owed notes (unnoted, mark_noted, migration 0002) ----------------------------------------------------
@@ -668,7 +772,12 @@ def test_unnoted_lists_exactly_the_owed_notes_oldest_first(store: Store) -> None
         store.clock.advance(1)
         put_in(store, f"PR-{n:02d}-none", state, None)  # never noted
         put_in(store, f"PR-{n:02d}-done", state, state.value)  # noted: nothing owed
-        put_in(store, f"PR-{n:02d}-prev", state, State.SCHEDULED.value if state is not State.SCHEDULED else "new")
+        put_in(
+            store,
+            f"PR-{n:02d}-prev",
+            state,
+            State.SCHEDULED.value if state is not State.SCHEDULED else "new",
+        )
         if state in NOTED_STATES:
             owed += [f"PR-{n:02d}-none", f"PR-{n:02d}-prev"]
     until = store.clock() + timedelta(seconds=1)
@@ -681,8 +790,14 @@ def test_unnoted_lists_exactly_the_owed_notes_oldest_first(store: Store) -> None
     first = journal.get(owed[0])
     assert first is not None and first.updated_at is not None
     assert journal.unnoted(updated_until=first.updated_at, limit=100) == []
-    later = [r.request_id for r in journal.unnoted(updated_until=until, updated_since=first.updated_at
-                                                    + timedelta(microseconds=1), limit=100)]
+    later = [
+        r.request_id
+        for r in journal.unnoted(
+            updated_until=until,
+            updated_since=first.updated_at + timedelta(microseconds=1),
+            limit=100,
+        )
+    ]
     assert later == [rid for rid in owed if journal.get(rid).updated_at > first.updated_at]  # type: ignore[union-attr]
     assert start < first.updated_at
 
@@ -694,7 +809,10 @@ def test_unnoted_skips_rows_a_live_worker_holds(store: Store) -> None:
     until = store.clock() + timedelta(seconds=1)
     assert journal.unnoted(updated_until=until, limit=10) == []  # the worker posts its own note
     store.wait_past(claim.record.lease_expires_at)  # type: ignore[arg-type]
-    assert [r.request_id for r in journal.unnoted(updated_until=store.clock() + timedelta(seconds=1), limit=10)] == ["PR-1"]
+    assert [
+        r.request_id
+        for r in journal.unnoted(updated_until=store.clock() + timedelta(seconds=1), limit=10)
+    ] == ["PR-1"]
 
 
 def test_mark_noted_records_the_note_only_for_the_state_it_was_posted_for(store: Store) -> None:
@@ -733,19 +851,36 @@ def test_unnoted_reads_the_partial_index_not_the_table(store: Store) -> None:
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) "
             "INSERT INTO requests (request_id, state, idempotency_key, noted, created_at, updated_at) "
             "SELECT printf('PR-BULK-%05d', i), 'approved', 'k', 'approved', '2030-01-01T00:00:00.000000Z', "
-            "'2030-01-01T00:00:00.000000Z' FROM n", ())
+            "'2030-01-01T00:00:00.000000Z' FROM n",
+            (),
+        )
         store.raw("ANALYZE", ())
-        plan = " ".join(str(r[-1]) for r in store.raw(
-            "EXPLAIN QUERY PLAN " + _unnoted_sql("sqlite").replace(":updated_until", "'2031'")
-            .replace(":updated_since", "NULL").replace(":now", "'2030'").replace(":limit", "10"), ()))
+        plan = " ".join(
+            str(r[-1])
+            for r in store.raw(
+                "EXPLAIN QUERY PLAN "
+                + _unnoted_sql("sqlite")
+                .replace(":updated_until", "'2031'")
+                .replace(":updated_since", "NULL")
+                .replace(":now", "'2030'")
+                .replace(":limit", "10"),
+                (),
+            )
+        )
     else:
         store.raw(
             "INSERT INTO requests (request_id, state, idempotency_key, noted, created_at, updated_at) "
             "SELECT 'PR-BULK-' || lpad(i::text, 5, '0'), 'approved', 'k', 'approved', %s, %s "
-            "FROM generate_series(1, 5000) AS i", (store.clock(), store.clock()))
+            "FROM generate_series(1, 5000) AS i",
+            (store.clock(), store.clock()),
+        )
         store.raw("ANALYZE requests", ())
-        sql_text = (_unnoted_sql("postgres").replace("%(updated_until)s", "'2031-01-01'::timestamptz")
-                    .replace("%(updated_since)s", "NULL").replace("%(limit)s", "10"))
+        sql_text = (
+            _unnoted_sql("postgres")
+            .replace("%(updated_until)s", "'2031-01-01'::timestamptz")
+            .replace("%(updated_since)s", "NULL")
+            .replace("%(limit)s", "10")
+        )
         plan = " ".join(str(r[0]) for r in store.raw("EXPLAIN " + sql_text, ()))
     assert "requests_unnoted" in plan, plan
     put_in(store, "PR-OWED", State.FAILED, None)
@@ -756,10 +891,16 @@ def test_unnoted_reads_the_partial_index_not_the_table(store: Store) -> None:
 def _unnoted_sql(dialect: str) -> str:
     from processor.journal.queries import load_queries
 
-    return "\n".join(ln for ln in load_queries(dialect)["unnoted"].splitlines() if not ln.lstrip().startswith("--"))
+    return "\n".join(
+        ln
+        for ln in load_queries(dialect)["unnoted"].splitlines()
+        if not ln.lstrip().startswith("--")
+    )
 
 
-def test_migration_0002_upgrades_a_0001_journal_and_keeps_its_data(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migration_0002_upgrades_a_0001_journal_and_keeps_its_data(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from processor.journal.queries import load_migrations
 
     dialect = "sqlite" if store.kind == "sqlite" else "postgres"
@@ -771,7 +912,9 @@ def test_migration_0002_upgrades_a_0001_journal_and_keeps_its_data(store: Store,
     old.migrate()
     old.check_schema()
     new_request(old, "PR-1", subscription_id="SUB-1")
-    claim = old.transition(claimed(old, "PR-1"), State.APPROVED, data={"policy": "default"}, outcome="terminated")
+    claim = old.transition(
+        claimed(old, "PR-1"), State.APPROVED, data={"policy": "default"}, outcome="terminated"
+    )
     old.release(claim)
     new_request(old, "PR-2")
     old.release(old.transition(claimed(old, "PR-2"), State.FAILED, reason="no", noted="failed"))
@@ -797,16 +940,34 @@ def test_migration_0002_upgrades_a_0001_journal_and_keeps_its_data(store: Store,
 def test_stranded_lists_expired_unreleased_claims_of_the_states_asked(store: Store) -> None:
     journal = store.journal
     open_states = [State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING]
-    for rid in ("PR-dead-mid-call", "PR-dead-at-start", "PR-live", "PR-released", "PR-dead-final", "PR-dead-retry"):
+    for rid in (
+        "PR-dead-mid-call",
+        "PR-dead-at-start",
+        "PR-live",
+        "PR-released",
+        "PR-dead-final",
+        "PR-dead-retry",
+    ):
         new_request(journal, rid)
     backing_off = claimed(journal, "PR-dead-retry", owner="ghost", lease=store.short_lease)
-    journal.update(backing_off, next_attempt_at=store.clock() + timedelta(hours=1))  # died before releasing
-    mid_call = journal.transition(claimed(journal, "PR-dead-mid-call", owner="ghost", lease=store.short_lease),
-                                  State.TERMINATING, attempts=1)
-    store.clock.advance(1)  # SQLite's leases run on this clock; PostgreSQL's on the server's, which moves anyway
+    journal.update(
+        backing_off, next_attempt_at=store.clock() + timedelta(hours=1)
+    )  # died before releasing
+    mid_call = journal.transition(
+        claimed(journal, "PR-dead-mid-call", owner="ghost", lease=store.short_lease),
+        State.TERMINATING,
+        attempts=1,
+    )
+    store.clock.advance(
+        1
+    )  # SQLite's leases run on this clock; PostgreSQL's on the server's, which moves anyway
     claimed(journal, "PR-dead-at-start", owner="ghost", lease=store.short_lease)
-    journal.transition(claimed(journal, "PR-dead-final", owner="ghost", lease=store.short_lease), State.APPROVED)
-    journal.release(journal.transition(claimed(journal, "PR-released", owner="worker-a"), State.TERMINATING))
+    journal.transition(
+        claimed(journal, "PR-dead-final", owner="ghost", lease=store.short_lease), State.APPROVED
+    )
+    journal.release(
+        journal.transition(claimed(journal, "PR-released", owner="worker-a"), State.TERMINATING)
+    )
     claimed(journal, "PR-live", owner="worker-a", lease=600)
     assert journal.stranded(states=open_states, limit=10) == []  # the ghost's leases still run
 
@@ -816,13 +977,17 @@ def test_stranded_lists_expired_unreleased_claims_of_the_states_asked(store: Sto
     # the row whose retry is not due (a claim would not take it yet).
     assert [r.request_id for r in found] == ["PR-dead-mid-call", "PR-dead-at-start"]
     assert found[0].lease_owner == "ghost" and found[0].state is State.TERMINATING
-    assert [r.request_id for r in journal.stranded(states=[State.NEW], limit=10)] == ["PR-dead-at-start"]
+    assert [r.request_id for r in journal.stranded(states=[State.NEW], limit=10)] == [
+        "PR-dead-at-start"
+    ]
     assert len(journal.stranded(states=open_states, limit=1)) == 1
 
     # Listing takes nothing; a claim does, bumping the fence past the ghost's.
     taken = claimed(journal, "PR-dead-mid-call", owner="worker-b")
     assert taken.fence == mid_call.fence + 1
-    assert [r.request_id for r in journal.stranded(states=open_states, limit=10)] == ["PR-dead-at-start"]
+    assert [r.request_id for r in journal.stranded(states=open_states, limit=10)] == [
+        "PR-dead-at-start"
+    ]
     store.clock.advance(7200)
     assert "PR-dead-retry" in {r.request_id for r in journal.stranded(states=open_states, limit=10)}
     with pytest.raises(ValueError):

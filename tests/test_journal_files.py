@@ -9,7 +9,9 @@ from pathlib import Path
 from processor.journal import open_journal
 
 
-def test_a_new_journal_and_its_wal_and_shm_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+def test_a_new_journal_and_its_wal_and_shm_files_are_readable_by_their_owner_only(
+    tmp_path: Path,
+) -> None:
     old = os.umask(0o022)  # the usual umask, which would give 0644
     try:
         journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")

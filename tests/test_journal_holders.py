@@ -12,8 +12,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -58,13 +58,17 @@ def journal(journal_url: str) -> Iterator[Journal]:
 
 
 def start_holder(journal_url: str) -> subprocess.Popen[str]:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, journal_url], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, journal_url], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "True"
     return holder
 
 
-def test_a_right_held_by_a_live_process_is_refused_even_while_it_is_stopped(journal: Journal, journal_url: str) -> None:
+def test_a_right_held_by_a_live_process_is_refused_even_while_it_is_stopped(
+    journal: Journal, journal_url: str
+) -> None:
     rights = journal.senders  # type: ignore[attr-defined]
     holder = start_holder(journal_url)
     try:
@@ -98,7 +102,9 @@ def test_two_claims_of_one_process_exclude_each_other(journal: Journal, journal_
     assert rights.acquire("PR-1", 4) is False  # a later claim in this process must wait as well
     rights.release("PR-1", 4)  # a stale or foreign fence gives nothing away
     assert rights.held() == {"PR-1": 3}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, journal_url], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, journal_url], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "False"
     finally:
@@ -120,7 +126,10 @@ def test_a_released_claim_gives_its_right_up(journal: Journal) -> None:
 
 def test_journals_on_one_sqlite_file_share_one_lock_table(tmp_path: Path) -> None:
     # POSIX locks belong to the process: two objects on one file must not release each other's.
-    first, second = file_send_rights(str(tmp_path / "j.db")), file_send_rights(str(tmp_path / "j.db"))
+    first, second = (
+        file_send_rights(str(tmp_path / "j.db")),
+        file_send_rights(str(tmp_path / "j.db")),
+    )
     try:
         assert first is second
         assert first.acquire("PR-1", 1) and not second.acquire("PR-1", 2)

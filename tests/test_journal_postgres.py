@@ -9,8 +9,9 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -81,8 +82,10 @@ def replica(postgres_url: str, schema: str) -> Iterator[Open]:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def test_leases_follow_the_database_clock_not_the_replicas(replica: Open, raw: Callable[..., Any]) -> None:
-    real = datetime.now(timezone.utc)
+def test_leases_follow_the_database_clock_not_the_replicas(
+    replica: Open, raw: Callable[..., Any]
+) -> None:
+    real = datetime.now(UTC)
     ahead = replica(Clock(real + timedelta(hours=2)))  # a replica whose clock runs two hours fast
     behind = replica(Clock(real - timedelta(hours=2)))
     ahead.ensure("PR-1", idempotency_key="k")
@@ -102,7 +105,7 @@ def test_claim_due_skips_rows_another_transaction_is_claiming(
     import psycopg
     from psycopg import sql
 
-    clock = Clock(datetime.now(timezone.utc))
+    clock = Clock(datetime.now(UTC))
     journal = replica(clock)
     for n in range(3):
         journal.ensure(f"PR-{n}", idempotency_key=f"k{n}")
@@ -115,7 +118,9 @@ def test_claim_due_skips_rows_another_transaction_is_claiming(
     # Another replica is in the middle of claiming PR-0: its row lock is held, its transaction open.
     taken: list[str] = []
     poller = threading.Thread(
-        target=lambda: taken.extend(c.request_id for c in journal.claim_due("replica-b", 60, limit=10))
+        target=lambda: taken.extend(
+            c.request_id for c in journal.claim_due("replica-b", 60, limit=10)
+        )
     )
     with psycopg.connect(postgres_url) as other:
         other.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
@@ -176,7 +181,9 @@ def test_records_reads_through_a_server_side_cursor(
     rows = journal.records()
     assert [next(rows).request_id for _ in range(4)] == ["PR-0", "PR-1", "PR-2", "PR-3"]
     [(query,)] = raw("SELECT query FROM pg_stat_activity WHERE application_name = %s", name)
-    assert query.startswith("FETCH FORWARD 3")  # batches of 3 fetched on demand, not 10 rows at once
+    assert query.startswith(
+        "FETCH FORWARD 3"
+    )  # batches of 3 fetched on demand, not 10 rows at once
     rows.close()  # an abandoned iterator gives its connection back to the (one-connection) pool
     assert journal.get("PR-9") is not None
 
@@ -185,7 +192,9 @@ def test_an_unreachable_server_is_a_journal_error_without_the_password(replica: 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    journal = open_journal(f"postgresql://app:s3cret-pw@127.0.0.1:{port}/journal", connect_timeout=1)
+    journal = open_journal(
+        f"postgresql://app:s3cret-pw@127.0.0.1:{port}/journal", connect_timeout=1
+    )
     try:
         with pytest.raises(JournalError) as failed:
             journal.check_schema()
@@ -200,9 +209,11 @@ def test_pool_options_are_checked(replica: Open) -> None:
         replica(pool_size=2, min_size=3)
 
 
-def test_concurrent_transitions_of_two_replicas_on_many_requests_never_cross_fences(replica: Open) -> None:
+def test_concurrent_transitions_of_two_replicas_on_many_requests_never_cross_fences(
+    replica: Open,
+) -> None:
     """Replicas race to claim and drive the same requests; every request ends with one clean history."""
-    clock = Clock(datetime.now(timezone.utc))
+    clock = Clock(datetime.now(UTC))
     a, b = replica(clock, pool_size=4), replica(clock, pool_size=4)
     ids = [f"PR-{n:02d}" for n in range(30)]
     for rid in ids:
@@ -228,11 +239,17 @@ def test_concurrent_transitions_of_two_replicas_on_many_requests_never_cross_fen
     assert a.counts()[State.APPROVED] == len(ids)
     for rid in ids:
         history = b.transitions(rid)
-        assert [t.to_state for t in history] == [State.TERMINATING, State.TERMINATED, State.APPROVED]
+        assert [t.to_state for t in history] == [
+            State.TERMINATING,
+            State.TERMINATED,
+            State.APPROVED,
+        ]
         assert len({(t.owner, t.fence) for t in history}) == 1  # one claim did the whole pass
 
 
-def test_a_stalled_transaction_does_not_keep_its_rows_from_the_other_replicas(replica: Open) -> None:
+def test_a_stalled_transaction_does_not_keep_its_rows_from_the_other_replicas(
+    replica: Open,
+) -> None:
     # A replica frozen in the middle of a step: its transaction holds the row lock, its lease runs
     # out. Without the stall timeout the others' claims would wait on that lock until it woke up.
     stalled = replica(stall_timeout=0.5)
@@ -256,14 +273,14 @@ def test_a_stalled_transaction_does_not_keep_its_rows_from_the_other_replicas(re
     frozen = threading.Thread(target=freeze_mid_step)
     frozen.start()
     assert locked.wait(5)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     taken = None
     for _ in range(40):  # bounded: about 4 s
         taken = other.claim("PR-1", "replica-b", 60)
         if taken is not None:
             break
         threading.Event().wait(0.1)
-    waited = datetime.now(timezone.utc) - started
+    waited = datetime.now(UTC) - started
     frozen.join(timeout=10)
     assert taken is not None and taken.fence == claim.fence + 1
     assert waited < timedelta(seconds=2.9), waited  # well before the frozen one woke up

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import requests
 
+from bench import legacy_env
 from cancel_sandbox.marketplace import MarketplaceSettings, approve_template, create_app
 from processor.ops.serving import ServerThread
-from bench import legacy_env
 from tests.conftest import need_or_skip
 
 # The SDK reads one page of at most 1000 requests and never pages: stay well below it.
@@ -71,7 +71,9 @@ def _ledger(server: ServerThread) -> list[dict[str, Any]]:
 def _run_legacy(
     python: Path, server: ServerThread, api_key: str, templates: dict[str, str]
 ) -> dict[str, Any]:
-    done, summary = legacy_env.run_legacy(python, f"{server.url}/public/v1", api_key, templates, timeout=120)
+    done, summary = legacy_env.run_legacy(
+        python, f"{server.url}/public/v1", api_key, templates, timeout=120
+    )
     assert api_key not in done.stdout + done.stderr
     assert done.returncode == 0 and summary is not None, (
         f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr[-3000:]}"

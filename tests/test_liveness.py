@@ -15,8 +15,8 @@ import pytest
 from processor.adapters.base import Idempotency, SubscriptionStatus
 from processor.config.schema import Config, load_config
 from processor.engine.core import Engine
-from processor.journal.base import Journal, State
 from processor.engine.liveness import SUSPENDED
+from processor.journal.base import Journal, State
 from processor.observe import Metrics
 
 from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
@@ -26,20 +26,34 @@ HOLDER_WAIT = 120.0
 
 
 def config(**policies: Any) -> Config:
-    return load_config(None, environ={}).model_validate({
-        "adapters": {"vendor": {"type": "noop"}},
-        "defaults": {"adapter": "vendor", **({"policy": "acct"} if policies else {})},
-        "products": {"PRD-100-100-100": {"template": "TL-100-100-100"}},
-        "policies": {"acct": policies} if policies else {},
-        "journal": {"holder_wait": HOLDER_WAIT, "lease_seconds": 10},
-        "processing": {"retry_base": 10, "retry_max": 60, "max_attempts": 3},
-    })
+    return load_config(None, environ={}).model_validate(
+        {
+            "adapters": {"vendor": {"type": "noop"}},
+            "defaults": {"adapter": "vendor", **({"policy": "acct"} if policies else {})},
+            "products": {"PRD-100-100-100": {"template": "TL-100-100-100"}},
+            "policies": {"acct": policies} if policies else {},
+            "journal": {"holder_wait": HOLDER_WAIT, "lease_seconds": 10},
+            "processing": {"retry_base": 10, "retry_max": 60, "max_attempts": 3},
+        }
+    )
 
 
-def engine_for(journal: Journal, adapter: ScriptedAdapter, market: FakeMarketplace, clock: Clock,
-               cfg: Config | None = None) -> Engine:
-    return Engine(config=cfg or config(), journal=journal, marketplace=market, adapters={"vendor": adapter},
-                  owner="worker-b", metrics=Metrics(), clock=clock)
+def engine_for(
+    journal: Journal,
+    adapter: ScriptedAdapter,
+    market: FakeMarketplace,
+    clock: Clock,
+    cfg: Config | None = None,
+) -> Engine:
+    return Engine(
+        config=cfg or config(),
+        journal=journal,
+        marketplace=market,
+        adapters={"vendor": adapter},
+        owner="worker-b",
+        metrics=Metrics(),
+        clock=clock,
+    )
 
 
 def frozen_mid_call(journal: Journal, clock: Clock, payload: dict[str, Any]) -> None:
@@ -54,11 +68,15 @@ def frozen_mid_call(journal: Journal, clock: Clock, payload: dict[str, Any]) -> 
 
 
 @pytest.mark.parametrize("mode", [Idempotency.NONE, "read"])
-def test_a_takeover_waits_for_a_live_holder_then_parks(journal: Journal, clock: Clock, mode: Any) -> None:
+def test_a_takeover_waits_for_a_live_holder_then_parks(
+    journal: Journal, clock: Clock, mode: Any
+) -> None:
     payload = cancel_payload(1)
     rid = str(payload["id"])
     read = mode == "read"
-    adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.ACTIVE] if read else None)
+    adapter = ScriptedAdapter(
+        idempotency=Idempotency.NONE, status=[SubscriptionStatus.ACTIVE] if read else None
+    )
     engine = engine_for(journal, adapter, FakeMarketplace([payload]), clock)
     frozen_mid_call(journal, clock, payload)
 
@@ -67,7 +85,9 @@ def test_a_takeover_waits_for_a_live_holder_then_parks(journal: Journal, clock: 
     assert record is not None and SUSPENDED in (record.last_error or "") and adapter.calls == []
     assert record.next_attempt_at is not None and record.next_attempt_at > clock()
     clock.advance(HOLDER_WAIT / 2)
-    assert engine.handle(payload) == "terminating"  # still suspended: the wait counts from the first
+    assert (
+        engine.handle(payload) == "terminating"
+    )  # still suspended: the wait counts from the first
     clock.advance(HOLDER_WAIT / 2)
     assert engine.handle(payload) == "parked"
     record = journal.get(rid)
@@ -76,7 +96,9 @@ def test_a_takeover_waits_for_a_live_holder_then_parks(journal: Journal, clock: 
     assert journal.senders.held() == {rid: 1}  # type: ignore[attr-defined]  # still A's
 
 
-def test_once_the_holder_is_gone_the_intent_resumes_as_before(journal: Journal, clock: Clock) -> None:
+def test_once_the_holder_is_gone_the_intent_resumes_as_before(
+    journal: Journal, clock: Clock
+) -> None:
     payload = cancel_payload(2)
     rid = str(payload["id"])
     adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.TERMINATED])
@@ -85,7 +107,9 @@ def test_once_the_holder_is_gone_the_intent_resumes_as_before(journal: Journal, 
     assert engine.handle(payload) == "terminating"
     journal.senders.release(rid, 1)  # type: ignore[attr-defined]  # A died (or finished and released)
     clock.advance(30)
-    assert engine.handle(payload) == "approved"  # the status read saw A's call: confirmed, not repeated
+    assert (
+        engine.handle(payload) == "approved"
+    )  # the status read saw A's call: confirmed, not repeated
     assert [op for op, _ in adapter.calls] == ["status"]
     assert journal.senders.held() == {}  # type: ignore[attr-defined]  # B's right went with its claim
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from connect.client.rql import R
 from hypothesis import HealthCheck, given, settings
@@ -32,14 +33,40 @@ from .test_engine import PRODUCT, make_config
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
-DATES = st.sampled_from(["2026-13-45", "yesterday", "", "0001-01-01T00:00:00+14:00", "2026-10-01T10:00:00Z",
-                         "9999-12-31T23:59:59-14:00", "2026-10-01"])
-PATHS = [("id",), ("created",), ("type",), ("status",), ("asset",), ("asset", "id"), ("asset", "product"),
-         ("asset", "product", "id"), ("asset", "params"), ("asset", "items"), ("asset", "connection"),
-         ("asset", "tiers"), ("marketplace",), ("planned_date",), ("assignee",), ("asset", "billing")]
+DATES = st.sampled_from(
+    [
+        "2026-13-45",
+        "yesterday",
+        "",
+        "0001-01-01T00:00:00+14:00",
+        "2026-10-01T10:00:00Z",
+        "9999-12-31T23:59:59-14:00",
+        "2026-10-01",
+    ]
+)
+PATHS = [
+    ("id",),
+    ("created",),
+    ("type",),
+    ("status",),
+    ("asset",),
+    ("asset", "id"),
+    ("asset", "product"),
+    ("asset", "product", "id"),
+    ("asset", "params"),
+    ("asset", "items"),
+    ("asset", "connection"),
+    ("asset", "tiers"),
+    ("marketplace",),
+    ("planned_date",),
+    ("assignee",),
+    ("asset", "billing"),
+]
 DELETE = object()
 
 
@@ -64,7 +91,11 @@ def requests_bent(draw: st.DrawFn) -> Any:
     return payload
 
 
-ITEMS = st.one_of(requests_bent(), JSON, st.builds(lambda n: cancel_payload(n, product=PRODUCT), st.integers(0, 500)))
+ITEMS = st.one_of(
+    requests_bent(),
+    JSON,
+    st.builds(lambda n: cancel_payload(n, product=PRODUCT), st.integers(0, 500)),
+)
 PAGES = st.lists(st.lists(ITEMS, max_size=6), min_size=1, max_size=4)
 
 
@@ -85,8 +116,9 @@ def listing(pages: list[list[Any]], page_size: int) -> Iterator[Any]:
 
 @settings(max_examples=300, deadline=None)
 @given(pages=PAGES, page_size=st.integers(1, 6))
-def test_paging_lists_any_page_or_stops_the_pass_with_a_marketplace_error(pages: list[list[Any]],
-                                                                         page_size: int) -> None:
+def test_paging_lists_any_page_or_stops_the_pass_with_a_marketplace_error(
+    pages: list[list[Any]], page_size: int
+) -> None:
     listed: list[Any] = []
     try:
         for item in listing(pages, page_size):
@@ -121,17 +153,24 @@ class _ListingMarketplace(FakeMarketplace):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pages=PAGES, page_size=st.integers(1, 6))
-def test_a_daemon_pass_survives_any_page_and_records_each_malformed_request(pages: list[list[Any]],
-                                                                           page_size: int) -> None:
+def test_a_daemon_pass_survives_any_page_and_records_each_malformed_request(
+    pages: list[list[Any]], page_size: int
+) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         clock = Clock()
         journal = open_journal(f"sqlite:///{Path(scratch) / 'journal.db'}", clock=clock)
         journal.migrate()
         market = _ListingMarketplace(pages, page_size)
         metrics = Metrics()
-        engine = Engine(config=make_config(concurrency=2, once_max_wait=0, notes=False), journal=journal,
-                        marketplace=market, adapters={"vendor": ScriptedAdapter()},  # type: ignore[arg-type]
-                        owner="worker-1", metrics=metrics, clock=clock)
+        engine = Engine(
+            config=make_config(concurrency=2, once_max_wait=0, notes=False),
+            journal=journal,
+            marketplace=market,
+            adapters={"vendor": ScriptedAdapter()},  # type: ignore[arg-type]
+            owner="worker-1",
+            metrics=metrics,
+            clock=clock,
+        )
         try:
             summary = Daemon(engine, market, Selector(products=(PRODUCT,)), once=True).run()  # type: ignore[arg-type]
             assert summary.errors == 0, summary.results
@@ -152,18 +191,34 @@ def test_a_daemon_pass_survives_any_page_and_records_each_malformed_request(page
             journal.close()
 
 
-def test_a_string_in_a_page_is_counted_once_and_the_requests_behind_it_are_processed(tmp_path: Path) -> None:
+def test_a_string_in_a_page_is_counted_once_and_the_requests_behind_it_are_processed(
+    tmp_path: Path,
+) -> None:
     """The case the issue found: a string element used to crash every pass (AttributeError)."""
     good = [cancel_payload(n, product=PRODUCT) for n in range(3)]
-    pages = [["not a request", good[0], None, {"id": "PR-9999-9999-9999-001", "created": "yesterday"}, *good[1:]]]
+    pages = [
+        [
+            "not a request",
+            good[0],
+            None,
+            {"id": "PR-9999-9999-9999-001", "created": "yesterday"},
+            *good[1:],
+        ]
+    ]
     clock = Clock()
     journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}", clock=clock)
     journal.migrate()
     market = _ListingMarketplace(pages * 2, page_size=10)
     metrics = Metrics()
-    engine = Engine(config=make_config(concurrency=2, once_max_wait=0, notes=False), journal=journal,
-                    marketplace=market, adapters={"vendor": ScriptedAdapter()},  # type: ignore[arg-type]
-                    owner="worker-1", metrics=metrics, clock=clock)
+    engine = Engine(
+        config=make_config(concurrency=2, once_max_wait=0, notes=False),
+        journal=journal,
+        marketplace=market,
+        adapters={"vendor": ScriptedAdapter()},  # type: ignore[arg-type]
+        owner="worker-1",
+        metrics=metrics,
+        clock=clock,
+    )
     daemon = Daemon(engine, market, Selector(products=(PRODUCT,)))  # type: ignore[arg-type]
     daemon._pass()
     market.pages = pages * 2  # the next pass lists the same page again

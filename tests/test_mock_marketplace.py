@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import requests
@@ -35,7 +35,7 @@ from cancel_sandbox.marketplace.records import render_asset, render_request
 from cancel_sandbox.marketplace.serialize import Serializer
 from cancel_sandbox.marketplace.store import Store
 
-from .mock_support import SECRET, START, Running, template_of, clock, start  # noqa: F401 - fixtures
+from .mock_support import SECRET, START, Running, clock, start, template_of  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 

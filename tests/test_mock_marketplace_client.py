@@ -7,8 +7,8 @@ actions, conversations, templates, and ``ClientError`` for refusals and for a wr
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from connect.client import ClientError, ConnectClient, R
@@ -17,7 +17,7 @@ from cancel_sandbox.faults import FaultSettings
 from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
 from processor.ops.serving import ServerThread
 
-START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

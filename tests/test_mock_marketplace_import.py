@@ -11,11 +11,11 @@ except for what the mock itself changed afterwards (a status transition), which 
 from __future__ import annotations
 
 import copy
-from collections import Counter
 import json
 import sqlite3
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -23,12 +23,11 @@ from cancel_sandbox.marketplace.store import Store
 from .mock_support import (  # noqa: F401 - fixtures
     START,
     Running,
-    template_of,
+    catalog,
     clock,
     start,
-    catalog,
+    template_of,
 )
-
 
 # -- RQL filters over HTTP ----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ and template renders, conversation create, marketplaces, billing requests (none 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from connect.client import ClientError, ConnectClient, R

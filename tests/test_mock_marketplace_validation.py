@@ -9,7 +9,8 @@ plain-text ``Not Found``), and a create that carries a fulfillment parameter (wa
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

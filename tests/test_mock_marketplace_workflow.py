@@ -3,8 +3,9 @@ to the subscription), conversations, templates and subscriptions, over real HTTP
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -16,13 +17,12 @@ from .mock_support import (  # noqa: F401 - fixtures
     KEY_ID,
     START,
     Running,
-    template_of,
+    catalog,
     clock,
     start,
-    catalog,
+    template_of,
     workflow,
 )
-
 
 # -- status rules ---------------------------------------------------------------------------------
 
@@ -118,9 +118,14 @@ def test_the_ledger_times_changes_to_the_microsecond_while_objects_keep_whole_se
     mp.act(first.id, "approve", {"template_id": template_of(first)})
     clock.advance(0.5)
     doc = mp.act(second.id, "approve", {"template_id": template_of(second)}).json()
-    stamps = {e["id"]: datetime.fromisoformat(e["at"]) for e in mp.ledger(seq) if e["kind"] == "request"}
+    stamps = {
+        e["id"]: datetime.fromisoformat(e["at"]) for e in mp.ledger(seq) if e["kind"] == "request"
+    }
     # Benchmarks time approvals from the ledger: whole seconds would read 0.5 s as 0 or 1.
-    assert stamps == {first.id: START + timedelta(seconds=0.25), second.id: START + timedelta(seconds=0.75)}
+    assert stamps == {
+        first.id: START + timedelta(seconds=0.25),
+        second.id: START + timedelta(seconds=0.75),
+    }
     assert datetime.fromisoformat(doc["updated"]) == START  # Connect's precision on the object
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from processor.ops.serving import ServerThread
 from cancel_sandbox.vendor import Mode, VendorApp, VendorSettings, create_app
 from cancel_sandbox.vendor.cli import configure_parser, run, settings_from_args
+from processor.ops.serving import ServerThread
 
 TOKEN = "test-vendor-token-9f3a"
 

@@ -5,31 +5,38 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.local import Sandbox
 from processor.config.schema import Config
 from processor.daemon.core import Daemon, RunSummary
+from processor.daemon.runtime import build_runtime, selector_for
 from processor.engine.base import utcnow
 from processor.journal import open_journal
 from processor.journal.base import NOTED_STATES
-from cancel_sandbox.faults import FaultSettings
-from processor.daemon.runtime import build_runtime, selector_for
-from cancel_sandbox.local import Sandbox
 
 LEASE = 2.0  # seconds: owed notes are taken once their row has been quiet this long
-NOTES_DOWN = FaultSettings(error_rate=1.0, methods="POST", path_pattern=r"^/public/v1/conversations/[^/]+/messages$")
+NOTES_DOWN = FaultSettings(
+    error_rate=1.0, methods="POST", path_pattern=r"^/public/v1/conversations/[^/]+/messages$"
+)
 
 
-def run_once(sandbox: Sandbox, journal_url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[RunSummary, float]:
+def run_once(
+    sandbox: Sandbox, journal_url: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RunSummary, float]:
     """One ``--once`` run; its summary and the ``cancel_notes_owed`` gauge it ends with."""
     for name, value in sandbox.environ().items():
         monkeypatch.setenv(name, value)
-    data = sandbox.config_data(journal_url, journal={"lease_seconds": LEASE},
-                               connect={"retry": {"max_attempts": 2, "backoff_base": 0.01, "backoff_max": 0.05}})
+    data = sandbox.config_data(
+        journal_url,
+        journal={"lease_seconds": LEASE},
+        connect={"retry": {"max_attempts": 2, "backoff_base": 0.01, "backoff_max": 0.05}},
+    )
     config = Config.model_validate(data)
     runtime = build_runtime(config)
     try:
@@ -68,7 +75,10 @@ def test_notes_lost_to_a_connect_outage_are_posted_by_a_later_pass(
     check = sandbox.check(initially_pending=before)
     # The outage only hit the notes: every request got its outcome, none its note, and the journal
     # knows exactly which notes it owes. The pass that failed them did not hammer Connect again.
-    assert first.complete and check.ok and check.approved + check.failed == len(before), (first, check)
+    assert first.complete and check.ok and check.approved + check.failed == len(before), (
+        first,
+        check,
+    )
     assert all(cancellation_notes(sandbox, rid) == [] for rid in before)
     assert sorted(owed(url)) == sorted(before)
 
@@ -83,7 +93,9 @@ def test_notes_lost_to_a_connect_outage_are_posted_by_a_later_pass(
         notes = cancellation_notes(sandbox, rid)
         status = sandbox.request(rid)["status"]
         assert len(notes) == 1, (rid, notes)
-        assert notes[0].startswith("Cancellation processed" if status == "approved" else "Cancellation refused")
+        assert notes[0].startswith(
+            "Cancellation processed" if status == "approved" else "Cancellation refused"
+        )
     assert owed(url) == []
 
     time.sleep(LEASE + 0.5)
@@ -104,7 +116,10 @@ def test_a_note_connect_has_but_the_journal_lost_is_recorded_not_posted_again(
     # is owed, but the conversation already holds it.
     states = tuple(s.value for s in NOTED_STATES)
     with sqlite3.connect(db) as conn:
-        conn.execute(f"UPDATE requests SET noted = NULL WHERE state IN ({','.join('?' * len(states))})", states)
+        conn.execute(
+            f"UPDATE requests SET noted = NULL WHERE state IN ({','.join('?' * len(states))})",
+            states,
+        )
     assert sorted(owed(url)) == sorted(before)
     time.sleep(LEASE + 0.5)
     run_once(sandbox, url, monkeypatch)

@@ -11,9 +11,10 @@ loosening.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -28,7 +29,7 @@ from .contract.overlay import KNOWN_OMISSIONS, load_document, patched
 
 pytestmark = pytest.mark.contract
 
-START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 FIXTURES = SHARED / "reference" / "fixtures"
 
 

@@ -8,7 +8,7 @@ import argparse
 import csv
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from processor.observe import register_secret
 from processor.ops.commands import EXPORT, PARK, REPORT, RETRY, STATUS, Command
 from tests.test_ops_server import Clock, put
 
-T0 = datetime(2030, 3, 1, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
 
 
 class Ran:
@@ -71,7 +71,11 @@ def history(journal: Journal, clock: Clock) -> Journal:
     rows = [
         ("PR-01", State.APPROVED, {"outcome": "terminated"}),
         ("PR-02", State.FAILED, {"outcome": "refused", "reason": "contract still running"}),
-        ("PR-03", State.PARKED, {"reason": "the vendor offers neither idempotency nor a status read"}),
+        (
+            "PR-03",
+            State.PARKED,
+            {"reason": "the vendor offers neither idempotency nor a status read"},
+        ),
         ("PR-04", State.TERMINATING, {"attempts": 2, "last_error": "vendor answered 503"}),
         ("PR-05", State.WAITING_HUMAN, {"reason": "account manager decides"}),
         ("PR-06", State.NEW, {}),
@@ -85,16 +89,27 @@ def history(journal: Journal, clock: Clock) -> Journal:
 
 # -- status ---------------------------------------------------------------------------------------
 
+
 def test_status_shows_counts_the_oldest_unfinished_request_and_why_requests_are_parked(
     run: Any, history: Journal
 ) -> None:
     ran = run(STATUS)
     assert ran.status == 0
     lines = ran.out.splitlines()
-    counts = {parts[1]: int(parts[3]) for parts in (line.split() for line in lines)
-              if len(parts) == 5 and parts[1] in {s.value for s in State} | {"total"}}
-    assert counts == {"approved": 1, "failed": 1, "parked": 1, "terminating": 1, "waiting_human": 1, "new": 1,
-                      "total": 6}
+    counts = {
+        parts[1]: int(parts[3])
+        for parts in (line.split() for line in lines)
+        if len(parts) == 5 and parts[1] in {s.value for s in State} | {"total"}
+    }
+    assert counts == {
+        "approved": 1,
+        "failed": 1,
+        "parked": 1,
+        "terminating": 1,
+        "waiting_human": 1,
+        "new": 1,
+        "total": 6,
+    }
     assert "Oldest unfinished request: PR-04 (terminating)" in ran.out  # PR-03 is parked: final
     assert "Parked (1)" in ran.out and "neither idempotency nor a status read" in ran.out
     assert "Waiting for a person (1)" in ran.out and "account manager decides" in ran.out
@@ -106,7 +121,9 @@ def test_status_of_an_empty_journal(run: Any, journal: Journal) -> None:
     assert "No unfinished request." in ran.out and "Parked" not in ran.out
 
 
-def test_status_lists_at_most_limit_parked_requests_newest_first(run: Any, journal: Journal, clock: Clock) -> None:
+def test_status_lists_at_most_limit_parked_requests_newest_first(
+    run: Any, journal: Journal, clock: Clock
+) -> None:
     for n in range(4):
         clock.now = T0 + timedelta(minutes=n)
         put(journal, f"PR-P{n}", State.PARKED, reason=f"reason {n}")
@@ -115,7 +132,9 @@ def test_status_lists_at_most_limit_parked_requests_newest_first(run: Any, journ
     assert ran.out.index("PR-P3") < ran.out.index("PR-P2") and "PR-P1" not in ran.out
 
 
-def test_a_missing_journal_is_a_configuration_error_and_is_not_created(run: Any, tmp_path: Path) -> None:
+def test_a_missing_journal_is_a_configuration_error_and_is_not_created(
+    run: Any, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match="no journal at"):
         run(STATUS)
     assert not (tmp_path / "journal.db").exists()
@@ -129,7 +148,10 @@ def test_a_journal_without_schema_exits_2_with_the_migrate_hint(run: Any, tmp_pa
 
 # -- report ---------------------------------------------------------------------------------------
 
-def test_report_as_csv_has_one_row_per_request_updated_in_the_range(run: Any, history: Journal) -> None:
+
+def test_report_as_csv_has_one_row_per_request_updated_in_the_range(
+    run: Any, history: Journal
+) -> None:
     ran = run(REPORT, "--since", "2030-03-02", "--until", "2030-03-04", "--format", "csv")
     assert ran.status == 0
     rows = list(csv.DictReader(io.StringIO(ran.out)))
@@ -143,7 +165,10 @@ def test_report_as_csv_has_one_row_per_request_updated_in_the_range(run: Any, hi
 def test_report_as_json_is_one_valid_document(run: Any, history: Journal) -> None:
     ran = run(REPORT, "--since", "2030-03-05T08:00:00Z", "--format", "json")
     rows = json.loads(ran.out)
-    assert [(r["request_id"], r["state"]) for r in rows] == [("PR-05", "waiting_human"), ("PR-06", "new")]
+    assert [(r["request_id"], r["state"]) for r in rows] == [
+        ("PR-05", "waiting_human"),
+        ("PR-06", "new"),
+    ]
     assert json.loads(run(REPORT, "--since", "2031-01-01", "--format", "json").out) == []
 
 
@@ -169,11 +194,18 @@ def test_report_refuses_an_empty_range_and_bad_dates(run: Any, history: Journal)
 
 # -- retry and park -----------------------------------------------------------------------------------
 
-def test_retry_sends_a_parked_request_back_to_new_and_names_the_operator(run: Any, history: Journal) -> None:
+
+def test_retry_sends_a_parked_request_back_to_new_and_names_the_operator(
+    run: Any, history: Journal
+) -> None:
     ran = run(RETRY, "PR-03", "--note", "vendor confirmed nothing happened")
     assert ran.status == 0 and "PR-03: parked -> new" in ran.out
     record = history.get("PR-03")
-    assert record is not None and (record.state, record.attempts, record.next_attempt_at) == (State.NEW, 0, None)
+    assert record is not None and (record.state, record.attempts, record.next_attempt_at) == (
+        State.NEW,
+        0,
+        None,
+    )
     last = history.transitions("PR-03")[-1]
     assert (last.from_state, last.to_state) == (State.PARKED, State.NEW)
     assert last.detail == "vendor confirmed nothing happened"
@@ -193,7 +225,9 @@ def test_retry_refuses_final_requests(run: Any, history: Journal, request_id: st
     assert history.transitions(request_id) == before
 
 
-def test_retry_of_a_request_the_vendor_may_have_acted_on_needs_force(run: Any, history: Journal) -> None:
+def test_retry_of_a_request_the_vendor_may_have_acted_on_needs_force(
+    run: Any, history: Journal
+) -> None:
     refused = run(RETRY, "PR-04")
     assert refused.status == 1
     assert "terminate call may have reached the vendor" in refused.err and "--force" in refused.err
@@ -207,14 +241,18 @@ def test_retry_of_an_unknown_request(run: Any, history: Journal) -> None:
     assert ran.status == 1 and "PR-404: no such request" in ran.err
 
 
-def test_park_sets_a_request_aside_with_the_reason_status_then_shows(run: Any, history: Journal) -> None:
+def test_park_sets_a_request_aside_with_the_reason_status_then_shows(
+    run: Any, history: Journal
+) -> None:
     ran = run(PARK, "PR-04", "--reason", "vendor ticket 4711: outage on their side")
     assert ran.status == 0 and "PR-04: terminating -> parked" in ran.out
     assert history.get("PR-04").state is State.PARKED  # type: ignore[union-attr]
     assert "vendor ticket 4711: outage on their side" in run(STATUS).out
 
 
-def test_park_is_a_no_op_on_a_parked_request_and_refused_on_a_final_one(run: Any, history: Journal) -> None:
+def test_park_is_a_no_op_on_a_parked_request_and_refused_on_a_final_one(
+    run: Any, history: Journal
+) -> None:
     before = history.transitions("PR-03")
     again = run(PARK, "PR-03", "--reason", "still")
     assert again.status == 0 and "already parked" in again.out
@@ -231,7 +269,10 @@ def test_park_needs_a_reason(run: Any, history: Journal) -> None:
 
 # -- journal export -----------------------------------------------------------------------------------
 
-def test_export_writes_every_record_with_its_transitions_as_json_lines(run: Any, history: Journal) -> None:
+
+def test_export_writes_every_record_with_its_transitions_as_json_lines(
+    run: Any, history: Journal
+) -> None:
     ran = run(EXPORT)
     assert ran.status == 0
     lines = [json.loads(line) for line in ran.out.splitlines()]
@@ -246,18 +287,31 @@ def test_export_writes_every_record_with_its_transitions_as_json_lines(run: Any,
 def test_export_to_a_file_masks_secrets(run: Any, journal: Journal, tmp_path: Path) -> None:
     secret = "vendor-secret-8e1f22c4a9"
     register_secret(secret)
-    put(journal, "PR-S", State.PARKED, detail=f"401 for {secret}", reason="401",
-        last_error=f"key {secret} refused")
+    put(
+        journal,
+        "PR-S",
+        State.PARKED,
+        detail=f"401 for {secret}",
+        reason="401",
+        last_error=f"key {secret} refused",
+    )
     target = tmp_path / "export.jsonl"
     ran = run(EXPORT, "--output", str(target))
     assert ran.status == 0 and ran.out == "" and "exported 1 request(s)" in ran.err
     text = target.read_text(encoding="utf-8")
     assert secret not in text
     line = json.loads(text)
-    assert line["last_error"] == "key *** refused" and line["transitions"][0]["detail"] == "401 for ***"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".export")] == []  # no temporary left
+    assert (
+        line["last_error"] == "key *** refused"
+        and line["transitions"][0]["detail"] == "401 for ***"
+    )
+    assert [
+        p.name for p in tmp_path.iterdir() if p.name.startswith(".export")
+    ] == []  # no temporary left
 
 
-def test_export_into_a_missing_folder_fails_with_a_message(run: Any, history: Journal, tmp_path: Path) -> None:
+def test_export_into_a_missing_folder_fails_with_a_message(
+    run: Any, history: Journal, tmp_path: Path
+) -> None:
     ran = run(EXPORT, "--output", str(tmp_path / "absent" / "export.jsonl"))
     assert ran.status == 1 and "cannot write beside" in ran.err

@@ -21,15 +21,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import requests
 import yaml
 
-from processor.ops.serving import free_port
 from cancel_sandbox.local import Sandbox
+from processor.ops.serving import free_port
 
 from .test_crash import processor_env
 
@@ -38,8 +38,14 @@ pytestmark = pytest.mark.slow
 # The metric families the issue names: outcomes, vendor and Connect latency, retries by cause,
 # 429s, backlog, age of the oldest pending cancel, parked requests, lease steals.
 ISSUE_METRICS = (
-    "cancel_requests_total", "cancel_vendor_call_seconds", "cancel_connect_call_seconds", "cancel_retries_total",
-    "cancel_connect_throttled_total", "cancel_backlog", "cancel_oldest_pending_age_seconds", "cancel_parked",
+    "cancel_requests_total",
+    "cancel_vendor_call_seconds",
+    "cancel_connect_call_seconds",
+    "cancel_retries_total",
+    "cancel_connect_throttled_total",
+    "cancel_backlog",
+    "cancel_oldest_pending_age_seconds",
+    "cancel_parked",
     "cancel_lease_steals_total",
 )
 
@@ -74,27 +80,49 @@ def test_endpoints_and_commands_against_a_running_daemon(tmp_path: Path) -> None
     with Sandbox(generate=40, seed=3, refuse_pattern=r"[0-3]$") as sandbox:
         before = sandbox.pending_cancels()
         data = sandbox.config_data(
-            f"sqlite:///{db}", processing={"poll_interval": 0.3},
+            f"sqlite:///{db}",
+            processing={"poll_interval": 0.3},
             http={"enabled": True, "host": "127.0.0.1", "port": port},
-            policies={"premium": {"route_to": {"email": "csm@vendor.example", "note": "Your CSM calls you."}}},
+            policies={
+                "premium": {
+                    "route_to": {"email": "csm@vendor.example", "note": "Your CSM calls you."}
+                }
+            },
             rules=[{"match": {"mpn": ["BACKUP-PREMIUM", "CHAT-PREMIUM"]}, "policy": "premium"}],
         )
         config = tmp_path / "processor.yaml"
         config.write_text(yaml.safe_dump(data))
         env = processor_env(sandbox)
-        daemon = subprocess.Popen([sys.executable, "-m", "processor", "run", "--config", str(config)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "processor", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "processor", *args, "--config", str(config)],
-                                  env=env, capture_output=True, text=True, timeout=60)
+            return subprocess.run(
+                [sys.executable, "-m", "processor", *args, "--config", str(config)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
 
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200, 30, "/healthz")
+            _wait_for(
+                lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200,
+                30,
+                "/healthz",
+            )
             done = {"approved", "failed", "waiting_human"}
-            _wait_for(lambda: len(_states(db)) == len(before) and set(_states(db).values()) <= done,
-                      90, "every request approved, refused or waiting for a person")
+            _wait_for(
+                lambda: len(_states(db)) == len(before) and set(_states(db).values()) <= done,
+                90,
+                "every request approved, refused or waiting for a person",
+            )
             states = _states(db)
             counts = Counter(states.values())
             assert counts["approved"] and counts["failed"] and counts["waiting_human"], counts
@@ -103,13 +131,24 @@ def test_endpoints_and_commands_against_a_running_daemon(tmp_path: Path) -> None
             assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
             ready = requests.get(f"{base}/readyz", timeout=10)
             assert ready.status_code == 200, ready.text
-            assert ready.json() == {"journal": True, "connect": True, "circuits": {"noop": "closed", "vendor": "closed"}}
+            assert ready.json() == {
+                "journal": True,
+                "connect": True,
+                "circuits": {"noop": "closed", "vendor": "closed"},
+            }
             metrics = requests.get(f"{base}/metrics", timeout=5).text
             for name in ISSUE_METRICS:
                 assert f"# TYPE {name} " in metrics, name
-            outcome = {m[0]: float(m[1]) for m in re.findall(r'^cancel_requests_total\{outcome="(\w+)"\} (\S+)$',
-                                                            metrics, re.M)}
-            assert outcome.get("approved") == counts["approved"] and outcome.get("failed") == counts["failed"]
+            outcome = {
+                m[0]: float(m[1])
+                for m in re.findall(
+                    r'^cancel_requests_total\{outcome="(\w+)"\} (\S+)$', metrics, re.M
+                )
+            }
+            assert (
+                outcome.get("approved") == counts["approved"]
+                and outcome.get("failed") == counts["failed"]
+            )
             assert _gauge(metrics, "cancel_parked") == 0
             assert 'cancel_vendor_call_seconds_count{operation="terminate"' in metrics
             assert 'cancel_connect_call_seconds_count{operation="approve"}' in metrics
@@ -140,7 +179,10 @@ def test_endpoints_and_commands_against_a_running_daemon(tmp_path: Path) -> None
 
             waiting = cli("waiting", "--format", "json")
             assert waiting.returncode == 0, waiting.stderr
-            assert sorted(json.loads(line)["request_id"] for line in waiting.stdout.splitlines()) == waiting_ids
+            assert (
+                sorted(json.loads(line)["request_id"] for line in waiting.stdout.splitlines())
+                == waiting_ids
+            )
 
             export = cli("journal", "export")
             assert export.returncode == 0, export.stderr
@@ -164,10 +206,15 @@ def test_endpoints_and_commands_against_a_running_daemon(tmp_path: Path) -> None
             retried = cli("retry", chosen, "--note", "checked with the customer")
             assert retried.returncode == 0 and "parked -> new" in retried.stdout, retried.stderr
             # Back to new, routing skipped: the running daemon carries it out.
-            _wait_for(lambda: _states(db)[chosen] == "approved", 30, "the retried request to be approved")
+            _wait_for(
+                lambda: _states(db)[chosen] == "approved", 30, "the retried request to be approved"
+            )
             assert sandbox.request(chosen)["status"] == "approved"
             timeline = requests.get(f"{base}/requests/{chosen}", timeout=10).text
-            assert "checked with the customer" in timeline and "customer called: check first" in timeline
+            assert (
+                "checked with the customer" in timeline
+                and "customer called: check first" in timeline
+            )
         finally:
             daemon.send_signal(signal.SIGTERM)
             out, err = daemon.communicate(timeout=60)

@@ -8,13 +8,13 @@ route runs. Ordinary requests right after still work: a refusal does not take th
 from __future__ import annotations
 
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from processor.ops.serving import MAX_HEADER_BYTES
 from cancel_sandbox.local import Sandbox
+from processor.ops.serving import MAX_HEADER_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,16 @@ def _targets(box: Sandbox) -> dict[str, tuple[str, str, dict[str, str]]]:
     """server -> (base URL, a POST path that reads a JSON body, auth headers)."""
     request_id = sorted(box.pending_cancels())[0]
     return {
-        "marketplace": (box.marketplace.url, f"/public/v1/requests/{request_id}/fail",
-                        {"Authorization": box.api_key}),
-        "vendor": (box.vendor.url, "/v1/subscriptions/SUB-LIMITS-1/terminate",
-                   {"Authorization": f"Bearer {box.vendor_token}", "Idempotency-Key": "limits-1"}),
+        "marketplace": (
+            box.marketplace.url,
+            f"/public/v1/requests/{request_id}/fail",
+            {"Authorization": box.api_key},
+        ),
+        "vendor": (
+            box.vendor.url,
+            "/v1/subscriptions/SUB-LIMITS-1/terminate",
+            {"Authorization": f"Bearer {box.vendor_token}", "Idempotency-Key": "limits-1"},
+        ),
     }
 
 
@@ -46,9 +52,13 @@ def test_an_oversized_body_is_answered_413(sandbox: Sandbox, server: str) -> Non
     base, path, auth = _targets(sandbox)[server]
     limit = (1 << 20) if server == "marketplace" else 64 * 1024
     with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
-        declared = client.post(path, content=b" " * (limit + 1), headers={"content-type": "application/json"})
+        declared = client.post(
+            path, content=b" " * (limit + 1), headers={"content-type": "application/json"}
+        )
         assert declared.status_code == 413, declared.text
-        streamed = client.post(path, content=_chunks(limit + 8192), headers={"content-type": "application/json"})
+        streamed = client.post(
+            path, content=_chunks(limit + 8192), headers={"content-type": "application/json"}
+        )
         assert streamed.status_code == 413, streamed.text
     # Nothing was acted on: the cancel is still pending, the vendor saw no termination.
     if server == "marketplace":
@@ -62,8 +72,10 @@ def _raw_get(base: str, header_bytes: int) -> bytes:
     """A GET whose head carries ``header_bytes`` of padding, sent on a raw socket (no client
     library second-guesses it); the first bytes of the answer, or b"" when the server hung up."""
     host, port = base.removeprefix("http://").split(":")
-    head = (f"GET /admin/ledger HTTP/1.1\r\nHost: {host}\r\nX-Padding: {'y' * header_bytes}\r\n"
-            "Connection: close\r\n\r\n").encode()
+    head = (
+        f"GET /admin/ledger HTTP/1.1\r\nHost: {host}\r\nX-Padding: {'y' * header_bytes}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         try:
             sock.sendall(head)

@@ -5,15 +5,16 @@ probes, metrics, the status page and its Retry button, the token, size limits an
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from processor.engine.circuit import CircuitBreaker
 from processor.config.schema import Config, ConfigError
+from processor.engine.circuit import CircuitBreaker
 from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import Metrics, register_secret
@@ -27,17 +28,30 @@ TOKEN = "ops-token-0123456789abcdef"
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now
 
 
-def put(journal: Journal, request_id: str, state: State, *, product: str = "PRD-100-200-300",
-        subscription: str | None = None, detail: str | None = None, **fields: Any) -> None:
+def put(
+    journal: Journal,
+    request_id: str,
+    state: State,
+    *,
+    product: str = "PRD-100-200-300",
+    subscription: str | None = None,
+    detail: str | None = None,
+    **fields: Any,
+) -> None:
     """A request in ``state`` the way the engine leaves it: ensured, claimed, moved, released."""
-    journal.ensure(request_id, idempotency_key=f"cancel-{request_id}", product_id=product,
-                   subscription_id=subscription or f"SUB-{request_id[3:]}", environment="production")
+    journal.ensure(
+        request_id,
+        idempotency_key=f"cancel-{request_id}",
+        product_id=product,
+        subscription_id=subscription or f"SUB-{request_id[3:]}",
+        environment="production",
+    )
     if state is State.NEW and not fields:
         return
     claim = journal.claim(request_id, "worker-1", 60)
@@ -69,8 +83,14 @@ def serve(journal: Journal) -> Iterator[Callable[..., httpx.Client]]:
     started: list[tuple[OpsServer, httpx.Client]] = []
 
     def start(**options: Any) -> httpx.Client:
-        options = {"journal": journal, "metrics": Metrics(), "readiness": ready(journal), "token": None,
-                   "bound_to_loopback": True, **options}
+        options = {
+            "journal": journal,
+            "metrics": Metrics(),
+            "readiness": ready(journal),
+            "token": None,
+            "bound_to_loopback": True,
+            **options,
+        }
         server = OpsServer(create_ops_app(**options), port=0).start()
         client = httpx.Client(base_url=server.url, timeout=10, follow_redirects=False)
         started.append((server, client))
@@ -95,6 +115,7 @@ def listed(html: str) -> list[str]:
 
 # -- probes and metrics ---------------------------------------------------------------------------
 
+
 def test_healthz_answers_ok(serve: Callable[..., httpx.Client]) -> None:
     response = serve().get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
@@ -103,12 +124,20 @@ def test_healthz_answers_ok(serve: Callable[..., httpx.Client]) -> None:
 def test_readyz_is_200_when_every_check_passes_and_503_when_a_circuit_is_open(
     serve: Callable[..., httpx.Client], journal: Journal
 ) -> None:
-    breakers = {"vendor": CircuitBreaker("vendor", failures=2), "backup": CircuitBreaker("backup", failures=2)}
-    client = serve(readiness=make_readiness(journal=journal, connect=lambda: True, breakers=breakers))
+    breakers = {
+        "vendor": CircuitBreaker("vendor", failures=2),
+        "backup": CircuitBreaker("backup", failures=2),
+    }
+    client = serve(
+        readiness=make_readiness(journal=journal, connect=lambda: True, breakers=breakers)
+    )
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {
-        "journal": True, "connect": True, "circuits": {"backup": "closed", "vendor": "closed"}}
+        "journal": True,
+        "connect": True,
+        "circuits": {"backup": "closed", "vendor": "closed"},
+    }
 
     breakers["vendor"].failure()
     breakers["vendor"].failure()
@@ -122,6 +151,7 @@ def test_readyz_is_503_when_the_journal_or_connect_fails(
 ) -> None:
     broken = open_journal(f"sqlite:///{tmp_path / 'never-migrated.db'}")
     try:
+
         def connect() -> bool:
             raise ConnectionError("Connect is unreachable")
 
@@ -136,12 +166,17 @@ def test_readyz_is_503_when_the_journal_or_connect_fails(
     assert body["errors"]["connect"] == "ConnectionError: Connect is unreachable"
 
 
-def test_readyz_is_503_when_the_readiness_callable_itself_fails(serve: Callable[..., httpx.Client]) -> None:
+def test_readyz_is_503_when_the_readiness_callable_itself_fails(
+    serve: Callable[..., httpx.Client],
+) -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("no gateway yet")
 
     response = serve(readiness=broken).get("/readyz")
-    assert (response.status_code, response.json()) == (503, {"error": "RuntimeError: no gateway yet"})
+    assert (response.status_code, response.json()) == (
+        503,
+        {"error": "RuntimeError: no gateway yet"},
+    )
 
 
 def test_metrics_are_prometheus_text_and_the_parked_gauge_follows_the_journal(
@@ -158,8 +193,14 @@ def test_metrics_are_prometheus_text_and_the_parked_gauge_follows_the_journal(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    for name in ("cancel_requests_total", "cancel_vendor_call_seconds", "cancel_backlog", "cancel_parked",
-                 "cancel_vendor_circuit_open", "cancel_poll_passes_total"):
+    for name in (
+        "cancel_requests_total",
+        "cancel_vendor_call_seconds",
+        "cancel_backlog",
+        "cancel_parked",
+        "cancel_vendor_circuit_open",
+        "cancel_poll_passes_total",
+    ):
         assert f"# TYPE {name}" in text
     assert 'cancel_requests_total{outcome="approved"} 3.0' in text
     assert "\ncancel_parked 2.0\n" in text
@@ -170,15 +211,36 @@ def test_metrics_are_prometheus_text_and_the_parked_gauge_follows_the_journal(
 
 # -- the status page ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def mixed(journal: Journal, clock: Clock) -> Journal:
     """Eight requests across states, products and ages (PR-0001 oldest ... PR-0008 newest)."""
     rows = [
         ("PR-0001", State.APPROVED, "PRD-A", {"outcome": "terminated"}),
-        ("PR-0002", State.FAILED, "PRD-A", {"outcome": "refused", "reason": "contract still running"}),
-        ("PR-0003", State.PARKED, "PRD-B", {"reason": "the vendor offers neither idempotency nor a status read"}),
-        ("PR-0004", State.TERMINATING, "PRD-B", {"attempts": 2, "last_error": "vendor answered 503"}),
-        ("PR-0005", State.WAITING_HUMAN, "PRD-A", {"reason": "enterprise plan: account manager decides"}),
+        (
+            "PR-0002",
+            State.FAILED,
+            "PRD-A",
+            {"outcome": "refused", "reason": "contract still running"},
+        ),
+        (
+            "PR-0003",
+            State.PARKED,
+            "PRD-B",
+            {"reason": "the vendor offers neither idempotency nor a status read"},
+        ),
+        (
+            "PR-0004",
+            State.TERMINATING,
+            "PRD-B",
+            {"attempts": 2, "last_error": "vendor answered 503"},
+        ),
+        (
+            "PR-0005",
+            State.WAITING_HUMAN,
+            "PRD-A",
+            {"reason": "enterprise plan: account manager decides"},
+        ),
         ("PR-0006", State.PARKED, "PRD-A", {"reason": "no approve template for the product"}),
         ("PR-0007", State.NEW, "PRD-B", {}),
         ("PR-0008", State.APPROVED, "PRD-B", {"outcome": "already_gone"}),
@@ -198,7 +260,13 @@ def test_the_page_counts_by_state_and_lists_the_newest_requests_first(
     html = response.text
     tiles = dict(re.findall(r'data-state="(\w+)"><b>(\d+)</b>', html))
     assert {state: int(n) for state, n in tiles.items() if n != "0"} == {
-        "approved": 2, "failed": 1, "parked": 2, "terminating": 1, "waiting_human": 1, "new": 1}
+        "approved": 2,
+        "failed": 1,
+        "parked": 2,
+        "terminating": 1,
+        "waiting_human": 1,
+        "new": 1,
+    }
     recent = section(html, "recent")
     assert listed(recent) == [f"PR-000{n}" for n in range(8, 0, -1)]
     assert "vendor answered 503" in recent and "contract still running" in recent
@@ -217,13 +285,16 @@ def test_the_page_lists_parked_requests_with_a_retry_button_and_those_waiting_fo
     assert "data-retry" not in waiting and "data-retry" not in section(html, "recent")
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ({"state": "approved"}, ["PR-0008", "PR-0001"]),
-    ({"product": "PRD-A"}, ["PR-0006", "PR-0005", "PR-0002", "PR-0001"]),
-    ({"q": "sub-0004"}, ["PR-0004"]),  # a subscription id, case-insensitive
-    ({"q": "pr-000", "state": "parked", "product": "PRD-B"}, ["PR-0003"]),
-    ({"q": "PR-9999"}, []),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"state": "approved"}, ["PR-0008", "PR-0001"]),
+        ({"product": "PRD-A"}, ["PR-0006", "PR-0005", "PR-0002", "PR-0001"]),
+        ({"q": "sub-0004"}, ["PR-0004"]),  # a subscription id, case-insensitive
+        ({"q": "pr-000", "state": "parked", "product": "PRD-B"}, ["PR-0003"]),
+        ({"q": "PR-9999"}, []),
+    ],
+)
 def test_the_page_filters_by_state_product_and_id(
     serve: Callable[..., httpx.Client], mixed: Journal, query: dict[str, str], expected: list[str]
 ) -> None:
@@ -233,7 +304,9 @@ def test_the_page_filters_by_state_product_and_id(
         assert value in html
 
 
-def test_an_unknown_state_filter_is_a_400_naming_the_states(serve: Callable[..., httpx.Client]) -> None:
+def test_an_unknown_state_filter_is_a_400_naming_the_states(
+    serve: Callable[..., httpx.Client],
+) -> None:
     response = serve().get("/", params={"state": "lost"})
     assert response.status_code == 400
     assert "unknown state" in response.text and "waiting_human" in response.text
@@ -245,9 +318,16 @@ def test_a_request_page_shows_its_record_and_timeline_in_order(
     put(journal, "PR-0042", State.NEW)
     claim = journal.claim("PR-0042", "worker-1", 60)
     assert claim is not None
-    claim = journal.transition(claim, State.TERMINATING, attempts=1, detail="intent: terminate via vendor")
-    claim = journal.transition(claim, State.PARKED, detail="the vendor call may have acted",
-                               reason="the vendor call may have acted", last_error="read timeout")
+    claim = journal.transition(
+        claim, State.TERMINATING, attempts=1, detail="intent: terminate via vendor"
+    )
+    claim = journal.transition(
+        claim,
+        State.PARKED,
+        detail="the vendor call may have acted",
+        reason="the vendor call may have acted",
+        last_error="read timeout",
+    )
     client = serve()
     response = client.get("/requests/PR-0042")
     assert response.status_code == 200
@@ -264,8 +344,11 @@ def test_retry_moves_a_parked_request_to_new_and_redirects_back(
     serve: Callable[..., httpx.Client], mixed: Journal
 ) -> None:
     client = serve()
-    response = client.post("/requests/PR-0003/retry", data={"next": "/?product=PRD-B"},
-                           headers={"origin": str(client.base_url).rstrip("/")})
+    response = client.post(
+        "/requests/PR-0003/retry",
+        data={"next": "/?product=PRD-B"},
+        headers={"origin": str(client.base_url).rstrip("/")},
+    )
     assert response.status_code == 303
     assert response.headers["location"] == "/?product=PRD-B&retried=PR-0003"
     record = mixed.get("PR-0003")
@@ -288,12 +371,15 @@ def test_retry_refuses_final_requests_and_redirects_only_within_the_site(
     assert moved.headers["location"] == "/?retried=PR-0006"
 
 
-@pytest.mark.parametrize("headers", [
-    {"origin": "http://evil.example"},
-    {"origin": "null"},
-    {"referer": "http://evil.example/page"},
-    {"sec-fetch-site": "cross-site"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "http://evil.example"},
+        {"origin": "null"},
+        {"referer": "http://evil.example/page"},
+        {"sec-fetch-site": "cross-site"},
+    ],
+)
 def test_retry_refuses_posts_from_another_site(
     serve: Callable[..., httpx.Client], mixed: Journal, headers: dict[str, str]
 ) -> None:
@@ -308,6 +394,7 @@ def test_retry_is_post_only(serve: Callable[..., httpx.Client], mixed: Journal) 
 
 
 # -- protection ------------------------------------------------------------------------------------
+
 
 def test_an_app_not_bound_to_loopback_needs_a_long_enough_token(journal: Journal) -> None:
     base = {"journal": journal, "metrics": Metrics(), "readiness": ready(journal)}
@@ -326,7 +413,10 @@ def test_with_a_token_every_page_needs_it_but_the_probes_do_not(
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
     assert client.post("/requests/PR-0003/retry").status_code == 401
-    assert client.get("/", headers={"authorization": "Bearer wrong-token-0123456789"}).status_code == 401
+    assert (
+        client.get("/", headers={"authorization": "Bearer wrong-token-0123456789"}).status_code
+        == 401
+    )
     assert client.get("/", params={"token": "wrong-token-0123456789"}).status_code == 401
     assert mixed.get("PR-0003").state is State.PARKED  # type: ignore[union-attr]
 
@@ -364,7 +454,9 @@ def test_on_loopback_the_host_header_must_name_loopback(serve: Callable[..., htt
     assert client.get("/healthz", headers={"host": "localhost:9464"}).status_code == 200
 
 
-def test_bodies_over_64_kib_are_refused_with_413(serve: Callable[..., httpx.Client], mixed: Journal) -> None:
+def test_bodies_over_64_kib_are_refused_with_413(
+    serve: Callable[..., httpx.Client], mixed: Journal
+) -> None:
     client = serve()
     big = b"next=/&pad=" + b"x" * (64 * 1024)
     assert client.post("/requests/PR-0003/retry", content=big).status_code == 413
@@ -387,11 +479,21 @@ def test_secrets_are_masked_and_everything_is_escaped(
 ) -> None:
     secret = "vendor-key-5f2b9c7d1e3a"
     register_secret(secret)
-    put(journal, "PR-0100", State.PARKED, detail=f"gave up: 401 for key {secret}",
-        reason=f"gave up after 5 vendor errors: 401 for key {secret}", last_error=f"401 Unauthorized ({secret})")
+    put(
+        journal,
+        "PR-0100",
+        State.PARKED,
+        detail=f"gave up: 401 for key {secret}",
+        reason=f"gave up after 5 vendor errors: 401 for key {secret}",
+        last_error=f"401 Unauthorized ({secret})",
+    )
     put(journal, "PR-0101", State.TERMINATING, last_error="<script>alert('x')</script>")
     client = serve()
-    pages = [client.get("/").text, client.get("/requests/PR-0100").text, client.get("/?q=PR-01").text]
+    pages = [
+        client.get("/").text,
+        client.get("/requests/PR-0100").text,
+        client.get("/?q=PR-01").text,
+    ]
     for html in pages:
         assert secret not in html
         assert "<script>alert" not in html
@@ -425,6 +527,7 @@ def test_a_journal_that_fails_makes_the_page_503_but_not_the_health_probe(
 
 # -- configuration -----------------------------------------------------------------------------------
 
+
 def test_build_ops_server_follows_the_http_configuration(journal: Journal) -> None:
     parts = {"journal": journal, "metrics": Metrics(), "readiness": ready(journal)}
 
@@ -436,15 +539,20 @@ def test_build_ops_server_follows_the_http_configuration(journal: Journal) -> No
     with pytest.raises(ConfigError, match="CANCEL_PROCESSOR_STATUS_TOKEN"):
         build_ops_server(config(host="0.0.0.0"), **parts, environ={})
     with pytest.raises(ConfigError, match="shorter than 16"):
-        build_ops_server(config(host="0.0.0.0", token_env="OPS_TOKEN"), **parts, environ={"OPS_TOKEN": "abc"})
-    exposed = build_ops_server(config(host="0.0.0.0", token_env="OPS_TOKEN"), **parts,
-                               environ={"OPS_TOKEN": TOKEN})
+        build_ops_server(
+            config(host="0.0.0.0", token_env="OPS_TOKEN"), **parts, environ={"OPS_TOKEN": "abc"}
+        )
+    exposed = build_ops_server(
+        config(host="0.0.0.0", token_env="OPS_TOKEN"), **parts, environ={"OPS_TOKEN": TOKEN}
+    )
     assert isinstance(exposed, OpsServer)
 
 
 def test_a_configured_loopback_server_serves_and_stops(journal: Journal) -> None:
     config = Config.model_validate({"http": {"host": "127.0.0.1", "port": 0}})
-    server = build_ops_server(config, journal=journal, metrics=Metrics(), readiness=ready(journal), environ={})
+    server = build_ops_server(
+        config, journal=journal, metrics=Metrics(), readiness=ready(journal), environ={}
+    )
     assert server is not None
     with server:
         assert httpx.get(f"{server.url}/healthz", timeout=10).json() == {"status": "ok"}
@@ -454,10 +562,18 @@ def test_a_configured_loopback_server_serves_and_stops(journal: Journal) -> None
 
 # -- what the page selects ------------------------------------------------------------------------------
 
-def test_newest_is_exact_across_windows_and_bounded_by_max_scan(journal: Journal, clock: Clock) -> None:
+
+def test_newest_is_exact_across_windows_and_bounded_by_max_scan(
+    journal: Journal, clock: Clock
+) -> None:
     start = clock.now
-    ages = {"PR-A": timedelta(days=40), "PR-B": timedelta(days=3), "PR-C": timedelta(minutes=30),
-            "PR-D": timedelta(hours=5), "PR-E": timedelta(days=10)}
+    ages = {
+        "PR-A": timedelta(days=40),
+        "PR-B": timedelta(days=3),
+        "PR-C": timedelta(minutes=30),
+        "PR-D": timedelta(hours=5),
+        "PR-E": timedelta(days=10),
+    }
     for request_id, before in ages.items():
         clock.now = start - before
         put(journal, request_id, State.APPROVED)
@@ -483,6 +599,7 @@ def test_why_waiting_prefers_the_latest_move_into_parked(journal: Journal) -> No
 
 
 # -- readiness checks -------------------------------------------------------------------------------
+
 
 class Ticks:
     def __init__(self) -> None:
@@ -552,7 +669,9 @@ def test_is_ready_needs_every_check_true_and_every_circuit_closed() -> None:
 
 
 @pytest.mark.postgres
-def test_listing_on_postgresql_gives_back_the_connection_it_stopped_reading_from(postgres_url: str) -> None:
+def test_listing_on_postgresql_gives_back_the_connection_it_stopped_reading_from(
+    postgres_url: str,
+) -> None:
     """A PostgreSQL iterator holds a pooled connection until closed: with a pool of one, a loop that
     stopped early and kept its iterator would leave the next query waiting for the pool's timeout."""
     import uuid
@@ -582,6 +701,7 @@ def test_listing_on_postgresql_gives_back_the_connection_it_stopped_reading_from
 
 # -- the sign-in redirect stays on the site; /readyz explains every 503 --------------------------------
 
+
 def _raw_get(base_url: str, target: str) -> tuple[int, dict[str, str]]:
     """A GET with the request target sent byte for byte (HTTP clients normalise ``/\\`` and ``//``)."""
     import socket
@@ -589,18 +709,35 @@ def _raw_get(base_url: str, target: str) -> tuple[int, dict[str, str]]:
 
     parts = urlsplit(str(base_url))
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
-        conn.sendall(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        conn.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode(
+                "latin-1"
+            )
+        )
         data = b""
         while chunk := conn.recv(65536):
             data += chunk
     head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])
+    }
     return int(head[0].split()[1]), headers
 
 
-@pytest.mark.parametrize("path", ["/\\evil.example/", "//evil.example/", "/\\/evil.example/", "/%5Cevil.example/",
-                                  "/%2F%2Fevil.example/", "/\\\\evil.example/x"])
-def test_the_token_sign_in_never_redirects_off_the_site(serve: Callable[..., httpx.Client], path: str) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/\\evil.example/",
+        "//evil.example/",
+        "/\\/evil.example/",
+        "/%5Cevil.example/",
+        "/%2F%2Fevil.example/",
+        "/\\\\evil.example/x",
+    ],
+)
+def test_the_token_sign_in_never_redirects_off_the_site(
+    serve: Callable[..., httpx.Client], path: str
+) -> None:
     from urllib.parse import urljoin, urlsplit
 
     client = serve(token=TOKEN, bound_to_loopback=False)
@@ -609,18 +746,26 @@ def test_the_token_sign_in_never_redirects_off_the_site(serve: Callable[..., htt
     location = headers["location"]
     assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
     # Where a browser goes: this server, whatever the path looked like.
-    assert urlsplit(urljoin("http://127.0.0.1:9464/", location)).netloc == "127.0.0.1:9464", location
+    assert urlsplit(urljoin("http://127.0.0.1:9464/", location)).netloc == "127.0.0.1:9464", (
+        location
+    )
     assert location.endswith("?state=parked") and TOKEN not in location
 
 
-def test_the_first_readyz_503_says_why(serve: Callable[..., httpx.Client], journal: Journal) -> None:
+def test_the_first_readyz_503_says_why(
+    serve: Callable[..., httpx.Client], journal: Journal
+) -> None:
     import threading
 
     answered = threading.Event()
-    slow = CachedCheck(lambda: answered.wait(30), wait=0.05, name="connect")  # Connect not answering yet
+    slow = CachedCheck(
+        lambda: answered.wait(30), wait=0.05, name="connect"
+    )  # Connect not answering yet
     breakers = {"vendor": type("Breaker", (), {"is_open": True})()}
     try:
-        response = serve(readiness=make_readiness(journal=journal, connect=slow, breakers=breakers)).get("/readyz")
+        response = serve(
+            readiness=make_readiness(journal=journal, connect=slow, breakers=breakers)
+        ).get("/readyz")
         assert response.status_code == 503
         errors = response.json()["errors"]
         assert "no answer from the first check yet" in errors["connect"]

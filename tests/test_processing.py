@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.local import Sandbox
 from processor.config.schema import Config
 from processor.daemon.core import Daemon, RunSummary
-from processor.journal.base import State
-from cancel_sandbox.faults import FaultSettings
 from processor.daemon.runtime import build_runtime, selector_for
-from cancel_sandbox.local import Sandbox
+from processor.journal.base import State
 
 
-def run_once(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **processing: Any) -> tuple[RunSummary, Any]:
+def run_once(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **processing: Any
+) -> tuple[RunSummary, Any]:
     for name, value in sandbox.environ().items():
         monkeypatch.setenv(name, value)
-    config = Config.model_validate(sandbox.config_data(f"sqlite:///{tmp_path}/journal.db", processing=processing))
+    config = Config.model_validate(
+        sandbox.config_data(f"sqlite:///{tmp_path}/journal.db", processing=processing)
+    )
     runtime = build_runtime(config)
     try:
         summary = Daemon(runtime.engine, runtime.marketplace, selector_for(config), once=True).run()
@@ -35,7 +40,9 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
         yield box
 
 
-def test_approves_what_the_vendor_ends_and_fails_what_it_refuses(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_approves_what_the_vendor_ends_and_fails_what_it_refuses(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = sandbox.pending_cancels()
     summary, runtime = run_once(sandbox, tmp_path, monkeypatch)
     check = sandbox.check(initially_pending=before)
@@ -51,19 +58,33 @@ def test_approves_what_the_vendor_ends_and_fails_what_it_refuses(sandbox: Sandbo
     # One note per outcome on each request's conversation.
     conversation = requests.get(
         f"{sandbox.endpoint}/conversations?instance_id={sorted(before)[0]}",
-        headers={"Authorization": sandbox.api_key}, timeout=10,
+        headers={"Authorization": sandbox.api_key},
+        timeout=10,
     ).json()[0]
-    messages = requests.get(f"{sandbox.endpoint}/conversations/{conversation['id']}/messages",
-                            headers={"Authorization": sandbox.api_key}, timeout=10).json()
+    messages = requests.get(
+        f"{sandbox.endpoint}/conversations/{conversation['id']}/messages",
+        headers={"Authorization": sandbox.api_key},
+        timeout=10,
+    ).json()
     assert len([m for m in messages if "Cancellation" in m["text"]]) == 1
 
 
-@pytest.mark.parametrize("sandbox", [{"generate": 12, "refuse_pattern": "^$", "vendor_mode": "natural"}], indirect=True)
-def test_subscriptions_already_gone_at_the_vendor_are_approved(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "sandbox", [{"generate": 12, "refuse_pattern": "^$", "vendor_mode": "natural"}], indirect=True
+)
+def test_subscriptions_already_gone_at_the_vendor_are_approved(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = sandbox.pending_cancels()
     victim = sorted(before)[0]
-    sub = next(p["value"] for p in sandbox.cancel_requests()[victim]["asset"]["params"] if p["id"] == "subscription_id")
-    requests.put(f"{sandbox.vendor.url}/admin/subscriptions/{sub}", json={"status": "terminated"}, timeout=10)
+    sub = next(
+        p["value"]
+        for p in sandbox.cancel_requests()[victim]["asset"]["params"]
+        if p["id"] == "subscription_id"
+    )
+    requests.put(
+        f"{sandbox.vendor.url}/admin/subscriptions/{sub}", json={"status": "terminated"}, timeout=10
+    )
     summary, runtime = run_once(sandbox, tmp_path, monkeypatch)
     assert summary.complete
     assert sandbox.cancel_requests()[victim]["status"] == "approved"
@@ -71,39 +92,73 @@ def test_subscriptions_already_gone_at_the_vendor_are_approved(sandbox: Sandbox,
 
 
 @pytest.mark.parametrize(
-    "sandbox", [{"generate": 30, "vendor_faults": FaultSettings(throttle_rate=0.3, error_rate=0.1, retry_after=0, seed=3)}],
+    "sandbox",
+    [
+        {
+            "generate": 30,
+            "vendor_faults": FaultSettings(
+                throttle_rate=0.3, error_rate=0.1, retry_after=0, seed=3
+            ),
+        }
+    ],
     indirect=True,
 )
-def test_vendor_throttling_and_outages_only_delay(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vendor_throttling_and_outages_only_delay(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = sandbox.pending_cancels()
     summary, runtime = run_once(sandbox, tmp_path, monkeypatch, retry_base=0.05, retry_max=0.2)
     check = sandbox.check(initially_pending=before)
     assert summary.complete and check.ok
     stats = sandbox.vendor_app.faults.stats
-    assert stats.throttles > 0 and stats.errors > 0  # the vendor did push back, and that only delayed
-    assert all(r["reason"] != runtime.config.processing.poison_reason
-               for r in sandbox.cancel_requests().values() if r["status"] == "failed")
+    assert (
+        stats.throttles > 0 and stats.errors > 0
+    )  # the vendor did push back, and that only delayed
+    assert all(
+        r["reason"] != runtime.config.processing.poison_reason
+        for r in sandbox.cancel_requests().values()
+        if r["status"] == "failed"
+    )
 
 
 @pytest.mark.parametrize(
-    "sandbox", [{"generate": 30, "marketplace_faults": FaultSettings(error_rate=0.15, throttle_rate=0.15, retry_after=0.05, drop_rate=0.05, seed=5)}],
+    "sandbox",
+    [
+        {
+            "generate": 30,
+            "marketplace_faults": FaultSettings(
+                error_rate=0.15, throttle_rate=0.15, retry_after=0.05, drop_rate=0.05, seed=5
+            ),
+        }
+    ],
     indirect=True,
 )
-def test_connect_5xx_429_and_dropped_answers_lose_nothing(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connect_5xx_429_and_dropped_answers_lose_nothing(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sandbox.market_app.update(FaultSettings())
     before = sandbox.pending_cancels()
-    sandbox.market_app.update(FaultSettings(error_rate=0.15, throttle_rate=0.15, retry_after=0.05, drop_rate=0.05, seed=5))
+    sandbox.market_app.update(
+        FaultSettings(error_rate=0.15, throttle_rate=0.15, retry_after=0.05, drop_rate=0.05, seed=5)
+    )
     summary, runtime = run_once(sandbox, tmp_path, monkeypatch)
     sandbox.market_app.update(FaultSettings())
     check = sandbox.check(initially_pending=before)
     assert summary.complete and check.ok, (summary.results, check)
     assert sandbox.market_app.stats.throttles > 0 and sandbox.market_app.stats.errors > 0
-    retries = {s.labels["cause"] for m in runtime.metrics.retries.collect() for s in m.samples if s.value > 0 and "cause" in s.labels}
+    retries = {
+        s.labels["cause"]
+        for m in runtime.metrics.retries.collect()
+        for s in m.samples
+        if s.value > 0 and "cause" in s.labels
+    }
     assert "throttled" in retries
 
 
 @pytest.mark.parametrize("sandbox", [{"generate": 1000}], indirect=True)
-def test_one_pass_processes_every_request_while_the_pending_set_shrinks(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_pass_processes_every_request_while_the_pending_set_shrinks(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = sandbox.pending_cancels()
     assert len(before) >= 1000
     summary, runtime = run_once(sandbox, tmp_path, monkeypatch, once_max_wait=0, concurrency=16)
@@ -114,11 +169,17 @@ def test_one_pass_processes_every_request_while_the_pending_set_shrinks(sandbox:
 
 
 @pytest.mark.parametrize("sandbox", [{"generate": 10}], indirect=True)
-def test_malformed_requests_are_recorded_and_the_loop_goes_on(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_malformed_requests_are_recorded_and_the_loop_goes_on(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = sorted(sandbox.pending_cancels())
     broken = before[0]
-    reply = requests.put(f"{sandbox.endpoint}/requests/{broken}", headers={"Authorization": sandbox.api_key},
-                         json={"asset": {"params": [{"id": "subscription_id", "value": ""}]}}, timeout=10)
+    reply = requests.put(
+        f"{sandbox.endpoint}/requests/{broken}",
+        headers={"Authorization": sandbox.api_key},
+        json={"asset": {"params": [{"id": "subscription_id", "value": ""}]}},
+        timeout=10,
+    )
     assert reply.status_code == 200, reply.text
     summary, runtime = run_once(sandbox, tmp_path, monkeypatch)
     from processor.journal import open_journal
@@ -126,7 +187,13 @@ def test_malformed_requests_are_recorded_and_the_loop_goes_on(sandbox: Sandbox, 
     journal = open_journal(f"sqlite:///{tmp_path}/journal.db")
     record = journal.get(broken)
     journal.close()
-    assert record is not None and record.state is State.PARKED and "subscription id" in (record.reason or "")
+    assert (
+        record is not None
+        and record.state is State.PARKED
+        and "subscription id" in (record.reason or "")
+    )
     cancels = sandbox.cancel_requests()
-    assert cancels[broken]["status"] == "pending"  # a person decides; the customer is not refused for our problem
+    assert (
+        cancels[broken]["status"] == "pending"
+    )  # a person decides; the customer is not refused for our problem
     assert all(cancels[rid]["status"] in ("approved", "failed") for rid in before[1:])

@@ -15,8 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -40,11 +40,13 @@ def runnable_blocks(text: str) -> list[str]:
 def _section(title: str) -> str:
     text = _readme()
     start = text.index(f"\n## {title}\n")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def test_running_it_names_only_files_that_exist() -> None:
-    named = set(re.findall(r"\b((?:config|docs|tests|processor)/[\w./-]+\.\w+)", _section("Running it")))
+    named = set(
+        re.findall(r"\b((?:config|docs|tests|processor)/[\w./-]+\.\w+)", _section("Running it"))
+    )
     assert "config/processor.example.yaml" in named and "config/seed.example.yaml" in named
     assert [path for path in sorted(named) if not (REPO / path).exists()] == []
 
@@ -52,13 +54,33 @@ def test_running_it_names_only_files_that_exist() -> None:
 @pytest.fixture
 def mocks() -> Iterator[tuple[int, int]]:
     market, vendor = free_port(), free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MOCK_", "CANCEL_PROCESSOR_", "CONNECT_"))}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MOCK_", "CANCEL_PROCESSOR_", "CONNECT_"))
+    }
     started = [
-        subprocess.Popen([sys.executable, "-m", "processor", "mock-marketplace", "--port", str(market),
-                          "--seed-file", str(REPO / "config" / "seed.example.yaml")],
-                         env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, "-m", "processor", "mock-vendor", "--port", str(vendor)],
-                         env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "processor",
+                "mock-marketplace",
+                "--port",
+                str(market),
+                "--seed-file",
+                str(REPO / "config" / "seed.example.yaml"),
+            ],
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "processor", "mock-vendor", "--port", str(vendor)],
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
     ]
     try:
         for port, process in zip((market, vendor), started):
@@ -66,7 +88,10 @@ def mocks() -> Iterator[tuple[int, int]]:
             while True:
                 assert process.poll() is None, f"a mock exited ({process.returncode})"
                 try:
-                    if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    if (
+                        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code
+                        == 200
+                    ):
                         break
                 except requests.RequestException:
                     pass
@@ -84,18 +109,30 @@ def mocks() -> Iterator[tuple[int, int]]:
                 process.wait()
 
 
-def test_every_runnable_block_runs_against_the_mocks(mocks: tuple[int, int], tmp_path: Path) -> None:
+def test_every_runnable_block_runs_against_the_mocks(
+    mocks: tuple[int, int], tmp_path: Path
+) -> None:
     blocks = runnable_blocks(_readme())
     assert blocks, f"no block marked {MARK}"
     market, vendor = mocks
     (tmp_path / "config").symlink_to(REPO / "config")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))}
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))
+    }
     # The README's cancel-processor is this checkout's, as after `pip install -e .`.
     environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
     for block in blocks:
-        script = block.replace("127.0.0.1:8181", f"127.0.0.1:{market}").replace("127.0.0.1:8282", f"127.0.0.1:{vendor}")
-        done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=environ, capture_output=True,
-                              text=True, timeout=300)
+        script = block.replace("127.0.0.1:8181", f"127.0.0.1:{market}").replace(
+            "127.0.0.1:8282", f"127.0.0.1:{vendor}"
+        )
+        done = subprocess.run(
+            ["bash", "-e", "-c", script],
+            cwd=tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, f"{block}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         assert "Traceback" not in done.stderr, done.stderr[-3000:]
         assert "parked" not in done.stdout, done.stdout[-3000:]  # the example is green as shipped

@@ -16,17 +16,17 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import requests
 import yaml
 
-from processor.config.schema import ConfigError, load_config
-from processor.ops.serving import free_port
 from cancel_sandbox.local import Sandbox
+from processor.config.schema import ConfigError, load_config
 from processor.daemon.signals import MARGIN
+from processor.ops.serving import free_port
 
 from .test_crash import processor_env
 
@@ -62,7 +62,8 @@ def test_the_daemon_reconciles_on_schedule_and_stops_within_its_budget(tmp_path:
     with Sandbox(generate=20, seed=21) as sandbox:
         before = sandbox.pending_cancels()
         data = sandbox.config_data(
-            f"sqlite:///{db}", preview_noop=True,
+            f"sqlite:///{db}",
+            preview_noop=True,
             processing={"notes": False, "poll_interval": 0.3, "shutdown_timeout": SHUTDOWN},
             http={"enabled": True, "host": "127.0.0.1", "port": port},
             # Back to back, and slow: a run takes several seconds, so the SIGTERM below lands in one.
@@ -78,54 +79,91 @@ def test_the_daemon_reconciles_on_schedule_and_stops_within_its_budget(tmp_path:
             return requests.get(f"{base}/metrics", timeout=5).text
 
         def completed_after(moment: float) -> Callable[[], bool]:
-            return lambda: (_metric(metrics(), "cancel_reconcile_last_completed_timestamp_seconds") or 0) > moment
+            return lambda: (
+                (_metric(metrics(), "cancel_reconcile_last_completed_timestamp_seconds") or 0)
+                > moment
+            )
 
         with log_path.open("w") as log_file:
-            daemon = subprocess.Popen([sys.executable, "-m", "processor", "run", "--config", str(config)],
-                                      env=processor_env(sandbox), stdout=subprocess.DEVNULL, stderr=log_file,
-                                      text=True)
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "processor", "run", "--config", str(config)],
+                env=processor_env(sandbox),
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                text=True,
+            )
             try:
-                _wait_for(lambda: not (sandbox.pending_cancels() & before), 90, "the backlog processed")
+                _wait_for(
+                    lambda: not (sandbox.pending_cancels() & before), 90, "the backlog processed"
+                )
                 done = time.time()
                 _wait_for(completed_after(done), 60, "a reconciliation after the backlog")
                 kind = '{kind="approved_but_active"}'
                 assert _metric(metrics(), "cancel_reconcile_divergences", kind) == 0
 
                 cancels = sandbox.cancel_requests()
-                approved = sorted(r["id"] for r in cancels.values() if r["id"] in before
-                                  and r["status"] == "approved" and r["asset"]["connection"]["type"] != "preview")
+                approved = sorted(
+                    r["id"]
+                    for r in cancels.values()
+                    if r["id"] in before
+                    and r["status"] == "approved"
+                    and r["asset"]["connection"]["type"] != "preview"
+                )
                 back = cancels[approved[0]]
-                requests.put(f"{sandbox.vendor.url}/admin/subscriptions/{_subscription(back)}",
-                             json={"status": "active"}, timeout=10).raise_for_status()
+                requests.put(
+                    f"{sandbox.vendor.url}/admin/subscriptions/{_subscription(back)}",
+                    json={"status": "active"},
+                    timeout=10,
+                ).raise_for_status()
                 # The run in progress may have read that subscription before the change: wait for
                 # the gauge (bounded), not for the next completion.
-                _wait_for(lambda: _metric(metrics(), "cancel_reconcile_divergences", kind) == 1, 60,
-                          "the divergence on /metrics")
+                _wait_for(
+                    lambda: _metric(metrics(), "cancel_reconcile_divergences", kind) == 1,
+                    60,
+                    "the divergence on /metrics",
+                )
                 scraped = metrics()
-                assert _metric(scraped, "cancel_reconcile_divergences", '{kind="refused_but_terminated"}') == 0
+                assert (
+                    _metric(
+                        scraped, "cancel_reconcile_divergences", '{kind="refused_but_terminated"}'
+                    )
+                    == 0
+                )
                 assert _metric(scraped, "cancel_reconcile_unreadable") == 0
                 time.sleep(0.5)  # into the next (back-to-back) run
             finally:
                 daemon.send_signal(signal.SIGTERM)
                 try:
-                    daemon.wait(timeout=SHUTDOWN + MARGIN)  # the budget the daemon promises, not a speed
+                    daemon.wait(
+                        timeout=SHUTDOWN + MARGIN
+                    )  # the budget the daemon promises, not a speed
                 finally:
                     if daemon.poll() is None:
                         daemon.kill()
                         daemon.wait(10)
-        events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        events = [
+            json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
+        ]
         assert daemon.returncode == 0, log_path.read_text()[-3000:]
         warned = [e for e in events if e.get("event") == "reconcile_divergence"]
         assert warned and {e["request_id"] for e in warned} == {back["id"]}, warned
-        assert {e["kind"] for e in warned} == {"approved_but_active"} and all(e["level"] == "warning" for e in warned)
-        assert any(e.get("event") == "reconcile_interrupted" for e in events), "the stop did not cut the run short"
+        assert {e["kind"] for e in warned} == {"approved_but_active"} and all(
+            e["level"] == "warning" for e in warned
+        )
+        assert any(e.get("event") == "reconcile_interrupted" for e in events), (
+            "the stop did not cut the run short"
+        )
         assert not any("still busy" in line for line in log_path.read_text().splitlines())
         assert sandbox.environ()["CONNECT_API_KEY"] not in log_path.read_text()
 
 
-@pytest.mark.parametrize("value, fine", [(None, True), (3600, True), (1, True), (0.5, False), (-60, False),
-                                         ("daily", False)])
-def test_reconcile_every_is_off_by_default_and_at_least_a_second(tmp_path: Path, value: object, fine: bool) -> None:
+@pytest.mark.parametrize(
+    "value, fine",
+    [(None, True), (3600, True), (1, True), (0.5, False), (-60, False), ("daily", False)],
+)
+def test_reconcile_every_is_off_by_default_and_at_least_a_second(
+    tmp_path: Path, value: object, fine: bool
+) -> None:
     path = tmp_path / "processor.yaml"
     path.write_text(yaml.safe_dump({"reconcile": {"every": value}}))
     if fine:
@@ -155,7 +193,9 @@ def test_a_failed_run_is_logged_and_the_schedule_goes_on_until_stopped(tmp_path:
     from processor.ops.reconcile_schedule import ReconcileSchedule
 
     db = tmp_path / "journal.db"
-    config = Config.model_validate({"journal": {"url": f"sqlite:///{db}"}, "reconcile": {"every": 1}})
+    config = Config.model_validate(
+        {"journal": {"url": f"sqlite:///{db}"}, "reconcile": {"every": 1}}
+    )
     journal = open_journal(config.journal.url)
     journal.migrate()
     metrics = Metrics()
@@ -163,16 +203,30 @@ def test_a_failed_run_is_logged_and_the_schedule_goes_on_until_stopped(tmp_path:
     try:
         result = schedule.run_once()
         assert result is not None and result.checked == 0
-        assert (metrics.registry.get_sample_value("cancel_reconcile_last_completed_timestamp_seconds") or 0) > 0
-        assert metrics.registry.get_sample_value("cancel_reconcile_divergences", {"kind": "approved_but_active"}) == 0
+        assert (
+            metrics.registry.get_sample_value("cancel_reconcile_last_completed_timestamp_seconds")
+            or 0
+        ) > 0
+        assert (
+            metrics.registry.get_sample_value(
+                "cancel_reconcile_divergences", {"kind": "approved_but_active"}
+            )
+            == 0
+        )
         with sqlite3.connect(db) as conn:
             conn.execute("drop table requests")  # the journal breaks under the running schedule
         with capture_logs() as logs:
             schedule.start()
-            _wait_for(lambda: sum(e["event"] == "reconcile_failed" for e in logs) >= 2, 20, "two failed runs")
+            _wait_for(
+                lambda: sum(e["event"] == "reconcile_failed" for e in logs) >= 2,
+                20,
+                "two failed runs",
+            )
             assert schedule.join()
         failed = [e for e in logs if e["event"] == "reconcile_failed"]
-        assert all(e["log_level"] == "error" and "SchemaError" in e["error"] for e in failed), failed
+        assert all(e["log_level"] == "error" and "SchemaError" in e["error"] for e in failed), (
+            failed
+        )
         assert len(failed) >= 2  # the schedule went on after the first failure
     finally:
         schedule.join()

@@ -23,33 +23,38 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pytest
 import requests
 import yaml
 
 from bench.daemons import Daemon, fresh_schema, held_by, taken_from
-from processor.journal import open_journal
-from processor.journal.base import FINAL_STATES, State
 from cancel_sandbox.faults import FaultSettings
 from cancel_sandbox.local import Sandbox
+from processor.journal import open_journal
+from processor.journal.base import FINAL_STATES, State
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 REQUESTS = 2000
 REPLICAS = 3
 LEASE_SECONDS = 3
-KILLS = 8  # the killed replica: SIGKILL + restart this many times, every 1-2 s, while it holds claims
+KILLS = (
+    8  # the killed replica: SIGKILL + restart this many times, every 1-2 s, while it holds claims
+)
 STOP_SECONDS = 5.0  # the frozen replica: SIGSTOP at least this long (longer than the lease) ...
 # ... and until another replica re-claimed what it held, at most this long. The others look for
 # stranded claims every half lease, so a takeover comes about a lease and a half after the freeze;
 # the margin is for a loaded CI machine.
 STOP_MAX_SECONDS = 20.0
-FAULTS_BUDGET = 150.0  # seconds for the fault phase at most (a loaded machine); about 25 s otherwise
+FAULTS_BUDGET = (
+    150.0  # seconds for the fault phase at most (a loaded machine); about 25 s otherwise
+)
 CLAIM_WAIT = 15.0  # seconds a restarted replica gets to hold a claim before it is killed anyway
 SETTLE_SECONDS = 0.1  # after a SIGSTOP/SIGKILL, for the server to finish what the process had sent
 QUIET_BUDGET = 45.0  # seconds to wait for the backlog to drain after the last fault
@@ -78,21 +83,31 @@ def sql_rows(journal_url: str, query: str, *params: Any) -> list[tuple[Any, ...]
 def stale_writes(journal_url: str) -> list[tuple[Any, ...]]:
     """Transitions written under a superseded claim: a fence lower than one already written for
     the same request. Fencing makes these impossible; this reads the whole history to prove it."""
-    return sql_rows(journal_url, """
+    return sql_rows(
+        journal_url,
+        """
         SELECT request_id, id, fence, owner, previous FROM (
             SELECT request_id, id, fence, owner,
                    max(fence) OVER (PARTITION BY request_id ORDER BY id
                                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous
               FROM transitions) AS history
-         WHERE fence < previous""")
+         WHERE fence < previous""",
+    )
 
 
-def written_after(journal_url: str, claims: Mapping[str, int], since: datetime) -> list[tuple[Any, ...]]:
+def written_after(
+    journal_url: str, claims: Mapping[str, int], since: datetime
+) -> list[tuple[Any, ...]]:
     """Transitions written under exactly these claims (request id -> fence) at or after ``since``."""
     if not claims:
         return []
-    rows = sql_rows(journal_url, "SELECT request_id, fence, owner, at FROM transitions "
-                                 "WHERE request_id = ANY (%s) AND at >= %s", list(claims), since)
+    rows = sql_rows(
+        journal_url,
+        "SELECT request_id, fence, owner, at FROM transitions "
+        "WHERE request_id = ANY (%s) AND at >= %s",
+        list(claims),
+        since,
+    )
     return [row for row in rows if claims.get(row[0]) == row[1]]
 
 
@@ -110,15 +125,23 @@ class Faults:
     """What was done to the replicas, and what they held when it was done."""
 
     kills: int = 0
-    orphaned: dict[str, int] = field(default_factory=dict)  # request id -> fence of the killed holder's claim
+    orphaned: dict[str, int] = field(
+        default_factory=dict
+    )  # request id -> fence of the killed holder's claim
     stops: int = 0
     frozen_pid: int = 0
-    held_when_frozen: dict[str, int] = field(default_factory=dict)  # request id -> fence of its claim
-    taken_while_frozen: set[str] = field(default_factory=set)  # of those, re-claimed before the thaw
+    held_when_frozen: dict[str, int] = field(
+        default_factory=dict
+    )  # request id -> fence of its claim
+    taken_while_frozen: set[str] = field(
+        default_factory=set
+    )  # of those, re-claimed before the thaw
     first_taken_after: float | None = None  # seconds from the freeze to the first takeover seen
     frozen_for: float = 0.0
     thawed_at: datetime | None = None  # wall clock, as the journal's transitions are stamped
-    frozen_rows: list[tuple[Any, ...]] = field(default_factory=list)  # what it held, as the journal said
+    frozen_rows: list[tuple[Any, ...]] = field(
+        default_factory=list
+    )  # what it held, as the journal said
 
 
 def inflict(journal_url: str, killed: Daemon, frozen: Daemon, rng: random.Random) -> Faults:
@@ -138,8 +161,11 @@ def inflict(journal_url: str, killed: Daemon, frozen: Daemon, rng: random.Random
                 time.sleep(SETTLE_SECONDS)  # statements it had already sent still run on the server
                 faults.held_when_frozen = held_by(journal_url, faults.frozen_pid)  # stable now
                 faults.frozen_rows = sql_rows(
-                    journal_url, "SELECT request_id, state, fence, lease_owner, lease_expires_at, next_attempt_at "
-                                 "FROM requests WHERE request_id = ANY (%s)", list(faults.held_when_frozen))
+                    journal_url,
+                    "SELECT request_id, state, fence, lease_owner, lease_expires_at, next_attempt_at "
+                    "FROM requests WHERE request_id = ANY (%s)",
+                    list(faults.held_when_frozen),
+                )
                 if faults.held_when_frozen:
                     frozen_since = now
                 else:  # between requests right now: try again shortly
@@ -149,9 +175,11 @@ def inflict(journal_url: str, killed: Daemon, frozen: Daemon, rng: random.Random
                 taken = taken_from(journal_url, faults.held_when_frozen)
                 if taken and faults.first_taken_after is None:
                     faults.first_taken_after = now - frozen_since
-                if now - frozen_since >= STOP_SECONDS and (taken or now - frozen_since >= STOP_MAX_SECONDS):
+                if now - frozen_since >= STOP_SECONDS and (
+                    taken or now - frozen_since >= STOP_MAX_SECONDS
+                ):
                     faults.taken_while_frozen = taken
-                    faults.thawed_at = datetime.now(timezone.utc)
+                    faults.thawed_at = datetime.now(UTC)
                     frozen.thaw()
                     faults.frozen_for, frozen_since = now - frozen_since, None
                     faults.stops += 1
@@ -179,8 +207,11 @@ def marketplace_status_changes(sandbox: Sandbox) -> Counter[tuple[str, str]]:
     changes: Counter[tuple[str, str]] = Counter()
     since = 0
     for _ in range(1000):  # pages of 10,000 entries; bounded
-        page = requests.get(f"{sandbox.marketplace.url}/admin/ledger", params={"since": since, "limit": 10000},
-                            timeout=30).json()
+        page = requests.get(
+            f"{sandbox.marketplace.url}/admin/ledger",
+            params={"since": since, "limit": 10000},
+            timeout=30,
+        ).json()
         for entry in page["entries"]:
             if entry["kind"] == "request" and entry["event"] == "status":
                 changes[(entry["id"], entry["to"])] += 1
@@ -193,24 +224,43 @@ def marketplace_status_changes(sandbox: Sandbox) -> Counter[tuple[str, str]]:
 def test_three_replicas_survive_kills_and_a_freeze(journal_url: str, tmp_path: Path) -> None:
     started = time.monotonic()
     vendor_latency = FaultSettings(latency_ms=2, latency_jitter_ms=3, seed=4)
-    with Sandbox(generate=REQUESTS, seed=13, vendor_mode="key", vendor_faults=vendor_latency) as sandbox:
+    with Sandbox(
+        generate=REQUESTS, seed=13, vendor_mode="key", vendor_faults=vendor_latency
+    ) as sandbox:
         before = sandbox.pending_cancels()
         data = sandbox.config_data(
             journal_url,
-            processing={"concurrency": 8, "poll_interval": 0.3, "notes": False, "shutdown_timeout": 10},
+            processing={
+                "concurrency": 8,
+                "poll_interval": 0.3,
+                "notes": False,
+                "shutdown_timeout": 10,
+            },
             journal={"lease_seconds": LEASE_SECONDS, "pool_size": 10},
         )
         data["log"] = {"level": "info"}  # the takeovers are info events: counted from the logs
         config = tmp_path / "processor.yaml"
         config.write_text(yaml.safe_dump(data), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))
+        }
         env.update(sandbox.environ())
 
-        migrated = subprocess.run([sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
-                                  env=env, capture_output=True, text=True, timeout=60)
+        migrated = subprocess.run(
+            [sys.executable, "-m", "processor", "journal", "migrate", "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert migrated.returncode == 0, migrated.stderr
 
-        replicas = [Daemon(f"replica-{i}", config, env, tmp_path / f"replica-{i}.log") for i in range(REPLICAS)]
+        replicas = [
+            Daemon(f"replica-{i}", config, env, tmp_path / f"replica-{i}.log")
+            for i in range(REPLICAS)
+        ]
         killed, frozen, _steady = replicas
         for replica in replicas:
             replica.start()
@@ -235,18 +285,27 @@ def test_three_replicas_survive_kills_and_a_freeze(journal_url: str, tmp_path: P
             journal.close()
         changes = marketplace_status_changes(sandbox)
         terminations = Counter(
-            e["subscription_id"] for e in sandbox.vendor_ledger()["effects"]
+            e["subscription_id"]
+            for e in sandbox.vendor_ledger()["effects"]
             if e["action"] == "terminate" and not e.get("duplicate")
         )
         orphans_taken = taken_from(journal_url, faults.orphaned)
         stale = stale_writes(journal_url)
         taken_claims = {rid: faults.held_when_frozen[rid] for rid in faults.taken_while_frozen}
-        late = written_after(journal_url, taken_claims, faults.thawed_at) if faults.thawed_at else []
+        late = (
+            written_after(journal_url, taken_claims, faults.thawed_at) if faults.thawed_at else []
+        )
         lease_lost = log_events(frozen, "lease_lost")
         swept = sum(log_events(replica, "stranded_claim_taken_over") for replica in replicas)
-    approved_twice = sorted(rid for (rid, status), n in changes.items() if status == "approved" and n > 1)
-    failed_twice = sorted(rid for (rid, status), n in changes.items() if status == "failed" and n > 1)
-    not_final = {rid: state for rid, state in states.items() if state not in (State.APPROVED, State.FAILED)}
+    approved_twice = sorted(
+        rid for (rid, status), n in changes.items() if status == "approved" and n > 1
+    )
+    failed_twice = sorted(
+        rid for (rid, status), n in changes.items() if status == "failed" and n > 1
+    )
+    not_final = {
+        rid: state for rid, state in states.items() if state not in (State.APPROVED, State.FAILED)
+    }
     print(
         f"\n[replicas] requests={len(before)} replicas={REPLICAS} kills={faults.kills} "
         f"orphaned_claims={len(faults.orphaned)} re_claimed={len(orphans_taken)} "
@@ -274,7 +333,10 @@ def test_three_replicas_survive_kills_and_a_freeze(journal_url: str, tmp_path: P
     # every request is final, finished) once its lease ran out.
     assert faults.orphaned and orphans_taken == set(faults.orphaned)
     # Claims the frozen replica held were re-claimed by the others while it slept ...
-    assert faults.held_when_frozen and faults.taken_while_frozen, (faults.held_when_frozen, faults.frozen_rows)
+    assert faults.held_when_frozen and faults.taken_while_frozen, (
+        faults.held_when_frozen,
+        faults.frozen_rows,
+    )
     # ... and once thawed it wrote nothing more under them, nor did anyone ever write under a
     # superseded claim.
     assert late == [], late

@@ -14,16 +14,21 @@ from typing import Any
 
 import responses
 
+from processor.cli.ticker import Ticker
 from processor.marketplace import GatewaySettings, Marketplace, Selector, Stopping, TransientError
 from processor.marketplace.retry import Waiting
-from processor.cli.ticker import Ticker
 
 ENDPOINT = "https://connect.example/public/v1"
 
 
 def test_a_backoff_under_way_ends_with_stopping_when_the_stop_event_is_set() -> None:
-    settings = GatewaySettings(endpoint=ENDPOINT, api_key="ApiKey SU-1:secret-123456", max_attempts=6,
-                               backoff_base=300.0, backoff_max=600.0)
+    settings = GatewaySettings(
+        endpoint=ENDPOINT,
+        api_key="ApiKey SU-1:secret-123456",
+        max_attempts=6,
+        backoff_base=300.0,
+        backoff_max=600.0,
+    )
     stop = threading.Event()
     market = Marketplace(settings)  # no injected sleep: waits are on the stop event
     market.stop_on(stop)
@@ -39,7 +44,9 @@ def test_a_backoff_under_way_ends_with_stopping_when_the_stop_event_is_set() -> 
 
         worker = threading.Thread(target=call, daemon=True)
         worker.start()
-        while not market.waiting() or market.waiting()[0].attempt < 2:  # the first 503 came, a backoff runs
+        while (
+            not market.waiting() or market.waiting()[0].attempt < 2
+        ):  # the first 503 came, a backoff runs
             worker.join(0.01)
             assert worker.is_alive(), outcome
         stop.set()
@@ -53,11 +60,15 @@ def test_a_backoff_under_way_ends_with_stopping_when_the_stop_event_is_set() -> 
 def test_no_retry_wait_starts_once_stopping() -> None:
     stop = threading.Event()
     stop.set()
-    settings = GatewaySettings(endpoint=ENDPOINT, api_key="ApiKey SU-1:secret-123456", backoff_base=300.0)
+    settings = GatewaySettings(
+        endpoint=ENDPOINT, api_key="ApiKey SU-1:secret-123456", backoff_base=300.0
+    )
     market = Marketplace(settings)
     market.stop_on(stop)
     with responses.RequestsMock() as http:
-        http.add(responses.GET, re.compile(re.escape(f"{ENDPOINT}/requests") + ".*"), status=503, json={})
+        http.add(
+            responses.GET, re.compile(re.escape(f"{ENDPOINT}/requests") + ".*"), status=503, json={}
+        )
         try:
             list(market.iter_pending(Selector()))
         except Stopping as exc:
@@ -78,8 +89,10 @@ def test_the_progress_line_names_the_call_the_wait_the_attempt_and_the_cause() -
     clock = _Clock()
     calls = [Waiting("list_pending", since=80.0, attempt=3, cause="timeout")]
     ticker = Ticker(lambda: calls, "https://connect.example/public/v1", clock=clock, max_attempts=6)
-    assert ticker.line() == ("cancel-processor: waiting for Connect at https://connect.example/public/v1: "
-                             "list_pending for 20 s, attempt 3 of 6, last try: timeout; Ctrl-C stops")
+    assert ticker.line() == (
+        "cancel-processor: waiting for Connect at https://connect.example/public/v1: "
+        "list_pending for 20 s, attempt 3 of 6, last try: timeout; Ctrl-C stops"
+    )
     calls[:] = [Waiting("list_pending", since=99.0)]  # answered promptly so far: nothing to say
     assert ticker.line() is None
     calls[:] = []

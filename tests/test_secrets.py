@@ -23,8 +23,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -35,8 +36,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cancel_sandbox.faults import FaultSettings
-from processor.ops.serving import ServerThread, free_port
 from cancel_sandbox.local import VENDOR_TOKEN_ENV, Sandbox
+from processor.ops.serving import ServerThread, free_port
 
 from .test_crash import processor_env
 
@@ -63,9 +64,13 @@ class EchoVendor:
     def __init__(self) -> None:
         self.seen_tokens: set[str] = set()
         self.echoed = 0
-        self.server = ServerThread(Starlette(routes=[
-            Route("/v1/subscriptions/{sid}/{action}", self._action, methods=["POST"]),
-        ]))
+        self.server = ServerThread(
+            Starlette(
+                routes=[
+                    Route("/v1/subscriptions/{sid}/{action}", self._action, methods=["POST"]),
+                ]
+            )
+        )
 
     async def _action(self, request: Request) -> JSONResponse:
         auth = request.headers.get("authorization", "")
@@ -75,7 +80,9 @@ class EchoVendor:
         if kind == 0:  # a refusal whose customer-facing message carries the token
             return JSONResponse({"error": "refused", "message": f"{auth} may not cancel this"}, 422)
         if kind == 1:  # a definite error whose error code carries the token: poison, then parked
-            return JSONResponse({"error": f"denied {auth}", "message": f"token {auth} rejected"}, 418)
+            return JSONResponse(
+                {"error": f"denied {auth}", "message": f"token {auth} rejected"}, 418
+            )
         # a 5xx: ambiguous, and this vendor offers neither keys nor status: parked for a person
         return JSONResponse({"error": f"crashed handling {auth}", "trace": [auth]}, 500)
 
@@ -102,13 +109,22 @@ class Scan:
         self.outputs[where] = _ANSI.sub("", _text(value))
 
     def leaks(self) -> list[str]:
-        return [f"{name} in {where}" for where, text in self.outputs.items()
-                for name, secret in SECRETS.items() if secret in text]
+        return [
+            f"{name} in {where}"
+            for where, text in self.outputs.items()
+            for name, secret in SECRETS.items()
+            if secret in text
+        ]
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "processor", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "processor", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _record(scan: Scan, name: str, done: subprocess.CompletedProcess[str]) -> None:
@@ -133,24 +149,38 @@ def _faults(sandbox: Sandbox, marketplace: FaultSettings, vendor: FaultSettings)
 def _journal_rows(path: Path) -> dict[str, tuple[str, str | None]]:
     with sqlite3.connect(path) as db:
         try:
-            return {rid: (state, error) for rid, state, error in
-                    db.execute("select request_id, state, last_error from requests")}
+            return {
+                rid: (state, error)
+                for rid, state, error in db.execute(
+                    "select request_id, state, last_error from requests"
+                )
+            }
         except sqlite3.OperationalError:  # the daemon created the file and is creating its tables
             return {}
 
 
-def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor: EchoVendor) -> None:
+def test_no_secret_reaches_any_output_of_a_full_run(
+    tmp_path: Path, echo_vendor: EchoVendor
+) -> None:
     scan = Scan()
     port = free_port()
     db = tmp_path / "journal.db"
     sandbox = Sandbox(generate=30, seed=11, api_key=API_KEY, vendor_token=VENDOR_TOKEN)
     with sandbox:
         before = sandbox.pending_cancels()
-        _faults(sandbox, FaultSettings(error_rate=0.05, throttle_rate=0.05, retry_after=0.2, seed=5),
-                FaultSettings(error_rate=0.1, drop_rate=0.05, latency_jitter_ms=400, seed=5))
+        _faults(
+            sandbox,
+            FaultSettings(error_rate=0.05, throttle_rate=0.05, retry_after=0.2, seed=5),
+            FaultSettings(error_rate=0.1, drop_rate=0.05, latency_jitter_ms=400, seed=5),
+        )
         data = sandbox.config_data(
             f"sqlite:///{db}",
-            processing={"poll_interval": 0.3, "max_attempts": 2, "retry_base": 0.2, "retry_max": 0.5},
+            processing={
+                "poll_interval": 0.3,
+                "max_attempts": 2,
+                "retry_base": 0.2,
+                "retry_max": 0.5,
+            },
             http={"enabled": True, "host": "127.0.0.1", "port": port},
             log={"level": "debug", "format": "json"},
         )
@@ -158,18 +188,30 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
         # calls into timeouts and a request could still be retrying when the wait below ran out.
         # Drops and 5xx still exercise the ambiguous paths whose messages must be masked.
         data["adapters"]["vendor"]["options"]["timeout"] = {"connect": 2, "read": 1.5}
-        data["adapters"]["echo"] = {"type": "http", "options": {
-            "base_url": echo_vendor.server.url, "idempotency": "none",
-            "outcomes": {"422": [{"when": {"error": "refused"}, "outcome": "refused"}, "failed"]},
-            "auth": {"type": "bearer", "env": VENDOR_TOKEN_ENV}}}
+        data["adapters"]["echo"] = {
+            "type": "http",
+            "options": {
+                "base_url": echo_vendor.server.url,
+                "idempotency": "none",
+                "outcomes": {
+                    "422": [{"when": {"error": "refused"}, "outcome": "refused"}, "failed"]
+                },
+                "auth": {"type": "bearer", "env": VENDOR_TOKEN_ENV},
+            },
+        }
         data["defaults"]["environments"] = {"test": "echo"}
         config = tmp_path / "processor.yaml"
         config.write_text(yaml.safe_dump(data))
         env = processor_env(sandbox, CANCEL_PROCESSOR_STATUS_TOKEN=STATUS_TOKEN)
         assert env["CONNECT_API_KEY"] == API_KEY and env[VENDOR_TOKEN_ENV] == VENDOR_TOKEN
 
-        daemon = subprocess.Popen([sys.executable, "-m", "processor", "run", "--config", str(config)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "processor", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             auth = {"Authorization": f"Bearer {STATUS_TOKEN}"}
@@ -179,28 +221,46 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
                     rows = _journal_rows(db)
                 except sqlite3.OperationalError:  # not created yet, or its tables not yet
                     return False
-                open_ = {rid for rid, (state, _) in rows.items() if state not in
-                         ("approved", "failed", "parked", "closed", "revoked")}
+                open_ = {
+                    rid
+                    for rid, (state, _) in rows.items()
+                    if state not in ("approved", "failed", "parked", "closed", "revoked")
+                }
                 return len(rows) >= len(before) and not open_
 
             try:
                 _wait_for(settled, 240, "every request to be approved, refused or parked")
             except AssertionError:
                 daemon.send_signal(signal.SIGTERM)
-                raise AssertionError(f"unsettled: {sorted(_journal_rows(db).items())} "
-                                     f"{daemon.communicate(timeout=60)[1][-4000:]}") from None
-            probes = {path: requests.get(base + path, headers=auth, timeout=10)
-                      for path in ("/healthz", "/readyz", "/metrics", "/", "/?state=parked", "/?q=PR-",
-                                   "/requests/PR-0000-0000-0000-000")}
+                raise AssertionError(
+                    f"unsettled: {sorted(_journal_rows(db).items())} "
+                    f"{daemon.communicate(timeout=60)[1][-4000:]}"
+                ) from None
+            probes = {
+                path: requests.get(base + path, headers=auth, timeout=10)
+                for path in (
+                    "/healthz",
+                    "/readyz",
+                    "/metrics",
+                    "/",
+                    "/?state=parked",
+                    "/?q=PR-",
+                    "/requests/PR-0000-0000-0000-000",
+                )
+            }
             assert probes["/healthz"].status_code == 200 and probes["/"].status_code == 200
             for path, response in probes.items():
-                scan.add(f"GET {path}", f"{response.status_code} {response.headers} {response.text}")
+                scan.add(
+                    f"GET {path}", f"{response.status_code} {response.headers} {response.text}"
+                )
             rows = _journal_rows(db)
             for request_id in sorted(rows):
                 page = requests.get(f"{base}/requests/{request_id}", headers=auth, timeout=10)
                 assert page.status_code == 200
                 scan.add(f"GET /requests/{request_id}", page.text)
-            refused = requests.get(f"{base}/?token=wrong-token-0123456789", timeout=10, allow_redirects=False)
+            refused = requests.get(
+                f"{base}/?token=wrong-token-0123456789", timeout=10, allow_redirects=False
+            )
             assert refused.status_code == 401
             scan.add("GET /?token=wrong", f"{refused.headers} {refused.text}")
 
@@ -226,8 +286,11 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
             # The daemon takes the retried request up again: whatever it reaches (parked again, or
             # approved if its trouble was a fault that passed), it is final once more. Waited for as
             # a condition, with the same generous bound as the first settling: a loaded machine is slow.
-            _wait_for(lambda: _journal_rows(db)[parked[0]][0] in ("approved", "failed", "parked"), 150,
-                      "the retried request to be handled again")
+            _wait_for(
+                lambda: _journal_rows(db)[parked[0]][0] in ("approved", "failed", "parked"),
+                150,
+                "the retried request to be handled again",
+            )
         finally:
             daemon.send_signal(signal.SIGTERM)
             out, err = daemon.communicate(timeout=60)
@@ -240,14 +303,24 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
         # The same journal once more, the logs in console format: the retried request again.
         again = _cli(env, "retry", parked[-1], *cfg)
         assert again.returncode == 0, again.stderr
-        console = _cli({**env, "CANCEL_PROCESSOR_LOG__FORMAT": "console"}, "run", *cfg, "--once",
-                       "--request-id", parked[-1], timeout=120)
+        console = _cli(
+            {**env, "CANCEL_PROCESSOR_LOG__FORMAT": "console"},
+            "run",
+            *cfg,
+            "--once",
+            "--request-id",
+            parked[-1],
+            timeout=120,
+        )
         assert console.returncode == 1, console.stderr[-2000:]  # parked again: unfinished
         _record(scan, "run --once (console)", console)
 
         # The mocks' own records: requests (refusal reasons), conversations (notes), ledgers.
         scan.add("marketplace requests", sandbox.cancel_requests())
-        scan.add("marketplace ledger", requests.get(f"{sandbox.marketplace.url}/admin/ledger", timeout=10).text)
+        scan.add(
+            "marketplace ledger",
+            requests.get(f"{sandbox.marketplace.url}/admin/ledger", timeout=10).text,
+        )
         scan.add("vendor ledger", sandbox.vendor_ledger())
         for request_id in approved[:3] + parked[:3]:
             scan.add(f"notes of {request_id}", sandbox.messages(request_id))
@@ -259,25 +332,39 @@ def test_no_secret_reaches_any_output_of_a_full_run(tmp_path: Path, echo_vendor:
 
     # Bad configurations: their error messages name the key and the value, but not a secret.
     for name, overrides in {
-        "journal url, bad scheme": {"CANCEL_PROCESSOR_JOURNAL__URL": f"mysql://cp:{DB_PASSWORD}@db/cp"},
-        "journal url, unreachable": {"CANCEL_PROCESSOR_JOURNAL__URL":
-                                     f"postgresql://cp:{DB_PASSWORD}@127.0.0.1:{free_port()}/cp"},
-        "endpoint with credentials": {"CONNECT_ENDPOINT": f"ftp://cp:{DB_PASSWORD}@connect/public/v1"},
+        "journal url, bad scheme": {
+            "CANCEL_PROCESSOR_JOURNAL__URL": f"mysql://cp:{DB_PASSWORD}@db/cp"
+        },
+        "journal url, unreachable": {
+            "CANCEL_PROCESSOR_JOURNAL__URL": f"postgresql://cp:{DB_PASSWORD}@127.0.0.1:{free_port()}/cp"
+        },
+        "endpoint with credentials": {
+            "CONNECT_ENDPOINT": f"ftp://cp:{DB_PASSWORD}@connect/public/v1"
+        },
         "secret in a number": {"CANCEL_PROCESSOR_PROCESSING__CONCURRENCY": API_KEY},
         "secret as a key": {"CANCEL_PROCESSOR_CONNECT__API_KEY": API_KEY},
     }.items():
         for args in (("run", "--once", *cfg), ("status", *cfg)):
             done = _cli({**env, **overrides}, *args)
-            assert done.returncode in (1, 2, 3), (name, args, done.stdout, done.stderr[-2000:])  # 3: unreachable
+            assert done.returncode in (1, 2, 3), (
+                name,
+                args,
+                done.stdout,
+                done.stderr[-2000:],
+            )  # 3: unreachable
             _record(scan, f"bad config: {name}: {args[0]}", done)
 
     # Positive controls: the secrets did travel where a leak could have happened.
     assert echo_vendor.seen_tokens == {VENDOR_TOKEN} and echo_vendor.echoed >= 3
-    assert any("***" in (error or "") for _, error in rows.values()), "no scrubbed vendor error in the journal"
+    assert any("***" in (error or "") for _, error in rows.values()), (
+        "no scrubbed vendor error in the journal"
+    )
     assert any(c["status"] == "failed" for c in cancels.values()), "no refusal reached Connect"
     metrics = scan.outputs["GET /metrics"]
     assert 'cancel_requests_total{outcome="parked"}' in metrics or "cancel_parked " in metrics
-    assert re.search(r'cancel_retries_total\{cause="(throttled|server_error)"', metrics), "no Connect retry"
+    assert re.search(r'cancel_retries_total\{cause="(throttled|server_error)"', metrics), (
+        "no Connect retry"
+    )
     assert scan.outputs["daemon stderr (json)"].count('"level": "debug"') > 0
 
     assert scan.leaks() == []

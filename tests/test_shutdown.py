@@ -14,8 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -23,9 +24,9 @@ import yaml
 
 from bench.daemons import catches_sigterm
 from bench.servers import MockServers
+from processor.daemon.signals import MARGIN
 from processor.journal import open_journal
 from processor.journal.base import JournalError, State
-from processor.daemon.signals import MARGIN
 
 SHUTDOWN = 3.0
 SLACK = 3.0  # a loaded 2-core machine: process teardown, the signal's delivery
@@ -47,9 +48,14 @@ def _faults(url: str, settings: dict[str, Any]) -> None:
 def _config(servers: MockServers, tmp_path: Path) -> Path:
     data = servers.config_data(f"sqlite:///{tmp_path / 'journal.db'}", concurrency=4)
     data["connect"]["timeout_read"] = 30  # cut to 80 % of the budget by the processor
-    data["journal"]["lease_seconds"] = 4  # the restart below takes the killed run's claims over soon
+    data["journal"]["lease_seconds"] = (
+        4  # the restart below takes the killed run's claims over soon
+    )
     data["processing"].update(shutdown_timeout=SHUTDOWN, poll_interval=1)
-    data["adapters"]["vendor"]["options"]["timeout"] = {"connect": 2, "read": 30}  # longer than the budget
+    data["adapters"]["vendor"]["options"]["timeout"] = {
+        "connect": 2,
+        "read": 30,
+    }  # longer than the budget
     data["http"] = {"enabled": False}
     path = tmp_path / "processor.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -70,9 +76,13 @@ def _no_process_left() -> Iterator[None]:
 
 
 def _start(config: Path, *mode: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-m", "processor", "run", "--config", str(config), *mode],
-                               env={**_environ(), **MockServers.environ()}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "processor", "run", "--config", str(config), *mode],
+        env={**_environ(), **MockServers.environ()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _STARTED.append(process)
     return process
 
@@ -80,18 +90,26 @@ def _start(config: Path, *mode: str) -> subprocess.Popen[str]:
 def _environ() -> dict[str, str]:
     import os
 
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))}
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("CANCEL_PROCESSOR_", "CONNECT_"))
+    }
 
 
-def _until(condition: Any, what: str, process: subprocess.Popen[str], timeout: float = 60.0) -> None:
+def _until(
+    condition: Any, what: str, process: subprocess.Popen[str], timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert process.poll() is None, f"exited early ({process.returncode}) while waiting for {what}"
+        assert process.poll() is None, (
+            f"exited early ({process.returncode}) while waiting for {what}"
+        )
         assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
         time.sleep(0.05)
 
 
-def _sigterm(process: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[float, int, str, str]:
+def _sigterm(
+    process: subprocess.Popen[str], signum: int = signal.SIGTERM
+) -> tuple[float, int, str, str]:
     """SIGTERM (or ``signum``), then the seconds until the process was gone, its status and its output."""
     started = time.monotonic()
     process.send_signal(signum)
@@ -127,14 +145,22 @@ class _Lines:
         return "".join(self.lines)
 
 
-@pytest.mark.parametrize("mode, status, signum", [
-    ((), 0, signal.SIGTERM), (("--once",), 1, signal.SIGTERM), (("--dry-run",), 1, signal.SIGTERM),
-    (("--dry-run",), 1, signal.SIGINT),  # Ctrl-C
-], ids=["daemon", "once", "dry-run", "dry-run-ctrl-c"])
-def test_sigterm_with_connect_hanging_exits_within_the_budget(healthy: MockServers, tmp_path: Path,
-                                                              mode: tuple[str, ...], status: int,
-                                                              signum: int) -> None:
-    config = _config(healthy, tmp_path)  # reads the products from the marketplace: before it is slow
+@pytest.mark.parametrize(
+    "mode, status, signum",
+    [
+        ((), 0, signal.SIGTERM),
+        (("--once",), 1, signal.SIGTERM),
+        (("--dry-run",), 1, signal.SIGTERM),
+        (("--dry-run",), 1, signal.SIGINT),  # Ctrl-C
+    ],
+    ids=["daemon", "once", "dry-run", "dry-run-ctrl-c"],
+)
+def test_sigterm_with_connect_hanging_exits_within_the_budget(
+    healthy: MockServers, tmp_path: Path, mode: tuple[str, ...], status: int, signum: int
+) -> None:
+    config = _config(
+        healthy, tmp_path
+    )  # reads the products from the marketplace: before it is slow
     _faults(healthy.market_url, SLOW)
     process = _start(config, *mode)
     lines = _Lines(process)
@@ -147,8 +173,10 @@ def test_sigterm_with_connect_hanging_exits_within_the_budget(healthy: MockServe
     process.stderr = None  # read by _Lines
     elapsed, code, _out, _err = _sigterm(process, signum)
     err = lines.text()
-    print(f"\nslow Connect, run {' '.join(mode) or '(daemon)'}: exit {code} {elapsed:.2f} s after "
-          f"{signal.Signals(signum).name}")
+    print(
+        f"\nslow Connect, run {' '.join(mode) or '(daemon)'}: exit {code} {elapsed:.2f} s after "
+        f"{signal.Signals(signum).name}"
+    )
     assert elapsed < BOUND, err[-2000:]
     assert code == status, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
@@ -168,19 +196,23 @@ def _states(tmp_path: Path) -> dict[State, int]:
 
 @pytest.mark.parametrize("mode, status", [((), 0), (("--once",), 1)], ids=["daemon", "once"])
 def test_sigterm_with_the_vendor_hanging_exits_within_the_budget_and_the_next_run_finishes(
-        healthy: MockServers, tmp_path: Path, mode: tuple[str, ...], status: int) -> None:
+    healthy: MockServers, tmp_path: Path, mode: tuple[str, ...], status: int
+) -> None:
     config = _config(healthy, tmp_path)
     _faults(healthy.vendor_url, SLOW)
     process = _start(config, *mode)
     lines = _Lines(process)
     _until(lambda: catches_sigterm(process.pid), "SIGTERM handler", process)
     # A terminate call is under way once a request is recorded as terminating (intent first).
-    _until(lambda: _states(tmp_path).get(State.TERMINATING, 0) > 0,
-           "vendor call in flight", process)
+    _until(
+        lambda: _states(tmp_path).get(State.TERMINATING, 0) > 0, "vendor call in flight", process
+    )
     process.stderr = None
     elapsed, code, _out, _err = _sigterm(process)
     err = lines.text()
-    print(f"\nslow vendor, run {' '.join(mode) or '(daemon)'}: exit {code} {elapsed:.2f} s after SIGTERM")
+    print(
+        f"\nslow vendor, run {' '.join(mode) or '(daemon)'}: exit {code} {elapsed:.2f} s after SIGTERM"
+    )
     assert elapsed < BOUND, err[-2000:]
     assert code == status, err[-2000:]
     assert "Traceback" not in err, err[-2000:]

@@ -15,20 +15,29 @@ import requests
 
 from bench.checker import RunFacts, check, render_markdown
 from bench.soak import STORMS, SoakSettings, run_soak
-from processor.journal import open_journal
 from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, Sandbox
+from processor.journal import open_journal
 
 pytestmark = pytest.mark.slow
 
 # Small, and paced so that the faults land on work in flight: a slow vendor and few workers.
 SMALL: dict[str, Any] = {
-    "requests": 300, "kills": 20, "kill_every": (1.1, 1.9), "pauses": 2, "storm_seconds": 4.0, "fault_seconds": 36.0,
-    "vendor_latency_ms": 250.0, "quiet_seconds": 60.0, "baseline_seconds": 60.0,
+    "requests": 300,
+    "kills": 20,
+    "kill_every": (1.1, 1.9),
+    "pauses": 2,
+    "storm_seconds": 4.0,
+    "fault_seconds": 36.0,
+    "vendor_latency_ms": 250.0,
+    "quiet_seconds": 60.0,
+    "baseline_seconds": 60.0,
 }
 
 
 def assert_soak_held(settings: SoakSettings) -> RunFacts:
-    report = run_soak(settings, command="tests/test_soak.py", say=lambda line: print(line, flush=True))
+    report = run_soak(
+        settings, command="tests/test_soak.py", say=lambda line: print(line, flush=True)
+    )
     print("\n" + render_markdown(report))
     facts = report.facts
     assert report.ok, (report.failures, report.details)
@@ -37,7 +46,9 @@ def assert_soak_held(settings: SoakSettings) -> RunFacts:
     assert facts.kills >= 15
     assert facts.pauses == 2 and facts.longest_pause > settings.lease_seconds
     assert facts.storms == {kind: 1 for kind in STORMS}
-    assert all(facts.injected[kind] > 0 for kind in ("errors", "throttles", "drops")), facts.injected
+    assert all(facts.injected[kind] > 0 for kind in ("errors", "throttles", "drops")), (
+        facts.injected
+    )
     assert facts.converge_seconds is not None
     assert facts.baseline_requests == settings.baseline_requests
     rows = {row.name: row.value for row in report.rows}
@@ -55,7 +66,9 @@ def test_soak_sqlite_one_daemon(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_soak_postgres_three_replicas(postgres_url: str, tmp_path: Path) -> None:
-    settings = SoakSettings(store="postgres", postgres_url=postgres_url, concurrency=2, workdir=str(tmp_path), **SMALL)
+    settings = SoakSettings(
+        store="postgres", postgres_url=postgres_url, concurrency=2, workdir=str(tmp_path), **SMALL
+    )
     facts = assert_soak_held(settings)
     # A replica paused while holding claims, longer than the lease: the others took some over (and
     # the paused one, thawed, acted no further on them: no duplicate, checked above).
@@ -76,24 +89,40 @@ def test_checker_reports_broken_invariants(tmp_path: Path) -> None:
         # Approved on Connect with no vendor call at all.
         sandbox.act(approved_blind, "approve", {"template_id": sandbox.product_templates[product]})
         # Terminated twice at the vendor, with two different keys: two effects, one flagged.
-        sub = next(p["value"] for p in cancels[twice]["asset"]["params"] if p["id"] == "subscription_id")
+        sub = next(
+            p["value"] for p in cancels[twice]["asset"]["params"] if p["id"] == "subscription_id"
+        )
         for key in ("k-1", "k-2"):
-            reply = requests.post(f"{sandbox.vendor.url}/v1/subscriptions/{sub}/terminate",
-                                  headers={"Authorization": f"Bearer {SANDBOX_VENDOR_TOKEN}", "Idempotency-Key": key},
-                                  json={"request_id": twice}, timeout=10)
+            reply = requests.post(
+                f"{sandbox.vendor.url}/v1/subscriptions/{sub}/terminate",
+                headers={"Authorization": f"Bearer {SANDBOX_VENDOR_TOKEN}", "Idempotency-Key": key},
+                json={"request_id": twice},
+                timeout=10,
+            )
             assert reply.status_code == 200
-        report = check(sandbox, journal_url, set(seeded), RunFacts(seed=3, store="sqlite, 0 processes", mode="key",
-                                                                     command="test"))
+        report = check(
+            sandbox,
+            journal_url,
+            set(seeded),
+            RunFacts(seed=3, store="sqlite, 0 processes", mode="key", command="test"),
+        )
     rows = {row.name: row for row in report.rows}
     assert not report.ok
-    assert rows["approvals without a termination"].value == "1" and not rows["approvals without a termination"].ok
+    assert (
+        rows["approvals without a termination"].value == "1"
+        and not rows["approvals without a termination"].ok
+    )
     assert rows["duplicate effective terminations"].value == "1"
     # Five requests are neither final nor parked in a journal that never saw them: lost.
-    assert rows["lost (neither final on Connect nor parked, or vanished)"].value == str(len(seeded) - 1)
+    assert rows["lost (neither final on Connect nor parked, or vanished)"].value == str(
+        len(seeded) - 1
+    )
     # The approved one is absent from the journal: the journal and Connect disagree on it.
     assert rows["journal and Connect disagree on a final request"].value == "1"
     assert {row.name for row in report.failures} == {
-        "approvals without a termination", "duplicate effective terminations",
-        "lost (neither final on Connect nor parked, or vanished)", "journal and Connect disagree on a final request",
+        "approvals without a termination",
+        "duplicate effective terminations",
+        "lost (neither final on Connect nor parked, or vanished)",
+        "journal and Connect disagree on a final request",
     }
     assert "**FAILED**" in render_markdown(report)

@@ -10,9 +10,9 @@ import requests
 
 from bench.checker import RunFacts, check
 from bench.evidence import keep_evidence
+from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, Sandbox
 from processor.journal import open_journal
 from processor.journal.base import State
-from cancel_sandbox.local import SANDBOX_VENDOR_TOKEN, Sandbox
 
 
 def test_evidence_of_a_duplicate_termination(tmp_path: Path) -> None:
@@ -23,27 +23,43 @@ def test_evidence_of_a_duplicate_termination(tmp_path: Path) -> None:
         seeded = sorted(sandbox.pending_cancels())
         twice = seeded[0]
         cancels = sandbox.cancel_requests()
-        sub = next(p["value"] for p in cancels[twice]["asset"]["params"] if p["id"] == "subscription_id")
+        sub = next(
+            p["value"] for p in cancels[twice]["asset"]["params"] if p["id"] == "subscription_id"
+        )
         # The journal's side of the story: a worker recorded its intent, then another took over.
         journal.ensure(twice, idempotency_key=f"cancel-{twice}", subscription_id=sub)
         first = journal.claim(twice, "host:101:aaaa", 30)
         assert first is not None
         journal.transition(first, State.TERMINATING, detail="intent: terminate via vendor")
         journal.close()
-        for key in ("k-1", "k-2"):  # two terminations of one subscription: the second is a duplicate
-            reply = requests.post(f"{sandbox.vendor.url}/v1/subscriptions/{sub}/terminate",
-                                  headers={"Authorization": f"Bearer {SANDBOX_VENDOR_TOKEN}", "Idempotency-Key": key},
-                                  json={"request_id": twice}, timeout=10)
+        for key in (
+            "k-1",
+            "k-2",
+        ):  # two terminations of one subscription: the second is a duplicate
+            reply = requests.post(
+                f"{sandbox.vendor.url}/v1/subscriptions/{sub}/terminate",
+                headers={"Authorization": f"Bearer {SANDBOX_VENDOR_TOKEN}", "Idempotency-Key": key},
+                json={"request_id": twice},
+                timeout=10,
+            )
             assert reply.status_code == 200
         product = cancels[twice]["asset"]["product"]["id"]
         sandbox.act(twice, "approve", {"template_id": sandbox.product_templates[product]})
-        report = check(sandbox, journal_url, set(seeded), RunFacts(seed=3, store="sqlite", mode="read", command="t"))
+        report = check(
+            sandbox,
+            journal_url,
+            set(seeded),
+            RunFacts(seed=3, store="sqlite", mode="read", command="t"),
+        )
         assert not report.ok and twice in report.details["offenders"]
         lines: list[str] = []
         folder = keep_evidence(sandbox, journal_url, report, tmp_path, lines.append)
 
     vendor = json.loads((folder / "vendor-ledger.json").read_text(encoding="utf-8"))
-    assert [e["duplicate"] for e in vendor["effects"] if e["subscription_id"] == sub] == [False, True]
+    assert [e["duplicate"] for e in vendor["effects"] if e["subscription_id"] == sub] == [
+        False,
+        True,
+    ]
     market = json.loads((folder / "marketplace-ledger.json").read_text(encoding="utf-8"))
     assert any(e.get("id") == twice and e.get("to") == "approved" for e in market)
     story = json.loads((folder / "offenders.json").read_text(encoding="utf-8"))[twice]

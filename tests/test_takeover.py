@@ -5,19 +5,19 @@ it across real processes; these show it on one daemon, against the sandbox's rea
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.local import Sandbox
 from processor.config.schema import Config
 from processor.daemon.core import Daemon
+from processor.daemon.runtime import Runtime, build_runtime, selector_for
 from processor.journal.base import State
 from processor.marketplace import Selector
-from cancel_sandbox.faults import FaultSettings
 from processor.model import parse_request
-from processor.daemon.runtime import Runtime, build_runtime, selector_for
-from cancel_sandbox.local import Sandbox
 
 LEASE = 2.0  # the daemon's lease: it looks for stranded claims every half lease
 GHOST_LEASE = 0.2  # the dead process's lease, run out before the daemon starts
@@ -35,8 +35,11 @@ def sandbox() -> Iterator[Sandbox]:
 def runtime(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     for name, value in sandbox.environ().items():
         monkeypatch.setenv(name, value)
-    data = sandbox.config_data(f"sqlite:///{tmp_path}/journal.db", journal={"lease_seconds": LEASE},
-                               processing={"concurrency": 1, "notes": False, "poll_interval": POLL})
+    data = sandbox.config_data(
+        f"sqlite:///{tmp_path}/journal.db",
+        journal={"lease_seconds": LEASE},
+        processing={"concurrency": 1, "notes": False, "poll_interval": POLL},
+    )
     made = build_runtime(Config.model_validate(data))
     try:
         yield made
@@ -49,9 +52,16 @@ def strand(runtime: Runtime, request_id: str, state: State, lease: float = GHOST
     released. The fence of its claim."""
     journal = runtime.engine.journal
     request = parse_request(runtime.marketplace.get_request(request_id))
-    journal.ensure(request_id, idempotency_key=f"cancel-{request_id}", subscription_id=request.subscription_id,
-                   asset_id=request.asset_id, product_id=request.product_id, marketplace_id=request.marketplace_id,
-                   environment=request.environment, customer_id=request.customer_id)
+    journal.ensure(
+        request_id,
+        idempotency_key=f"cancel-{request_id}",
+        subscription_id=request.subscription_id,
+        asset_id=request.asset_id,
+        product_id=request.product_id,
+        marketplace_id=request.marketplace_id,
+        environment=request.environment,
+        customer_id=request.customer_id,
+    )
     claim = journal.claim(request_id, "ghost-host:999999:dead", lease)
     assert claim is not None
     if state is not State.NEW:
@@ -63,7 +73,9 @@ def listed(runtime: Runtime) -> list[str]:
     return [str(p["id"]) for p in runtime.marketplace.iter_pending(Selector())]
 
 
-def test_a_sweep_takes_over_stranded_claims_without_the_listing(sandbox: Sandbox, runtime: Runtime) -> None:
+def test_a_sweep_takes_over_stranded_claims_without_the_listing(
+    sandbox: Sandbox, runtime: Runtime
+) -> None:
     journal = runtime.engine.journal
     mid_call, withdrawn, alive, *untouched = listed(runtime)
     fence = strand(runtime, mid_call, State.TERMINATING)  # died during the vendor call
@@ -77,17 +89,27 @@ def test_a_sweep_takes_over_stranded_claims_without_the_listing(sandbox: Sandbox
     daemon._drain(30)
 
     taken = journal.get(mid_call)
-    assert taken is not None and taken.state in (State.APPROVED, State.FAILED) and taken.fence > fence
+    assert (
+        taken is not None and taken.state in (State.APPROVED, State.FAILED) and taken.fence > fence
+    )
     # The vendor call the ghost may have made is replayed under the same key, not made twice.
     subscription = sandbox.request(mid_call)["asset"]["id"]
     assert len([e for e in sandbox.vendor_effects(subscription) if not e.get("duplicate")]) <= 1
     assert journal.transitions(mid_call)[-1].owner == runtime.engine.owner
     settled = journal.get(withdrawn)
-    assert settled is not None and settled.state is State.CLOSED  # settled from Connect; no vendor call
+    assert (
+        settled is not None and settled.state is State.CLOSED
+    )  # settled from Connect; no vendor call
     assert sandbox.vendor_effects(sandbox.request(withdrawn)["asset"]["id"]) == []
     held = journal.get(alive)
-    assert held is not None and held.state is State.TERMINATING and held.lease_owner == "ghost-host:999999:dead"
-    assert all(journal.get(rid) is None for rid in untouched)  # the listing did not run: the sweep did it
+    assert (
+        held is not None
+        and held.state is State.TERMINATING
+        and held.lease_owner == "ghost-host:999999:dead"
+    )
+    assert all(
+        journal.get(rid) is None for rid in untouched
+    )  # the listing did not run: the sweep did it
     registry = runtime.engine.metrics.registry
     assert registry.get_sample_value("cancel_stranded_claims_total") == 2
     assert daemon._take_over() == 0  # not again before half a lease
@@ -101,8 +123,13 @@ def test_a_stranded_claim_is_taken_over_early_in_a_pass_not_when_the_listing_rea
     strand(runtime, last, State.TERMINATING)
     time.sleep(GHOST_LEASE + 0.3)
     finished: list[str] = []
-    daemon = Daemon(runtime.engine, runtime.marketplace, selector_for(runtime.config), once=True,
-                    on_result=lambda rid, result: finished.append(rid))
+    daemon = Daemon(
+        runtime.engine,
+        runtime.marketplace,
+        selector_for(runtime.config),
+        once=True,
+        on_result=lambda rid, result: finished.append(rid),
+    )
     summary = daemon.run()
     assert summary.complete, summary
     assert set(finished) >= set(order)
@@ -112,12 +139,16 @@ def test_a_stranded_claim_is_taken_over_early_in_a_pass_not_when_the_listing_rea
     assert record is not None and record.final and record.lease_owner is None
 
 
-def test_a_stranded_claim_the_policy_now_ignores_is_read_once(sandbox: Sandbox, runtime: Runtime) -> None:
+def test_a_stranded_claim_the_policy_now_ignores_is_read_once(
+    sandbox: Sandbox, runtime: Runtime
+) -> None:
     rid = listed(runtime)[0]
     strand(runtime, rid, State.NEW)
     time.sleep(GHOST_LEASE + 0.3)
     # A narrowed run that does not select the request leaves the stranded claim alone.
-    narrowed = Daemon(runtime.engine, runtime.marketplace, Selector(request_ids=("PR-0000-0000-0000-000",)))
+    narrowed = Daemon(
+        runtime.engine, runtime.marketplace, Selector(request_ids=("PR-0000-0000-0000-000",))
+    )
     assert narrowed._take_over() == 0
     daemon = Daemon(runtime.engine, runtime.marketplace, selector_for(runtime.config))
     runtime.engine.policy.decide = lambda request, released=False: _ignore(request)  # type: ignore[method-assign]

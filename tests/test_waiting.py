@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from processor.cli.waiting import configure_parser, run
 from processor.config.schema import ConfigError, load_config
 from processor.engine.core import Engine
 from processor.journal import open_journal
 from processor.observe import Metrics
-from processor.cli.waiting import configure_parser, run
 
 from .fakes import Clock, cancel_payload
 from .policy_fakes import PolicyMarketplace, StepAdapter
@@ -28,8 +28,10 @@ def write_config(tmp_path: Path) -> Path:
         "adapters": {"vendor": {"type": "noop"}},
         "defaults": {"adapter": "vendor", "policy": "graceful"},
         "products": {PRODUCT: {"template": "TL-1"}},
-        "policies": {"graceful": {"grace_days": 10, "retention_days": 30},
-                     "premium": {"route_to": {"email": "csm@vendor.example"}}},
+        "policies": {
+            "graceful": {"grace_days": 10, "retention_days": 30},
+            "premium": {"route_to": {"email": "csm@vendor.example"}},
+        },
         "rules": [{"match": {"customer": "TA-0000-0000-0042"}, "policy": "premium"}],
     }
     path = tmp_path / "processor.yaml"
@@ -43,15 +45,24 @@ def args(path: Path, *extra: str) -> argparse.Namespace:
     return parser.parse_args(["--config", str(path), *extra])
 
 
-def test_lists_requests_routed_to_people_and_with_timers_the_dates_ahead(tmp_path: Path, capsys: Any) -> None:
+def test_lists_requests_routed_to_people_and_with_timers_the_dates_ahead(
+    tmp_path: Path, capsys: Any
+) -> None:
     path = write_config(tmp_path)
     config = load_config(path, environ={})
     clock = Clock()
     journal = open_journal(config.journal.url, clock=clock)
     journal.migrate()
     routed, graced = cancel_payload(1, customer="TA-0000-0000-0042"), cancel_payload(2)
-    engine = Engine(config=config, journal=journal, marketplace=PolicyMarketplace([routed, graced]),  # type: ignore[arg-type]
-                    adapters={"vendor": StepAdapter()}, owner="w", metrics=Metrics(), clock=clock)
+    engine = Engine(
+        config=config,
+        journal=journal,
+        marketplace=PolicyMarketplace([routed, graced]),  # type: ignore[arg-type]
+        adapters={"vendor": StepAdapter()},
+        owner="w",
+        metrics=Metrics(),
+        clock=clock,
+    )
     assert [engine.handle(routed), engine.handle(graced)] == ["waiting_human", "suspended"]
     journal.close()
 
@@ -82,8 +93,12 @@ def test_is_a_subcommand_of_the_cli_and_exits_2_without_a_journal(tmp_path: Path
     import sys
 
     path = write_config(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "processor", "waiting", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "processor", "waiting", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2, done.stderr
     assert "no journal at" in done.stderr
     assert not (tmp_path / "journal.db").exists()

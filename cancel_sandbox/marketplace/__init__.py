@@ -21,12 +21,13 @@ add hidden fields, and this mock hides none). State lives in one process.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Callable, MutableMapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException

@@ -28,7 +28,8 @@ Creating requests: only ``cancel`` (of an active subscription, which becomes ``t
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cancel_sandbox.marketplace.errors import ApiError, invalid, missed, refused
 from cancel_sandbox.marketplace.objects import iso, parse_time, user_object

@@ -17,7 +17,8 @@ change the faults while the API misbehaves on purpose.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request as HttpRequest
@@ -27,9 +28,9 @@ from starlette.routing import Route
 from cancel_sandbox.faults import FaultMiddleware, FaultSettings
 from cancel_sandbox.marketplace import actions
 from cancel_sandbox.marketplace.app import json_response, read_body, read_json
+from cancel_sandbox.marketplace.checks import SeedError
 from cancel_sandbox.marketplace.clock import MockClock
 from cancel_sandbox.marketplace.errors import ApiError
-from cancel_sandbox.marketplace.checks import SeedError
 from cancel_sandbox.marketplace.generate import generate
 from cancel_sandbox.marketplace.imports import import_requests, import_templates, parse_payloads
 from cancel_sandbox.marketplace.objects import iso, parse_time

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
@@ -27,15 +28,6 @@ from starlette.routing import Route
 from cancel_sandbox.marketplace import actions
 from cancel_sandbox.marketplace.conversations import list_conversations, post_message
 from cancel_sandbox.marketplace.errors import ApiError
-from cancel_sandbox.marketplace.responses import (
-    dumps as _dumps,
-    error_response,
-    json_response,
-    json_text as _json_text,
-    page as _page,
-    read_body,
-    read_json,
-)
 from cancel_sandbox.marketplace.evaluate import run_query
 from cancel_sandbox.marketplace.fields import (
     ASSET_FIELDS,
@@ -53,6 +45,21 @@ from cancel_sandbox.marketplace.records import (
     render_conversation,
     render_product,
     render_request,
+)
+from cancel_sandbox.marketplace.responses import (
+    dumps as _dumps,
+)
+from cancel_sandbox.marketplace.responses import (
+    error_response,
+    json_response,
+    read_body,
+    read_json,
+)
+from cancel_sandbox.marketplace.responses import (
+    json_text as _json_text,
+)
+from cancel_sandbox.marketplace.responses import (
+    page as _page,
 )
 from cancel_sandbox.marketplace.rql import Query, parse_query
 from cancel_sandbox.marketplace.serialize import Serializer

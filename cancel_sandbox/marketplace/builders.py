@@ -35,7 +35,7 @@ class Catalog:
     customers: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, store: Store, ids: IdMaker) -> "Catalog":
+    def of(cls, store: Store, ids: IdMaker) -> Catalog:
         provider, hub = None, None
         catalog_parts: dict[str, Any] = {
             "connections": {},

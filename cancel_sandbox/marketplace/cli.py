@@ -13,7 +13,8 @@ import argparse
 import os
 import sqlite3
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cancel_sandbox.faults import FaultSettings
 from cancel_sandbox.marketplace import (

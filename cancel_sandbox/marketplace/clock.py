@@ -9,13 +9,13 @@ Both are thread-safe; both return aware UTC datetimes.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 __all__ = ["utc_now", "MockClock"]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class MockClock:
@@ -23,7 +23,7 @@ class MockClock:
         if start is not None and start.tzinfo is None:
             raise ValueError("MockClock needs an aware datetime")
         self._lock = threading.Lock()
-        self._frozen = start.astimezone(timezone.utc) if start is not None else None
+        self._frozen = start.astimezone(UTC) if start is not None else None
         self._offset = timedelta(0)
 
     @property
@@ -50,7 +50,7 @@ class MockClock:
             raise ValueError("MockClock.set needs an aware datetime")
         with self._lock:
             if self._frozen is not None:
-                self._frozen = moment.astimezone(timezone.utc)
+                self._frozen = moment.astimezone(UTC)
             else:
                 self._offset = moment - utc_now()
         return self()

@@ -10,7 +10,8 @@ come back in the same order on every call.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from cancel_sandbox.marketplace.rql import And, Cmp, Field, Node, Not, Or, Query
 from cancel_sandbox.marketplace.rql_error import RQLError

@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 import json
 import random
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cancel_sandbox.marketplace import factories as f
 from cancel_sandbox.marketplace import objects as o

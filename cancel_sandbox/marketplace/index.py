@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, insort
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from cancel_sandbox.marketplace.evaluate import apply_ordering, compile_filter
 from cancel_sandbox.marketplace.records import Request

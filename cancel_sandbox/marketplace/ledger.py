@@ -12,9 +12,10 @@ not double the memory it costs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 __all__ = ["Entry", "Ledger"]
 
@@ -45,7 +46,7 @@ class Entry:
         }
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "Entry":
+    def from_dict(cls, doc: dict[str, Any]) -> Entry:
         return cls(
             seq=doc["seq"],
             at=doc["at"],
@@ -71,7 +72,7 @@ class Ledger:
         self,
         entries: Iterable[Entry] = (),
         on_append: Callable[[Entry], None] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._entries: list[Entry] = list(entries)
         self._on_append = on_append
@@ -95,7 +96,7 @@ class Ledger:
         after: str | None = None,
         detail: str | None = None,
     ) -> Entry:
-        at = self._clock().astimezone(timezone.utc).isoformat()
+        at = self._clock().astimezone(UTC).isoformat()
         entry = Entry(self.last_seq + 1, at, actor, kind, object_id, event, before, after, detail)
         self._entries.append(entry)
         if self._on_append is not None:

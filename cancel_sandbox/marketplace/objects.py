@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 __all__ = [
     "IdMaker",
@@ -31,7 +32,7 @@ __all__ = [
 
 def whole_seconds(moment: datetime) -> datetime:
     """UTC, no microseconds: the precision Connect writes."""
-    return moment.astimezone(timezone.utc).replace(microsecond=0)
+    return moment.astimezone(UTC).replace(microsecond=0)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -55,7 +56,7 @@ def parse_time(text: Any) -> datetime | None:
             value = datetime.fromisoformat(raw)
         except ValueError:
             return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def key_identifier(api_key: str) -> str:

@@ -9,8 +9,8 @@ Connect's UI would. Everything shown is escaped; no API key is ever printed. At 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
-from typing import Mapping
 from urllib.parse import urlencode
 
 from cancel_sandbox.marketplace.factories import CANCELLATION_REASONS

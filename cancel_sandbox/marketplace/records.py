@@ -12,9 +12,10 @@ loading interns identical shared objects again, so a restored store is as compac
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from cancel_sandbox.marketplace.objects import iso, parse_time
 
@@ -113,7 +114,7 @@ class Product:
         }
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "Product":
+    def from_doc(cls, doc: Mapping[str, Any]) -> Product:
         return cls(**{**doc, "created": _moment(doc["created"])})
 
 
@@ -164,7 +165,7 @@ class Asset:
     @classmethod
     def from_doc(
         cls, doc: Mapping[str, Any], products: Mapping[str, Product], intern: Interner
-    ) -> "Asset":
+    ) -> Asset:
         tiers = {name: intern(account) for name, account in doc["tiers"].items()}
         return cls(
             id=doc["id"],
@@ -239,7 +240,7 @@ class Request:
         }
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any], assets: Mapping[str, Asset]) -> "Request":
+    def from_doc(cls, doc: Mapping[str, Any], assets: Mapping[str, Asset]) -> Request:
         values = dict(doc)
         values["asset"] = assets[doc["asset"]]
         for name in ("created", "updated", "planned_date", "effective_date"):
@@ -271,7 +272,7 @@ class Conversation:
         }
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any], intern: Interner) -> "Conversation":
+    def from_doc(cls, doc: Mapping[str, Any], intern: Interner) -> Conversation:
         return cls(
             id=doc["id"],
             instance_id=doc["instance_id"],

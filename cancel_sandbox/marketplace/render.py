@@ -7,8 +7,9 @@ a rendered object as a read-only snapshot and never mutate its shared parts. An 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from cancel_sandbox.marketplace.objects import iso
 from cancel_sandbox.marketplace.verbatim import overlay

@@ -19,8 +19,9 @@ are refused with a 400; ``like`` knows only ``*``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 import py_rql

@@ -15,8 +15,9 @@ keeps a reference to each object it serialised, so ids cannot be reused while ca
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from json.encoder import encode_basestring
-from typing import Any, Iterable
+from typing import Any
 
 from cancel_sandbox.marketplace.objects import iso
 from cancel_sandbox.marketplace.records import Asset, Request, render_asset, render_request

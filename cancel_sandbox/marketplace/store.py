@@ -19,9 +19,10 @@ import heapq
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from cancel_sandbox.marketplace.errors import not_found
 from cancel_sandbox.marketplace.evaluate import with_tiebreak

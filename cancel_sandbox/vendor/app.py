@@ -57,7 +57,9 @@ class VendorApp:
     def __init__(self, settings: VendorSettings) -> None:
         self.mode = Mode(settings.mode)
         self._token = settings.token.encode()
-        self._read_only_token = settings.read_only_token.encode() if settings.read_only_token else None
+        self._read_only_token = (
+            settings.read_only_token.encode() if settings.read_only_token else None
+        )
         self._work_s = settings.work_ms / 1000.0
         self._store = SqliteStore(settings.state_file) if settings.state_file else None
         self.state = VendorState(settings.refuse_pattern, settings.gone_pattern, self._store)
@@ -106,7 +108,10 @@ class VendorApp:
             return JSONResponse(body, status_code, headers=headers)
 
         if self._read_only(request):
-            return answer(403, {"error": "forbidden", "message": "this token lacks the subscriptions:write scope"})
+            return answer(
+                403,
+                {"error": "forbidden", "message": "this token lacks the subscriptions:write scope"},
+            )
         if not self._authorized(request):
             return answer(401, {"error": "unauthorized"})
         try:

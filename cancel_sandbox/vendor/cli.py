@@ -116,8 +116,8 @@ def settings_from_args(args: argparse.Namespace) -> VendorSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from processor.ops.serving import serve
     from cancel_sandbox.vendor.app import create_app
+    from processor.ops.serving import serve
 
     try:
         settings = settings_from_args(args)

@@ -18,8 +18,10 @@ MOCK_VENDOR_OUTCOMES: dict[str, Any] = {
     "404": [{"when": {"error": "not_found"}, "outcome": "already_gone"}, "failed"],
     "409": [
         {"when": {"error": "idempotency_key_in_use"}, "outcome": "retry_later"},  # in flight
-        {"when": {"error": ["already_terminated", "already_suspended", "already_purged"]},
-         "outcome": "already_gone"},
+        {
+            "when": {"error": ["already_terminated", "already_suspended", "already_purged"]},
+            "outcome": "already_gone",
+        },
         "failed",
     ],
     "422": [{"when": {"error": "refused"}, "outcome": "refused"}, "failed"],

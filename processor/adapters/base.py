@@ -16,9 +16,10 @@ The distinction that matters most is *definite* versus *ambiguous*:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from processor.model import CancelRequest
 

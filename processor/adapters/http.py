@@ -61,7 +61,8 @@ from __future__ import annotations
 import json
 import ssl
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -91,9 +92,13 @@ from processor.adapters.http_options import (
     scalar,
     short,
 )
-from processor.adapters.http_text import body_text, customer_reason, path_value_problem
+from processor.adapters.http_text import (
+    body_text,
+    customer_reason,
+    path_value_problem,
+    retry_after_seconds,
+)
 from processor.adapters.http_text import detail as describe
-from processor.adapters.http_text import retry_after_seconds
 
 __all__ = [
     "DEFAULT_OUTCOMES",
@@ -222,8 +227,10 @@ class HttpAdapter:
             return Failed(f"{op.name}: the request could not be built ({what}); nothing was sent")
         tls = _tls_failure(exc)
         if tls is not None:
-            return RetryLater(f"{op.name}: TLS verification failed ({self._scrub(tls)[:200]}); nothing was sent. "
-                              "To trust a private CA, set the adapter option verify to its CA bundle file")
+            return RetryLater(
+                f"{op.name}: TLS verification failed ({self._scrub(tls)[:200]}); nothing was sent. "
+                "To trust a private CA, set the adapter option verify to its CA bundle file"
+            )
         if _unsent(exc):
             return RetryLater(f"{op.name}: could not connect; nothing was sent ({what})")
         if op.statuses is not None:  # a status read changes nothing: asking again is always safe

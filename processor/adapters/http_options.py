@@ -14,8 +14,9 @@ import math
 import os
 import re
 import string
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from processor.adapters.base import AdapterError, Idempotency, SubscriptionStatus
@@ -232,7 +233,9 @@ def _outcome_table(raw: Any, key: str, base: _Table) -> dict[str, tuple[Rule, ..
         items = spec if isinstance(spec, list) else [spec]
         table[code] = tuple(_rule(item, f"{key}.{code}[{i}]") for i, item in enumerate(items))
         for i, rule in enumerate(table[code]):
-            final = rule.outcome in EVIDENCE_OUTCOMES or (rule.outcome == "success" and code[0] != "2")
+            final = rule.outcome in EVIDENCE_OUTCOMES or (
+                rule.outcome == "success" and code[0] != "2"
+            )
             # null matches a body without the field, an empty list nothing: neither is evidence
             if final and (not rule.when or any(None in v or not v for _, v in rule.when)):
                 raise AdapterError(
@@ -432,7 +435,9 @@ class ProbeSettings:
     """``probe``: what ``cancel-processor check`` asks the vendor (:mod:`.http_probe`)."""
 
     subscription_id: str | None = None  # a status read of this known subscription
-    expect: frozenset[SubscriptionStatus] = frozenset()  # the statuses it may answer (empty: any known)
+    expect: frozenset[SubscriptionStatus] = (
+        frozenset()
+    )  # the statuses it may answer (empty: any known)
     path: str | None = None  # or GET this path (a health endpoint); a 2xx answers
 
 
@@ -444,11 +449,15 @@ def _probe(raw: Any, has_status: bool) -> ProbeSettings | None:
     listed = o.get("expect", [])
     o.done()
     if (subscription is None) == (path is None):
-        raise AdapterError("option 'probe': give exactly one of subscription_id (a status read) or path")
+        raise AdapterError(
+            "option 'probe': give exactly one of subscription_id (a status read) or path"
+        )
     if path is not None and not path.startswith("/"):
         raise _bad("probe.path", "a path starting with '/'", path)
     if subscription is not None and not has_status:
-        raise AdapterError("option 'probe.subscription_id': a status read probe needs the status operation")
+        raise AdapterError(
+            "option 'probe.subscription_id': a status read probe needs the status operation"
+        )
     expect = set()
     for value in listed if isinstance(listed, list) else [listed]:
         try:

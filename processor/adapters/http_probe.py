@@ -39,7 +39,7 @@ class ProbeResult:
     detail: str
 
 
-def probe(adapter: "HttpAdapter") -> ProbeResult:
+def probe(adapter: HttpAdapter) -> ProbeResult:
     settings = adapter.settings.probe
     if settings is None:
         return _reachable(adapter)
@@ -49,9 +49,18 @@ def probe(adapter: "HttpAdapter") -> ProbeResult:
     return _path_probe(adapter, settings.path)
 
 
-def _status_probe(adapter: "HttpAdapter", subscription: str, expect: frozenset[SubscriptionStatus]) -> ProbeResult:
-    request = CancelRequest(id="PR-PROBE", type="cancel", status="pending", asset_id="", product_id="",
-                            environment="production", subscription_id=subscription)
+def _status_probe(
+    adapter: HttpAdapter, subscription: str, expect: frozenset[SubscriptionStatus]
+) -> ProbeResult:
+    request = CancelRequest(
+        id="PR-PROBE",
+        type="cancel",
+        status="pending",
+        asset_id="",
+        product_id="",
+        environment="production",
+        subscription_id=subscription,
+    )
     call = VendorCall(request=request, subscription_id=subscription, idempotency_key="probe")
     answer = adapter.status(call)  # type: ignore[attr-defined]
     if isinstance(answer, RetryLater):
@@ -62,33 +71,50 @@ def _status_probe(adapter: "HttpAdapter", subscription: str, expect: frozenset[S
     if answer in wanted:
         return ProbeResult("ok", f"status read of {subscription}: {answer.value}")
     listed = ", ".join(sorted(s.value for s in wanted))
-    return ProbeResult("config", f"status read of {subscription} answered {answer.value}, expected {listed}")
+    return ProbeResult(
+        "config", f"status read of {subscription} answered {answer.value}, expected {listed}"
+    )
 
 
-def _path_probe(adapter: "HttpAdapter", path: str) -> ProbeResult:
+def _path_probe(adapter: HttpAdapter, path: str) -> ProbeResult:
     headers = {"Accept": "application/json", **adapter.settings.headers}
     if adapter.settings.credential is not None:
         headers[adapter.settings.credential.header] = adapter.settings.credential.value
     url = adapter.settings.base_url + path
     try:
-        with adapter._session().get(url, headers=headers, timeout=adapter.settings.timeout,
-                                    verify=adapter.settings.verify, allow_redirects=False) as answer:
+        with adapter._session().get(
+            url,
+            headers=headers,
+            timeout=adapter.settings.timeout,
+            verify=adapter.settings.verify,
+            allow_redirects=False,
+        ) as answer:
             code, body = answer.status_code, answer.text[:200]
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        return ProbeResult("unreachable", adapter._scrub(f"GET {url}: {type(exc).__name__}: {exc}")[:300])
+        return ProbeResult(
+            "unreachable", adapter._scrub(f"GET {url}: {type(exc).__name__}: {exc}")[:300]
+        )
     said = adapter._scrub(f"GET {url}: HTTP {code}; body: {' '.join(body.split()) or '(empty)'}")
     if 200 <= code < 300:
         return ProbeResult("ok", f"GET {url}: HTTP {code}")
     return ProbeResult("unreachable" if code == 429 or code >= 500 else "config", said)
 
 
-def _reachable(adapter: "HttpAdapter") -> ProbeResult:
+def _reachable(adapter: HttpAdapter) -> ProbeResult:
     url = adapter.settings.base_url + "/"
     try:
         # No credentials: this only asks whether anything answers HTTP at the base URL.
-        with adapter._session().get(url, timeout=adapter.settings.timeout, verify=adapter.settings.verify,
-                                    allow_redirects=False) as answer:
+        with adapter._session().get(
+            url,
+            timeout=adapter.settings.timeout,
+            verify=adapter.settings.verify,
+            allow_redirects=False,
+        ) as answer:
             code = answer.status_code
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        return ProbeResult("unreachable", adapter._scrub(f"GET {url}: {type(exc).__name__}: {exc}")[:300])
-    return ProbeResult("ok", f"{url} answers HTTP ({code}); path and token unchecked: configure options.probe")
+        return ProbeResult(
+            "unreachable", adapter._scrub(f"GET {url}: {type(exc).__name__}: {exc}")[:300]
+        )
+    return ProbeResult(
+        "ok", f"{url} answers HTTP ({code}); path and token unchecked: configure options.probe"
+    )

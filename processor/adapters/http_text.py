@@ -5,14 +5,21 @@ and a ``Retry-After`` header as seconds."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Any
 
 from processor.adapters.http_options import lookup, short
 
-__all__ = ["MAX_REASON_CHARS", "body_text", "customer_reason", "detail", "path_value_problem",
-           "retry_after_seconds"]
+__all__ = [
+    "MAX_REASON_CHARS",
+    "body_text",
+    "customer_reason",
+    "detail",
+    "path_value_problem",
+    "retry_after_seconds",
+]
 
 MAX_REASON_CHARS = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -32,8 +39,8 @@ def retry_after_seconds(
             when = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             return None
-        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return min(max(seconds, 0.0), cap)
 
 

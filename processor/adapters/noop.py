@@ -13,7 +13,8 @@ It takes no options; any key is an error, so that a typo meant for another adapt
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from processor.adapters.base import AdapterError, Idempotency, Terminated, VendorCall
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from processor.adapters.base import AdapterError, Idempotency, VendorAdapter
 

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from processor.config.schema import ConfigError
 from processor.observe import mask
 
-__all__ = ["Where", "explain", "EXIT_OK", "EXIT_UNFINISHED", "EXIT_CONFIG", "EXIT_UNREACHABLE", "UsageError"]
+__all__ = [
+    "Where",
+    "explain",
+    "EXIT_OK",
+    "EXIT_UNFINISHED",
+    "EXIT_CONFIG",
+    "EXIT_UNREACHABLE",
+    "UsageError",
+]
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 PROG = "cancel-processor"
@@ -44,7 +52,12 @@ def explain(exc: BaseException, where: Where) -> tuple[str, int]:
 
 def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
     from processor.journal.base import JournalError, SchemaError
-    from processor.marketplace.errors import MarketplaceError, NotFound, TransientError, Unauthorized
+    from processor.marketplace.errors import (
+        MarketplaceError,
+        NotFound,
+        TransientError,
+        Unauthorized,
+    )
 
     if isinstance(exc, ConfigError):
         return f"configuration error: {exc}", EXIT_CONFIG
@@ -52,31 +65,56 @@ def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
         return f"usage error: {exc}", EXIT_CONFIG
     connect = where.endpoint or "Connect"
     if isinstance(exc, Unauthorized):
-        names = "CONNECT_API_KEY" + (f" (or {where.api_key_env})" if where.api_key_env != "CONNECT_API_KEY" else "")
-        return (f"Connect at {connect} rejected the API key (HTTP 401): set {names} to a valid key for this "
-                "endpoint", EXIT_CONFIG)
+        names = "CONNECT_API_KEY" + (
+            f" (or {where.api_key_env})" if where.api_key_env != "CONNECT_API_KEY" else ""
+        )
+        return (
+            f"Connect at {connect} rejected the API key (HTTP 401): set {names} to a valid key for this "
+            "endpoint",
+            EXIT_CONFIG,
+        )
     if isinstance(exc, NotFound):
-        return (f"Connect at {connect} answered 404 ({exc}): check connect.endpoint in {where.source} "
-                "(it ends with /public/v1)", EXIT_CONFIG)
+        return (
+            f"Connect at {connect} answered 404 ({exc}): check connect.endpoint in {where.source} "
+            "(it ends with /public/v1)",
+            EXIT_CONFIG,
+        )
     if isinstance(exc, TransientError):
         if exc.cause == "bad_response":
-            return (f"Connect at {connect} answered something that is not Connect's API (no JSON): check "
-                    f"connect.endpoint in {where.source} (it ends with /public/v1)", EXIT_UNREACHABLE)
-        return (f"Connect at {connect} is unreachable: {exc}; check connect.endpoint in {where.source} and "
-                "the network, then run again", EXIT_UNREACHABLE)
+            return (
+                f"Connect at {connect} answered something that is not Connect's API (no JSON): check "
+                f"connect.endpoint in {where.source} (it ends with /public/v1)",
+                EXIT_UNREACHABLE,
+            )
+        return (
+            f"Connect at {connect} is unreachable: {exc}; check connect.endpoint in {where.source} and "
+            "the network, then run again",
+            EXIT_UNREACHABLE,
+        )
     if isinstance(exc, MarketplaceError):
         return f"Connect at {connect} refused: {exc}", EXIT_UNREACHABLE
     journal = where.journal or "the journal"
     if isinstance(exc, SchemaError):
         return f"{exc} (configuration: {where.source})", EXIT_CONFIG
     if isinstance(exc, JournalError) and journal.startswith("sqlite"):
-        return (f"journal {journal} cannot be used: {exc}; journal.url in {where.source} must name a file "
-                "this user can create and write", EXIT_CONFIG)
+        return (
+            f"journal {journal} cannot be used: {exc}; journal.url in {where.source} must name a file "
+            "this user can create and write",
+            EXIT_CONFIG,
+        )
     if isinstance(exc, JournalError):
-        return (f"journal {journal} cannot be used: {exc}; check journal.url in {where.source} and that "
-                "the database is up", EXIT_UNREACHABLE)
+        return (
+            f"journal {journal} cannot be used: {exc}; check journal.url in {where.source} and that "
+            "the database is up",
+            EXIT_UNREACHABLE,
+        )
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"{exc.filename or 'a file'}: permission denied ({exc.strerror}): check the paths in "
-                f"{where.source}", EXIT_CONFIG)
-    return (f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            EXIT_UNFINISHED)
+        return (
+            f"{exc.filename or 'a file'}: permission denied ({exc.strerror}): check the paths in "
+            f"{where.source}",
+            EXIT_CONFIG,
+        )
+    return (
+        f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        EXIT_UNFINISHED,
+    )

@@ -17,16 +17,16 @@ import argparse
 import os
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from processor import __version__
-
-from processor.daemon import startup_checks
 from processor.cli.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, Where, explain
 from processor.config.schema import Config, load_config, require_products
-from processor.model import ENVIRONMENTS, parse_datetime
+from processor.daemon import startup_checks
 from processor.daemon.signals import MARGIN, Interrupted, StopRequests, exit_now, stray_threads
+from processor.model import ENVIRONMENTS, parse_datetime
 
 __all__ = ["main", "build_parser"]
 
@@ -61,7 +61,9 @@ def _workers(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of worker threads, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of worker threads, got {text!r}"
+        ) from None
     if not 1 <= value <= 256:
         raise argparse.ArgumentTypeError(f"expected between 1 and 256 worker threads, got {value}")
     return value
@@ -69,29 +71,78 @@ def _workers(text: str) -> int:
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", default=_env_default("CANCEL_PROCESSOR_CONFIG"),
+        "-c",
+        "--config",
+        default=_env_default("CANCEL_PROCESSOR_CONFIG"),
         help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG); without it, built-in defaults "
         "and CANCEL_PROCESSOR_* variables",
     )
 
 
 def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="process pending cancel requests (daemon, --once, --dry-run)",
-                       description="Poll Connect for pending cancel requests and process them.")
+    p = sub.add_parser(
+        "run",
+        help="process pending cancel requests (daemon, --once, --dry-run)",
+        description="Poll Connect for pending cancel requests and process them.",
+    )
     _add_config(p)
-    p.add_argument("--once", action="store_true", help="drain what is pending, then exit (0 only if all is final)")
-    p.add_argument("--dry-run", action="store_true", help="print what would be done for each request; touch nothing")
-    p.add_argument("--request-id", action="append", default=[], metavar="PR-...", help="only this request (repeatable)")
-    p.add_argument("--product", action="append", default=[], metavar="PRD-...", help="only this configured product (repeatable)")
-    p.add_argument("--marketplace", action="append", default=[], metavar="MP-...", help="only this marketplace (repeatable)")
-    p.add_argument("--environment", action="append", default=[], choices=ENVIRONMENTS, help="only this connection type (repeatable)")
-    p.add_argument("--created-since", type=_when, help="only requests created at or after this time")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="drain what is pending, then exit (0 only if all is final)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be done for each request; touch nothing",
+    )
+    p.add_argument(
+        "--request-id",
+        action="append",
+        default=[],
+        metavar="PR-...",
+        help="only this request (repeatable)",
+    )
+    p.add_argument(
+        "--product",
+        action="append",
+        default=[],
+        metavar="PRD-...",
+        help="only this configured product (repeatable)",
+    )
+    p.add_argument(
+        "--marketplace",
+        action="append",
+        default=[],
+        metavar="MP-...",
+        help="only this marketplace (repeatable)",
+    )
+    p.add_argument(
+        "--environment",
+        action="append",
+        default=[],
+        choices=ENVIRONMENTS,
+        help="only this connection type (repeatable)",
+    )
+    p.add_argument(
+        "--created-since", type=_when, help="only requests created at or after this time"
+    )
     p.add_argument("--created-until", type=_when, help="only requests created before this time")
-    p.add_argument("--concurrency", type=_workers, help="worker threads, 1 to 256 (overrides processing.concurrency)")
+    p.add_argument(
+        "--concurrency",
+        type=_workers,
+        help="worker threads, 1 to 256 (overrides processing.concurrency)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
-    p.add_argument("--no-check", action="store_true", help="skip the preflight checks (cancel-processor check)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the traceback of an error (env CANCEL_PROCESSOR_DEBUG=1)")
+    p.add_argument(
+        "--no-check", action="store_true", help="skip the preflight checks (cancel-processor check)"
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error (env CANCEL_PROCESSOR_DEBUG=1)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -109,8 +160,11 @@ def _add_lazy(sub: Any, name: str, module: str, help_text: str, chosen: str | No
 
 
 def _add_journal(sub: Any) -> None:
-    p = sub.add_parser("journal", help="journal maintenance: migrate the schema, export",
-                       description="Journal maintenance.")
+    p = sub.add_parser(
+        "journal",
+        help="journal maintenance: migrate the schema, export",
+        description="Journal maintenance.",
+    )
     jsub = p.add_subparsers(dest="journal_command", required=True)
     m = jsub.add_parser("migrate", help="create or upgrade the journal schema")
     _add_config(m)
@@ -139,14 +193,19 @@ def _add_waiting(sub: Any) -> None:
 
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser(
-        "demo", help="the whole thing on one machine: mock marketplace, mock vendor, processor",
+        "demo",
+        help="the whole thing on one machine: mock marketplace, mock vendor, processor",
         description="Start the mock marketplace and mock vendor, generate cancel requests, process them "
         "with an SQLite journal and show the outcome.",
     )
     p.add_argument("--requests", type=int, default=60, help="pending cancels to generate")
     p.add_argument("--seed", type=int, default=7, help="generator seed (deterministic data)")
-    p.add_argument("--journal", default=None, help="SQLite journal path (default: a temporary file)")
-    p.add_argument("--serve", action="store_true", help="keep the servers running afterwards (Ctrl-C to stop)")
+    p.add_argument(
+        "--journal", default=None, help="SQLite journal path (default: a temporary file)"
+    )
+    p.add_argument(
+        "--serve", action="store_true", help="keep the servers running afterwards (Ctrl-C to stop)"
+    )
     p.set_defaults(func=lambda args: __import__("cancel_sandbox.demo", fromlist=["run"]).run(args))
 
 
@@ -163,8 +222,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Vendor-side processor for CloudBlue Connect subscription cancellations.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--debug", action="store_true", default=_env_default("CANCEL_PROCESSOR_DEBUG") == "1",
-                        help="show the traceback of an error (env CANCEL_PROCESSOR_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=_env_default("CANCEL_PROCESSOR_DEBUG") == "1",
+        help="show the traceback of an error (env CANCEL_PROCESSOR_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_demo(sub)
@@ -175,13 +238,37 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_waiting(sub)
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     chosen = words[0] if words else None
-    _add_lazy(sub, "check", "processor.ops.preflight",
-              "preflight: configuration, Connect, products and templates, adapters and their probes", chosen)
-    _add_lazy(sub, "resume", "processor.ops.resume", "lift the anomaly guard's latch on an adapter", chosen)
-    _add_lazy(sub, "reconcile", "processor.ops.reconcile",
-              "compare what the journal finished with the vendor's status of each subscription", chosen)
-    _add_lazy(sub, "mock-marketplace", "cancel_sandbox.marketplace.cli", "serve the local mock Connect marketplace", chosen)
-    _add_lazy(sub, "mock-vendor", "cancel_sandbox.vendor.cli", "serve the local mock vendor API", chosen)
+    _add_lazy(
+        sub,
+        "check",
+        "processor.ops.preflight",
+        "preflight: configuration, Connect, products and templates, adapters and their probes",
+        chosen,
+    )
+    _add_lazy(
+        sub,
+        "resume",
+        "processor.ops.resume",
+        "lift the anomaly guard's latch on an adapter",
+        chosen,
+    )
+    _add_lazy(
+        sub,
+        "reconcile",
+        "processor.ops.reconcile",
+        "compare what the journal finished with the vendor's status of each subscription",
+        chosen,
+    )
+    _add_lazy(
+        sub,
+        "mock-marketplace",
+        "cancel_sandbox.marketplace.cli",
+        "serve the local mock Connect marketplace",
+        chosen,
+    )
+    _add_lazy(
+        sub, "mock-vendor", "cancel_sandbox.vendor.cli", "serve the local mock vendor API", chosen
+    )
     return parser
 
 
@@ -199,8 +286,8 @@ def cmd_journal_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from processor.observe import configure_logging
     from processor.daemon.runtime import selector_for
+    from processor.observe import configure_logging
 
     # Signals are caught from here on, not only once the daemon exists: a SIGTERM while the journal
     # and the Connect client are being set up (a rollout that changes its mind) ends the run cleanly
@@ -226,13 +313,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         created_until=args.created_until,
     )
     if args.dry_run:
-        from processor.ops.preflight import run_checks
         from processor.cli.report import dry_run
+        from processor.ops.preflight import run_checks
 
-        for check in run_checks(config, remote=False):  # what would stop `run`, said before the plan
+        for check in run_checks(
+            config, remote=False
+        ):  # what would stop `run`, said before the plan
             if check.status == "config":
-                print(f"cancel-processor: warning: run would refuse to start: check {check.name}: {check.detail}",
-                      file=sys.stderr)
+                print(
+                    f"cancel-processor: warning: run would refuse to start: check {check.name}: {check.detail}",
+                    file=sys.stderr,
+                )
         stopping.interrupt_main()  # a dry run writes nothing: stop it wherever it is
         return dry_run(config, selector)
     if not args.no_check:
@@ -244,10 +335,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: StopRequests) -> int:
-    from processor.daemon.core import Daemon
     from processor.cli.report import Progress, print_summary
-    from processor.daemon.runtime import build_runtime
     from processor.cli.ticker import Ticker
+    from processor.daemon.core import Daemon
+    from processor.daemon.runtime import build_runtime
 
     startup_checks.journal_directory(config)
     runtime = build_runtime(config)
@@ -263,14 +354,25 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
                 startup_checks.start_ops(config, server)
                 ops = server  # stopped below only once it started
         if args.once:
-            ticker = Ticker(runtime.marketplace.waiting, config.connect.endpoint,
-                            max_attempts=config.connect.retry.max_attempts).start()
+            ticker = Ticker(
+                runtime.marketplace.waiting,
+                config.connect.endpoint,
+                max_attempts=config.connect.retry.max_attempts,
+            ).start()
         progress = Progress.start(runtime, selector, enabled=args.once and not args.no_progress)
-        daemon = Daemon(runtime.engine, runtime.marketplace, selector, once=args.once, on_result=progress.advance)
+        daemon = Daemon(
+            runtime.engine,
+            runtime.marketplace,
+            selector,
+            once=args.once,
+            on_result=progress.advance,
+        )
         if not args.once and config.reconcile.every is not None:
             from processor.ops.reconcile_schedule import ReconcileSchedule
 
-            schedule = ReconcileSchedule(config, runtime.journal, runtime.adapters, runtime.metrics).start()
+            schedule = ReconcileSchedule(
+                config, runtime.journal, runtime.adapters, runtime.metrics
+            ).start()
         stopping.forward_to(daemon.stop if schedule is None else _both(schedule.stop, daemon.stop))
         summary = daemon.run()
     finally:
@@ -293,6 +395,7 @@ def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[],
     def both() -> None:
         first()
         second()
+
     return both
 
 
@@ -303,10 +406,14 @@ def _ops_server(config: Any, runtime: Any, selector: Any) -> Any:
 
     readiness = make_readiness(
         journal=runtime.journal,
-        connect=CachedCheck(lambda: runtime.marketplace.count_pending(selector) >= 0, name="connect"),
+        connect=CachedCheck(
+            lambda: runtime.marketplace.count_pending(selector) >= 0, name="connect"
+        ),
         breakers=runtime.engine.breakers,
     )
-    return build_ops_server(config, journal=runtime.journal, metrics=runtime.metrics, readiness=readiness)
+    return build_ops_server(
+        config, journal=runtime.journal, metrics=runtime.metrics, readiness=readiness
+    )
 
 
 _STOPPING: list[StopRequests] = []  # the running command's, when it catches signals

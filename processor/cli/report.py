@@ -6,7 +6,15 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.progress import (
+    Progress as RichProgress,
+)
 from rich.table import Table
 
 from processor.config.schema import Config, connect_api_key
@@ -41,7 +49,7 @@ def _journal_for_reading(config: Config) -> Any:
     if url.startswith("sqlite:///"):
         import os
 
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         if path != ":memory:" and not os.path.exists(path):
             return _ReadNothing()
     journal = open_journal(url)
@@ -51,30 +59,43 @@ def _journal_for_reading(config: Config) -> Any:
 
 def dry_run(config: Config, selector: Selector) -> int:
     """Print, per pending request, what ``run`` would do. Writes nothing anywhere."""
+    from processor.daemon.runtime import gateway_settings, load_adapters
     from processor.engine.core import Engine
     from processor.marketplace import Marketplace
     from processor.observe import register_secret
-    from processor.daemon.runtime import gateway_settings, load_adapters
 
     api_key = connect_api_key(config) or ""
     register_secret(api_key)
     marketplace = Marketplace(gateway_settings(config, api_key))
     journal = _journal_for_reading(config)
-    engine = Engine(config=config, journal=journal, marketplace=marketplace,
-                    adapters=load_adapters(config), owner="dry-run")
+    engine = Engine(
+        config=config,
+        journal=journal,
+        marketplace=marketplace,
+        adapters=load_adapters(config),
+        owner="dry-run",
+    )
     table = Table(title="Dry run: nothing was changed", show_lines=False)
     for column in ("request", "product", "subscription", "env", "journal", "would do"):
         table.add_column(column, overflow="fold")
     count = 0
     from processor.cli.ticker import Ticker
 
-    ticker = Ticker(marketplace.waiting, config.connect.endpoint, max_attempts=config.connect.retry.max_attempts)
+    ticker = Ticker(
+        marketplace.waiting, config.connect.endpoint, max_attempts=config.connect.retry.max_attempts
+    )
     try:
         ticker.start()  # a line every 10 s while Connect is slow, instead of minutes of silence
         for payload in marketplace.iter_pending(selector):
             plan = engine.plan(payload)
-            table.add_row(plan.request_id, plan.product_id or "-", plan.subscription_id or "-",
-                          plan.environment or "-", plan.journal_state or "-", plan.action)
+            table.add_row(
+                plan.request_id,
+                plan.product_id or "-",
+                plan.subscription_id or "-",
+                plan.environment or "-",
+                plan.journal_state or "-",
+                plan.action,
+            )
             count += 1
     finally:
         ticker.stop()
@@ -94,7 +115,7 @@ class Progress:
         self._task = task
 
     @classmethod
-    def start(cls, runtime: "Runtime", selector: Selector, enabled: bool) -> "Progress":
+    def start(cls, runtime: Runtime, selector: Selector, enabled: bool) -> Progress:
         if not enabled or not sys.stderr.isatty():
             return cls(None)
         try:
@@ -102,8 +123,12 @@ class Progress:
         except Exception:  # noqa: BLE001 - a progress bar is never worth failing a run
             total = None
         bar = RichProgress(
-            TextColumn("[bold]cancels"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(file=sys.stderr), transient=True,
+            TextColumn("[bold]cancels"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=sys.stderr),
+            transient=True,
         )
         bar.start()
         return cls(bar, bar.add_task("processing", total=total))
@@ -117,7 +142,7 @@ class Progress:
             self._bar.stop()
 
 
-def print_summary(summary: "RunSummary") -> None:
+def print_summary(summary: RunSummary) -> None:
     table = Table(title="Run summary")
     table.add_column("outcome")
     table.add_column("requests", justify="right")

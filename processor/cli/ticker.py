@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 __all__ = ["Ticker", "EVERY"]
 
@@ -42,14 +43,14 @@ class Ticker:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress-ticker", daemon=True)
 
-    def start(self) -> "Ticker":
+    def start(self) -> Ticker:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._done.set()
 
-    def __enter__(self) -> "Ticker":
+    def __enter__(self) -> Ticker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -62,11 +63,15 @@ class Ticker:
         if not slow:
             return None
         oldest = slow[0]
-        attempt = f", attempt {oldest.attempt}" + (f" of {self._max_attempts}" if self._max_attempts else "")
+        attempt = f", attempt {oldest.attempt}" + (
+            f" of {self._max_attempts}" if self._max_attempts else ""
+        )
         cause = f", last try: {oldest.cause}" if oldest.cause else ""
         more = f" ({len(slow) - 1} more call(s) waiting)" if len(slow) > 1 else ""
-        return (f"cancel-processor: waiting for Connect at {self._endpoint}: {oldest.operation} for "
-                f"{now - oldest.since:.0f} s{attempt}{cause}{more}; Ctrl-C stops")
+        return (
+            f"cancel-processor: waiting for Connect at {self._endpoint}: {oldest.operation} for "
+            f"{now - oldest.since:.0f} s{attempt}{cause}{more}; Ctrl-C stops"
+        )
 
     def _run(self) -> None:
         while not self._done.wait(self._every):

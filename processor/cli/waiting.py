@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from processor.config.schema import load_config
-from processor.ops.commands import existing_journal
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
+from processor.ops.commands import existing_journal
 from processor.policy.timing import Dates, from_iso, human
 
 __all__ = ["configure_parser", "run", "Waiting", "waiting_rows"]
@@ -48,18 +48,28 @@ class Waiting:
 
     def as_json(self) -> dict[str, str | None]:
         return {
-            "request_id": self.request_id, "product_id": self.product_id, "subscription_id": self.subscription_id,
-            "waits_for": self.waits_for, "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None, "policy": self.policy,
+            "request_id": self.request_id,
+            "product_id": self.product_id,
+            "subscription_id": self.subscription_id,
+            "waits_for": self.waits_for,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "policy": self.policy,
         }
 
 
 def _person(record: RequestRecord) -> Waiting:
     routed = record.data.get("routed")
     routed = routed if isinstance(routed, dict) else {}
-    return Waiting(record.request_id, record.product_id, record.subscription_id,
-                   str(routed.get("to") or "a person"), from_iso(routed.get("at")) or record.updated_at, None,
-                   str(routed.get("policy") or record.data.get("policy") or "") or None)
+    return Waiting(
+        record.request_id,
+        record.product_id,
+        record.subscription_id,
+        str(routed.get("to") or "a person"),
+        from_iso(routed.get("at")) or record.updated_at,
+        None,
+        str(routed.get("policy") or record.data.get("policy") or "") or None,
+    )
 
 
 def _timer(record: RequestRecord) -> Waiting | None:
@@ -73,31 +83,53 @@ def _timer(record: RequestRecord) -> Waiting | None:
         what, until = "end of retention: purge", record.next_attempt_at
     else:
         return None
-    return Waiting(record.request_id, record.product_id, record.subscription_id, what, record.updated_at, until, policy)
+    return Waiting(
+        record.request_id,
+        record.product_id,
+        record.subscription_id,
+        what,
+        record.updated_at,
+        until,
+        policy,
+    )
 
 
 def waiting_rows(journal: Journal, *, timers: bool = False, limit: int = 200) -> list[Waiting]:
     """People first (oldest hand-over first), then dates (soonest first), ``limit`` of each."""
-    people = sorted((_person(r) for r in journal.records(states=[State.WAITING_HUMAN])),
-                    key=lambda w: (w.since is None, w.since or datetime.min, w.request_id))[:limit]
+    people = sorted(
+        (_person(r) for r in journal.records(states=[State.WAITING_HUMAN])),
+        key=lambda w: (w.since is None, w.since or datetime.min, w.request_id),
+    )[:limit]
     if not timers:
         return people
-    dated = [w for r in journal.records(states=[State.SCHEDULED, State.SUSPENDED, State.APPROVED])
-             if (w := _timer(r)) is not None]
+    dated = [
+        w
+        for r in journal.records(states=[State.SCHEDULED, State.SUSPENDED, State.APPROVED])
+        if (w := _timer(r)) is not None
+    ]
     dated.sort(key=lambda w: (w.until is None, w.until or datetime.min, w.request_id))
     return people + dated[:limit]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
+        "-c",
+        "--config",
+        default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
         help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG); without it, built-in defaults "
         "and CANCEL_PROCESSOR_* variables",
     )
-    parser.add_argument("--timers", action="store_true",
-                        help="also what waits for a date: scheduled, suspended for grace, purge pending")
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="table (default) or JSON lines")
-    parser.add_argument("--limit", type=int, default=200, metavar="N", help="at most N of each kind (default 200)")
+    parser.add_argument(
+        "--timers",
+        action="store_true",
+        help="also what waits for a date: scheduled, suspended for grace, purge pending",
+    )
+    parser.add_argument(
+        "--format", choices=("table", "json"), default="table", help="table (default) or JSON lines"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=200, metavar="N", help="at most N of each kind (default 200)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +155,14 @@ def run(args: argparse.Namespace) -> int:
     for column in ("request", "product", "subscription", "waits for", "since", "until", "policy"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row.request_id, row.product_id or "-", row.subscription_id or "-", row.waits_for,
-                      human(row.since) if row.since else "-", human(row.until) if row.until else "-", row.policy or "-")
+        table.add_row(
+            row.request_id,
+            row.product_id or "-",
+            row.subscription_id or "-",
+            row.waits_for,
+            human(row.since) if row.since else "-",
+            human(row.until) if row.until else "-",
+            row.policy or "-",
+        )
     console.print(table)
     return EXIT_OK

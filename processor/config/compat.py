@@ -17,7 +17,8 @@ dicts, and words some messages differently); the keys and meanings are the same.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pydantic
 
@@ -34,7 +35,14 @@ __all__ = [
 PYDANTIC_2 = int(pydantic.VERSION.split(".", 1)[0]) >= 2
 
 if PYDANTIC_2:
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+    from pydantic import (
+        BaseModel,
+        ConfigDict,
+        Field,
+        ValidationError,
+        field_validator,
+        model_validator,
+    )
 else:  # pragma: no cover - exercised in the connect-extension-runner environment (tests/eaas_in_runner.py)
     from pydantic import Field, ValidationError, root_validator, validator
     from pydantic.main import ModelMetaclass
@@ -43,8 +51,13 @@ else:  # pragma: no cover - exercised in the connect-extension-runner environmen
         return dict(settings)
 
     class _Metaclass(ModelMetaclass):
-        def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],  # noqa: N804
-                    **kwargs: Any) -> Any:
+        def __new__(
+            mcs,
+            name: str,
+            bases: tuple[type, ...],
+            namespace: dict[str, Any],  # noqa: N804
+            **kwargs: Any,
+        ) -> Any:
             settings = namespace.pop("model_config", None)
             if settings:
                 # pydantic 1 reads class keyword arguments as Config entries (extra, frozen, ...).
@@ -67,7 +80,9 @@ else:  # pragma: no cover - exercised in the connect-extension-runner environmen
 
     def model_validator(*, mode: str) -> Callable[[Any], Any]:  # type: ignore[no-redef]
         if mode != "after":
-            raise NotImplementedError("only model_validator(mode='after') is provided on pydantic 1")
+            raise NotImplementedError(
+                "only model_validator(mode='after') is provided on pydantic 1"
+            )
 
         def decorate(method: Callable[[Any], Any]) -> Any:
             def check(cls: Any, values: dict[str, Any]) -> dict[str, Any]:

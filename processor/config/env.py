@@ -6,7 +6,8 @@ is blamed on the variable, not on the file.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import yaml
 
@@ -15,7 +16,9 @@ __all__ = ["ENV_PREFIX", "env_overrides", "merge", "blamed"]
 ENV_PREFIX = "CANCEL_PROCESSOR_"
 
 
-def env_overrides(environ: Mapping[str, str], origins: dict[tuple[str, ...], str] | None = None) -> dict[str, Any]:
+def env_overrides(
+    environ: Mapping[str, str], origins: dict[tuple[str, ...], str] | None = None
+) -> dict[str, Any]:
     """The overrides from the environment; ``origins`` receives each key path's variable name, so
     an error in a value (or a mistyped name) blames the variable, not the file."""
     out: dict[str, Any] = {}
@@ -23,7 +26,7 @@ def env_overrides(environ: Mapping[str, str], origins: dict[tuple[str, ...], str
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         origins[tuple(path)] = name
         node = out
         for part in path[:-1]:
@@ -43,8 +46,11 @@ def blamed(loc: str, msg: str, origins: Mapping[tuple[str, ...], str]) -> str | 
     path = tuple(loc.split(".")) if loc else ()
     ordered = sorted(origins.items(), key=lambda kv: -len(kv[0]))
     for keys, name in ordered:
-        if path[: len(keys)] == keys or (len(path) < len(keys) and keys[: len(path)] == path
-                                         and ".".join(keys[len(path):]) in msg):
+        if path[: len(keys)] == keys or (
+            len(path) < len(keys)
+            and keys[: len(path)] == path
+            and ".".join(keys[len(path) :]) in msg
+        ):
             return name
     for keys, name in ordered:  # a key missing next to one the variable set (adapters.x.type)
         if path and len(keys) >= len(path) and keys[: len(path) - 1] == path[:-1]:

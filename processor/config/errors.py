@@ -8,7 +8,8 @@ configuration names as secrets (:func:`secret_values`).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from processor.config.env import ENV_PREFIX
 
@@ -53,9 +54,11 @@ def describe(error: Mapping[str, Any]) -> tuple[str, str]:
     loc = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
     msg = str(error.get("msg", "invalid value"))
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if error.get("type") == "extra_forbidden":
         msg = "unknown key (see config/processor.example.yaml for the accepted keys)"
-    elif "input" in error and error.get("type") != "missing" and not isinstance(error["input"], dict):
+    elif (
+        "input" in error and error.get("type") != "missing" and not isinstance(error["input"], dict)
+    ):
         msg += f" (got {error['input']!r})"
     return loc, msg

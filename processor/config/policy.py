@@ -68,7 +68,7 @@ class RouteConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _one_assignee(self) -> "RouteConfig":
+    def _one_assignee(self) -> RouteConfig:
         if (self.email is None) == (self.user_id is None):
             raise ValueError("give exactly one of email or user_id")
         if self.email is not None and "@" not in self.email:
@@ -112,7 +112,9 @@ class PolicyConfig(_Section):
     no_billing_date: Literal["end_of_month", "immediate", "park"] = Field(
         "end_of_month", description="end_of_period when the subscription has no billing.next_date"
     )
-    grace_days: int = Field(0, ge=0, le=3650, description="suspended (data kept) this long before terminating")
+    grace_days: int = Field(
+        0, ge=0, le=3650, description="suspended (data kept) this long before terminating"
+    )
     retention_days: int | None = Field(
         None, ge=0, le=3650, description="purge this long after termination; null: no purge step"
     )
@@ -137,9 +139,11 @@ class PolicyConfig(_Section):
         return text
 
     @model_validator(mode="after")
-    def _coherent(self) -> "PolicyConfig":
+    def _coherent(self) -> PolicyConfig:
         if self.refuse is not None and self.route_to is not None:
-            raise ValueError("refuse and route_to exclude each other: a refused request goes to nobody")
+            raise ValueError(
+                "refuse and route_to exclude each other: a refused request goes to nobody"
+            )
         if self.batch and (self.grace_days or self.timing == "end_of_period"):
             # A batch is one terminate call for requests that are all due now; timed steps are
             # per request (each has its own date), so the combination would silently not batch.
@@ -167,7 +171,9 @@ class MatchConfig(_Section):
     product: list[str] = []
     marketplace: list[str] = []
     environment: list[Literal["preview", "test", "production"]] = []
-    mpn: list[str] = Field([], description="an item of the subscription with this MPN and a quantity")
+    mpn: list[str] = Field(
+        [], description="an item of the subscription with this MPN and a quantity"
+    )
     customer: list[str] = Field([], description="customer account ids (TA-...)")
     params: dict[str, list[str]] = Field({}, description="request parameter id -> accepted values")
 

@@ -16,12 +16,21 @@ Cancellation policies (``policies``, ``rules``, ``defaults.policy``) are modelle
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
-from typing import Any, Literal, Mapping
 
 import yaml
 
+from processor.config.compat import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from processor.config.env import ENV_PREFIX
 from processor.config.env import blamed as _blamed
 from processor.config.env import env_overrides as _env_overrides
@@ -31,9 +40,6 @@ from processor.config.errors import hide as _hide
 from processor.config.errors import secret_values as _secret_values
 from processor.config.hosts import is_loopback_host
 from processor.config.policy import BUILTIN_POLICY, PolicyConfig, RuleConfig
-from processor.config.compat import (
-    BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
-)
 
 __all__ = [
     "ConfigError",
@@ -57,7 +63,6 @@ __all__ = [
 ]
 
 
-
 class ConfigError(Exception):
     """Configuration is unusable. ``str()`` names the file, the key and what was expected."""
 
@@ -73,10 +78,16 @@ class _Section(BaseModel):
 
 
 class RetryConfig(_Section):
-    max_attempts: int = Field(6, ge=1, le=50, description="attempts per Connect call, first included")
-    backoff_base: float = Field(0.5, gt=0, description="seconds; full-jitter exponential backoff base")
+    max_attempts: int = Field(
+        6, ge=1, le=50, description="attempts per Connect call, first included"
+    )
+    backoff_base: float = Field(
+        0.5, gt=0, description="seconds; full-jitter exponential backoff base"
+    )
     backoff_max: float = Field(30.0, gt=0, description="seconds; longest single backoff")
-    retry_after_max: float = Field(300.0, gt=0, description="a longer Retry-After defers the request")
+    retry_after_max: float = Field(
+        300.0, gt=0, description="a longer Retry-After defers the request"
+    )
 
 
 class ConnectConfig(_Section):
@@ -104,19 +115,22 @@ class ConnectConfig(_Section):
     def _ca_bundle(cls, value: bool | str) -> bool | str:
         if value is False:
             # As for the vendor's API: a private CA is trusted by naming it, never by trusting anyone.
-            raise ValueError("TLS verification cannot be turned off; to trust a private CA, give the path "
-                             "of its PEM bundle")
+            raise ValueError(
+                "TLS verification cannot be turned off; to trust a private CA, give the path "
+                "of its PEM bundle"
+            )
         # A mistyped path would otherwise surface only as a TLS failure on the first call.
         if isinstance(value, str) and not Path(value).is_file():
             raise ValueError("expected true, or the path of an existing CA bundle file (PEM)")
         return value
 
-
     @model_validator(mode="after")
-    def _clear_text(self) -> "ConnectConfig":
+    def _clear_text(self) -> ConnectConfig:
         if self.insecure and not self.allow_insecure:
-            raise ValueError(f"endpoint: {self.endpoint} would send the API key in clear text over http://; "
-                             "use https://, or on a test network set connect.allow_insecure: true")
+            raise ValueError(
+                f"endpoint: {self.endpoint} would send the API key in clear text over http://; "
+                "use https://, or on a test network set connect.allow_insecure: true"
+            )
         return self
 
     @property
@@ -128,11 +142,16 @@ class ConnectConfig(_Section):
 
 class JournalConfig(_Section):
     url: str = "sqlite:///cancel-processor.db"
-    lease_seconds: float = Field(60.0, gt=1, description="a claim expires after this long without a heartbeat")
+    lease_seconds: float = Field(
+        60.0, gt=1, description="a claim expires after this long without a heartbeat"
+    )
     pool_size: int = Field(8, ge=1, le=256, description="PostgreSQL connection pool size")
     holder_wait: float = Field(
-        600.0, gt=0, description="seconds a request waits for an earlier holder that is still alive (frozen past "
-        "its lease) and may still send a call the vendor cannot deduplicate, before it is parked for a person")
+        600.0,
+        gt=0,
+        description="seconds a request waits for an earlier holder that is still alive (frozen past "
+        "its lease) and may still send a call the vendor cannot deduplicate, before it is parked for a person",
+    )
 
     @property
     def options(self) -> dict[str, float | int]:
@@ -150,27 +169,45 @@ class JournalConfig(_Section):
 
 
 class CircuitConfig(_Section):
-    failures: int = Field(5, ge=1, description="consecutive transient vendor failures that open the circuit")
-    reset_after: float = Field(30.0, gt=0, description="seconds before one probe call is let through")
+    failures: int = Field(
+        5, ge=1, description="consecutive transient vendor failures that open the circuit"
+    )
+    reset_after: float = Field(
+        30.0, gt=0, description="seconds before one probe call is let through"
+    )
 
 
 class ProcessingConfig(_Section):
     concurrency: int = Field(8, ge=1, le=256)
     poll_interval: float = Field(30.0, gt=0)
-    poll_jitter: float = Field(0.2, ge=0, le=1, description="share of poll_interval added at random")
-    max_attempts: int = Field(5, ge=1, description="definite vendor errors before a request is poison")
+    poll_jitter: float = Field(
+        0.2, ge=0, le=1, description="share of poll_interval added at random"
+    )
+    max_attempts: int = Field(
+        5, ge=1, description="definite vendor errors before a request is poison"
+    )
     poison: Literal["park", "fail"] = "park"
-    poison_reason: str = "The cancellation could not be completed by the vendor; please contact support."
+    poison_reason: str = (
+        "The cancellation could not be completed by the vendor; please contact support."
+    )
     malformed: Literal["park", "fail"] = "park"
-    malformed_reason: str = "The cancellation request is missing data the vendor needs; please contact support."
+    malformed_reason: str = (
+        "The cancellation request is missing data the vendor needs; please contact support."
+    )
     retry_base: float = Field(30.0, gt=0, description="seconds; first retry delay of a request")
     retry_max: float = Field(3600.0, gt=0)
-    once_max_wait: float = Field(120.0, ge=0, description="--once waits this long for retries that are due soon")
+    once_max_wait: float = Field(
+        120.0, ge=0, description="--once waits this long for retries that are due soon"
+    )
     shutdown_timeout: float = Field(30.0, gt=0)
     notes: bool = True
     subscription_param: str = "subscription_id"
-    batch_max: int = Field(50, ge=2, le=1000, description="most requests in one terminate_batch call")
-    timers_per_pass: int = Field(500, ge=1, description="due timers (suspend end, purge) handled per pass")
+    batch_max: int = Field(
+        50, ge=2, le=1000, description="most requests in one terminate_batch call"
+    )
+    timers_per_pass: int = Field(
+        500, ge=1, description="due timers (suspend end, purge) handled per pass"
+    )
     circuit: CircuitConfig = CircuitConfig()
 
 
@@ -188,8 +225,12 @@ class ProductConfig(_Section):
 class DefaultsConfig(_Section):
     adapter: str | None = None
     template: str | None = None
-    policy: str | None = None  # name in `policies` used when no rule matches; default: built-in immediate
-    lookup_template: bool = Field(True, description="ask Connect for the product's template if none is set")
+    policy: str | None = (
+        None  # name in `policies` used when no rule matches; default: built-in immediate
+    )
+    lookup_template: bool = Field(
+        True, description="ask Connect for the product's template if none is set"
+    )
     environments: dict[Literal["preview", "test", "production"], str] = {}
 
 
@@ -210,15 +251,21 @@ class GuardConfig(_Section):
     adapter's circuit until an operator runs ``cancel-processor resume ADAPTER``."""
 
     enabled: bool = True
-    in_a_row: int = Field(10, ge=2, description="already_gone (or refused) outcomes in a row that latch the circuit")
+    in_a_row: int = Field(
+        10, ge=2, description="already_gone (or refused) outcomes in a row that latch the circuit"
+    )
     window: int = Field(50, ge=4, le=10_000, description="latest outcomes remembered per adapter")
-    share: float = Field(0.5, gt=0, lt=1, description="latch when more than this share of a full window is one kind")
+    share: float = Field(
+        0.5, gt=0, lt=1, description="latch when more than this share of a full window is one kind"
+    )
     state_file: str | None = Field(
-        None, description="latches, read by every process and by resume; default: beside an SQLite journal, "
-        "else cancel-processor-guard.json in the working directory")
+        None,
+        description="latches, read by every process and by resume; default: beside an SQLite journal, "
+        "else cancel-processor-guard.json in the working directory",
+    )
 
     @model_validator(mode="after")
-    def _run_fits_window(self) -> "GuardConfig":
+    def _run_fits_window(self) -> GuardConfig:
         if self.in_a_row > self.window:  # the run is counted within the window: it could never trip
             raise ValueError(f"in_a_row ({self.in_a_row}) must not exceed window ({self.window})")
         return self
@@ -232,8 +279,12 @@ class ReconcileConfig(_Section):
     # Off by default: a vendor we have never seen is not read in the background unless asked.
     # 1 s is allowed for tests; an hour or more is the sensible range (each run reads every
     # request finished within ``window``, paced by ``rate``).
-    every: float | None = Field(None, ge=1, description="seconds between scheduled runs in the daemon; null: off")
-    window: float = Field(7 * 86400.0, gt=0, description="seconds back from now a scheduled run looks")
+    every: float | None = Field(
+        None, ge=1, description="seconds between scheduled runs in the daemon; null: off"
+    )
+    window: float = Field(
+        7 * 86400.0, gt=0, description="seconds back from now a scheduled run looks"
+    )
 
 
 class Config(_Section):
@@ -259,24 +310,28 @@ class Config(_Section):
         return {} if value is None else value
 
     @model_validator(mode="after")
-    def _adapters_exist(self) -> "Config":
+    def _adapters_exist(self) -> Config:
         known = set(self.adapters)
         refs: list[tuple[str, str | None]] = [("defaults.adapter", self.defaults.adapter)]
         refs += [(f"defaults.environments.{e}", a) for e, a in self.defaults.environments.items()]
         for pid, product in self.products.items():
             refs.append((f"products.{pid}.adapter", product.adapter))
-            refs += [(f"products.{pid}.environments.{e}", a) for e, a in product.environments.items()]
+            refs += [
+                (f"products.{pid}.environments.{e}", a) for e, a in product.environments.items()
+            ]
         for key, name in refs:
             if name is not None and name not in known:
                 listed = ", ".join(sorted(known)) or "none defined"
-                raise ValueError(f"{key}: adapter {name!r} is not defined under adapters ({listed})")
+                raise ValueError(
+                    f"{key}: adapter {name!r} is not defined under adapters ({listed})"
+                )
         for pid, product in self.products.items():
             if product.adapter is None and self.defaults.adapter is None:
                 raise ValueError(f"products.{pid}: no adapter and no defaults.adapter")
         return self
 
     @model_validator(mode="after")
-    def _rules_name_known_things(self) -> "Config":
+    def _rules_name_known_things(self) -> Config:
         names = ", ".join(sorted(self.policies)) or "none defined"
         refs = [("defaults.policy", self.defaults.policy)]
         refs += [(f"rules[{index}].policy", rule.policy) for index, rule in enumerate(self.rules)]
@@ -287,7 +342,9 @@ class Config(_Section):
             # A rule for a product that is not processed would never apply: almost surely a typo.
             unknown = sorted(set(rule.match.product) - set(self.products))
             if unknown:
-                raise ValueError(f"rules[{index}].match.product: {', '.join(unknown)} not configured under products")
+                raise ValueError(
+                    f"rules[{index}].match.product: {', '.join(unknown)} not configured under products"
+                )
         return self
 
     def policy_named(self, name: str) -> PolicyConfig:
@@ -331,14 +388,18 @@ def read_secret(*, env: str | None, file: str | None, what: str) -> str | None:
         try:
             value = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(what, "", f"cannot read the secret file {file}: {exc.strerror}") from None
+            raise ConfigError(
+                what, "", f"cannot read the secret file {file}: {exc.strerror}"
+            ) from None
         return value or None
     if env:
         return os.environ.get(env) or None
     return None
 
 
-def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
     """Load, merge and validate. ``path=None`` means built-in defaults plus the environment."""
     environ = os.environ if environ is None else environ
     source = str(path) if path else "<defaults>"
@@ -350,16 +411,24 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
             raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
             line = Path(path).read_bytes()[: exc.start].count(b"\n") + 1
-            raise ConfigError(source, "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}): "
-                              "save the file as UTF-8") from None
+            raise ConfigError(
+                source,
+                "",
+                f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}): "
+                "save the file as UTF-8",
+            ) from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            raise ConfigError(source, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
+            raise ConfigError(
+                source, "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}"
+            ) from None
         if not isinstance(data, dict):
-            raise ConfigError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
+            raise ConfigError(
+                source, "", f"expected a mapping at the top level, got {type(data).__name__}"
+            )
     origins: dict[tuple[str, ...], str] = {}
     overrides = _env_overrides(environ, origins)
     if overrides:
@@ -371,8 +440,14 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         more = len(exc.errors()) - 1
         msg = _hide(msg, _secret_values(data, environ))
         variable = _blamed(loc, msg, origins)
-        where = f"environment variable {variable}" + (f" (over {source})" if path else "") if variable else source
-        raise ConfigError(where, loc, msg + (f" (and {more} more problem(s))" if more else "")) from None
+        where = (
+            f"environment variable {variable}" + (f" (over {source})" if path else "")
+            if variable
+            else source
+        )
+        raise ConfigError(
+            where, loc, msg + (f" (and {more} more problem(s))" if more else "")
+        ) from None
     return config.model_copy(update={"source": source})
 
 
@@ -380,8 +455,12 @@ def require_products(config: Config) -> None:
     """Commands that process requests need at least one product: without any, nothing would ever be
     processed (every request of every other product is left alone), which is surely a mistake."""
     if not config.products:
-        raise ConfigError(config.source, "products", "no product is configured, so nothing would ever be "
-                          "processed: list your product ids under products (see config/processor.example.yaml)")
+        raise ConfigError(
+            config.source,
+            "products",
+            "no product is configured, so nothing would ever be "
+            "processed: list your product ids under products (see config/processor.example.yaml)",
+        )
 
 
 def configured_secrets(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -396,5 +475,9 @@ def connect_api_key(config: Config, environ: Mapping[str, str] | None = None) ->
     if environ.get("CONNECT_API_KEY"):
         return environ["CONNECT_API_KEY"]
     if config.connect.api_key_file:
-        return read_secret(env=None, file=config.connect.api_key_file, what=f"{config.source}: connect.api_key_file")
+        return read_secret(
+            env=None,
+            file=config.connect.api_key_file,
+            what=f"{config.source}: connect.api_key_file",
+        )
     return environ.get(config.connect.api_key_env) or None

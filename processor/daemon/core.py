@@ -45,10 +45,11 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from processor.engine.core import TIMER_STATES, Engine
 from processor.journal.base import FINAL_STATES, Claim, JournalError, RequestRecord, State
@@ -61,7 +62,12 @@ __all__ = ["Daemon", "RunSummary"]
 
 
 def _has_id(payload: Any) -> bool:
-    return isinstance(payload, Mapping) and isinstance(payload.get("id"), str) and bool(payload["id"].strip())
+    return (
+        isinstance(payload, Mapping)
+        and isinstance(payload.get("id"), str)
+        and bool(payload["id"].strip())
+    )
+
 
 log = get_logger(component="daemon")
 _FINAL_NAMES = {s.value for s in FINAL_STATES}
@@ -69,18 +75,26 @@ _OPEN_STATES = (State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING)
 _WAITING = {State.SCHEDULED.value, State.SUSPENDED.value, State.WAITING_HUMAN.value}
 _MAX_BUFFERED = 2000  # batchable payloads held back during one listing (a few MB at most)
 _VANISHED_CHECKED = 1000  # waiting rows compared with one pass's listing
-_RENOTES_PER_PASS = 100  # owed notes posted per pass: one or two Connect calls each, in the loop's thread
-_TAKEOVERS_PER_SWEEP = 100  # stranded claims handed on per sweep: a dead replica held at most 2 x concurrency
+_RENOTES_PER_PASS = (
+    100  # owed notes posted per pass: one or two Connect calls each, in the loop's thread
+)
+_TAKEOVERS_PER_SWEEP = (
+    100  # stranded claims handed on per sweep: a dead replica held at most 2 x concurrency
+)
 _HANDED_REMEMBERED = 10_000  # (request id, fence) pairs: a few hundred KB, then forgotten at once
 _MALFORMED_REMEMBERED = 10_000  # fingerprints of id-less malformed rows (64 bytes each)
-_RENOTE_WITHIN = timedelta(days=7)  # an owed note older than this is no news to the customer any more
+_RENOTE_WITHIN = timedelta(
+    days=7
+)  # an owed note older than this is no news to the customer any more
 
 
 @dataclass
 class RunSummary:
     results: Counter[str] = field(default_factory=Counter)
     unfinished: dict[str, str] = field(default_factory=dict)
-    waiting: dict[str, str] = field(default_factory=dict)  # request id -> state: waits for a date or a person
+    waiting: dict[str, str] = field(
+        default_factory=dict
+    )  # request id -> state: waits for a date or a person
     passes: int = 0
     seen: int = 0
     timers: int = 0
@@ -99,8 +113,13 @@ class RunSummary:
     def complete(self) -> bool:
         """Everything reached a final state or waits by design (a date, a person named by policy);
         a parked request needs a person nobody planned for, so it is not complete."""
-        return (not self.unfinished and not self.errors and not self.interrupted
-                and not self.results["parked"] and self.listing_failed is None)
+        return (
+            not self.unfinished
+            and not self.errors
+            and not self.interrupted
+            and not self.results["parked"]
+            and self.listing_failed is None
+        )
 
 
 class Daemon:
@@ -121,7 +140,9 @@ class Daemon:
         self.on_result = on_result
         self.summary = RunSummary()
         self._stop = threading.Event()
-        self._stop_deadline: float | None = None  # time.monotonic() by which run() returns, once stopping
+        self._stop_deadline: float | None = (
+            None  # time.monotonic() by which run() returns, once stopping
+        )
         stop_on = getattr(marketplace, "stop_on", None)
         if callable(stop_on):
             stop_on(self._stop)  # Connect retry waits end at once on shutdown
@@ -137,7 +158,9 @@ class Daemon:
         # (request id, fence) of stranded claims already handed on: one the policy now ignores is
         # left as it is, as the listing leaves it, and is not read from Connect every sweep.
         self._handed: set[tuple[str, int]] = set()
-        self._malformed_seen: set[str] = set()  # fingerprints of listed rows without an id, logged once
+        self._malformed_seen: set[str] = (
+            set()
+        )  # fingerprints of listed rows without an id, logged once
 
     # -- control ------------------------------------------------------------------------------
 
@@ -198,7 +221,9 @@ class Daemon:
                 if self._stop.is_set():
                     break
                 seen += 1
-                created = parse_datetime(payload.get("created")) if isinstance(payload, Mapping) else None
+                created = (
+                    parse_datetime(payload.get("created")) if isinstance(payload, Mapping) else None
+                )
                 if created and (oldest is None or created < oldest):
                     oldest = created
                 self._offer(payload)
@@ -233,7 +258,11 @@ class Daemon:
         if isinstance(placement(payload), str) and not _has_id(payload):
             self._anonymous_malformed(payload)
             return
-        key = self.engine.batch_key(payload) if self._batching and isinstance(payload, Mapping) else None
+        key = (
+            self.engine.batch_key(payload)
+            if self._batching and isinstance(payload, Mapping)
+            else None
+        )
         if key is None:
             self._submit(payload)
             return
@@ -282,8 +311,12 @@ class Daemon:
         budget = self.settings.timers_per_pass
         while budget > 0 and not self._stop.is_set():
             try:
-                due = journal.claim_due(engine.owner, engine.lease_seconds, min(self.settings.concurrency, budget),
-                                        states=TIMER_STATES)
+                due = journal.claim_due(
+                    engine.owner,
+                    engine.lease_seconds,
+                    min(self.settings.concurrency, budget),
+                    states=TIMER_STATES,
+                )
             except JournalError as exc:
                 log.warning("timers_not_claimed", error=str(exc))
                 return
@@ -313,9 +346,15 @@ class Daemon:
         for record in stranded:
             request_id = record.request_id
             with self._lock:
-                busy_here = request_id in self._inflight  # our own worker, its renewal late: not stranded
-            if self._stop.is_set() or busy_here or (request_id, record.fence) in self._handed \
-                    or not self._selected(record):
+                busy_here = (
+                    request_id in self._inflight
+                )  # our own worker, its renewal late: not stranded
+            if (
+                self._stop.is_set()
+                or busy_here
+                or (request_id, record.fence) in self._handed
+                or not self._selected(record)
+            ):
                 continue
             try:
                 payload = self.marketplace.get_request(request_id)
@@ -325,8 +364,13 @@ class Daemon:
             except MarketplaceError as exc:
                 log.warning("stranded_not_read", request_id=request_id, error=str(exc))
                 continue
-            log.info("stranded_claim_taken_over", request_id=request_id, state=record.state.value,
-                     holder=record.lease_owner, status=payload.get("status"))
+            log.info(
+                "stranded_claim_taken_over",
+                request_id=request_id,
+                state=record.state.value,
+                holder=record.lease_owner,
+                status=payload.get("status"),
+            )
             self.engine.metrics.stranded.inc()
             if len(self._handed) >= _HANDED_REMEMBERED:
                 self._handed.clear()  # forgetting costs one more read of Connect each, no more
@@ -342,7 +386,10 @@ class Daemon:
         """Rows left open by a crash after Connect acted (they no longer show in the poll)."""
         journal = self.engine.journal
         quiet_since = self.engine.clock() - timedelta(seconds=self.engine.lease_seconds)
-        stale = [r.request_id for r in journal.records(states=_OPEN_STATES, updated_until=quiet_since, limit=limit)]
+        stale = [
+            r.request_id
+            for r in journal.records(states=_OPEN_STATES, updated_until=quiet_since, limit=limit)
+        ]
         self._settle(stale)
 
     def _renote(self, limit: int = _RENOTES_PER_PASS) -> int:
@@ -352,8 +399,11 @@ class Daemon:
         engine = self.engine
         now = engine.clock()
         try:
-            owed = engine.journal.unnoted(updated_until=now - timedelta(seconds=engine.lease_seconds),
-                                          updated_since=now - _RENOTE_WITHIN, limit=limit)
+            owed = engine.journal.unnoted(
+                updated_until=now - timedelta(seconds=engine.lease_seconds),
+                updated_since=now - _RENOTE_WITHIN,
+                limit=limit,
+            )
         except JournalError as exc:
             log.warning("notes_not_listed", error=str(exc))
             return 0
@@ -382,7 +432,13 @@ class Daemon:
         if self.selector.request_ids or self.selector.created_since or self.selector.created_until:
             return  # a narrowed listing proves nothing about what it did not select
         waiting = self.engine.journal.records(states=[State.WAITING_HUMAN], limit=_VANISHED_CHECKED)
-        self._settle([r.request_id for r in waiting if self._selected(r) and r.request_id not in self._waiting_seen])
+        self._settle(
+            [
+                r.request_id
+                for r in waiting
+                if self._selected(r) and r.request_id not in self._waiting_seen
+            ]
+        )
 
     def _settle(self, request_ids: list[str]) -> None:
         for request_id in request_ids:
@@ -425,7 +481,9 @@ class Daemon:
     def _submit(self, payload: Any) -> None:
         request_id = str(payload.get("id")) if isinstance(payload, Mapping) else ""
         if self._reserve([request_id]):
-            self._pool.submit(self._work, [request_id], lambda: {request_id: self.engine.handle(payload)})
+            self._pool.submit(
+                self._work, [request_id], lambda: {request_id: self.engine.handle(payload)}
+            )
 
     def _submit_group(self, payloads: list[Mapping[str, Any]]) -> None:
         ids = self._reserve([str(p.get("id") or "") for p in payloads])
@@ -436,7 +494,11 @@ class Daemon:
     def _submit_timer(self, claim: Claim) -> None:
         if self._reserve([claim.request_id]):
             self.summary.timers += 1
-            self._pool.submit(self._work, [claim.request_id], lambda: {claim.request_id: self.engine.resume(claim)})
+            self._pool.submit(
+                self._work,
+                [claim.request_id],
+                lambda: {claim.request_id: self.engine.resume(claim)},
+            )
         else:
             self.engine.journal.release(claim)  # in flight here already, or stopping
 
@@ -447,7 +509,9 @@ class Daemon:
                 results = job()
         except Exception as exc:  # noqa: BLE001 - the loop must go on; the journal keeps the request
             results = {rid: "error" for rid in request_ids}
-            log.exception("request_error", request_ids=request_ids[:10], error=f"{type(exc).__name__}: {exc}")
+            log.exception(
+                "request_error", request_ids=request_ids[:10], error=f"{type(exc).__name__}: {exc}"
+            )
         finally:
             self._slots.release()
             with self._lock:
@@ -508,7 +572,11 @@ class Daemon:
                 self.summary.unfinished.pop(request_id, None)
                 self.summary.waiting[request_id] = record.state.value
                 continue
-            due = 0.0 if record.next_attempt_at is None else (record.next_attempt_at - now).total_seconds()
+            due = (
+                0.0
+                if record.next_attempt_at is None
+                else (record.next_attempt_at - now).total_seconds()
+            )
             soonest = due if soonest is None else min(soonest, due)
         for request_id in list(self.summary.waiting):
             record = self.engine.journal.get(request_id)

@@ -10,20 +10,27 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 from processor.adapters.base import AdapterError, VendorAdapter
 from processor.config.schema import Config, ConfigError, configured_secrets, connect_api_key
 from processor.engine.core import Engine, utcnow
+from processor.engine.leases import LeaseKeeper
 from processor.journal import open_journal
 from processor.journal.base import Journal
-from processor.engine.leases import LeaseKeeper
 from processor.marketplace import GatewaySettings, Marketplace, Selector
 from processor.observe import Metrics, register_secret
 
-__all__ = ["Runtime", "build_runtime", "gateway_settings", "read_timeout", "selector_for", "make_owner"]
+__all__ = [
+    "Runtime",
+    "build_runtime",
+    "gateway_settings",
+    "read_timeout",
+    "selector_for",
+    "make_owner",
+]
 
 
 def make_owner() -> str:
@@ -111,12 +118,21 @@ def build_runtime(
     api_key = connect_api_key(config, environ)
     if not api_key:
         raise ConfigError(
-            config.source, "connect.api_key_env",
+            config.source,
+            "connect.api_key_env",
             "no Connect API key: set CONNECT_API_KEY"
-            + (f" (or {config.connect.api_key_env})" if config.connect.api_key_env != "CONNECT_API_KEY" else "")
+            + (
+                f" (or {config.connect.api_key_env})"
+                if config.connect.api_key_env != "CONNECT_API_KEY"
+                else ""
+            )
             + ", or name a file holding it in connect.api_key_file",
         )
-    for secret in (api_key, *configured_secrets(config, environ), urlsplit(config.journal.url).password):
+    for secret in (
+        api_key,
+        *configured_secrets(config, environ),
+        urlsplit(config.journal.url).password,
+    ):
         register_secret(secret)  # the journal's password: a PostgreSQL URL may carry one
     adapters = load_adapters(config)
     journal = open_journal(config.journal.url, clock=clock, **config.journal.options)
@@ -124,12 +140,21 @@ def build_runtime(
         journal.migrate()
     journal.check_schema()
     metrics = Metrics()
-    marketplace = Marketplace(gateway_settings(config, api_key), on_retry=metrics.on_retry,
-                              on_call=metrics.on_connect_call)
+    marketplace = Marketplace(
+        gateway_settings(config, api_key),
+        on_retry=metrics.on_retry,
+        on_call=metrics.on_connect_call,
+    )
     leases = LeaseKeeper(journal, config.journal.lease_seconds) if heartbeat else None
     owner = make_owner()
     engine = Engine(
-        config=config, journal=journal, marketplace=marketplace, adapters=adapters,
-        owner=owner, metrics=metrics, leases=leases, clock=clock,  # type: ignore[arg-type]
+        config=config,
+        journal=journal,
+        marketplace=marketplace,
+        adapters=adapters,
+        owner=owner,
+        metrics=metrics,
+        leases=leases,
+        clock=clock,  # type: ignore[arg-type]
     )
     return Runtime(config, journal, marketplace, adapters, engine, metrics, leases, owner)

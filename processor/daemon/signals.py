@@ -18,7 +18,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["StopRequests", "Interrupted", "MARGIN", "exit_now", "stray_threads"]
 
@@ -92,8 +93,11 @@ class StopRequests:
 
     def _handler(self, signum: int, _frame: Any) -> None:
         if self.requested:
-            exit_now(self._forced_status, f"cancel-processor: {signal.Signals(signum).name} again: stopping now; "
-                     "the journal resumes the work in flight on the next start")
+            exit_now(
+                self._forced_status,
+                f"cancel-processor: {signal.Signals(signum).name} again: stopping now; "
+                "the journal resumes the work in flight on the next start",
+            )
         self.requested, self.signum = True, signum
         self._arm()
         if self._stop is not None:
@@ -107,10 +111,14 @@ class StopRequests:
         budget = self._budget
 
         def force() -> None:
-            exit_now(self._forced_status, (
-                f"cancel-processor: still busy {budget:g} s after the stop request (processing.shutdown_timeout "
-                "plus a margin), most likely waiting on Connect or the vendor: stopping now; the journal "
-                "resumes the work in flight on the next start"))
+            exit_now(
+                self._forced_status,
+                (
+                    f"cancel-processor: still busy {budget:g} s after the stop request (processing.shutdown_timeout "
+                    "plus a margin), most likely waiting on Connect or the vendor: stopping now; the journal "
+                    "resumes the work in flight on the next start"
+                ),
+            )
 
         self._watchdog = threading.Timer(budget, force)
         self._watchdog.daemon = True

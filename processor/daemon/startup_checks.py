@@ -22,17 +22,24 @@ __all__ = ["journal_directory", "start_ops", "warn_at_start", "warn_slow_adapter
 
 def warn_at_start(config: Config) -> None:
     """What an operator allowed but should hear about at every start."""
-    from processor.observe import get_logger
     from processor.daemon.runtime import read_timeout
+    from processor.observe import get_logger
 
     log = get_logger(component="cli")
     if config.connect.insecure:
-        log.warning("connect_insecure", endpoint=config.connect.endpoint,
-                    detail="connect.allow_insecure is true: the API key travels in clear text over http://")
+        log.warning(
+            "connect_insecure",
+            endpoint=config.connect.endpoint,
+            detail="connect.allow_insecure is true: the API key travels in clear text over http://",
+        )
     if read_timeout(config) < config.connect.timeout_read:
-        log.warning("connect_read_timeout_shortened", configured=config.connect.timeout_read,
-                    used=read_timeout(config), detail="connect.timeout_read must stay under "
-                    "processing.shutdown_timeout, so that a stop never waits out a read")
+        log.warning(
+            "connect_read_timeout_shortened",
+            configured=config.connect.timeout_read,
+            used=read_timeout(config),
+            detail="connect.timeout_read must stay under "
+            "processing.shutdown_timeout, so that a stop never waits out a read",
+        )
 
 
 def warn_slow_adapters(config: Config, adapters: dict[str, Any]) -> None:
@@ -42,12 +49,19 @@ def warn_slow_adapters(config: Config, adapters: dict[str, Any]) -> None:
 
     for name, adapter in adapters.items():
         timeout = getattr(getattr(adapter, "settings", None), "timeout", None)
-        if isinstance(timeout, tuple) and len(timeout) == 2 and timeout[1] >= config.processing.shutdown_timeout:
+        if (
+            isinstance(timeout, tuple)
+            and len(timeout) == 2
+            and timeout[1] >= config.processing.shutdown_timeout
+        ):
             get_logger(component="cli").warning(
-                "vendor_read_timeout_too_long", adapter=name, read_timeout=timeout[1],
+                "vendor_read_timeout_too_long",
+                adapter=name,
+                read_timeout=timeout[1],
                 shutdown_timeout=config.processing.shutdown_timeout,
                 detail=f"set adapters.{name}.options.timeout.read below processing.shutdown_timeout: a call still "
-                "waiting at a stop is cut off and resumed from the journal on the next start")
+                "waiting at a stop is cut off and resumed from the journal on the next start",
+            )
 
 
 def journal_directory(config: Config) -> None:
@@ -56,18 +70,25 @@ def journal_directory(config: Config) -> None:
     url = config.journal.url
     if not url.startswith("sqlite:///") or url.endswith(":memory:"):
         return
-    path = os.path.abspath(url[len("sqlite:///"):])
+    path = os.path.abspath(url[len("sqlite:///") :])
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
-        raise ConfigError(config.source, "journal.url", f"the directory {directory} does not exist: create it "
-                          "or point journal.url elsewhere")
+        raise ConfigError(
+            config.source,
+            "journal.url",
+            f"the directory {directory} does not exist: create it or point journal.url elsewhere",
+        )
     if os.path.exists(path):
         writable = os.access(path, os.R_OK | os.W_OK) and os.access(directory, os.W_OK | os.X_OK)
     else:
         writable = os.access(directory, os.W_OK | os.X_OK)
     if not writable:
-        raise ConfigError(config.source, "journal.url", f"{path} cannot be written by this user (directory "
-                          f"{directory}): fix its permissions or point journal.url elsewhere")
+        raise ConfigError(
+            config.source,
+            "journal.url",
+            f"{path} cannot be written by this user (directory "
+            f"{directory}): fix its permissions or point journal.url elsewhere",
+        )
 
 
 def start_ops(config: Config, ops: Any) -> None:
@@ -80,12 +101,25 @@ def start_ops(config: Config, ops: Any) -> None:
             try:
                 probe.bind((host, port))
             except OSError as exc:
-                what = "address in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-                raise ConfigError(config.source, "http.port", (
-                    f"cannot serve on {host}:{port}: {what}; choose a free http.port (or "
-                    "CANCEL_PROCESSOR_HTTP__PORT), or set http.enabled: false")) from None
+                what = (
+                    "address in use"
+                    if exc.errno == errno.EADDRINUSE
+                    else (exc.strerror or str(exc))
+                )
+                raise ConfigError(
+                    config.source,
+                    "http.port",
+                    (
+                        f"cannot serve on {host}:{port}: {what}; choose a free http.port (or "
+                        "CANCEL_PROCESSOR_HTTP__PORT), or set http.enabled: false"
+                    ),
+                ) from None
     try:
         ops.start()
     except RuntimeError as exc:
-        raise ConfigError(config.source, "http", f"the ops server on {host}:{port} did not start ({exc}); "
-                          "choose another http.host or http.port, or set http.enabled: false") from None
+        raise ConfigError(
+            config.source,
+            "http",
+            f"the ops server on {host}:{port} did not start ({exc}); "
+            "choose another http.host or http.port, or set http.enabled: false",
+        ) from None

@@ -50,8 +50,9 @@ import contextlib
 import logging
 import math
 import threading
-from datetime import datetime, timezone
-from typing import Any, ClassVar, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 import structlog
 from connect.client import ConnectClient
@@ -61,13 +62,12 @@ from connect.eaas.core.extension import EventsApplicationBase
 from connect.eaas.core.responses import BackgroundResponse, ScheduledExecutionResponse
 
 from processor.config.schema import ConfigError
-from processor.journal.base import JournalError, SchemaError
-from processor.observe import log_through, mask
 from processor.daemon.runtime import Runtime
-
 from processor.eaas.maintenance import run_maintenance
 from processor.eaas.runtimes import RuntimeCache
 from processor.eaas.variables import DECLARED, NotConfigured
+from processor.journal.base import JournalError, SchemaError
+from processor.observe import log_through, mask
 
 __all__ = [
     "CancelEventsApplication",
@@ -88,7 +88,9 @@ STATUSES = ["pending", "scheduled", "revoking"]
 MIN_COUNTDOWN = 30  # Connect's floor for a reschedule
 MAX_COUNTDOWN = 86_400  # a later timer is re-read on the next delivery, which reschedules again
 CONFIG_RETRY = 300
-NOT_CONFIGURED_RETRY = 3600  # an installation waiting to be set up: hourly, without filling the task list
+NOT_CONFIGURED_RETRY = (
+    3600  # an installation waiting to be set up: hourly, without filling the task list
+)
 JOURNAL_RETRY = 60
 
 _DONE = frozenset({"approved", "failed", "closed", "revoked", "scheduled"})
@@ -147,7 +149,9 @@ class CancelEventsApplication(EventsApplicationBase):
         if isinstance(target, logging.Logger):
             log_through(target)
         extra = getattr(self.logger, "extra", None) or {}
-        with structlog.contextvars.bound_contextvars(**{k: v for k, v in extra.items() if k == "task_id"}):
+        with structlog.contextvars.bound_contextvars(
+            **{k: v for k, v in extra.items() if k == "task_id"}
+        ):
             yield
 
     @event(EVENT_TYPE, statuses=STATUSES)
@@ -160,27 +164,44 @@ class CancelEventsApplication(EventsApplicationBase):
         try:
             with self.in_flight.hold(request_id) as mine:
                 if not mine:
-                    self.logger.info("%s: already in progress in this process, retrying later", request_id)
+                    self.logger.info(
+                        "%s: already in progress in this process, retrying later", request_id
+                    )
                     return BackgroundResponse.reschedule(MIN_COUNTDOWN)
                 with self.runtimes.use(self.config or {}, self.connect) as runtime:
                     result = runtime.engine.handle(request)
                     response = respond(result, request, runtime)
         except NotConfigured as exc:
-            self.logger.warning("%s: %s; retrying in %ss", request_id, exc.problem, NOT_CONFIGURED_RETRY)
+            self.logger.warning(
+                "%s: %s; retrying in %ss", request_id, exc.problem, NOT_CONFIGURED_RETRY
+            )
             return BackgroundResponse.slow_process_reschedule(NOT_CONFIGURED_RETRY)
         except ConfigError as exc:
-            self.logger.error("%s: the processor configuration is unusable, retrying in %ss: %s",
-                              request_id, CONFIG_RETRY, mask(str(exc)))
+            self.logger.error(
+                "%s: the processor configuration is unusable, retrying in %ss: %s",
+                request_id,
+                CONFIG_RETRY,
+                mask(str(exc)),
+            )
             return BackgroundResponse.slow_process_reschedule(CONFIG_RETRY)
         except SchemaError as exc:
             self.logger.error("%s: %s", request_id, mask(str(exc)))
             return BackgroundResponse.slow_process_reschedule(CONFIG_RETRY)
         except JournalError as exc:
-            self.logger.warning("%s: journal unavailable, retrying in %ss: %s",
-                                request_id, JOURNAL_RETRY, mask(str(exc)))
+            self.logger.warning(
+                "%s: journal unavailable, retrying in %ss: %s",
+                request_id,
+                JOURNAL_RETRY,
+                mask(str(exc)),
+            )
             return BackgroundResponse.reschedule(JOURNAL_RETRY)
-        self.logger.info("%s: %s -> %s%s", request_id, result, response.status,
-                         f" in {response.countdown}s" if response.status == ResultType.RESCHEDULE else "")
+        self.logger.info(
+            "%s: %s -> %s%s",
+            request_id,
+            result,
+            response.status,
+            f" in {response.countdown}s" if response.status == ResultType.RESCHEDULE else "",
+        )
         return response
 
     @schedulable(
@@ -222,11 +243,15 @@ def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> Backgr
     if result == "ignored":
         status = str(request.get("status") or "") if isinstance(request, Mapping) else ""
         if status != "pending":
-            return BackgroundResponse.skip(f"{request_id} is {status or 'without a status'}: "
-                                           "nothing to do for it in this version of the processor")
+            return BackgroundResponse.skip(
+                f"{request_id} is {status or 'without a status'}: "
+                "nothing to do for it in this version of the processor"
+            )
         return BackgroundResponse.skip(f"{request_id}: {runtime.engine.plan(request).action}")
     if result == "malformed":
-        return BackgroundResponse.skip("the request payload has no id: nothing can be recorded for it")
+        return BackgroundResponse.skip(
+            "the request payload has no id: nothing can be recorded for it"
+        )
     return BackgroundResponse.reschedule(countdown(runtime, request_id))
 
 
@@ -235,7 +260,7 @@ def countdown(runtime: Runtime, request_id: str, now: datetime | None = None) ->
     record = runtime.journal.get(request_id) if request_id else None
     if record is None or record.next_attempt_at is None:
         return MIN_COUNTDOWN
-    wait = (record.next_attempt_at - (now or datetime.now(timezone.utc))).total_seconds()
+    wait = (record.next_attempt_at - (now or datetime.now(UTC))).total_seconds()
     return int(min(MAX_COUNTDOWN, max(MIN_COUNTDOWN, math.ceil(wait))))
 
 

@@ -34,9 +34,13 @@ class MaintenanceSummary:
     errors: int
 
     def __str__(self) -> str:
-        outcomes = ", ".join(f"{name} {count}" for name, count in sorted(self.results.items())) or "none"
-        return (f"{self.timers} due timer(s) run, {self.taken_over} stranded claim(s) taken over, "
-                f"{self.notes} owed note(s) posted; outcomes: {outcomes}; errors: {self.errors}")
+        outcomes = (
+            ", ".join(f"{name} {count}" for name, count in sorted(self.results.items())) or "none"
+        )
+        return (
+            f"{self.timers} due timer(s) run, {self.taken_over} stranded claim(s) taken over, "
+            f"{self.notes} owed note(s) posted; outcomes: {outcomes}; errors: {self.errors}"
+        )
 
 
 def run_maintenance(runtime: Runtime) -> MaintenanceSummary:
@@ -55,5 +59,10 @@ def run_maintenance(runtime: Runtime) -> MaintenanceSummary:
         daemon._drain(runtime.config.processing.shutdown_timeout)
         daemon._pool.shutdown(wait=False)
     summary = daemon.summary
-    return MaintenanceSummary(timers=summary.timers, taken_over=taken_over, notes=notes,
-                              results=dict(summary.results), errors=summary.errors)
+    return MaintenanceSummary(
+        timers=summary.timers,
+        taken_over=taken_over,
+        notes=notes,
+        results=dict(summary.results),
+        errors=summary.errors,
+    )

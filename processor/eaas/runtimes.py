@@ -28,21 +28,26 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from connect.client import ConnectClient
 
 from processor.config.schema import Config, ConfigError
+from processor.daemon.runtime import Runtime, gateway_settings, load_adapters, make_owner
+from processor.eaas.variables import (
+    check_deployable,
+    config_from_variables,
+    effective,
+    export_adapter_secrets,
+)
 from processor.engine.core import Engine
+from processor.engine.leases import LeaseKeeper
 from processor.journal import open_journal
 from processor.journal.base import Journal
-from processor.engine.leases import LeaseKeeper
 from processor.marketplace import Marketplace
 from processor.observe import Metrics, register_secret
-from processor.daemon.runtime import Runtime, gateway_settings, load_adapters, make_owner
-
-from processor.eaas.variables import check_deployable, config_from_variables, effective, export_adapter_secrets
 
 __all__ = ["RuntimeCache", "build_eaas_runtime", "gateway_client", "fingerprint"]
 
@@ -56,9 +61,13 @@ def gateway_client(client: ConnectClient, config: Config) -> ConnectClient:
     """A ConnectClient for the gateway: ``client``'s endpoint, key and extension headers, no retries
     of its own, our timeouts and page size, and our User-Agent after the runner's."""
     settings = gateway_settings(config, client.api_key)
-    headers = {k: v for k, v in (client.default_headers or {}).items() if k not in _PER_TASK_HEADERS}
+    headers = {
+        k: v for k, v in (client.default_headers or {}).items() if k not in _PER_TASK_HEADERS
+    }
     runner_agent = headers.get("User-Agent")
-    headers["User-Agent"] = f"{runner_agent} {settings.user_agent}" if runner_agent else settings.user_agent
+    headers["User-Agent"] = (
+        f"{runner_agent} {settings.user_agent}" if runner_agent else settings.user_agent
+    )
     return ConnectClient(
         client.api_key,
         endpoint=client.endpoint,
@@ -77,8 +86,12 @@ def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> R
     config = config_from_variables(variables)
     check_deployable(config, variables)
     if not client.api_key:
-        raise ConfigError(config.source, "", "the runner gave the task a Connect client without an API key")
-    register_secret(client.api_key)  # logs go through the runner's logger (the application routes them)
+        raise ConfigError(
+            config.source, "", "the runner gave the task a Connect client without an API key"
+        )
+    register_secret(
+        client.api_key
+    )  # logs go through the runner's logger (the application routes them)
     export_adapter_secrets(config, variables)
     adapters = load_adapters(config)
     journal = _open_journal(config)
@@ -87,9 +100,15 @@ def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> R
             journal.migrate()
         journal.check_schema()
         metrics = Metrics()
-        settings = dataclasses.replace(gateway_settings(config, client.api_key), endpoint=client.endpoint)
-        marketplace = Marketplace(settings, client=gateway_client(client, config), on_retry=metrics.on_retry,
-                                  on_call=metrics.on_connect_call)
+        settings = dataclasses.replace(
+            gateway_settings(config, client.api_key), endpoint=client.endpoint
+        )
+        marketplace = Marketplace(
+            settings,
+            client=gateway_client(client, config),
+            on_retry=metrics.on_retry,
+            on_call=metrics.on_connect_call,
+        )
         leases = LeaseKeeper(journal, config.journal.lease_seconds)
     except BaseException:
         journal.close()
@@ -97,8 +116,13 @@ def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> R
         raise
     owner = make_owner()
     engine = Engine(
-        config=config, journal=journal, marketplace=marketplace, adapters=adapters,
-        owner=owner, metrics=metrics, leases=leases,
+        config=config,
+        journal=journal,
+        marketplace=marketplace,
+        adapters=adapters,
+        owner=owner,
+        metrics=metrics,
+        leases=leases,
     )
     return Runtime(config, journal, marketplace, adapters, engine, metrics, leases, owner)
 

@@ -35,12 +35,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from processor.config.compat import ValidationError
-
-from processor.config.schema import Config, ConfigError, ENV_PREFIX, load_config
+from processor.config.schema import ENV_PREFIX, Config, ConfigError, load_config
 from processor.observe import register_secret
 
 __all__ = [
@@ -79,7 +79,11 @@ DECLARED: list[dict[str, Any]] = [
         (JOURNAL_URL, f"{UNSET}: or postgresql://user:password@host/database>", True),
         (APPROVE_TEMPLATES, "{}", False),
         (VENDOR_TOKEN, f"{UNSET}: the vendor API token, if the YAML names it>", True),
-        (SQLITE_PERSISTENT, f"{UNSET}: yes if a SQLite journal is on a volume that outlives the container>", False),
+        (
+            SQLITE_PERSISTENT,
+            f"{UNSET}: yes if a SQLite journal is on a volume that outlives the container>",
+            False,
+        ),
     )
 ]
 _SECURE = frozenset(v["name"] for v in DECLARED if v["secure"])
@@ -99,13 +103,21 @@ def check_deployable(config: Config, variables: Mapping[str, Any] | None) -> Non
     """Raise :class:`NotConfigured` when no product is configured, :class:`ConfigError` for a
     SQLite journal that nobody said is on a persistent volume (see the module docstring)."""
     if not config.products:
-        raise NotConfigured(config.source, "products", f"no product is configured yet (set {CONFIG_YAML} "
-                            f"or {APPROVE_TEMPLATES} on the extension's environment page)")
+        raise NotConfigured(
+            config.source,
+            "products",
+            f"no product is configured yet (set {CONFIG_YAML} "
+            f"or {APPROVE_TEMPLATES} on the extension's environment page)",
+        )
     persistent = effective(variables).get(SQLITE_PERSISTENT, "").lower() in {"yes", "true", "1"}
     if config.journal.url.startswith("sqlite") and not persistent:
-        raise ConfigError(config.source, "journal.url", "a SQLite journal on the container's disk is lost with "
-                          f"the container: set {JOURNAL_URL} to a PostgreSQL URL, or {SQLITE_PERSISTENT}=yes "
-                          "if the file is on a persistent volume")
+        raise ConfigError(
+            config.source,
+            "journal.url",
+            "a SQLite journal on the container's disk is lost with "
+            f"the container: set {JOURNAL_URL} to a PostgreSQL URL, or {SQLITE_PERSISTENT}=yes "
+            "if the file is on a persistent volume",
+        )
 
 
 def config_from_variables(
@@ -177,7 +189,9 @@ def _with_templates(config: Config, text: str) -> Config:
         merged = Config.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")  # pydantic 1's model-level loc
+        key = ".".join(
+            str(p) for p in error.get("loc", ()) if p != "__root__"
+        )  # pydantic 1's model-level loc
         problem = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         raise ConfigError(source, key, problem) from None
     return merged.model_copy(update={"source": config.source})

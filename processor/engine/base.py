@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, NoReturn
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 from processor.adapters.base import (
     AlreadyGone,
@@ -35,23 +36,33 @@ from processor.adapters.base import (
     VendorCall,
     outcome_name,
 )
-from processor.engine.circuit import CircuitBreaker
+from processor.config.policy import PolicyConfig
 from processor.config.schema import Config
+from processor.engine.circuit import CircuitBreaker
 from processor.engine.guard import AnomalyGuard, LatchFile, latch_path
-from processor.journal.base import FINAL_STATES, NOTED_STATES, Claim, Journal, LeaseLost, RequestRecord, State
 from processor.engine.leases import LeaseKeeper
+from processor.engine.notes import note_text
+from processor.journal.base import (
+    FINAL_STATES,
+    NOTED_STATES,
+    Claim,
+    Journal,
+    LeaseLost,
+    RequestRecord,
+    State,
+)
 from processor.marketplace import Marketplace, MarketplaceError, TransientError
 from processor.model import CancelRequest
-from processor.engine.notes import note_text
 from processor.observe import Metrics, get_logger
 from processor.policy.rules import Decision, Policy
-from processor.config.policy import PolicyConfig
 
 __all__ = ["EngineBase", "Deferred", "Clock", "utcnow", "stub_request"]
 
 Clock = Callable[[], datetime]
 _OUTCOMES = (Terminated, AlreadyGone, Refused, RetryLater, Ambiguous, Failed, SubscriptionStatus)
-_OUTCOME_STATES = frozenset({State.APPROVED, State.FAILED, State.PARKED, State.CLOSED, State.REVOKED})
+_OUTCOME_STATES = frozenset(
+    {State.APPROVED, State.FAILED, State.PARKED, State.CLOSED, State.REVOKED}
+)
 
 
 class Deferred(Exception):
@@ -62,15 +73,20 @@ class Deferred(Exception):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def stub_request(request_id: str, record: RequestRecord, status: str = "") -> CancelRequest:
     """A request rebuilt from its journal row, for steps that need no fresh read from Connect."""
     return CancelRequest(
-        id=request_id, type="cancel", status=status, asset_id=record.asset_id or "",
-        product_id=record.product_id or "", environment=record.environment or "",
-        marketplace_id=record.marketplace_id, customer_id=record.customer_id,
+        id=request_id,
+        type="cancel",
+        status=status,
+        asset_id=record.asset_id or "",
+        product_id=record.product_id or "",
+        environment=record.environment or "",
+        marketplace_id=record.marketplace_id,
+        customer_id=record.customer_id,
         subscription_id=record.subscription_id,
     )
 
@@ -105,11 +121,15 @@ class EngineBase:
                 name,
                 self.settings.circuit.failures,
                 self.settings.circuit.reset_after,
-                on_change=lambda n, is_open: self.metrics.circuit_open.labels(adapter=n).set(int(is_open)),
+                on_change=lambda n, is_open: self.metrics.circuit_open.labels(adapter=n).set(
+                    int(is_open)
+                ),
             )
             for name in self.adapters
         }
-        self.guard = AnomalyGuard(config.guard, self.breakers, self.metrics, LatchFile(latch_path(config)))
+        self.guard = AnomalyGuard(
+            config.guard, self.breakers, self.metrics, LatchFile(latch_path(config))
+        )
         self._random = random.Random()
 
     # -- which adapter, which policy ------------------------------------------------------------
@@ -122,7 +142,9 @@ class EngineBase:
     def _adapter(self, claim: Claim, decision: Decision) -> VendorAdapter | None:
         return self.adapters.get(self._adapter_name(claim, decision) or "")
 
-    def _policy_of(self, claim: Claim, decision: Decision) -> tuple[str | None, PolicyConfig | None]:
+    def _policy_of(
+        self, claim: Claim, decision: Decision
+    ) -> tuple[str | None, PolicyConfig | None]:
         """The policy a request started under; the decision's when the request has not started."""
         name = claim.record.data.get("policy")
         if not name or name == decision.policy_name:
@@ -160,7 +182,9 @@ class EngineBase:
         except Exception as exc:  # noqa: BLE001 - a vendor's code may raise anything; it may have acted
             result = Ambiguous(f"adapter raised {type(exc).__name__}: {exc}", raised=True)
         if not isinstance(result, _OUTCOMES):
-            result = Ambiguous(f"adapter returned {type(result).__name__}, not an outcome", raised=True)
+            result = Ambiguous(
+                f"adapter returned {type(result).__name__}, not an outcome", raised=True
+            )
         self.metrics.vendor_calls.labels(operation=operation, outcome=outcome_name(result)).observe(
             time.perf_counter() - started
         )
@@ -169,7 +193,13 @@ class EngineBase:
     # -- journal --------------------------------------------------------------------------------
 
     def _move(
-        self, claim: Claim, request: CancelRequest, state: State, *, detail: str | None = None, **fields: Any
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        state: State,
+        *,
+        detail: str | None = None,
+        **fields: Any,
     ) -> Claim:
         if state in FINAL_STATES and "next_attempt_at" not in fields:
             # A final row keeps a timer only when a step sets one on purpose (a purge): a stale retry
@@ -190,12 +220,27 @@ class EngineBase:
         return new
 
     def _defer(
-        self, claim: Claim, request: CancelRequest, state: State, seconds: float, why: str, **fields: Any
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        state: State,
+        seconds: float,
+        why: str,
+        **fields: Any,
     ) -> NoReturn:
         """Record when to try again and stop working on the request for now."""
         when = self.clock() + timedelta(seconds=max(seconds, 0.0))
-        raise Deferred(self._move(claim, request, state, next_attempt_at=when, last_error=why,
-                                  detail=f"retry after {seconds:.1f}s: {why}", **fields))
+        raise Deferred(
+            self._move(
+                claim,
+                request,
+                state,
+                next_attempt_at=when,
+                last_error=why,
+                detail=f"retry after {seconds:.1f}s: {why}",
+                **fields,
+            )
+        )
 
     def _backoff(self, n: int) -> float:
         base = min(self.settings.retry_max, self.settings.retry_base * 2 ** max(n - 1, 0))
@@ -204,9 +249,17 @@ class EngineBase:
     def _bad_request(self, claim: Claim, request: CancelRequest, problem: str) -> Claim:
         self.metrics.outcomes.labels(outcome="malformed").inc()
         if self.settings.malformed == "fail":
-            return self._move(claim, request, State.REFUSING, reason=self.settings.malformed_reason,
-                              last_error=problem, detail=f"malformed: {problem}")
-        return self._move(claim, request, State.PARKED, reason=f"malformed request: {problem}", last_error=problem)
+            return self._move(
+                claim,
+                request,
+                State.REFUSING,
+                reason=self.settings.malformed_reason,
+                last_error=problem,
+                detail=f"malformed: {problem}",
+            )
+        return self._move(
+            claim, request, State.PARKED, reason=f"malformed request: {problem}", last_error=problem
+        )
 
     # -- the conversation -----------------------------------------------------------------------
 
@@ -234,7 +287,11 @@ class EngineBase:
         raises :class:`TransientError` (the caller stops for this pass); any other Connect refusal
         leaves the note owed and returns False.
         """
-        if not self.settings.notes or record.state not in NOTED_STATES or record.noted == record.state.value:
+        if (
+            not self.settings.notes
+            or record.state not in NOTED_STATES
+            or record.noted == record.state.value
+        ):
             return False
         name, policy = self._recorded_policy(record)
         try:
@@ -247,15 +304,23 @@ class EngineBase:
         return self.journal.mark_noted(record.request_id, record.state)
 
     def _post_note(
-        self, record: RequestRecord, subscription: str | None, name: str | None, policy: PolicyConfig | None
+        self,
+        record: RequestRecord,
+        subscription: str | None,
+        name: str | None,
+        policy: PolicyConfig | None,
     ) -> None:
         text = note_text(record, subscription, name, policy)
-        self.marketplace.post_note(record.request_id, text, once_key=f"{record.request_id}:{record.state.value}")
+        self.marketplace.post_note(
+            record.request_id, text, once_key=f"{record.request_id}:{record.state.value}"
+        )
 
     def _recorded_policy(self, record: RequestRecord) -> tuple[str | None, PolicyConfig | None]:
         """The policy a row names (started under, or routed by), without a fresh decision."""
         routed = record.data.get("routed")
-        name = record.data.get("policy") or (routed.get("policy") if isinstance(routed, Mapping) else None)
+        name = record.data.get("policy") or (
+            routed.get("policy") if isinstance(routed, Mapping) else None
+        )
         if not name:
             return None, None
         try:

@@ -23,18 +23,26 @@ import contextlib
 import functools
 import time
 import uuid
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+from processor.adapters.base import (
+    Ambiguous,
+    Outcome,
+    VendorAdapter,
+    VendorCall,
+    outcome_name,
+    supports,
+)
 from processor.engine import crashpoints
-from processor.adapters.base import Ambiguous, Outcome, VendorAdapter, VendorCall, outcome_name, supports
-from processor.engine.circuit import Attempt, CircuitOpen
 from processor.engine.base import Deferred
-from processor.journal.base import Claim, LeaseLost, State
+from processor.engine.circuit import Attempt, CircuitOpen
 from processor.engine.lifecycle import Lifecycle, Ready
+from processor.engine.vendor_steps import TERMINATE
+from processor.journal.base import Claim, LeaseLost, State
 from processor.model import CancelRequest, MalformedRequest, parse_request
 from processor.observe import get_logger
 from processor.policy.rules import Decision
-from processor.engine.vendor_steps import TERMINATE
 
 __all__ = ["BatchSteps"]
 
@@ -73,7 +81,9 @@ class BatchSteps(Lifecycle):
                 if self.batch_key(payload) is None:
                     results[request_id] = self.handle(payload)
                     continue
-                request = parse_request(payload, subscription_param=self.settings.subscription_param)
+                request = parse_request(
+                    payload, subscription_param=self.settings.subscription_param
+                )
                 decision = self.policy.decide(request)
                 claim = self._claim_for_batch(request, results)
                 if claim is None:
@@ -98,9 +108,14 @@ class BatchSteps(Lifecycle):
 
     def _claim_for_batch(self, request: CancelRequest, results: dict[str, str]) -> Claim | None:
         record = self.journal.ensure(
-            request.id, idempotency_key=f"cancel-{request.id}", subscription_id=request.subscription_id,
-            asset_id=request.asset_id, product_id=request.product_id, marketplace_id=request.marketplace_id,
-            environment=request.environment, customer_id=request.customer_id,
+            request.id,
+            idempotency_key=f"cancel-{request.id}",
+            subscription_id=request.subscription_id,
+            asset_id=request.asset_id,
+            product_id=request.product_id,
+            marketplace_id=request.marketplace_id,
+            environment=request.environment,
+            customer_id=request.customer_id,
         )
         if record.final:
             results[request.id] = record.state.value
@@ -124,8 +139,12 @@ class BatchSteps(Lifecycle):
     ) -> Ready | None:
         try:
             prepared = self._prepare(claim, request, decision)
-            if isinstance(prepared, Ready) and (prepared.dates.graced or prepared.dates.effective_at > self.clock()):
-                prepared = self._start(claim, request, decision)  # not due now after all: the single path
+            if isinstance(prepared, Ready) and (
+                prepared.dates.graced or prepared.dates.effective_at > self.clock()
+            ):
+                prepared = self._start(
+                    claim, request, decision
+                )  # not due now after all: the single path
             if isinstance(prepared, Ready):
                 return prepared
             results[request.id] = self._drive(prepared, request, decision)
@@ -136,7 +155,9 @@ class BatchSteps(Lifecycle):
             results[request.id] = "lease_lost"
         return None
 
-    def _terminate_group(self, ready: list[tuple[Claim, CancelRequest, Decision, Ready]]) -> dict[str, str]:
+    def _terminate_group(
+        self, ready: list[tuple[Claim, CancelRequest, Decision, Ready]]
+    ) -> dict[str, str]:
         results: dict[str, str] = {}
         _, _, first_decision, _ = ready[0]
         adapter = self.adapters[first_decision.adapter or ""]
@@ -156,7 +177,10 @@ class BatchSteps(Lifecycle):
             return results
 
     def _terminate_started(
-        self, ready: list[tuple[Claim, CancelRequest, Decision, Ready]], adapter: VendorAdapter, attempt: Attempt
+        self,
+        ready: list[tuple[Claim, CancelRequest, Decision, Ready]],
+        adapter: VendorAdapter,
+        attempt: Attempt,
     ) -> dict[str, str]:
         results: dict[str, str] = {}
         batch_id = f"batch-{uuid.uuid4().hex[:12]}"
@@ -164,10 +188,15 @@ class BatchSteps(Lifecycle):
         for claim, request, decision, prepared in ready:
             try:
                 if (held := self._send_right(claim, request, adapter)) is not None:
-                    results[request.id] = held.state.value  # parked: an earlier holder may still send
+                    results[request.id] = (
+                        held.state.value
+                    )  # parked: an earlier holder may still send
                     continue
                 claim = self._move(
-                    claim, request, TERMINATE.intent, attempts=claim.record.attempts + 1,
+                    claim,
+                    request,
+                    TERMINATE.intent,
+                    attempts=claim.record.attempts + 1,
                     data={**prepared.data, "step_from": State.NEW.value, "batch": batch_id},
                     detail=f"intent: terminate via {adapter.name} in {batch_id} ({len(ready)} requests)",
                 )
@@ -179,13 +208,23 @@ class BatchSteps(Lifecycle):
         if not started:
             return results
         crashpoints.reached("after_intent")
-        calls = [self._vendor_call(claim, request, TERMINATE.name, decision) for claim, request, decision in started]
+        calls = [
+            self._vendor_call(claim, request, TERMINATE.name, decision)
+            for claim, request, decision in started
+        ]
         outcomes = self._call_batch(adapter, calls, [claim for claim, _, _ in started])
         crashpoints.reached("after_vendor")
-        get_logger(component="batch").info("batch_terminated", batch=batch_id, requests=len(started),
-                                           outcomes=[outcome_name(o) for o in outcomes])
+        get_logger(component="batch").info(
+            "batch_terminated",
+            batch=batch_id,
+            requests=len(started),
+            outcomes=[outcome_name(o) for o in outcomes],
+        )
         for (claim, request, decision), outcome in zip(started, outcomes, strict=True):
-            def finish(c: Claim, r: CancelRequest = request, d: Decision = decision, o: Any = outcome) -> str:
+
+            def finish(
+                c: Claim, r: CancelRequest = request, d: Decision = decision, o: Any = outcome
+            ) -> str:
                 if self.leases is not None and self.leases.lost(c):
                     raise LeaseLost(c.request_id, c.fence)
                 recorded = self._record_step(c, r, adapter, TERMINATE, o, False, attempt)
@@ -194,7 +233,9 @@ class BatchSteps(Lifecycle):
             results[request.id] = self._guarded(claim, finish)
         return results
 
-    def _call_batch(self, adapter: VendorAdapter, calls: list[VendorCall], claims: list[Claim]) -> list[Any]:
+    def _call_batch(
+        self, adapter: VendorAdapter, calls: list[VendorCall], claims: list[Claim]
+    ) -> list[Any]:
         started = time.perf_counter()
         try:
             with contextlib.ExitStack() as stack:
@@ -203,14 +244,22 @@ class BatchSteps(Lifecycle):
                         stack.enter_context(self.leases.hold(claim))
                 answered = list(adapter.terminate_batch(calls))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - a vendor's code may raise anything; it may have acted
-            answered = [Ambiguous(f"terminate_batch raised {type(exc).__name__}: {exc}")] * len(calls)
+            answered = [Ambiguous(f"terminate_batch raised {type(exc).__name__}: {exc}")] * len(
+                calls
+            )
         if len(answered) != len(calls):
             mismatch = f"terminate_batch answered {len(answered)} outcomes for {len(calls)} calls"
             answered = [Ambiguous(mismatch)] * len(calls)
-        outcomes = [o if isinstance(o, _OUTCOME_TYPES) else Ambiguous(f"terminate_batch returned {type(o).__name__}")
-                    for o in answered]
+        outcomes = [
+            o
+            if isinstance(o, _OUTCOME_TYPES)
+            else Ambiguous(f"terminate_batch returned {type(o).__name__}")
+            for o in answered
+        ]
         elapsed = time.perf_counter() - started
         for outcome in outcomes:
-            labels = self.metrics.vendor_calls.labels(operation="terminate_batch", outcome=outcome_name(outcome))
+            labels = self.metrics.vendor_calls.labels(
+                operation="terminate_batch", outcome=outcome_name(outcome)
+            )
             labels.observe(elapsed)
         return outcomes

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 __all__ = ["Attempt", "CircuitBreaker", "CircuitOpen"]
 
@@ -36,7 +36,7 @@ class CircuitOpen(Exception):
 class Attempt:
     """One call through the breaker; the verdict is given at most once."""
 
-    def __init__(self, breaker: "CircuitBreaker", probe: bool) -> None:
+    def __init__(self, breaker: CircuitBreaker, probe: bool) -> None:
         self._breaker, self.probe, self.decided = breaker, probe, False
 
     def success(self) -> None:

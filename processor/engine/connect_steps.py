@@ -43,31 +43,53 @@ class ConnectSteps(EngineBase):
         dates = Dates.from_data(claim.record.data)
         # Connect records the termination as of the date access ended (the billing period's end,
         # or the start of the grace period), not the moment the vendor finished.
-        timed = dates is not None and (dates.graced or claim.record.data.get("timing") == "end_of_period")
+        timed = dates is not None and (
+            dates.graced or claim.record.data.get("timing") == "end_of_period"
+        )
         effective = dates.effective_at if timed and dates is not None else None
-        purge_at = dates.purge_at if dates is not None and not claim.record.data.get("purged_at") else None
+        purge_at = (
+            dates.purge_at if dates is not None and not claim.record.data.get("purged_at") else None
+        )
         try:
             if template is None and self.config.defaults.lookup_template:
                 template = self.marketplace.default_template(request.product_id)
             if template is None:
-                return self._move(claim, request, State.PARKED, reason="no approve template for the product")
+                return self._move(
+                    claim, request, State.PARKED, reason="no approve template for the product"
+                )
             self._approve_call(request.id, str(template), effective)
         except TransientError as exc:
-            self._defer(claim, request, State.TERMINATED, exc.retry_after or self._backoff(1), str(exc))
+            self._defer(
+                claim, request, State.TERMINATED, exc.retry_after or self._backoff(1), str(exc)
+            )
         except NotPending as exc:
             if exc.status == "approved":
-                return self._move(claim, request, State.APPROVED, next_attempt_at=purge_at,
-                                  detail="already approved on Connect")
+                return self._move(
+                    claim,
+                    request,
+                    State.APPROVED,
+                    next_attempt_at=purge_at,
+                    detail="already approved on Connect",
+                )
             return self._move(
-                claim, request, State.PARKED,
+                claim,
+                request,
+                State.PARKED,
                 reason=f"terminated at the vendor, but the request is {exc.status} on Connect",
             )
         except (ActionRefused, MarketplaceError) as exc:
-            return self._move(claim, request, State.PARKED, reason=f"approve refused by Connect: {exc}")
+            return self._move(
+                claim, request, State.PARKED, reason=f"approve refused by Connect: {exc}"
+            )
         crashpoints.reached("after_approve")
         purge = f"; purge due {iso(purge_at)}" if purge_at else ""
-        return self._move(claim, request, State.APPROVED, next_attempt_at=purge_at,
-                          detail=f"approved with {template}{purge}")
+        return self._move(
+            claim,
+            request,
+            State.APPROVED,
+            next_attempt_at=purge_at,
+            detail=f"approved with {template}{purge}",
+        )
 
     def _approve_call(self, request_id: str, template: str, effective: datetime | None) -> None:
         if effective is None:
@@ -75,47 +97,77 @@ class ConnectSteps(EngineBase):
         else:
             self.marketplace.approve(request_id, template, effective_date=effective)
 
-    def _fail(self, claim: Claim, request: CancelRequest, decision: Decision | None = None) -> Claim:
+    def _fail(
+        self, claim: Claim, request: CancelRequest, decision: Decision | None = None
+    ) -> Claim:
         reason = claim.record.reason or self.settings.poison_reason
         try:
             self.marketplace.fail(request.id, reason)
         except TransientError as exc:
-            self._defer(claim, request, State.REFUSING, exc.retry_after or self._backoff(1), str(exc))
+            self._defer(
+                claim, request, State.REFUSING, exc.retry_after or self._backoff(1), str(exc)
+            )
         except NotPending as exc:
             if exc.status == "failed":
                 return self._move(claim, request, State.FAILED, detail="already failed on Connect")
-            return self._move(claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect")
+            return self._move(
+                claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect"
+            )
         except (ActionRefused, MarketplaceError) as exc:
-            return self._move(claim, request, State.PARKED, reason=f"fail refused by Connect: {exc}")
+            return self._move(
+                claim, request, State.PARKED, reason=f"fail refused by Connect: {exc}"
+            )
         return self._move(claim, request, State.FAILED, detail=f"failed: {reason}")
 
-    def _schedule(self, claim: Claim, request: CancelRequest, data: dict[str, Any]) -> tuple[Claim, bool]:
+    def _schedule(
+        self, claim: Claim, request: CancelRequest, data: dict[str, Any]
+    ) -> tuple[Claim, bool]:
         """Hold the request on Connect until its effective date. The flag is False when Connect will
         not hold it (its clock says the date has passed): the caller carries the cancellation out now."""
         dates = Dates.from_data(data)
         assert dates is not None  # the caller planned the dates
         if claim.state is not State.SCHEDULED or claim.record.data.get("scheduled") is not False:
-            claim = self._move(claim, request, State.SCHEDULED, data={**data, "scheduled": False}, next_attempt_at=None,
-                               detail=f"intent: schedule on Connect until {iso(dates.effective_at)}")
+            claim = self._move(
+                claim,
+                request,
+                State.SCHEDULED,
+                data={**data, "scheduled": False},
+                next_attempt_at=None,
+                detail=f"intent: schedule on Connect until {iso(dates.effective_at)}",
+            )
         try:
             self.marketplace.schedule(request.id, dates.effective_at)
         except TransientError as exc:
-            self._defer(claim, request, State.SCHEDULED, exc.retry_after or self._backoff(1), str(exc))
+            self._defer(
+                claim, request, State.SCHEDULED, exc.retry_after or self._backoff(1), str(exc)
+            )
         except NotPending as exc:
             if exc.status == "revoking":
                 return self._confirm(claim, request), True
             if exc.status != "scheduled":
-                return self._move(claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect"), True
+                return self._move(
+                    claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect"
+                ), True
         except ActionRefused as exc:
             if dates.effective_at <= self.clock() + CLOCK_SKEW:
                 # Connect refuses a planned date it considers past; within a small skew of our own
                 # clock that is what the refusal means, and the date has (about) arrived.
                 return claim, False
-            return self._move(claim, request, State.PARKED, reason=f"schedule refused by Connect: {exc}"), True
+            return self._move(
+                claim, request, State.PARKED, reason=f"schedule refused by Connect: {exc}"
+            ), True
         except MarketplaceError as exc:
-            return self._move(claim, request, State.PARKED, reason=f"schedule refused by Connect: {exc}"), True
-        claim = self._move(claim, request, State.SCHEDULED, data={**claim.record.data, "scheduled": True},
-                           next_attempt_at=None, detail=f"scheduled on Connect until {iso(dates.effective_at)}")
+            return self._move(
+                claim, request, State.PARKED, reason=f"schedule refused by Connect: {exc}"
+            ), True
+        claim = self._move(
+            claim,
+            request,
+            State.SCHEDULED,
+            data={**claim.record.data, "scheduled": True},
+            next_attempt_at=None,
+            detail=f"scheduled on Connect until {iso(dates.effective_at)}",
+        )
         return claim, True
 
     def _confirm(self, claim: Claim, request: CancelRequest) -> Claim:
@@ -130,7 +182,12 @@ class ConnectSteps(EngineBase):
         except (ActionRefused, MarketplaceError) as exc:
             why = f"confirming the revocation was refused by Connect: {exc}"
             return self._move(claim, request, State.PARKED, reason=why)
-        return self._move(claim, request, State.REVOKED, detail="revocation confirmed on Connect; nothing terminated")
+        return self._move(
+            claim,
+            request,
+            State.REVOKED,
+            detail="revocation confirmed on Connect; nothing terminated",
+        )
 
     def _route(self, claim: Claim, request: CancelRequest, decision: Decision) -> Claim:
         """Give the request to a person; the note (the policy's, saying why) follows via ``_note``."""
@@ -145,11 +202,18 @@ class ConnectSteps(EngineBase):
         except TransientError as exc:
             self._defer(claim, request, claim.state, exc.retry_after or self._backoff(1), str(exc))
         except NotPending as exc:
-            return self._move(claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect")
+            return self._move(
+                claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect"
+            )
         except (ActionRefused, MarketplaceError) as exc:
             why = f"assigning to {who} was refused by Connect: {exc}"
             return self._move(claim, request, State.PARKED, reason=why)
         routed = {"to": who, "at": iso(self.clock()), "policy": decision.policy_name}
-        return self._move(claim, request, State.WAITING_HUMAN, data={**claim.record.data, "routed": routed},
-                          reason=f"policy '{decision.policy_name}': handled by {who}",
-                          detail=f"assigned to {who}; the processor leaves it to them")
+        return self._move(
+            claim,
+            request,
+            State.WAITING_HUMAN,
+            data={**claim.record.data, "routed": routed},
+            reason=f"policy '{decision.policy_name}': handled by {who}",
+            detail=f"assigned to {who}; the processor leaves it to them",
+        )

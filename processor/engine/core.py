@@ -26,17 +26,18 @@ configured to be failed after ``max_attempts`` definite errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from processor.engine import crashpoints
-from processor.engine.batch import BatchSteps
 from processor.engine.base import Clock, Deferred, stub_request, utcnow
+from processor.engine.batch import BatchSteps
+from processor.engine.planning import Plan, PlannedStep, build_plan
 from processor.journal.base import FINAL_STATES, Claim, LeaseLost, RequestRecord, State
 from processor.marketplace import MarketplaceError, NotFound
 from processor.model import CancelRequest, MalformedRequest, parse_request
 from processor.observe import get_logger
-from processor.engine.planning import Plan, PlannedStep, build_plan
 from processor.policy.rules import Decision
 
 __all__ = ["Engine", "Plan", "PlannedStep", "Clock", "utcnow", "RESTING", "TIMER_STATES"]
@@ -108,18 +109,28 @@ class Engine(BatchSteps):
             else:
                 try:
                     payload = self.marketplace.get_request(claim.request_id)
-                    request = parse_request(payload, subscription_param=self.settings.subscription_param)
+                    request = parse_request(
+                        payload, subscription_param=self.settings.subscription_param
+                    )
                 except NotFound:
-                    return self._move(claim, stub_request(claim.request_id, record), State.PARKED,
-                                      reason="the request is no longer visible on Connect").state.value
+                    return self._move(
+                        claim,
+                        stub_request(claim.request_id, record),
+                        State.PARKED,
+                        reason="the request is no longer visible on Connect",
+                    ).state.value
                 except (MarketplaceError, MalformedRequest) as exc:
                     when = self.clock() + timedelta(seconds=self._backoff(1))
                     self.journal.update(claim, next_attempt_at=when, last_error=f"timer: {exc}")
                     return claim.state.value
             decision = self.policy.decide(request, released=self._released(record))
             if decision.action == "ignore":
-                return self._move(claim, request, State.PARKED,
-                                  reason=f"a timer fell due, but {decision.reason}: a person decides").state.value
+                return self._move(
+                    claim,
+                    request,
+                    State.PARKED,
+                    reason=f"a timer fell due, but {decision.reason}: a person decides",
+                ).state.value
             return self._run(claim, request, decision, keep_claim=True)
         except LeaseLost:
             self.metrics.lease_lost.inc()
@@ -146,8 +157,13 @@ class Engine(BatchSteps):
         request = stub_request(request_id, record, status)
         try:
             target, why = _settled_state(claim.state, status)
-            return self._move(claim, request, target, reason=why if target is State.PARKED else None,
-                              detail=f"settled: request is {status} on Connect").state.value
+            return self._move(
+                claim,
+                request,
+                target,
+                reason=why if target is State.PARKED else None,
+                detail=f"settled: request is {status} on Connect",
+            ).state.value
         except LeaseLost:
             return "lease_lost"
         finally:
@@ -159,7 +175,9 @@ class Engine(BatchSteps):
 
     # -- the state machine --------------------------------------------------------------------
 
-    def _run(self, claim: Claim, request: CancelRequest, decision: Decision, *, keep_claim: bool = False) -> str:
+    def _run(
+        self, claim: Claim, request: CancelRequest, decision: Decision, *, keep_claim: bool = False
+    ) -> str:
         """Drive a claimed row; the claim is released here unless the caller (``resume``) does."""
         try:
             if claim.state is State.NEW and self._released(claim.record):
@@ -224,7 +242,8 @@ class Engine(BatchSteps):
         record = self.journal.get(request.id)
         if record is None or record.state is not State.SCHEDULED:
             get_logger(**request.log_context()).debug(
-                "revocation_not_ours", journal_state=record.state.value if record else None)
+                "revocation_not_ours", journal_state=record.state.value if record else None
+            )
             return "ignored"
         claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
         if claim is None:
@@ -239,15 +258,21 @@ class Engine(BatchSteps):
             return "malformed"
         asset = payload.get("asset") if isinstance(payload, Mapping) else None
         asset_id = asset.get("id") if isinstance(asset, Mapping) else None
-        asset_id = asset_id if isinstance(asset_id, str) else None  # a malformed payload's, of any type
-        record = self.journal.ensure(exc.request_id, idempotency_key=f"cancel-{exc.request_id}", asset_id=asset_id)
+        asset_id = (
+            asset_id if isinstance(asset_id, str) else None
+        )  # a malformed payload's, of any type
+        record = self.journal.ensure(
+            exc.request_id, idempotency_key=f"cancel-{exc.request_id}", asset_id=asset_id
+        )
         if record.final:
             return record.state.value
         claim = self.journal.claim(exc.request_id, self.owner, self.lease_seconds)
         if claim is None:
             return "busy"
         try:
-            request = CancelRequest(exc.request_id, "cancel", "pending", str(asset_id or ""), "", "")
+            request = CancelRequest(
+                exc.request_id, "cancel", "pending", str(asset_id or ""), "", ""
+            )
             step = self._bad_request(claim, request, exc.problem)
             if step.state is State.REFUSING:
                 try:
@@ -273,8 +298,13 @@ def _settled_state(state: State, status: str) -> tuple[State, str | None]:
     if state in (State.NEW, State.WAITING_HUMAN, State.SCHEDULED):
         return State.CLOSED, None  # nothing was done at the vendor; someone else closed it
     if state in (State.SUSPENDING, State.SUSPENDED):
-        return State.PARKED, (f"the request was {status} on Connect while the subscription was suspended at the "
-                              f"vendor: resume or terminate it there")
+        return State.PARKED, (
+            f"the request was {status} on Connect while the subscription was suspended at the "
+            f"vendor: resume or terminate it there"
+        )
     if state is State.TERMINATING or status == "failed":
-        return State.PARKED, f"the request was {status} on Connect while the vendor step was {state.value}"
+        return (
+            State.PARKED,
+            f"the request was {status} on Connect while the vendor step was {state.value}",
+        )
     return State.CLOSED, None

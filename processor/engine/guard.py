@@ -24,12 +24,13 @@ import tempfile
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from processor.engine.circuit import CircuitBreaker
 from processor.config.schema import Config, GuardConfig
+from processor.engine.circuit import CircuitBreaker
 from processor.observe import Metrics, get_logger
 
 __all__ = ["AnomalyGuard", "LatchFile", "WATCHED", "latch_path"]
@@ -45,7 +46,7 @@ def latch_path(config: Config) -> Path:
         return Path(config.guard.state_file)
     url = config.journal.url
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return Path(url[len("sqlite:///"):] + ".guard.json")
+        return Path(url[len("sqlite:///") :] + ".guard.json")
     return Path("cancel-processor-guard.json")
 
 
@@ -64,12 +65,19 @@ class LatchFile:
         except (OSError, ValueError) as exc:
             # An unreadable latch file must not resume a latched vendor by accident: say so loudly.
             raise OSError(f"latch file {self.path} cannot be read: {exc}") from None
-        return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+        return (
+            {str(k): v for k, v in data.items() if isinstance(v, dict)}
+            if isinstance(data, dict)
+            else {}
+        )
 
     def set(self, adapter: str, reason: str) -> None:
         with self._lock:
             latches = self.read()
-            latches[adapter] = {"reason": reason, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            latches[adapter] = {
+                "reason": reason,
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
             self._write(latches)
 
     def clear(self, adapter: str) -> dict[str, str] | None:
@@ -115,7 +123,9 @@ class AnomalyGuard:
         self.latches = latches
         self._clock = clock
         self._lock = threading.Lock()
-        self._windows: dict[str, deque[str]] = {name: deque(maxlen=settings.window) for name in breakers}
+        self._windows: dict[str, deque[str]] = {
+            name: deque(maxlen=settings.window) for name in breakers
+        }
         self._synced_at: float | None = None
         self._seen_mtime: float | None = -1.0
         self.sync(force=True)
@@ -157,7 +167,9 @@ class AnomalyGuard:
             try:
                 self.latches.set(adapter, why)
             except OSError as exc:  # the latch holds in this process regardless
-                get_logger(component="guard").error("latch_not_saved", adapter=adapter, error=str(exc))
+                get_logger(component="guard").error(
+                    "latch_not_saved", adapter=adapter, error=str(exc)
+                )
         return why
 
     def sync(self, force: bool = False) -> None:

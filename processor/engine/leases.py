@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from processor.journal.base import Claim, Journal, JournalError, LeaseLost
 from processor.observe import get_logger
@@ -57,7 +57,9 @@ class LeaseKeeper:
                 except LeaseLost:
                     with self._lock:
                         self._lost.add(key)
-                except JournalError as exc:  # the journal is briefly unreachable: try again next beat
+                except (
+                    JournalError
+                ) as exc:  # the journal is briefly unreachable: try again next beat
                     log.warning("lease_renew_failed", request_id=claim.request_id, error=str(exc))
 
     def close(self) -> None:

@@ -32,12 +32,12 @@ from typing import Any
 
 from processor.adapters.base import SubscriptionStatus, has_status_read
 from processor.engine.connect_steps import ConnectSteps
+from processor.engine.vendor_steps import SUSPEND, TERMINATE, VendorSteps
 from processor.journal.base import Claim, State
 from processor.marketplace import MarketplaceError, TransientError
 from processor.model import CancelRequest, parse_datetime
 from processor.policy.rules import Decision
 from processor.policy.timing import Dates, effective_date
-from processor.engine.vendor_steps import SUSPEND, TERMINATE, VendorSteps
 
 __all__ = ["Lifecycle", "Ready"]
 
@@ -56,7 +56,9 @@ class Lifecycle(VendorSteps, ConnectSteps):
         (refused, parked, routed), or :class:`Ready` with the plan."""
         named = f"policy '{decision.policy_name}'"
         if decision.action == "refuse":
-            return self._move(claim, request, State.REFUSING, reason=decision.reason, detail=f"refused by {named}")
+            return self._move(
+                claim, request, State.REFUSING, reason=decision.reason, detail=f"refused by {named}"
+            )
         if decision.action == "park":
             return self._move(claim, request, State.PARKED, reason=decision.reason)
         if decision.action == "route":
@@ -77,8 +79,12 @@ class Lifecycle(VendorSteps, ConnectSteps):
             billing = self._billing_date(claim, request)
         effective, source = effective_date(decision.policy, billing, self.clock())
         if effective is None:
-            return self._move(claim, request, State.PARKED,
-                              reason=f"the subscription has no billing date and {named} says to park such requests")
+            return self._move(
+                claim,
+                request,
+                State.PARKED,
+                reason=f"the subscription has no billing date and {named} says to park such requests",
+            )
         dates = Dates.plan(decision.policy, effective)
         data = {
             **claim.record.data,
@@ -113,7 +119,9 @@ class Lifecycle(VendorSteps, ConnectSteps):
                 return claim
         return self._effective(claim, request, decision, ready.data)
 
-    def _effective(self, claim: Claim, request: CancelRequest, decision: Decision, data: dict[str, Any]) -> Claim:
+    def _effective(
+        self, claim: Claim, request: CancelRequest, decision: Decision, data: dict[str, Any]
+    ) -> Claim:
         """The effective date has come: suspend for the grace period, or terminate."""
         dates = Dates.from_data(data)
         step = SUSPEND if dates is not None and dates.graced else TERMINATE
@@ -124,17 +132,31 @@ class Lifecycle(VendorSteps, ConnectSteps):
         data = dict(claim.record.data)
         dates = Dates.from_data(data)
         if dates is None:
-            return self._move(claim, request, State.PARKED, reason="scheduled, but the journal holds no dates")
+            return self._move(
+                claim, request, State.PARKED, reason="scheduled, but the journal holds no dates"
+            )
         if request.status == "revoking":
             return self._confirm(claim, request)
         if request.status == "scheduled":
-            if data.get("scheduled") is not True:  # the schedule landed; the crash came before we recorded it
-                return self._move(claim, request, State.SCHEDULED, data={**data, "scheduled": True},
-                                  next_attempt_at=None, detail="Connect holds the request until its planned date")
+            if (
+                data.get("scheduled") is not True
+            ):  # the schedule landed; the crash came before we recorded it
+                return self._move(
+                    claim,
+                    request,
+                    State.SCHEDULED,
+                    data={**data, "scheduled": True},
+                    next_attempt_at=None,
+                    detail="Connect holds the request until its planned date",
+                )
             return claim
         if request.status != "pending":
-            return self._move(claim, request, State.CLOSED if request.status != "revoked" else State.REVOKED,
-                              detail=f"request is {request.status} on Connect; nothing was done at the vendor")
+            return self._move(
+                claim,
+                request,
+                State.CLOSED if request.status != "revoked" else State.REVOKED,
+                detail=f"request is {request.status} on Connect; nothing was done at the vendor",
+            )
         if data.get("scheduled") is True or dates.effective_at <= self.clock():
             # Connect returned the request to pending: its planned date has come.
             return self._effective(claim, request, decision, data)
@@ -156,12 +178,21 @@ class Lifecycle(VendorSteps, ConnectSteps):
         status_text = request.status or "closed"
         adapter = self._adapter(claim, decision)
         if adapter is not None and has_status_read(adapter):
-            status = self._call(adapter, "status", self._vendor_call(claim, request, "status"), claim)
+            status = self._call(
+                adapter, "status", self._vendor_call(claim, request, "status"), claim
+            )
             if status is SubscriptionStatus.ACTIVE:
-                return self._move(claim, request, State.CLOSED, detail=f"reactivated: the request is {status_text} "
-                                  "on Connect and the subscription is active at the vendor")
+                return self._move(
+                    claim,
+                    request,
+                    State.CLOSED,
+                    detail=f"reactivated: the request is {status_text} "
+                    "on Connect and the subscription is active at the vendor",
+                )
         return self._move(
-            claim, request, State.PARKED,
+            claim,
+            request,
+            State.PARKED,
             reason=f"the cancellation was withdrawn on Connect ({status_text}) during the grace period, but the "
-                   f"subscription may still be suspended at the vendor: resume it there",
+            f"subscription may still be suspended at the vendor: resume it there",
         )

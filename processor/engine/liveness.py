@@ -35,7 +35,9 @@ class Liveness(EngineBase):
         rights = getattr(self.journal, "senders", None)
         return rights if rights is not None else local_send_rights()
 
-    def _send_right(self, claim: Claim, request: CancelRequest, adapter: VendorAdapter) -> Claim | None:
+    def _send_right(
+        self, claim: Claim, request: CancelRequest, adapter: VendorAdapter
+    ) -> Claim | None:
         """Take the send right for ``claim`` before an intent is recorded or resumed. None: go on.
         Otherwise the request is suspended (raises :class:`Deferred`) or, after ``holder_wait``,
         parked (the parked claim is returned)."""
@@ -54,12 +56,23 @@ class Liveness(EngineBase):
         limit = self.config.journal.holder_wait
         if waited >= limit:
             return self._move(
-                claim, request, State.PARKED,
+                claim,
+                request,
+                State.PARKED,
                 reason=f"{SUSPENDED} for {waited:.0f}s: a process that held this request past its lease still "
-                       f"runs (frozen?) and may still send its {claim.state.value} call to the vendor. Stop or "
-                       f"restart that process, check the subscription at the vendor, then retry or close",
+                f"runs (frozen?) and may still send its {claim.state.value} call to the vendor. Stop or "
+                f"restart that process, check the subscription at the vendor, then retry or close",
             )
         wait = min(max(self.lease_seconds / 2, 0.5), limit - waited + 0.1)
-        data = {**claim.record.data, "suspended": {"since": iso(since), "attempts": claim.record.attempts}}
-        self._defer(claim, request, claim.state, wait, f"{SUSPENDED} ({waited:.0f}s of {limit:.0f}s)", data=data)
-
+        data = {
+            **claim.record.data,
+            "suspended": {"since": iso(since), "attempts": claim.record.attempts},
+        }
+        self._defer(
+            claim,
+            request,
+            claim.state,
+            wait,
+            f"{SUSPENDED} ({waited:.0f}s of {limit:.0f}s)",
+            data=data,
+        )

@@ -9,9 +9,10 @@ from the policy applied now.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from processor.journal.base import RequestRecord, State
 from processor.marketplace import MarketplaceError
@@ -51,17 +52,28 @@ class Plan:
 
 # How far along the policy's steps each journal state is (steps of lower rank are done).
 _RANK = {
-    State.NEW: 0, State.SCHEDULED: 1, State.SUSPENDING: 1, State.SUSPENDED: 2, State.TERMINATING: 2,
-    State.TERMINATED: 3, State.REFUSING: 0, State.APPROVED: 4, State.PURGING: 4,
+    State.NEW: 0,
+    State.SCHEDULED: 1,
+    State.SUSPENDING: 1,
+    State.SUSPENDED: 2,
+    State.TERMINATING: 2,
+    State.TERMINATED: 3,
+    State.REFUSING: 0,
+    State.APPROVED: 4,
+    State.PURGING: 4,
 }
 
 
-def build_plan(engine: "Engine", payload: Mapping[str, Any]) -> Plan:
-    request_id = str(payload.get("id") or "<no id>") if isinstance(payload, Mapping) else "<not an object>"
+def build_plan(engine: Engine, payload: Mapping[str, Any]) -> Plan:
+    request_id = (
+        str(payload.get("id") or "<no id>") if isinstance(payload, Mapping) else "<not an object>"
+    )
     try:
         request = parse_request(payload, subscription_param=engine.settings.subscription_param)
     except MalformedRequest as exc:
-        return Plan(request_id, None, None, None, None, f"{engine.settings.malformed}: {exc.problem}")
+        return Plan(
+            request_id, None, None, None, None, f"{engine.settings.malformed}: {exc.problem}"
+        )
     record = engine.journal.get(request.id)
     released = record is not None and record.state is State.NEW and bool(record.data.get("routed"))
     decision = engine.policy.decide(request, released=released)
@@ -69,10 +81,22 @@ def build_plan(engine: "Engine", payload: Mapping[str, Any]) -> Plan:
     head = f"policy '{decision.policy_name}': " if decision.policy_name else ""
 
     def plan(action: str, steps: tuple[PlannedStep, ...] = ()) -> Plan:
-        return Plan(request.id, request.product_id, request.subscription_id, request.environment, state,
-                    action, decision.policy_name, steps)
+        return Plan(
+            request.id,
+            request.product_id,
+            request.subscription_id,
+            request.environment,
+            state,
+            action,
+            decision.policy_name,
+            steps,
+        )
 
-    if record is not None and record.final and not (record.state is State.APPROVED and record.next_attempt_at):
+    if (
+        record is not None
+        and record.final
+        and not (record.state is State.APPROVED and record.next_attempt_at)
+    ):
         return plan(f"nothing: already {record.state.value}")
     if record is not None and record.state is State.WAITING_HUMAN:
         return plan(f"{head}nothing: waiting for a person ({record.reason or 'routed'})")
@@ -93,8 +117,11 @@ def build_plan(engine: "Engine", payload: Mapping[str, Any]) -> Plan:
 def _other_steps(decision: Decision) -> tuple[PlannedStep, ...]:
     if decision.action == "route" and decision.policy.route_to is not None:
         route = decision.policy.route_to
-        return (PlannedStep(f"assign to {route.email or route.user_id}"), PlannedStep("post one note saying why"),
-                PlannedStep("leave it pending for a person"))
+        return (
+            PlannedStep(f"assign to {route.email or route.user_id}"),
+            PlannedStep("post one note saying why"),
+            PlannedStep("leave it pending for a person"),
+        )
     if decision.action == "refuse":
         return (PlannedStep(f"fail on Connect: {decision.reason}"),)
     if decision.action == "park":
@@ -103,7 +130,7 @@ def _other_steps(decision: Decision) -> tuple[PlannedStep, ...]:
 
 
 def _dates(
-    engine: "Engine", request: CancelRequest, decision: Decision, record: RequestRecord | None
+    engine: Engine, request: CancelRequest, decision: Decision, record: RequestRecord | None
 ) -> tuple[Dates | None, str]:
     if record is not None:
         planned = Dates.from_data(record.data)
@@ -123,7 +150,7 @@ def _dates(
 
 
 def _steps(
-    engine: "Engine", decision: Decision, dates: Dates, record: RequestRecord | None
+    engine: Engine, decision: Decision, dates: Dates, record: RequestRecord | None
 ) -> tuple[PlannedStep, ...]:
     recorded = record.data if record is not None else {}
     adapter = recorded.get("adapter") or decision.adapter
@@ -134,7 +161,9 @@ def _steps(
         return at if at > now else None  # due already: "as soon as it is processed"
 
     timed = dates.graced or decision.policy.timing == "end_of_period"
-    approve = f"approve with {template}" + (f" (effective {human(dates.effective_at)})" if timed else "")
+    approve = f"approve with {template}" + (
+        f" (effective {human(dates.effective_at)})" if timed else ""
+    )
     planned: list[tuple[int, PlannedStep]] = []
     if dates.effective_at > now:
         planned.append((0, PlannedStep("schedule on Connect", dates.effective_at, "until")))
@@ -145,6 +174,10 @@ def _steps(
     if dates.purge_at is not None:
         planned.append((4, PlannedStep(f"purge via '{adapter}'", dates.purge_at)))
     rank = _RANK.get(record.state, 0) if record is not None else 0
-    if record is not None and record.state is State.SCHEDULED and record.data.get("scheduled") is not True:
+    if (
+        record is not None
+        and record.state is State.SCHEDULED
+        and record.data.get("scheduled") is not True
+    ):
         rank = 0  # the schedule call itself has not been confirmed
     return tuple(step for order, step in planned if order >= rank)

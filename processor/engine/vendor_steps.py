@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from processor.engine import crashpoints
 from processor.adapters.base import (
     AlreadyGone,
     Ambiguous,
@@ -44,9 +43,10 @@ from processor.adapters.base import (
     outcome_name,
     supports,
 )
+from processor.engine import crashpoints
 from processor.engine.circuit import Attempt, CircuitOpen
-from processor.journal.base import Claim, LeaseLost, State
 from processor.engine.liveness import Liveness
+from processor.journal.base import Claim, LeaseLost, State
 from processor.model import CancelRequest
 from processor.policy.rules import Decision
 from processor.policy.timing import Dates, iso
@@ -54,7 +54,9 @@ from processor.policy.timing import Dates, iso
 __all__ = ["VendorStep", "VendorSteps", "TERMINATE", "SUSPEND", "PURGE"]
 
 S = SubscriptionStatus
-_NO_SAFE_REPEAT = "the vendor call may have acted and the vendor offers neither idempotency nor a status read"
+_NO_SAFE_REPEAT = (
+    "the vendor call may have acted and the vendor offers neither idempotency nor a status read"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +68,19 @@ class VendorStep:
     not_acted: frozenset[SubscriptionStatus]  # a status read that proves it did not
 
 
-TERMINATE = VendorStep("terminate", State.TERMINATING, "terminated", frozenset({S.TERMINATED, S.PURGED}),
-                       frozenset({S.ACTIVE, S.SUSPENDED}))
-SUSPEND = VendorStep("suspend", State.SUSPENDING, "suspended", frozenset({S.SUSPENDED}), frozenset({S.ACTIVE}))
-PURGE = VendorStep("purge", State.PURGING, "purged", frozenset({S.PURGED}), frozenset({S.TERMINATED}))
+TERMINATE = VendorStep(
+    "terminate",
+    State.TERMINATING,
+    "terminated",
+    frozenset({S.TERMINATED, S.PURGED}),
+    frozenset({S.ACTIVE, S.SUSPENDED}),
+)
+SUSPEND = VendorStep(
+    "suspend", State.SUSPENDING, "suspended", frozenset({S.SUSPENDED}), frozenset({S.ACTIVE})
+)
+PURGE = VendorStep(
+    "purge", State.PURGING, "purged", frozenset({S.PURGED}), frozenset({S.TERMINATED})
+)
 STEPS = {step.intent: step for step in (TERMINATE, SUSPEND, PURGE)}
 
 
@@ -84,11 +95,20 @@ class VendorSteps(Liveness):
         return None
 
     def _not_loaded(self, claim: Claim, request: CancelRequest, decision: Decision) -> Claim:
-        return self._move(claim, request, State.PARKED,
-                          reason=f"adapter '{self._adapter_name(claim, decision)}' is not loaded")
+        return self._move(
+            claim,
+            request,
+            State.PARKED,
+            reason=f"adapter '{self._adapter_name(claim, decision)}' is not loaded",
+        )
 
     def _begin_step(
-        self, claim: Claim, request: CancelRequest, decision: Decision, step: VendorStep, **data: Any
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        decision: Decision,
+        step: VendorStep,
+        **data: Any,
     ) -> Claim:
         """Record the intent of ``step`` (with ``data`` merged into the record), then call the vendor."""
         adapter = self._adapter(claim, decision)
@@ -108,9 +128,13 @@ class VendorSteps(Liveness):
                     # this step must leave a timer for claim_due to find once the lease has run out.
                     fields["next_attempt_at"] = self.clock()
                 claim = self._move(
-                    claim, request, step.intent, attempts=claim.record.attempts + 1,
+                    claim,
+                    request,
+                    step.intent,
+                    attempts=claim.record.attempts + 1,
                     data={**claim.record.data, **data, "step_from": claim.state.value},
-                    detail=f"intent: {step.name} via {adapter.name}", **fields,
+                    detail=f"intent: {step.name} via {adapter.name}",
+                    **fields,
                 )
                 crashpoints.reached("after_intent")
                 return self._call_step(claim, request, decision, adapter, step, False, attempt)
@@ -118,7 +142,12 @@ class VendorSteps(Liveness):
             self._defer(claim, request, claim.state, shut.wait, str(shut))
 
     def _unsafe_call(
-        self, adapter: VendorAdapter, step: VendorStep, claim: Claim, request: CancelRequest, decision: Decision
+        self,
+        adapter: VendorAdapter,
+        step: VendorStep,
+        claim: Claim,
+        request: CancelRequest,
+        decision: Decision,
     ) -> Claim | None:
         """Park a request whose ids would change the vendor URL (``/``, ``..``), before any call."""
         check = getattr(adapter, "check_call", None)
@@ -127,8 +156,16 @@ class VendorSteps(Liveness):
         problem = check(step.name, self._vendor_call(claim, request, step.name, decision))
         if not problem:
             return None
-        if step is PURGE:  # approved already: it cannot be failed, whatever processing.malformed says
-            return self._move(claim, request, State.PARKED, reason=f"malformed request: {problem}", last_error=problem)
+        if (
+            step is PURGE
+        ):  # approved already: it cannot be failed, whatever processing.malformed says
+            return self._move(
+                claim,
+                request,
+                State.PARKED,
+                reason=f"malformed request: {problem}",
+                last_error=problem,
+            )
         return self._bad_request(claim, request, str(problem))
 
     def _resume_step(self, claim: Claim, request: CancelRequest, decision: Decision) -> Claim:
@@ -147,14 +184,24 @@ class VendorSteps(Liveness):
             self._defer(claim, request, step.intent, shut.wait, str(shut))
 
     def _resume_in(
-        self, claim: Claim, request: CancelRequest, decision: Decision, adapter: VendorAdapter,
-        step: VendorStep, attempt: Attempt,
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        decision: Decision,
+        adapter: VendorAdapter,
+        step: VendorStep,
+        attempt: Attempt,
     ) -> Claim:
         if (held := self._send_right(claim, request, adapter)) is not None:
             return held  # an earlier holder may still send: parked after holder_wait (processor.engine.liveness)
         if adapter.idempotency in (Idempotency.KEY, Idempotency.NATURAL):
-            claim = self._move(claim, request, step.intent, attempts=claim.record.attempts + 1,
-                               detail=f"repeat {step.name} via {adapter.name} (vendor deduplicates)")
+            claim = self._move(
+                claim,
+                request,
+                step.intent,
+                attempts=claim.record.attempts + 1,
+                detail=f"repeat {step.name} via {adapter.name} (vendor deduplicates)",
+            )
             return self._call_step(claim, request, decision, adapter, step, True, attempt)
         if not has_status_read(adapter):
             return self._move(claim, request, State.PARKED, reason=_NO_SAFE_REPEAT)
@@ -172,15 +219,26 @@ class VendorSteps(Liveness):
             return self._purge_skipped(claim, request, status)
         if status in step.not_acted:
             # The earlier call did not act: calling again cannot act twice.
-            claim = self._move(claim, request, step.intent, attempts=claim.record.attempts + 1,
-                               detail=f"status read: {status.value}; {step.name} again")
+            claim = self._move(
+                claim,
+                request,
+                step.intent,
+                attempts=claim.record.attempts + 1,
+                detail=f"status read: {status.value}; {step.name} again",
+            )
             return self._call_step(claim, request, decision, adapter, step, False, attempt)
         unclear = RetryLater(f"status read answered {status.value}")
         return self._record_step(claim, request, adapter, step, unclear, True, attempt)
 
     def _call_step(
-        self, claim: Claim, request: CancelRequest, decision: Decision, adapter: VendorAdapter,
-        step: VendorStep, uncertain: bool, attempt: Attempt,
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        decision: Decision,
+        adapter: VendorAdapter,
+        step: VendorStep,
+        uncertain: bool,
+        attempt: Attempt,
     ) -> Claim:
         call = self._vendor_call(claim, request, step.name, decision if step is not PURGE else None)
         outcome = self._call(adapter, step.name, call, claim)
@@ -192,7 +250,12 @@ class VendorSteps(Liveness):
         return self._record_step(claim, request, adapter, step, outcome, uncertain, attempt)
 
     def _confirmed(
-        self, claim: Claim, request: CancelRequest, adapter: VendorAdapter, step: VendorStep, failed: Failed
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        adapter: VendorAdapter,
+        step: VendorStep,
+        failed: Failed,
     ) -> Any:
         """A definite error is no evidence either way; a status read can be (a vendor that answers a
         bare 404 for a subscription it already ended). Anything else keeps the error."""
@@ -204,8 +267,14 @@ class VendorSteps(Liveness):
         return failed
 
     def _record_step(
-        self, claim: Claim, request: CancelRequest, adapter: VendorAdapter, step: VendorStep,
-        outcome: Any, uncertain: bool, attempt: Attempt,
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        adapter: VendorAdapter,
+        step: VendorStep,
+        outcome: Any,
+        uncertain: bool,
+        attempt: Attempt,
     ) -> Claim:
         """Record a vendor outcome. ``uncertain``: an earlier call of this step may have acted."""
         name = outcome_name(outcome)
@@ -220,11 +289,20 @@ class VendorSteps(Liveness):
         if isinstance(outcome, Refused):
             breaker.success()
             if step is PURGE:
-                return self._move(claim, request, State.PARKED, outcome=name,
-                                  reason=f"the vendor refused to purge the data: {outcome.reason}")
+                return self._move(
+                    claim,
+                    request,
+                    State.PARKED,
+                    outcome=name,
+                    reason=f"the vendor refused to purge the data: {outcome.reason}",
+                )
             reason = customer_text(outcome.reason)
             return self._move(claim, request, State.REFUSING, outcome=name, reason=reason)
-        back = step.intent if uncertain else State(claim.record.data.get("step_from") or State.NEW.value)
+        back = (
+            step.intent
+            if uncertain
+            else State(claim.record.data.get("step_from") or State.NEW.value)
+        )
         if isinstance(outcome, RetryLater):
             breaker.failure()
             delay = outcome.after if outcome.after is not None else self._backoff(1)
@@ -232,18 +310,35 @@ class VendorSteps(Liveness):
         if isinstance(outcome, Ambiguous):
             if adapter.idempotency is Idempotency.NONE and not has_status_read(adapter):
                 breaker.failure()
-                return self._move(claim, request, State.PARKED, outcome=name, last_error=outcome.detail,
-                                  reason=_NO_SAFE_REPEAT)
+                return self._move(
+                    claim,
+                    request,
+                    State.PARKED,
+                    outcome=name,
+                    last_error=outcome.detail,
+                    reason=_NO_SAFE_REPEAT,
+                )
             if not outcome.raised:
                 breaker.failure()
-                self._defer(claim, request, step.intent, self._backoff(1), outcome.detail or name, outcome=name)
+                self._defer(
+                    claim,
+                    request,
+                    step.intent,
+                    self._backoff(1),
+                    outcome.detail or name,
+                    outcome=name,
+                )
             # The adapter's own code raised (or answered nonsense): repeatable in this mode, but a
             # bug retried forever is no better than a poison request. Counted below, and never
             # refused, because the call may have acted (uncertain).
             uncertain, back = True, step.intent
         # Failed (or an adapter that raised): a definite error that is not a refusal.
         breaker.success()  # the vendor answered, or it was never reached; this is not an outage
-        detail = outcome.detail if isinstance(outcome, Failed) else f"unexpected adapter answer {outcome!r}"
+        detail = (
+            outcome.detail
+            if isinstance(outcome, Failed)
+            else f"unexpected adapter answer {outcome!r}"
+        )
         failures = int(claim.record.data.get("failures", 0)) + 1
         data = {**claim.record.data, "failures": failures}
         if failures >= self.settings.max_attempts:
@@ -252,29 +347,71 @@ class VendorSteps(Liveness):
             # suspended; after approval (a purge) it is no longer possible at all.
             untouched = step is TERMINATE and back in (State.NEW, State.SCHEDULED)
             if self.settings.poison == "fail" and not uncertain and untouched:
-                return self._move(claim, request, State.REFUSING, outcome=name, last_error=detail, data=data,
-                                  reason=self.settings.poison_reason, detail=f"poison after {failures} errors")
-            return self._move(claim, request, State.PARKED, outcome=name, last_error=detail, data=data,
-                              reason=f"gave up after {failures} vendor errors during {step.name}: {detail}")
+                return self._move(
+                    claim,
+                    request,
+                    State.REFUSING,
+                    outcome=name,
+                    last_error=detail,
+                    data=data,
+                    reason=self.settings.poison_reason,
+                    detail=f"poison after {failures} errors",
+                )
+            return self._move(
+                claim,
+                request,
+                State.PARKED,
+                outcome=name,
+                last_error=detail,
+                data=data,
+                reason=f"gave up after {failures} vendor errors during {step.name}: {detail}",
+            )
         self._defer(claim, request, back, self._backoff(failures), detail, outcome=name, data=data)
 
-    def _step_done(self, claim: Claim, request: CancelRequest, step: VendorStep, name: str, detail: str) -> Claim:
+    def _step_done(
+        self, claim: Claim, request: CancelRequest, step: VendorStep, name: str, detail: str
+    ) -> Claim:
         now = self.clock()
         data = {k: v for k, v in claim.record.data.items() if k not in ("step_from", "failures")}
         dates = Dates.from_data(data)
         if step is SUSPEND:
             assert dates is not None  # a suspend is only ever started with a plan
-            return self._move(claim, request, State.SUSPENDED, outcome=name, last_error=None, data=data,
-                              next_attempt_at=dates.terminate_at,
-                              detail=f"{detail}; terminate due {iso(dates.terminate_at)}")
+            return self._move(
+                claim,
+                request,
+                State.SUSPENDED,
+                outcome=name,
+                last_error=None,
+                data=data,
+                next_attempt_at=dates.terminate_at,
+                detail=f"{detail}; terminate due {iso(dates.terminate_at)}",
+            )
         if step is PURGE:
-            return self._move(claim, request, State.APPROVED, outcome=name, last_error=None, next_attempt_at=None,
-                              data={**data, "purged_at": iso(now)}, detail=f"purged: {detail}")
+            return self._move(
+                claim,
+                request,
+                State.APPROVED,
+                outcome=name,
+                last_error=None,
+                next_attempt_at=None,
+                data={**data, "purged_at": iso(now)},
+                detail=f"purged: {detail}",
+            )
         retention = data.get("retention_days")
         if dates is not None:
-            data.update(dates.terminated(now, retention if isinstance(retention, int) else None).as_data())
-        return self._move(claim, request, State.TERMINATED, outcome=name, last_error=None, data=data,
-                          detail=detail, next_attempt_at=None)
+            data.update(
+                dates.terminated(now, retention if isinstance(retention, int) else None).as_data()
+            )
+        return self._move(
+            claim,
+            request,
+            State.TERMINATED,
+            outcome=name,
+            last_error=None,
+            data=data,
+            detail=detail,
+            next_attempt_at=None,
+        )
 
     def _purge_due(self, claim: Claim, request: CancelRequest, decision: Decision) -> Claim:
         """An approved row whose retention timer fired: purge, never before ``purge_at``."""
@@ -288,21 +425,39 @@ class VendorSteps(Liveness):
         if adapter is not None and has_status_read(adapter):
             # Within the retention window the billing team may have restored the account: look
             # first, and do not purge on a guess when the vendor cannot say.
-            status = self._call(adapter, "status", self._vendor_call(claim, request, PURGE.name), claim)
+            status = self._call(
+                adapter, "status", self._vendor_call(claim, request, PURGE.name), claim
+            )
             if not isinstance(status, SubscriptionStatus) or status is S.UNKNOWN:
                 why = getattr(status, "detail", None) or f"status {outcome_name(status)}"
-                self._defer(claim, request, claim.state, self._backoff(1), f"status read before purge: {why}")
+                self._defer(
+                    claim,
+                    request,
+                    claim.state,
+                    self._backoff(1),
+                    f"status read before purge: {why}",
+                )
             if status in (S.ACTIVE, S.SUSPENDED):
                 return self._purge_skipped(claim, request, status)
             if status in (S.PURGED, S.NOT_FOUND):
-                return self._step_done(claim, request, PURGE, "already_gone", f"status read: {status.value}")
+                return self._step_done(
+                    claim, request, PURGE, "already_gone", f"status read: {status.value}"
+                )
         return self._begin_step(claim, request, decision, PURGE)
 
-    def _purge_skipped(self, claim: Claim, request: CancelRequest, status: SubscriptionStatus) -> Claim:
+    def _purge_skipped(
+        self, claim: Claim, request: CancelRequest, status: SubscriptionStatus
+    ) -> Claim:
         why = f"the subscription is {status.value} at the vendor (restored)"
         data = {k: v for k, v in claim.record.data.items() if k not in ("step_from", "failures")}
-        return self._move(claim, request, State.APPROVED, next_attempt_at=None,
-                          data={**data, "purge": f"skipped: {why}"}, detail=f"purge skipped: {why}")
+        return self._move(
+            claim,
+            request,
+            State.APPROVED,
+            next_attempt_at=None,
+            data={**data, "purge": f"skipped: {why}"},
+            detail=f"purge skipped: {why}",
+        )
 
 
 def customer_text(reason: str) -> str:

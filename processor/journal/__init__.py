@@ -20,8 +20,9 @@ A URL may carry a password: every message here shows it through :func:`redact_ur
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from processor.journal.base import Journal
 
@@ -47,7 +48,9 @@ def redact_url(url: str) -> str:
         authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
     if qmark:
         pairs = [p.partition("=") for p in query.split("&")]
-        query = "&".join(f"{k}={'***' if k.lower() == 'password' else v}" if eq else k for k, eq, v in pairs)
+        query = "&".join(
+            f"{k}={'***' if k.lower() == 'password' else v}" if eq else k for k, eq, v in pairs
+        )
     return f"{scheme}://{authority}{qmark}{query}"
 
 
@@ -58,11 +61,13 @@ def open_journal(url: str, *, clock: Callable[[], Any] | None = None, **options:
     extra: dict[str, Any] = {} if clock is None else {"clock": clock}
     if scheme == "sqlite":
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-            raise ValueError(f"malformed SQLite journal URL {redact_url(url)!r}: expected {_ACCEPTED}")
+            raise ValueError(
+                f"malformed SQLite journal URL {redact_url(url)!r}: expected {_ACCEPTED}"
+            )
         from processor.journal.sqlite import SQLiteJournal
 
         sqlite_options = {k: v for k, v in options.items() if k not in _POSTGRES_OPTIONS}
-        return SQLiteJournal(url[len("sqlite:///"):], url=url, **extra, **sqlite_options)
+        return SQLiteJournal(url[len("sqlite:///") :], url=url, **extra, **sqlite_options)
     if scheme in ("postgresql", "postgres"):
         from processor.journal.postgres import PostgresJournal
 
@@ -78,10 +83,14 @@ def open_existing(url: str, source: Any) -> Iterator[Journal]:
     ``source``, and a schema that is not current is refused before anything is read."""
     from processor.config.schema import ConfigError
 
-    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
     if path is not None and path != ":memory:" and not Path(path).exists():
-        raise ConfigError(source, "journal.url", f"no journal at {path} (run the processor, or "
-                          "`cancel-processor journal migrate`, to create one)")
+        raise ConfigError(
+            source,
+            "journal.url",
+            f"no journal at {path} (run the processor, or "
+            "`cancel-processor journal migrate`, to create one)",
+        )
     journal = open_journal(url)
     try:
         journal.check_schema()

@@ -31,10 +31,11 @@ States (the crash-window table of DESIGN.md, plus the policy states):
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 __all__ = [
     "State",

@@ -39,8 +39,14 @@ from typing import Any, Protocol
 
 from processor.journal.base import JournalError
 
-__all__ = ["SendRights", "LocalSendRights", "FileSendRights", "PostgresSendRights", "file_send_rights",
-           "local_send_rights"]
+__all__ = [
+    "SendRights",
+    "LocalSendRights",
+    "FileSendRights",
+    "PostgresSendRights",
+    "file_send_rights",
+    "local_send_rights",
+]
 
 _OFFSETS = (1 << 62) - 1  # byte offsets of the lock file: well inside a 64-bit off_t
 
@@ -160,7 +166,9 @@ class PostgresSendRights(LocalSendRights):
     """Session-level advisory locks on one connection of this process, opened on first use (a
     deployment whose vendors all deduplicate never opens it)."""
 
-    def __init__(self, dsn: str, *, connect_timeout: float = 10.0, schema: str | None = None) -> None:
+    def __init__(
+        self, dsn: str, *, connect_timeout: float = 10.0, schema: str | None = None
+    ) -> None:
         super().__init__()
         self._dsn = dsn
         self._connect_timeout = connect_timeout
@@ -174,9 +182,15 @@ class PostgresSendRights(LocalSendRights):
         import psycopg
 
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(self._dsn, autocommit=True, application_name="cancel-processor send-rights",
-                                   connect_timeout=max(1, int(self._connect_timeout)))
-            if not self._named:  # the URL's search_path (libpq options), as the journal's pool sees it
+            conn = psycopg.connect(
+                self._dsn,
+                autocommit=True,
+                application_name="cancel-processor send-rights",
+                connect_timeout=max(1, int(self._connect_timeout)),
+            )
+            if (
+                not self._named
+            ):  # the URL's search_path (libpq options), as the journal's pool sees it
                 row = conn.execute("SELECT current_schema()").fetchone()
                 self._schema = str(row[0]) if row else ""
             try:  # a server-wide idle limit would end the session, and the rights with it
@@ -194,7 +208,9 @@ class PostgresSendRights(LocalSendRights):
 
         try:
             conn = self._connection()
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(request_id),)).fetchone()
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (self._key(request_id),)
+            ).fetchone()
         except psycopg.Error as exc:
             self._lost(exc)
             return False  # no proof either way: the caller waits, which is always safe
@@ -214,8 +230,9 @@ class PostgresSendRights(LocalSendRights):
         """The session is gone, and every right it held with it: forget them, reconnect next time."""
         from processor.observe import get_logger
 
-        get_logger(component="send_rights").warning("send_rights_session_lost", error=type(exc).__name__,
-                                                    held=len(self._held))
+        get_logger(component="send_rights").warning(
+            "send_rights_session_lost", error=type(exc).__name__, held=len(self._held)
+        )
         self._held.clear()
         if self._conn is not None:
             try:

@@ -34,8 +34,9 @@ seconds; a missing or old schema :class:`SchemaError`. Messages show the URL wit
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -80,7 +81,7 @@ Cursor = psycopg.Cursor[DictRow]
 
 
 def _time(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(timezone.utc)
+    return None if value is None else value.astimezone(UTC)
 
 
 def _data(value: Any) -> dict[str, Any]:
@@ -127,23 +128,35 @@ class PostgresJournal:
         self._stall_ms = max(1, round(stall_timeout * 1000))
         self._q = load_queries("postgres")
         self._pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
-            url, min_size=min_size, max_size=pool_size, kwargs=kwargs, configure=self._configure,
-            check=ConnectionPool.check_connection, timeout=connect_timeout, name="journal", open=True,
+            url,
+            min_size=min_size,
+            max_size=pool_size,
+            kwargs=kwargs,
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=connect_timeout,
+            name="journal",
+            open=True,
         )
 
     @property
     def senders(self) -> PostgresSendRights:
         """Send rights (:mod:`processor.journal.holders`): advisory locks of one session."""
         if self._senders is None:
-            self._senders = PostgresSendRights(self._dsn, connect_timeout=self._connect_timeout,
-                                               schema=self._schema)
+            self._senders = PostgresSendRights(
+                self._dsn, connect_timeout=self._connect_timeout, schema=self._schema
+            )
         return self._senders
 
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute(sql.SQL("SET idle_in_transaction_session_timeout = {}").format(sql.Literal(self._stall_ms)))
+        conn.execute(
+            sql.SQL("SET idle_in_transaction_session_timeout = {}").format(
+                sql.Literal(self._stall_ms)
+            )
+        )
         if self._schema is not None:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
 
@@ -153,11 +166,18 @@ class PostgresJournal:
         try:
             yield
         except psycopg.errors.UndefinedTable as exc:
-            raise SchemaError(f"the journal schema is missing in {self.url}: {_MIGRATE_HINT}") from exc
+            raise SchemaError(
+                f"the journal schema is missing in {self.url}: {_MIGRATE_HINT}"
+            ) from exc
         except psycopg.errors.IdleInTransactionSessionTimeout as exc:  # see "Stalls" above
-            raise JournalError(f"PostgreSQL journal {self.url}: this process stalled for over "
-                               f"{self._stall_ms} ms in a transaction, and the server ended it") from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # unreachable, pool timeout, ...
+            raise JournalError(
+                f"PostgreSQL journal {self.url}: this process stalled for over "
+                f"{self._stall_ms} ms in a transaction, and the server ended it"
+            ) from exc
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+        ) as exc:  # unreachable, pool timeout, ...
             raise JournalError(f"PostgreSQL journal {self.url}: {exc}") from exc
 
     @contextlib.contextmanager
@@ -169,7 +189,12 @@ class PostgresJournal:
     @contextlib.contextmanager
     def _write(self) -> Iterator[Cursor]:
         """One transaction: committed on success, rolled back on any exception (LeaseLost included)."""
-        with self._errors(), self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        with (
+            self._errors(),
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
             yield cur
 
     def _now(self) -> datetime:
@@ -179,9 +204,14 @@ class PostgresJournal:
 
     def migrate(self) -> None:
         with self._write() as cur:
-            cur.execute(self._q["migration_lock"], {"lock": f"cancel-processor journal {self._schema or ''}"})
+            cur.execute(
+                self._q["migration_lock"],
+                {"lock": f"cancel-processor journal {self._schema or ''}"},
+            )
             if self._schema is not None:
-                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
+                cur.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema))
+                )
             cur.execute(self._q["create_schema_version"])
             cur.execute(self._q["schema_version"])
             current = self._one(cur)["version"] or 0
@@ -189,9 +219,14 @@ class PostgresJournal:
                 if migration.version <= current:
                     continue
                 cur.execute(migration.sql)
-                cur.execute(self._q["record_schema_version"], {
-                    "version": migration.version, "name": migration.name, "applied_at": self._now(),
-                })
+                cur.execute(
+                    self._q["record_schema_version"],
+                    {
+                        "version": migration.version,
+                        "name": migration.name,
+                        "applied_at": self._now(),
+                    },
+                )
 
     def check_schema(self) -> None:
         latest = load_migrations("postgres")[-1].version
@@ -202,11 +237,15 @@ class PostgresJournal:
             cur.execute(self._q["schema_version"])
             current = self._one(cur)["version"] or 0
         if current < latest:
-            raise SchemaError(f"the journal schema in {self.url} is at version {current}, this code needs "
-                              f"{latest}: {_MIGRATE_HINT}")
+            raise SchemaError(
+                f"the journal schema in {self.url} is at version {current}, this code needs "
+                f"{latest}: {_MIGRATE_HINT}"
+            )
         if current > latest:
-            raise SchemaError(f"the journal schema in {self.url} is at version {current}, newer than this "
-                              f"code knows ({latest}): upgrade cancel-processor")
+            raise SchemaError(
+                f"the journal schema in {self.url} is at version {current}, newer than this "
+                f"code knows ({latest}): upgrade cancel-processor"
+            )
 
     @staticmethod
     def _one(cur: Cursor) -> DictRow:
@@ -233,12 +272,21 @@ class PostgresJournal:
         if existing is not None:
             return existing
         with self._write() as cur:
-            cur.execute(self._q["insert"], {
-                "request_id": request_id, "state": State.NEW.value, "idempotency_key": idempotency_key,
-                "subscription_id": subscription_id, "asset_id": asset_id, "product_id": product_id,
-                "marketplace_id": marketplace_id, "environment": environment, "customer_id": customer_id,
-                "now": self._now(),
-            })
+            cur.execute(
+                self._q["insert"],
+                {
+                    "request_id": request_id,
+                    "state": State.NEW.value,
+                    "idempotency_key": idempotency_key,
+                    "subscription_id": subscription_id,
+                    "asset_id": asset_id,
+                    "product_id": product_id,
+                    "marketplace_id": marketplace_id,
+                    "environment": environment,
+                    "customer_id": customer_id,
+                    "now": self._now(),
+                },
+            )
             cur.execute(self._q["get"], {"request_id": request_id})
             return _record(self._one(cur))
 
@@ -250,8 +298,11 @@ class PostgresJournal:
 
     def claim(self, request_id: str, owner: str, lease_seconds: float) -> Claim | None:
         params = {
-            "request_id": request_id, "owner": owner, "lease_seconds": check_lease_seconds(lease_seconds),
-            "now": self._now(), "final_states": _FINAL,
+            "request_id": request_id,
+            "owner": owner,
+            "lease_seconds": check_lease_seconds(lease_seconds),
+            "now": self._now(),
+            "final_states": _FINAL,
         }
         with self._autocommit() as cur:  # one statement: atomic on its own
             cur.execute(self._q["claim"], params)
@@ -262,18 +313,27 @@ class PostgresJournal:
         self, owner: str, lease_seconds: float, limit: int, states: Sequence[State] | None = None
     ) -> list[Claim]:
         params = {
-            "owner": owner, "lease_seconds": check_lease_seconds(lease_seconds), "now": self._now(),
-            "states": state_names(states), "limit": check_limit(limit),
+            "owner": owner,
+            "lease_seconds": check_lease_seconds(lease_seconds),
+            "now": self._now(),
+            "states": state_names(states),
+            "limit": check_limit(limit),
         }
         with self._autocommit() as cur:
             cur.execute(self._q["claim_due"], params)
             rows = cur.fetchall()
         # RETURNING has no order of its own.
-        records = sorted((_record(r) for r in rows), key=lambda r: (r.next_attempt_at, r.request_id))
+        records = sorted(
+            (_record(r) for r in rows), key=lambda r: (r.next_attempt_at, r.request_id)
+        )
         return [Claim(owner, r.fence, r) for r in records]
 
-    def transition(self, claim: Claim, to_state: State, *, detail: str | None = None, **fields: Any) -> Claim:
-        return self._change(claim, State(to_state), check_fields(fields), detail=detail, journaled=True)
+    def transition(
+        self, claim: Claim, to_state: State, *, detail: str | None = None, **fields: Any
+    ) -> Claim:
+        return self._change(
+            claim, State(to_state), check_fields(fields), detail=detail, journaled=True
+        )
 
     def update(self, claim: Claim, **fields: Any) -> Claim:
         return self._change(claim, None, check_fields(fields), detail=None, journaled=False)
@@ -298,25 +358,45 @@ class PostgresJournal:
             current = _record(row)
             state = current.state if to_state is None else to_state
             values = {name: getattr(current, name) for name in MUTABLE_FIELDS} | fields
-            cur.execute(self._q["save"], {
-                **key, **values, "state": state.value, "data": Jsonb(values["data"]), "updated_at": at,
-            })
+            cur.execute(
+                self._q["save"],
+                {
+                    **key,
+                    **values,
+                    "state": state.value,
+                    "data": Jsonb(values["data"]),
+                    "updated_at": at,
+                },
+            )
             saved = cur.fetchone()
-            if saved is None:  # cannot happen under the row lock; the fence in WHERE is the last word
+            if (
+                saved is None
+            ):  # cannot happen under the row lock; the fence in WHERE is the last word
                 raise LeaseLost(claim.request_id, claim.fence)
             if journaled:
-                cur.execute(self._q["log_transition"], {
-                    **key, "from_state": current.state.value, "to_state": state.value, "at": at,
-                    "detail": detail,
-                })
+                cur.execute(
+                    self._q["log_transition"],
+                    {
+                        **key,
+                        "from_state": current.state.value,
+                        "to_state": state.value,
+                        "at": at,
+                        "detail": detail,
+                    },
+                )
         return Claim(claim.owner, claim.fence, _record(saved))
 
     def renew(self, claim: Claim, lease_seconds: float) -> Claim:
         with self._autocommit() as cur:
-            cur.execute(self._q["renew"], {
-                "request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner,
-                "lease_seconds": check_lease_seconds(lease_seconds),
-            })
+            cur.execute(
+                self._q["renew"],
+                {
+                    "request_id": claim.request_id,
+                    "fence": claim.fence,
+                    "owner": claim.owner,
+                    "lease_seconds": check_lease_seconds(lease_seconds),
+                },
+            )
             row = cur.fetchone()
         if row is None:
             raise LeaseLost(claim.request_id, claim.fence)
@@ -325,9 +405,14 @@ class PostgresJournal:
     def release(self, claim: Claim) -> None:
         try:
             with self._autocommit() as cur:
-                cur.execute(self._q["release"], {
-                    "request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner,
-                })
+                cur.execute(
+                    self._q["release"],
+                    {
+                        "request_id": claim.request_id,
+                        "fence": claim.fence,
+                        "owner": claim.owner,
+                    },
+                )
         finally:  # the claim's work is over: it sends nothing more, whatever the lease says
             if self._senders is not None:
                 self._senders.release(claim.request_id, claim.fence)
@@ -340,12 +425,22 @@ class PostgresJournal:
             before = cur.fetchone()
             if before is None:
                 raise KeyError(f"no journal record for {request_id}")
-            cur.execute(self._q["force"], {"request_id": request_id, "state": state.value, "updated_at": at})
+            cur.execute(
+                self._q["force"], {"request_id": request_id, "state": state.value, "updated_at": at}
+            )
             after = self._one(cur)
-            cur.execute(self._q["log_transition"], {
-                "request_id": request_id, "from_state": before["state"], "to_state": state.value,
-                "fence": after["fence"], "owner": actor, "at": at, "detail": detail,
-            })
+            cur.execute(
+                self._q["log_transition"],
+                {
+                    "request_id": request_id,
+                    "from_state": before["state"],
+                    "to_state": state.value,
+                    "fence": after["fence"],
+                    "owner": actor,
+                    "at": at,
+                    "detail": detail,
+                },
+            )
         return _record(after)
 
     # -- reading ----------------------------------------------------------------------------------
@@ -374,8 +469,12 @@ class PostgresJournal:
         ``updated_until`` exclusive). The iterator holds one pooled connection until exhausted or closed."""
         params = {
             "states": state_names(states),
-            "updated_since": None if updated_since is None else aware_utc(updated_since, "updated_since"),
-            "updated_until": None if updated_until is None else aware_utc(updated_until, "updated_until"),
+            "updated_since": None
+            if updated_since is None
+            else aware_utc(updated_since, "updated_since"),
+            "updated_until": None
+            if updated_until is None
+            else aware_utc(updated_until, "updated_until"),
             "limit": check_limit(limit),
         }
         return self._stream(params)
@@ -385,7 +484,9 @@ class PostgresJournal:
     ) -> list[RequestRecord]:
         params = {
             "updated_until": aware_utc(updated_until, "updated_until"),
-            "updated_since": None if updated_since is None else aware_utc(updated_since, "updated_since"),
+            "updated_since": None
+            if updated_since is None
+            else aware_utc(updated_since, "updated_since"),
             "limit": check_limit(limit),
         }
         with self._autocommit() as cur:
@@ -402,9 +503,14 @@ class PostgresJournal:
 
     def mark_noted(self, request_id: str, state: State) -> bool:
         with self._autocommit() as cur:  # one statement: atomic on its own
-            cur.execute(self._q["mark_noted"], {
-                "request_id": request_id, "state": State(state).value, "updated_at": self._now(),
-            })
+            cur.execute(
+                self._q["mark_noted"],
+                {
+                    "request_id": request_id,
+                    "state": State(state).value,
+                    "updated_at": self._now(),
+                },
+            )
             return cur.fetchone() is not None
 
     def _stream(self, params: dict[str, Any]) -> Iterator[RequestRecord]:

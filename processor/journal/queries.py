@@ -15,11 +15,11 @@ numbering gap) raises :class:`ValueError` naming the file: a packaging mistake, 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Mapping
 
 __all__ = ["Migration", "parse_queries", "load_queries", "load_migrations"]
 
@@ -80,12 +80,16 @@ def load_migrations(dialect: str) -> tuple[Migration, ...]:
             if entry.name.endswith(".sql"):
                 raise ValueError(f"sql/migrations/{dialect}/{entry.name}: expected NNNN_name.sql")
             continue
-        found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+        found.append(
+            Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8"))
+        )
     found.sort(key=lambda m: m.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise ValueError(f"sql/migrations/{dialect}: expected migration {expected:04d}, "
-                             f"found {migration.version:04d}_{migration.name}.sql")
+            raise ValueError(
+                f"sql/migrations/{dialect}: expected migration {expected:04d}, "
+                f"found {migration.version:04d}_{migration.name}.sql"
+            )
     if not found:
         raise ValueError(f"sql/migrations/{dialect}: no migrations")
     return tuple(found)

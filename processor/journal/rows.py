@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields as dataclass_fields
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from processor.journal.base import RequestRecord, State, Transition
 
@@ -36,14 +37,23 @@ Clock = Callable[[], datetime]
 # The columns a claim holder may change (``transition``/``update``). Identifiers other than the
 # subscription are fixed at ``ensure``; fence and lease belong to claim/renew/release/force.
 MUTABLE_FIELDS = frozenset(
-    {"attempts", "next_attempt_at", "outcome", "reason", "last_error", "noted", "data", "subscription_id"}
+    {
+        "attempts",
+        "next_attempt_at",
+        "outcome",
+        "reason",
+        "last_error",
+        "noted",
+        "data",
+        "subscription_id",
+    }
 )
 COLUMNS = tuple(f.name for f in dataclass_fields(RequestRecord))
 _TEXT_FIELDS = ("outcome", "reason", "last_error", "noted", "subscription_id")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def aware_utc(value: datetime, what: str) -> datetime:
@@ -52,7 +62,7 @@ def aware_utc(value: datetime, what: str) -> datetime:
         raise ValueError(f"{what} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware (got naive {value.isoformat()})")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def data_json(data: Mapping[str, Any]) -> str:
@@ -70,7 +80,9 @@ def check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(fields) - MUTABLE_FIELDS)
     if unknown:
         settable = ", ".join(sorted(MUTABLE_FIELDS))
-        raise ValueError(f"cannot set {', '.join(unknown)} on a journal record; settable: {settable}")
+        raise ValueError(
+            f"cannot set {', '.join(unknown)} on a journal record; settable: {settable}"
+        )
     checked = dict(fields)
     if "attempts" in checked:
         attempts = checked["attempts"]
@@ -90,7 +102,11 @@ def check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_lease_seconds(lease_seconds: float) -> float:
-    if not isinstance(lease_seconds, (int, float)) or not math.isfinite(lease_seconds) or lease_seconds <= 0:
+    if (
+        not isinstance(lease_seconds, (int, float))
+        or not math.isfinite(lease_seconds)
+        or lease_seconds <= 0
+    ):
         raise ValueError(f"lease_seconds must be a positive number, got {lease_seconds!r}")
     return float(lease_seconds)
 
@@ -105,7 +121,9 @@ def state_names(states: Sequence[State] | None) -> list[str] | None:
     """``states`` as their stored names (``State(...)`` refuses an unknown one), or None for "any"."""
     if states is None:
         return None
-    if isinstance(states, (str, State)):  # a lone state is a common slip; it would iterate as letters
+    if isinstance(
+        states, (str, State)
+    ):  # a lone state is a common slip; it would iterate as letters
         raise ValueError("states must be a sequence of State, not a single state")
     return [State(s).value for s in states]
 
@@ -125,7 +143,9 @@ def record_from_row(
     return RequestRecord(**values)
 
 
-def transition_from_row(row: Mapping[str, Any], *, time: Callable[[Any], datetime | None]) -> Transition:
+def transition_from_row(
+    row: Mapping[str, Any], *, time: Callable[[Any], datetime | None]
+) -> Transition:
     at = time(row["at"])
     assert at is not None  # NOT NULL in both schemas
     return Transition(

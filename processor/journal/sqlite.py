@@ -32,8 +32,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from processor.journal.base import (
     FINAL_STATES,
@@ -47,7 +48,6 @@ from processor.journal.base import (
 )
 from processor.journal.holders import LocalSendRights, file_send_rights
 from processor.journal.queries import load_migrations, load_queries
-from processor.journal.sqlite_connections import MEMORY, Connections, PerThread, Shared
 from processor.journal.rows import (
     MUTABLE_FIELDS,
     Clock,
@@ -61,6 +61,7 @@ from processor.journal.rows import (
     transition_from_row,
     utcnow,
 )
+from processor.journal.sqlite_connections import MEMORY, Connections, PerThread, Shared
 
 __all__ = ["SQLiteJournal"]
 
@@ -95,7 +96,9 @@ def _statements(script: str) -> Iterator[str]:
             yield buffer.strip()
             buffer = ""
     if any(ln.strip() and not ln.strip().startswith("--") for ln in buffer.splitlines()):
-        raise ValueError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:80]!r}")
+        raise ValueError(
+            f"incomplete SQL statement at the end of a migration: {buffer.strip()[:80]!r}"
+        )
 
 
 class SQLiteJournal:
@@ -128,7 +131,9 @@ class SQLiteJournal:
     def senders(self) -> LocalSendRights:
         """Send rights (:mod:`processor.journal.holders`): a lock file beside the database."""
         if self._senders is None:
-            self._senders = LocalSendRights() if self.path == MEMORY else file_send_rights(self.path)
+            self._senders = (
+                LocalSendRights() if self.path == MEMORY else file_send_rights(self.path)
+            )
         return self._senders
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -140,7 +145,9 @@ class SQLiteJournal:
             yield
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
-                raise SchemaError(f"the journal schema is missing in {self.path}: {_MIGRATE_HINT}") from exc
+                raise SchemaError(
+                    f"the journal schema is missing in {self.path}: {_MIGRATE_HINT}"
+                ) from exc
             raise JournalError(f"SQLite journal {self.path}: {exc}") from exc
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise
@@ -179,9 +186,14 @@ class SQLiteJournal:
                     continue
                 for statement in _statements(migration.sql):
                     conn.execute(statement)
-                conn.execute(self._q["record_schema_version"], {
-                    "version": migration.version, "name": migration.name, "applied_at": _ts(self._now()),
-                })
+                conn.execute(
+                    self._q["record_schema_version"],
+                    {
+                        "version": migration.version,
+                        "name": migration.name,
+                        "applied_at": _ts(self._now()),
+                    },
+                )
 
     def check_schema(self) -> None:
         latest = load_migrations("sqlite")[-1].version
@@ -190,11 +202,15 @@ class SQLiteJournal:
                 raise SchemaError(f"the journal schema is missing in {self.path}: {_MIGRATE_HINT}")
             current = conn.execute(self._q["schema_version"]).fetchone()["version"] or 0
         if current < latest:
-            raise SchemaError(f"the journal schema in {self.path} is at version {current}, this code needs "
-                              f"{latest}: {_MIGRATE_HINT}")
+            raise SchemaError(
+                f"the journal schema in {self.path} is at version {current}, this code needs "
+                f"{latest}: {_MIGRATE_HINT}"
+            )
         if current > latest:
-            raise SchemaError(f"the journal schema in {self.path} is at version {current}, newer than this "
-                              f"code knows ({latest}): upgrade cancel-processor")
+            raise SchemaError(
+                f"the journal schema in {self.path} is at version {current}, newer than this "
+                f"code knows ({latest}): upgrade cancel-processor"
+            )
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -215,12 +231,21 @@ class SQLiteJournal:
         if existing is not None:
             return existing
         with self._write() as conn:
-            conn.execute(self._q["insert"], {
-                "request_id": request_id, "state": State.NEW.value, "idempotency_key": idempotency_key,
-                "subscription_id": subscription_id, "asset_id": asset_id, "product_id": product_id,
-                "marketplace_id": marketplace_id, "environment": environment, "customer_id": customer_id,
-                "now": _ts(self._now()),
-            })
+            conn.execute(
+                self._q["insert"],
+                {
+                    "request_id": request_id,
+                    "state": State.NEW.value,
+                    "idempotency_key": idempotency_key,
+                    "subscription_id": subscription_id,
+                    "asset_id": asset_id,
+                    "product_id": product_id,
+                    "marketplace_id": marketplace_id,
+                    "environment": environment,
+                    "customer_id": customer_id,
+                    "now": _ts(self._now()),
+                },
+            )
             row = conn.execute(self._q["get"], {"request_id": request_id}).fetchone()
         return _record(row)
 
@@ -233,10 +258,16 @@ class SQLiteJournal:
         now = self._now()
         expires = now + timedelta(seconds=check_lease_seconds(lease_seconds))
         with self._write() as conn:
-            rows = conn.execute(self._q["claim"], {
-                "request_id": request_id, "owner": owner, "now": _ts(now), "lease_expires_at": _ts(expires),
-                "final_states": _FINAL,
-            }).fetchall()
+            rows = conn.execute(
+                self._q["claim"],
+                {
+                    "request_id": request_id,
+                    "owner": owner,
+                    "now": _ts(now),
+                    "lease_expires_at": _ts(expires),
+                    "final_states": _FINAL,
+                },
+            ).fetchall()
         return Claim(owner, rows[0]["fence"], _record(rows[0])) if rows else None
 
     def claim_due(
@@ -246,15 +277,27 @@ class SQLiteJournal:
         expires = now + timedelta(seconds=check_lease_seconds(lease_seconds))
         names = state_names(states)
         with self._write() as conn:
-            rows = conn.execute(self._q["claim_due"], {
-                "owner": owner, "now": _ts(now), "lease_expires_at": _ts(expires),
-                "states": None if names is None else json.dumps(names), "limit": check_limit(limit),
-            }).fetchall()
-        records = sorted((_record(r) for r in rows), key=lambda r: (r.next_attempt_at, r.request_id))
+            rows = conn.execute(
+                self._q["claim_due"],
+                {
+                    "owner": owner,
+                    "now": _ts(now),
+                    "lease_expires_at": _ts(expires),
+                    "states": None if names is None else json.dumps(names),
+                    "limit": check_limit(limit),
+                },
+            ).fetchall()
+        records = sorted(
+            (_record(r) for r in rows), key=lambda r: (r.next_attempt_at, r.request_id)
+        )
         return [Claim(owner, r.fence, r) for r in records]
 
-    def transition(self, claim: Claim, to_state: State, *, detail: str | None = None, **fields: Any) -> Claim:
-        return self._change(claim, State(to_state), check_fields(fields), detail=detail, journaled=True)
+    def transition(
+        self, claim: Claim, to_state: State, *, detail: str | None = None, **fields: Any
+    ) -> Claim:
+        return self._change(
+            claim, State(to_state), check_fields(fields), detail=detail, journaled=True
+        )
 
     def update(self, claim: Claim, **fields: Any) -> Claim:
         return self._change(claim, None, check_fields(fields), detail=None, journaled=False)
@@ -278,24 +321,42 @@ class SQLiteJournal:
             current = _record(row)
             state = current.state if to_state is None else to_state
             values = {name: getattr(current, name) for name in MUTABLE_FIELDS} | fields
-            saved = conn.execute(self._q["save"], {
-                **key, **values, "state": state.value, "next_attempt_at": _ts(values["next_attempt_at"]),
-                "data": data_json(values["data"]), "updated_at": _ts(at),
-            }).fetchall()
+            saved = conn.execute(
+                self._q["save"],
+                {
+                    **key,
+                    **values,
+                    "state": state.value,
+                    "next_attempt_at": _ts(values["next_attempt_at"]),
+                    "data": data_json(values["data"]),
+                    "updated_at": _ts(at),
+                },
+            ).fetchall()
             if journaled:
-                conn.execute(self._q["log_transition"], {
-                    **key, "from_state": current.state.value, "to_state": state.value, "at": _ts(at),
-                    "detail": detail,
-                })
+                conn.execute(
+                    self._q["log_transition"],
+                    {
+                        **key,
+                        "from_state": current.state.value,
+                        "to_state": state.value,
+                        "at": _ts(at),
+                        "detail": detail,
+                    },
+                )
         return Claim(claim.owner, claim.fence, _record(saved[0]))
 
     def renew(self, claim: Claim, lease_seconds: float) -> Claim:
         expires = self._now() + timedelta(seconds=check_lease_seconds(lease_seconds))
         with self._write() as conn:
-            rows = conn.execute(self._q["renew"], {
-                "request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner,
-                "lease_expires_at": _ts(expires),
-            }).fetchall()
+            rows = conn.execute(
+                self._q["renew"],
+                {
+                    "request_id": claim.request_id,
+                    "fence": claim.fence,
+                    "owner": claim.owner,
+                    "lease_expires_at": _ts(expires),
+                },
+            ).fetchall()
         if not rows:
             raise LeaseLost(claim.request_id, claim.fence)
         return Claim(claim.owner, claim.fence, _record(rows[0]))
@@ -303,9 +364,14 @@ class SQLiteJournal:
     def release(self, claim: Claim) -> None:
         try:
             with self._write() as conn:
-                conn.execute(self._q["release"], {
-                    "request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner,
-                })
+                conn.execute(
+                    self._q["release"],
+                    {
+                        "request_id": claim.request_id,
+                        "fence": claim.fence,
+                        "owner": claim.owner,
+                    },
+                )
         finally:  # the claim's work is over: it sends nothing more, whatever the lease says
             if self._senders is not None:
                 self._senders.release(claim.request_id, claim.fence)
@@ -317,13 +383,26 @@ class SQLiteJournal:
             before = conn.execute(self._q["get"], {"request_id": request_id}).fetchone()
             if before is None:
                 raise KeyError(f"no journal record for {request_id}")
-            after = conn.execute(self._q["force"], {
-                "request_id": request_id, "state": state.value, "updated_at": at,
-            }).fetchall()[0]
-            conn.execute(self._q["log_transition"], {
-                "request_id": request_id, "from_state": before["state"], "to_state": state.value,
-                "fence": after["fence"], "owner": actor, "at": at, "detail": detail,
-            })
+            after = conn.execute(
+                self._q["force"],
+                {
+                    "request_id": request_id,
+                    "state": state.value,
+                    "updated_at": at,
+                },
+            ).fetchall()[0]
+            conn.execute(
+                self._q["log_transition"],
+                {
+                    "request_id": request_id,
+                    "from_state": before["state"],
+                    "to_state": state.value,
+                    "fence": after["fence"],
+                    "owner": actor,
+                    "at": at,
+                    "detail": detail,
+                },
+            )
         return _record(after)
 
     # -- reading ----------------------------------------------------------------------------------
@@ -350,7 +429,8 @@ class SQLiteJournal:
         names = state_names(states)
         params = {
             "states": None if names is None else json.dumps(names),
-            "updated_since": _ts(updated_since), "updated_until": _ts(updated_until),
+            "updated_since": _ts(updated_since),
+            "updated_until": _ts(updated_until),
         }
         return self._pages(params, check_limit(limit))
 
@@ -358,24 +438,39 @@ class SQLiteJournal:
         self, *, updated_until: datetime, limit: int, updated_since: datetime | None = None
     ) -> list[RequestRecord]:
         with self._read() as conn:
-            rows = conn.execute(self._q["unnoted"], {
-                "updated_until": _ts(updated_until), "updated_since": _ts(updated_since),
-                "now": _ts(self._now()), "limit": check_limit(limit),
-            }).fetchall()
+            rows = conn.execute(
+                self._q["unnoted"],
+                {
+                    "updated_until": _ts(updated_until),
+                    "updated_since": _ts(updated_since),
+                    "now": _ts(self._now()),
+                    "limit": check_limit(limit),
+                },
+            ).fetchall()
         return [_record(r) for r in rows]
 
     def stranded(self, *, states: Sequence[State], limit: int) -> list[RequestRecord]:
         with self._read() as conn:
-            rows = conn.execute(self._q["stranded"], {
-                "states": json.dumps(state_names(states)), "now": _ts(self._now()), "limit": check_limit(limit),
-            }).fetchall()
+            rows = conn.execute(
+                self._q["stranded"],
+                {
+                    "states": json.dumps(state_names(states)),
+                    "now": _ts(self._now()),
+                    "limit": check_limit(limit),
+                },
+            ).fetchall()
         return [_record(r) for r in rows]
 
     def mark_noted(self, request_id: str, state: State) -> bool:
         with self._write() as conn:
-            rows = conn.execute(self._q["mark_noted"], {
-                "request_id": request_id, "state": State(state).value, "updated_at": _ts(self._now()),
-            }).fetchall()
+            rows = conn.execute(
+                self._q["mark_noted"],
+                {
+                    "request_id": request_id,
+                    "state": State(state).value,
+                    "updated_at": _ts(self._now()),
+                },
+            ).fetchall()
         return bool(rows)
 
     def _pages(self, params: dict[str, Any], limit: int | None) -> Iterator[RequestRecord]:
@@ -383,7 +478,9 @@ class SQLiteJournal:
         while left is None or left > 0:
             page = _PAGE if left is None else min(_PAGE, left)
             with self._read() as conn:  # the lock is held for one page, never across a yield
-                cursor = conn.execute(self._q["records_page"], {**params, "after": after, "page": page})
+                cursor = conn.execute(
+                    self._q["records_page"], {**params, "after": after, "page": page}
+                )
                 rows = cursor.fetchall()
             for row in rows:
                 yield _record(row)

@@ -18,7 +18,8 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from processor.journal.base import JournalError
 
@@ -45,7 +46,11 @@ def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     if path != MEMORY and not path.startswith("file:"):
         _create_private(path)
     conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False, cached_statements=64
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=64,
     )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")

@@ -10,7 +10,7 @@ from the latter in case a server ever echoes it back.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = [
     "MarketplaceError",
@@ -35,7 +35,9 @@ class TransientError(MarketplaceError):
     ``server_error``, ``bad_response``, ``throttled``).
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, cause: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, cause: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.cause = cause
@@ -46,7 +48,9 @@ class Stopping(TransientError):
     happened to the request; the journal holds it for the next start."""
 
     def __init__(self, operation: str) -> None:
-        super().__init__(f"{operation}: not retried, the processor is shutting down", cause="shutdown")
+        super().__init__(
+            f"{operation}: not retried, the processor is shutting down", cause="shutdown"
+        )
 
 
 class NotPending(MarketplaceError):

@@ -25,8 +25,9 @@ import functools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import structlog
 from connect.client import ConnectClient
@@ -36,7 +37,13 @@ from connect.client.rql import R
 from connect.client.utils import parse_content_range
 from requests.adapters import HTTPAdapter
 
-from processor.marketplace.errors import ActionRefused, MarketplaceError, NotFound, NotPending, TransientError
+from processor.marketplace.errors import (
+    ActionRefused,
+    MarketplaceError,
+    NotFound,
+    NotPending,
+    TransientError,
+)
 from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
 from processor.marketplace.settings import GatewaySettings, Selector
@@ -51,7 +58,9 @@ _ONCE_KEYS_KEPT = 4096
 _MESSAGES_SCANNED = 100  # the newest messages searched for an earlier copy of a note
 _PENDING = frozenset({"pending"})
 # Statuses a cancel request can be listed in (Connect's workflow for cancels).
-_LISTABLE = frozenset({"pending", "scheduled", "revoking", "inquiring", "approved", "failed", "revoked"})
+_LISTABLE = frozenset(
+    {"pending", "scheduled", "revoking", "inquiring", "approved", "failed", "revoked"}
+)
 
 
 class _LRU:
@@ -118,8 +127,13 @@ class Marketplace:
         self._http: dict[str, Any] = {"verify": settings.verify}
         self._secrets = _secret_parts(settings.api_key)
         self._retry = Retrier(
-            settings, sleep=sleep, clock=clock, wall_clock=wall_clock, on_retry=on_retry, on_call=on_call,
-            redact=self._redact
+            settings,
+            sleep=sleep,
+            clock=clock,
+            wall_clock=wall_clock,
+            on_retry=on_retry,
+            on_call=on_call,
+            redact=self._redact,
         )
         self._conversations = _LRU(_CONVERSATIONS_CACHED)
         self._notes_posted = _LRU(_ONCE_KEYS_KEPT)
@@ -147,7 +161,9 @@ class Marketplace:
     def iter_cancels(self, selector: Selector, status: str) -> Iterator[dict[str, Any]]:
         """Every cancel request in ``status`` (e.g. ``revoking``, to confirm revocations), each once."""
         if status not in _LISTABLE:
-            raise ValueError(f"status must be one of {', '.join(sorted(_LISTABLE))}, got {status!r}")
+            raise ValueError(
+                f"status must be one of {', '.join(sorted(_LISTABLE))}, got {status!r}"
+            )
         base = R().type.eq("cancel") & R().status.eq(status) & selector.rql()
         return iter_keyset(lambda query: self._list_page(query), base, self.settings.page_size)
 
@@ -175,7 +191,9 @@ class Marketplace:
             .configure(**self._http)
             .limit(100)
         )
-        found = self._retry.call("default_template", lambda: self._retry.once(lambda: list(templates[0:100])))
+        found = self._retry.call(
+            "default_template", lambda: self._retry.once(lambda: list(templates[0:100]))
+        )
         chosen = _pick_template(found)
         if chosen is not None:
             with self._templates_lock:
@@ -184,7 +202,9 @@ class Marketplace:
 
     # -- actions on a request ------------------------------------------------------------------
 
-    def approve(self, request_id: str, template_id: str, *, effective_date: datetime | None = None) -> dict[str, Any]:
+    def approve(
+        self, request_id: str, template_id: str, *, effective_date: datetime | None = None
+    ) -> dict[str, Any]:
         """Approve; ``effective_date`` tells Connect when the cancellation took effect (the end of a
         billing period, the start of a grace period) when that is not the moment of approval."""
         if not template_id:
@@ -210,9 +230,13 @@ class Marketplace:
 
     def confirm(self, request_id: str) -> dict[str, Any]:
         """Confirm a revocation (``revoking`` -> ``revoked``): the cancellation is withdrawn."""
-        return self._act("confirm", request_id, None, source=frozenset({"revoking"}), target="revoked")
+        return self._act(
+            "confirm", request_id, None, source=frozenset({"revoking"}), target="revoked"
+        )
 
-    def assign(self, request_id: str, *, email: str | None = None, user_id: str | None = None) -> dict[str, Any]:
+    def assign(
+        self, request_id: str, *, email: str | None = None, user_id: str | None = None
+    ) -> dict[str, Any]:
         """Give the request to a human agent. Setting the same assignee twice is harmless."""
         if (email is None) == (user_id is None):
             raise ValueError("assign needs exactly one of email= or user_id=")
@@ -220,9 +244,13 @@ class Marketplace:
         action = self.client.requests[request_id]("assign")
         return self._read("assign", lambda: action.post(payload=payload, **self._http))
 
-    def update_params(self, request_id: str, params: dict[str, str], note: str | None = None) -> dict[str, Any]:
+    def update_params(
+        self, request_id: str, params: dict[str, str], note: str | None = None
+    ) -> dict[str, Any]:
         """Set parameter values (and the note) of a pending request. A PUT: safe to repeat."""
-        payload: dict[str, Any] = {"asset": {"params": [{"id": k, "value": v} for k, v in params.items()]}}
+        payload: dict[str, Any] = {
+            "asset": {"params": [{"id": k, "value": v} for k, v in params.items()]}
+        }
         if note is not None:
             payload["note"] = note
         resource = self.client.requests[request_id]
@@ -252,7 +280,9 @@ class Marketplace:
         self._ambiguous(
             "post_note",
             send=lambda: messages.create(payload=payload, **self._http),
-            reconcile=lambda: True if self._has_message(conversation_id, text, retries=False) else None,
+            reconcile=lambda: (
+                True if self._has_message(conversation_id, text, retries=False) else None
+            ),
         )
         if once_key is not None:
             self._notes_posted.put(once_key, True)
@@ -276,7 +306,9 @@ class Marketplace:
             raise MarketplaceError(f"{operation}: Connect answered with no JSON object")
         return result
 
-    def _ambiguous(self, operation: str, *, send: Callable[[], Any], reconcile: Callable[[], Any]) -> Any:
+    def _ambiguous(
+        self, operation: str, *, send: Callable[[], Any], reconcile: Callable[[], Any]
+    ) -> Any:
         """A non-idempotent call: after a failure that may have acted, ``reconcile`` runs before any
         new attempt; it returns a result if the call had landed, or None to send again (or raises)."""
         uncertain = False
@@ -298,7 +330,13 @@ class Marketplace:
         return self._retry.call(operation, attempt)
 
     def _act(
-        self, operation: str, request_id: str, payload: dict[str, Any] | None, *, source: frozenset[str], target: str
+        self,
+        operation: str,
+        request_id: str,
+        payload: dict[str, Any] | None,
+        *,
+        source: frozenset[str],
+        target: str,
     ) -> dict[str, Any]:
         action = self.client.requests[request_id](operation)
 
@@ -311,7 +349,9 @@ class Marketplace:
             raise NotPending(status, request_id)
 
         def reread() -> dict[str, Any] | None:
-            return reconcile(self._retry.once(lambda: self.client.requests[request_id].get(**self._http)))
+            return reconcile(
+                self._retry.once(lambda: self.client.requests[request_id].get(**self._http))
+            )
 
         try:
             result = self._ambiguous(
@@ -346,7 +386,9 @@ class Marketplace:
         def send() -> Page:
             items = self.client.get(url, params=params, **self._http)
             if not isinstance(items, list):  # an HTML page, a proxy's answer: not Connect's API
-                raise TransientError(f"{operation}: Connect answered with no JSON list", cause="bad_response")
+                raise TransientError(
+                    f"{operation}: Connect answered with no JSON list", cause="bad_response"
+                )
             total = parse_content_range(self.client.response.headers.get("Content-Range"))
             return Page(items, total.count if total else None)
 
@@ -405,7 +447,9 @@ def _size_connection_pool(endpoint: str, connections: int) -> None:
         return
     current = transports.get(endpoint)
     if current is None or getattr(current, "_pool_maxsize", 0) < connections:
-        transports[endpoint] = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=0)
+        transports[endpoint] = HTTPAdapter(
+            pool_connections=4, pool_maxsize=connections, max_retries=0
+        )
 
 
 def _pick_template(templates: Iterable[Any]) -> str | None:

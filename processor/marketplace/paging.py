@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from connect.client.rql import R
 
@@ -44,7 +45,9 @@ from processor.model import parse_datetime
 __all__ = ["Page", "iter_keyset", "placement", "fingerprint", "MAX_TIED", "MAX_UNPLACED"]
 
 MAX_TIED = 250  # ~5.5 KB of ids in the URL
-MAX_UNPLACED = 100  # malformed rows per pass; their ids join out(...) next to the tied ones (~2 KB more)
+MAX_UNPLACED = (
+    100  # malformed rows per pass; their ids join out(...) next to the tied ones (~2 KB more)
+)
 
 
 @dataclass(frozen=True)

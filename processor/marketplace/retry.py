@@ -37,15 +37,22 @@ import random
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import requests
 import structlog
 from connect.client import ClientError
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from processor.marketplace.errors import (
     ActionRefused,
@@ -57,7 +64,15 @@ from processor.marketplace.errors import (
 )
 from processor.marketplace.settings import GatewaySettings
 
-__all__ = ["Retrier", "CallFailed", "Failure", "Waiting", "classify", "parse_retry_after", "OnRetry"]
+__all__ = [
+    "Retrier",
+    "CallFailed",
+    "Failure",
+    "Waiting",
+    "classify",
+    "parse_retry_after",
+    "OnRetry",
+]
 
 T = TypeVar("T")
 OnRetry = Callable[[str, str], None]  # (cause, operation)
@@ -67,7 +82,11 @@ log = structlog.get_logger("processor.marketplace")
 
 # Retry causes, as reported to on_retry and in logs.
 CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, THROTTLED = (
-    "connection", "timeout", "server_error", "bad_response", "throttled",
+    "connection",
+    "timeout",
+    "server_error",
+    "bad_response",
+    "throttled",
 )
 CLIENT_ERROR = "client_error"
 # A TLS failure (certificate not trusted, handshake refused) is transient for the request (it is
@@ -129,7 +148,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now
     if not math.isfinite(seconds):
         return None
@@ -170,7 +189,11 @@ def _tls_reason(exc: BaseException) -> str:
         seen += 1
         if isinstance(err, ssl.SSLError):
             return str(getattr(err, "verify_message", None) or err.reason or err)[:200]
-        pending.extend(a for a in (*err.args, getattr(err, "reason", None), err.__cause__) if isinstance(a, BaseException))
+        pending.extend(
+            a
+            for a in (*err.args, getattr(err, "reason", None), err.__cause__)
+            if isinstance(a, BaseException)
+        )
     return type(exc).__name__
 
 
@@ -194,13 +217,17 @@ class Retrier:
         self._calls: dict[int, Waiting] = {}  # thread id -> the call it runs
         self._calls_lock = threading.Lock()
         self._on_call = on_call
-        self._operation = threading.local()  # the operation call() runs, for once()'s latency report
+        self._operation = (
+            threading.local()
+        )  # the operation call() runs, for once()'s latency report
         self._sleep = sleep
         self._clock = clock
         self._wall_clock = wall_clock
         self._on_retry = on_retry
         self._redact = redact
-        self._backoff = wait_random_exponential(multiplier=settings.backoff_base, max=settings.backoff_max)
+        self._backoff = wait_random_exponential(
+            multiplier=settings.backoff_base, max=settings.backoff_max
+        )
         self._random = random.Random()
         self._gate_lock = threading.Lock()
         self._not_before = -math.inf  # clock() value before which nobody calls Connect
@@ -282,7 +309,11 @@ class Retrier:
                 cause=TLS,
             )
         if failure.transient:
-            wait = f", retry after {failure.retry_after:g} s" if failure.retry_after is not None else ""
+            wait = (
+                f", retry after {failure.retry_after:g} s"
+                if failure.retry_after is not None
+                else ""
+            )
             status = f" (HTTP {failure.status_code})" if failure.status_code else ""
             return TransientError(
                 f"{operation}: Connect unavailable: {failure.cause}{status}{wait}",
@@ -316,8 +347,9 @@ class Retrier:
         with self._calls_lock:
             current = self._calls.get(threading.get_ident())
             if current is not None:
-                self._calls[threading.get_ident()] = Waiting(current.operation, current.since,
-                                                             state.attempt_number + 1, failure.cause)
+                self._calls[threading.get_ident()] = Waiting(
+                    current.operation, current.since, state.attempt_number + 1, failure.cause
+                )
         log.debug(
             "connect_retry",
             operation=operation,
@@ -349,6 +381,10 @@ class Retrier:
             return
         if remaining > self.settings.retry_after_max:
             raise TransientError(
-                f"Connect asked to wait {remaining:.0f} s (throttled)", retry_after=remaining, cause=THROTTLED
+                f"Connect asked to wait {remaining:.0f} s (throttled)",
+                retry_after=remaining,
+                cause=THROTTLED,
             )
-        self._pause(getattr(self._operation, "name", None) or "call", remaining + self._jitter(remaining))
+        self._pause(
+            getattr(self._operation, "name", None) or "call", remaining + self._jitter(remaining)
+        )

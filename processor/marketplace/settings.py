@@ -10,9 +10,9 @@ suffix, because a ``+00:00`` offset in a query string reads as a space to most s
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable
+from datetime import UTC, datetime
 
 from connect.client.rql import R
 
@@ -56,7 +56,13 @@ class GatewaySettings:
             raise ValueError("max_attempts must be at least 1")
         if not 1 <= self.page_size <= 1000:
             raise ValueError("page_size must be between 1 and 1000 (Connect's largest page)")
-        for name in ("timeout_connect", "timeout_read", "backoff_base", "backoff_max", "retry_after_max"):
+        for name in (
+            "timeout_connect",
+            "timeout_read",
+            "backoff_base",
+            "backoff_max",
+            "retry_after_max",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -70,7 +76,7 @@ def rql_datetime(value: datetime) -> str:
     """An aware datetime as an RQL value: UTC, ISO 8601, ``Z`` suffix (URL-safe)."""
     if value.tzinfo is None:
         raise ValueError("datetimes in RQL filters must be timezone-aware")
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _values(name: str, values: Iterable[str]) -> tuple[str, ...]:
@@ -97,7 +103,9 @@ class Selector:
             object.__setattr__(self, name, _values(name, getattr(self, name)))
         unknown = set(self.environments) - set(ENVIRONMENTS)
         if unknown:
-            raise ValueError(f"environments: unknown {', '.join(sorted(unknown))}; expected {ENVIRONMENTS}")
+            raise ValueError(
+                f"environments: unknown {', '.join(sorted(unknown))}; expected {ENVIRONMENTS}"
+            )
         for name in ("created_since", "created_until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:

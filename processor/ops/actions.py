@@ -65,14 +65,17 @@ def retry_request(
     state = record.state
     if state in FINAL_STATES and state is not State.PARKED:
         raise ActionRefused(
-            f"{request_id} is {state.value}, a final state: Connect has been told; nothing to retry")
+            f"{request_id} is {state.value}, a final state: Connect has been told; nothing to retry"
+        )
     if state not in RETRYABLE and not force:
         raise ActionRefused(
             f"{request_id} is {state.value}: {_ACTED[state]}; back to new could repeat a vendor call or skip "
             f"a wait. Check the vendor, then retry with --force (or park it first)"
         )
     detail = note or f"retry by {actor} (was {state.value})"
-    return Done(request_id, state, _force(journal, request_id, State.NEW, detail=detail, actor=actor))
+    return Done(
+        request_id, state, _force(journal, request_id, State.NEW, detail=detail, actor=actor)
+    )
 
 
 def park_request(journal: Journal, request_id: str, *, reason: str, actor: str) -> Done:
@@ -83,12 +86,16 @@ def park_request(journal: Journal, request_id: str, *, reason: str, actor: str) 
     if record.state is State.PARKED:
         return Done(request_id, record.state, record, changed=False)
     if record.final:
-        raise ActionRefused(f"{request_id} is {record.state.value}, a final state: there is nothing to park")
+        raise ActionRefused(
+            f"{request_id} is {record.state.value}, a final state: there is nothing to park"
+        )
     parked = _force(journal, request_id, State.PARKED, detail=reason.strip(), actor=actor)
     return Done(request_id, record.state, parked)
 
 
-def _force(journal: Journal, request_id: str, state: State, *, detail: str, actor: str) -> RequestRecord:
+def _force(
+    journal: Journal, request_id: str, state: State, *, detail: str, actor: str
+) -> RequestRecord:
     try:
         return journal.force(request_id, state, detail=detail, actor=actor)
     except KeyError:  # removed between our read and the write (no store deletes rows today)

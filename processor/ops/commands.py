@@ -22,10 +22,11 @@ import getpass
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 from urllib.parse import urlsplit
 
 from rich.console import Console
@@ -34,7 +35,14 @@ from rich.text import Text
 
 from processor.config.schema import Config, configured_secrets, load_config
 from processor.journal import open_existing, redact_url
-from processor.journal.base import FINAL_STATES, Journal, JournalError, RequestRecord, SchemaError, State
+from processor.journal.base import (
+    FINAL_STATES,
+    Journal,
+    JournalError,
+    RequestRecord,
+    SchemaError,
+    State,
+)
 from processor.model import parse_datetime
 from processor.observe import mask, register_secret
 from processor.ops.actions import ActionRefused, park_request, retry_request
@@ -56,9 +64,12 @@ class Command:
 
 # -- shared ---------------------------------------------------------------------------------------
 
+
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
+        "-c",
+        "--config",
+        default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
         help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG); without it, built-in defaults "
         "and CANCEL_PROCESSOR_* variables",
     )
@@ -86,7 +97,9 @@ def existing_journal(config: Config) -> Iterator[Journal]:
         yield journal
 
 
-def _journal_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def _journal_errors(
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
     """Journal trouble as a message and an exit status, never a traceback."""
 
     @functools.wraps(run)
@@ -110,10 +123,16 @@ def _actor() -> str:
 
 # -- status ---------------------------------------------------------------------------------------
 
+
 def _status_parser(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
-    parser.add_argument("--limit", type=_positive, default=50, metavar="N",
-                        help="at most N parked and N waiting requests listed (default 50)")
+    parser.add_argument(
+        "--limit",
+        type=_positive,
+        default=50,
+        metavar="N",
+        help="at most N parked and N waiting requests listed (default 50)",
+    )
 
 
 def _positive(text: str) -> int:
@@ -142,8 +161,10 @@ def _status(args: argparse.Namespace) -> int:
         counts = journal.counts()
         oldest = _oldest_unfinished(journal)
         lists = {
-            state: [(r, why_waiting(journal, r))
-                    for r in newest(journal, Filters(state=state), limit=args.limit).records]
+            state: [
+                (r, why_waiting(journal, r))
+                for r in newest(journal, Filters(state=state), limit=args.limit).records
+            ]
             for state in (State.PARKED, State.WAITING_HUMAN)
         }
     console = _console()
@@ -157,9 +178,13 @@ def _status(args: argparse.Namespace) -> int:
     table.add_row("total", str(sum(counts.values())), style="bold")
     console.print(table)
     if oldest is not None and oldest.created_at is not None:
-        waited = (datetime.now(timezone.utc) - oldest.created_at).total_seconds()
-        console.print(Text(f"Oldest unfinished request: {oldest.request_id} ({oldest.state.value}), "
-                           f"created {age(waited)} ago"))
+        waited = (datetime.now(UTC) - oldest.created_at).total_seconds()
+        console.print(
+            Text(
+                f"Oldest unfinished request: {oldest.request_id} ({oldest.state.value}), "
+                f"created {age(waited)} ago"
+            )
+        )
     else:
         console.print("No unfinished request.")
     for state, title in ((State.PARKED, "Parked"), (State.WAITING_HUMAN, "Waiting for a person")):
@@ -170,11 +195,16 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-STATUS = Command("status", "counts by state, the oldest unfinished request, parked requests and why",
-                 _status_parser, _status)
+STATUS = Command(
+    "status",
+    "counts by state, the oldest unfinished request, parked requests and why",
+    _status_parser,
+    _status,
+)
 
 
 # -- report ---------------------------------------------------------------------------------------
+
 
 def _since(text: str) -> datetime:
     value = parse_datetime(text)
@@ -191,14 +221,29 @@ def _until(text: str) -> datetime:
 
 def _report_parser(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
-    parser.add_argument("--since", type=_since, metavar="WHEN",
-                        help="only requests updated at or after WHEN (ISO 8601 date or time; UTC "
-                        "unless an offset is given)")
-    parser.add_argument("--until", type=_until, metavar="WHEN",
-                        help="only requests updated before WHEN (a bare date includes that whole day)")
-    parser.add_argument("--state", action="append", default=[], choices=[s.value for s in State],
-                        help="only this state (repeatable)")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="table (default), csv or json")
+    parser.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only requests updated at or after WHEN (ISO 8601 date or time; UTC "
+        "unless an offset is given)",
+    )
+    parser.add_argument(
+        "--until",
+        type=_until,
+        metavar="WHEN",
+        help="only requests updated before WHEN (a bare date includes that whole day)",
+    )
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=[s.value for s in State],
+        help="only this state (repeatable)",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="table", help="table (default), csv or json"
+    )
 
 
 @_journal_errors
@@ -208,25 +253,37 @@ def _report(args: argparse.Namespace) -> int:
         return _fail("--until must be later than --since", EXIT_CONFIG)
     states = [State(s) for s in args.state] or None
     with existing_journal(config) as journal:
-        selected = journal.records(states=states, updated_since=args.since, updated_until=args.until)
+        selected = journal.records(
+            states=states, updated_since=args.since, updated_until=args.until
+        )
         with streamed(selected) as records:
-            write_report(records, args.format, sys.stdout, _console() if args.format == "table" else None)
+            write_report(
+                records, args.format, sys.stdout, _console() if args.format == "table" else None
+            )
     return EXIT_OK
 
 
-REPORT = Command("report", "per-request outcomes over a time range, as a table, CSV or JSON",
-                 _report_parser, _report)
+REPORT = Command(
+    "report",
+    "per-request outcomes over a time range, as a table, CSV or JSON",
+    _report_parser,
+    _report,
+)
 
 
 # -- retry and park ---------------------------------------------------------------------------------
+
 
 def _retry_parser(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
     parser.add_argument("request_id", metavar="REQUEST_ID", help="the cancel request (PR-...)")
     parser.add_argument("--note", help="why, recorded in the request's timeline")
-    parser.add_argument("--force", action="store_true",
-                        help="also from a state in which the vendor may have acted (terminating, "
-                        "terminated, ...): check the vendor first")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="also from a state in which the vendor may have acted (terminating, "
+        "terminated, ...): check the vendor first",
+    )
 
 
 @_journal_errors
@@ -234,11 +291,15 @@ def _retry(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     with existing_journal(config) as journal:
         try:
-            done = retry_request(journal, args.request_id, actor=_actor(), note=args.note, force=args.force)
+            done = retry_request(
+                journal, args.request_id, actor=_actor(), note=args.note, force=args.force
+            )
         except ActionRefused as refused:
             return _fail(str(refused), EXIT_REFUSED)
-    print(f"{done.request_id}: {done.before.value} -> {done.after.state.value}; "
-          "the processor takes it up on its next pass")
+    print(
+        f"{done.request_id}: {done.before.value} -> {done.after.state.value}; "
+        "the processor takes it up on its next pass"
+    )
     return EXIT_OK
 
 
@@ -248,8 +309,11 @@ RETRY = Command("retry", "send a parked (or waiting) request back to new", _retr
 def _park_parser(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
     parser.add_argument("request_id", metavar="REQUEST_ID", help="the cancel request (PR-...)")
-    parser.add_argument("--reason", required=True,
-                        help="why a person must look at it (shown by status and on the page)")
+    parser.add_argument(
+        "--reason",
+        required=True,
+        help="why a person must look at it (shown by status and on the page)",
+    )
 
 
 @_journal_errors
@@ -263,19 +327,28 @@ def _park(args: argparse.Namespace) -> int:
     if not done.changed:
         print(f"{done.request_id} is already parked; nothing changed")
     else:
-        print(f"{done.request_id}: {done.before.value} -> parked; the processor leaves it alone until a retry")
+        print(
+            f"{done.request_id}: {done.before.value} -> parked; the processor leaves it alone until a retry"
+        )
     return EXIT_OK
 
 
-PARK = Command("park", "set a request aside for a person; the processor leaves it alone", _park_parser, _park)
+PARK = Command(
+    "park", "set a request aside for a person; the processor leaves it alone", _park_parser, _park
+)
 
 
 # -- journal export ---------------------------------------------------------------------------------
 
+
 def _export_parser(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
-    parser.add_argument("-o", "--output", metavar="FILE",
-                        help="write here (replaced only once the export is complete); default: standard output")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write here (replaced only once the export is complete); default: standard output",
+    )
 
 
 @_journal_errors
@@ -312,7 +385,9 @@ def _export_to(journal: Journal, out: IO[str]) -> int:
     return n
 
 
-EXPORT = Command("export", "every record with its transitions, as JSON lines", _export_parser, _export)
+EXPORT = Command(
+    "export", "every record with its transitions, as JSON lines", _export_parser, _export
+)
 
 COMMANDS = (STATUS, REPORT, RETRY, PARK)  # cancel-processor <name>
 JOURNAL_COMMANDS = (EXPORT,)  # cancel-processor journal <name>

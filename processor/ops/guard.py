@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.requests import cookie_parser
@@ -53,18 +54,27 @@ def _same_site(scope: Scope) -> bytes:
     return ("/" + quote(rest, safe="/:@!$&'()*+,;=-._~")).encode("ascii")
 
 
-
 def _digest(value: str) -> bytes:
     # Fixed-length digests: compare_digest then leaks nothing, not even the length of a guess.
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
-async def _plain(send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _plain(
+    send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = text.encode("utf-8")
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"), *(headers or []),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -83,8 +93,11 @@ class Guard:
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self._token = _digest(token) if token else None
-        self._session = (hmac.new(token.encode("utf-8"), _SESSION_LABEL, hashlib.sha256).hexdigest()
-                         if token else None)
+        self._session = (
+            hmac.new(token.encode("utf-8"), _SESSION_LABEL, hashlib.sha256).hexdigest()
+            if token
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,12 +142,18 @@ class Guard:
             kept = urlencode([(key, value) for key, value in query if key != "token"])
             location = _same_site(scope) + (b"?" + kept.encode("ascii") if kept else b"")
             cookie = f"{COOKIE}={self._session}; HttpOnly; SameSite=Strict; Path=/"
-            await _plain(send, 303, "signed in\n",
-                         [(b"location", location), (b"set-cookie", cookie.encode("ascii"))])
+            await _plain(
+                send,
+                303,
+                "signed in\n",
+                [(b"location", location), (b"set-cookie", cookie.encode("ascii"))],
+            )
             return False
         authorization = self._header(headers, b"authorization") or ""
         scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(_digest(credentials.strip()), self._token):
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            _digest(credentials.strip()), self._token
+        ):
             return True
         session = cookie_parser(self._header(headers, b"cookie") or "").get(COOKIE, "")
         if session and hmac.compare_digest(_digest(session), _digest(self._session)):
@@ -144,9 +163,13 @@ class Guard:
 
     @staticmethod
     async def _refuse(send: Send) -> None:
-        await _plain(send, 401, "a token is required: send 'Authorization: Bearer <token>' or open "
-                                "this page once with ?token=<token>\n",
-                     [(b"www-authenticate", b'Bearer realm="cancel-processor"')])
+        await _plain(
+            send,
+            401,
+            "a token is required: send 'Authorization: Bearer <token>' or open "
+            "this page once with ?token=<token>\n",
+            [(b"www-authenticate", b'Bearer realm="cancel-processor"')],
+        )
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
         """The whole body (None after answering 413): the app then reads it from memory."""
@@ -177,4 +200,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()  # after the body: the disconnect, when it comes
 
     return replay
-

@@ -12,17 +12,17 @@ that scan; :attr:`Listing.truncated` says when it was reached.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 
 from processor.journal.base import Journal, RequestRecord, State
 
 __all__ = ["Filters", "Listing", "newest", "streamed", "why_waiting", "WINDOWS"]
 
 WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=30), None)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TEXT_MAX = 200  # a search string longer than any identifier is a mistake or an attack
 
 
@@ -35,18 +35,24 @@ class Filters:
     text: str | None = None  # case-insensitive substring of the request id or the subscription id
 
     @classmethod
-    def from_query(cls, params: Mapping[str, str]) -> "Filters":
+    def from_query(cls, params: Mapping[str, str]) -> Filters:
         """From query parameters ``state``, ``product`` and ``q``; raises ValueError for an unknown state."""
         state = (params.get("state") or "").strip()
         if state and state not in State._value2member_map_:
-            raise ValueError(f"unknown state {state[:40]!r}; expected one of {', '.join(s.value for s in State)}")
+            raise ValueError(
+                f"unknown state {state[:40]!r}; expected one of {', '.join(s.value for s in State)}"
+            )
         product = (params.get("product") or "").strip()[:_TEXT_MAX]
         text = (params.get("q") or "").strip()[:_TEXT_MAX]
         return cls(State(state) if state else None, product or None, text or None)
 
     def query(self) -> dict[str, str]:
         """The filters as query parameters (to build links that keep them)."""
-        params = {"state": self.state.value if self.state else None, "product": self.product, "q": self.text}
+        params = {
+            "state": self.state.value if self.state else None,
+            "product": self.product,
+            "q": self.text,
+        }
         return {k: v for k, v in params.items() if v}
 
     def matches(self, record: RequestRecord) -> bool:
@@ -90,7 +96,7 @@ def newest(
     *,
     limit: int = 100,
     max_scan: int = 200_000,
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Listing:
     """The ``limit`` most recently updated records matching ``filters``, newest first."""
     if limit < 1:

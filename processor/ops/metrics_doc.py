@@ -11,6 +11,7 @@ from processor.observe import Metrics
 
 __all__ = ["metrics_rows", "metrics_table"]
 
+
 def metrics_rows() -> list[tuple[str, str, str, str]]:
     """(name as scraped, type, labels, meaning) for every collector, in registration order."""
     rows = []
@@ -28,7 +29,10 @@ def metrics_rows() -> list[tuple[str, str, str, str]]:
 
 def metrics_table() -> str:
     lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{name}` | {kind} | {labels} | {meaning} |" for name, kind, labels, meaning in metrics_rows()]
+    lines += [
+        f"| `{name}` | {kind} | {labels} | {meaning} |"
+        for name, kind, labels, meaning in metrics_rows()
+    ]
     return "\n".join(lines)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -21,11 +22,29 @@ from rich.text import Text
 from processor.journal.base import RequestRecord, State, Transition
 from processor.observe import mask
 
-__all__ = ["REPORT_FIELDS", "FORMATS", "record_row", "export_line", "write_report", "attention_table", "age"]
+__all__ = [
+    "REPORT_FIELDS",
+    "FORMATS",
+    "record_row",
+    "export_line",
+    "write_report",
+    "attention_table",
+    "age",
+]
 
 REPORT_FIELDS = (
-    "request_id", "state", "outcome", "attempts", "product_id", "subscription_id", "marketplace_id",
-    "environment", "reason", "last_error", "created_at", "updated_at",
+    "request_id",
+    "state",
+    "outcome",
+    "attempts",
+    "product_id",
+    "subscription_id",
+    "marketplace_id",
+    "environment",
+    "reason",
+    "last_error",
+    "created_at",
+    "updated_at",
 )
 FORMATS = ("table", "csv", "json")
 _CHUNK = 200  # table rows rendered at a time: fixed column widths keep the chunks aligned
@@ -54,8 +73,14 @@ def export_line(record: RequestRecord, transitions: Sequence[Transition]) -> str
     row = {name: _value(getattr(record, name)) for name in RequestRecord.__dataclass_fields__}
     row["data"] = _value(dict(record.data))
     row["transitions"] = [
-        {"at": _value(t.at), "from_state": _value(t.from_state), "to_state": _value(t.to_state),
-         "fence": t.fence, "owner": _value(t.owner), "detail": _value(t.detail)}
+        {
+            "at": _value(t.at),
+            "from_state": _value(t.from_state),
+            "to_state": _value(t.to_state),
+            "fence": t.fence,
+            "owner": _value(t.owner),
+            "detail": _value(t.detail),
+        }
         for t in transitions
     ]
     return json.dumps(row, ensure_ascii=False, sort_keys=False, default=str)
@@ -81,9 +106,18 @@ def _cells(*values: Any) -> list[Text]:
 
 def _report_table(show_header: bool) -> Table:
     table = Table(show_header=show_header, box=None, pad_edge=False, header_style="bold")
-    for name, width in (("request", 22), ("state", 13), ("outcome", 12), ("att.", 4), ("product", 20),
-                        ("subscription", 22), ("updated", 20)):
-        table.add_column(name, width=width, no_wrap=True, justify="right" if name == "att." else "left")
+    for name, width in (
+        ("request", 22),
+        ("state", 13),
+        ("outcome", 12),
+        ("att.", 4),
+        ("product", 20),
+        ("subscription", 22),
+        ("updated", 20),
+    ):
+        table.add_column(
+            name, width=width, no_wrap=True, justify="right" if name == "att." else "left"
+        )
     table.add_column("reason / last error", overflow="fold", min_width=20)
     return table
 
@@ -115,9 +149,18 @@ def write_report(
         for record in records:
             by_state[record.state.value] += 1
             row = record_row(record)
-            table.add_row(*_cells(row["request_id"], row["state"], row["outcome"], row["attempts"],
-                                  row["product_id"], row["subscription_id"], row["updated_at"],
-                                  row["reason"] or row["last_error"]))
+            table.add_row(
+                *_cells(
+                    row["request_id"],
+                    row["state"],
+                    row["outcome"],
+                    row["attempts"],
+                    row["product_id"],
+                    row["subscription_id"],
+                    row["updated_at"],
+                    row["reason"] or row["last_error"],
+                )
+            )
             if table.row_count >= _CHUNK:
                 console.print(table)
                 table = _report_table(show_header=False)
@@ -137,6 +180,13 @@ def attention_table(title: str, rows: Iterable[tuple[RequestRecord, str]]) -> Ta
     table.add_column("why", overflow="fold")
     for record, why in rows:
         row = record_row(record)
-        table.add_row(*_cells(row["request_id"], row["product_id"], row["subscription_id"], row["updated_at"],
-                              mask(why)))
+        table.add_row(
+            *_cells(
+                row["request_id"],
+                row["product_id"],
+                row["subscription_id"],
+                row["updated_at"],
+                mask(why),
+            )
+        )
     return table

@@ -12,10 +12,11 @@ each, the list waiting for a person), one request's timeline, and a short messag
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from processor.journal.base import FINAL_STATES, RequestRecord, State, Transition
@@ -73,7 +74,11 @@ def request_path(request_id: str) -> str:
 
 
 def _state(state: State | None) -> str:
-    return "" if state is None else f'<span class="st s-{escape(state.value)}">{escape(state.value)}</span>'
+    return (
+        ""
+        if state is None
+        else f'<span class="st s-{escape(state.value)}">{escape(state.value)}</span>'
+    )
 
 
 def _link(request_id: str) -> str:
@@ -81,16 +86,20 @@ def _link(request_id: str) -> str:
 
 
 def _retry_button(request_id: str, back: str) -> str:
-    return (f'<form class="inline" method="post" action="{escape(request_path(request_id))}/retry">'
-            f'<input type="hidden" name="next" value="{escape(back)}">'
-            f'<button type="submit" data-retry="{_t(request_id)}">Retry</button></form>')
+    return (
+        f'<form class="inline" method="post" action="{escape(request_path(request_id))}/retry">'
+        f'<input type="hidden" name="next" value="{escape(back)}">'
+        f'<button type="submit" data-retry="{_t(request_id)}">Retry</button></form>'
+    )
 
 
 def _page(title: str, body: str, nonce: str) -> str:
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f'<title>{_t(title)}</title><style nonce="{escape(nonce)}">{_STYLE}</style></head>'
-            f'<body>{body}<script nonce="{escape(nonce)}">{_SCRIPT}</script></body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<title>{_t(title)}</title><style nonce="{escape(nonce)}">{_STYLE}</style></head>'
+        f'<body>{body}<script nonce="{escape(nonce)}">{_SCRIPT}</script></body></html>'
+    )
 
 
 def _table(headers: Sequence[str], rows: Iterable[str], empty: str) -> str:
@@ -121,36 +130,45 @@ def _tiles(counts: dict[State, int]) -> str:
         n = counts.get(state, 0)
         href = "/?" + urlencode({"state": state.value})
         cls = "tile" + ("" if n else " zero")
-        tiles.append(f'<a class="{cls}" href="{escape(href)}" data-state="{state.value}">'
-                     f'<b>{n}</b>{state.value}</a>')
+        tiles.append(
+            f'<a class="{cls}" href="{escape(href)}" data-state="{state.value}">'
+            f"<b>{n}</b>{state.value}</a>"
+        )
     return f'<div class="tiles">{"".join(tiles)}</div>'
 
 
 def _filter_form(filters: Filters) -> str:
     options = ['<option value="">any</option>'] + [
-        f'<option value="{s.value}"{" selected" if s is filters.state else ""}>{s.value}</option>' for s in State
+        f'<option value="{s.value}"{" selected" if s is filters.state else ""}>{s.value}</option>'
+        for s in State
     ]
-    return (f'<form class="f" method="get" action="/">'
-            f'<label>state<select name="state">{"".join(options)}</select></label>'
-            f'<label>product<input name="product" value="{_t(filters.product)}" placeholder="PRD-..."></label>'
-            f'<label>request or subscription id<input name="q" value="{_t(filters.text)}" size="28"></label>'
-            f'<button type="submit">Filter</button> <a href="/">clear</a>'
-            f'<label><input type="checkbox" id="auto"> refresh every 10 s</label></form>')
+    return (
+        f'<form class="f" method="get" action="/">'
+        f'<label>state<select name="state">{"".join(options)}</select></label>'
+        f'<label>product<input name="product" value="{_t(filters.product)}" placeholder="PRD-..."></label>'
+        f'<label>request or subscription id<input name="q" value="{_t(filters.text)}" size="28"></label>'
+        f'<button type="submit">Filter</button> <a href="/">clear</a>'
+        f'<label><input type="checkbox" id="auto"> refresh every 10 s</label></form>'
+    )
 
 
 def _recent_row(record: RequestRecord) -> str:
-    return (f"<tr data-request=\"{_t(record.request_id)}\"><td>{_link(record.request_id)}</td>"
-            f"<td class=\"state\">{_state(record.state)}</td><td>{_t(record.outcome)}</td>"
-            f"<td class=\"n\">{record.attempts}</td><td class=\"id\">{_t(record.product_id)}</td>"
-            f"<td class=\"id\">{_t(record.subscription_id)}</td><td class=\"why\">{_t(record.reason)}</td>"
-            f"<td class=\"err\">{_t(record.last_error)}</td><td class=\"t\">{_t(record.updated_at)}</td></tr>")
+    return (
+        f'<tr data-request="{_t(record.request_id)}"><td>{_link(record.request_id)}</td>'
+        f'<td class="state">{_state(record.state)}</td><td>{_t(record.outcome)}</td>'
+        f'<td class="n">{record.attempts}</td><td class="id">{_t(record.product_id)}</td>'
+        f'<td class="id">{_t(record.subscription_id)}</td><td class="why">{_t(record.reason)}</td>'
+        f'<td class="err">{_t(record.last_error)}</td><td class="t">{_t(record.updated_at)}</td></tr>'
+    )
 
 
 def _attention_row(record: RequestRecord, why: str, back: str, button: bool) -> str:
     action = f"<td>{_retry_button(record.request_id, back)}</td>" if button else ""
-    return (f"<tr data-request=\"{_t(record.request_id)}\"><td>{_link(record.request_id)}</td>"
-            f"<td class=\"id\">{_t(record.product_id)}</td><td class=\"id\">{_t(record.subscription_id)}</td>"
-            f"<td class=\"why\">{_t(why)}</td><td class=\"t\">{_t(record.updated_at)}</td>{action}</tr>")
+    return (
+        f'<tr data-request="{_t(record.request_id)}"><td>{_link(record.request_id)}</td>'
+        f'<td class="id">{_t(record.product_id)}</td><td class="id">{_t(record.subscription_id)}</td>'
+        f'<td class="why">{_t(why)}</td><td class="t">{_t(record.updated_at)}</td>{action}</tr>'
+    )
 
 
 def render_index(view: IndexView, *, nonce: str) -> str:
@@ -161,33 +179,69 @@ def render_index(view: IndexView, *, nonce: str) -> str:
     notice = f'<p class="note" role="status">{_t(view.notice)}</p>' if view.notice else ""
     parked_n, waiting_n = counts.get(State.PARKED, 0), counts.get(State.WAITING_HUMAN, 0)
     body = (
-        f"<h1>Cancel processor</h1><div class=\"sub\">journal {_t(view.journal_url)} &middot; "
+        f'<h1>Cancel processor</h1><div class="sub">journal {_t(view.journal_url)} &middot; '
         f"generated {_t(view.generated_at)}</div>{notice}"
         f"<h2>Requests by state</h2>{_tiles(counts)}"
-        f"<h2 id=\"parked\">Parked: waiting for an operator ({parked_n})</h2>"
-        + _table(["request", "product", "subscription", "why", "updated", ""],
-                 (_attention_row(r, why, view.back, True) for r, why in view.parked), "Nothing is parked.")
-        + f"<h2 id=\"waiting\">Waiting for a person ({waiting_n})</h2>"
-        + _table(["request", "product", "subscription", "why", "updated"],
-                 (_attention_row(r, why, view.back, False) for r, why in view.waiting), "Nobody is needed.")
-        + f"<h2 id=\"recent\">Recent requests</h2>{_filter_form(view.filters)}"
-        f"<p class=\"sub\">{escape(shown)}, newest first</p>"
-        + _table(["request", "state", "outcome", "attempts", "product", "subscription", "reason", "last error",
-                  "updated"], (_recent_row(r) for r in recent.records), "No request matches.")
+        f'<h2 id="parked">Parked: waiting for an operator ({parked_n})</h2>'
+        + _table(
+            ["request", "product", "subscription", "why", "updated", ""],
+            (_attention_row(r, why, view.back, True) for r, why in view.parked),
+            "Nothing is parked.",
+        )
+        + f'<h2 id="waiting">Waiting for a person ({waiting_n})</h2>'
+        + _table(
+            ["request", "product", "subscription", "why", "updated"],
+            (_attention_row(r, why, view.back, False) for r, why in view.waiting),
+            "Nobody is needed.",
+        )
+        + f'<h2 id="recent">Recent requests</h2>{_filter_form(view.filters)}'
+        f'<p class="sub">{escape(shown)}, newest first</p>'
+        + _table(
+            [
+                "request",
+                "state",
+                "outcome",
+                "attempts",
+                "product",
+                "subscription",
+                "reason",
+                "last error",
+                "updated",
+            ],
+            (_recent_row(r) for r in recent.records),
+            "No request matches.",
+        )
     )
     return _page("Cancel processor status", body, nonce)
 
 
 def _fields(record: RequestRecord) -> str:
     pairs: list[tuple[str, Any]] = [
-        ("state", None), ("outcome", record.outcome), ("attempts", record.attempts),
-        ("next attempt", record.next_attempt_at), ("reason", record.reason), ("last error", record.last_error),
-        ("product", record.product_id), ("subscription", record.subscription_id), ("asset", record.asset_id),
-        ("marketplace", record.marketplace_id), ("environment", record.environment),
-        ("customer", record.customer_id), ("lease", f"{record.lease_owner} until {_when(record.lease_expires_at)}"
-                                           if record.lease_owner else None),
-        ("fence", record.fence), ("created", record.created_at), ("updated", record.updated_at),
-        ("data", json.dumps(dict(record.data), sort_keys=True, default=str) if record.data else None),
+        ("state", None),
+        ("outcome", record.outcome),
+        ("attempts", record.attempts),
+        ("next attempt", record.next_attempt_at),
+        ("reason", record.reason),
+        ("last error", record.last_error),
+        ("product", record.product_id),
+        ("subscription", record.subscription_id),
+        ("asset", record.asset_id),
+        ("marketplace", record.marketplace_id),
+        ("environment", record.environment),
+        ("customer", record.customer_id),
+        (
+            "lease",
+            f"{record.lease_owner} until {_when(record.lease_expires_at)}"
+            if record.lease_owner
+            else None,
+        ),
+        ("fence", record.fence),
+        ("created", record.created_at),
+        ("updated", record.updated_at),
+        (
+            "data",
+            json.dumps(dict(record.data), sort_keys=True, default=str) if record.data else None,
+        ),
     ]
     items = [f"<dt>state</dt><dd>{_state(record.state)}</dd>"]
     items += [f"<dt>{escape(k)}</dt><dd>{_t(v)}</dd>" for k, v in pairs[1:] if v not in (None, "")]
@@ -195,29 +249,44 @@ def _fields(record: RequestRecord) -> str:
 
 
 def _transition_row(t: Transition) -> str:
-    return (f"<tr><td class=\"t\">{_t(t.at)}</td><td>{_state(t.from_state) or '&mdash;'}</td>"
-            f"<td>{_state(t.to_state)}</td>"
-            f"<td class=\"n\">{t.fence}</td><td>{_t(t.owner)}</td><td class=\"why\">{_t(t.detail)}</td></tr>")
+    return (
+        f'<tr><td class="t">{_t(t.at)}</td><td>{_state(t.from_state) or "&mdash;"}</td>'
+        f"<td>{_state(t.to_state)}</td>"
+        f'<td class="n">{t.fence}</td><td>{_t(t.owner)}</td><td class="why">{_t(t.detail)}</td></tr>'
+    )
 
 
-def render_request(record: RequestRecord, transitions: Sequence[Transition], *, nonce: str,
-                   notice: str | None = None) -> str:
+def render_request(
+    record: RequestRecord,
+    transitions: Sequence[Transition],
+    *,
+    nonce: str,
+    notice: str | None = None,
+) -> str:
     back = request_path(record.request_id)
     button = _retry_button(record.request_id, back) if record.state is State.PARKED else ""
-    final = ("final: the processor leaves it alone" if record.state in FINAL_STATES
-             else "in progress: the processor works on it")
+    final = (
+        "final: the processor leaves it alone"
+        if record.state in FINAL_STATES
+        else "in progress: the processor works on it"
+    )
     note = f'<p class="note" role="status">{_t(notice)}</p>' if notice else ""
     body = (
         f'<div class="sub"><a href="/">&larr; all requests</a></div>'
         f"<h1>{_t(record.request_id)} {_state(record.state)} {button}</h1>"
         f'<div class="sub">{final}</div>{note}<h2>Record</h2>{_fields(record)}'
         f"<h2>Timeline ({len(transitions)} transitions, oldest first)</h2>"
-        + _table(["at", "from", "to", "fence", "by", "detail"], (_transition_row(t) for t in transitions),
-                 "No transition recorded.")
+        + _table(
+            ["at", "from", "to", "fence", "by", "detail"],
+            (_transition_row(t) for t in transitions),
+            "No transition recorded.",
+        )
     )
     return _page(f"{record.request_id} - cancel processor", body, nonce)
 
 
 def render_message(title: str, text: str, *, nonce: str) -> str:
-    body = f'<div class="sub"><a href="/">&larr; status</a></div><h1>{_t(title)}</h1><p>{_t(text)}</p>'
+    body = (
+        f'<div class="sub"><a href="/">&larr; status</a></div><h1>{_t(title)}</h1><p>{_t(text)}</p>'
+    )
     return _page(title, body, nonce)

@@ -27,12 +27,19 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 from processor.adapters.base import VendorAdapter, supports
 from processor.config.schema import Config, ConfigError, connect_api_key, load_config
-from processor.marketplace import Marketplace, MarketplaceError, NotFound, TransientError, Unauthorized
+from processor.marketplace import (
+    Marketplace,
+    MarketplaceError,
+    NotFound,
+    TransientError,
+    Unauthorized,
+)
 from processor.observe import mask, register_secret
 
 __all__ = ["Check", "configure_parser", "exit_status", "run", "run_checks"]
@@ -51,22 +58,38 @@ class Check:
 
 def exit_status(checks: Iterable[Check]) -> int:
     statuses = {c.status for c in checks}
-    return EXIT_CONFIG if "config" in statuses else EXIT_UNREACHABLE if "unreachable" in statuses else EXIT_OK
+    return (
+        EXIT_CONFIG
+        if "config" in statuses
+        else EXIT_UNREACHABLE
+        if "unreachable" in statuses
+        else EXIT_OK
+    )
 
 
-def run_checks(config: Config, environ: Mapping[str, str] | None = None, *, remote: bool = True) -> list[Check]:
+def run_checks(
+    config: Config, environ: Mapping[str, str] | None = None, *, remote: bool = True
+) -> list[Check]:
     """Every check for a loaded configuration; ``remote=False`` skips Connect and the vendors."""
     from processor.daemon.runtime import load_adapters
 
     checks = [Check("config", "ok", f"{config.source} is valid")]
     api_key = connect_api_key(config, environ)
     if not api_key:
-        checks.append(Check("connect key", "config", f"no Connect API key: set {config.connect.api_key_env}"))
+        checks.append(
+            Check("connect key", "config", f"no Connect API key: set {config.connect.api_key_env}")
+        )
     try:
         adapters = load_adapters(config)
     except Exception as exc:  # noqa: BLE001 - an adapter's constructor may raise anything
         return [*checks, Check("adapters", "config", mask(str(exc)))]
-    checks.append(Check("adapters", "ok", ", ".join(f"{n} ({type(a).__name__})" for n, a in sorted(adapters.items()))))
+    checks.append(
+        Check(
+            "adapters",
+            "ok",
+            ", ".join(f"{n} ({type(a).__name__})" for n, a in sorted(adapters.items())),
+        )
+    )
     try:
         checks += _capabilities(config, adapters)
         if remote and api_key:
@@ -109,17 +132,28 @@ def _capabilities(config: Config, adapters: Mapping[str, VendorAdapter]) -> list
             adapter = adapters.get(adapter_name)
             for method, why in needs:
                 if adapter is not None and not supports(adapter, method):
-                    problems.append(Check(f"policy {name}", "config",
-                                          f"{why} needs {method}, but adapter '{adapter_name}' has no {method}"))
-    return problems or [Check("capabilities", "ok", f"every policy fits its adapters ({', '.join(names)})")]
+                    problems.append(
+                        Check(
+                            f"policy {name}",
+                            "config",
+                            f"{why} needs {method}, but adapter '{adapter_name}' has no {method}",
+                        )
+                    )
+    return problems or [
+        Check("capabilities", "ok", f"every policy fits its adapters ({', '.join(names)})")
+    ]
 
 
 def _connect(config: Config, api_key: str) -> list[Check]:
     from processor.daemon.runtime import gateway_settings, selector_for
 
     # Two attempts, short waits: a check answers in seconds, it does not ride out an outage.
-    retry = config.connect.retry.model_copy(update={"max_attempts": 2, "backoff_base": 0.2, "backoff_max": 1.0})
-    quick = config.model_copy(update={"connect": config.connect.model_copy(update={"retry": retry})})
+    retry = config.connect.retry.model_copy(
+        update={"max_attempts": 2, "backoff_base": 0.2, "backoff_max": 1.0}
+    )
+    quick = config.model_copy(
+        update={"connect": config.connect.model_copy(update={"retry": retry})}
+    )
     marketplace = Marketplace(gateway_settings(quick, api_key))
     try:
         try:
@@ -128,7 +162,13 @@ def _connect(config: Config, api_key: str) -> list[Check]:
             return [Check("connect", "config", f"{config.connect.endpoint}: {mask(str(exc))}")]
         except (TransientError, MarketplaceError) as exc:
             return [Check("connect", "unreachable", f"{config.connect.endpoint}: {mask(str(exc))}")]
-        checks = [Check("connect", "ok", f"{config.connect.endpoint}: {pending} pending cancels for these products")]
+        checks = [
+            Check(
+                "connect",
+                "ok",
+                f"{config.connect.endpoint}: {pending} pending cancels for these products",
+            )
+        ]
         return checks + [_product(config, marketplace, pid) for pid in sorted(config.products)]
     finally:
         marketplace.close()
@@ -136,30 +176,51 @@ def _connect(config: Config, api_key: str) -> list[Check]:
 
 def _product(config: Config, marketplace: Marketplace, product_id: str) -> Check:
     name = f"product {product_id}"
-    wanted = {t for t in (config.template_for(product_id), *(p.template for p in config.policies.values())) if t}
+    wanted = {
+        t
+        for t in (config.template_for(product_id), *(p.template for p in config.policies.values()))
+        if t
+    }
     try:
         found = marketplace._read(  # the gateway's retrying read; a product and its templates
-            "get_product", lambda: marketplace.client.products[product_id].get(**marketplace._http))
+            "get_product", lambda: marketplace.client.products[product_id].get(**marketplace._http)
+        )
         missing = []
         for template in sorted(wanted):
             try:
-                marketplace._read("get_template", lambda t=template: marketplace.client.products[product_id]
-                                  .templates[t].get(**marketplace._http))
+                marketplace._read(
+                    "get_template",
+                    lambda t=template: (
+                        marketplace.client.products[product_id]
+                        .templates[t]
+                        .get(**marketplace._http)
+                    ),
+                )
             except NotFound:
                 missing.append(template)
         default = None
         if config.template_for(product_id) is None:
-            default = marketplace.default_template(product_id) if config.defaults.lookup_template else None
+            default = (
+                marketplace.default_template(product_id)
+                if config.defaults.lookup_template
+                else None
+            )
             if default is None:
-                return Check(name, "config", "no approve template: none configured and none found on Connect")
+                return Check(
+                    name, "config", "no approve template: none configured and none found on Connect"
+                )
     except NotFound:
-        return Check(name, "config", "not visible to this API key (a typo, or another account's product)")
+        return Check(
+            name, "config", "not visible to this API key (a typo, or another account's product)"
+        )
     except Unauthorized as exc:
         return Check(name, "config", mask(str(exc)))
     except MarketplaceError as exc:
         return Check(name, "unreachable", mask(str(exc)))
     if missing and config.template_for(product_id) in missing:
-        return Check(name, "config", f"approve template {', '.join(missing)} not found for this product")
+        return Check(
+            name, "config", f"approve template {', '.join(missing)} not found for this product"
+        )
     title = found.get("name") or product_id
     uses = default or config.template_for(product_id)
     extra = f"; policy templates not on this product: {', '.join(missing)}" if missing else ""
@@ -173,18 +234,32 @@ def _probe(name: str, adapter: VendorAdapter) -> Check:
     try:
         result = probe()
     except Exception as exc:  # noqa: BLE001 - a custom adapter's probe may raise anything
-        return Check(f"adapter {name}", "unreachable", mask(f"probe raised {type(exc).__name__}: {exc}")[:300])
+        return Check(
+            f"adapter {name}",
+            "unreachable",
+            mask(f"probe raised {type(exc).__name__}: {exc}")[:300],
+        )
     status = getattr(result, "status", "unreachable")
-    return Check(f"adapter {name}", status if status in ("ok", "config", "unreachable") else "warn",
-                 mask(str(getattr(result, "detail", result))))
+    return Check(
+        f"adapter {name}",
+        status if status in ("ok", "config", "unreachable") else "warn",
+        mask(str(getattr(result, "detail", result))),
+    )
 
 
 # -- the command ------------------------------------------------------------------------------------
 
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
-                        help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG)")
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
+        help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG)",
+    )
+    parser.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output format"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,7 +290,9 @@ def for_run(config: Config, environ: Mapping[str, str] | None = None) -> int:
             print(f"cancel-processor: check {check.name}: {check.detail}", file=sys.stderr)
     if exit_status(checks) == EXIT_CONFIG:
         return EXIT_CONFIG
-    threading.Thread(target=_log_remote, args=(config, environ), name="preflight", daemon=True).start()
+    threading.Thread(
+        target=_log_remote, args=(config, environ), name="preflight", daemon=True
+    ).start()
     return EXIT_OK
 
 

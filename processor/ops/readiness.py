@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from processor.journal.base import Journal
 from processor.observe import get_logger, mask
@@ -134,14 +135,22 @@ def make_readiness(
             if not report["connect"] and "connect" not in errors:
                 errors["connect"] = _connect_why(connect)
         if breakers is not None:
-            report["circuits"] = {name: "open" if b.is_open else "closed" for name, b in sorted(breakers.items())}
+            report["circuits"] = {
+                name: "open" if b.is_open else "closed" for name, b in sorted(breakers.items())
+            }
             for name, breaker in sorted(breakers.items()):
                 if getattr(breaker, "latched", None):  # the anomaly guard: why, and how to resume
                     errors[f"circuit {name}"] = str(breaker.latched)
-            opened = [name for name, b in sorted(breakers.items()) if b.is_open and not getattr(b, "latched", None)]
+            opened = [
+                name
+                for name, b in sorted(breakers.items())
+                if b.is_open and not getattr(b, "latched", None)
+            ]
             if opened:
-                errors["circuits"] = (f"vendor calls paused after repeated failures: {', '.join(opened)} "
-                                      "(they resume by themselves once a probe call succeeds)")
+                errors["circuits"] = (
+                    f"vendor calls paused after repeated failures: {', '.join(opened)} "
+                    "(they resume by themselves once a probe call succeeds)"
+                )
         if errors:
             report["errors"] = errors
         return report

@@ -24,10 +24,11 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import IO, Any, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import IO, Any
 
 from processor.adapters.base import SubscriptionStatus, VendorAdapter, VendorCall, has_status_read
 from processor.config.schema import Config, ReconcileConfig, load_config
@@ -45,8 +46,16 @@ _DIVERGES: dict[State, tuple[frozenset[SubscriptionStatus], str]] = {
     State.PARKED: (frozenset({S.TERMINATED, S.PURGED}), "parked_but_terminated"),
 }
 KINDS = tuple(kind for _, kind in _DIVERGES.values())
-FIELDS = ("divergence", "request_id", "journal_state", "vendor_status", "subscription_id", "adapter", "updated_at",
-          "detail")
+FIELDS = (
+    "divergence",
+    "request_id",
+    "journal_state",
+    "vendor_status",
+    "subscription_id",
+    "adapter",
+    "updated_at",
+    "detail",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +102,13 @@ class _Pace:
 
 
 def reconcile(
-    config: Config, journal: Journal, adapters: Mapping[str, VendorAdapter], *,
-    since: datetime, until: datetime | None = None, settings: ReconcileConfig | None = None,
+    config: Config,
+    journal: Journal,
+    adapters: Mapping[str, VendorAdapter],
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    settings: ReconcileConfig | None = None,
     stop: threading.Event | None = None,
 ) -> Reconciliation:
     """Read the vendor's status of every finished request in the range; see the module docstring.
@@ -105,8 +119,11 @@ def reconcile(
     result = Reconciliation()
     todo: list[tuple[RequestRecord, str, VendorAdapter]] = []
     for record in journal.records(states=STATES, updated_since=since, updated_until=until):
-        name = str(record.data.get("adapter") or config.adapter_for(record.product_id or "", record.environment or "")
-                   or "")
+        name = str(
+            record.data.get("adapter")
+            or config.adapter_for(record.product_id or "", record.environment or "")
+            or ""
+        )
         adapter = adapters.get(name)
         if adapter is None or not has_status_read(adapter) or not record.subscription_id:
             result.skipped += 1
@@ -123,8 +140,11 @@ def reconcile(
                 return
         else:
             pace.wait()
-        call = VendorCall(request=stub_request(record.request_id, record), subscription_id=record.subscription_id or "",
-                          idempotency_key=f"{record.idempotency_key}:reconcile")
+        call = VendorCall(
+            request=stub_request(record.request_id, record),
+            subscription_id=record.subscription_id or "",
+            idempotency_key=f"{record.idempotency_key}:reconcile",
+        )
         try:
             status: Any = adapter.status(call)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - a custom adapter may raise anything
@@ -133,9 +153,13 @@ def reconcile(
         with lock:
             result.checked += 1
             if row is not None:
-                (result.unreadable if row.divergence == "unreadable" else result.divergences).append(row)
+                (
+                    result.unreadable if row.divergence == "unreadable" else result.divergences
+                ).append(row)
 
-    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="reconcile") as pool:
+    with ThreadPoolExecutor(
+        max_workers=settings.concurrency, thread_name_prefix="reconcile"
+    ) as pool:
         list(pool.map(check, todo))
     result.divergences.sort(key=lambda d: d.request_id)
     result.unreadable.sort(key=lambda d: d.request_id)
@@ -144,8 +168,13 @@ def reconcile(
 
 def _row(record: RequestRecord, adapter: str, status: Any) -> Divergence | None:
     when = record.updated_at.isoformat().replace("+00:00", "Z") if record.updated_at else ""
-    base = dict(request_id=record.request_id, journal_state=record.state.value, subscription_id=record.subscription_id
-                or "", adapter=adapter, updated_at=when)
+    base = dict(
+        request_id=record.request_id,
+        journal_state=record.state.value,
+        subscription_id=record.subscription_id or "",
+        adapter=adapter,
+        updated_at=when,
+    )
     if not isinstance(status, SubscriptionStatus) or status is S.UNKNOWN:
         detail = getattr(status, "detail", None) or str(getattr(status, "value", status))
         return Divergence("unreadable", vendor_status="unknown", detail=mask(detail)[:300], **base)
@@ -163,23 +192,41 @@ def _row(record: RequestRecord, adapter: str, status: Any) -> Divergence | None:
 
 # -- the command ------------------------------------------------------------------------------------
 
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     from processor.ops.commands import _since, _until  # the same dates as report's
 
-    parser.add_argument("-c", "--config", default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
-                        help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG)")
-    parser.add_argument("--since", type=_since, required=True, metavar="WHEN",
-                        help="requests last changed at or after WHEN (ISO 8601 date or time)")
-    parser.add_argument("--until", type=_until, metavar="WHEN",
-                        help="and before WHEN (a bare date includes that whole day; default: now)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
+        help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG)",
+    )
+    parser.add_argument(
+        "--since",
+        type=_since,
+        required=True,
+        metavar="WHEN",
+        help="requests last changed at or after WHEN (ISO 8601 date or time)",
+    )
+    parser.add_argument(
+        "--until",
+        type=_until,
+        metavar="WHEN",
+        help="and before WHEN (a bare date includes that whole day; default: now)",
+    )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    parser.add_argument("--concurrency", type=int, help="status reads at a time (reconcile.concurrency)")
-    parser.add_argument("--rate", type=float, help="status reads per second at most (reconcile.rate)")
+    parser.add_argument(
+        "--concurrency", type=int, help="status reads at a time (reconcile.concurrency)"
+    )
+    parser.add_argument(
+        "--rate", type=float, help="status reads per second at most (reconcile.rate)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from processor.ops.commands import existing_journal
     from processor.daemon.runtime import load_adapters
+    from processor.ops.commands import existing_journal
 
     config = load_config(args.config)
     overrides = {k: v for k, v in (("concurrency", args.concurrency), ("rate", args.rate)) if v}
@@ -187,8 +234,14 @@ def run(args: argparse.Namespace) -> int:
     adapters = load_adapters(config)
     try:
         with existing_journal(config) as journal:
-            result = reconcile(config, journal, adapters, since=args.since, until=args.until, settings=settings)
-    except (JournalError, SchemaError, OSError) as exc:  # a missing or unreachable journal: one line
+            result = reconcile(
+                config, journal, adapters, since=args.since, until=args.until, settings=settings
+            )
+    except (
+        JournalError,
+        SchemaError,
+        OSError,
+    ) as exc:  # a missing or unreachable journal: one line
         print(f"cancel-processor: reconcile: {mask(str(exc))}", file=sys.stderr)
         return 2
     finally:
@@ -203,9 +256,17 @@ def run(args: argparse.Namespace) -> int:
 def write(result: Reconciliation, fmt: str, out: IO[str]) -> None:
     rows = result.divergences + result.unreadable
     if fmt == "json":
-        json.dump({"checked": result.checked, "skipped": result.skipped, "status": result.status,
-                   "divergences": [asdict(d) for d in result.divergences],
-                   "unreadable": [asdict(d) for d in result.unreadable]}, out, indent=2)
+        json.dump(
+            {
+                "checked": result.checked,
+                "skipped": result.skipped,
+                "status": result.status,
+                "divergences": [asdict(d) for d in result.divergences],
+                "unreadable": [asdict(d) for d in result.unreadable],
+            },
+            out,
+            indent=2,
+        )
         out.write("\n")
         return
     if fmt == "csv":
@@ -214,9 +275,11 @@ def write(result: Reconciliation, fmt: str, out: IO[str]) -> None:
         writer.writerows(asdict(d) for d in rows)
         return
     _table(rows, out)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    out.write(f"{now}: {result.checked} checked, {len(result.divergences)} divergent, "
-              f"{len(result.unreadable)} unreadable, {result.skipped} skipped (no status read)\n")
+    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    out.write(
+        f"{now}: {result.checked} checked, {len(result.divergences)} divergent, "
+        f"{len(result.unreadable)} unreadable, {result.skipped} skipped (no status read)\n"
+    )
 
 
 def _table(rows: Iterable[Divergence], out: IO[str]) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 from processor.adapters.base import VendorAdapter
 from processor.config.schema import Config
@@ -35,19 +35,30 @@ log = get_logger(component="reconcile")
 
 
 class ReconcileSchedule:
-    def __init__(self, config: Config, journal: Journal, adapters: Mapping[str, VendorAdapter],
-                 metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        adapters: Mapping[str, VendorAdapter],
+        metrics: Metrics,
+    ) -> None:
         every = config.reconcile.every
         if every is None:
             raise ValueError("reconcile.every is not set: nothing to schedule")
         self.config, self.journal, self.adapters, self.metrics = config, journal, adapters, metrics
         self.every = every
         self._stop = threading.Event()
-        self._deadline: float | None = None  # time.monotonic() by which join() gives up, once stopping
+        self._deadline: float | None = (
+            None  # time.monotonic() by which join() gives up, once stopping
+        )
         self._thread = threading.Thread(target=self._loop, name="reconcile-schedule")
 
     def start(self) -> ReconcileSchedule:
-        log.info("reconcile_scheduled", every_seconds=self.every, window_seconds=self.config.reconcile.window)
+        log.info(
+            "reconcile_scheduled",
+            every_seconds=self.every,
+            window_seconds=self.config.reconcile.window,
+        )
         self._thread.start()
         return self
 
@@ -67,7 +78,7 @@ class ReconcileSchedule:
     def run_once(self) -> Reconciliation | None:
         """One reconciliation over the window; its result, or None when a stop cut it short."""
         started = time.monotonic()
-        since = datetime.now(timezone.utc) - timedelta(seconds=self.config.reconcile.window)
+        since = datetime.now(UTC) - timedelta(seconds=self.config.reconcile.window)
         result = reconcile(self.config, self.journal, self.adapters, since=since, stop=self._stop)
         if result.interrupted:
             log.info("reconcile_interrupted", checked=result.checked)
@@ -79,14 +90,26 @@ class ReconcileSchedule:
         counts = dict.fromkeys(KINDS, 0)
         for row in result.divergences:
             counts[row.divergence] = counts.get(row.divergence, 0) + 1
-            log.warning("reconcile_divergence", request_id=row.request_id, kind=row.divergence,
-                        subscription_id=row.subscription_id, vendor_status=row.vendor_status, adapter=row.adapter)
+            log.warning(
+                "reconcile_divergence",
+                request_id=row.request_id,
+                kind=row.divergence,
+                subscription_id=row.subscription_id,
+                vendor_status=row.vendor_status,
+                adapter=row.adapter,
+            )
         for kind, count in counts.items():
             self.metrics.reconcile_divergences.labels(kind=kind).set(count)
         self.metrics.reconcile_unreadable.set(len(result.unreadable))
         self.metrics.reconcile_completed.set(time.time())
-        log.info("reconcile_completed", checked=result.checked, divergent=len(result.divergences),
-                 unreadable=len(result.unreadable), skipped=result.skipped, seconds=round(seconds, 3))
+        log.info(
+            "reconcile_completed",
+            checked=result.checked,
+            divergent=len(result.divergences),
+            unreadable=len(result.unreadable),
+            skipped=result.skipped,
+            seconds=round(seconds, 3),
+        )
 
     def _loop(self) -> None:
         while not self._stop.is_set():

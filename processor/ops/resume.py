@@ -22,7 +22,9 @@ __all__ = ["configure_parser", "run"]
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("adapter", help="the adapter's name under adapters")
     parser.add_argument(
-        "-c", "--config", default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
+        "-c",
+        "--config",
+        default=os.environ.get("CANCEL_PROCESSOR_CONFIG"),
         help="YAML configuration file (env CANCEL_PROCESSOR_CONFIG)",
     )
 
@@ -31,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.adapter not in config.adapters:
         known = ", ".join(sorted(config.adapters)) or "none defined"
-        print(f"cancel-processor: resume: no adapter {args.adapter!r} under adapters ({known})", file=sys.stderr)
+        print(
+            f"cancel-processor: resume: no adapter {args.adapter!r} under adapters ({known})",
+            file=sys.stderr,
+        )
         return 2
     latches = LatchFile(latch_path(config))
     try:
@@ -42,5 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if lifted is None:
         print(f"adapter {args.adapter}: not latched ({latches.path})")
         return 1
-    print(f"adapter {args.adapter}: resumed; it was latched since {lifted.get('since')}: {lifted.get('reason')}")
+    print(
+        f"adapter {args.adapter}: resumed; it was latched since {lifted.get('since')}: {lifted.get('reason')}"
+    )
     return 0

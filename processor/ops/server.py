@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -38,13 +39,13 @@ from starlette.routing import Route
 
 from processor.config.schema import Config, ConfigError
 from processor.journal.base import Journal, JournalError, State
-from processor.ops.serving import ServerThread
 from processor.observe import Metrics, get_logger, mask, register_secret
 from processor.ops import page
 from processor.ops.actions import ActionRefused, retry_request
 from processor.ops.guard import Guard, is_loopback_host
 from processor.ops.listing import Filters, newest, why_waiting
 from processor.ops.readiness import Readiness, is_ready
+from processor.ops.serving import ServerThread
 
 __all__ = ["create_ops_app", "OpsServer", "build_ops_server", "MIN_TOKEN_LENGTH", "ACTOR"]
 
@@ -54,12 +55,21 @@ log = get_logger(component="ops")
 
 
 def _html(text: str, nonce: str, status: int = 200) -> HTMLResponse:
-    policy = (f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src 'self'; "
-              "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-    return HTMLResponse(text, status_code=status, headers={
-        "content-security-policy": policy, "x-content-type-options": "nosniff", "x-frame-options": "DENY",
-        "referrer-policy": "same-origin", "cache-control": "no-store",
-    })
+    policy = (
+        f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return HTMLResponse(
+        text,
+        status_code=status,
+        headers={
+            "content-security-policy": policy,
+            "x-content-type-options": "nosniff",
+            "x-frame-options": "DENY",
+            "referrer-policy": "same-origin",
+            "cache-control": "no-store",
+        },
+    )
 
 
 def _message(status: int, title: str, text: str) -> HTMLResponse:
@@ -82,14 +92,21 @@ def _same_origin(request: Request) -> bool:
 
 def _local_path(value: str | None) -> str:
     """``value`` if it is a path on this server, else ``/`` (a redirect must not leave the site)."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and "\n" not in value:
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith(("//", "/\\"))
+        and "\n" not in value
+    ):
         return value
     return "/"
 
 
 def _with_notice(path: str, request_id: str) -> str:
     parts = urlsplit(path)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "retried"] + [("retried", request_id)]
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "retried"] + [
+        ("retried", request_id)
+    ]
     return f"{parts.path}?{urlencode(query)}"
 
 
@@ -102,7 +119,7 @@ def create_ops_app(
     bound_to_loopback: bool,
     max_body_bytes: int = 64 * 1024,
     rows: int = 100,
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Any:
     """The ops ASGI app. Raises ValueError when not bound to loopback without a token, or when a
     token is shorter than :data:`MIN_TOKEN_LENGTH` characters."""
@@ -127,7 +144,9 @@ def create_ops_app(
             metrics.parked.set(journal.counts().get(State.PARKED, 0))
         except JournalError as exc:  # the scrape still answers: the other series are in memory
             log.warning("metrics_journal_unavailable", error=mask(str(exc)))
-        return Response(generate_latest(metrics.registry), headers={"content-type": CONTENT_TYPE_LATEST})
+        return Response(
+            generate_latest(metrics.registry), headers={"content-type": CONTENT_TYPE_LATEST}
+        )
 
     def index(request: Request) -> Response:
         try:
@@ -135,18 +154,26 @@ def create_ops_app(
         except ValueError as exc:
             return _message(400, "Bad filter", str(exc))
         attention = {
-            state: [(r, why_waiting(journal, r))
-                    for r in newest(journal, Filters(state=state), limit=rows).records]
+            state: [
+                (r, why_waiting(journal, r))
+                for r in newest(journal, Filters(state=state), limit=rows).records
+            ]
             for state in (State.PARKED, State.WAITING_HUMAN)
         }
         kept = [(k, v) for k, v in request.query_params.multi_items() if k != "retried"]
         retried = request.query_params.get("retried")
         view = page.IndexView(
-            counts=journal.counts(), filters=filters, recent=newest(journal, filters, limit=rows),
-            parked=attention[State.PARKED], waiting=attention[State.WAITING_HUMAN], journal_url=journal.url,
-            generated_at=clock(), back="/" + (f"?{urlencode(kept)}" if kept else ""),
+            counts=journal.counts(),
+            filters=filters,
+            recent=newest(journal, filters, limit=rows),
+            parked=attention[State.PARKED],
+            waiting=attention[State.WAITING_HUMAN],
+            journal_url=journal.url,
+            generated_at=clock(),
+            back="/" + (f"?{urlencode(kept)}" if kept else ""),
             notice=f"{retried} was sent back to new: the processor takes it up on its next pass"
-            if retried else None,
+            if retried
+            else None,
         )
         nonce = secrets.token_urlsafe(12)
         return _html(page.render_index(view, nonce=nonce), nonce)
@@ -158,14 +185,21 @@ def create_ops_app(
             return _message(404, "Not in the journal", f"{request_id} is not in the journal.")
         retried = request.query_params.get("retried") == request_id
         nonce = secrets.token_urlsafe(12)
-        html = page.render_request(record, journal.transitions(request_id), nonce=nonce,
-                                   notice="sent back to new: the processor takes it up on its next pass"
-                                   if retried else None)
+        html = page.render_request(
+            record,
+            journal.transitions(request_id),
+            nonce=nonce,
+            notice="sent back to new: the processor takes it up on its next pass"
+            if retried
+            else None,
+        )
         return _html(html, nonce)
 
     async def retry(request: Request) -> Response:
         if not _same_origin(request):
-            return _message(403, "Refused", "This form may only be posted from the status page itself.")
+            return _message(
+                403, "Refused", "This form may only be posted from the status page itself."
+            )
         request_id = request.path_params["request_id"]
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
         try:
@@ -173,7 +207,9 @@ def create_ops_app(
         except ActionRefused as refused:
             return _message(409, "Not retried", str(refused))
         log.info("operator_retry", request_id=request_id, from_state=done.before.value, actor=ACTOR)
-        return RedirectResponse(_with_notice(_local_path(form.get("next")), request_id), status_code=303)
+        return RedirectResponse(
+            _with_notice(_local_path(form.get("next")), request_id), status_code=303
+        )
 
     def journal_down(request: Request, exc: Exception) -> Response:
         log.warning("ops_journal_unavailable", path=request.url.path, error=mask(str(exc)))
@@ -203,7 +239,9 @@ class OpsServer:
     def __init__(
         self, app: Any, host: str = "127.0.0.1", port: int = 9464, *, limit_concurrency: int = 32
     ) -> None:
-        self._thread = ServerThread(app, host, port or None, http="h11", limit_concurrency=limit_concurrency)
+        self._thread = ServerThread(
+            app, host, port or None, http="h11", limit_concurrency=limit_concurrency
+        )
 
     @property
     def url(self) -> str:
@@ -213,7 +251,7 @@ class OpsServer:
     def port(self) -> int:
         return self._thread.port
 
-    def start(self, timeout: float = 10.0) -> "OpsServer":
+    def start(self, timeout: float = 10.0) -> OpsServer:
         """Raises RuntimeError when the port cannot be bound (in use, not permitted)."""
         self._thread.start(timeout)
         log.info("ops_server_started", url=self.url)
@@ -222,7 +260,7 @@ class OpsServer:
     def stop(self, timeout: float = 10.0) -> None:
         self._thread.stop(timeout)
 
-    def __enter__(self) -> "OpsServer":
+    def __enter__(self) -> OpsServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -247,12 +285,25 @@ def build_ops_server(
     token = environ.get(http.token_env) or None
     loopback = is_loopback_host(http.host)
     if token is None and not loopback:
-        raise ConfigError(config.source, "http.host", (
-            f"{http.host} is not a loopback address: set {http.token_env} to a token of at least "
-            f"{MIN_TOKEN_LENGTH} characters, or bind to 127.0.0.1"))
+        raise ConfigError(
+            config.source,
+            "http.host",
+            (
+                f"{http.host} is not a loopback address: set {http.token_env} to a token of at least "
+                f"{MIN_TOKEN_LENGTH} characters, or bind to 127.0.0.1"
+            ),
+        )
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        raise ConfigError(config.source, "http.token_env",
-                          f"{http.token_env} holds a token shorter than {MIN_TOKEN_LENGTH} characters")
-    app = create_ops_app(journal=journal, metrics=metrics, readiness=readiness, token=token,
-                         bound_to_loopback=loopback)
+        raise ConfigError(
+            config.source,
+            "http.token_env",
+            f"{http.token_env} holds a token shorter than {MIN_TOKEN_LENGTH} characters",
+        )
+    app = create_ops_app(
+        journal=journal,
+        metrics=metrics,
+        readiness=readiness,
+        token=token,
+        bound_to_loopback=loopback,
+    )
     return OpsServer(app, http.host, http.port)

@@ -29,11 +29,22 @@ class HeadLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_bytes:
+        if (
+            scope["type"] == "http"
+            and sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_bytes
+        ):
             body = b"request headers too large\n"
-            await send({"type": "http.response.start", "status": 431, "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 431,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
@@ -72,7 +83,9 @@ class ServerThread:
     ...     requests.get(server.url + "/healthz")
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any
+    ) -> None:
         self.host = host
         self._socket: socket.socket | None = None
         if port:
@@ -89,14 +102,17 @@ class ServerThread:
         self._server = uvicorn.Server(_config(app, self.host, self.port, **kwargs))
         sockets = [self._socket] if self._socket is not None else None
         # uvicorn captures signals only on the main thread, so a background server leaves them alone.
-        self._thread = threading.Thread(target=lambda: self._server.run(sockets=sockets),
-                                        name=f"server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: self._server.run(sockets=sockets),
+            name=f"server-{self.port}",
+            daemon=True,
+        )
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "ServerThread":
+    def start(self, timeout: float = 10.0) -> ServerThread:
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         self._thread.start()
         deadline = time.monotonic() + timeout
@@ -112,7 +128,7 @@ class ServerThread:
         if self._socket is not None:
             self._socket.close()
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from processor.config.policy import BUILTIN_POLICY, MatchConfig, PolicyConfig
 from processor.config.schema import Config
 from processor.model import CancelRequest
-from processor.config.policy import BUILTIN_POLICY, MatchConfig, PolicyConfig
 
 __all__ = ["Decision", "Policy", "Action"]
 
@@ -67,7 +67,10 @@ class Policy:
     @property
     def schedules(self) -> bool:
         """Whether any policy uses Connect's schedule action (the daemon then watches revocations)."""
-        policies = [self.config.policy_named(self.config.fallback_policy), *self.config.policies.values()]
+        policies = [
+            self.config.policy_named(self.config.fallback_policy),
+            *self.config.policies.values(),
+        ]
         return any(p.timing == "end_of_period" for p in policies)
 
     def select(self, request: CancelRequest) -> tuple[str, PolicyConfig]:
@@ -80,7 +83,9 @@ class Policy:
 
     def decide(self, request: CancelRequest, *, released: bool = False) -> Decision:
         if not request.is_cancel:
-            return Decision("ignore", reason=f"not a cancel request (type {request.type or 'unknown'})")
+            return Decision(
+                "ignore", reason=f"not a cancel request (type {request.type or 'unknown'})"
+            )
         if request.product_id not in self.config.products:
             # Refuse to act for a product this processor is not configured for, even if the API
             # returned it (a mis-scoped API key or a filter bug must not end someone else's subscription).
@@ -118,7 +123,9 @@ def _matches(match: MatchConfig, request: CancelRequest) -> bool:
         return False
     if match.customer and request.customer_id not in match.customer:
         return False
-    if match.mpn and not any(item.mpn in match.mpn and _owned(item.quantity) for item in request.items):
+    if match.mpn and not any(
+        item.mpn in match.mpn and _owned(item.quantity) for item in request.items
+    ):
         return False
     for param, values in match.params.items():
         # An empty or absent parameter reads as "" so that a rule can match "no value given".

@@ -18,9 +18,10 @@ move when the configuration changes while a request is under way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from processor.config.policy import PolicyConfig
 
@@ -28,7 +29,7 @@ __all__ = ["Dates", "effective_date", "end_of_month", "iso", "from_iso", "human"
 
 
 def iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat()
+    return value.astimezone(UTC).isoformat()
 
 
 def from_iso(value: Any) -> datetime | None:
@@ -38,14 +39,14 @@ def from_iso(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def human(value: datetime | None) -> str:
     """How a date reads in a note to the customer: unambiguous, in UTC."""
     if value is None:
         return "unknown"
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     if (value.hour, value.minute, value.second) == (0, 0, 0):
         return value.strftime("%Y-%m-%d")
     return value.strftime("%Y-%m-%d %H:%M UTC")
@@ -53,9 +54,9 @@ def human(value: datetime | None) -> str:
 
 def end_of_month(now: datetime) -> datetime:
     """The first instant of the next calendar month, UTC."""
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    return datetime(year, month, 1, tzinfo=timezone.utc)
+    return datetime(year, month, 1, tzinfo=UTC)
 
 
 def effective_date(
@@ -88,7 +89,7 @@ class Dates:
     purge_at: datetime | None
 
     @classmethod
-    def plan(cls, policy: PolicyConfig, effective_at: datetime) -> "Dates":
+    def plan(cls, policy: PolicyConfig, effective_at: datetime) -> Dates:
         terminate_at = effective_at + timedelta(days=policy.grace_days)
         retention = policy.retention_days
         purge_at = terminate_at + timedelta(days=retention) if retention is not None else None
@@ -103,7 +104,7 @@ class Dates:
         """Until when the customer can still get the service back (only with a grace period)."""
         return self.terminate_at if self.graced else None
 
-    def terminated(self, at: datetime, retention_days: int | None) -> "Dates":
+    def terminated(self, at: datetime, retention_days: int | None) -> Dates:
         """The plan once the vendor terminated at ``at``: the purge counts from the real moment."""
         if retention_days is None:
             return self
@@ -122,8 +123,11 @@ class Dates:
         }
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> "Dates | None":
-        effective_at, terminate_at = from_iso(data.get("effective_at")), from_iso(data.get("terminate_at"))
+    def from_data(cls, data: Mapping[str, Any]) -> Dates | None:
+        effective_at, terminate_at = (
+            from_iso(data.get("effective_at")),
+            from_iso(data.get("terminate_at")),
+        )
         if effective_at is None or terminate_at is None:
             return None
         return cls(effective_at, terminate_at, from_iso(data.get("purge_at")))
