@@ -119,7 +119,8 @@ class Failure:
 
 @dataclass(frozen=True)
 class Waiting:
-    """A call under way: what it is, since when (``clock()`` seconds), which attempt, why it retried."""
+    """A call under way: what it is, since when (``clock()`` seconds), which attempt, why it
+    retried."""
 
     operation: str
     since: float
@@ -136,7 +137,8 @@ class CallFailed(Exception):
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if
+    absent or bad."""
     if not value:
         return None
     text = value.strip()
@@ -182,7 +184,8 @@ def classify(exc: ClientError, now: float) -> Failure:
 
 
 def _tls_reason(exc: BaseException) -> str:
-    """The innermost SSL error's words ("certificate verify failed: self-signed certificate ...")."""
+    """The innermost SSL error's words ("certificate verify failed: self-signed certificate
+    ...")."""
     pending, seen = [exc], 0
     while pending and seen < 16:
         err = pending.pop()
@@ -267,7 +270,8 @@ class Retrier:
             return sorted(self._calls.values(), key=lambda w: w.since)
 
     def _pause(self, operation: str, seconds: float) -> None:
-        """A backoff or throttle wait that ends with :class:`Stopping` when the stop event is set."""
+        """A backoff or throttle wait that ends with :class:`Stopping` when the stop event is
+        set."""
         if self.stop.is_set():
             raise Stopping(operation)
         if self._sleep is None:
@@ -279,7 +283,8 @@ class Retrier:
             raise Stopping(operation)
 
     def once(self, send: Callable[[], T]) -> T:
-        """One attempt: wait for the throttle gate, call, classify a failure as :class:`CallFailed`."""
+        """One attempt: wait for the throttle gate, call, classify a failure as
+        :class:`CallFailed`."""
         self._pass_gate()
         started = time.perf_counter()
         try:
