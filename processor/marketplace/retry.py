@@ -243,20 +243,36 @@ class Retrier:
         Errors come out typed: :class:`TransientError`, :class:`Unauthorized`, :class:`NotFound`,
         :class:`ActionRefused`; a :class:`MarketplaceError` raised by ``attempt`` passes through.
         """
-        retrying = Retrying(
-            stop=stop_after_attempt(self.settings.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception(self._retryable),
-            sleep=lambda seconds: self._pause(operation, seconds),
-            before_sleep=lambda state: self._before_sleep(operation, state),
-            reraise=True,
-        )
         self._operation.name = operation
         me = threading.get_ident()
         with self._calls_lock:
             self._calls[me] = Waiting(operation, self._clock())
         try:
-            return retrying(attempt)
+            try:
+                # The first attempt runs bare: most calls succeed at once, and building tenacity's
+                # machinery for each of them costs more CPU than the call's own bookkeeping.
+                return attempt()
+            except CallFailed as failed:
+                if not self._retryable(failed) or self.settings.max_attempts <= 1:
+                    raise
+                first: list[CallFailed] = [failed]
+            # Tenacity takes over from the first failure, which it sees as its own first attempt,
+            # so waits, logs, hooks and the attempt limit are those of a call that failed once.
+            retrying = Retrying(
+                stop=stop_after_attempt(self.settings.max_attempts),
+                wait=self._wait,
+                retry=retry_if_exception(self._retryable),
+                sleep=lambda seconds: self._pause(operation, seconds),
+                before_sleep=lambda state: self._before_sleep(operation, state),
+                reraise=True,
+            )
+
+            def again() -> T:
+                if first:
+                    raise first.pop()
+                return attempt()
+
+            return retrying(again)
         except CallFailed as failed:
             raise self.error(operation, failed.failure) from None
         finally:
