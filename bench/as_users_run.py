@@ -92,6 +92,7 @@ def processor(
 ) -> Run:
     """``cancel-processor run --once`` to the end; ``source``: a tree to import ``processor``
     from."""
+    workdir = Path(tempfile.mkdtemp(prefix="processor-", dir=workdir))  # a fresh journal each run
     config = workdir / "processor.yaml"
     config.write_text(yaml.safe_dump(user_config(servers, workdir, concurrency)))
     script = Path(sys.executable).with_name("cancel-processor")
