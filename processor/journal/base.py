@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 
-class State(str, Enum):
+# Not StrEnum: str(State.NEW) stays "State.NEW" wherever a message formats a state.
+class State(str, Enum):  # noqa: UP042
     NEW = "new"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
@@ -68,8 +69,8 @@ class State(str, Enum):
     PARKED = "parked"
 
 
-# States in which the processor makes no further call on its own. ``approved`` rows may still carry a
-# purge timer (``next_attempt_at`` not null): ``claim_due`` finds those.
+# States in which the processor makes no further call on its own. ``approved`` rows may still
+# carry a purge timer (``next_attempt_at`` not null): ``claim_due`` finds those.
 FINAL_STATES = frozenset({State.APPROVED, State.FAILED, State.REVOKED, State.CLOSED, State.PARKED})
 # States whose reaching is told to the request's conversation: outcomes, and what waits (and why).
 # The stores' ``unnoted`` query and its partial index (migration 0002) spell the same list in SQL,
@@ -82,7 +83,8 @@ class JournalError(Exception):
 
 
 class SchemaError(JournalError):
-    """The database schema is missing or older than this code: run ``cancel-processor journal migrate``."""
+    """The database schema is missing or older than this code: run ``cancel-processor journal
+    migrate``."""
 
 
 class LeaseLost(JournalError):
@@ -218,8 +220,9 @@ class Journal(Protocol):
 
     def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
         """An operator's hand (``retry``/``park`` commands): set the state regardless of leases,
-        bumping the fence so that any worker still holding a claim loses it. The step starts afresh:
-        the lease, ``next_attempt_at`` and ``attempts`` are cleared. :class:`KeyError` if unknown."""
+        bumping the fence so that any worker still holding a claim loses it. The step starts
+        afresh: the lease, ``next_attempt_at`` and ``attempts`` are cleared. :class:`KeyError` if
+        unknown."""
 
     def get(self, request_id: str) -> RequestRecord | None: ...
 
