@@ -234,27 +234,11 @@ class PostgresConnector:
 
 
 class PostgresJournal(StoreJournal):
-    """The :class:`~processor.journal.base.Journal` on PostgreSQL (psycopg 3 and its pool)."""
+    """The :class:`~processor.journal.base.Journal` on PostgreSQL (psycopg 3 and its pool).
+    ``options`` are :class:`PostgresConnector`'s (an unknown one raises :class:`TypeError`)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        clock: Clock = utcnow,
-        pool_size: int = 8,
-        min_size: int = 1,
-        schema: str | None = None,
-        connect_timeout: float = 10.0,
-        stall_timeout: float = 5.0,
-    ) -> None:
-        self._connector = PostgresConnector(
-            url,
-            pool_size=pool_size,
-            min_size=min_size,
-            schema=schema,
-            connect_timeout=connect_timeout,
-            stall_timeout=stall_timeout,
-        )
+    def __init__(self, url: str, *, clock: Clock = utcnow, **options: Any) -> None:
+        self._connector = PostgresConnector(url, **options)
         super().__init__(self._connector, clock=clock)
 
     def _write(self) -> contextlib.AbstractContextManager[Cursor]:

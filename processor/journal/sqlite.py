@@ -202,22 +202,13 @@ class SQLiteConnector:
 
 
 class SQLiteJournal(StoreJournal):
-    """The :class:`~processor.journal.base.Journal` on an SQLite file (or ``:memory:``)."""
+    """The :class:`~processor.journal.base.Journal` on an SQLite file (or ``:memory:``).
+    ``options`` are :class:`SQLiteConnector`'s (an unknown one raises :class:`TypeError`)."""
 
     def __init__(
-        self,
-        path: str,
-        *,
-        clock: Clock = utcnow,
-        url: str | None = None,
-        busy_timeout: float = 30.0,
-        connections: Connections = "shared",
-        auto_migrate: bool = False,
+        self, path: str, *, clock: Clock = utcnow, auto_migrate: bool = False, **options: Any
     ) -> None:
-        connector = SQLiteConnector(
-            path, url=url, busy_timeout=busy_timeout, connections=connections
-        )
-        super().__init__(connector, clock=clock)
+        super().__init__(SQLiteConnector(path, **options), clock=clock)
         self.path = path
         if auto_migrate:
             self.migrate()
