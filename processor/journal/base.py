@@ -154,9 +154,11 @@ class Claim:
 
 
 class Journal(Protocol):
-    """A store. Implementations: :mod:`processor.journal.sqlite`, :mod:`processor.journal.postgres`.
+    """A store. Implementation: :class:`~processor.journal.store.StoreJournal`, the rules written
+    once over the connectors of :mod:`processor.journal.sqlite` and
+    :mod:`processor.journal.postgres`.
 
-    Both also offer ``senders``, the per-request send rights of :mod:`processor.journal.holders`
+    It also offers ``senders``, the per-request send rights of :mod:`processor.journal.holders`
     (given up by :meth:`release`); the engine falls back to a process-local table without them."""
 
     url: str
