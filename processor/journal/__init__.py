@@ -37,7 +37,8 @@ _POSTGRES_OPTIONS = frozenset({"pool_size", "min_size", "stall_timeout"})
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (in the user info and in a ``password=`` query)."""
+    """``url`` with any password replaced by ``***`` (in the user info and in a ``password=``
+    query)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url if ":" not in url and "@" not in url else "<unparsable URL>"
