@@ -50,7 +50,7 @@ def engine_for(
     return Engine(
         config=make_config(**processing),
         journal=journal,
-        marketplace=market,  # type: ignore[arg-type]
+        marketplace=market,
         adapters={"vendor": adapter},
         owner=owner,
         metrics=Metrics(),

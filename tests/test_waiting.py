@@ -57,7 +57,7 @@ def test_lists_requests_routed_to_people_and_with_timers_the_dates_ahead(
     engine = Engine(
         config=config,
         journal=journal,
-        marketplace=PolicyMarketplace([routed, graced]),  # type: ignore[arg-type]
+        marketplace=PolicyMarketplace([routed, graced]),
         adapters={"vendor": StepAdapter()},
         owner="w",
         metrics=Metrics(),
