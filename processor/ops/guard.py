@@ -130,7 +130,8 @@ class Guard:
         return None
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
-        """True to go on; otherwise the answer (401, or the redirect that sets the cookie) is sent."""
+        """True to go on; otherwise the answer (401, or the redirect that sets the cookie) is
+        sent."""
         assert self._token is not None and self._session is not None
         headers = scope["headers"]
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)

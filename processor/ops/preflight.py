@@ -1,4 +1,5 @@
-"""``cancel-processor check -c CONFIG``: is this configuration able to work, before it touches anything?
+"""``cancel-processor check -c CONFIG``: is this configuration able to work, before it touches
+anything?
 
 One line per check, in this order; each is ``ok``, ``warn``, ``config`` or ``unreachable``:
 
@@ -106,7 +107,8 @@ def run_checks(
 
 
 def _reachable_adapters(config: Config, policy: str) -> set[str]:
-    """The adapters a policy can run on: products and connection types its rules (or the default) cover."""
+    """The adapters a policy can run on: products and connection types its rules (or the default)
+    cover."""
     combos: set[tuple[str, str]] = set()
     everything = {(p, e) for p in config.products for e in _ENVIRONMENTS}
     if config.fallback_policy == policy:
@@ -247,7 +249,7 @@ def _probe(name: str, adapter: VendorAdapter) -> Check:
     )
 
 
-# -- the command ------------------------------------------------------------------------------------
+# -- the command -----------------------------------------------------------------------------------
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
