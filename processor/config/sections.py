@@ -8,7 +8,7 @@ policies and rules are :mod:`processor.config.policy`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from processor.config.compat import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -18,6 +18,7 @@ __all__ = [
     "RetryConfig",
     "ConnectConfig",
     "JournalConfig",
+    "JournalOptions",
     "CircuitConfig",
     "ProcessingConfig",
     "AdapterConfig",
@@ -98,6 +99,13 @@ class ConnectConfig(_Section):
         return parts.scheme == "http" and not is_loopback_host(parts.hostname or "")
 
 
+class JournalOptions(TypedDict):
+    """The keyword arguments :func:`~processor.journal.open_journal` takes from this section."""
+
+    pool_size: int
+    stall_timeout: float
+
+
 class JournalConfig(_Section):
     url: str = "sqlite:///cancel-processor.db"
     lease_seconds: float = Field(
@@ -113,7 +121,7 @@ class JournalConfig(_Section):
     )
 
     @property
-    def options(self) -> dict[str, float | int]:
+    def options(self) -> JournalOptions:
         """What :func:`~processor.journal.open_journal` takes from this section. A transaction
         left idle for half a lease (5 s at most) is a stalled process: PostgreSQL ends it, so its
         row locks do not keep the others from taking its work over once the lease runs out."""

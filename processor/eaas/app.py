@@ -127,8 +127,9 @@ RUNTIMES = RuntimeCache()
 IN_FLIGHT = InFlight()
 
 
+# connect-eaas-core has no type information: its base class and decorators are Any to mypy.
 @variables(DECLARED)
-class CancelEventsApplication(EventsApplicationBase):
+class CancelEventsApplication(EventsApplicationBase):  # type: ignore[misc]
     """Processes cancel requests of the installation's products as Connect delivers them.
 
     ``runtimes`` and ``in_flight`` are process-wide; a subclass with its own behaves as another
@@ -156,7 +157,7 @@ class CancelEventsApplication(EventsApplicationBase):
         ):
             yield
 
-    @event(EVENT_TYPE, statuses=STATUSES)
+    @event(EVENT_TYPE, statuses=STATUSES)  # type: ignore[untyped-decorator]
     def handle_cancel_request(self, request: dict[str, Any]) -> BackgroundResponse:
         with self._task_logging():
             return self._handle(request)
@@ -206,7 +207,7 @@ class CancelEventsApplication(EventsApplicationBase):
         )
         return response
 
-    @schedulable(
+    @schedulable(  # type: ignore[untyped-decorator]
         "Run due timers",
         "Ends grace periods and purges whose time came, takes over requests a stopped instance "
         "left half done, and posts notes Connect did not take. Schedule it every 15 minutes.",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -32,8 +32,9 @@ from processor.config.hosts import is_loopback_host
 
 __all__ = ["Guard", "COOKIE", "PROBES", "is_loopback_host"]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+# Starlette's own ASGI types: the guard wraps its application and is served by uvicorn.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
