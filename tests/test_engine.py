@@ -1,4 +1,5 @@
-"""The engine's state machine on fakes (scripted vendor, in-memory marketplace) and a real SQLite journal."""
+"""The engine's state machine on fakes (scripted vendor, in-memory marketplace) and a real SQLite
+journal."""
 
 from __future__ import annotations
 

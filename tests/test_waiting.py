@@ -1,4 +1,5 @@
-"""``cancel-processor waiting``: what waits for people (and dates), read from a real journal file."""
+"""``cancel-processor waiting``: what waits for people (and dates), read from a real journal
+file."""
 
 from __future__ import annotations
 
