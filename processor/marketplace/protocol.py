@@ -1,8 +1,11 @@
 """What the processor asks of Connect, as a protocol: the seam between a request's life and Connect.
 
-The engine, the daemon, the ops commands and the EaaS tasks call these operations and nothing else
-on the object they are given. :class:`processor.marketplace.gateway.Marketplace` is the real one;
-the unit tests' in-memory Connect implements the same protocol, and mypy checks both against it.
+The engine and the daemon (run by the CLI, the ops commands and the EaaS tasks) call these
+operations and nothing else on the object they are given; the preflight checks and the terminal's
+retry ticker build and use the real gateway themselves.
+:class:`processor.marketplace.gateway.Marketplace` is the real one; the unit tests' in-memory
+Connect implements the same protocol, and mypy checks both against it
+(tests/unit/test_code_habits.py).
 
 Every operation may raise a :class:`~processor.marketplace.errors.MarketplaceError`: a
 :class:`~processor.marketplace.errors.TransientError` when it may be tried again,
