@@ -3,8 +3,8 @@
 Logs are structlog events: JSON lines when stderr is not a terminal (for log shippers), colourful
 console lines when it is. Every event about a request carries the request id, subscription id,
 product, attempt and outcome (the engine binds them). A masking processor replaces every registered
-secret (API keys, vendor tokens) with ``***`` wherever it appears in an event, so a secret that slips
-into an exception message still never reaches the log.
+secret (API keys, vendor tokens) with ``***`` wherever it appears in an event, so a secret that
+slips into an exception message still never reaches the log.
 
 Metrics are prometheus-client collectors on a registry of our own (tests and several engines in one
 process must not collide on the global registry).
@@ -29,7 +29,8 @@ MASK = "***"
 
 
 def register_secret(value: str | None) -> None:
-    """Never let ``value`` reach a log line. Short values are ignored (they would mask ordinary words)."""
+    """Never let ``value`` reach a log line. Short values are ignored (they would mask ordinary
+    words)."""
     if value and len(value) >= 6:
         with _secrets_lock:
             _secrets.add(value)
@@ -231,7 +232,8 @@ class Metrics:
         )
         self.anomaly = Gauge(
             "cancel_vendor_anomaly",
-            "1 while the anomaly guard holds the adapter's circuit open, until cancel-processor resume",
+            "1 while the anomaly guard holds the adapter's circuit open, until cancel-processor "
+            "resume",
             ["adapter"],
             registry=r,
         )

@@ -1,6 +1,6 @@
-"""The circuit breaker: ``with breaker.attempt():`` gives the half-open probe back on every exit path,
-in the breaker itself and through the engine (park without a call, deferral, an exception, a lost
-lease); and an adapter that raises counts toward the poison limit."""
+"""The circuit breaker: ``with breaker.attempt():`` gives the half-open probe back on every exit
+path, in the breaker itself and through the engine (park without a call, deferral, an exception, a
+lost lease); and an adapter that raises counts toward the poison limit."""
 
 from __future__ import annotations
 
@@ -146,7 +146,8 @@ def left_terminating(journal: Journal, payload: dict[str, Any], clock: Clock) ->
 def test_resume_that_parks_without_a_call_gives_the_probe_back(
     journal: Journal, clock: Clock
 ) -> None:
-    """The reported leak: ``_resume_step`` took the probe, then parked (no idempotency, no status)."""
+    """The reported leak: ``_resume_step`` took the probe, then parked (no idempotency, no
+    status)."""
     payload, ticks = cancel_payload(40), Ticks()
     adapter = ScriptedAdapter(idempotency=Idempotency.NONE)
     engine, breaker = engine_with(journal, adapter, FakeMarketplace([payload]), clock, ticks)

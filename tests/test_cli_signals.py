@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench.daemons import catches_sigterm
-from processor.cli.main import _StopRequests
+from processor.daemon.signals import StopRequests as _StopRequests
 
 
 @pytest.fixture

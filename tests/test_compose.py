@@ -2,8 +2,8 @@
 
 Each service's command is parsed by the CLI's own argparse parser (a typo in a subcommand or an
 option fails here, not at ``docker compose up``); the processor's mounted configuration validates
-with :func:`processor.config.schema.load_config` in the environment compose and the Dockerfile give it;
-the services find each other (host names, ports, the shared secrets); the ops server accepts its
+with :func:`processor.config.schema.load_config` in the environment compose and the Dockerfile give
+it; the services find each other (host names, ports, the shared secrets); the ops server accepts its
 0.0.0.0 bind because a long enough token is set; the journal lives on a named volume at the path
 the image's journal URL names; every service has a health check on its own ``/healthz``.
 """

@@ -156,7 +156,8 @@ def test_many_sigkills_at_random_moments(mode: str, tmp_path: Path) -> None:
             f"\n[random kills, mode {mode}] requests={check.requests} kills={kills} "
             f"approved={check.approved} failed={check.failed} lost={check.lost} "
             f"vendor_calls={check.vendor_calls} effective={check.effective_terminations} "
-            f"duplicates={check.duplicate_terminations} approvals_without_termination={check.approvals_without_termination}"
+            f"duplicates={check.duplicate_terminations} "
+            f"approvals_without_termination={check.approvals_without_termination}"
         )
         assert kills >= 3
         assert final.returncode == 0, final.stdout[-3000:]

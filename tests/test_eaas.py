@@ -425,7 +425,7 @@ def test_a_retired_runtime_is_closed_only_after_its_last_task() -> None:
     assert new.closed and len(built) == 2
 
 
-# -- against the live mock marketplace ---------------------------------------------------------------
+# -- against the live mock marketplace -------------------------------------------------------------
 
 
 def sandbox_variables(sandbox: Sandbox, journal: Path) -> dict[str, str]:
@@ -440,8 +440,8 @@ def sandbox_variables(sandbox: Sandbox, journal: Path) -> dict[str, str]:
 def deliver_until_settled(
     app: CancelEventsApplication, sandbox: Sandbox, request_ids: set[str]
 ) -> Counter[str]:
-    """The runner's part: fetch each request fresh, call the handler, deliver rescheduled tasks again
-    (without waiting the countdown: the journal decides when a request is due)."""
+    """The runner's part: fetch each request fresh, call the handler, deliver rescheduled tasks
+    again (without waiting the countdown: the journal decides when a request is due)."""
     responses: Counter[str] = Counter()
     waiting = set(request_ids)
     for _ in range(60):

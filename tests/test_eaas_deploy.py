@@ -279,8 +279,8 @@ def test_on_postgresql_the_schedulable_ends_a_grace_period(
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
             ended = datetime.now(UTC) - timedelta(seconds=1)
             conn.execute(
-                "UPDATE requests SET next_attempt_at = %s, data = jsonb_set(data, '{terminate_at}', "
-                "to_jsonb(%s::text)) WHERE request_id = %s",
+                "UPDATE requests SET next_attempt_at = %s, data = jsonb_set(data, "
+                "'{terminate_at}', to_jsonb(%s::text)) WHERE request_id = %s",
                 (ended, ended.isoformat(), request_id),
             )
         fired = app(sandbox, config).run_due_timers({})

@@ -25,7 +25,8 @@ import pytest
 from tests.conftest import REPO, need_or_skip
 from tests.test_extension_project import RUNNER_TAG
 
-# The release extension/docker-compose.yml's image names: installing it from the index proves it exists.
+# The release extension/docker-compose.yml's image names: installing it from the index proves it
+# exists.
 RUNNER = f"connect-extension-runner=={RUNNER_TAG}"
 EXPECTED = {"connect-extension-runner": RUNNER_TAG, "connect-eaas-core": "37.4"}
 INSTALL_TIMEOUT = 600  # seconds; about a minute with a warm pip cache
@@ -83,7 +84,8 @@ def test_the_project_installs_beside_the_released_runner_and_its_eaas_tests_pass
 
     probe = (
         "import json, importlib.metadata as m; print(json.dumps([{n: m.version(n) for n in "
-        "['connect-extension-runner', 'connect-eaas-core', 'pydantic', 'cancel-processor-extension']}, "
+        "['connect-extension-runner', 'connect-eaas-core', 'pydantic', "
+        "'cancel-processor-extension']}, "
         "json.loads(m.distribution('connect-cancel-processor').read_text('direct_url.json'))]))"
     )
     # Not from the repository's folder: its own metadata (an editable install's) would answer.

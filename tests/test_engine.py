@@ -1,4 +1,5 @@
-"""The engine's state machine on fakes (scripted vendor, in-memory marketplace) and a real SQLite journal."""
+"""The engine's state machine on fakes (scripted vendor, in-memory marketplace) and a real SQLite
+journal."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def engine_for(
     return Engine(
         config=make_config(**processing),
         journal=journal,
-        marketplace=market,  # type: ignore[arg-type]
+        marketplace=market,
         adapters={"vendor": adapter},
         owner=owner,
         metrics=Metrics(),

@@ -91,14 +91,10 @@ def test_the_one_public_cancel_fixture_keeps_its_quirks(shared_reference: Path) 
 
 def test_assignee_as_object_and_as_empty_string(shared_reference: Path) -> None:
     fixtures = shared_reference / "fixtures"
-    approved = parse_request(
-        json.loads(
-            (
-                fixtures
-                / "cloudblue__connect-php-sdk__tests__Unit__ModelsTests__apiOutput__fulfillment_request.json"
-            ).read_text(encoding="utf-8")
-        )
+    php_sdk_request = (
+        "cloudblue__connect-php-sdk__tests__Unit__ModelsTests__apiOutput__fulfillment_request.json"
     )
+    approved = parse_request(json.loads((fixtures / php_sdk_request).read_text(encoding="utf-8")))
     assert approved.assignee == "mserrat@odin.com"
     pending = parse_request(
         json.loads(

@@ -175,9 +175,11 @@ def test_a_frozen_holder_never_makes_a_second_termination(
         record = record_of(journal_url, rid)
         effects = [e for e in sandbox.vendor_effects() if e["action"] == "terminate"]
         summary = (
-            f"mode={mode} takeover_state={after_takeover.state.value} final_state={record.state.value} "
-            f"reason={record.reason!r} effects={[(e['duplicate'], e.get('request_id')) for e in effects]} "
-            f"holder_exit={code_a} takeover_exit={takeover.returncode} final_exit={final.returncode}"
+            f"mode={mode} takeover_state={after_takeover.state.value} "
+            f"final_state={record.state.value} reason={record.reason!r} "
+            f"effects={[(e['duplicate'], e.get('request_id')) for e in effects]} "
+            f"holder_exit={code_a} takeover_exit={takeover.returncode} "
+            f"final_exit={final.returncode}"
         )
         print(summary)
         assert check.duplicate_terminations == 0, summary

@@ -114,5 +114,6 @@ def test_a_run_longer_than_the_window_is_a_configuration_error() -> None:
         load_config(None, environ={"CANCEL_PROCESSOR_GUARD__IN_A_ROW": "60"})
     # The value came from the environment, so the message names the variable, not a file.
     assert str(error.value) == (
-        "environment variable CANCEL_PROCESSOR_GUARD__IN_A_ROW: guard: in_a_row (60) must not exceed window (50)"
+        "environment variable CANCEL_PROCESSOR_GUARD__IN_A_ROW: guard: in_a_row (60) must not "
+        "exceed window (50)"
     )

@@ -1,4 +1,5 @@
-"""The journal's contract, checked on both stores: SQLite (a real file) and PostgreSQL (a fresh schema).
+"""The journal's contract, checked on both stores: SQLite (a real file) and PostgreSQL (a fresh
+schema).
 
 Lease expiry: SQLite times leases by the injected clock, so tests move it; PostgreSQL times them by
 the database clock, so tests use a short lease and wait (bounded) until the server's ``now()`` has
@@ -64,7 +65,8 @@ class Store:
         return journal
 
     def wait_past(self, instant: datetime) -> None:
-        """Until the lease clock has passed ``instant``: move the fake clock, or wait for the server's."""
+        """Until the lease clock has passed ``instant``: move the fake clock, or wait for the
+        server's."""
         if self.kind == "sqlite":
             self.clock.now = max(self.clock.now, instant + timedelta(seconds=1))
             return
@@ -164,7 +166,7 @@ def with_timer(store: Store, request_id: str, seconds: float, state: State = Sta
     store.journal.release(claim)
 
 
-# -- ensure, claim, transition, release ---------------------------------------------------------------
+# -- ensure, claim, transition, release ------------------------------------------------------------
 
 
 def test_ensure_inserts_once_and_returns_the_current_row(store: Store) -> None:
@@ -296,7 +298,8 @@ def test_after_the_lease_runs_out_another_owner_claims_and_the_first_loses_every
 
 
 def test_an_expired_lease_nobody_took_over_still_records(store: Store) -> None:
-    # Only the fence decides: a re-claim always bumps it, so an unchanged fence means no one else acted.
+    # Only the fence decides: a re-claim always bumps it, so an unchanged fence means no one else
+    # acted.
     journal = store.journal
     new_request(journal)
     claim = claimed(journal, lease=store.short_lease)
@@ -353,7 +356,7 @@ def test_claims_refuse_bad_arguments_before_writing(store: Store) -> None:
     assert journal.get("PR-1") == claim.record and journal.transitions("PR-1") == []
 
 
-# -- claim_due ------------------------------------------------------------------------------------------
+# -- claim_due -------------------------------------------------------------------------------------
 
 
 def test_claim_due_takes_due_timers_in_order_and_skips_leased_rows(store: Store) -> None:
@@ -433,7 +436,7 @@ def test_eight_threads_claiming_one_request_one_wins(store: Store) -> None:
     assert record is not None and (record.fence, record.lease_owner) == (1, winners[0].owner)
 
 
-# -- history, operator actions, reading -------------------------------------------------------------------
+# -- history, operator actions, reading ------------------------------------------------------------
 
 
 def test_transitions_history_is_complete_and_append_only(store: Store) -> None:
@@ -529,7 +532,7 @@ def test_records_filter_by_state_and_update_time_and_stream_in_pages(
         list(journal.records(updated_since=datetime(2030, 1, 1)))  # naive
 
 
-# -- schema, reopening ------------------------------------------------------------------------------------
+# -- schema, reopening -----------------------------------------------------------------------------
 
 
 def test_check_schema_before_and_after_migrate(store: Store) -> None:
@@ -601,7 +604,7 @@ def test_state_survives_reopening_the_store(store: Store) -> None:
     )  # and so did the claim
 
 
-# -- SQLite only -----------------------------------------------------------------------------------------
+# -- SQLite only -----------------------------------------------------------------------------------
 
 
 def test_sqlite_memory_store_is_one_database_shared_by_threads(clock: FakeClock) -> None:
@@ -666,7 +669,8 @@ CHILD = textwrap.dedent("""
         journal.ensure(rid, idempotency_key=rid)
         claim = journal.claim(rid, sys.argv[2], 3600)
         claim = journal.transition(claim, State.TERMINATING, attempts=1)
-        journal.transition(claim, State.TERMINATED)  # the lease is kept: the process "dies" holding it
+        # The lease is kept: the process "dies" holding it.
+        journal.transition(claim, State.TERMINATED)
     journal.close()
 """)
 
@@ -694,7 +698,7 @@ def test_sqlite_processes_share_one_file(tmp_path: Path) -> None:
         journal.close()
 
 
-# -- opening by URL ---------------------------------------------------------------------------------------
+# -- opening by URL --------------------------------------------------------------------------------
 
 
 def test_open_journal_refuses_unknown_schemes_without_showing_the_password() -> None:
@@ -756,7 +760,7 @@ def test_sql_files_parse_and_every_query_is_used() -> None:
     }
 
 
-# -- owed notes (unnoted, mark_noted, migration 0002) ----------------------------------------------------
+# -- owed notes (unnoted, mark_noted, migration 0002) ----------------------------------------------
 
 
 def put_in(store: Store, request_id: str, state: State, noted: str | None) -> None:
@@ -852,9 +856,9 @@ def test_unnoted_reads_the_partial_index_not_the_table(store: Store) -> None:
     if store.kind == "sqlite":
         store.raw(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) "
-            "INSERT INTO requests (request_id, state, idempotency_key, noted, created_at, updated_at) "
-            "SELECT printf('PR-BULK-%05d', i), 'approved', 'k', 'approved', '2030-01-01T00:00:00.000000Z', "
-            "'2030-01-01T00:00:00.000000Z' FROM n",
+            "INSERT INTO requests (request_id, state, idempotency_key, noted, created_at, "
+            "updated_at) SELECT printf('PR-BULK-%05d', i), 'approved', 'k', 'approved', "
+            "'2030-01-01T00:00:00.000000Z', '2030-01-01T00:00:00.000000Z' FROM n",
             (),
         )
         store.raw("ANALYZE", ())
@@ -872,9 +876,9 @@ def test_unnoted_reads_the_partial_index_not_the_table(store: Store) -> None:
         )
     else:
         store.raw(
-            "INSERT INTO requests (request_id, state, idempotency_key, noted, created_at, updated_at) "
-            "SELECT 'PR-BULK-' || lpad(i::text, 5, '0'), 'approved', 'k', 'approved', %s, %s "
-            "FROM generate_series(1, 5000) AS i",
+            "INSERT INTO requests (request_id, state, idempotency_key, noted, created_at, "
+            "updated_at) SELECT 'PR-BULK-' || lpad(i::text, 5, '0'), 'approved', 'k', 'approved', "
+            "%s, %s FROM generate_series(1, 5000) AS i",
             (store.clock(), store.clock()),
         )
         store.raw("ANALYZE requests", ())

@@ -212,7 +212,8 @@ def test_pool_options_are_checked(replica: Open) -> None:
 def test_concurrent_transitions_of_two_replicas_on_many_requests_never_cross_fences(
     replica: Open,
 ) -> None:
-    """Replicas race to claim and drive the same requests; every request ends with one clean history."""
+    """Replicas race to claim and drive the same requests; every request ends with one clean
+    history."""
     clock = Clock(datetime.now(UTC))
     a, b = replica(clock, pool_size=4), replica(clock, pool_size=4)
     ids = [f"PR-{n:02d}" for n in range(30)]

@@ -1,6 +1,7 @@
-"""The engine's rule for a request whose send right another holder keeps (processor/engine/liveness.py),
-in process: suspended without a call while the holder lives, parked after ``journal.holder_wait``,
-resumed as before once the right is free; vendors that deduplicate never take a right.
+"""The engine's rule for a request whose send right another holder keeps
+(processor/engine/liveness.py), in process: suspended without a call while the holder lives, parked
+after ``journal.holder_wait``, resumed as before once the right is free; vendors that deduplicate
+never take a right.
 
 The other holder is played by a second claim of this process (another fence), which the rights
 table excludes exactly as a lock held by another process would (tests/test_journal_holders.py

@@ -170,7 +170,7 @@ def test_state_survives_a_restart_with_a_state_file(
     assert second.get(f"/requests/{requests_[3].id}").json()["status"] == "pending"
 
 
-# -- seeding and generation --------------------------------------------------------------------------
+# -- seeding and generation ------------------------------------------------------------------------
 
 
 def test_the_example_seed_file_loads(start: Callable[..., Running]) -> None:
@@ -287,7 +287,7 @@ def test_serializer_matches_the_rendered_objects() -> None:
         assert json.loads(serializer.asset(asset)) == render_asset(asset)
 
 
-# -- admin endpoints and the web page ---------------------------------------------------------------
+# -- admin endpoints and the web page --------------------------------------------------------------
 
 
 def test_admin_seed_clock_stats_and_ledger(start: Callable[..., Running]) -> None:

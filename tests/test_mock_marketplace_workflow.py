@@ -273,7 +273,8 @@ def test_creating_a_cancel_needs_an_active_subscription(start: Callable[..., Run
 
 
 def test_the_call_shapes_of_the_legacy_sdk(start: Callable[..., Running]) -> None:
-    """connect-sdk 22 lists with django-filter parameters and posts actions with a trailing slash."""
+    """connect-sdk 22 lists with django-filter parameters and posts actions with a trailing
+    slash."""
     mp = start(generate=30)
     products = sorted(mp.store.products)[:2]
     filters = {"limit": "1000", "status": "pending", "asset.product.id__in": ",".join(products)}
@@ -310,7 +311,7 @@ def test_unknown_request_and_action(start: Callable[..., Running]) -> None:
     )  # legacy SDK slash
 
 
-# -- conversations, templates, subscriptions --------------------------------------------------------
+# -- conversations, templates, subscriptions -------------------------------------------------------
 
 
 def test_conversation_and_messages(start: Callable[..., Running]) -> None:

@@ -440,7 +440,7 @@ def test_bad_bodies_and_unknown_routes_answer_json_errors(vendor: Vendor) -> Non
     assert vendor.summary()["effects"] == 0
 
 
-# -- persistence and the command line ---------------------------------------------------------------
+# -- persistence and the command line --------------------------------------------------------------
 
 
 def test_a_restarted_vendor_with_a_state_file_keeps_subscriptions_keys_and_ledger(

@@ -525,7 +525,7 @@ def test_a_journal_that_fails_makes_the_page_503_but_not_the_health_probe(
         unmigrated.close()
 
 
-# -- configuration -----------------------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------
 
 
 def test_build_ops_server_follows_the_http_configuration(journal: Journal) -> None:
@@ -560,7 +560,7 @@ def test_a_configured_loopback_server_serves_and_stops(journal: Journal) -> None
         httpx.get(f"{server.url}/healthz", timeout=2)
 
 
-# -- what the page selects ------------------------------------------------------------------------------
+# -- what the page selects -------------------------------------------------------------------------
 
 
 def test_newest_is_exact_across_windows_and_bounded_by_max_scan(
@@ -598,7 +598,7 @@ def test_why_waiting_prefers_the_latest_move_into_parked(journal: Journal) -> No
     assert record is not None and why_waiting(journal, record) == "vendor ticket 4711 open"
 
 
-# -- readiness checks -------------------------------------------------------------------------------
+# -- readiness checks ------------------------------------------------------------------------------
 
 
 class Ticks:
@@ -673,7 +673,8 @@ def test_listing_on_postgresql_gives_back_the_connection_it_stopped_reading_from
     postgres_url: str,
 ) -> None:
     """A PostgreSQL iterator holds a pooled connection until closed: with a pool of one, a loop that
-    stopped early and kept its iterator would leave the next query waiting for the pool's timeout."""
+    stopped early and kept its iterator would leave the next query waiting for the pool's
+    timeout."""
     import uuid
 
     import psycopg
@@ -699,11 +700,12 @@ def test_listing_on_postgresql_gives_back_the_connection_it_stopped_reading_from
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-# -- the sign-in redirect stays on the site; /readyz explains every 503 --------------------------------
+# -- the sign-in redirect stays on the site; /readyz explains every 503 ----------------------------
 
 
 def _raw_get(base_url: str, target: str) -> tuple[int, dict[str, str]]:
-    """A GET with the request target sent byte for byte (HTTP clients normalise ``/\\`` and ``//``)."""
+    """A GET with the request target sent byte for byte (HTTP clients normalise ``/\\`` and
+    ``//``)."""
     import socket
     from urllib.parse import urlsplit
 

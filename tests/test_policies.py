@@ -1,5 +1,6 @@
 """Policies on fakes (an in-memory Connect, a scripted vendor) and a real SQLite journal: rule
-matching, reasons, routing and release, grace and retention edge cases, batches, the dry-run plan."""
+matching, reasons, routing and release, grace and retention edge cases, batches, the dry-run
+plan."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def fire_timers(engine: Engine) -> list[str]:
     ]
 
 
-# -- choosing a policy ------------------------------------------------------------------------------
+# -- choosing a policy -----------------------------------------------------------------------------
 
 
 def test_the_first_matching_rule_picks_the_policy_and_unmatched_requests_get_the_fallback() -> None:
@@ -187,7 +188,7 @@ def test_an_adapter_without_the_steps_a_policy_needs_parks_before_anything_happe
     assert adapter.calls == [] and market.approved == []
 
 
-# -- dates ------------------------------------------------------------------------------------------
+# -- dates -----------------------------------------------------------------------------------------
 
 
 def test_without_a_billing_date_the_subscription_is_asked_then_the_fallback_applies(
@@ -323,7 +324,7 @@ def test_a_refused_suspend_fails_the_request_with_the_vendors_reason(
     assert market.failed == [(payload["id"], "Open invoices; contact billing.")]
 
 
-# -- batches ----------------------------------------------------------------------------------------
+# -- batches ---------------------------------------------------------------------------------------
 
 
 def test_a_batch_answer_that_does_not_fit_makes_every_call_ambiguous(
@@ -367,7 +368,7 @@ def test_a_batch_handles_each_requests_outcome_on_its_own(journal: Journal, cloc
     assert market.failed == [(payloads[1]["id"], "Unpaid.")]
 
 
-# -- the dry run ------------------------------------------------------------------------------------
+# -- the dry run -----------------------------------------------------------------------------------
 
 
 def test_the_dry_run_shows_the_policy_and_the_dates_ahead(journal: Journal, clock: Clock) -> None:
@@ -412,7 +413,7 @@ def test_the_dry_run_shows_the_policy_and_the_dates_ahead(journal: Journal, cloc
     assert market.effective == {}
 
 
-# -- configuration ----------------------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""Cancellation policies end to end: the daemon against the mock marketplace and the mock vendor over
-real HTTP, one SQLite journal, and one controllable clock shared by the marketplace and the processor
-(time moves by hand; nothing sleeps)."""
+"""Cancellation policies end to end: the daemon against the mock marketplace and the mock vendor
+over real HTTP, one SQLite journal, and one controllable clock shared by the marketplace and the
+processor (time moves by hand; nothing sleeps)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the gateway gained for policies: listing cancels by status (revocations), approving with an
-effective date, and the schedule / revoke / confirm round trip, against the mock marketplace; and the
-retry layer under the new listing, with ``responses``."""
+effective date, and the schedule / revoke / confirm round trip, against the mock marketplace; and
+the retry layer under the new listing, with ``responses``."""
 
 from __future__ import annotations
 

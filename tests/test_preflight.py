@@ -1,4 +1,5 @@
-"""``cancel-processor check`` (and the preflight of ``run``) against the real mocks, as a subprocess."""
+"""``cancel-processor check`` (and the preflight of ``run``) against the real mocks, as a
+subprocess."""
 
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def mocks() -> Iterator[tuple[int, int]]:
         ),
     ]
     try:
-        for port, process in zip((market, vendor), started):
+        for port, process in zip((market, vendor), started, strict=True):
             deadline = time.monotonic() + 60
             while True:
                 assert process.poll() is None, f"a mock exited ({process.returncode})"

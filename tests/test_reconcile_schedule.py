@@ -66,7 +66,8 @@ def test_the_daemon_reconciles_on_schedule_and_stops_within_its_budget(tmp_path:
             preview_noop=True,
             processing={"notes": False, "poll_interval": 0.3, "shutdown_timeout": SHUTDOWN},
             http={"enabled": True, "host": "127.0.0.1", "port": port},
-            # Back to back, and slow: a run takes several seconds, so the SIGTERM below lands in one.
+            # Back to back, and slow: a run takes several seconds, so the SIGTERM below lands in
+            # one.
             reconcile={"every": 1, "rate": 3, "concurrency": 2},
             log={"level": "info", "format": "json"},
         )

@@ -98,7 +98,8 @@ def stale_writes(journal_url: str) -> list[tuple[Any, ...]]:
 def written_after(
     journal_url: str, claims: Mapping[str, int], since: datetime
 ) -> list[tuple[Any, ...]]:
-    """Transitions written under exactly these claims (request id -> fence) at or after ``since``."""
+    """Transitions written under exactly these claims (request id -> fence) at or after
+    ``since``."""
     if not claims:
         return []
     rows = sql_rows(
@@ -146,8 +147,9 @@ class Faults:
 
 def inflict(journal_url: str, killed: Daemon, frozen: Daemon, rng: random.Random) -> Faults:
     """SIGKILL ``killed`` (and restart it) KILLS times, every 1-2 s, each time while it holds claims
-    if it gets to hold any within CLAIM_WAIT; SIGSTOP ``frozen`` once while it holds claims, for at least
-    STOP_SECONDS and until the others have re-claimed what it held (at most STOP_MAX_SECONDS)."""
+    if it gets to hold any within CLAIM_WAIT; SIGSTOP ``frozen`` once while it holds claims, for at
+    least STOP_SECONDS and until the others have re-claimed what it held (at most
+    STOP_MAX_SECONDS)."""
     faults = Faults()
     now = time.monotonic()
     deadline, next_kill, freeze_at = now + FAULTS_BUDGET, now + rng.uniform(1.0, 2.0), now + 2.5
@@ -162,8 +164,8 @@ def inflict(journal_url: str, killed: Daemon, frozen: Daemon, rng: random.Random
                 faults.held_when_frozen = held_by(journal_url, faults.frozen_pid)  # stable now
                 faults.frozen_rows = sql_rows(
                     journal_url,
-                    "SELECT request_id, state, fence, lease_owner, lease_expires_at, next_attempt_at "
-                    "FROM requests WHERE request_id = ANY (%s)",
+                    "SELECT request_id, state, fence, lease_owner, lease_expires_at, "
+                    "next_attempt_at FROM requests WHERE request_id = ANY (%s)",
                     list(faults.held_when_frozen),
                 )
                 if faults.held_when_frozen:
@@ -203,7 +205,8 @@ def inflict(journal_url: str, killed: Daemon, frozen: Daemon, rng: random.Random
 
 
 def marketplace_status_changes(sandbox: Sandbox) -> Counter[tuple[str, str]]:
-    """(request id, new status) -> how many times the marketplace made that change (its own ledger)."""
+    """(request id, new status) -> how many times the marketplace made that change (its own
+    ledger)."""
     changes: Counter[tuple[str, str]] = Counter()
     since = 0
     for _ in range(1000):  # pages of 10,000 entries; bounded
@@ -309,13 +312,16 @@ def test_three_replicas_survive_kills_and_a_freeze(journal_url: str, tmp_path: P
     print(
         f"\n[replicas] requests={len(before)} replicas={REPLICAS} kills={faults.kills} "
         f"orphaned_claims={len(faults.orphaned)} re_claimed={len(orphans_taken)} "
-        f"stops={faults.stops} frozen_for={faults.frozen_for:.1f}s held_when_frozen={len(faults.held_when_frozen)} "
-        f"taken_while_frozen={len(faults.taken_while_frozen)} first_taken_after={faults.first_taken_after or 0:.1f}s "
-        f"lease_lost_after_thaw={lease_lost} "
-        f"stranded_taken_over={swept} stale_writes={len(stale)} "
-        f"approved={check.approved} failed={check.failed} lost={check.lost} not_final={len(not_final)} "
-        f"vendor_calls={check.vendor_calls} effective_terminations={check.effective_terminations} "
-        f"duplicate_terminations={check.duplicate_terminations} approved_twice={len(approved_twice)} "
+        f"stops={faults.stops} frozen_for={faults.frozen_for:.1f}s "
+        f"held_when_frozen={len(faults.held_when_frozen)} "
+        f"taken_while_frozen={len(faults.taken_while_frozen)} "
+        f"first_taken_after={faults.first_taken_after or 0:.1f}s "
+        f"lease_lost_after_thaw={lease_lost} stranded_taken_over={swept} "
+        f"stale_writes={len(stale)} approved={check.approved} failed={check.failed} "
+        f"lost={check.lost} not_final={len(not_final)} vendor_calls={check.vendor_calls} "
+        f"effective_terminations={check.effective_terminations} "
+        f"duplicate_terminations={check.duplicate_terminations} "
+        f"approved_twice={len(approved_twice)} "
         f"approvals_without_termination={check.approvals_without_termination} "
         f"faults={faults_done - started:.1f}s drain={drained - faults_done:.1f}s "
         f"elapsed={time.monotonic() - started:.1f}s"

@@ -285,7 +285,8 @@ def test_no_secret_reaches_any_output_of_a_full_run(
                 _record(scan, name, done)
             # The daemon takes the retried request up again: whatever it reaches (parked again, or
             # approved if its trouble was a fault that passed), it is final once more. Waited for as
-            # a condition, with the same generous bound as the first settling: a loaded machine is slow.
+            # a condition, with the same generous bound as the first settling: a loaded machine is
+            # slow.
             _wait_for(
                 lambda: _journal_rows(db)[parked[0]][0] in ("approved", "failed", "parked"),
                 150,

@@ -110,7 +110,8 @@ def _until(
 def _sigterm(
     process: subprocess.Popen[str], signum: int = signal.SIGTERM
 ) -> tuple[float, int, str, str]:
-    """SIGTERM (or ``signum``), then the seconds until the process was gone, its status and its output."""
+    """SIGTERM (or ``signum``), then the seconds until the process was gone, its status and its
+    output."""
     started = time.monotonic()
     process.send_signal(signum)
     try:
@@ -211,7 +212,8 @@ def test_sigterm_with_the_vendor_hanging_exits_within_the_budget_and_the_next_ru
     elapsed, code, _out, _err = _sigterm(process)
     err = lines.text()
     print(
-        f"\nslow vendor, run {' '.join(mode) or '(daemon)'}: exit {code} {elapsed:.2f} s after SIGTERM"
+        f"\nslow vendor, run {' '.join(mode) or '(daemon)'}: exit {code} {elapsed:.2f} s after "
+        "SIGTERM"
     )
     assert elapsed < BOUND, err[-2000:]
     assert code == status, err[-2000:]

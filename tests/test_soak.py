@@ -1,8 +1,9 @@
 """The chaos soak in small: real daemons (subprocesses) on SQLite and on PostgreSQL, SIGKILLed about
 twenty times and restarted, paused with SIGSTOP for longer than the lease, and put through one storm
-of each kind on the live mocks (5xx, 429 with Retry-After, apply-then-drop, latency beyond the client
-timeouts, the vendor down). The checker reads both ledgers and the journal; any broken invariant
-fails the test. A third test proves the checker itself sees a broken invariant when there is one.
+of each kind on the live mocks (5xx, 429 with Retry-After, apply-then-drop, latency beyond the
+client timeouts, the vendor down). The checker reads both ledgers and the journal; any broken
+invariant fails the test. A third test proves the checker itself sees a broken invariant when there
+is one.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def assert_soak_held(settings: SoakSettings) -> RunFacts:
     print("\n" + render_markdown(report))
     facts = report.facts
     assert report.ok, (report.failures, report.details)
-    # The schedule ran as drawn: kills bounded by count and time, each pause, one storm of each kind,
+    # The schedule ran as drawn: kills bounded by count and time, each pause, one storm of each
+    # kind,
     # and the mocks' own counters show the storms reached the daemons.
     assert facts.kills >= 15
     assert facts.pauses == 2 and facts.longest_pause > settings.lease_seconds

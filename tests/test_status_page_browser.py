@@ -1,6 +1,6 @@
-"""The status page in a real headless Chromium: it loads, lists what the journal holds, and its Retry
-button sends a parked request back to new. Saves a screenshot to ``artifacts/status-page.png`` and
-``docs/status-page.png`` when ``UPDATE_DOCS_SCREENSHOT=1``.
+"""The status page in a real headless Chromium: it loads, lists what the journal holds, and its
+Retry button sends a parked request back to new. Saves a screenshot to ``artifacts/status-page.png``
+and ``docs/status-page.png`` when ``UPDATE_DOCS_SCREENSHOT=1``.
 
 Needs the ``playwright`` Python package and a system Chromium at /usr/bin/chromium (Debian's
 ``chromium`` package; Playwright's own browser download is not used). Skipped without them on a
@@ -58,7 +58,8 @@ REQUESTS: list[tuple[str, State, str, dict[str, Any]]] = [
         {
             "outcome": "ambiguous",
             "last_error": "read timeout after 60 s",
-            "reason": "the vendor call may have acted and the vendor offers neither idempotency nor a status read",
+            "reason": "the vendor call may have acted and the vendor offers neither idempotency "
+            "nor a status read",
         },
     ),
     (

@@ -63,7 +63,8 @@ def config_for(
 
 
 class Run:
-    """One ``run --once`` in this process; the journal, breakers and metrics stay readable after it."""
+    """One ``run --once`` in this process; the journal, breakers and metrics stay readable after
+    it."""
 
     def __init__(self, config: Config) -> None:
         runtime = build_runtime(config)
@@ -112,7 +113,8 @@ def subscription_of(request: dict[str, Any]) -> str:
             "token without the write scope",
             {"auth": {"type": "bearer", "env": "READ_ONLY_VENDOR_TOKEN"}},
             "terminate: HTTP 403 forbidden from POST http://127.0.0.1:{port}/v1/subscriptions/{{subscription_id}}/"
-            'terminate; body: {{"error":"forbidden","message":"this token lacks the subscriptions:write scope"}}',
+            'terminate; body: {{"error":"forbidden","message":"this token lacks the '
+            'subscriptions:write scope"}}',
         ),
         (
             "a body the vendor rejects",
@@ -170,7 +172,7 @@ def test_an_id_that_would_change_the_url_is_parked_as_malformed_before_any_call(
     assert {r: cancels[r]["status"] for r in bad} == dict.fromkeys(bad, "pending")
     calls = {c["subscription_id"] for c in sandbox.vendor_ledger()["calls"]}
     assert not calls & set(bad.values()) and not any("admin" in c or c == ".." for c in calls)
-    for request_id, subscription in bad.items():
+    for request_id in bad:
         record = runtime.journal.get(request_id)
         assert record is not None and record.state is State.PARKED and record.attempts == 0
         assert (record.reason or "").startswith("malformed request: subscription_id ")
@@ -278,7 +280,8 @@ def test_a_status_read_is_evidence_where_a_bare_error_is_not(
         t.detail for t in run.journal.transitions(pending[0]) if t.to_state is State.TERMINATED
     ] == [
         "confirmed by status read (terminated) after terminate: HTTP 404 no_route from POST "
-        f'{sandbox.vendor.url}/v2/subscriptions/{{subscription_id}}/terminate; body: {{"error":"no_route"}}'
+        f"{sandbox.vendor.url}/v2/subscriptions/{{subscription_id}}/terminate; body: "
+        '{"error":"no_route"}'
     ]
     assert {cancels[r]["status"] for r in pending[1:]} == {"pending"}
     assert all(run.journal.get(r).state is State.PARKED for r in pending[1:])  # type: ignore[union-attr]

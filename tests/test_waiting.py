@@ -1,4 +1,5 @@
-"""``cancel-processor waiting``: what waits for people (and dates), read from a real journal file."""
+"""``cancel-processor waiting``: what waits for people (and dates), read from a real journal
+file."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_lists_requests_routed_to_people_and_with_timers_the_dates_ahead(
     engine = Engine(
         config=config,
         journal=journal,
-        marketplace=PolicyMarketplace([routed, graced]),  # type: ignore[arg-type]
+        marketplace=PolicyMarketplace([routed, graced]),
         adapters={"vendor": StepAdapter()},
         owner="w",
         metrics=Metrics(),

@@ -1,4 +1,5 @@
-"""``cancel-processor waiting``: the cancellations waiting for a person, and (``--timers``) for a date.
+"""``cancel-processor waiting``: the cancellations waiting for a person, and (``--timers``) for a
+date.
 
 A policy's ``route_to`` hands requests to a person (a customer success manager, say): they are
 assigned on Connect, noted once, and left pending. This command lists them from the journal, oldest

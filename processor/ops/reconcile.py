@@ -1,4 +1,5 @@
-"""``cancel-processor reconcile -c CONFIG --since DATE``: does the vendor agree with what we finished?
+"""``cancel-processor reconcile -c CONFIG --since DATE``: does the vendor agree with what we
+finished?
 
 For each request the journal approved, refused or parked in the range (by its last change), the
 adapter's status read says where the subscription is now, and these are divergences:
@@ -190,7 +191,7 @@ def _row(record: RequestRecord, adapter: str, status: Any) -> Divergence | None:
     return Divergence(kind, vendor_status=status.value, detail=mask(said)[:300], **base)
 
 
-# -- the command ------------------------------------------------------------------------------------
+# -- the command -----------------------------------------------------------------------------------
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
