@@ -6,7 +6,7 @@ form and freezes the process with SIGSTOP instead: it keeps its sockets, its Pos
 its file locks, exactly like a process stopped by a debugger, a hung VM or a long GC pause, and
 goes on where it stopped when it gets SIGCONT (the frozen-holder tests). Unset (always, in
 production) each costs one comparison. The names are the windows of the crash-window table in
-DESIGN.md:
+``docs/design.md``:
 
 - ``after_claim``: the lease is taken, no intent recorded
 - ``after_intent``: intent recorded, vendor not yet called
