@@ -46,18 +46,7 @@ class MaintenanceSummary:
 def run_maintenance(runtime: Runtime) -> MaintenanceSummary:
     """One maintenance run over the whole configuration (see the module docstring)."""
     daemon = Daemon(runtime.engine, runtime.marketplace, selector_for(runtime.config), once=True)
-    try:
-        # The daemon's own steps, in its order, so that the two never disagree on what is owed
-        # (its private methods: a public entry point for "a pass without the listing" would be
-        # cleaner, and would keep this in step if the daemon's pass changes).
-        daemon._timers()
-        taken_over = daemon._take_over()
-        daemon._drain(None)
-        daemon._settle_stale()
-        notes = daemon._renote()
-    finally:
-        daemon._drain(runtime.config.processing.shutdown_timeout)
-        daemon._pool.shutdown(wait=False)
+    taken_over, notes = daemon.maintain()
     summary = daemon.summary
     return MaintenanceSummary(
         timers=summary.timers,
