@@ -64,17 +64,28 @@ def test_final_states_have_no_way_out_but_a_purge_timer():
             assert edge.target in (State.PURGING, State.PARKED), edge
 
 
-def test_every_move_into_an_intent_state_names_its_crash_window():
+def test_every_move_into_an_intent_state_opens_its_crash_window():
     into_intent = [e for e in TABLE if e.target in INTENT_STATES and e.source not in INTENT_STATES]
     assert {e.target for e in into_intent} == set(INTENT_STATES)
     for edge in into_intent:
-        assert edge.window == "after_intent", edge
+        assert edge.opens == "after_intent", edge
 
 
-def test_windows_are_crash_points_and_each_is_named():
+def test_recording_the_vendor_answer_closes_the_ambiguous_window():
+    closing = [e for e in TABLE if e.closes == "after_vendor"]
+    assert {e.source for e in closing} == set(INTENT_STATES)
+    assert all(e.target not in INTENT_STATES for e in closing)
+    pairs = {(e.source, e.target) for e in closing}
+    assert (State.TERMINATING, State.TERMINATED) in pairs
+    assert (State.SUSPENDING, State.SUSPENDED) in pairs
+    assert (State.PURGING, State.APPROVED) in pairs
+
+
+def test_windows_are_crash_points_and_each_named_one_exists():
     assert set(WINDOWS) == set(crashpoints.POINTS)
-    named = {edge.window for edge in TABLE if edge.window}
+    named = {w for e in TABLE for w in (e.opens, e.closes) if w}
     assert named <= set(WINDOWS)
+    assert {"after_intent", "after_vendor", "after_result", "after_approve"} <= named
 
 
 def test_one_row_per_move_and_the_check_follows_the_table():

@@ -5,9 +5,11 @@ Every move the engine makes goes through :func:`check` (via ``Mover.move``): a m
 table of ``docs/design.md`` is generated from this module
 (``python -m processor.engine.transitions --markdown``) and a test keeps the two identical.
 
-A row's *window* names the crash point (:mod:`processor.engine.crashpoints`) that follows the move:
-what a process that dies right after the move has committed leaves behind, and how it is taken up
-again. Every move into an intent state (``terminating``, ``suspending``, ``purging``) names one.
+Each row names the crash windows (:mod:`processor.engine.crashpoints`) the move bounds: the one
+it *closes* (a crash before the move committed left the row in its source state: what then
+happens) and the one it *opens* (a crash right after it: what the committed move leaves, and how it
+is taken up again). Every move into an intent state (``terminating``, ``suspending``, ``purging``)
+opens ``after_intent``; every move out of one closes ``after_vendor``.
 Settling (Connect closed the request behind the journal's back) and staying in a state (a retry
 time recorded, a field updated) are allowed from every state that is not final.
 """
@@ -60,11 +62,15 @@ class Edge:
     source: State
     event: str
     target: State
-    window: str | None = None  # a key of WINDOWS: the crash point right after this move
+    opens: str | None = None  # a key of WINDOWS: the crash point right after this move
+    closes: str | None = None  # a key of WINDOWS: the crash point this move ends
 
 
 _OPEN = [s for s in State if s not in FINAL_STATES]
 _RETURN_FROM = (S.NEW, S.SCHEDULED, S.SUSPENDED)  # where a vendor step may start (its step_from)
+
+
+_V = "after_vendor"  # the ambiguous window: the vendor answered, the answer not recorded
 
 
 def _table() -> tuple[Edge, ...]:
@@ -75,40 +81,40 @@ def _table() -> tuple[Edge, ...]:
         Edge(S.NEW, "routed to a person", S.WAITING_HUMAN),
         Edge(S.NEW, "assign: request no longer pending", S.CLOSED),
         Edge(S.NEW, "effective later: schedule intent, then Connect holds it", S.SCHEDULED),
-        Edge(S.NEW, "terminate intent", S.TERMINATING, "after_intent"),
-        Edge(S.NEW, "suspend intent (grace period)", S.SUSPENDING, "after_intent"),
+        Edge(S.NEW, "terminate intent", S.TERMINATING, opens="after_intent"),
+        Edge(S.NEW, "suspend intent (grace period)", S.SUSPENDING, opens="after_intent"),
         # Scheduled on Connect until the effective date.
         Edge(S.SCHEDULED, "revocation confirmed", S.REVOKED),
         Edge(S.SCHEDULED, "request closed on Connect", S.CLOSED),
         Edge(S.SCHEDULED, "no dates, schedule refused", S.PARKED),
-        Edge(S.SCHEDULED, "date came: terminate intent", S.TERMINATING, "after_intent"),
-        Edge(S.SCHEDULED, "date came: suspend intent", S.SUSPENDING, "after_intent"),
+        Edge(S.SCHEDULED, "date came: terminate intent", S.TERMINATING, opens="after_intent"),
+        Edge(S.SCHEDULED, "date came: suspend intent", S.SUSPENDING, opens="after_intent"),
         Edge(S.SCHEDULED, "malformed at the vendor call", S.REFUSING),
         # Suspended for the grace period.
-        Edge(S.SUSPENDED, "grace over: terminate intent", S.TERMINATING, "after_intent"),
+        Edge(S.SUSPENDED, "grace over: terminate intent", S.TERMINATING, opens="after_intent"),
         Edge(S.SUSPENDED, "withdrawn, active at the vendor", S.CLOSED),
         Edge(S.SUSPENDED, "withdrawn, maybe still suspended", S.PARKED),
         Edge(S.SUSPENDED, "malformed at the vendor call", S.REFUSING),
         # Vendor steps in flight.
         Edge(S.TERMINATING, "repeat (deduplicating vendor), retry later", S.TERMINATING),
-        Edge(S.TERMINATING, "terminated or already gone", S.TERMINATED, "after_result"),
-        Edge(S.TERMINATING, "vendor refused, poison", S.REFUSING),
-        Edge(S.TERMINATING, "no safe repeat, gave up", S.PARKED),
+        Edge(S.TERMINATING, "terminated or already gone", S.TERMINATED, "after_result", _V),
+        Edge(S.TERMINATING, "vendor refused, poison", S.REFUSING, closes=_V),
+        Edge(S.TERMINATING, "no safe repeat, gave up", S.PARKED, closes=_V),
         Edge(S.SUSPENDING, "repeat (deduplicating vendor), retry later", S.SUSPENDING),
-        Edge(S.SUSPENDING, "suspended or already gone", S.SUSPENDED),
-        Edge(S.SUSPENDING, "vendor refused", S.REFUSING),
-        Edge(S.SUSPENDING, "no safe repeat, gave up", S.PARKED),
+        Edge(S.SUSPENDING, "suspended or already gone", S.SUSPENDED, closes=_V),
+        Edge(S.SUSPENDING, "vendor refused", S.REFUSING, closes=_V),
+        Edge(S.SUSPENDING, "no safe repeat, gave up", S.PARKED, closes=_V),
         Edge(S.PURGING, "repeat (deduplicating vendor), retry later", S.PURGING),
-        Edge(S.PURGING, "purged, already gone, restored (skipped)", S.APPROVED),
-        Edge(S.PURGING, "refused, no safe repeat, gave up", S.PARKED),
+        Edge(S.PURGING, "purged, already gone, restored (skipped)", S.APPROVED, closes=_V),
+        Edge(S.PURGING, "refused, no safe repeat, gave up", S.PARKED, closes=_V),
         # Connect told of the vendor's result.
-        Edge(S.TERMINATED, "approved (or already approved)", S.APPROVED, "after_approve"),
+        Edge(S.TERMINATED, "approved (or already approved)", S.APPROVED, closes="after_approve"),
         Edge(S.TERMINATED, "approve refused, no template", S.PARKED),
         Edge(S.REFUSING, "failed (or already failed)", S.FAILED),
         Edge(S.REFUSING, "request no longer pending", S.CLOSED),
         Edge(S.REFUSING, "fail refused", S.PARKED),
         # Retention: an approved row with a purge timer.
-        Edge(S.APPROVED, "purge due: purge intent", S.PURGING, "after_intent"),
+        Edge(S.APPROVED, "purge due: purge intent", S.PURGING, opens="after_intent"),
         Edge(S.APPROVED, "purged already, restored (skipped), timer re-armed", S.APPROVED),
         Edge(S.APPROVED, "purge unsafe, adapter missing, timer on a vanished request", S.PARKED),
     ]
@@ -122,8 +128,8 @@ def _table() -> tuple[Edge, ...]:
         e.append(Edge(state, "malformed payload (processing.malformed=fail)", S.REFUSING))
     for intent in INTENT_STATES - {S.PURGING}:
         for back in _RETURN_FROM:
-            e.append(Edge(intent, "the vendor did not act (retry later): back to step_from", back))
-    e.append(Edge(S.PURGING, "the vendor did not act (retry later): back to step_from", S.APPROVED))
+            e.append(Edge(intent, "the vendor did not act: back to step_from", back, closes=_V))
+    e.append(Edge(S.PURGING, "the vendor did not act: back to step_from", S.APPROVED, closes=_V))
     e.append(Edge(S.TERMINATED, "settle: approved on Connect", S.APPROVED))
     e.append(Edge(S.REFUSING, "settle: failed on Connect", S.FAILED))
     return _dedupe(e)
@@ -150,13 +156,16 @@ def check(source: State, target: State) -> None:
 
 def markdown() -> str:
     """The crash-window table of ``docs/design.md``, generated."""
-    lines = [
-        "| from | event | to | crash window after the move |",
-        "|---|---|---|---|",
-    ]
+    lines = ["| from | event | to | closes | opens |", "|---|---|---|---|---|"]
     for edge in TABLE:
-        window = f"`{edge.window}`: {WINDOWS[edge.window]}" if edge.window else ""
-        lines.append(f"| `{edge.source.value}` | {edge.event} | `{edge.target.value}` | {window} |")
+        closes = f"`{edge.closes}`" if edge.closes else ""
+        opens = f"`{edge.opens}`" if edge.opens else ""
+        row = (
+            f"| `{edge.source.value}` | {edge.event} | `{edge.target.value}` | {closes} | {opens} |"
+        )
+        lines.append(row)
+    lines += ["", "| crash window | a crash there leaves, and what takes it up |", "|---|---|"]
+    lines += [f"| `{name}` | {text} |" for name, text in WINDOWS.items()]
     return "\n".join(lines) + "\n"
 
 
