@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from processor.config.schema import load_config
 from processor.engine import crashpoints, transitions
+from processor.engine.base import Mover, stub_request
 from processor.engine.transitions import (
     ALLOWED,
     INTENT_STATES,
@@ -19,6 +21,7 @@ from processor.engine.transitions import (
     markdown,
 )
 from processor.journal.base import FINAL_STATES, State
+from processor.observe import Metrics
 
 DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 BEGIN, END = "<!-- transitions:begin -->\n", "<!-- transitions:end -->"
@@ -100,3 +103,16 @@ def test_one_row_per_move_and_the_check_follows_the_table():
 def test_no_row_leaves_parked_failed_revoked_or_closed():
     terminal = FINAL_STATES - {State.APPROVED}
     assert not [e for e in transitions.TABLE if e.source in terminal]
+
+
+def test_a_move_outside_the_table_raises_before_anything_is_written(journal, clock):
+    settings = load_config(None, environ={}).processing
+    mover = Mover(journal, settings, Metrics(), clock)
+    journal.ensure("PR-1", idempotency_key="cancel-PR-1")
+    claim = journal.claim("PR-1", "worker-1", 30)
+    assert claim is not None
+    request = stub_request("PR-1", claim.record, "pending")
+    with pytest.raises(IllegalMove):
+        mover.move(claim, request, State.APPROVED)
+    assert journal.get("PR-1").state is State.NEW and journal.transitions("PR-1") == []
+    assert mover.move(claim, request, State.TERMINATING).state is State.TERMINATING
