@@ -1,10 +1,10 @@
 """What the request's conversation is told, once per state change.
 
 A note states what happened and what happens next, with the dates the journal holds (see
-:mod:`processor.policy.timing`): when access ends, until when the service can be reactivated, when the data
-is deleted. A policy's ``confirmation`` replaces the text of the approval note; its placeholders
-were checked at start-up (:data:`~processor.config.policy.CONFIRMATION_FIELDS`), and a value that is
-unknown reads as "unknown" rather than breaking the message.
+:mod:`processor.policy.timing`): when access ends, until when the service can be reactivated, when
+the data is deleted. A policy's ``confirmation`` replaces the text of the approval note; its
+placeholders were checked at start-up (:data:`~processor.config.policy.CONFIRMATION_FIELDS`), and a
+value that is unknown reads as "unknown" rather than breaking the message.
 
 Notes are customer-visible: they carry reasons meant for the customer and dates, never vendor
 error details (those stay in the journal's ``last_error``).
@@ -55,7 +55,8 @@ def _data_clause(dates: Dates | None) -> str:
         when = f" on {human(dates.terminate_at)}" if dates is not None and dates.graced else ""
         return f"Its data is removed with the termination{when}."
     return (
-        f"Its data is kept until {human(dates.purge_at)}; until then the billing team can restore the "
+        f"Its data is kept until {human(dates.purge_at)}; "
+        "until then the billing team can restore the "
         f"account, then the data is deleted for good."
     )
 
@@ -78,12 +79,14 @@ def note_text(
         )
         return (
             f"Cancellation scheduled: {sub} stays active until {human(dates.effective_at)}.{grace} "
-            f"{_data_clause(dates)} The cancellation can be withdrawn until {human(dates.effective_at)}."
+            f"{_data_clause(dates)} "
+            f"The cancellation can be withdrawn until {human(dates.effective_at)}."
         )
     if state is State.SUSPENDED and dates is not None:
         return (
-            f"Subscription {sub} is suspended as of {human(dates.effective_at)}: access is off and its data "
-            f"is kept. It can be reactivated until {human(dates.reactivate_until)}; after that it is "
+            f"Subscription {sub} is suspended as of {human(dates.effective_at)}: "
+            "access is off and its data is kept. "
+            f"It can be reactivated until {human(dates.reactivate_until)}; after that it is "
             f"terminated. {_data_clause(dates)}"
         )
     if state is State.WAITING_HUMAN:
@@ -107,7 +110,10 @@ def note_text(
             f"The request was approved.{clause}"
         )
     if state is State.REVOKED:
-        return f"Cancellation withdrawn: the revocation was confirmed and nothing was terminated; {sub} stays active."
+        return (
+            "Cancellation withdrawn: the revocation was confirmed and nothing was terminated; "
+            f"{sub} stays active."
+        )
     if state is State.FAILED:
         return f"Cancellation refused: {record.reason}"
     if state is State.PARKED:
