@@ -1,5 +1,6 @@
-"""The Connect EaaS events application: cancel requests delivered as ``asset_cancel_request_processing``
-tasks, handled by the same engine, journal and adapters as the daemon.
+"""The Connect EaaS events application: cancel requests delivered as
+``asset_cancel_request_processing`` tasks, handled by the same engine, journal and adapters as the
+daemon.
 
 Connect delivers a task per request and status; connect-extension-runner fetches the request,
 calls :meth:`CancelEventsApplication.handle_cancel_request` with it, and reports the response.
@@ -21,8 +22,9 @@ lease_lost, anything unexpected             when it has one (at least 30 s, at m
 
 A configuration the processor cannot use, or a journal it cannot reach, reschedules too (300 s and
 60 s) and logs why: the task is kept until an operator fixes it, and no Connect request is failed.
-An installation with no product configured yet reschedules for an hour (:data:`NOT_CONFIGURED_RETRY`):
-a cancel that arrives before the vendor set the extension up is kept, never skipped.
+An installation with no product configured yet reschedules for an hour
+(:data:`NOT_CONFIGURED_RETRY`): a cancel that arrives before the vendor set the extension up is
+kept, never skipped.
 Other exceptions propagate; the runner records them and delivers the task again.
 
 Connect is reached with ``installation_client`` when the runner gives one (an extension with
@@ -207,8 +209,8 @@ class CancelEventsApplication(EventsApplicationBase):
 
     @schedulable(
         "Run due timers",
-        "Ends grace periods and purges whose time came, takes over requests a stopped instance left "
-        "half done, and posts notes Connect did not take. Schedule it every 15 minutes.",
+        "Ends grace periods and purges whose time came, takes over requests a stopped instance "
+        "left half done, and posts notes Connect did not take. Schedule it every 15 minutes.",
     )
     def run_due_timers(self, schedule: dict[str, Any]) -> ScheduledExecutionResponse:
         with self._task_logging():

@@ -8,11 +8,11 @@ hears of the request again. What the journal still owes it then needs a clock of
 - stranded claims: a runner instance died (or froze) holding a request half done;
 - rows Connect closed behind the journal's back, and notes Connect did not take when they were due.
 
-:func:`run_maintenance` does exactly these steps of a daemon pass (:mod:`processor.daemon.core`), with
-the same limits per run, and no listing of pending requests (Connect delivers those as tasks). It
-is called by the extension's schedulable, which Connect runs on the schedule created in the DevOps
-module (see extension/README.md). Overlapping runs, on one instance or several, are safe: each
-timer is claimed in the journal before it runs.
+:func:`run_maintenance` does exactly these steps of a daemon pass (:mod:`processor.daemon.core`,
+:meth:`Daemon.maintain`), with the same limits per run, and no listing of pending requests (Connect
+delivers those as tasks). It is called by the extension's schedulable, which Connect runs on the
+schedule created in the DevOps module (see extension/README.md). Overlapping runs, on one instance
+or several, are safe: each timer is claimed in the journal before it runs.
 """
 
 from __future__ import annotations
