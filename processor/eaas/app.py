@@ -68,7 +68,8 @@ from processor.daemon.runtime import Runtime
 from processor.eaas.maintenance import run_maintenance
 from processor.eaas.runtimes import RuntimeCache
 from processor.eaas.variables import DECLARED, NotConfigured
-from processor.journal.base import JournalError, SchemaError
+from processor.engine.results import Outcome, Reached
+from processor.journal.base import JournalError, SchemaError, State
 from processor.observe import log_through, mask
 
 __all__ = [
@@ -95,8 +96,8 @@ NOT_CONFIGURED_RETRY = (
 )
 JOURNAL_RETRY = 60
 
-_DONE = frozenset({"approved", "failed", "closed", "revoked", "scheduled"})
-_FOR_A_PERSON = frozenset({"parked", "waiting_human"})
+_DONE = frozenset({State.APPROVED, State.FAILED, State.CLOSED, State.REVOKED, State.SCHEDULED})
+_FOR_A_PERSON = frozenset({State.PARKED, State.WAITING_HUMAN})
 
 
 class InFlight:
@@ -201,7 +202,7 @@ class CancelEventsApplication(EventsApplicationBase):  # type: ignore[misc]
         self.logger.info(
             "%s: %s -> %s%s",
             request_id,
-            result,
+            result.value,
             response.status,
             f" in {response.countdown}s" if response.status == ResultType.RESCHEDULE else "",
         )
@@ -233,7 +234,7 @@ class CancelEventsApplication(EventsApplicationBase):  # type: ignore[misc]
         return ScheduledExecutionResponse(ResultType.SUCCESS, str(summary))
 
 
-def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> BackgroundResponse:
+def respond(result: Reached, request: Mapping[str, Any], runtime: Runtime) -> BackgroundResponse:
     """The task response for the engine's ``result`` on ``request`` (see the module docstring)."""
     request_id = _request_id(request)
     if result in _DONE:
@@ -241,9 +242,9 @@ def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> Backgr
     if result in _FOR_A_PERSON:
         record = runtime.journal.get(request_id)
         reason = record.reason if record is not None and record.reason else "see the journal"
-        what = "parked for a person" if result == "parked" else "routed to a person"
+        what = "parked for a person" if result is State.PARKED else "routed to a person"
         return BackgroundResponse.skip(f"{request_id} {what}: {reason}")
-    if result == "ignored":
+    if result is Outcome.IGNORED:
         status = str(request.get("status") or "") if isinstance(request, Mapping) else ""
         if status != "pending":
             return BackgroundResponse.skip(
@@ -251,7 +252,7 @@ def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> Backgr
                 "nothing to do for it in this version of the processor"
             )
         return BackgroundResponse.skip(f"{request_id}: {runtime.engine.plan(request).action}")
-    if result == "malformed":
+    if result is Outcome.MALFORMED:
         return BackgroundResponse.skip(
             "the request payload has no id: nothing can be recorded for it"
         )

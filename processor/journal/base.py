@@ -9,7 +9,7 @@ for that request. Every transition also appends a row to an append-only transiti
 No method holds a database transaction open across a call to anything remote: the engine writes
 the intent, commits, calls the vendor, then records the result in a new transaction.
 
-States (the crash-window table of DESIGN.md, plus the policy states):
+States (the crash-window table of docs/design.md, plus the policy states):
 
 ======================  =============================================================
 ``new``                 known; no vendor call can have happened for the current step
