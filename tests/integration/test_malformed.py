@@ -28,8 +28,8 @@ from processor.marketplace.paging import Page, iter_keyset
 from processor.model import MalformedRequest, parse_request
 from processor.observe import Metrics
 
-from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
-from .test_engine import PRODUCT, make_config
+from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
+from ..unit.test_engine import PRODUCT, make_config
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),

@@ -21,8 +21,8 @@ from processor.journal.base import Journal, State
 from processor.observe import Metrics
 from processor.policy.rules import Policy
 
-from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
-from .policy_fakes import PolicyMarketplace, StepAdapter
+from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
+from ..policy_fakes import PolicyMarketplace, StepAdapter
 
 PRODUCT = "PRD-100-100-100"
 DAY = 86400.0
@@ -478,7 +478,7 @@ def test_policy_configuration_errors_name_the_key(
 
 
 def test_the_example_configuration_shows_every_kind_of_policy() -> None:
-    from .conftest import REPO
+    from ..conftest import REPO
 
     cfg = load_config(REPO / "config" / "processor.example.yaml", environ={})
     kinds = {name: p for name, p in cfg.policies.items()}

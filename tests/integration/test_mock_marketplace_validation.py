@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .mock_support import Running, clock, start  # noqa: F401 - fixtures
+from ..mock_support import Running, clock, start  # noqa: F401 - fixtures
 
 NOT_OBJECTS: list[Any] = ["x", 5, ["x"], True, []]
 

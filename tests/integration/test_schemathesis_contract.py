@@ -28,9 +28,9 @@ import pytest
 from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
 from processor.ops.serving import ServerThread
 
-from .conftest import need_or_skip
-from .contract.overlay import load_document, patched
-from .mock_support import START
+from ..conftest import need_or_skip
+from ..contract.overlay import load_document, patched
+from ..mock_support import START
 
 try:
     import schemathesis

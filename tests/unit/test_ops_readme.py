@@ -8,7 +8,7 @@ import shlex
 from processor.cli.main import build_parser
 from processor.ops.metrics_doc import metrics_table
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def _section() -> str:

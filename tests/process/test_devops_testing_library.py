@@ -16,9 +16,9 @@ import requests
 from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
 from processor.ops.serving import ServerThread
 
-from . import devops_env
-from .conftest import need_or_skip
-from .mock_support import KEY_ID, START
+from .. import devops_env
+from ..conftest import need_or_skip
+from ..mock_support import KEY_ID, START
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from processor.engine.circuit import CircuitBreaker, CircuitOpen
 from processor.engine.core import Engine
 from processor.journal.base import Journal, State
 
-from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
+from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
 from .test_engine import engine_for
 
 

@@ -15,7 +15,7 @@ from connect.client import ClientError, ConnectClient, R
 
 from cancel_sandbox.marketplace.records import Request
 
-from .mock_support import Running, clock, start  # noqa: F401 - fixtures
+from ..mock_support import Running, clock, start  # noqa: F401 - fixtures
 
 
 def client_of(mp: Running, **kwargs: object) -> ConnectClient:

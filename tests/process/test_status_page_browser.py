@@ -24,7 +24,7 @@ from processor.observe import Metrics
 from processor.ops.readiness import make_readiness
 from processor.ops.server import OpsServer, create_ops_app
 from tests.conftest import REPO, need_or_skip
-from tests.test_ops_server import Clock, put
+from tests.integration.test_ops_server import Clock, put
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

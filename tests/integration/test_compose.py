@@ -28,7 +28,7 @@ from processor.observe import Metrics
 from processor.ops.readiness import make_readiness
 from processor.ops.server import build_ops_server
 
-from .conftest import REPO
+from ..conftest import REPO
 
 COMPOSE = REPO / "compose.yaml"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")

@@ -19,8 +19,8 @@ from processor.engine.liveness import SUSPENDED
 from processor.journal.base import Journal, State
 from processor.observe import Metrics
 
-from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
-from .policy_fakes import PolicyMarketplace, StepAdapter
+from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
+from ..policy_fakes import PolicyMarketplace, StepAdapter
 
 HOLDER_WAIT = 120.0
 

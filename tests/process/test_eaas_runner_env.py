@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, need_or_skip
-from tests.test_extension_project import RUNNER_TAG
+from tests.unit.test_extension_project import RUNNER_TAG
 
 # The release extension/docker-compose.yml's image names: installing it from the index proves it exists.
 RUNNER = f"connect-extension-runner=={RUNNER_TAG}"
@@ -102,9 +102,9 @@ def test_the_project_installs_beside_the_released_runner_and_its_eaas_tests_pass
             "-p",
             "no:cacheprovider",
             "tests/eaas_in_runner.py",
-            "tests/test_eaas.py",
-            "tests/test_eaas_deploy.py",
-            "tests/test_extension_project.py",
+            "tests/integration/test_eaas.py",
+            "tests/integration/test_eaas_deploy.py",
+            "tests/unit/test_extension_project.py",
         ],
         900,
         cwd=REPO,

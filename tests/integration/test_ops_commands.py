@@ -19,7 +19,7 @@ from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import register_secret
 from processor.ops.commands import EXPORT, PARK, REPORT, RETRY, STATUS, Command
-from tests.test_ops_server import Clock, put
+from tests.integration.test_ops_server import Clock, put
 
 T0 = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -23,8 +23,8 @@ import yaml
 from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, SeedError, create_app
 from processor.ops.serving import ServerThread
 
-from .conftest import SHARED, need_or_skip
-from .mock_support import START, Running, clock, fixture_payloads, start  # noqa: F401 - fixtures
+from ..conftest import SHARED, need_or_skip
+from ..mock_support import START, Running, clock, fixture_payloads, start  # noqa: F401 - fixtures
 
 FIXTURES = SHARED / "reference" / "fixtures"
 TEMPLATE_FIXTURE = (
@@ -215,7 +215,7 @@ def test_a_template_fixture_is_served_back_unchanged(start: Callable[..., Runnin
 def test_the_example_seed_files_connect_request_is_served_back_unchanged(
     start: Callable[..., Running],
 ) -> None:
-    path = Path(__file__).resolve().parents[1] / "config" / "seed.example.yaml"
+    path = Path(__file__).resolve().parents[2] / "config" / "seed.example.yaml"
     example = yaml.safe_load(path.read_text(encoding="utf-8"))["connect_requests"][0]
     mp = start(seed_file=path)
     assert mp.get(f"/requests/{example['id']}").json() == example

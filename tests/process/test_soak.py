@@ -36,7 +36,7 @@ SMALL: dict[str, Any] = {
 
 def assert_soak_held(settings: SoakSettings) -> RunFacts:
     report = run_soak(
-        settings, command="tests/test_soak.py", say=lambda line: print(line, flush=True)
+        settings, command="tests/process/test_soak.py", say=lambda line: print(line, flush=True)
     )
     print("\n" + render_markdown(report))
     facts = report.facts

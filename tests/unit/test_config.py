@@ -10,7 +10,7 @@ import pytest
 
 from processor.config.schema import ConfigError, connect_api_key, load_config
 
-from .conftest import REPO
+from ..conftest import REPO
 
 EXAMPLE = REPO / "config" / "processor.example.yaml"
 

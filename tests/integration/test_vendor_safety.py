@@ -252,7 +252,7 @@ def test_the_guard_stops_a_wrong_path_read_as_gone_after_a_handful_until_resumed
 
 @pytest.mark.parametrize("name", ["processor.example.yaml", "processor.compose.yaml"])
 def test_the_shipped_configurations_name_the_mock_vendor_map_explicitly(name: str) -> None:
-    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / name).read_text())
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / name).read_text())
     assert data["adapters"]["vendor"]["options"]["outcomes"] == MOCK_VENDOR_OUTCOMES
 
 

@@ -22,7 +22,7 @@ from processor.journal.base import Journal, State
 from processor.marketplace import NotPending, TransientError
 from processor.observe import Metrics
 
-from .fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
+from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
 
 PRODUCT = "PRD-100-100-100"
 

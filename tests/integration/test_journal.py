@@ -26,7 +26,7 @@ import pytest
 from processor.journal import open_journal, redact_url
 from processor.journal.base import Claim, Journal, LeaseLost, SchemaError, State
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MIGRATE_HINT = "run `cancel-processor journal migrate`"
 
 

@@ -15,7 +15,7 @@ from processor.journal import open_journal
 from processor.journal.base import RequestRecord, State
 from processor.model import parse_datetime
 
-from .policy_support import (
+from ..policy_support import (
     ACME,
     AMERICA,
     DAY,

@@ -13,7 +13,7 @@ import requests
 from cancel_sandbox.marketplace import DEFAULT_API_KEY, MockClock, approve_template
 from cancel_sandbox.marketplace.records import Request
 
-from .mock_support import (  # noqa: F401 - fixtures
+from ..mock_support import (  # noqa: F401 - fixtures
     KEY_ID,
     START,
     Running,

@@ -20,7 +20,7 @@ from cancel_sandbox.marketplace.records import Request
 from cancel_sandbox.marketplace.rql import parse_query
 from cancel_sandbox.marketplace.store import Store
 
-from .mock_support import (  # noqa: F401 - fixtures
+from ..mock_support import (  # noqa: F401 - fixtures
     START,
     Running,
     catalog,

@@ -24,8 +24,8 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
 from processor.ops.serving import ServerThread
 
-from .conftest import SHARED
-from .contract.overlay import KNOWN_OMISSIONS, load_document, patched
+from ..conftest import SHARED
+from ..contract.overlay import KNOWN_OMISSIONS, load_document, patched
 
 pytestmark = pytest.mark.contract
 

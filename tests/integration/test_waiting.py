@@ -16,8 +16,8 @@ from processor.engine.core import Engine
 from processor.journal import open_journal
 from processor.observe import Metrics
 
-from .fakes import Clock, cancel_payload
-from .policy_fakes import PolicyMarketplace, StepAdapter
+from ..fakes import Clock, cancel_payload
+from ..policy_fakes import PolicyMarketplace, StepAdapter
 
 PRODUCT = "PRD-100-100-100"
 

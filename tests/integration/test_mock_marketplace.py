@@ -35,9 +35,9 @@ from cancel_sandbox.marketplace.records import render_asset, render_request
 from cancel_sandbox.marketplace.serialize import Serializer
 from cancel_sandbox.marketplace.store import Store
 
-from .mock_support import SECRET, START, Running, clock, start, template_of  # noqa: F401 - fixtures
+from ..mock_support import SECRET, START, Running, clock, start, template_of  # noqa: F401 - fixtures
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- authentication, limits, secrets ------------------------------------------------------------

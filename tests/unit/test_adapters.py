@@ -102,7 +102,7 @@ def test_without_a_configured_name_the_adapter_keeps_its_own() -> None:
 
 def test_module_and_class_loads_an_unpackaged_adapter_with_a_copy_of_its_options() -> None:
     options = {"region": "eu"}
-    adapter = load_adapter("tests.test_adapters:EchoAdapter", options, name="vendor")
+    adapter = load_adapter("tests.unit.test_adapters:EchoAdapter", options, name="vendor")
     assert isinstance(adapter, EchoAdapter)
     assert adapter.options == {"region": "eu"} and adapter.options is not options
     assert adapter.name == "vendor"
@@ -157,7 +157,7 @@ def test_options_that_are_not_a_mapping_are_refused() -> None:
 
 def test_any_constructor_error_becomes_an_adapter_error() -> None:
     with pytest.raises(AdapterError) as error:
-        load_adapter("tests.test_adapters:PickyAdapter", {}, name="vendor")
+        load_adapter("tests.unit.test_adapters:PickyAdapter", {}, name="vendor")
     assert "construction failed: ValueError: region must be eu or us" in str(error.value)
 
 
@@ -174,7 +174,7 @@ def test_any_constructor_error_becomes_an_adapter_error() -> None:
 )
 def test_an_object_that_does_not_satisfy_the_protocol_is_refused(cls: str, expected: str) -> None:
     with pytest.raises(AdapterError) as error:
-        load_adapter(f"tests.test_adapters:{cls}", {}, name="vendor")
+        load_adapter(f"tests.unit.test_adapters:{cls}", {}, name="vendor")
     assert expected in str(error.value)
 
 

@@ -23,7 +23,7 @@ import requests
 
 from processor.ops.serving import free_port
 
-from .conftest import REPO
+from ..conftest import REPO
 
 MARK = "<!-- runnable -->"
 
