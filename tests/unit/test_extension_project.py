@@ -4,7 +4,7 @@ The validators run as ``cextrun`` runs them before it starts (connect-extension-
 ``validate_extension``): in order, each adding to a shared context, stopping at one that says so.
 What the runner asks Connect for (the event definitions; its own latest version) is given here,
 without network. The suite runs this module with connect-eaas-core 38 and, in the runner's
-virtualenv (tests/test_eaas_runner_env.py), with 37.4.
+virtualenv (tests/process/test_eaas_runner_env.py), with 37.4.
 """
 
 from __future__ import annotations
