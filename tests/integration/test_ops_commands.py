@@ -1,6 +1,6 @@
 """The operator commands, run as the CLI runs them: arguments parsed by each command's own parser,
-``run(args)`` called, its output captured; against a real SQLite journal named by a real config file.
-"""
+``run(args)`` called, its output captured; against a real SQLite journal named by a real config
+file."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import register_secret
 from processor.ops.commands import EXPORT, PARK, REPORT, RETRY, STATUS, Command
-from tests.integration.test_ops_server import Clock, put
+from tests.ops_support import Clock, put
 
 T0 = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -1,11 +1,9 @@
-"""The status page in a real headless Chromium: it loads, lists what the journal holds, and its Retry
-button sends a parked request back to new. Saves a screenshot to ``artifacts/status-page.png`` and
-``docs/status-page.png`` when ``UPDATE_DOCS_SCREENSHOT=1``.
-
-Needs the ``playwright`` Python package and a system Chromium at /usr/bin/chromium (Debian's
-``chromium`` package; Playwright's own browser download is not used). Skipped without them on a
-developer's machine; a failure under CI=true.
-"""
+"""The status page in a real headless Chromium: it loads, lists what the journal holds, and its
+Retry button sends a parked request back to new. Saves a screenshot to ``artifacts/status-page.png``
+and ``docs/status-page.png`` when ``UPDATE_DOCS_SCREENSHOT=1``. Needs the ``playwright`` Python
+package and a system Chromium at /usr/bin/chromium (Debian's ``chromium`` package; Playwright's own
+browser download is not used). Skipped without them on a developer's machine; a failure under
+CI=true."""
 
 from __future__ import annotations
 
@@ -24,7 +22,7 @@ from processor.observe import Metrics
 from processor.ops.readiness import make_readiness
 from processor.ops.server import OpsServer, create_ops_app
 from tests.conftest import REPO, need_or_skip
-from tests.integration.test_ops_server import Clock, put
+from tests.ops_support import Clock, put
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
