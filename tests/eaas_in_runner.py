@@ -1,8 +1,9 @@
 """The extension as connect-extension-runner 43.1 runs it: the runner's own discovery, handler and
 task managers, against the live mock marketplace and mock vendor.
 
-Runs only inside the virtualenv that tests/process/test_eaas_runner_env.py builds (the runner, connect-eaas-core
-37.4 and pydantic 1.10 beside this project); the main suite does not collect it (no ``test_`` prefix).
+Runs only inside the virtualenv that tests/process/test_eaas_runner_env.py builds (the runner,
+connect-eaas-core 37.4 and pydantic 1.10 beside this project); the main suite does not collect it
+(no ``test_`` prefix).
 
 What is the runner's and what is the test's:
 

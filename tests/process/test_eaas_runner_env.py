@@ -6,9 +6,9 @@ in a temporary directory, the extension project (extension/, which brings the pr
 repository by its path dependency) and ``connect-extension-runner==43.1`` are installed into it
 together (pip's cache makes a repeat quick), ``pip check`` must be clean, and the EaaS tests run
 there in a pytest subprocess: tests/eaas_in_runner.py (the runner's own discovery and task managers
-against the mock marketplace and vendor), tests/integration/test_eaas.py and tests/integration/test_eaas_deploy.py (the
-application on pydantic 1 and connect-eaas-core 37.4) and
-tests/unit/test_extension_project.py (connect-eaas-core 37.4's validators on extension/).
+against the mock marketplace and vendor), tests/integration/test_eaas*.py (the application on
+pydantic 1 and connect-eaas-core 37.4) and tests/unit/test_extension_project.py (connect-eaas-core
+37.4's validators on extension/).
 Without a package index the test skips on a developer's machine and fails under CI=true.
 """
 
@@ -103,6 +103,7 @@ def test_the_project_installs_beside_the_released_runner_and_its_eaas_tests_pass
             "no:cacheprovider",
             "tests/eaas_in_runner.py",
             "tests/integration/test_eaas.py",
+            "tests/integration/test_eaas_live.py",
             "tests/integration/test_eaas_deploy.py",
             "tests/unit/test_extension_project.py",
         ],
