@@ -125,7 +125,13 @@ class HttpsSandbox:
 
     def __init__(self, pki: Pki, generate: int) -> None:
         self.sandbox = Sandbox(generate=generate, seed=5)  # its apps only: it is never started
-        tls = {"ssl_certfile": str(pki.cert), "ssl_keyfile": str(pki.key)}
+        # A client refused over TLS leaves its connection to the server's graceful shutdown, which
+        # would wait for it as long as the thread's join allows (10 s): one second is plenty here.
+        tls = {
+            "ssl_certfile": str(pki.cert),
+            "ssl_keyfile": str(pki.key),
+            "timeout_graceful_shutdown": 1,
+        }
         self.marketplace = ServerThread(self.sandbox.market_app, **tls)
         self.vendor = ServerThread(self.sandbox.vendor_app, **tls)
 
