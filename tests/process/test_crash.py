@@ -137,7 +137,9 @@ def test_many_sigkills_at_random_moments(mode: str, tmp_path: Path) -> None:
         env = processor_env(sandbox)
         kills = 0
         deadline = time.monotonic() + 60
-        while kills < 12 and time.monotonic() < deadline and sandbox.pending_cancels():
+        # Eight kills at random moments of a run with eight workers: every crash window is also
+        # covered one by one above; these sample the interleavings of concurrent workers.
+        while kills < 8 and time.monotonic() < deadline and sandbox.pending_cancels():
             process = subprocess.Popen(
                 [sys.executable, "-m", "processor", "run", "--config", str(config)],
                 env=env,
@@ -148,7 +150,8 @@ def test_many_sigkills_at_random_moments(mode: str, tmp_path: Path) -> None:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             kills += 1
-        time.sleep(3.5)  # the dead processes' leases run out (rows they left open are settled)
+        # No sleep for the dead processes' leases: --once waits for claims until they run out
+        # (processing.once_max_wait), as the resumed runs above do.
         final = run_processor(config, env, "--once")
         check = sandbox.check(initially_pending=before)
         states = journal_states(journal_url, before)
@@ -156,7 +159,8 @@ def test_many_sigkills_at_random_moments(mode: str, tmp_path: Path) -> None:
             f"\n[random kills, mode {mode}] requests={check.requests} kills={kills} "
             f"approved={check.approved} failed={check.failed} lost={check.lost} "
             f"vendor_calls={check.vendor_calls} effective={check.effective_terminations} "
-            f"duplicates={check.duplicate_terminations} approvals_without_termination={check.approvals_without_termination}"
+            f"duplicates={check.duplicate_terminations} "
+            f"approvals_without_termination={check.approvals_without_termination}"
         )
         assert kills >= 3
         assert final.returncode == 0, final.stdout[-3000:]

@@ -59,15 +59,16 @@ def _subscription(request: dict) -> str:  # type: ignore[type-arg]
 
 def test_the_daemon_reconciles_on_schedule_and_stops_within_its_budget(tmp_path: Path) -> None:
     port, db = free_port(), tmp_path / "journal.db"
-    with Sandbox(generate=20, seed=21) as sandbox:
+    with Sandbox(generate=12, seed=21) as sandbox:
         before = sandbox.pending_cancels()
         data = sandbox.config_data(
             f"sqlite:///{db}",
             preview_noop=True,
             processing={"notes": False, "poll_interval": 0.3, "shutdown_timeout": SHUTDOWN},
             http={"enabled": True, "host": "127.0.0.1", "port": port},
-            # Back to back, and slow: a run takes several seconds, so the SIGTERM below lands in one.
-            reconcile={"every": 1, "rate": 3, "concurrency": 2},
+            # Back to back, and slow: a run takes a few seconds (about ten subscriptions read at 4
+            # a second), so the SIGTERM below lands in one; twenty at 3 a second bought nothing.
+            reconcile={"every": 1, "rate": 4, "concurrency": 2},
             log={"level": "info", "format": "json"},
         )
         config = tmp_path / "processor.yaml"

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,16 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Com
         text=True,
         timeout=timeout,
     )
+
+
+def _cli_all(
+    runs: dict[str, tuple[dict[str, str], tuple[str, ...]]],
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Independent commands (name -> environment, arguments) at once, four at a time: each is a
+    process of its own whose time is mostly start-up, and none depends on another's effect."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        started = {name: pool.submit(_cli, env, *args) for name, (env, args) in runs.items()}
+        return {name: future.result() for name, future in started.items()}
 
 
 def _record(scan: Scan, name: str, done: subprocess.CompletedProcess[str]) -> None:
@@ -268,7 +279,8 @@ def test_no_secret_reaches_any_output_of_a_full_run(
             approved = sorted(rid for rid, (state, _) in rows.items() if state == "approved")
             assert parked and approved
             cfg = ("--config", str(config))
-            for name, args in {
+            # The commands that only read, at once; then the two that change a request.
+            readers = {
                 "status": ("status", *cfg),
                 "report table": ("report", *cfg),
                 "report csv": ("report", *cfg, "--format", "csv"),
@@ -276,16 +288,21 @@ def test_no_secret_reaches_any_output_of_a_full_run(
                 "journal export": ("journal", "export", *cfg),
                 "waiting": ("waiting", *cfg, "--timers"),
                 "waiting json": ("waiting", *cfg, "--timers", "--format", "json"),
+                "dry run": ("run", *cfg, "--dry-run"),
+            }
+            ran = _cli_all({name: (env, args) for name, args in readers.items()})
+            for name, args in {
                 "retry": ("retry", parked[0], *cfg, "--note", "operator retry"),
                 "park": ("park", approved[0], *cfg, "--reason", "look"),  # refused: final
-                "dry run": ("run", *cfg, "--dry-run"),
             }.items():
-                done = _cli(env, *args)
+                ran[name] = _cli(env, *args)
+            for name, done in ran.items():
                 assert done.returncode in (0, 1), (name, done.stderr[-2000:])
                 _record(scan, name, done)
-            # The daemon takes the retried request up again: whatever it reaches (parked again, or
-            # approved if its trouble was a fault that passed), it is final once more. Waited for as
-            # a condition, with the same generous bound as the first settling: a loaded machine is slow.
+            # The daemon takes the retried request up again: whatever it reaches (parked again,
+            # or approved if its trouble was a fault that passed), it is final once more. Waited
+            # for as a condition, with the same generous bound as the first settling: a loaded
+            # machine is slow.
             _wait_for(
                 lambda: _journal_rows(db)[parked[0]][0] in ("approved", "failed", "parked"),
                 150,
@@ -331,6 +348,7 @@ def test_no_secret_reaches_any_output_of_a_full_run(
         scan.add("journal (every row)", "\n".join(conn.iterdump()))
 
     # Bad configurations: their error messages name the key and the value, but not a secret.
+    bad: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {}
     for name, overrides in {
         "journal url, bad scheme": {
             "CANCEL_PROCESSOR_JOURNAL__URL": f"mysql://cp:{DB_PASSWORD}@db/cp"
@@ -345,14 +363,14 @@ def test_no_secret_reaches_any_output_of_a_full_run(
         "secret as a key": {"CANCEL_PROCESSOR_CONNECT__API_KEY": API_KEY},
     }.items():
         for args in (("run", "--once", *cfg), ("status", *cfg)):
-            done = _cli({**env, **overrides}, *args)
-            assert done.returncode in (1, 2, 3), (
-                name,
-                args,
-                done.stdout,
-                done.stderr[-2000:],
-            )  # 3: unreachable
-            _record(scan, f"bad config: {name}: {args[0]}", done)
+            bad[f"bad config: {name}: {args[0]}"] = ({**env, **overrides}, args)
+    for name, done in _cli_all(bad).items():
+        assert done.returncode in (1, 2, 3), (
+            name,
+            done.stdout,
+            done.stderr[-2000:],
+        )  # 3: unreachable
+        _record(scan, name, done)
 
     # Positive controls: the secrets did travel where a leak could have happened.
     assert echo_vendor.seen_tokens == {VENDOR_TOKEN} and echo_vendor.echoed >= 3
