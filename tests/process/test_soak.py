@@ -1,8 +1,9 @@
-"""The chaos soak in small: real daemons (subprocesses) on SQLite and on PostgreSQL, SIGKILLed about
-twenty times and restarted, paused with SIGSTOP for longer than the lease, and put through one storm
-of each kind on the live mocks (5xx, 429 with Retry-After, apply-then-drop, latency beyond the client
-timeouts, the vendor down). The checker reads both ledgers and the journal; any broken invariant
-fails the test. A third test proves the checker itself sees a broken invariant when there is one.
+"""The chaos soak in small: real daemons (subprocesses) on SQLite and on PostgreSQL, SIGKILLed
+about a dozen times and restarted, paused with SIGSTOP for longer than the lease, and put through
+one storm of each kind on the live mocks (5xx, 429 with Retry-After, apply-then-drop, latency
+beyond the client timeouts, the vendor down). The checker reads both ledgers and the journal; any
+broken invariant fails the test. A third test proves the checker itself sees a broken invariant
+when there is one.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from processor.journal import open_journal
 pytestmark = pytest.mark.slow
 
 # Small, and paced so that the faults land on work in flight: a slow vendor and few workers.
+# Twelve kills about two seconds apart: a restart (start-up, then the dead claims' lease) takes
+# most of a second or two, so twenty kills 1.1-1.9 s apart left a loaded machine's daemon
+# restarting nearly all the time, storms met no calls and most of the backlog waited for the
+# drain. With the daemon up between kills the same invariants are exercised in a shorter run.
 SMALL: dict[str, Any] = {
-    "requests": 300,
-    "kills": 20,
-    "kill_every": (1.1, 1.9),
+    "requests": 240,
+    "kills": 12,
+    "kill_every": (1.5, 2.5),
     "pauses": 2,
     "storm_seconds": 4.0,
-    "fault_seconds": 36.0,
+    "fault_seconds": 30.0,
     "vendor_latency_ms": 250.0,
     "quiet_seconds": 60.0,
     "baseline_seconds": 60.0,
@@ -41,9 +46,9 @@ def assert_soak_held(settings: SoakSettings) -> RunFacts:
     print("\n" + render_markdown(report))
     facts = report.facts
     assert report.ok, (report.failures, report.details)
-    # The schedule ran as drawn: kills bounded by count and time, each pause, one storm of each kind,
-    # and the mocks' own counters show the storms reached the daemons.
-    assert facts.kills >= 15
+    # The schedule ran as drawn: kills bounded by count and time, each pause, one storm of each
+    # kind, and the mocks' own counters show the storms reached the daemons.
+    assert facts.kills >= 10
     assert facts.pauses == 2 and facts.longest_pause > settings.lease_seconds
     assert facts.storms == {kind: 1 for kind in STORMS}
     assert all(facts.injected[kind] > 0 for kind in ("errors", "throttles", "drops")), (
@@ -66,8 +71,14 @@ def test_soak_sqlite_one_daemon(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_soak_postgres_three_replicas(postgres_url: str, tmp_path: Path) -> None:
+    # Three replicas drain faster than one daemon: a larger backlog keeps work in flight until the
+    # last storm has passed.
     settings = SoakSettings(
-        store="postgres", postgres_url=postgres_url, concurrency=2, workdir=str(tmp_path), **SMALL
+        store="postgres",
+        postgres_url=postgres_url,
+        concurrency=2,
+        workdir=str(tmp_path),
+        **{**SMALL, "requests": 300},
     )
     facts = assert_soak_held(settings)
     # A replica paused while holding claims, longer than the lease: the others took some over (and
