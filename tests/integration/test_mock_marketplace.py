@@ -10,10 +10,6 @@ test_mock_marketplace_surface.py.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -170,7 +166,7 @@ def test_state_survives_a_restart_with_a_state_file(
     assert second.get(f"/requests/{requests_[3].id}").json()["status"] == "pending"
 
 
-# -- seeding and generation --------------------------------------------------------------------------
+# -- seeding and generation ------------------------------------------------------------------------
 
 
 def test_the_example_seed_file_loads(start: Callable[..., Running]) -> None:
@@ -287,7 +283,7 @@ def test_serializer_matches_the_rendered_objects() -> None:
         assert json.loads(serializer.asset(asset)) == render_asset(asset)
 
 
-# -- admin endpoints and the web page ---------------------------------------------------------------
+# -- admin endpoints and the web page --------------------------------------------------------------
 
 
 def test_admin_seed_clock_stats_and_ledger(start: Callable[..., Running]) -> None:
@@ -348,46 +344,6 @@ def test_web_page_lists_and_cancels_like_the_connect_ui(start: Callable[..., Run
 
 
 # -- the command ----------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_the_command_serves_and_says_what_it_serves(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "processor",
-            "mock-marketplace",
-            "--port",
-            str(port),
-            "--generate",
-            "5",
-            "--state-file",
-            str(tmp_path / "state.sqlite"),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        banner = [process.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
-        assert f"http://127.0.0.1:{port}" in banner[0] and "SU-000-000-000" in banner[1]
-        assert SECRET not in "".join(banner)
-        for _ in range(100):  # the banner comes before uvicorn listens
-            try:
-                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        assert health.json()["status"] == "ok"
-    finally:
-        process.terminate()
-        process.wait(10)
-    assert (tmp_path / "state.sqlite").exists()
 
 
 def test_a_bad_seed_file_stops_the_command_with_status_2(tmp_path: Path) -> None:

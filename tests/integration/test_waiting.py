@@ -1,4 +1,5 @@
-"""``cancel-processor waiting``: what waits for people (and dates), read from a real journal file."""
+"""``cancel-processor waiting``: what waits for people (and dates), read from a real journal
+file."""
 
 from __future__ import annotations
 
@@ -85,20 +86,4 @@ def test_never_creates_a_journal(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     with pytest.raises(ConfigError, match="no journal at"):
         run(args(path))
-    assert not (tmp_path / "journal.db").exists()
-
-
-def test_is_a_subcommand_of_the_cli_and_exits_2_without_a_journal(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    path = write_config(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "processor", "waiting", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2, done.stderr
-    assert "no journal at" in done.stderr
     assert not (tmp_path / "journal.db").exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,15 +81,3 @@ def test_api_key_from_env_or_file_never_from_the_yaml(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, "connect:\n  api_key: ApiKey SU-1:inline\n"), environ={})
-
-
-def test_cli_exits_2_with_a_clear_message(tmp_path: Path) -> None:
-    path = write(tmp_path, "processing:\n  concurrency: 0\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "processor", "run", "--once", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert str(path) in result.stderr and "processing.concurrency" in result.stderr
