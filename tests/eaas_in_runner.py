@@ -1,7 +1,7 @@
 """The extension as connect-extension-runner 43.1 runs it: the runner's own discovery, handler and
 task managers, against the live mock marketplace and mock vendor.
 
-Runs only inside the virtualenv that tests/test_eaas_runner_env.py builds (the runner,
+Runs only inside the virtualenv that tests/process/test_eaas_runner_env.py builds (the runner,
 connect-eaas-core 37.4 and pydantic 1.10 beside this project); the main suite does not collect it
 (no ``test_`` prefix).
 

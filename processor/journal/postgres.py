@@ -55,7 +55,7 @@ from processor.journal.queries import Migration, load_migrations, load_queries
 from processor.journal.rows import Clock, utcnow
 from processor.journal.store import StoreJournal
 
-__all__ = ["PostgresJournal", "PostgresConnector"]
+__all__ = ["postgres_journal", "PostgresConnector"]
 
 _ITERSIZE = 500  # rows per fetch of the server-side cursor in records()
 
@@ -233,14 +233,8 @@ class PostgresConnector:
         self._pool.close()
 
 
-class PostgresJournal(StoreJournal):
-    """The :class:`~processor.journal.base.Journal` on PostgreSQL (psycopg 3 and its pool).
-    ``options`` are :class:`PostgresConnector`'s (an unknown one raises :class:`TypeError`)."""
-
-    def __init__(self, url: str, *, clock: Clock = utcnow, **options: Any) -> None:
-        self._connector = PostgresConnector(url, **options)
-        super().__init__(self._connector, clock=clock)
-
-    def _write(self) -> contextlib.AbstractContextManager[Cursor]:
-        """A bare cursor in one transaction, for tests that stall a transaction midway."""
-        return self._connector.cursor(transaction=True)
+def postgres_journal(url: str, *, clock: Clock = utcnow, **options: Any) -> StoreJournal:
+    """The :class:`~processor.journal.base.Journal` on PostgreSQL (psycopg 3 and its pool): the
+    rules over this module's connector. ``options`` are :class:`PostgresConnector`'s (an unknown
+    one raises :class:`TypeError`)."""
+    return StoreJournal(PostgresConnector(url, **options), clock=clock)

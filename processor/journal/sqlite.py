@@ -50,7 +50,7 @@ from processor.journal.rows import Clock, aware_utc, data_json, utcnow
 from processor.journal.sqlite_connections import MEMORY, Connections, PerThread, Shared
 from processor.journal.store import StoreJournal
 
-__all__ = ["SQLiteJournal", "SQLiteConnector"]
+__all__ = ["sqlite_journal", "SQLiteConnector"]
 
 _PAGE = 500  # rows per read of records(): bounded memory, short lock holds
 
@@ -201,14 +201,13 @@ class SQLiteConnector:
         self._connections.close()
 
 
-class SQLiteJournal(StoreJournal):
-    """The :class:`~processor.journal.base.Journal` on an SQLite file (or ``:memory:``).
-    ``options`` are :class:`SQLiteConnector`'s (an unknown one raises :class:`TypeError`)."""
-
-    def __init__(
-        self, path: str, *, clock: Clock = utcnow, auto_migrate: bool = False, **options: Any
-    ) -> None:
-        super().__init__(SQLiteConnector(path, **options), clock=clock)
-        self.path = path
-        if auto_migrate:
-            self.migrate()
+def sqlite_journal(
+    path: str, *, clock: Clock = utcnow, auto_migrate: bool = False, **options: Any
+) -> StoreJournal:
+    """The :class:`~processor.journal.base.Journal` on an SQLite file (or ``:memory:``): the rules
+    over this module's connector. ``options`` are :class:`SQLiteConnector`'s (an unknown one raises
+    :class:`TypeError`)."""
+    journal = StoreJournal(SQLiteConnector(path, **options), clock=clock)
+    if auto_migrate:
+        journal.migrate()
+    return journal

@@ -57,6 +57,7 @@ class StoreJournal:
 
     def __init__(self, connector: Connector, *, clock: Clock = utcnow) -> None:
         self._c = connector
+        self.connector = connector  # public for tests that hold a transaction open midway
         self._q = connector.queries
         self._clock = clock
         self.url = connector.url
