@@ -124,7 +124,8 @@ def marketplace_status_changes(market_url: str) -> Counter[tuple[str, str]]:
 
 
 def final_times(market_url: str, request_ids: set[str]) -> dict[str, float]:
-    """When each of ``request_ids`` was first approved or failed (epoch seconds, the ledger's clock)."""
+    """When each of ``request_ids`` was first approved or failed (epoch seconds, the ledger's
+    clock)."""
     from datetime import datetime
 
     times: dict[str, float] = {}
@@ -150,13 +151,16 @@ def final_times(market_url: str, request_ids: set[str]) -> dict[str, float]:
 
 def transition_owners(journal_url: str) -> dict[str, int]:
     """How many distinct processes wrote each request's transitions (owner = host:pid:nonce)."""
-    query = "SELECT request_id, COUNT(DISTINCT owner) FROM transitions WHERE owner IS NOT NULL GROUP BY request_id"
+    query = (
+        "SELECT request_id, COUNT(DISTINCT owner) FROM transitions WHERE owner IS NOT NULL "
+        "GROUP BY request_id"
+    )
     return {rid: int(n) for rid, n in _journal_query(journal_url, query)}
 
 
 def suspensions(journal_url: str) -> tuple[int, int]:
-    """Takeovers that waited for a previous holder still alive (processor/engine/liveness.py): transitions,
-    and distinct requests."""
+    """Takeovers that waited for a previous holder still alive (processor/engine/liveness.py):
+    transitions, and distinct requests."""
     query = (
         "SELECT COUNT(*), COUNT(DISTINCT request_id) FROM transitions "
         "WHERE detail LIKE 'retry after %suspended: previous holder alive%'"
@@ -208,7 +212,8 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
 
     terminate_effects = [e for e in ledger["effects"] if e["action"] == "terminate"]
     effective = Counter(e["subscription_id"] for e in terminate_effects)
-    # Subscriptions terminated more than once: a second effect, or one the vendor flagged as a repeat.
+    # Subscriptions terminated more than once: a second effect, or one the vendor flagged as a
+    # repeat.
     duplicated = {s for s, n in effective.items() if n > 1} | {
         e["subscription_id"] for e in terminate_effects if e.get("duplicate")
     }
@@ -306,7 +311,7 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
         Row(
             "throughput with faults (to quiescence)",
             f"{facts.fault_rate:.1f} requests/s ({facts.fault_requests} requests, ratio "
-            f"{facts.fault_rate / facts.baseline_rate if facts.baseline_rate else float('nan'):.2f})",
+            f"{_ratio(facts.fault_rate, facts.baseline_rate):.2f})",
         ),
         Row("elapsed", f"{facts.elapsed:.0f} s"),
     ]
@@ -336,6 +341,10 @@ def check(sandbox: Sandbox, journal_url: str, seeded: set[str], facts: RunFacts)
         ),
     }
     return Report(rows, details, facts)
+
+
+def _ratio(value: float, base: float) -> float:
+    return value / base if base else float("nan")
 
 
 def render_markdown(report: Report, title: str | None = None) -> str:

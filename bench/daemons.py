@@ -28,7 +28,8 @@ __all__ = ["Daemon", "fresh_schema", "schema_url", "catches_sigterm", "sigterm_w
 
 
 def catches_sigterm(pid: int) -> bool:
-    """Whether process ``pid`` has a SIGTERM handler installed (Linux: SigCgt in /proc/PID/status)."""
+    """Whether process ``pid`` has a SIGTERM handler installed (Linux: SigCgt in
+    /proc/PID/status)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
     except OSError:

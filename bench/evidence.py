@@ -58,7 +58,8 @@ def _plain(value: Any) -> Any:
 
 
 def timeline(story: dict[str, Any]) -> list[str]:
-    """One offending request's events, in time order: journal transitions, Connect changes, vendor."""
+    """One offending request's events, in time order: journal transitions, Connect changes,
+    vendor."""
     events: list[tuple[str, str]] = []
     for t in story["transitions"]:
         events.append(

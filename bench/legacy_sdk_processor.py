@@ -1,4 +1,5 @@
-"""The legacy way: approve pending cancel requests with ``connect-sdk`` 22.0's FulfillmentAutomation.
+"""The legacy way: approve pending cancel requests with ``connect-sdk`` 22.0's
+FulfillmentAutomation.
 
 This is the baseline the processor is compared with, written as a vendor did it in 2019-2020:
 subclass ``connect.FulfillmentAutomation``, skip what is not a cancel, return an
@@ -18,8 +19,9 @@ product without its own. A cancel whose product has no template is skipped (``no
 
 Prints one JSON object on stdout: ``listed`` (requests the SDK read), ``cancels``, ``approved``,
 ``approve_failed`` (the SDK swallows the error and carries on, so it is counted here),
-``no_template``, ``skipped`` (not a cancel), ``other_products``, ``elapsed_seconds`` and ``approved_per_second``. The SDK logs to
-stdout; that handler is moved to stderr so stdout stays parseable.
+``no_template``, ``skipped`` (not a cancel), ``other_products``, ``elapsed_seconds`` and
+``approved_per_second``. The SDK logs to stdout; that handler is moved to stderr so stdout stays
+parseable.
 
 Limits of the SDK itself, kept as they are because they are what is being measured: one page of
 at most 1000 requests per ``process()`` (no paging), one thread, no retries, a conversation lookup
@@ -99,7 +101,8 @@ def _split(text: str) -> list[str]:
 
 
 def templates_by_product(specs: Sequence[str]) -> dict[str | None, str]:
-    """``["PRD-1=TL-1", "TL-9"]`` -> ``{"PRD-1": "TL-1", None: "TL-9"}`` (None: any other product)."""
+    """``["PRD-1=TL-1", "TL-9"]`` -> ``{"PRD-1": "TL-1", None: "TL-9"}`` (None: any other
+    product)."""
     templates: dict[str | None, str] = {}
     for spec in specs:
         product, _, template = spec.rpartition("=")

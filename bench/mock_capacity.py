@@ -226,7 +226,8 @@ def main() -> int:
         calls, elapsed, latencies = outcome[name]
         q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
         print(
-            f"{label:<22}{calls:>8}{elapsed:>9.2f}{calls / elapsed:>10.0f}{q[49] * 1000:>9.2f}{q[98] * 1000:>9.2f}"
+            f"{label:<22}{calls:>8}{elapsed:>9.2f}{calls / elapsed:>10.0f}"
+            f"{q[49] * 1000:>9.2f}{q[98] * 1000:>9.2f}"
         )
     if outcome["error_count"]:
         print(f"\n{outcome['error_count']} unexpected answers, e.g. {outcome['errors']}")

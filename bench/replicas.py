@@ -54,7 +54,8 @@ class Result:
 
 
 def approved(servers: MockServers) -> int:
-    """Approvals the marketplace recorded (its own ledger: what happened, not what clients believed)."""
+    """Approvals the marketplace recorded (its own ledger: what happened, not what clients
+    believed)."""
     count, since = 0, 0
     for _ in range(1000):  # pages of 10,000 entries
         page = requests.get(
@@ -122,7 +123,7 @@ def run(
             wall = last - started
         finally:
             exits = [daemon.stop(60) for daemon in daemons]
-        for daemon, code in zip(daemons, exits):
+        for daemon, code in zip(daemons, exits, strict=True):
             if code != 0:
                 tail = daemon.log.read_text(encoding="utf-8", errors="replace")[-1500:]
                 print(
@@ -162,10 +163,12 @@ def main() -> int:
     per_request = (args.market_latency_ms + args.vendor_latency_ms) / 1000
     print(
         f"\n## Replicas on PostgreSQL: marketplace {args.market_latency_ms:.0f} ms, vendor "
-        f"{args.vendor_latency_ms:.0f} ms, concurrency {args.concurrency} per replica, {os.cpu_count()} CPUs\n"
+        f"{args.vendor_latency_ms:.0f} ms, concurrency {args.concurrency} per replica, "
+        f"{os.cpu_count()} CPUs\n"
     )
     print(
-        "| replicas | requests | approved | approvals/s | ideal/s | ratio to ideal | wall s | CPU cores busy | exit codes |"
+        "| replicas | requests | approved | approvals/s | ideal/s | ratio to ideal | wall s | CPU "
+        "cores busy | exit codes |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for replicas in args.replicas:
@@ -180,8 +183,9 @@ def main() -> int:
         )
         ideal = replicas * args.concurrency / per_request
         print(
-            f"| {r.replicas} | {r.requests} | {r.approved} | {r.rate:.1f} | {ideal:.1f} | {r.rate / ideal:.2f} "
-            f"| {r.wall:.1f} | {r.cores:.2f} | {','.join(map(str, r.exits))} |",
+            f"| {r.replicas} | {r.requests} | {r.approved} | {r.rate:.1f} | {ideal:.1f} | "
+            f"{r.rate / ideal:.2f} | {r.wall:.1f} | {r.cores:.2f} | {','.join(map(str, r.exits))} "
+            "|",
             flush=True,
         )
     return 0

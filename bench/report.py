@@ -60,20 +60,23 @@ def sweep_section(plan: Plan) -> tuple[list[str], list[throughput.SweepRow]]:
         list(plan.concurrency), plan.per_worker, plan.market_ms, plan.vendor_ms
     )
     lines = [
-        f"## Concurrency sweep: marketplace {plan.market_ms:.0f} ms, vendor {plan.vendor_ms:.0f} ms",
+        f"## Concurrency sweep: marketplace {plan.market_ms:.0f} ms, vendor {plan.vendor_ms:.0f} "
+        "ms",
         "",
         (
-            f"`python -m bench.processor_throughput --only sweep --concurrency {_csv(plan.concurrency)} "
-            f"--per-worker {plan.per_worker} --market-latency-ms {plan.market_ms:.0f} "
-            f"--vendor-latency-ms {plan.vendor_ms:.0f}` (mocks in processes of their own, SQLite journal; "
-            "ideal = concurrency / (vendor latency + approve latency))"
+            "`python -m bench.processor_throughput --only sweep --concurrency "
+            f"{_csv(plan.concurrency)} --per-worker {plan.per_worker} --market-latency-ms "
+            f"{plan.market_ms:.0f} --vendor-latency-ms {plan.vendor_ms:.0f}` (mocks in processes "
+            "of their own, SQLite journal; ideal = concurrency / (vendor latency + approve "
+            "latency))"
         ),
         "",
         "| concurrency | requests | seconds | requests/s | ideal/s | ratio to ideal |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | {r.ideal:.1f} | {r.ratio:.2f} |"
+        f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | {r.ideal:.1f} | "
+        f"{r.ratio:.2f} |"
         for r in rows
     ]
     return lines, rows
@@ -82,14 +85,17 @@ def sweep_section(plan: Plan) -> tuple[list[str], list[throughput.SweepRow]]:
 def cpu_section(plan: Plan) -> list[str]:
     r = throughput.cpu_cost_result(plan.cpu_requests)
     return [
-        f"## CPU per request at zero latency: concurrency {r.concurrency}, {plan.cpu_requests} requests",
+        f"## CPU per request at zero latency: concurrency {r.concurrency}, {plan.cpu_requests} "
+        "requests",
         "",
         f"`python -m bench.processor_throughput --only cpu --cpu-requests {plan.cpu_requests}`",
         "",
         "| run | requests | CPU ms/request | ratio to bare loop |",
         "|---|---:|---:|---:|",
-        f"| bare loop (the same HTTP calls; no journal, retries or logs) | {r.bare_requests} | {r.bare_cpu_ms:.2f} | 1.00 |",
-        f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | {r.ratio:.2f} |",
+        f"| bare loop (the same HTTP calls; no journal, retries or logs) | {r.bare_requests} | "
+        f"{r.bare_cpu_ms:.2f} | 1.00 |",
+        f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | "
+        f"{r.ratio:.2f} |",
         "",
         f"Processor wall time {r.seconds:.2f} s ({r.requests / r.seconds:.0f} requests/s).",
     ]
@@ -99,13 +105,13 @@ def legacy_section(plan: Plan) -> list[str]:
     concurrencies = [1, max(plan.concurrency)]
     head = [
         (
-            f"## Legacy SDK baseline: {plan.legacy_requests} requests, marketplace {plan.market_ms:.0f} ms, "
-            f"vendor {plan.vendor_ms:.0f} ms"
+            f"## Legacy SDK baseline: {plan.legacy_requests} requests, marketplace "
+            f"{plan.market_ms:.0f} ms, vendor {plan.vendor_ms:.0f} ms"
         ),
         "",
         (
-            f"`python -m bench.processor_throughput --only legacy --legacy-requests {plan.legacy_requests} "
-            f"--concurrency {_csv(plan.concurrency)}`"
+            "`python -m bench.processor_throughput --only legacy --legacy-requests "
+            f"{plan.legacy_requests} --concurrency {_csv(plan.concurrency)}`"
         ),
         "",
     ]
@@ -118,10 +124,12 @@ def legacy_section(plan: Plan) -> list[str]:
         *head,
         "| client | requests/s | ratio to legacy |",
         "|---|---:|---:|",
-        f"| connect-sdk FulfillmentAutomation (approves only, calls no vendor) | {r.legacy_rate:.1f} | 1.00 |",
+        "| connect-sdk FulfillmentAutomation (approves only, calls no vendor) | "
+        f"{r.legacy_rate:.1f} | 1.00 |",
     ]
     lines += [
-        f"| this processor, concurrency {c} (vendor call + approve) | {rate:.1f} | {rate / r.legacy_rate:.2f} |"
+        f"| this processor, concurrency {c} (vendor call + approve) | {rate:.1f} | "
+        f"{rate / r.legacy_rate:.2f} |"
         for c, rate in r.processor_rates.items()
     ]
     return lines
@@ -130,12 +138,14 @@ def legacy_section(plan: Plan) -> list[str]:
 def replicas_section(plan: Plan, postgres_url: str) -> list[str]:
     per_request = (plan.market_ms + plan.vendor_ms) / 1000
     head = [
-        f"## Replicas on one PostgreSQL journal: concurrency {plan.replica_concurrency} per replica",
+        f"## Replicas on one PostgreSQL journal: concurrency {plan.replica_concurrency} per "
+        "replica",
         "",
         (
-            f"`python -m bench.replicas --replicas {_csv(plan.replicas)} --concurrency {plan.replica_concurrency} "
-            f"--per-worker {plan.replica_per_worker}` (ideal = replicas x concurrency / (vendor + approve latency); "
-            "CPU cores busy counts the replicas and the mocks, not PostgreSQL)"
+            f"`python -m bench.replicas --replicas {_csv(plan.replicas)} --concurrency "
+            f"{plan.replica_concurrency} --per-worker {plan.replica_per_worker}` (ideal = "
+            "replicas x concurrency / (vendor + approve latency); CPU cores busy counts the "
+            "replicas and the mocks, not PostgreSQL)"
         ),
         "",
     ]
@@ -151,7 +161,8 @@ def replicas_section(plan: Plan, postgres_url: str) -> list[str]:
         ]
     lines = [
         *head,
-        "| replicas | requests | approved | approvals/s | ideal/s | ratio to ideal | wall s | CPU cores busy |",
+        "| replicas | requests | approved | approvals/s | ideal/s | ratio to ideal | wall s | CPU "
+        "cores busy |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in plan.replicas:
@@ -197,7 +208,8 @@ def plot_sweep(rows: list[throughput.SweepRow], plan: Plan, path: Path) -> None:
             xytext=(4, -12),
             fontsize=8,
         )
-    # Log on both axes: the ideal is a straight line, and the gap to it reads the same at every scale.
+    # Log on both axes: the ideal is a straight line, and the gap to it reads the same at every
+    # scale.
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     ax.set_xticks(x, [str(c) for c in x])
@@ -235,8 +247,9 @@ def build_report(
         "# Benchmarks",
         "",
         (
-            f"Produced by `{command}` on {when}, commit {git_commit()}, on a machine with {os.cpu_count()} CPU cores "
-            "(the mocks, the processor and PostgreSQL share them). Ratios matter more than absolute figures."
+            f"Produced by `{command}` on {when}, commit {git_commit()}, on a machine with "
+            f"{os.cpu_count()} CPU cores (the mocks, the processor and PostgreSQL share them). "
+            "Ratios matter more than absolute figures."
         ),
         "",
     ]

@@ -61,6 +61,10 @@ class MockServers:
     vendor_latency_ms: float = 0.0
     vendor_mode: str = "key"
     seed: int = 7
+    # Seconds each mock may take to exit after SIGTERM before it is killed. uvicorn's graceful
+    # shutdown waits for requests in flight, which a mock delaying every call by a minute keeps
+    # open; a test that made it so slow has no use for those answers.
+    stop_grace: float = 10.0
 
     def __enter__(self) -> MockServers:
         env = {**os.environ, "MOCK_VENDOR_TOKEN": VENDOR_TOKEN}
@@ -107,9 +111,10 @@ class MockServers:
             process.send_signal(signal.SIGTERM)
         for process in (self.market, self.vendor):
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=self.stop_grace)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait(timeout=10)
         self._ports.cleanup()
 
     @property

@@ -1,6 +1,7 @@
 """Chaos soak: real processor daemons against the sandbox, under a bounded schedule of faults.
 
-Run: ``python -m bench.soak [--requests 10000] [--store sqlite|postgres] [--mode key|natural|read|none]``.
+Run: ``python -m bench.soak [--requests 10000] [--store sqlite|postgres] [--mode
+key|natural|read|none]``.
 
 1. A sandbox (mock marketplace and mock vendor on loopback) is seeded with a first batch of the
    cancels; the daemons (``python -m processor run``: one on SQLite, or three replicas on a fresh
@@ -34,215 +35,19 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from bench.checker import Report, RunFacts, check, final_times, render_markdown
 from bench.daemons import Daemon, fresh_schema, held_by, taken_from
 from bench.evidence import keep_evidence
-from cancel_sandbox.faults import FaultSettings
+from bench.soak_control import Mocks, ensure_running, journal_open_and_parked, wait_quiet
+from bench.soak_plan import CLIENT_TIMEOUT, STORMS, Event, Schedule, SoakSettings
 from cancel_sandbox.local import Sandbox
-from processor.journal import open_journal
-from processor.journal.base import FINAL_STATES, State
 
-__all__ = ["Schedule", "SoakSettings", "main", "run_soak"]
-
-DEFAULT_POSTGRES_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-STORMS = ("5xx", "429", "drops", "latency", "vendor-down")
-CLIENT_TIMEOUT = 3.0  # the read timeout of both clients (Connect and vendor) in the soak's config
-
-
-@dataclass
-class SoakSettings:
-    requests: int = 10_000
-    seed: int = 20261124
-    store: str = "sqlite"  # sqlite: one daemon; postgres: ``replicas`` daemons on one schema
-    replicas: int = 0  # 0: 1 on SQLite, 3 on PostgreSQL
-    postgres_url: str = DEFAULT_POSTGRES_URL
-    mode: str = "key"  # what the mock vendor offers: key | natural | read | none
-    concurrency: int = 8
-    lease_seconds: float = 3.0
-    baseline: int = 0  # requests in the fault-free batch; 0: a tenth of the total, at least 30
-    kills: int = 30
-    kill_every: tuple[float, float] = (1.5, 3.0)
-    pauses: int = 2
-    storm_seconds: float = 5.0
-    fault_seconds: float | None = (
-        None  # the schedule's time bound; None: fitted to the backlog (below)
-    )
-    drop_rate: float = 0.02  # apply-then-drop on POSTs to both mocks, through the whole fault phase
-    vendor_latency_ms: float = 10.0
-    market_latency_ms: float = 0.0
-    quiet_seconds: float = 600.0  # bound on the wait for quiescence after the last fault
-    baseline_seconds: float = 300.0  # bound on the fault-free batch
-    workdir: str | None = None
-
-    @property
-    def processes(self) -> int:
-        return self.replicas or (3 if self.store == "postgres" else 1)
-
-    @property
-    def baseline_requests(self) -> int:
-        return min(self.requests, self.baseline or max(30, self.requests // 10))
-
-
-@dataclass(order=True)
-class Event:
-    at: float  # seconds after the fault phase began
-    kind: str = field(compare=False)  # kill | freeze | thaw | storm | calm
-    arg: Any = field(default=None, compare=False)
-
-
-class Schedule:
-    """The fault phase's events, drawn from the seed before anything runs."""
-
-    def __init__(self, settings: SoakSettings, rng: random.Random, window: float) -> None:
-        events: list[Event] = []
-        t = rng.uniform(*settings.kill_every)
-        while len(events) < settings.kills and t < window:
-            events.append(Event(t, "kill"))
-            t += rng.uniform(*settings.kill_every)
-        # Pauses and storms one after another, each in a slot of its own, in an order drawn from the
-        # seed: a storm that fell inside a pause of the only daemon would meet no call at all. A
-        # pause lasts longer than the lease, so that other replicas may take over what it held.
-        episodes: list[tuple[str, Any]] = [("storm", kind) for kind in STORMS]
-        episodes += [("pause", j) for j in range(settings.pauses)]
-        rng.shuffle(episodes)
-        slot = window / len(episodes)
-        for i, (kind, arg) in enumerate(episodes):
-            length = (
-                settings.lease_seconds + 2.0 + rng.uniform(0.0, 1.0)
-                if kind == "pause"
-                else settings.storm_seconds
-            )
-            start = i * slot + rng.uniform(0.0, max(0.0, slot - length))
-            if kind == "pause":  # the thaw is set when the freeze happens (it may wait for claims)
-                events.append(Event(start, "freeze", (arg, length, start + 2.0)))
-            else:
-                events += [Event(start, "storm", arg), Event(start + length, "calm", arg)]
-        self.events = sorted(events)
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-
-class Mocks:
-    """Fault settings of both mocks, set at run time through their admin endpoints."""
-
-    def __init__(self, sandbox: Sandbox, settings: SoakSettings, seed: int) -> None:
-        self.sandbox, self.settings, self._seed = sandbox, settings, seed
-
-    def _put(self, base_url: str, faults: FaultSettings) -> None:
-        self._seed += (
-            1  # each change re-seeds the middleware's draw; deterministic from the run's seed
-        )
-        faults.seed = self._seed
-        response = requests.put(f"{base_url}/admin/faults", json=faults.as_dict(), timeout=10)
-        response.raise_for_status()
-
-    def set(self, storm: str | None, drops: bool) -> None:
-        """The background (base latency, and a share of dropped POSTs when ``drops``) plus ``storm``."""
-        s = self.settings
-        market = FaultSettings(
-            latency_ms=s.market_latency_ms, drop_rate=s.drop_rate if drops else 0.0, methods="POST"
-        )
-        vendor = FaultSettings(
-            latency_ms=s.vendor_latency_ms, drop_rate=s.drop_rate if drops else 0.0, methods="POST"
-        )
-        both = (market, vendor)
-        if storm == "5xx":
-            for f in both:
-                f.error_rate, f.methods = 0.5, "GET,POST,PUT,DELETE"
-        elif storm == "429":
-            for f in both:
-                f.throttle_rate, f.retry_after, f.methods = 0.5, 1.0, "GET,POST,PUT,DELETE"
-        elif storm == "drops":
-            for f in both:
-                f.drop_rate = 0.3
-        elif storm == "latency":
-            for f in both:  # beyond the clients' read timeout: every call in the storm times out
-                f.latency_ms, f.latency_jitter_ms = CLIENT_TIMEOUT * 1000 + 500, 1000
-        elif storm == "vendor-down":
-            vendor.error_rate, vendor.methods = 1.0, "GET,POST,PUT,DELETE"
-        self._put(self.sandbox.marketplace.url, market)
-        self._put(self.sandbox.vendor.url, vendor)
-
-    def counters(self) -> dict[str, int]:
-        market = requests.get(f"{self.sandbox.marketplace.url}/admin/stats", timeout=30).json()[
-            "faults"
-        ]
-        vendor = requests.get(f"{self.sandbox.vendor.url}/admin/faults", timeout=30).json()["stats"]
-        return {
-            k: int(market.get(k, 0)) + int(vendor.get(k, 0))
-            for k in ("errors", "throttles", "drops", "delayed")
-        }
-
-    def pending(self) -> int:
-        stats = requests.get(f"{self.sandbox.marketplace.url}/admin/stats", timeout=30).json()
-        return int(stats["cancels_by_status"].get("pending", 0))
-
-    def seed_more(self, count: int) -> set[str]:
-        response = requests.post(
-            f"{self.sandbox.marketplace.url}/admin/seed", json={"generate": count}, timeout=300
-        )
-        response.raise_for_status()
-        return set(response.json()["created"])
-
-
-def _journal_open_and_parked(journal_url: str) -> tuple[int, int]:
-    journal = open_journal(journal_url, pool_size=1)
-    try:
-        counts = journal.counts()
-    finally:
-        journal.close()
-    return sum(n for state, n in counts.items() if state not in FINAL_STATES), counts.get(
-        State.PARKED, 0
-    )
-
-
-class DaemonDied(RuntimeError):
-    """A daemon exited without being told to: the soak stops, with the end of its log."""
-
-
-def ensure_running(daemons: list[Daemon]) -> None:
-    for daemon in daemons:
-        if daemon.process is not None and daemon.process.poll() is not None:
-            tail = (
-                daemon.log.read_text(encoding="utf-8", errors="replace")[-2000:]
-                if daemon.log.exists()
-                else ""
-            )
-            raise DaemonDied(
-                f"{daemon.name} exited by itself with {daemon.process.returncode}:\n{tail}"
-            )
-
-
-def wait_quiet(
-    mocks: Mocks, journal_url: str, budget: float, say: Callable[[str], None], daemons: list[Daemon]
-) -> float | None:
-    """Seconds until nothing is left to do (nothing open in the journal, nothing pending on Connect
-    but what is parked), or None if the budget ran out first."""
-    started = time.monotonic()
-    last_report = started
-    while time.monotonic() - started < budget:
-        ensure_running(daemons)
-        open_rows, parked = _journal_open_and_parked(journal_url)
-        pending = mocks.pending()
-        if open_rows == 0 and pending <= parked:
-            return time.monotonic() - started
-        if time.monotonic() - last_report > 15:
-            say(
-                f"waiting: {pending} pending on Connect, {open_rows} open in the journal, {parked} parked"
-            )
-            last_report = time.monotonic()
-        time.sleep(0.5)
-    return None
+__all__ = ["STORMS", "SoakSettings", "main", "run_soak"]
 
 
 def _rate(times: list[float], since: float | None = None) -> float:
@@ -285,10 +90,12 @@ def run_soak(
         seed=settings.seed,
         mode=settings.mode,
         command=command,
-        store=f"{settings.store}, {settings.processes} process{'es' if settings.processes > 1 else ''}",
+        store=f"{settings.store}, {settings.processes} "
+        f"process{'es' if settings.processes > 1 else ''}",
     )
     with ExitStack() as stack:
-        # A work directory of our own is removed after a clean run only: a failed one keeps the evidence.
+        # A work directory of our own is removed after a clean run only: a failed one keeps the
+        # evidence.
         workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="soak-"))
         workdir.mkdir(parents=True, exist_ok=True)
         if settings.store == "postgres":
@@ -436,11 +243,11 @@ def run_soak(
         mocks.set(None, drops=False)
         last_heal = time.monotonic()
         facts.fault_seconds = last_heal - phase
-        open_rows, parked = _journal_open_and_parked(journal_url)
+        open_rows, parked = journal_open_and_parked(journal_url)
         facts.left_at_last_fault = max(open_rows, mocks.pending() - parked)
         say(
-            f"faults healed after {facts.fault_seconds:.0f} s: {facts.kills} kills, {facts.pauses} pauses, "
-            f"storms {dict(facts.storms)}; waiting for quiescence"
+            f"faults healed after {facts.fault_seconds:.0f} s: {facts.kills} kills, "
+            f"{facts.pauses} pauses, storms {dict(facts.storms)}; waiting for quiescence"
         )
 
         # 3. Quiescence, a clean stop, and the checker.

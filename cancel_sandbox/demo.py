@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     journal_path = args.journal or os.path.join(workdir, "journal.db")
     with Sandbox(generate=args.requests, seed=args.seed, vendor_mode="key") as sandbox:
         console.print(
-            f"[bold]Mock marketplace[/] {sandbox.marketplace.url}  (web page: {sandbox.marketplace.url}/)"
+            f"[bold]Mock marketplace[/] {sandbox.marketplace.url}  (web page: "
+            f"{sandbox.marketplace.url}/)"
         )
         console.print(f"[bold]Mock vendor[/]      {sandbox.vendor.url}")
         before = sandbox.pending_cancels()

@@ -245,7 +245,8 @@ class Sandbox:
             for param in request["asset"].get("params", []):
                 if param.get("id") == "subscription_id" and param.get("value"):
                     return str(param["value"])
-            return request["asset"].get("external_id")
+            external = request["asset"].get("external_id")
+            return None if external is None else str(external)
 
         without = [
             r["id"]
@@ -301,7 +302,8 @@ class Sandbox:
         return [m["text"] for m in sorted(found, key=lambda m: m["created"])]
 
     def vendor_effects(self, subscription_id: str | None = None) -> list[dict[str, Any]]:
-        """What the vendor actually did (terminate, suspend, purge), optionally for one subscription."""
+        """What the vendor actually did (terminate, suspend, purge), optionally for one
+        subscription."""
         effects = self.vendor_ledger()["effects"]
         return [e for e in effects if subscription_id in (None, e["subscription_id"])]
 

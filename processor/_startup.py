@@ -26,7 +26,7 @@ def import_inflect_quickly() -> None:
     def passthrough(target: Any = None, **_: Any) -> Any:
         return target if target is not None else (lambda function: function)
 
-    typeguard.typechecked = passthrough  # type: ignore[assignment]
+    typeguard.typechecked = passthrough
     try:
         import inflect  # noqa: F401
     except ImportError:  # pragma: no cover

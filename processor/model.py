@@ -122,7 +122,8 @@ def _date_field(
     data: Mapping[str, Any], name: str, request_id: str | None, label: str = ""
 ) -> datetime | None:
     """An optional date: absent or null is None; present and not a date is malformed, because a
-    request placed at no time cannot be paged past nor scheduled (it used to be skipped silently)."""
+    request placed at no time cannot be paged past nor scheduled (it used to be skipped
+    silently)."""
     value = data.get(name)
     if value is None or value == "":
         return None

@@ -2,9 +2,9 @@
 
 Logs are structlog events: JSON lines when stderr is not a terminal (for log shippers), colourful
 console lines when it is. Every event about a request carries the request id, subscription id,
-product, attempt and outcome (the engine binds them). A masking processor replaces every
-registered secret (API keys, vendor tokens) with ``***`` wherever it appears in an event, so a
-secret that slips into an exception message still never reaches the log.
+product, attempt and outcome (the engine binds them). A masking processor replaces every registered
+secret (API keys, vendor tokens) with ``***`` wherever it appears in an event, so a secret that
+slips into an exception message still never reaches the log.
 
 Metrics are prometheus-client collectors on a registry of our own (tests and several engines in one
 process must not collide on the global registry).
@@ -297,8 +297,8 @@ class Metrics:
         )
         self.anomaly = Gauge(
             "cancel_vendor_anomaly",
-            "1 while the anomaly guard holds the adapter's circuit open, "
-            "until cancel-processor resume",
+            "1 while the anomaly guard holds the adapter's circuit open, until cancel-processor "
+            "resume",
             ["adapter"],
             registry=r,
         )

@@ -64,6 +64,19 @@ def shared_reference() -> Path:
     return path
 
 
+TIERS = ("unit", "integration", "process")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries its tier's marker, taken from its folder, so ``pytest -m unit`` (or
+    ``-m "not process"``) selects a tier without anyone remembering to mark a new file."""
+    for item in items:
+        tests = REPO / "tests"
+        parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Tests that look at log events capture them (structlog.testing.capture_logs, which needs
     # every level let through); the rest would only bury pytest's own report.

@@ -1,8 +1,9 @@
 """The extension as connect-extension-runner 43.1 runs it: the runner's own discovery, handler and
 task managers, against the live mock marketplace and mock vendor.
 
-Runs only inside the virtualenv that tests/test_eaas_runner_env.py builds (the runner, connect-eaas-core
-37.4 and pydantic 1.10 beside this project); the main suite does not collect it (no ``test_`` prefix).
+Runs only inside the virtualenv that tests/process/test_eaas_runner_env.py builds (the runner,
+connect-eaas-core 37.4 and pydantic 1.10 beside this project); the main suite does not collect it
+(no ``test_`` prefix).
 
 What is the runner's and what is the test's:
 
@@ -125,7 +126,8 @@ def variables(box: Sandbox, journal: Path, **sections: Any) -> dict[str, str]:
 def run_task(
     config: LocalConfig, handler: EventsApp, object_id: str, *, scheduled: str | None = None
 ) -> Task:
-    """One task through the runner's task manager; its result message (what goes back to Connect)."""
+    """One task through the runner's task manager; its result message (what goes back to
+    Connect)."""
 
     async def go() -> Task:
         results: asyncio.Queue[Task] = asyncio.Queue()

@@ -5,6 +5,7 @@ The journal is never faked: unit tests use the real SQLite store in memory.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
@@ -12,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processor.adapters.base import Idempotency, Outcome, SubscriptionStatus, Terminated, VendorCall
-from processor.marketplace import NotPending, Selector
+from processor.marketplace import NotFound, NotPending, Selector
 
 
 class Clock:
@@ -67,12 +68,17 @@ class ScriptedAdapter:
 
 
 class FakeMarketplace:
-    """Just enough of processor.marketplace.Marketplace for the engine, in memory."""
+    """Connect in memory, as the engine and the daemon use it: the whole :class:`Marketplace`
+    protocol (mypy checks this class against it), recording every action for assertions."""
 
     def __init__(self, requests: Iterable[dict[str, Any]] = ()) -> None:
         self.requests = {r["id"]: r for r in requests}
+        self.assets: dict[str, dict[str, Any]] = {}
         self.approved: list[tuple[str, str]] = []
+        self.effective: dict[str, datetime | None] = {}
         self.failed: list[tuple[str, str]] = []
+        self.scheduled: list[tuple[str, datetime]] = []
+        self.assigned: list[tuple[str, str | None, str | None]] = []
         self.notes: list[tuple[str, str]] = []
         self.errors: dict[str, deque[Exception]] = defaultdict(deque)
 
@@ -81,11 +87,28 @@ class FakeMarketplace:
             raise self.errors[operation].popleft()
 
     def iter_pending(self, selector: Selector) -> Iterator[dict[str, Any]]:
+        return self.iter_cancels(selector, "pending")
+
+    def iter_cancels(self, selector: Selector, status: str) -> Iterator[dict[str, Any]]:
         for request in list(self.requests.values()):
-            if request["status"] == "pending":
+            if request["status"] == status:
                 yield request
 
-    def approve(self, request_id: str, template_id: str) -> dict[str, Any]:
+    def count_pending(self, selector: Selector) -> int:
+        return sum(1 for _ in self.iter_pending(selector))
+
+    def get_request(self, request_id: str) -> dict[str, Any]:
+        return copy.deepcopy(self.requests[request_id])
+
+    def get_asset(self, asset_id: str) -> dict[str, Any]:
+        if asset_id not in self.assets:
+            raise NotFound(asset_id)
+        return self.assets[asset_id]
+
+    def approve(
+        self, request_id: str, template_id: str, *, effective_date: datetime | None = None
+    ) -> dict[str, Any]:
+        self.effective[request_id] = effective_date
         self._raise("approve")
         request = self.requests[request_id]
         if request["status"] != "pending":
@@ -102,6 +125,28 @@ class FakeMarketplace:
         request["status"] = "failed"
         self.failed.append((request_id, reason))
         return request
+
+    def schedule(self, request_id: str, planned_date: datetime) -> dict[str, Any]:
+        self._raise("schedule")
+        request = self.requests[request_id]
+        if request["status"] != "pending":
+            raise NotPending(request["status"])
+        request["status"] = "scheduled"
+        self.scheduled.append((request_id, planned_date))
+        return request
+
+    def confirm(self, request_id: str) -> dict[str, Any]:
+        request = self.requests[request_id]
+        if request["status"] != "revoking":
+            raise NotPending(request["status"])
+        request["status"] = "revoked"
+        return request
+
+    def assign(
+        self, request_id: str, *, email: str | None = None, user_id: str | None = None
+    ) -> dict[str, Any]:
+        self.assigned.append((request_id, email, user_id))
+        return self.requests[request_id]
 
     def post_note(self, request_id: str, text: str, *, once_key: str | None = None) -> bool:
         self._raise("post_note")

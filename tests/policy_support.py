@@ -116,7 +116,8 @@ class World:
 def make_world(
     tmp_path: Path, data: dict[str, Any], *, refuse_pattern: str = r"7$", **sections: Any
 ) -> World:
-    """A started sandbox seeded with ``data`` on a clock standing at :data:`START` (stop it after use)."""
+    """A started sandbox seeded with ``data`` on a clock standing at :data:`START` (stop it after
+    use)."""
     clock = MockClock(START)
     path = tmp_path / "seed.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -160,8 +161,9 @@ class CrashAfter:
 
 
 class BatchingVendor:
-    """The mock vendor's adapter plus ``terminate_batch``: one call from the engine for a whole group
-    (this vendor takes the group and ends each subscription in it; an answer per subscription)."""
+    """The mock vendor's adapter plus ``terminate_batch``: one call from the engine for a whole
+    group (this vendor takes the group and ends each subscription in it; an answer per
+    subscription)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner

@@ -7,7 +7,8 @@ change the faults while the API misbehaves on purpose.
 - ``GET /admin/ledger?since=<seq>&limit=<n>&id=<object id>`` → ``{"entries": [...], "last_seq": n}``
 - ``GET /admin/stats`` → counts by status, fault counters
 - ``GET /admin/faults``, ``PUT /admin/faults`` (a whole FaultSettings mapping; missing keys reset)
-- ``POST /admin/clock`` ``{"advance": seconds}`` or ``{"set": iso}`` (409 unless the clock is a MockClock)
+- ``POST /admin/clock`` ``{"advance": seconds}`` or ``{"set": iso}`` (409 unless the clock is a
+  MockClock)
 - ``POST /admin/seed`` ``{"generate": n}`` → ``{"created": [ids], "count": n}``
 - ``POST /admin/requests``: Connect request objects as the API returns them (one object, a JSON
   array or JSON lines) → ``{"created": [ids], "count": n}`` (201); 400 naming the payload and key
@@ -32,9 +33,10 @@ from cancel_sandbox.marketplace.checks import SeedError
 from cancel_sandbox.marketplace.clock import MockClock
 from cancel_sandbox.marketplace.errors import ApiError
 from cancel_sandbox.marketplace.generate import generate
-from cancel_sandbox.marketplace.imports import import_requests, import_templates, parse_payloads
+from cancel_sandbox.marketplace.imports import import_requests, import_templates
 from cancel_sandbox.marketplace.objects import iso, parse_time
 from cancel_sandbox.marketplace.page import render_page
+from cancel_sandbox.marketplace.payloads import parse_payloads
 from cancel_sandbox.marketplace.store import ADMIN, UI, Store
 
 __all__ = ["admin_routes", "MAX_GENERATE"]

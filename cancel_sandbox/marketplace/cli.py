@@ -152,16 +152,19 @@ def run(args: argparse.Namespace) -> int:
     stats = app.store.stats()
     print(f"Mock Connect marketplace on {url}")
     print(
-        f"  API endpoint  {url}/public/v1   (key id {settings.key_id}; send the whole key as Authorization)"
+        f"  API endpoint  {url}/public/v1   (key id {settings.key_id}; send the whole key as "
+        "Authorization)"
     )
     print(f"  web page      {url}/    ledger {url}/admin/ledger    stats {url}/admin/stats")
     print(f"  requests      {stats['requests']} {stats['requests_by_status']}")
     print(
-        f"  subscriptions {stats['subscriptions']}; marketplaces {', '.join(sorted(app.store.marketplaces))}"
+        f"  subscriptions {stats['subscriptions']}; marketplaces "
+        f"{', '.join(sorted(app.store.marketplaces))}"
     )
     for product in sorted(app.store.products.values(), key=lambda p: p.id):
         print(
-            f"  product       {product.id} {product.name!r}: approve template {approve_template(product)}"
+            f"  product       {product.id} {product.name!r}: approve template "
+            f"{approve_template(product)}"
         )
     if settings.state_file:
         print(f"  state file    {settings.state_file}")

@@ -35,9 +35,11 @@ PREVIEW_CONTRACT = {"id": "CRD-00000-00000-00000", "name": "None"}
 _FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim",
           "Margaret", "John", "Sophie", "Linus", "Hedy", "Dennis")  # fmt: skip
 _LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
-         "Perlman", "Berners-Lee", "Hamilton", "Backus", "Wilson", "Torvalds", "Lamarr", "Ritchie")  # fmt: skip
-_COMPANY = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Tyrell",
-            "Cyberdyne", "Soylent", "Wonka", "Gringotts", "Monarch", "Aperture", "Massive")  # fmt: skip
+         "Perlman", "Berners-Lee", "Hamilton", "Backus", "Wilson", "Torvalds", "Lamarr",
+         "Ritchie")  # fmt: skip
+_COMPANY = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne",
+            "Tyrell", "Cyberdyne", "Soylent", "Wonka", "Gringotts", "Monarch", "Aperture",
+            "Massive")  # fmt: skip
 _SUFFIX = ("Ltd", "GmbH", "Inc", "S.L.", "BV", "AG", "LLC", "Oy")
 _CITIES = (  # city, state, postal code, country, dialling code, area code
     ("Barcelona", "Catalonia", "08001", "ES", "+34", "93"),

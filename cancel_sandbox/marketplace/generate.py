@@ -3,12 +3,12 @@
 For a given seed (and start time: dates are relative to the store's clock) the same products,
 subscriptions, customers and requests come out every time. ``generate(store, n)`` adds ``n``
 pending cancels spread over the store's products and marketplaces (the default catalog has four
-and three) and all three environments, plus context that makes filters matter: active subscriptions with approved
-purchases (cancellable from the web page), pending purchases, approved, failed and scheduled
-cancels. Some customers own several subscriptions (several cancels per customer); about 40% of
-cancels carry a ``cancellation_reason``; two products sell a premium plan by item MPN; one product
-bills pay-per-use with the quantity ``unlimited``. ``created`` is whole seconds with roughly one
-request in six sharing its second with the previous one, so keyset paging meets ties.
+and three) and all three environments, plus context that makes filters matter: active subscriptions
+with approved purchases (cancellable from the web page), pending purchases, approved, failed and
+scheduled cancels. Some customers own several subscriptions (several cancels per customer); about
+40% of cancels carry a ``cancellation_reason``; two products sell a premium plan by item MPN; one
+product bills pay-per-use with the quantity ``unlimited``. ``created`` is whole seconds with roughly
+one request in six sharing its second with the previous one, so keyset paging meets ties.
 
 Every default product has fulfillment templates of scope ``asset``, the first of which
 :func:`approve_template` returns (tests need it), plus an inquire template and a tier1 template so
@@ -221,7 +221,8 @@ def _generate(store: Store, count: int, seed: int) -> list[str]:
                 if position < 3
                 else rng.choices(environments, weights)[0]
             )
-            # A few heavy customers own many subscriptions: squaring the draw skews towards the front.
+            # A few heavy customers own many subscriptions: squaring the draw skews towards the
+            # front.
             customer = customers[int(len(customers) * rng.random() ** 2)]
             if rng.random() < 0.17 and position:
                 created = last_created  # a tie: same second as the previous request

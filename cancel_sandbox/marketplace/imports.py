@@ -26,6 +26,13 @@ from typing import Any
 from cancel_sandbox.marketplace import factories as f
 from cancel_sandbox.marketplace import objects as o
 from cancel_sandbox.marketplace.checks import SeedError
+from cancel_sandbox.marketplace.payloads import (
+    check_request,
+    need_object,
+    need_string,
+    parse_payloads,
+    read_time,
+)
 from cancel_sandbox.marketplace.records import (
     OPEN_STATUSES,
     Asset,
@@ -36,140 +43,13 @@ from cancel_sandbox.marketplace.records import (
 )
 from cancel_sandbox.marketplace.store import ADMIN, Store
 
-__all__ = ["parse_payloads", "import_requests", "import_file", "import_templates", "REQUEST_TYPES"]
+__all__ = ["import_requests", "import_file", "import_templates"]
 
-REQUEST_TYPES = ("purchase", "change", "suspend", "resume", "cancel", "adjustment")
-REQUEST_STATUSES = (
-    "draft", "tiers_setup", "pending", "inquiring", "approved", "failed",
-    "scheduled", "revoking", "revoked",
-)  # fmt: skip
 # Keys of a parameter or an item that belong to one subscription, not to the definition.
 _PARAM_VALUE_KEYS = ("value", "value_error", "structured_value")
 _ITEM_VALUE_KEYS = ("quantity", "old_quantity")
 _UNKNOWN_MARKETPLACE = {"id": "MP-00000", "name": "Unknown marketplace"}
 _UNKNOWN_CONTRACT = {"id": "CRD-00000-00000-00000", "name": "None"}
-
-
-def parse_payloads(text: str, where: str = "payload") -> list[Any]:
-    """One JSON value (an object or an array of them) or JSON lines, as a list."""
-    try:
-        data = json.loads(text)
-    except ValueError as whole:
-        lines = [line for line in text.splitlines() if line.strip()]
-        if len(lines) < 2:
-            raise SeedError(f"{where}: not valid JSON ({whole})") from None
-        data = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                data.append(json.loads(line))
-            except ValueError as exc:
-                raise SeedError(f"{where}: line {number} is not valid JSON ({exc})") from None
-    return data if isinstance(data, list) else [data]
-
-
-def _obj(value: Any, where: str, required: bool = True) -> dict[str, Any] | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, dict):
-        got = "nothing" if value is None else type(value).__name__
-        raise SeedError(f"{where}: an object is required, got {got}")
-    return value
-
-
-def _str(data: dict[str, Any], key: str, where: str, *, prefix: str = "") -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise SeedError(f"{where}.{key}: a non-empty string is required")
-    if prefix and not value.startswith(prefix):
-        raise SeedError(f"{where}.{key}: {value!r} is not a {prefix}... id")
-    return value
-
-
-def _time(data: dict[str, Any], key: str, where: str) -> Any:
-    value = data.get(key)
-    if value in (None, ""):
-        return None
-    moment = o.parse_time(value)
-    if moment is None:
-        raise SeedError(f"{where}.{key}: {value!r} is not an ISO 8601 date and time")
-    return o.whole_seconds(moment)
-
-
-def _check(payload: Any, where: str) -> dict[str, Any]:
-    """Everything the mock must understand in a request payload; raises SeedError."""
-    request = _obj(payload, where)
-    assert request is not None
-    try:
-        json.dumps(request)
-    except (TypeError, ValueError) as exc:  # YAML reads unquoted times as datetimes
-        raise SeedError(
-            f"{where}: not a JSON object ({exc}); quote dates and times in YAML"
-        ) from None
-    _str(request, "id", where, prefix="PR-")
-    if request.get("type") not in REQUEST_TYPES:
-        raise SeedError(
-            f"{where}.type: {request.get('type')!r} is not one of {', '.join(REQUEST_TYPES)}"
-        )
-    if request.get("status") not in REQUEST_STATUSES:
-        raise SeedError(
-            f"{where}.status: {request.get('status')!r} is not one of {', '.join(REQUEST_STATUSES)}"
-        )
-    _time(request, "created", where)
-    for key in ("updated", "planned_date", "effective_date"):
-        _time(request, key, where)
-    if request["status"] == "scheduled" and _time(request, "planned_date", where) is None:
-        raise SeedError(f"{where}.planned_date: a scheduled request needs one")
-    asset = _obj(request.get("asset"), f"{where}.asset")
-    assert asset is not None
-    _str(asset, "id", f"{where}.asset", prefix="AS-")
-    product = _obj(asset.get("product"), f"{where}.asset.product")
-    assert product is not None
-    _str(product, "id", f"{where}.asset.product", prefix="PRD-")
-    connection = _obj(asset.get("connection"), f"{where}.asset.connection")
-    assert connection is not None
-    _str(connection, "id", f"{where}.asset.connection")
-    for key in ("vendor", "provider", "hub"):  # conversations are opened by the vendor
-        part = _obj(connection.get(key), f"{where}.asset.connection.{key}", required=False)
-        if part is not None and key == "vendor":
-            _str(part, "id", f"{where}.asset.connection.vendor")
-        _texts(part, f"{where}.asset.connection.{key}", "id", "name")
-    _texts(product, f"{where}.asset.product", "name", "icon", "status")
-    if connection.get("type") not in ("production", "test", "preview"):
-        raise SeedError(f"{where}.asset.connection.type: production, test or preview is required")
-    for key in ("params", "items"):
-        entries = asset.get(key, [])
-        if not isinstance(entries, list):
-            raise SeedError(f"{where}.asset.{key}: a list is required")
-        for index, entry in enumerate(entries):
-            entry = _obj(entry, f"{where}.asset.{key}[{index}]")
-            assert entry is not None
-            _str(entry, "id", f"{where}.asset.{key}[{index}]")
-    for key in ("marketplace", "contract"):  # the store indexes and filters by their ids
-        for here, value in (
-            (f"{where}.asset.{key}", asset.get(key)),
-            (f"{where}.{key}", request.get(key)),
-        ):
-            if _obj(value, here, required=False) is not None:
-                _str(value, "id", here)
-                _texts(value, here, "name")
-    tiers = _obj(asset.get("tiers"), f"{where}.asset.tiers", required=False) or {}
-    for key, account in tiers.items():  # customer, tier1, tier2: accounts, {} when absent
-        account = _obj(account, f"{where}.asset.tiers.{key}", required=False)
-        _texts(account, f"{where}.asset.tiers.{key}", "id", "name", "external_id")
-    assignee = request.get("assignee")
-    if assignee not in (None, "") and not (
-        isinstance(assignee, dict) and isinstance(assignee.get("id"), str)
-    ):
-        raise SeedError(f"{where}.assignee: '' or an object with an id is required")
-    return request
-
-
-def _texts(obj: dict[str, Any] | None, where: str, *keys: str) -> None:
-    """Keys the mock reads as text (names, ids it filters by) must be text where present."""
-    for key in keys if obj else ():
-        value = obj.get(key)  # type: ignore[union-attr]
-        if value is not None and not isinstance(value, str):
-            raise SeedError(f"{where}.{key}: a string is required, got {type(value).__name__}")
 
 
 def _definition(entry: dict[str, Any], drop: Iterable[str]) -> dict[str, Any]:
@@ -206,7 +86,7 @@ def _product(store: Store, ids: o.IdMaker, payload: dict[str, Any], at: Any) -> 
             f.template_object(
                 ids.template(),
                 name="Cancellation confirmed",
-                body="Subscription {{ %s }} is cancelled." % param,
+                body="Subscription {{ " + param + " }} is cancelled.",
                 at=at,
             )
         ],
@@ -315,7 +195,7 @@ def _linked_template(
 
 def _request(store: Store, ids: o.IdMaker, payload: dict[str, Any]) -> Request:
     payload = copy.deepcopy(payload)  # the records share its parts: the caller's copy stays theirs
-    at = _time(payload, "created", "payload") or store.now()
+    at = read_time(payload, "created", "payload") or store.now()
     product = _product(store, ids, payload, at - timedelta(days=1))
     asset = _asset(store, payload, product, at)
     params = {p["id"]: _text(p.get("value")) for p in payload["asset"].get("params", [])}
@@ -334,15 +214,15 @@ def _request(store: Store, ids: o.IdMaker, payload: dict[str, Any]) -> Request:
         status=payload["status"],
         asset=asset,
         created=at,
-        updated=_time(payload, "updated", "payload") or at,
+        updated=read_time(payload, "updated", "payload") or at,
         conversation_id="",
         params=params,
         param_errors=errors,
         note=_text(payload.get("note")),
         reason=_text(payload.get("reason")),
         assignee=_user(store, payload.get("assignee")),
-        planned_date=_time(payload, "planned_date", "payload"),
-        effective_date=_time(payload, "effective_date", "payload"),
+        planned_date=read_time(payload, "planned_date", "payload"),
+        effective_date=read_time(payload, "effective_date", "payload"),
         activation_key=_text(payload.get("activation_key")),
         template=template if isinstance(template, dict) else None,
         answered=bool(payload.get("answered", False)),
@@ -359,7 +239,9 @@ def import_requests(
 ) -> list[str]:
     """Create the requests (and what they reference); their ids. Raises SeedError, changing
     nothing, when any payload cannot be understood or its id is taken."""
-    checked = [_check(payload, f"{where}[{index}]") for index, payload in enumerate(payloads)]
+    checked = [
+        check_request(payload, f"{where}[{index}]") for index, payload in enumerate(payloads)
+    ]
     seen: set[str] = set()
     for index, request in enumerate(checked):
         if request["id"] in store.requests or request["id"] in seen:
@@ -395,10 +277,10 @@ def import_templates(
     checked = []
     for index, payload in enumerate(payloads):
         here = f"{where}[{index}]"
-        template = _obj(payload, here)
+        template = need_object(payload, here)
         assert template is not None
-        _str(template, "id", here, prefix="TL-")
-        _str(template, "name", here)
+        need_string(template, "id", here, prefix="TL-")
+        need_string(template, "name", here)
         if template.get("scope") not in ("asset", "tier1", "tier2"):
             raise SeedError(f"{here}.scope: asset, tier1 or tier2 is required")
         if template.get("type") not in ("fulfillment", "inquire", "pending", None):

@@ -134,13 +134,14 @@ class IdMaker:
 
     def uid(self) -> str:
         """A UUID4-shaped external uid, reproducible from the seed."""
-        return "%08x-%04x-4%03x-%04x-%012x" % (
+        time_low, time_mid, time_high, clock_seq, node = (
             self.rng.getrandbits(32),
             self.rng.getrandbits(16),
             self.rng.getrandbits(12),
             0x8000 | self.rng.getrandbits(14),
             self.rng.getrandbits(48),
         )
+        return f"{time_low:08x}-{time_mid:04x}-4{time_high:03x}-{clock_seq:04x}-{node:012x}"
 
 
 def request_id(asset_id: str, number: int) -> str:

@@ -1,4 +1,5 @@
-"""The web page at ``/``: subscriptions and requests at a glance, and a "Cancel subscription" button.
+"""The web page at ``/``: subscriptions and requests at a glance, and a "Cancel subscription"
+button.
 
 Server-rendered HTML, no build step, a few lines of inline JavaScript for the optional auto-refresh.
 The button posts a form to ``/ui/subscriptions/{id}/cancel``, which goes through the same code path
@@ -36,7 +37,8 @@ SUBSCRIPTION_STATUSES = ("active", "terminating", "terminated", "processing", "s
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2733}
 h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:2rem}
-table{border-collapse:collapse;width:100%}th,td{padding:.3rem .5rem;border-bottom:1px solid #dde3ea;text-align:left}
+table{border-collapse:collapse;width:100%}
+th,td{padding:.3rem .5rem;border-bottom:1px solid #dde3ea;text-align:left}
 th{background:#f3f6f9}.s{font-weight:600}.pending,.terminating{color:#a15c00}.approved,.terminated{color:#1b6e2c}
 .failed,.revoked{color:#a3231b}.note{background:#eef6ff;padding:.5rem;border-radius:4px}.err{background:#fdecea}
 nav a{margin-right:.6rem}form{display:inline}button{cursor:pointer}code{font-size:12px}
@@ -76,8 +78,9 @@ def _subscription_row(asset: Asset) -> str:
         )
         action = (
             f'<form method="post" action="/ui/subscriptions/{escape(asset.id)}/cancel">'
-            f'<select name="cancellation_reason"><option value="">no reason</option>{reasons}</select> '
-            f'<button type="submit">Cancel subscription</button></form>'
+            '<select name="cancellation_reason"><option value="">no reason</option>'
+            f"{reasons}</select> "
+            '<button type="submit">Cancel subscription</button></form>'
         )
     return (
         f"<tr><td><code>{escape(asset.id)}</code></td><td>{escape(asset.product.name)}</td>"
@@ -133,13 +136,16 @@ def render_page(store: Store, params: Mapping[str, str]) -> str:
 <title>Mock Connect marketplace</title><style>{_STYLE}</style></head><body>
 <h1>Mock Connect marketplace</h1>
 <p>{stats["requests"]} requests ({counts}); {stats["subscriptions"]} subscriptions;
-clock {escape(str(stats["now"]))}. API at <code>/public/v1</code>, ledger at <a href="/admin/ledger">/admin/ledger</a>,
-counts at <a href="/admin/stats">/admin/stats</a>. <label><input type="checkbox" id="auto"> refresh every 5 s</label></p>
+clock {escape(str(stats["now"]))}. API at <code>/public/v1</code>,
+ledger at <a href="/admin/ledger">/admin/ledger</a>,
+counts at <a href="/admin/stats">/admin/stats</a>.
+<label><input type="checkbox" id="auto"> refresh every 5 s</label></p>
 {"".join(notices)}
 <h2>Requests ({min(total, ROWS)} of {total} shown, newest first)</h2>
 {_filters(request_status, "request_status", REQUEST_STATUSES, keep)}
-<table><tr><th>request</th><th>type</th><th>status</th><th>product</th><th>customer</th><th>environment</th>
-<th>created</th><th>cancellation reason</th><th>fail reason</th><th>assignee</th></tr>{request_rows}</table>
+<table><tr><th>request</th><th>type</th><th>status</th><th>product</th><th>customer</th>
+<th>environment</th><th>created</th><th>cancellation reason</th><th>fail reason</th>
+<th>assignee</th></tr>{request_rows}</table>
 <h2>Subscriptions (newest first, at most {ROWS})</h2>
 {_filters(subscription_status, "subscription_status", SUBSCRIPTION_STATUSES, keep)}
 <table><tr><th>subscription</th><th>product</th><th>customer</th><th>environment</th><th>marketplace</th>

@@ -2,8 +2,8 @@
 
 Write-through, deliberately simple: one table of JSON documents per kind (``products``,
 ``marketplaces``, ``users``, ``assets``, ``requests``, ``conversations``), the ledger as rows,
-and a ``meta`` table. Every change of the store is written in one transaction before the API answers, so a
-client that saw a response can trust that a restarted mock still knows it.
+and a ``meta`` table. Every change of the store is written in one transaction before the API
+answers, so a client that saw a response can trust that a restarted mock still knows it.
 
 Limits: one process per file (no cross-process locking beyond SQLite's own); WAL with
 ``synchronous=NORMAL``: a power cut may lose the last transactions, a killed process does not.

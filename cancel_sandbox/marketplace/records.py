@@ -6,7 +6,8 @@ contract). Rendering builds fresh dicts per call around those shared objects; ca
 rendered object as a read-only snapshot and never mutate its shared parts.
 
 ``to_doc``/``from_doc`` give the JSON documents that the optional SQLite persistence writes;
-loading interns identical shared objects again, so a restored store is as compact as a generated one.
+loading interns identical shared objects again, so a restored store is as compact as a generated
+one.
 """
 
 from __future__ import annotations

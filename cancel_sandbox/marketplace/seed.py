@@ -27,7 +27,8 @@ from cancel_sandbox.marketplace import objects as o
 from cancel_sandbox.marketplace.builders import Catalog, new_request, new_subscription
 from cancel_sandbox.marketplace.checks import SeedError, choice, mapping, sequence, text
 from cancel_sandbox.marketplace.generate import ensure_catalog, generate
-from cancel_sandbox.marketplace.imports import import_requests, import_templates, parse_payloads
+from cancel_sandbox.marketplace.imports import import_requests, import_templates
+from cancel_sandbox.marketplace.payloads import parse_payloads
 from cancel_sandbox.marketplace.records import Product
 from cancel_sandbox.marketplace.store import ADMIN, Store
 
@@ -115,7 +116,7 @@ def _product(
             f.template_object(
                 ids.template(),
                 name="Cancellation confirmed",
-                body="Subscription {{ %s }} is cancelled." % param,
+                body="Subscription {{ " + param + " }} is cancelled.",
                 at=at,
             ),
         )
@@ -158,7 +159,8 @@ def _apply(store: Store, data: dict[str, Any], seed: int) -> list[str]:
     unknown = set(data) - known
     if unknown:
         raise SeedError(
-            f"unknown top-level key(s): {', '.join(sorted(unknown))} (expected {', '.join(sorted(known))})"
+            f"unknown top-level key(s): {', '.join(sorted(unknown))} (expected "
+            f"{', '.join(sorted(known))})"
         )
     ids = o.IdMaker(random.Random(f"{seed}:file"), taken=store.taken)
     now = store.now()
@@ -227,7 +229,8 @@ def _apply(store: Store, data: dict[str, Any], seed: int) -> list[str]:
                 "marketplace",
                 "seed-file",
                 "seeded",
-                detail=f"{len(data.get('subscriptions') or [])} subscriptions, {len(created_ids)} requests",
+                detail=f"{len(data.get('subscriptions') or [])} subscriptions, {len(created_ids)} "
+                "requests",
             )
         # Connect objects exactly as the API returned them (see imports.py).
         created_ids += import_requests(

@@ -57,7 +57,9 @@ _TOPIC_MAX = 255
 def _reference(request: Request) -> dict[str, Any]:
     """``dp.RequestReference``: what ``/assets/{id}/requests`` lists."""
     doc = render_request(request)
-    out = {key: doc[key] for key in ("id", "type", "status", "events") if key in doc}
+    out: dict[str, Any] = {
+        key: doc[key] for key in ("id", "type", "status", "events") if key in doc
+    }
     if request.assignee:
         out["assignee"] = request.assignee
     return out

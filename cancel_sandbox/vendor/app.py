@@ -52,7 +52,8 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 class VendorApp:
-    """The ASGI application; also exposes ``state``, ``mode`` and ``faults`` to in-process callers."""
+    """The ASGI application; also exposes ``state``, ``mode`` and ``faults`` to in-process
+    callers."""
 
     def __init__(self, settings: VendorSettings) -> None:
         self.mode = Mode(settings.mode)

@@ -72,13 +72,15 @@ class SqliteStore:
 
     def put_subscription(self, data: dict[str, Any]) -> None:
         self._conn.execute(
-            "insert into subscriptions (id, data) values (?, ?) on conflict (id) do update set data = excluded.data",
+            "insert into subscriptions (id, data) values (?, ?) on conflict (id) do update set "
+            "data = excluded.data",
             (data["id"], json.dumps(data)),
         )
 
     def put_key(self, key: str, fp: str, status_code: int, body: dict[str, Any]) -> None:
         self._conn.execute(
-            "insert or replace into idempotency_keys (key, fingerprint, status_code, body) values (?, ?, ?, ?)",
+            "insert or replace into idempotency_keys (key, fingerprint, status_code, body) values "
+            "(?, ?, ?, ?)",
             (key, fp, status_code, json.dumps(body)),
         )
 

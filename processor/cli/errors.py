@@ -69,8 +69,8 @@ def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
             f" (or {where.api_key_env})" if where.api_key_env != "CONNECT_API_KEY" else ""
         )
         return (
-            f"Connect at {connect} rejected the API key (HTTP 401): set {names} to a valid key for this "
-            "endpoint",
+            f"Connect at {connect} rejected the API key (HTTP 401): set {names} to a valid key "
+            "for this endpoint",
             EXIT_CONFIG,
         )
     if isinstance(exc, NotFound):
@@ -82,13 +82,13 @@ def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
     if isinstance(exc, TransientError):
         if exc.cause == "bad_response":
             return (
-                f"Connect at {connect} answered something that is not Connect's API (no JSON): check "
-                f"connect.endpoint in {where.source} (it ends with /public/v1)",
+                f"Connect at {connect} answered something that is not Connect's API (no JSON): "
+                f"check connect.endpoint in {where.source} (it ends with /public/v1)",
                 EXIT_UNREACHABLE,
             )
         return (
-            f"Connect at {connect} is unreachable: {exc}; check connect.endpoint in {where.source} and "
-            "the network, then run again",
+            f"Connect at {connect} is unreachable: {exc}; check connect.endpoint in "
+            f"{where.source} and the network, then run again",
             EXIT_UNREACHABLE,
         )
     if isinstance(exc, MarketplaceError):
@@ -98,14 +98,14 @@ def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
         return f"{exc} (configuration: {where.source})", EXIT_CONFIG
     if isinstance(exc, JournalError) and journal.startswith("sqlite"):
         return (
-            f"journal {journal} cannot be used: {exc}; journal.url in {where.source} must name a file "
-            "this user can create and write",
+            f"journal {journal} cannot be used: {exc}; journal.url in {where.source} must name a "
+            "file this user can create and write",
             EXIT_CONFIG,
         )
     if isinstance(exc, JournalError):
         return (
-            f"journal {journal} cannot be used: {exc}; check journal.url in {where.source} and that "
-            "the database is up",
+            f"journal {journal} cannot be used: {exc}; check journal.url in {where.source} and "
+            "that the database is up",
             EXIT_UNREACHABLE,
         )
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

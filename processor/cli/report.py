@@ -1,4 +1,5 @@
-"""What the terminal shows: the ``--dry-run`` plan, the ``--once`` progress bar and summary table."""
+"""What the terminal shows: the ``--dry-run`` plan, the ``--once`` progress bar and summary
+table."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ EVERY = 10.0  # seconds between two lines: the promise is "at least one line per
 
 
 class Ticker:
-    """Watches ``waiting()`` (a :meth:`Marketplace.waiting`) in a daemon thread; see the module docstring."""
+    """Watches ``waiting()`` (a :meth:`Marketplace.waiting`) in a daemon thread; see the module
+    docstring."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""``cancel-processor waiting``: the cancellations waiting for a person, and (``--timers``) for a date.
+"""``cancel-processor waiting``: the cancellations waiting for a person, and (``--timers``) for a
+date.
 
 A policy's ``route_to`` hands requests to a person (a customer success manager, say): they are
 assigned on Connect, noted once, and left pending. This command lists them from the journal, oldest
@@ -27,9 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 from processor.config.schema import load_config
+from processor.engine.rowdata import Routed, RowData
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
 from processor.ops.commands import existing_journal
-from processor.policy.timing import Dates, from_iso, human
+from processor.policy.timing import from_iso, human
 
 __all__ = ["configure_parser", "run", "Waiting", "waiting_rows"]
 
@@ -59,22 +61,22 @@ class Waiting:
 
 
 def _person(record: RequestRecord) -> Waiting:
-    routed = record.data.get("routed")
-    routed = routed if isinstance(routed, dict) else {}
+    data = RowData.of(record)
+    routed = data.routed or Routed("", "", None)
     return Waiting(
         record.request_id,
         record.product_id,
         record.subscription_id,
-        str(routed.get("to") or "a person"),
-        from_iso(routed.get("at")) or record.updated_at,
+        routed.to or "a person",
+        from_iso(routed.at) or record.updated_at,
         None,
-        str(routed.get("policy") or record.data.get("policy") or "") or None,
+        routed.policy or data.policy,
     )
 
 
 def _timer(record: RequestRecord) -> Waiting | None:
-    dates = Dates.from_data(record.data)
-    policy = str(record.data.get("policy") or "") or None
+    data = RowData.of(record)
+    dates, policy = data.dates, data.policy
     if record.state is State.SCHEDULED and dates is not None:
         what, until = "effective date (scheduled on Connect)", dates.effective_at
     elif record.state is State.SUSPENDED and dates is not None:

@@ -1,1 +1,1 @@
-"""The configuration: its schema, the environment overrides, and the errors that name field and file."""
+"""The configuration: its schema, the environment overrides, and errors that name field and file."""

@@ -18,7 +18,7 @@ dicts, and words some messages differently); the keys and meanings are the same.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -34,7 +34,9 @@ __all__ = [
 
 PYDANTIC_2 = int(pydantic.VERSION.split(".", 1)[0]) >= 2
 
-if PYDANTIC_2:
+# Type checkers read the pydantic 2 names (what development installs): the pydantic 1 branch
+# redefines them in its own terms, which only the runner's environment exercises.
+if TYPE_CHECKING or PYDANTIC_2:
     from pydantic import (
         BaseModel,
         ConfigDict,
@@ -43,7 +45,7 @@ if PYDANTIC_2:
         field_validator,
         model_validator,
     )
-else:  # pragma: no cover - exercised in the connect-extension-runner environment (tests/eaas_in_runner.py)
+else:  # pragma: no cover - the connect-extension-runner environment (tests/eaas_in_runner.py)
     from pydantic import Field, ValidationError, root_validator, validator
     from pydantic.main import ModelMetaclass
 

@@ -1,4 +1,5 @@
-"""The configuration of cancellation policies: named ``policies`` and the ordered ``rules`` that pick one.
+"""The configuration of cancellation policies: named ``policies``, and the ordered ``rules`` that
+pick one.
 
 A policy says *how* a configured product's cancellation is carried out: when it takes effect
 (``immediate`` or ``end_of_period``), how long the service stays suspended before it is terminated
@@ -61,9 +62,10 @@ class RouteConfig(_Section):
     """Send the request to a person: assign it on Connect, post one note, leave it pending."""
 
     email: str | None = None
-    user_id: str | None = Field(None, description="a Connect user id, UR-...")
+    user_id: str | None = Field(default=None, description="a Connect user id, UR-...")
     note: str = Field(
-        "This cancellation is handled by a person (customer success); the processor does not cancel it on its own.",
+        default="This cancellation is handled by a person (customer success); the processor does "
+        "not cancel it on its own.",
         description="posted once to the request's conversation",
     )
 
@@ -89,7 +91,8 @@ class RefuseConfig(_Section):
 
 
 class ReasonParamsConfig(_Section):
-    """The request parameters holding the customer's reason code and comment (passed to the adapter)."""
+    """The request parameters holding the customer's reason code and comment (passed to the
+    adapter)."""
 
     code: str = "cancellation_reason"
     comment: str = "cancellation_comment"
@@ -110,21 +113,31 @@ class RequireReasonConfig(_Section):
 class PolicyConfig(_Section):
     timing: Literal["immediate", "end_of_period"] = "immediate"
     no_billing_date: Literal["end_of_month", "immediate", "park"] = Field(
-        "end_of_month", description="end_of_period when the subscription has no billing.next_date"
+        default="end_of_month",
+        description="end_of_period when the subscription has no billing.next_date",
     )
     grace_days: int = Field(
-        0, ge=0, le=3650, description="suspended (data kept) this long before terminating"
+        default=0, ge=0, le=3650, description="suspended (data kept) this long before terminating"
     )
     retention_days: int | None = Field(
-        None, ge=0, le=3650, description="purge this long after termination; null: no purge step"
+        default=None,
+        ge=0,
+        le=3650,
+        description="purge this long after termination; null: no purge step",
     )
-    template: str | None = Field(None, description="approve template id; overrides the product's")
+    template: str | None = Field(
+        default=None, description="approve template id; overrides the product's"
+    )
     route_to: RouteConfig | None = None
     refuse: RefuseConfig | None = None
     require_reason: RequireReasonConfig | None = None
     reason_params: ReasonParamsConfig = ReasonParamsConfig()
-    batch: bool = Field(False, description="a customer's cancels in one pass go to terminate_batch")
-    confirmation: str | None = Field(None, description="the approved note; placeholders in braces")
+    batch: bool = Field(
+        default=False, description="a customer's cancels in one pass go to terminate_batch"
+    )
+    confirmation: str | None = Field(
+        default=None, description="the approved note; placeholders in braces"
+    )
 
     @field_validator("confirmation")
     @classmethod
@@ -172,10 +185,12 @@ class MatchConfig(_Section):
     marketplace: list[str] = []
     environment: list[Literal["preview", "test", "production"]] = []
     mpn: list[str] = Field(
-        [], description="an item of the subscription with this MPN and a quantity"
+        default=[], description="an item of the subscription with this MPN and a quantity"
     )
-    customer: list[str] = Field([], description="customer account ids (TA-...)")
-    params: dict[str, list[str]] = Field({}, description="request parameter id -> accepted values")
+    customer: list[str] = Field(default=[], description="customer account ids (TA-...)")
+    params: dict[str, list[str]] = Field(
+        default={}, description="request parameter id -> accepted values"
+    )
 
     @field_validator("product", "marketplace", "environment", "mpn", "customer", mode="before")
     @classmethod

@@ -40,7 +40,8 @@ def make_owner() -> str:
 
 def read_timeout(config: Config) -> float:
     """Connect's read timeout, kept under the shutdown budget: a stop must never wait out a read
-    longer than ``processing.shutdown_timeout`` (the CLI warns when this cuts the configured one)."""
+    longer than ``processing.shutdown_timeout`` (the CLI warns when this cuts the configured one).
+    """
     return min(config.connect.timeout_read, config.processing.shutdown_timeout * 0.8)
 
 
@@ -64,12 +65,13 @@ def gateway_settings(config: Config, api_key: str) -> GatewaySettings:
 def selector_for(config: Config, **narrowing: object) -> Selector:
     """Poll only configured products (never more), narrowed by command-line selectors."""
     products = tuple(config.products)
-    wanted = narrowing.pop("products", None) or ()
+    raw = narrowing.pop("products", None)
+    wanted = tuple(str(p) for p in raw) if isinstance(raw, list | tuple | set | frozenset) else ()
     if wanted:
-        unknown = sorted(set(wanted) - set(products))  # type: ignore[arg-type]
+        unknown = sorted(set(wanted) - set(products))
         if unknown:
             raise ConfigError(config.source, "products", f"not configured: {', '.join(unknown)}")
-        products = tuple(wanted)  # type: ignore[arg-type]
+        products = wanted
     return Selector(products=products, **narrowing)  # type: ignore[arg-type]
 
 

@@ -114,9 +114,10 @@ class StopRequests:
             exit_now(
                 self._forced_status,
                 (
-                    f"cancel-processor: still busy {budget:g} s after the stop request (processing.shutdown_timeout "
-                    "plus a margin), most likely waiting on Connect or the vendor: stopping now; the journal "
-                    "resumes the work in flight on the next start"
+                    f"cancel-processor: still busy {budget:g} s after the stop request "
+                    "(processing.shutdown_timeout plus a margin), most likely waiting on Connect "
+                    "or the vendor: stopping now; the journal resumes the work in flight on the "
+                    "next start"
                 ),
             )
 

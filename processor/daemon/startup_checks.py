@@ -59,8 +59,9 @@ def warn_slow_adapters(config: Config, adapters: dict[str, Any]) -> None:
                 adapter=name,
                 read_timeout=timeout[1],
                 shutdown_timeout=config.processing.shutdown_timeout,
-                detail=f"set adapters.{name}.options.timeout.read below processing.shutdown_timeout: a call still "
-                "waiting at a stop is cut off and resumed from the journal on the next start",
+                detail=f"set adapters.{name}.options.timeout.read below "
+                "processing.shutdown_timeout: a call still waiting at a stop is cut off and "
+                "resumed from the journal on the next start",
             )
 
 

@@ -1,5 +1,6 @@
-"""The Connect EaaS events application: cancel requests delivered as ``asset_cancel_request_processing``
-tasks, handled by the same engine, journal and adapters as the daemon.
+"""The Connect EaaS events application: cancel requests delivered as
+``asset_cancel_request_processing`` tasks, handled by the same engine, journal and adapters as the
+daemon.
 
 Connect delivers a task per request and status; connect-extension-runner fetches the request,
 calls :meth:`CancelEventsApplication.handle_cancel_request` with it, and reports the response.
@@ -21,9 +22,10 @@ lease_lost, anything unexpected             when it has one (at least 30 s, at m
 
 A configuration the processor cannot use, or a journal it cannot reach, reschedules too (300 s and
 60 s) and logs why: the task is kept until an operator fixes it, and no Connect request is failed.
-An installation with no product configured yet reschedules for an hour (:data:`NOT_CONFIGURED_RETRY`):
-a cancel that arrives before the vendor set the extension up is kept, never skipped.
-Other exceptions propagate; the runner records them and delivers the task again.
+An installation with no product configured yet reschedules for an hour
+(:data:`NOT_CONFIGURED_RETRY`): a cancel that arrives before the vendor set the extension up is
+kept, never skipped. Other exceptions propagate; the runner records them and delivers the task
+again.
 
 Connect is reached with ``installation_client`` when the runner gives one (an extension with
 ``audience: vendor`` installed by several accounts: each task acts with the installing account's
@@ -66,7 +68,8 @@ from processor.daemon.runtime import Runtime
 from processor.eaas.maintenance import run_maintenance
 from processor.eaas.runtimes import RuntimeCache
 from processor.eaas.variables import DECLARED, NotConfigured
-from processor.journal.base import JournalError, SchemaError
+from processor.engine.results import Outcome, Reached
+from processor.journal.base import JournalError, SchemaError, State
 from processor.observe import log_through, mask
 
 __all__ = [
@@ -93,8 +96,8 @@ NOT_CONFIGURED_RETRY = (
 )
 JOURNAL_RETRY = 60
 
-_DONE = frozenset({"approved", "failed", "closed", "revoked", "scheduled"})
-_FOR_A_PERSON = frozenset({"parked", "waiting_human"})
+_DONE = frozenset({State.APPROVED, State.FAILED, State.CLOSED, State.REVOKED, State.SCHEDULED})
+_FOR_A_PERSON = frozenset({State.PARKED, State.WAITING_HUMAN})
 
 
 class InFlight:
@@ -125,8 +128,9 @@ RUNTIMES = RuntimeCache()
 IN_FLIGHT = InFlight()
 
 
+# connect-eaas-core has no type information: its base class and decorators are Any to mypy.
 @variables(DECLARED)
-class CancelEventsApplication(EventsApplicationBase):
+class CancelEventsApplication(EventsApplicationBase):  # type: ignore[misc]
     """Processes cancel requests of the installation's products as Connect delivers them.
 
     ``runtimes`` and ``in_flight`` are process-wide; a subclass with its own behaves as another
@@ -154,7 +158,7 @@ class CancelEventsApplication(EventsApplicationBase):
         ):
             yield
 
-    @event(EVENT_TYPE, statuses=STATUSES)
+    @event(EVENT_TYPE, statuses=STATUSES)  # type: ignore[untyped-decorator]
     def handle_cancel_request(self, request: dict[str, Any]) -> BackgroundResponse:
         with self._task_logging():
             return self._handle(request)
@@ -198,16 +202,16 @@ class CancelEventsApplication(EventsApplicationBase):
         self.logger.info(
             "%s: %s -> %s%s",
             request_id,
-            result,
+            result.value,
             response.status,
             f" in {response.countdown}s" if response.status == ResultType.RESCHEDULE else "",
         )
         return response
 
-    @schedulable(
+    @schedulable(  # type: ignore[untyped-decorator]
         "Run due timers",
-        "Ends grace periods and purges whose time came, takes over requests a stopped instance left "
-        "half done, and posts notes Connect did not take. Schedule it every 15 minutes.",
+        "Ends grace periods and purges whose time came, takes over requests a stopped instance "
+        "left half done, and posts notes Connect did not take. Schedule it every 15 minutes.",
     )
     def run_due_timers(self, schedule: dict[str, Any]) -> ScheduledExecutionResponse:
         with self._task_logging():
@@ -230,7 +234,7 @@ class CancelEventsApplication(EventsApplicationBase):
         return ScheduledExecutionResponse(ResultType.SUCCESS, str(summary))
 
 
-def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> BackgroundResponse:
+def respond(result: Reached, request: Mapping[str, Any], runtime: Runtime) -> BackgroundResponse:
     """The task response for the engine's ``result`` on ``request`` (see the module docstring)."""
     request_id = _request_id(request)
     if result in _DONE:
@@ -238,9 +242,9 @@ def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> Backgr
     if result in _FOR_A_PERSON:
         record = runtime.journal.get(request_id)
         reason = record.reason if record is not None and record.reason else "see the journal"
-        what = "parked for a person" if result == "parked" else "routed to a person"
+        what = "parked for a person" if result is State.PARKED else "routed to a person"
         return BackgroundResponse.skip(f"{request_id} {what}: {reason}")
-    if result == "ignored":
+    if result is Outcome.IGNORED:
         status = str(request.get("status") or "") if isinstance(request, Mapping) else ""
         if status != "pending":
             return BackgroundResponse.skip(
@@ -248,7 +252,7 @@ def respond(result: str, request: Mapping[str, Any], runtime: Runtime) -> Backgr
                 "nothing to do for it in this version of the processor"
             )
         return BackgroundResponse.skip(f"{request_id}: {runtime.engine.plan(request).action}")
-    if result == "malformed":
+    if result is Outcome.MALFORMED:
         return BackgroundResponse.skip(
             "the request payload has no id: nothing can be recorded for it"
         )

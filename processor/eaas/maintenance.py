@@ -8,11 +8,11 @@ hears of the request again. What the journal still owes it then needs a clock of
 - stranded claims: a runner instance died (or froze) holding a request half done;
 - rows Connect closed behind the journal's back, and notes Connect did not take when they were due.
 
-:func:`run_maintenance` does exactly these steps of a daemon pass (:mod:`processor.daemon.core`), with
-the same limits per run, and no listing of pending requests (Connect delivers those as tasks). It
-is called by the extension's schedulable, which Connect runs on the schedule created in the DevOps
-module (see extension/README.md). Overlapping runs, on one instance or several, are safe: each
-timer is claimed in the journal before it runs.
+:func:`run_maintenance` does exactly these steps of a daemon pass (:mod:`processor.daemon.core`,
+:meth:`Daemon.maintain`), with the same limits per run, and no listing of pending requests (Connect
+delivers those as tasks). It is called by the extension's schedulable, which Connect runs on the
+schedule created in the DevOps module (see extension/README.md). Overlapping runs, on one instance
+or several, are safe: each timer is claimed in the journal before it runs.
 """
 
 from __future__ import annotations
@@ -46,18 +46,7 @@ class MaintenanceSummary:
 def run_maintenance(runtime: Runtime) -> MaintenanceSummary:
     """One maintenance run over the whole configuration (see the module docstring)."""
     daemon = Daemon(runtime.engine, runtime.marketplace, selector_for(runtime.config), once=True)
-    try:
-        # The daemon's own steps, in its order, so that the two never disagree on what is owed
-        # (its private methods: a public entry point for "a pass without the listing" would be
-        # cleaner, and would keep this in step if the daemon's pass changes).
-        daemon._timers()
-        taken_over = daemon._take_over()
-        daemon._drain(None)
-        daemon._settle_stale()
-        notes = daemon._renote()
-    finally:
-        daemon._drain(runtime.config.processing.shutdown_timeout)
-        daemon._pool.shutdown(wait=False)
+    taken_over, notes = daemon.maintain()
     summary = daemon.summary
     return MaintenanceSummary(
         timers=summary.timers,

@@ -2,10 +2,11 @@
 
 connect-extension-runner makes a new application object for every task, so nothing that must
 outlive a task (the journal's connection pool, the lease heartbeat, circuit breakers, the gateway's
-template cache) can live on it. :class:`RuntimeCache` keeps one :class:`~processor.daemon.runtime.Runtime`
-per distinct installation configuration: the extension's variables plus the endpoint and API key
-of the client the runner gave the task. A change of variables builds a new runtime; the old one is
-closed once the tasks still using it have finished (at most ``size`` are kept).
+template cache) can live on it. :class:`RuntimeCache` keeps one
+:class:`~processor.daemon.runtime.Runtime` per distinct installation configuration: the extension's
+variables plus the endpoint and API key of the client the runner gave the task. A change of
+variables builds a new runtime; the old one is closed once the tasks still using it have finished
+(at most ``size`` are kept).
 
 The Connect gateway does not use the runner's client as it is: that client retries POSTs on 5xx by
 itself (``max_retries=3``) under the gateway's own retries, which multiplies attempts of
@@ -128,7 +129,8 @@ def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> R
 
 
 def fingerprint(variables: Mapping[str, Any], client: ConnectClient) -> str:
-    """What identifies an installation configuration (a digest: the key is not kept in memory twice)."""
+    """What identifies an installation configuration (a digest: the key is not kept in memory
+    twice)."""
     material = json.dumps([sorted(effective(variables).items()), client.endpoint, client.api_key])
     return hashlib.sha256(material.encode()).hexdigest()
 

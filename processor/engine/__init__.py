@@ -1,1 +1,1 @@
-"""The engine: what happens to one cancel request, step by step, and the guards around the vendor call."""
+"""The engine: what happens to one cancel request, step by step, and the guards around vendors."""

@@ -1,8 +1,8 @@
 """A customer's cancels as one adapter call: ``terminate_batch(calls) -> [outcome, ...]``.
 
 When a customer account cancels several subscriptions (or the whole account), the daemon groups the
-pending cancels of one pass by customer and adapter (:meth:`BatchSteps.batch_key`) and hands each
-group to :meth:`BatchSteps.handle_batch`. A request is batched only when its policy says
+pending cancels of one pass by customer and adapter (:meth:`Batch.key`) and hands each
+group to :meth:`Batch.handle`. A request is batched only when its policy says
 ``batch: true``, it is due now (``immediate``, no grace), it is new in the journal, and its adapter
 offers ``terminate_batch``; everything else in a group is handled on its own, as ``handle`` would.
 
@@ -34,58 +34,101 @@ from processor.adapters.base import (
     outcome_name,
     supports,
 )
+from processor.config.schema import ProcessingConfig
 from processor.engine import crashpoints
-from processor.engine.base import Deferred
+from processor.engine.base import Mover, ensure_row
 from processor.engine.circuit import Attempt, CircuitOpen
+from processor.engine.leases import LeaseKeeper
 from processor.engine.lifecycle import Lifecycle, Ready
-from processor.engine.vendor_steps import TERMINATE
-from processor.journal.base import Claim, LeaseLost, State
+from processor.engine.liveness import Liveness
+from processor.engine.results import Deferred, Reached
+from processor.engine.results import Outcome as Result
+from processor.engine.vendor_calls import VendorGate
+from processor.engine.vendor_results import TERMINATE, VendorResults
+from processor.journal.base import Claim, Journal, LeaseLost, State
 from processor.model import CancelRequest, MalformedRequest, parse_request
-from processor.observe import get_logger
-from processor.policy.rules import Decision
+from processor.observe import Metrics, get_logger
+from processor.policy.rules import Decision, Policy
 
-__all__ = ["BatchSteps"]
+__all__ = ["Batch"]
 
 _OUTCOME_TYPES = Outcome.__args__
+# One request's whole processing (``Engine.handle``), and the state-machine loop (``Engine.drive``).
+Handle = Callable[[Mapping[str, Any]], Reached]
+Drive = Callable[[Claim, CancelRequest, Decision], Reached]
+_Started = tuple[Claim, CancelRequest, Decision, Ready]
 
 
-class BatchSteps(Lifecycle):
-    # Provided by the engine: one request's whole processing, and the state-machine loop.
-    handle: Callable[[Mapping[str, Any]], str]
-    _drive: Callable[[Claim, CancelRequest, Decision], str]
+class Batch:
+    def __init__(
+        self,
+        *,
+        settings: ProcessingConfig,
+        policy: Policy,
+        journal: Journal,
+        claimant: tuple[str, float],
+        metrics: Metrics,
+        mover: Mover,
+        gate: VendorGate,
+        liveness: Liveness,
+        results: VendorResults,
+        lifecycle: Lifecycle,
+        leases: LeaseKeeper | None,
+        handle: Handle,
+        drive: Drive,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.journal = journal
+        self.owner, self.lease_seconds = claimant
+        self.metrics = metrics
+        self.mover = mover
+        self.gate = gate
+        self.liveness = liveness
+        self.results = results
+        self.lifecycle = lifecycle
+        self.leases = leases
+        self._handle = handle
+        self._drive = drive
 
-    def batch_key(self, payload: Mapping[str, Any]) -> str | None:
+    def key(self, payload: Mapping[str, Any]) -> str | None:
         """The group a pending request may be terminated with, or None to handle it on its own."""
         try:
             request = parse_request(payload, subscription_param=self.settings.subscription_param)
         except MalformedRequest:
             return None
+        return self._key(request, self.policy.decide(request))
+
+    def _key(self, request: CancelRequest, decision: Decision) -> str | None:
         if request.status != "pending" or not request.customer_id:
             return None
-        decision = self.policy.decide(request)
         if decision.action != "terminate" or not decision.policy.batch:
             return None
-        adapter = self.adapters.get(decision.adapter or "")
+        adapter = self.gate.adapters.get(decision.adapter or "")
         if adapter is None or not supports(adapter, "terminate_batch"):
             return None
         return f"{decision.adapter}|{request.customer_id}"
 
-    def handle_batch(self, payloads: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-        """Process a group; the result of each request by id (the same names ``handle`` returns)."""
-        results: dict[str, str] = {}
-        ready: list[tuple[Claim, CancelRequest, Decision, Ready]] = []
+    def handle(self, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Reached]:
+        """Process a group; the result of each request by id (what ``handle`` answers)."""
+        results: dict[str, Reached] = {}
+        ready: list[_Started] = []
         claims: list[Claim] = []
         try:
             for payload in payloads:
                 request_id = str(payload.get("id") or "")
-                if self.batch_key(payload) is None:
-                    results[request_id] = self.handle(payload)
+                try:
+                    request = parse_request(
+                        payload, subscription_param=self.settings.subscription_param
+                    )
+                except MalformedRequest:
+                    results[request_id] = self._handle(payload)
                     continue
-                request = parse_request(
-                    payload, subscription_param=self.settings.subscription_param
-                )
                 decision = self.policy.decide(request)
-                claim = self._claim_for_batch(request, results)
+                if self._key(request, decision) is None:
+                    results[request_id] = self._handle(payload)
+                    continue
+                claim = self._claim(request, results)
                 if claim is None:
                     continue
                 claims.append(claim)
@@ -93,7 +136,7 @@ class BatchSteps(Lifecycle):
                     resume = functools.partial(self._resume_alone, request, decision)
                     results[request_id] = self._guarded(claim, resume)
                     continue
-                prepared = self._guarded_prepare(claim, request, decision, results)
+                prepared = self._prepare(claim, request, decision, results)
                 if prepared is not None:
                     ready.append((claim, request, decision, prepared))
             if ready:
@@ -103,113 +146,98 @@ class BatchSteps(Lifecycle):
                 self.journal.release(claim)
         return results
 
-    def _resume_alone(self, request: CancelRequest, decision: Decision, claim: Claim) -> str:
+    def _resume_alone(self, request: CancelRequest, decision: Decision, claim: Claim) -> Reached:
         return self._drive(claim, request, decision)
 
-    def _claim_for_batch(self, request: CancelRequest, results: dict[str, str]) -> Claim | None:
-        record = self.journal.ensure(
-            request.id,
-            idempotency_key=f"cancel-{request.id}",
-            subscription_id=request.subscription_id,
-            asset_id=request.asset_id,
-            product_id=request.product_id,
-            marketplace_id=request.marketplace_id,
-            environment=request.environment,
-            customer_id=request.customer_id,
-        )
+    def _claim(self, request: CancelRequest, results: dict[str, Reached]) -> Claim | None:
+        record = ensure_row(self.journal, request)
         if record.final:
-            results[request.id] = record.state.value
+            results[request.id] = record.state
             return None
         claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
         if claim is None:
-            results[request.id] = "busy"
+            results[request.id] = Result.BUSY
         return claim
 
-    def _guarded(self, claim: Claim, work: Callable[[Claim], str]) -> str:
+    def _guarded(self, claim: Claim, work: Callable[[Claim], Reached]) -> Reached:
         try:
             return work(claim)
-        except Deferred as deferred:
-            return deferred.claim.state.value
         except LeaseLost:
             self.metrics.lease_lost.inc()
-            return "lease_lost"
+            return Result.LEASE_LOST
 
-    def _guarded_prepare(
-        self, claim: Claim, request: CancelRequest, decision: Decision, results: dict[str, str]
+    def _prepare(
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        decision: Decision,
+        results: dict[str, Reached],
     ) -> Ready | None:
         try:
-            prepared = self._prepare(claim, request, decision)
+            prepared = self.lifecycle.prepare(claim, request, decision)
             if isinstance(prepared, Ready) and (
-                prepared.dates.graced or prepared.dates.effective_at > self.clock()
+                prepared.dates.graced or prepared.dates.effective_at > self.mover.clock()
             ):
-                prepared = self._start(
-                    claim, request, decision
-                )  # not due now after all: the single path
+                # Not due now after all: the single path.
+                prepared = self.lifecycle.start(claim, request, decision)
             if isinstance(prepared, Ready):
                 return prepared
-            results[request.id] = self._drive(prepared, request, decision)
-        except Deferred as deferred:
-            results[request.id] = deferred.claim.state.value
+            if isinstance(prepared, Deferred):
+                results[request.id] = prepared.state
+            else:
+                results[request.id] = self._drive(prepared, request, decision)
         except LeaseLost:
             self.metrics.lease_lost.inc()
-            results[request.id] = "lease_lost"
+            results[request.id] = Result.LEASE_LOST
         return None
 
-    def _terminate_group(
-        self, ready: list[tuple[Claim, CancelRequest, Decision, Ready]]
-    ) -> dict[str, str]:
-        results: dict[str, str] = {}
+    def _terminate_group(self, ready: list[_Started]) -> dict[str, Reached]:
+        results: dict[str, Reached] = {}
         _, _, first_decision, _ = ready[0]
-        adapter = self.adapters[first_decision.adapter or ""]
-        self.guard.sync()
+        adapter = self.gate.adapters[first_decision.adapter or ""]
+        self.gate.guard.sync()
         try:
             # One attempt for the group's one call; leaving without a verdict gives a probe back.
-            with self.breakers[adapter.name].attempt() as attempt:
+            with self.gate.breakers[adapter.name].attempt() as attempt:
                 return self._terminate_started(ready, adapter, attempt)
         except CircuitOpen as shut:
             for claim, request, _, _ in ready:
                 try:
-                    self._defer(claim, request, claim.state, shut.wait, str(shut))
-                except Deferred as deferred:
-                    results[request.id] = deferred.claim.state.value
+                    deferred = self.mover.defer(claim, request, claim.state, shut.wait, str(shut))
+                    results[request.id] = deferred.state
                 except LeaseLost:
-                    results[request.id] = "lease_lost"
+                    results[request.id] = Result.LEASE_LOST
             return results
 
     def _terminate_started(
-        self,
-        ready: list[tuple[Claim, CancelRequest, Decision, Ready]],
-        adapter: VendorAdapter,
-        attempt: Attempt,
-    ) -> dict[str, str]:
-        results: dict[str, str] = {}
+        self, ready: list[_Started], adapter: VendorAdapter, attempt: Attempt
+    ) -> dict[str, Reached]:
+        results: dict[str, Reached] = {}
         batch_id = f"batch-{uuid.uuid4().hex[:12]}"
         started: list[tuple[Claim, CancelRequest, Decision]] = []
         for claim, request, decision, prepared in ready:
             try:
-                if (held := self._send_right(claim, request, adapter)) is not None:
-                    results[request.id] = (
-                        held.state.value
-                    )  # parked: an earlier holder may still send
+                held = self.liveness.send_right(claim, request, adapter)
+                if held is not None:  # suspended or parked: an earlier holder may still send
+                    results[request.id] = held.state
                     continue
-                claim = self._move(
+                claim = self.mover.move(
                     claim,
                     request,
                     TERMINATE.intent,
                     attempts=claim.record.attempts + 1,
-                    data={**prepared.data, "step_from": State.NEW.value, "batch": batch_id},
-                    detail=f"intent: terminate via {adapter.name} in {batch_id} ({len(ready)} requests)",
+                    data=prepared.data.step_started(State.NEW, batch=batch_id),
+                    detail=f"intent: terminate via {adapter.name} in {batch_id} "
+                    f"({len(ready)} requests)",
                 )
                 started.append((claim, request, decision))
-            except Deferred as deferred:  # suspended while an earlier holder may still send
-                results[request.id] = deferred.claim.state.value
             except LeaseLost:
-                results[request.id] = "lease_lost"
+                results[request.id] = Result.LEASE_LOST
         if not started:
             return results
         crashpoints.reached("after_intent")
         calls = [
-            self._vendor_call(claim, request, TERMINATE.name, decision)
+            self.gate.vendor_call(claim, request, TERMINATE.name, decision)
             for claim, request, decision in started
         ]
         outcomes = self._call_batch(adapter, calls, [claim for claim, _, _ in started])
@@ -224,10 +252,12 @@ class BatchSteps(Lifecycle):
 
             def finish(
                 c: Claim, r: CancelRequest = request, d: Decision = decision, o: Any = outcome
-            ) -> str:
+            ) -> Reached:
                 if self.leases is not None and self.leases.lost(c):
                     raise LeaseLost(c.request_id, c.fence)
-                recorded = self._record_step(c, r, adapter, TERMINATE, o, False, attempt)
+                recorded = self.results.record(c, r, adapter, TERMINATE, o, False, attempt)
+                if isinstance(recorded, Deferred):
+                    return recorded.state
                 return self._drive(recorded, r, d)
 
             results[request.id] = self._guarded(claim, finish)

@@ -2,8 +2,8 @@
 
 During a vendor outage every request would otherwise burn an attempt (and a lease, and a log line)
 against a vendor that cannot answer. After ``failures`` consecutive transient failures the circuit
-opens: workers leave requests untouched until ``reset_after`` seconds have passed, then one probe call
-is let through (half-open). Its success closes the circuit; its failure opens it again.
+opens: workers leave requests untouched until ``reset_after`` seconds have passed, then one probe
+call is let through (half-open). Its success closes the circuit; its failure opens it again.
 
 The only way in is ``with breaker.attempt() as attempt:``, which raises :class:`CircuitOpen` when no
 call may go ahead. Inside, ``attempt.success()`` or ``attempt.failure()`` gives the verdict. Leaving
@@ -11,8 +11,8 @@ the block without one -- an exception, a deferral, a request parked before its c
 gives the probe slot back, so a half-open circuit is never stuck refusing every call until a restart
 (the bug of an ``allow()`` whose caller forgot to answer).
 
-A circuit can also be *latched* open by the anomaly guard (:mod:`processor.engine.guard`): no probe, no
-timer; only :meth:`CircuitBreaker.unlatch` (``cancel-processor resume ADAPTER``) closes it.
+A circuit can also be *latched* open by the anomaly guard (:mod:`processor.engine.guard`): no probe,
+no timer; only :meth:`CircuitBreaker.unlatch` (``cancel-processor resume ADAPTER``) closes it.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ harmless. What each outcome means here:
 - :class:`ActionRefused` and other errors park the request with Connect's message, except where a
   refusal has a known meaning (a planned date Connect considers past means "effective now").
 
-Scheduling writes its intent (``scheduled`` with ``data["scheduled"] = False``) before calling
+Scheduling writes its intent (``scheduled`` with the row's ``scheduled`` flag False) before calling
 Connect, so a crash between the two leaves a row that the next sight of the still-pending request
-schedules again; ``data["scheduled"] = True`` records that Connect holds the request until the
+schedules again; the flag True records that Connect holds the request until the
 planned date. A scheduled row carries no journal timer: Connect itself returns the request to
 ``pending`` at the planned date and the poll picks it up, while a revocation in between has to be
 able to claim the row at any moment.
@@ -22,68 +22,78 @@ able to claim the row at any moment.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
+from processor.config.schema import Config
 from processor.engine import crashpoints
-from processor.engine.base import EngineBase
+from processor.engine.base import Mover
+from processor.engine.results import Stepped
+from processor.engine.rowdata import RowData
 from processor.journal.base import Claim, State
-from processor.marketplace import ActionRefused, MarketplaceError, NotPending, TransientError
+from processor.marketplace import (
+    ActionRefused,
+    Marketplace,
+    MarketplaceError,
+    NotPending,
+    TransientError,
+)
 from processor.model import CancelRequest
 from processor.policy.rules import Decision
-from processor.policy.timing import Dates, iso
+from processor.policy.timing import iso
 
 __all__ = ["ConnectSteps", "CLOCK_SKEW"]
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far Connect's clock may run ahead of ours
 
 
-class ConnectSteps(EngineBase):
-    def _approve(self, claim: Claim, request: CancelRequest, decision: Decision) -> Claim:
-        template = claim.record.data.get("template") or decision.template
-        dates = Dates.from_data(claim.record.data)
+class ConnectSteps:
+    def __init__(self, mover: Mover, marketplace: Marketplace, config: Config) -> None:
+        self.mover = mover
+        self.marketplace = marketplace
+        self.config = config
+
+    def _later(
+        self, claim: Claim, request: CancelRequest, state: State, exc: TransientError
+    ) -> Stepped:
+        """Connect is in trouble: try again later, in ``state``."""
+        wait = exc.retry_after or self.mover.backoff(1)
+        return self.mover.defer(claim, request, state, wait, str(exc))
+
+    def approve(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
+        move = self.mover.move
+        data = RowData.of(claim.record)
+        template = data.template or decision.template
+        dates = data.dates
         # Connect records the termination as of the date access ended (the billing period's end,
         # or the start of the grace period), not the moment the vendor finished.
-        timed = dates is not None and (
-            dates.graced or claim.record.data.get("timing") == "end_of_period"
-        )
+        timed = dates is not None and (dates.graced or data.timing == "end_of_period")
         effective = dates.effective_at if timed and dates is not None else None
-        purge_at = (
-            dates.purge_at if dates is not None and not claim.record.data.get("purged_at") else None
-        )
+        purge_at = dates.purge_at if dates is not None and not data.purged_at else None
         try:
             if template is None and self.config.defaults.lookup_template:
                 template = self.marketplace.default_template(request.product_id)
             if template is None:
-                return self._move(
-                    claim, request, State.PARKED, reason="no approve template for the product"
-                )
+                why = "no approve template for the product"
+                return move(claim, request, State.PARKED, reason=why)
             self._approve_call(request.id, str(template), effective)
         except TransientError as exc:
-            self._defer(
-                claim, request, State.TERMINATED, exc.retry_after or self._backoff(1), str(exc)
-            )
+            return self._later(claim, request, State.TERMINATED, exc)
         except NotPending as exc:
             if exc.status == "approved":
-                return self._move(
+                return move(
                     claim,
                     request,
                     State.APPROVED,
                     next_attempt_at=purge_at,
                     detail="already approved on Connect",
                 )
-            return self._move(
-                claim,
-                request,
-                State.PARKED,
-                reason=f"terminated at the vendor, but the request is {exc.status} on Connect",
-            )
+            why = f"terminated at the vendor, but the request is {exc.status} on Connect"
+            return move(claim, request, State.PARKED, reason=why)
         except (ActionRefused, MarketplaceError) as exc:
-            return self._move(
-                claim, request, State.PARKED, reason=f"approve refused by Connect: {exc}"
-            )
+            why = f"approve refused by Connect: {exc}"
+            return move(claim, request, State.PARKED, reason=why)
         crashpoints.reached("after_approve")
         purge = f"; purge due {iso(purge_at)}" if purge_at else ""
-        return self._move(
+        return move(
             claim,
             request,
             State.APPROVED,
@@ -97,100 +107,87 @@ class ConnectSteps(EngineBase):
         else:
             self.marketplace.approve(request_id, template, effective_date=effective)
 
-    def _fail(
-        self, claim: Claim, request: CancelRequest, decision: Decision | None = None
-    ) -> Claim:
-        reason = claim.record.reason or self.settings.poison_reason
+    def fail(self, claim: Claim, request: CancelRequest) -> Stepped:
+        move = self.mover.move
+        reason = claim.record.reason or self.config.processing.poison_reason
         try:
             self.marketplace.fail(request.id, reason)
         except TransientError as exc:
-            self._defer(
-                claim, request, State.REFUSING, exc.retry_after or self._backoff(1), str(exc)
-            )
+            return self._later(claim, request, State.REFUSING, exc)
         except NotPending as exc:
             if exc.status == "failed":
-                return self._move(claim, request, State.FAILED, detail="already failed on Connect")
-            return self._move(
-                claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect"
-            )
+                return move(claim, request, State.FAILED, detail="already failed on Connect")
+            return move(claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect")
         except (ActionRefused, MarketplaceError) as exc:
-            return self._move(
-                claim, request, State.PARKED, reason=f"fail refused by Connect: {exc}"
-            )
-        return self._move(claim, request, State.FAILED, detail=f"failed: {reason}")
+            return move(claim, request, State.PARKED, reason=f"fail refused by Connect: {exc}")
+        return move(claim, request, State.FAILED, detail=f"failed: {reason}")
 
-    def _schedule(
-        self, claim: Claim, request: CancelRequest, data: dict[str, Any]
-    ) -> tuple[Claim, bool]:
-        """Hold the request on Connect until its effective date. The flag is False when Connect will
-        not hold it (its clock says the date has passed): the caller carries the cancellation out now."""
-        dates = Dates.from_data(data)
+    def schedule(self, claim: Claim, request: CancelRequest, data: RowData) -> tuple[Stepped, bool]:
+        """Hold the request on Connect until its effective date. The flag is False when Connect
+        will not hold it (its clock says the date has passed): the caller cancels now."""
+        move = self.mover.move
+        dates = data.dates
         assert dates is not None  # the caller planned the dates
-        if claim.state is not State.SCHEDULED or claim.record.data.get("scheduled") is not False:
-            claim = self._move(
+        if claim.state is not State.SCHEDULED or RowData.of(claim.record).scheduled is not False:
+            claim = move(
                 claim,
                 request,
                 State.SCHEDULED,
-                data={**data, "scheduled": False},
+                data=data.with_scheduled(False),
                 next_attempt_at=None,
                 detail=f"intent: schedule on Connect until {iso(dates.effective_at)}",
             )
         try:
             self.marketplace.schedule(request.id, dates.effective_at)
         except TransientError as exc:
-            self._defer(
-                claim, request, State.SCHEDULED, exc.retry_after or self._backoff(1), str(exc)
-            )
+            return self._later(claim, request, State.SCHEDULED, exc), True
         except NotPending as exc:
             if exc.status == "revoking":
-                return self._confirm(claim, request), True
+                return self.confirm(claim, request), True
             if exc.status != "scheduled":
-                return self._move(
-                    claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect"
-                ), True
+                why = f"request is {exc.status} on Connect"
+                return move(claim, request, State.CLOSED, detail=why), True
         except ActionRefused as exc:
-            if dates.effective_at <= self.clock() + CLOCK_SKEW:
+            if dates.effective_at <= self.mover.clock() + CLOCK_SKEW:
                 # Connect refuses a planned date it considers past; within a small skew of our own
                 # clock that is what the refusal means, and the date has (about) arrived.
                 return claim, False
-            return self._move(
-                claim, request, State.PARKED, reason=f"schedule refused by Connect: {exc}"
-            ), True
+            why = f"schedule refused by Connect: {exc}"
+            return move(claim, request, State.PARKED, reason=why), True
         except MarketplaceError as exc:
-            return self._move(
-                claim, request, State.PARKED, reason=f"schedule refused by Connect: {exc}"
-            ), True
-        claim = self._move(
+            why = f"schedule refused by Connect: {exc}"
+            return move(claim, request, State.PARKED, reason=why), True
+        claim = move(
             claim,
             request,
             State.SCHEDULED,
-            data={**claim.record.data, "scheduled": True},
+            data=RowData.of(claim.record).with_scheduled(True),
             next_attempt_at=None,
             detail=f"scheduled on Connect until {iso(dates.effective_at)}",
         )
         return claim, True
 
-    def _confirm(self, claim: Claim, request: CancelRequest) -> Claim:
-        """The customer withdrew a scheduled cancellation: confirm it; nothing was done at the vendor."""
+    def confirm(self, claim: Claim, request: CancelRequest) -> Stepped:
+        """The customer withdrew a scheduled cancellation: confirm it; the vendor saw nothing."""
         try:
             self.marketplace.confirm(request.id)
         except TransientError as exc:
-            self._defer(claim, request, claim.state, exc.retry_after or self._backoff(1), str(exc))
+            return self._later(claim, request, claim.state, exc)
         except NotPending as exc:
             if exc.status != "revoked":
-                return claim  # no longer revoking (still scheduled, or back to pending): nothing to confirm
+                return claim  # no longer revoking (scheduled, or pending again): nothing to confirm
         except (ActionRefused, MarketplaceError) as exc:
             why = f"confirming the revocation was refused by Connect: {exc}"
-            return self._move(claim, request, State.PARKED, reason=why)
-        return self._move(
+            return self.mover.move(claim, request, State.PARKED, reason=why)
+        return self.mover.move(
             claim,
             request,
             State.REVOKED,
             detail="revocation confirmed on Connect; nothing terminated",
         )
 
-    def _route(self, claim: Claim, request: CancelRequest, decision: Decision) -> Claim:
-        """Give the request to a person; the note (the policy's, saying why) follows via ``_note``."""
+    def route(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
+        """Give the request to a person; the note (the policy's, saying why) follows."""
         route = decision.policy.route_to
         assert route is not None  # the policy decided "route"
         who = route.email or route.user_id or ""
@@ -200,20 +197,19 @@ class ConnectSteps(EngineBase):
             else:
                 self.marketplace.assign(request.id, user_id=route.user_id)
         except TransientError as exc:
-            self._defer(claim, request, claim.state, exc.retry_after or self._backoff(1), str(exc))
+            return self._later(claim, request, claim.state, exc)
         except NotPending as exc:
-            return self._move(
-                claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect"
-            )
+            why = f"request is {exc.status} on Connect"
+            return self.mover.move(claim, request, State.CLOSED, detail=why)
         except (ActionRefused, MarketplaceError) as exc:
             why = f"assigning to {who} was refused by Connect: {exc}"
-            return self._move(claim, request, State.PARKED, reason=why)
-        routed = {"to": who, "at": iso(self.clock()), "policy": decision.policy_name}
-        return self._move(
+            return self.mover.move(claim, request, State.PARKED, reason=why)
+        data = RowData.of(claim.record).with_routed(who, self.mover.clock(), decision.policy_name)
+        return self.mover.move(
             claim,
             request,
             State.WAITING_HUMAN,
-            data={**claim.record.data, "routed": routed},
+            data=data,
             reason=f"policy '{decision.policy_name}': handled by {who}",
             detail=f"assigned to {who}; the processor leaves it to them",
         )

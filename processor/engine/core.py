@@ -1,6 +1,7 @@
 """One request through the state machine: claim, intent, vendor call, result, Connect action.
 
-The rules that make a crash harmless (DESIGN.md, crash-window table), for every vendor step
+The rules that make a crash harmless (the crash-window table of ``docs/design.md``,
+generated from :mod:`processor.engine.transitions`), for every vendor step
 (terminate, suspend, purge; see :mod:`processor.engine.vendor_steps`):
 
 - the intent is committed before the vendor is called, the result after it; no journal
@@ -15,9 +16,12 @@ The rules that make a crash harmless (DESIGN.md, crash-window table), for every 
 Entry points: :meth:`Engine.handle` (a request payload from a poll, an id or an EaaS event; pending
 requests, and ``revoking`` ones this processor scheduled), :meth:`Engine.resume` (a row whose timer
 fell due, claimed by the daemon with ``claim_due``), :meth:`Engine.handle_batch` (a customer's
-group, :mod:`processor.engine.batch`), :meth:`Engine.settle` (a row whose request Connect closed behind
-our back) and :meth:`Engine.plan` (the dry run). What policies do over time -- scheduling, grace,
-retention, routing -- is explained in :mod:`processor.engine.lifecycle`.
+group, :mod:`processor.engine.batch`), :meth:`Engine.settle` (a row whose request Connect closed
+behind our back) and :meth:`Engine.plan` (the dry run). What policies do over time --
+scheduling, grace, retention, routing -- is explained in :mod:`processor.engine.lifecycle`.
+
+Each entry point answers the :class:`State` reached or an :class:`Outcome` (``busy``, ``ignored``,
+``lease_lost``, ``malformed``, ``unknown``): :mod:`processor.engine.results`.
 
 Transient trouble (vendor 429/503, outages, Connect storms) only ever defers a request; a refusal
 reaches the customer only when the vendor refused, a rule refused, or a poison request is
@@ -26,21 +30,44 @@ configured to be failed after ``max_attempts`` definite errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from processor.adapters.base import VendorAdapter
+from processor.config.schema import Config
 from processor.engine import crashpoints
-from processor.engine.base import Clock, Deferred, stub_request, utcnow
-from processor.engine.batch import BatchSteps
+from processor.engine.base import Clock, Mover, ensure_row, stub_request, utcnow
+from processor.engine.batch import Batch
+from processor.engine.connect_steps import ConnectSteps
+from processor.engine.leases import LeaseKeeper
+from processor.engine.lifecycle import Lifecycle
+from processor.engine.liveness import Liveness
+from processor.engine.notes import Notes
 from processor.engine.planning import Plan, PlannedStep, build_plan
-from processor.journal.base import FINAL_STATES, Claim, LeaseLost, RequestRecord, State
-from processor.marketplace import MarketplaceError, NotFound
+from processor.engine.results import Deferred, Outcome, Reached, Stepped
+from processor.engine.rowdata import RowData
+from processor.engine.settling import settled_state
+from processor.engine.vendor_calls import VendorGate
+from processor.engine.vendor_results import VendorResults
+from processor.engine.vendor_steps import VendorSteps
+from processor.journal.base import FINAL_STATES, Claim, Journal, LeaseLost, RequestRecord, State
+from processor.marketplace import Marketplace, MarketplaceError, NotFound
 from processor.model import CancelRequest, MalformedRequest, parse_request
-from processor.observe import get_logger
-from processor.policy.rules import Decision
+from processor.observe import Metrics, get_logger
+from processor.policy.rules import Decision, Policy
 
-__all__ = ["Engine", "Plan", "PlannedStep", "Clock", "utcnow", "RESTING", "TIMER_STATES"]
+__all__ = [
+    "Engine",
+    "Plan",
+    "PlannedStep",
+    "Clock",
+    "utcnow",
+    "RESTING",
+    "TIMER_STATES",
+    "Outcome",
+    "Reached",
+]
 
 # Where the loop stops for this time: final, or waiting for a date, Connect, or a person.
 RESTING = FINAL_STATES | {State.SCHEDULED, State.SUSPENDED, State.WAITING_HUMAN}
@@ -50,17 +77,69 @@ TIMER_STATES = (State.SUSPENDED, State.SUSPENDING, State.PURGING, State.APPROVED
 _MAX_STEPS = 12  # a request's longest path has seven steps; more means a bug, not a reason to spin
 _OPEN_ON_CONNECT = ("pending", "scheduled", "inquiring", "draft", "tiers_setup", "revoking")
 
-Step = Callable[[Claim, CancelRequest, Decision], Claim]
+Step = Callable[[Claim, CancelRequest, Decision], Stepped]
 
 
-class Engine(BatchSteps):
+class Engine:
+    """The steps, composed: each holds the collaborators it uses; this holds the entry points."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        journal: Journal,
+        marketplace: Marketplace,
+        adapters: Mapping[str, VendorAdapter],
+        owner: str,
+        metrics: Metrics | None = None,
+        leases: LeaseKeeper | None = None,
+        clock: Clock = utcnow,
+        policy: Policy | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config.processing
+        self.journal = journal
+        self.marketplace = marketplace
+        self.owner = owner
+        self.metrics = metrics or Metrics()
+        self.leases = leases
+        self.clock = clock
+        self.policy = policy or Policy(config)
+        self.lease_seconds = config.journal.lease_seconds
+        self.mover = Mover(journal, self.settings, self.metrics, clock)
+        self.gate = VendorGate(config, adapters, self.metrics, leases)
+        self.adapters = self.gate.adapters
+        self.breakers = self.gate.breakers
+        self.guard = self.gate.guard
+        self.notes = Notes(config, journal, marketplace)
+        liveness = Liveness(self.mover, journal, self.lease_seconds, config.journal.holder_wait)
+        self.results = VendorResults(self.mover, self.guard, self.settings)
+        self.vendor = VendorSteps(self.mover, self.gate, liveness, self.results, leases)
+        self.connect = ConnectSteps(self.mover, marketplace, config)
+        self.lifecycle = Lifecycle(self.mover, self.gate, self.vendor, self.connect, marketplace)
+        self.batch = Batch(
+            settings=self.settings,
+            policy=self.policy,
+            journal=journal,
+            claimant=(owner, self.lease_seconds),
+            metrics=self.metrics,
+            mover=self.mover,
+            gate=self.gate,
+            liveness=liveness,
+            results=self.results,
+            lifecycle=self.lifecycle,
+            leases=leases,
+            handle=self.handle,
+            drive=self._drive,
+        )
+
     # -- entry points ------------------------------------------------------------------------
 
-    def handle(self, payload: Mapping[str, Any]) -> str:
+    def handle(self, payload: Mapping[str, Any]) -> Reached:
         """Process one request payload (from a poll, an id, or an EaaS event).
 
-        Returns the journal state reached, or ``ignored`` / ``busy`` / ``lease_lost`` /
-        ``malformed``. Never raises for a problem of the request itself; journal and programming
+        Returns the journal state reached, or an :class:`Outcome` (ignored, busy, lease lost,
+        malformed). Never raises for a problem of the request itself; journal and programming
         errors propagate.
         """
         try:
@@ -70,33 +149,34 @@ class Engine(BatchSteps):
         if request.status == "revoking":
             return self._revocation(request)
         if request.status != "pending":
-            return "ignored"
+            return Outcome.IGNORED
         decision = self.policy.decide(request)
         if decision.action == "ignore":
             get_logger(**request.log_context()).debug("request_ignored", reason=decision.reason)
-            return "ignored"
-        record = self.journal.ensure(
-            request.id,
-            idempotency_key=f"cancel-{request.id}",
-            subscription_id=request.subscription_id,
-            asset_id=request.asset_id,
-            product_id=request.product_id,
-            marketplace_id=request.marketplace_id,
-            environment=request.environment,
-            customer_id=request.customer_id,
-        )
+            return Outcome.IGNORED
+        record = ensure_row(self.journal, request)
         if record.final:
-            return record.state.value
-        resting = self._resting(record)
-        if resting is not None:
-            return resting
+            return record.state
+        if self._resting(record):
+            return record.state
         claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
         if claim is None:
-            return "busy"
+            return Outcome.BUSY
         crashpoints.reached("after_claim")
         return self._run(claim, request, decision)
 
-    def resume(self, claim: Claim) -> str:
+    def handle_batch(self, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Reached]:
+        """A customer's group as one adapter call (:mod:`processor.engine.batch`), by request id."""
+        return self.batch.handle(payloads)
+
+    def batch_key(self, payload: Mapping[str, Any]) -> str | None:
+        return self.batch.key(payload)
+
+    def renote(self, record: RequestRecord) -> bool:
+        """Post a note the journal says is owed (:meth:`Notes.renote`)."""
+        return self.notes.renote(record)
+
+    def resume(self, claim: Claim) -> Reached:
         """Drive a row the daemon claimed with ``claim_due`` (a timer fell due); releases the claim.
 
         Approved rows (purge) need nothing from Connect; the others are read fresh, because their
@@ -113,59 +193,54 @@ class Engine(BatchSteps):
                         payload, subscription_param=self.settings.subscription_param
                     )
                 except NotFound:
-                    return self._move(
-                        claim,
-                        stub_request(claim.request_id, record),
-                        State.PARKED,
-                        reason="the request is no longer visible on Connect",
-                    ).state.value
+                    why = "the request is no longer visible on Connect"
+                    stub = stub_request(claim.request_id, record)
+                    return self.mover.move(claim, stub, State.PARKED, reason=why).state
                 except (MarketplaceError, MalformedRequest) as exc:
-                    when = self.clock() + timedelta(seconds=self._backoff(1))
+                    when = self.clock() + timedelta(seconds=self.mover.backoff(1))
                     self.journal.update(claim, next_attempt_at=when, last_error=f"timer: {exc}")
-                    return claim.state.value
+                    return claim.state
             decision = self.policy.decide(request, released=self._released(record))
             if decision.action == "ignore":
-                return self._move(
-                    claim,
-                    request,
-                    State.PARKED,
-                    reason=f"a timer fell due, but {decision.reason}: a person decides",
-                ).state.value
+                why = f"a timer fell due, but {decision.reason}: a person decides"
+                return self.mover.move(claim, request, State.PARKED, reason=why).state
             return self._run(claim, request, decision, keep_claim=True)
         except LeaseLost:
             self.metrics.lease_lost.inc()
-            return "lease_lost"
+            return Outcome.LEASE_LOST
         finally:
             self.journal.release(claim)
 
-    def settle(self, request_id: str) -> str:
+    def settle(self, request_id: str) -> Reached:
         """Close a journal row whose request left ``pending`` on Connect while the row did not
         follow: the process died after Connect acted and before the journal recorded it, a person
         acted on Connect by hand (a request routed to them, for one), or the customer's side
         withdrew it. Connect's status is the truth; the vendor is not called.
         """
         record = self.journal.get(request_id)
-        if record is None or record.final:
-            return record.state.value if record else "unknown"
+        if record is None:
+            return Outcome.UNKNOWN
+        if record.final:
+            return record.state
         payload = self.marketplace.get_request(request_id)
         status = str(payload.get("status") or "")
         if status in _OPEN_ON_CONNECT:
-            return record.state.value  # still open on Connect: the poll (or a timer) owns it
+            return record.state  # still open on Connect: the poll (or a timer) owns it
         claim = self.journal.claim(request_id, self.owner, self.lease_seconds)
         if claim is None:
-            return "busy"
+            return Outcome.BUSY
         request = stub_request(request_id, record, status)
         try:
-            target, why = _settled_state(claim.state, status)
-            return self._move(
+            target, why = settled_state(claim.state, status)
+            return self.mover.move(
                 claim,
                 request,
                 target,
                 reason=why if target is State.PARKED else None,
                 detail=f"settled: request is {status} on Connect",
-            ).state.value
+            ).state
         except LeaseLost:
-            return "lease_lost"
+            return Outcome.LEASE_LOST
         finally:
             self.journal.release(claim)
 
@@ -177,7 +252,7 @@ class Engine(BatchSteps):
 
     def _run(
         self, claim: Claim, request: CancelRequest, decision: Decision, *, keep_claim: bool = False
-    ) -> str:
+    ) -> Reached:
         """Drive a claimed row; the claim is released here unless the caller (``resume``) does."""
         try:
             if claim.state is State.NEW and self._released(claim.record):
@@ -186,125 +261,103 @@ class Engine(BatchSteps):
         except LeaseLost:
             self.metrics.lease_lost.inc()
             get_logger(**request.log_context()).warning("lease_lost", fence=claim.fence)
-            return "lease_lost"
+            return Outcome.LEASE_LOST
         finally:
             if not keep_claim:
                 self.journal.release(claim)
 
-    def _drive(self, claim: Claim, request: CancelRequest, decision: Decision) -> str:
-        try:
-            for _ in range(_MAX_STEPS):
-                step = self._step_for(claim)
-                if step is None:
-                    break
-                claim = step(claim, request, decision)
-                if claim.state in RESTING:
-                    break
-            self._note(claim, request, decision)
-            return claim.state.value
-        except Deferred as deferred:
-            return deferred.claim.state.value
+    def _drive(self, claim: Claim, request: CancelRequest, decision: Decision) -> Reached:
+        for _ in range(_MAX_STEPS):
+            step = self._step_for(claim)
+            if step is None:
+                break
+            stepped = step(claim, request, decision)
+            if isinstance(stepped, Deferred):
+                return stepped.state
+            claim = stepped
+            if claim.state in RESTING:
+                break
+        self.notes.note(claim, request, decision)
+        return claim.state
 
     def _step_for(self, claim: Claim) -> Step | None:
         state = claim.state
         if state is State.NEW:
-            return self._start
+            return self.lifecycle.start
         if state is State.SCHEDULED:
-            return self._on_scheduled
+            return self.lifecycle.on_scheduled
         if state in (State.TERMINATING, State.SUSPENDING, State.PURGING):
-            return self._resume_step
+            return self.vendor.resume
         if state is State.SUSPENDED:
-            return self._after_grace if self._grace_over(claim) else None
+            return self.lifecycle.after_grace if self.lifecycle.grace_over(claim) else None
         if state is State.TERMINATED:
-            return self._approve
+            return self.connect.approve
         if state is State.REFUSING:
             return self._fail
         if state is State.APPROVED and claim.record.next_attempt_at is not None:
-            return self._purge_due
+            return self.vendor.purge_due
         return None
 
-    def _resting(self, record: RequestRecord) -> str | None:
-        """A row the poll sees but that needs no claim now: waiting for a person or for its timer."""
+    def _fail(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
+        return self.connect.fail(claim, request)
+
+    def _resting(self, record: RequestRecord) -> bool:
+        """A row the poll sees that needs no claim now: waiting for a person or for its timer."""
         if record.state is State.WAITING_HUMAN and record.noted == State.WAITING_HUMAN.value:
-            return record.state.value
+            return True
         timer = record.next_attempt_at
-        if record.state is State.SUSPENDED and timer is not None and self.clock() < timer:
-            return record.state.value
-        return None
+        return record.state is State.SUSPENDED and timer is not None and self.clock() < timer
 
     @staticmethod
     def _released(record: RequestRecord) -> bool:
         """A person sent a routed request back to ``new`` (``cancel-processor retry``): go ahead."""
-        return record.state is State.NEW and bool(record.data.get("routed"))
+        return record.state is State.NEW and RowData.of(record).routed is not None
 
-    def _revocation(self, request: CancelRequest) -> str:
-        """A ``revoking`` request: confirm it if this processor scheduled it, else leave it alone."""
+    def _revocation(self, request: CancelRequest) -> Reached:
+        """A ``revoking`` request: confirm it if this processor scheduled it, else ignore it."""
         record = self.journal.get(request.id)
         if record is None or record.state is not State.SCHEDULED:
             get_logger(**request.log_context()).debug(
                 "revocation_not_ours", journal_state=record.state.value if record else None
             )
-            return "ignored"
+            return Outcome.IGNORED
         claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
         if claim is None:
-            return "busy"
+            return Outcome.BUSY
         return self._run(claim, request, self.policy.decide(request))
 
-    def _malformed(self, payload: Any, exc: MalformedRequest) -> str:
+    def _malformed(self, payload: Any, exc: MalformedRequest) -> Reached:
         log = get_logger(request_id=exc.request_id)
         if not exc.request_id:
             log.error("request_malformed", problem=exc.problem)
             self.metrics.outcomes.labels(outcome="malformed").inc()
-            return "malformed"
+            return Outcome.MALFORMED
         asset = payload.get("asset") if isinstance(payload, Mapping) else None
         asset_id = asset.get("id") if isinstance(asset, Mapping) else None
         asset_id = (
             asset_id if isinstance(asset_id, str) else None
-        )  # a malformed payload's, of any type
+        )  # a malformed payload's: any type
         record = self.journal.ensure(
             exc.request_id, idempotency_key=f"cancel-{exc.request_id}", asset_id=asset_id
         )
         if record.final:
-            return record.state.value
+            return record.state
         claim = self.journal.claim(exc.request_id, self.owner, self.lease_seconds)
         if claim is None:
-            return "busy"
+            return Outcome.BUSY
         try:
             request = CancelRequest(
                 exc.request_id, "cancel", "pending", str(asset_id or ""), "", ""
             )
-            step = self._bad_request(claim, request, exc.problem)
-            if step.state is State.REFUSING:
-                try:
-                    step = self._fail(step, request)
-                except Deferred as deferred:
-                    return deferred.claim.state.value
-            self._note(step, request)
-            return step.state.value
+            moved = self.mover.bad_request(claim, request, exc.problem)
+            if moved.state is State.REFUSING:
+                failed = self.connect.fail(moved, request)
+                if isinstance(failed, Deferred):
+                    return failed.state
+                moved = failed
+            self.notes.note(moved, request)
+            return moved.state
         except LeaseLost:
-            return "lease_lost"
+            return Outcome.LEASE_LOST
         finally:
             self.journal.release(claim)
-
-
-def _settled_state(state: State, status: str) -> tuple[State, str | None]:
-    """Where a journal row goes when Connect closed its request without us recording it."""
-    if status == "revoked":
-        return State.REVOKED, None
-    if status == "approved" and state is State.TERMINATED:
-        return State.APPROVED, None
-    if status == "failed" and state is State.REFUSING:
-        return State.FAILED, None
-    if state in (State.NEW, State.WAITING_HUMAN, State.SCHEDULED):
-        return State.CLOSED, None  # nothing was done at the vendor; someone else closed it
-    if state in (State.SUSPENDING, State.SUSPENDED):
-        return State.PARKED, (
-            f"the request was {status} on Connect while the subscription was suspended at the "
-            f"vendor: resume or terminate it there"
-        )
-    if state is State.TERMINATING or status == "failed":
-        return (
-            State.PARKED,
-            f"the request was {status} on Connect while the vendor step was {state.value}",
-        )
-    return State.CLOSED, None

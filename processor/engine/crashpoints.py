@@ -6,7 +6,7 @@ form and freezes the process with SIGSTOP instead: it keeps its sockets, its Pos
 its file locks, exactly like a process stopped by a debugger, a hung VM or a long GC pause, and
 goes on where it stopped when it gets SIGCONT (the frozen-holder tests). Unset (always, in
 production) each costs one comparison. The names are the windows of the crash-window table in
-DESIGN.md:
+``docs/design.md``:
 
 - ``after_claim``: the lease is taken, no intent recorded
 - ``after_intent``: intent recorded, vendor not yet called
@@ -57,9 +57,9 @@ def reached(point: str) -> None:
     with _lock:
         fire = [armed.signum for armed in _armed if armed.passed(point)]
     for signum in fire:
-        # Sent to this thread, not to the process: a process-directed signal may be taken by another
-        # thread, and this one then runs on for a few milliseconds -- long enough, under load, to send
-        # the very call the crash point is meant to come before. A thread-directed SIGSTOP or SIGKILL
-        # still stops or ends the whole process, and this thread first. SIGSTOP returns only once
-        # someone sends SIGCONT.
+        # Sent to this thread, not to the process: a process-directed signal may be taken by
+        # another thread, and this one then runs on for a few milliseconds -- long enough, under
+        # load, to send the very call the crash point is meant to come before. A thread-directed
+        # SIGSTOP or SIGKILL still stops or ends the whole process, and this thread first. SIGSTOP
+        # returns only once someone sends SIGCONT.
         signal.pthread_kill(threading.get_ident(), signum)

@@ -107,7 +107,7 @@ class LatchFile:
 
 
 class AnomalyGuard:
-    """Watches outcomes per adapter and latches its breaker on a burst (see the module docstring)."""
+    """Watches outcomes per adapter and latches its breaker on a burst (the module docstring)."""
 
     def __init__(
         self,

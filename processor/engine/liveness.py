@@ -19,60 +19,65 @@ earlier holder keeps for as long as it lives and holds the claim:
 from __future__ import annotations
 
 from processor.adapters.base import Idempotency, VendorAdapter
-from processor.engine.base import EngineBase
-from processor.journal.base import Claim, State
+from processor.engine.base import Mover
+from processor.engine.results import Deferred
+from processor.engine.rowdata import RowData
+from processor.journal.base import Claim, Journal, State
 from processor.journal.holders import SendRights, local_send_rights
-from processor.model import CancelRequest, parse_datetime
-from processor.policy.timing import iso
+from processor.model import CancelRequest
 
 __all__ = ["Liveness", "SUSPENDED"]
 
 SUSPENDED = "suspended: previous holder alive"
 
 
-class Liveness(EngineBase):
-    def _send_rights(self) -> SendRights:
+class Liveness:
+    """The send rights of a journal's requests, and what a worker does when it cannot take one."""
+
+    def __init__(
+        self, mover: Mover, journal: Journal, lease_seconds: float, holder_wait: float
+    ) -> None:
+        self.mover = mover
+        self.lease_seconds = lease_seconds
+        self.holder_wait = holder_wait
+        self.journal = journal
+
+    def rights(self) -> SendRights:
         rights = getattr(self.journal, "senders", None)
         return rights if rights is not None else local_send_rights()
 
-    def _send_right(
+    def send_right(
         self, claim: Claim, request: CancelRequest, adapter: VendorAdapter
-    ) -> Claim | None:
+    ) -> Claim | Deferred | None:
         """Take the send right for ``claim`` before an intent is recorded or resumed. None: go on.
-        Otherwise the request is suspended (raises :class:`Deferred`) or, after ``holder_wait``,
+        Otherwise the request is suspended (:class:`Deferred`) or, after ``holder_wait``,
         parked (the parked claim is returned)."""
         if adapter.idempotency in (Idempotency.KEY, Idempotency.NATURAL):
             return None  # a repeated call is harmless: today's behaviour, no lock taken
-        if self._send_rights().acquire(claim.request_id, claim.fence):
+        if self.rights().acquire(claim.request_id, claim.fence):
             return None
-        now = self.clock()
+        now = self.mover.clock()
         # One suspension spans retries of the same step attempt (a new attempt starts afresh).
-        episode = claim.record.data.get("suspended")
-        since = None
-        if isinstance(episode, dict) and episode.get("attempts") == claim.record.attempts:
-            since = parse_datetime(episode.get("since"))
-        since = since or now
+        data = RowData.of(claim.record)
+        since = data.suspended_since(claim.record.attempts) or now
         waited = (now - since).total_seconds()
-        limit = self.config.journal.holder_wait
+        limit = self.holder_wait
         if waited >= limit:
-            return self._move(
+            return self.mover.move(
                 claim,
                 request,
                 State.PARKED,
-                reason=f"{SUSPENDED} for {waited:.0f}s: a process that held this request past its lease still "
-                f"runs (frozen?) and may still send its {claim.state.value} call to the vendor. Stop or "
-                f"restart that process, check the subscription at the vendor, then retry or close",
+                reason=f"{SUSPENDED} for {waited:.0f}s: a process that held this request past its "
+                f"lease still runs (frozen?) and may still send its {claim.state.value} call to "
+                f"the vendor. Stop or restart that process, check the subscription at the vendor, "
+                f"then retry or close",
             )
         wait = min(max(self.lease_seconds / 2, 0.5), limit - waited + 0.1)
-        data = {
-            **claim.record.data,
-            "suspended": {"since": iso(since), "attempts": claim.record.attempts},
-        }
-        self._defer(
+        return self.mover.defer(
             claim,
             request,
             claim.state,
             wait,
             f"{SUSPENDED} ({waited:.0f}s of {limit:.0f}s)",
-            data=data,
+            data=data.with_suspended(since, claim.record.attempts),
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from processor.engine.rowdata import RowData
 from processor.journal.base import RequestRecord, State
 from processor.marketplace import MarketplaceError
 from processor.model import CancelRequest, MalformedRequest, parse_datetime, parse_request
@@ -75,7 +76,9 @@ def build_plan(engine: Engine, payload: Mapping[str, Any]) -> Plan:
             request_id, None, None, None, None, f"{engine.settings.malformed}: {exc.problem}"
         )
     record = engine.journal.get(request.id)
-    released = record is not None and record.state is State.NEW and bool(record.data.get("routed"))
+    released = (
+        record is not None and record.state is State.NEW and RowData.of(record).routed is not None
+    )
     decision = engine.policy.decide(request, released=released)
     state = record.state.value if record else None
     head = f"policy '{decision.policy_name}': " if decision.policy_name else ""
@@ -133,7 +136,7 @@ def _dates(
     engine: Engine, request: CancelRequest, decision: Decision, record: RequestRecord | None
 ) -> tuple[Dates | None, str]:
     if record is not None:
-        planned = Dates.from_data(record.data)
+        planned = RowData.of(record).dates
         if planned is not None:
             return planned, "journal"
     billing = request.billing_next_date
@@ -152,9 +155,9 @@ def _dates(
 def _steps(
     engine: Engine, decision: Decision, dates: Dates, record: RequestRecord | None
 ) -> tuple[PlannedStep, ...]:
-    recorded = record.data if record is not None else {}
-    adapter = recorded.get("adapter") or decision.adapter
-    template = recorded.get("template") or decision.template or "the product's default template"
+    recorded = RowData.of(record) if record is not None else RowData()
+    adapter = recorded.adapter or decision.adapter
+    template = recorded.template or decision.template or "the product's default template"
     now = engine.clock()
 
     def when(at: datetime) -> datetime | None:
@@ -177,7 +180,7 @@ def _steps(
     if (
         record is not None
         and record.state is State.SCHEDULED
-        and record.data.get("scheduled") is not True
+        and RowData.of(record).scheduled is not True
     ):
         rank = 0  # the schedule call itself has not been confirmed
     return tuple(step for order, step in planned if order >= rank)

@@ -37,7 +37,8 @@ _POSTGRES_OPTIONS = frozenset({"pool_size", "min_size", "stall_timeout"})
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (in the user info and in a ``password=`` query)."""
+    """``url`` with any password replaced by ``***`` (in the user info and in a ``password=``
+    query)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url if ":" not in url and "@" not in url else "<unparsable URL>"
@@ -64,14 +65,14 @@ def open_journal(url: str, *, clock: Callable[[], Any] | None = None, **options:
             raise ValueError(
                 f"malformed SQLite journal URL {redact_url(url)!r}: expected {_ACCEPTED}"
             )
-        from processor.journal.sqlite import SQLiteJournal
+        from processor.journal.sqlite import sqlite_journal
 
         sqlite_options = {k: v for k, v in options.items() if k not in _POSTGRES_OPTIONS}
-        return SQLiteJournal(url[len("sqlite:///") :], url=url, **extra, **sqlite_options)
+        return sqlite_journal(url[len("sqlite:///") :], url=url, **extra, **sqlite_options)
     if scheme in ("postgresql", "postgres"):
-        from processor.journal.postgres import PostgresJournal
+        from processor.journal.postgres import postgres_journal
 
-        return PostgresJournal(url, **extra, **options)
+        return postgres_journal(url, **extra, **options)
     named = f"scheme {scheme!r}" if scheme else "no scheme"
     raise ValueError(f"journal URL {redact_url(url)!r} has {named}; accepted: {_ACCEPTED}")
 

@@ -9,7 +9,7 @@ for that request. Every transition also appends a row to an append-only transiti
 No method holds a database transaction open across a call to anything remote: the engine writes
 the intent, commits, calls the vendor, then records the result in a new transaction.
 
-States (the crash-window table of DESIGN.md, plus the policy states):
+States (the crash-window table of docs/design.md, plus the policy states):
 
 ======================  =============================================================
 ``new``                 known; no vendor call can have happened for the current step
@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 
-class State(str, Enum):
+# Not StrEnum: str(State.NEW) stays "State.NEW" wherever a message formats a state.
+class State(str, Enum):  # noqa: UP042
     NEW = "new"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
@@ -68,8 +69,8 @@ class State(str, Enum):
     PARKED = "parked"
 
 
-# States in which the processor makes no further call on its own. ``approved`` rows may still carry a
-# purge timer (``next_attempt_at`` not null): ``claim_due`` finds those.
+# States in which the processor makes no further call on its own. ``approved`` rows may still
+# carry a purge timer (``next_attempt_at`` not null): ``claim_due`` finds those.
 FINAL_STATES = frozenset({State.APPROVED, State.FAILED, State.REVOKED, State.CLOSED, State.PARKED})
 # States whose reaching is told to the request's conversation: outcomes, and what waits (and why).
 # The stores' ``unnoted`` query and its partial index (migration 0002) spell the same list in SQL,
@@ -82,7 +83,8 @@ class JournalError(Exception):
 
 
 class SchemaError(JournalError):
-    """The database schema is missing or older than this code: run ``cancel-processor journal migrate``."""
+    """The database schema is missing or older than this code: run ``cancel-processor journal
+    migrate``."""
 
 
 class LeaseLost(JournalError):
@@ -152,9 +154,11 @@ class Claim:
 
 
 class Journal(Protocol):
-    """A store. Implementations: :mod:`processor.journal.sqlite`, :mod:`processor.journal.postgres`.
+    """A store. Implementation: :class:`~processor.journal.store.StoreJournal`, the rules written
+    once over the connectors of :mod:`processor.journal.sqlite` and
+    :mod:`processor.journal.postgres`.
 
-    Both also offer ``senders``, the per-request send rights of :mod:`processor.journal.holders`
+    It also offers ``senders``, the per-request send rights of :mod:`processor.journal.holders`
     (given up by :meth:`release`); the engine falls back to a process-local table without them."""
 
     url: str
@@ -218,8 +222,9 @@ class Journal(Protocol):
 
     def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
         """An operator's hand (``retry``/``park`` commands): set the state regardless of leases,
-        bumping the fence so that any worker still holding a claim loses it. The step starts afresh:
-        the lease, ``next_attempt_at`` and ``attempts`` are cleared. :class:`KeyError` if unknown."""
+        bumping the fence so that any worker still holding a claim loses it. The step starts
+        afresh: the lease, ``next_attempt_at`` and ``attempts`` are cleared. :class:`KeyError` if
+        unknown."""
 
     def get(self, request_id: str) -> RequestRecord | None: ...
 

@@ -227,7 +227,8 @@ class PostgresSendRights(LocalSendRights):
             self._lost(exc)
 
     def _lost(self, exc: Exception) -> None:
-        """The session is gone, and every right it held with it: forget them, reconnect next time."""
+        """The session is gone, and every right it held with it: forget them, reconnect next
+        time."""
         from processor.observe import get_logger
 
         get_logger(component="send_rights").warning(

@@ -13,12 +13,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from processor.journal.base import RequestRecord, State, Transition
 
 __all__ = [
     "Clock",
+    "Row",
     "MUTABLE_FIELDS",
     "COLUMNS",
     "utcnow",
@@ -33,6 +34,13 @@ __all__ = [
 ]
 
 Clock = Callable[[], datetime]
+
+
+class Row(Protocol):
+    """A row as a driver returns it, its columns read by name (``sqlite3.Row``, psycopg's dicts)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
 
 # The columns a claim holder may change (``transition``/``update``). Identifiers other than the
 # subscription are fixed at ``ensure``; fence and lease belong to claim/renew/release/force.
@@ -66,7 +74,8 @@ def aware_utc(value: datetime, what: str) -> datetime:
 
 
 def data_json(data: Mapping[str, Any]) -> str:
-    """``data`` as JSON text; what JSON cannot hold (datetimes, NaN, sets) is refused, not mangled."""
+    """``data`` as JSON text; what JSON cannot hold (datetimes, NaN, sets) is refused, not
+    mangled."""
     if not isinstance(data, Mapping):
         raise ValueError(f"data must be a mapping, got {type(data).__name__}")
     try:
@@ -76,7 +85,8 @@ def data_json(data: Mapping[str, Any]) -> str:
 
 
 def check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The checked, normalised subset of ``fields`` a transition writes. Unknown names are refused."""
+    """The checked, normalised subset of ``fields`` a transition writes. Unknown names are
+    refused."""
     unknown = sorted(set(fields) - MUTABLE_FIELDS)
     if unknown:
         settable = ", ".join(sorted(MUTABLE_FIELDS))
@@ -118,7 +128,8 @@ def check_limit(limit: int | None, what: str = "limit") -> int | None:
 
 
 def state_names(states: Sequence[State] | None) -> list[str] | None:
-    """``states`` as their stored names (``State(...)`` refuses an unknown one), or None for "any"."""
+    """``states`` as their stored names (``State(...)`` refuses an unknown one), or None for
+    "any"."""
     if states is None:
         return None
     if isinstance(
@@ -129,12 +140,13 @@ def state_names(states: Sequence[State] | None) -> list[str] | None:
 
 
 def record_from_row(
-    row: Mapping[str, Any],
+    row: Row,
     *,
     time: Callable[[Any], datetime | None],
     data: Callable[[Any], dict[str, Any]],
 ) -> RequestRecord:
-    """A :class:`RequestRecord` from a row with every column; ``time``/``data`` decode the store's types."""
+    """A :class:`RequestRecord` from a row with every column; ``time``/``data`` decode the
+    store's types."""
     values = {name: row[name] for name in COLUMNS}
     values["state"] = State(values["state"])
     for name in ("lease_expires_at", "next_attempt_at", "created_at", "updated_at"):
@@ -143,9 +155,7 @@ def record_from_row(
     return RequestRecord(**values)
 
 
-def transition_from_row(
-    row: Mapping[str, Any], *, time: Callable[[Any], datetime | None]
-) -> Transition:
+def transition_from_row(row: Row, *, time: Callable[[Any], datetime | None]) -> Transition:
     at = time(row["at"])
     assert at is not None  # NOT NULL in both schemas
     return Transition(

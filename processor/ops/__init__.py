@@ -8,5 +8,6 @@ Modules, imported on use (the CLI commands need neither Starlette nor uvicorn):
 - :mod:`processor.ops.commands` -- the ``Command`` objects the CLI adds as subcommands
 - :mod:`processor.ops.guard` -- token, size limits and the loopback host check (pure ASGI)
 - :mod:`processor.ops.page`, :mod:`processor.ops.output` -- HTML pages; tables, CSV, JSON
-- :mod:`processor.ops.listing`, :mod:`processor.ops.actions` -- what is shown; what an operator may do
+- :mod:`processor.ops.listing`, :mod:`processor.ops.actions` -- what is shown; what an operator may
+  do
 """

@@ -1,16 +1,17 @@
-"""What an operator may do to a request by hand: retry it, or park it. Shared by the CLI and the page.
+"""What an operator may do to a request by hand: retry it, or park it. Shared by the CLI and the
+page.
 
 Both go through :meth:`Journal.force`, which bumps the fence: a worker still holding a claim on the
 request loses it at its next journal write and makes no further remote call.
 
-``retry`` moves a request back to ``new`` (a fresh step: attempts reset, no timer). That is safe from
-``parked`` and ``waiting_human``, which no worker moves on its own. From a state in which the vendor
-may have acted (``terminating``, ``suspending``, ``purging``) or did act (``terminated``, ``refusing``,
-``suspended``), in which a timer is the point (``scheduled``), or from ``new`` (a worker may be
-writing its intent right now, and the check is not atomic with the write), ``new`` could repeat a
-vendor call or skip a wait: it is refused unless ``force=True``, and the message says why. Final
-states other than ``parked`` are refused outright: Connect has already been told, and there is
-nothing left to retry.
+``retry`` moves a request back to ``new`` (a fresh step: attempts reset, no timer). That is safe
+from ``parked`` and ``waiting_human``, which no worker moves on its own. From a state in which the
+vendor may have acted (``terminating``, ``suspending``, ``purging``) or did act (``terminated``,
+``refusing``, ``suspended``), in which a timer is the point (``scheduled``), or from ``new`` (a
+worker may be writing its intent right now, and the check is not atomic with the write), ``new``
+could repeat a vendor call or skip a wait: it is refused unless ``force=True``, and the message says
+why. Final states other than ``parked`` are refused outright: Connect has already been told, and
+there is nothing left to retry.
 
 ``park`` moves any non-final request to ``parked`` with the operator's reason; final requests are
 refused. Parking a request that is already parked changes nothing.
@@ -31,7 +32,8 @@ _ACTED = {
     State.TERMINATING: "a terminate call may have reached the vendor",
     State.SUSPENDING: "a suspend call may have reached the vendor",
     State.PURGING: "a purge call may have reached the vendor",
-    State.TERMINATED: "the vendor has already terminated the subscription (approve on Connect is next)",
+    State.TERMINATED: "the vendor has already terminated the subscription (approve on Connect is "
+    "next)",
     State.REFUSING: "the vendor has already refused (fail on Connect is next)",
     State.SUSPENDED: "the subscription is suspended and its terminate is timed",
     State.SCHEDULED: "the request is scheduled on Connect for its planned date",
@@ -69,8 +71,8 @@ def retry_request(
         )
     if state not in RETRYABLE and not force:
         raise ActionRefused(
-            f"{request_id} is {state.value}: {_ACTED[state]}; back to new could repeat a vendor call or skip "
-            f"a wait. Check the vendor, then retry with --force (or park it first)"
+            f"{request_id} is {state.value}: {_ACTED[state]}; back to new could repeat a vendor "
+            f"call or skip a wait. Check the vendor, then retry with --force (or park it first)"
         )
     detail = note or f"retry by {actor} (was {state.value})"
     return Done(

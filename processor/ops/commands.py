@@ -271,7 +271,7 @@ REPORT = Command(
 )
 
 
-# -- retry and park ---------------------------------------------------------------------------------
+# -- retry and park --------------------------------------------------------------------------------
 
 
 def _retry_parser(parser: argparse.ArgumentParser) -> None:
@@ -328,7 +328,8 @@ def _park(args: argparse.Namespace) -> int:
         print(f"{done.request_id} is already parked; nothing changed")
     else:
         print(
-            f"{done.request_id}: {done.before.value} -> parked; the processor leaves it alone until a retry"
+            f"{done.request_id}: {done.before.value} -> parked; the processor leaves it alone "
+            "until a retry"
         )
     return EXIT_OK
 
@@ -338,7 +339,7 @@ PARK = Command(
 )
 
 
-# -- journal export ---------------------------------------------------------------------------------
+# -- journal export --------------------------------------------------------------------------------
 
 
 def _export_parser(parser: argparse.ArgumentParser) -> None:
@@ -359,7 +360,8 @@ def _export(args: argparse.Namespace) -> int:
             _export_to(journal, sys.stdout)
             return EXIT_OK
         target = Path(args.output)
-        # A temporary file beside the target, renamed at the end: a failed export leaves no half file.
+        # A temporary file beside the target, renamed at the end: a failed export leaves no half
+        # file.
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         except OSError as exc:

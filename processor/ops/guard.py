@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -32,8 +32,9 @@ from processor.config.hosts import is_loopback_host
 
 __all__ = ["Guard", "COOKIE", "PROBES", "is_loopback_host"]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+# Starlette's own ASGI types: the guard wraps its application and is served by uvicorn.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -130,7 +131,8 @@ class Guard:
         return None
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
-        """True to go on; otherwise the answer (401, or the redirect that sets the cookie) is sent."""
+        """True to go on; otherwise the answer (401, or the redirect that sets the cookie) is
+        sent."""
         assert self._token is not None and self._session is not None
         headers = scope["headers"]
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)

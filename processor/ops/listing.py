@@ -1,4 +1,5 @@
-"""Choosing which journal records an operator sees: filters, newest first, and why a request is parked.
+"""Choosing which journal records an operator sees: filters, newest first, and why a request is
+parked.
 
 The journal reads records in request-id order (keyset paging), not by time. :func:`newest` finds the
 ``limit`` most recently updated matches by scanning widening windows of ``updated_at`` (the last
@@ -36,7 +37,8 @@ class Filters:
 
     @classmethod
     def from_query(cls, params: Mapping[str, str]) -> Filters:
-        """From query parameters ``state``, ``product`` and ``q``; raises ValueError for an unknown state."""
+        """From query parameters ``state``, ``product`` and ``q``; raises ValueError for an unknown
+        state."""
         state = (params.get("state") or "").strip()
         if state and state not in State._value2member_map_:
             raise ValueError(
@@ -77,7 +79,8 @@ class Listing:
 @contextmanager
 def streamed(records: Iterator[RequestRecord]) -> Iterator[Iterator[RequestRecord]]:
     """``records`` closed on the way out, even when the loop stops early: a PostgreSQL store's
-    iterator holds a pooled connection (and a server-side cursor) until it is exhausted or closed."""
+    iterator holds a pooled connection (and a server-side cursor) until it is exhausted or
+    closed."""
     try:
         yield records
     finally:

@@ -29,8 +29,9 @@ _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.2rem 1.5rem;color:#1d2733;background:#fff}
 h1{font-size:1.3rem;margin:0 0 .2rem}h2{font-size:1.05rem;margin:1.6rem 0 .5rem}
 .sub{color:#5b6b7b;font-size:12px}a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}
-table{border-collapse:collapse;width:100%}th,td{padding:.28rem .5rem;border-bottom:1px solid #e1e6ec;
-text-align:left;vertical-align:top}th{background:#f3f6f9;font-weight:600;white-space:nowrap}
+table{border-collapse:collapse;width:100%}
+th,td{padding:.28rem .5rem;border-bottom:1px solid #e1e6ec;text-align:left;vertical-align:top}
+th{background:#f3f6f9;font-weight:600;white-space:nowrap}
 td.n{text-align:right}.err{color:#8a1f17;max-width:28rem;overflow-wrap:anywhere}.why{max-width:32rem}
 .tiles{display:flex;flex-wrap:wrap;gap:.4rem}.tile{border:1px solid #dde3ea;border-radius:6px;
 padding:.3rem .6rem;min-width:6.5rem}.tile b{display:block;font-size:1.15rem}.zero{opacity:.45}
@@ -43,12 +44,14 @@ padding:.3rem .6rem;min-width:6.5rem}.tile b{display:block;font-size:1.15rem}.ze
 .s-revoked,.s-closed{background:#eceff2;color:#4a5561}
 form.f{display:flex;gap:.5rem;align-items:end;flex-wrap:wrap}label{font-size:12px;color:#5b6b7b}
 input,select{display:block;font:inherit;padding:.15rem .3rem}button{font:inherit;cursor:pointer}
-form.inline{display:inline;margin:0}h1 button{font-size:14px;vertical-align:middle}.note{background:#fff8e6;padding:.4rem .6rem;border-radius:4px}
+form.inline{display:inline;margin:0}h1 button{font-size:14px;vertical-align:middle}
+.note{background:#fff8e6;padding:.4rem .6rem;border-radius:4px}
 code,.id{font:12px ui-monospace,monospace;white-space:nowrap}.t{white-space:nowrap}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}
 dt{color:#5b6b7b}dd{margin:0;overflow-wrap:anywhere}
 """
-# Auto-refresh is opt-in (remembered in the URL fragment): a reload would discard a half-typed filter.
+# Auto-refresh is opt-in (remembered in the URL fragment): a reload would discard a half-typed
+# filter.
 _SCRIPT = """
 const box=document.getElementById('auto');if(box){box.checked=location.hash==='#auto';
 box.onchange=()=>{location.hash=box.checked?'auto':'';};
@@ -145,8 +148,10 @@ def _filter_form(filters: Filters) -> str:
     return (
         f'<form class="f" method="get" action="/">'
         f'<label>state<select name="state">{"".join(options)}</select></label>'
-        f'<label>product<input name="product" value="{_t(filters.product)}" placeholder="PRD-..."></label>'
-        f'<label>request or subscription id<input name="q" value="{_t(filters.text)}" size="28"></label>'
+        f'<label>product<input name="product" value="{_t(filters.product)}" placeholder="PRD-...">'
+        "</label>"
+        f'<label>request or subscription id<input name="q" value="{_t(filters.text)}" size="28">'
+        "</label>"
         f'<button type="submit">Filter</button> <a href="/">clear</a>'
         f'<label><input type="checkbox" id="auto"> refresh every 10 s</label></form>'
     )
@@ -158,7 +163,8 @@ def _recent_row(record: RequestRecord) -> str:
         f'<td class="state">{_state(record.state)}</td><td>{_t(record.outcome)}</td>'
         f'<td class="n">{record.attempts}</td><td class="id">{_t(record.product_id)}</td>'
         f'<td class="id">{_t(record.subscription_id)}</td><td class="why">{_t(record.reason)}</td>'
-        f'<td class="err">{_t(record.last_error)}</td><td class="t">{_t(record.updated_at)}</td></tr>'
+        f'<td class="err">{_t(record.last_error)}</td><td class="t">{_t(record.updated_at)}</td>'
+        "</tr>"
     )
 
 
@@ -166,8 +172,9 @@ def _attention_row(record: RequestRecord, why: str, back: str, button: bool) -> 
     action = f"<td>{_retry_button(record.request_id, back)}</td>" if button else ""
     return (
         f'<tr data-request="{_t(record.request_id)}"><td>{_link(record.request_id)}</td>'
-        f'<td class="id">{_t(record.product_id)}</td><td class="id">{_t(record.subscription_id)}</td>'
-        f'<td class="why">{_t(why)}</td><td class="t">{_t(record.updated_at)}</td>{action}</tr>'
+        f'<td class="id">{_t(record.product_id)}</td>'
+        f'<td class="id">{_t(record.subscription_id)}</td><td class="why">{_t(why)}</td>'
+        f'<td class="t">{_t(record.updated_at)}</td>{action}</tr>'
     )
 
 
@@ -175,7 +182,10 @@ def render_index(view: IndexView, *, nonce: str) -> str:
     counts, recent = view.counts, view.recent
     shown = f"{len(recent.records)} newest" + (" matching" if view.filters.query() else "")
     if recent.truncated:
-        shown += f" (search stopped after {recent.scanned} records: narrow the filters to see older ones)"
+        shown += (
+            f" (search stopped after {recent.scanned} records: narrow the filters to see "
+            "older ones)"
+        )
     notice = f'<p class="note" role="status">{_t(view.notice)}</p>' if view.notice else ""
     parked_n, waiting_n = counts.get(State.PARKED, 0), counts.get(State.WAITING_HUMAN, 0)
     body = (
@@ -252,7 +262,8 @@ def _transition_row(t: Transition) -> str:
     return (
         f'<tr><td class="t">{_t(t.at)}</td><td>{_state(t.from_state) or "&mdash;"}</td>'
         f"<td>{_state(t.to_state)}</td>"
-        f'<td class="n">{t.fence}</td><td>{_t(t.owner)}</td><td class="why">{_t(t.detail)}</td></tr>'
+        f'<td class="n">{t.fence}</td><td>{_t(t.owner)}</td><td class="why">{_t(t.detail)}</td>'
+        "</tr>"
     )
 
 

@@ -1,4 +1,5 @@
-"""``cancel-processor check -c CONFIG``: is this configuration able to work, before it touches anything?
+"""``cancel-processor check -c CONFIG``: is this configuration able to work, before it touches
+anything?
 
 One line per check, in this order; each is ``ok``, ``warn``, ``config`` or ``unreachable``:
 
@@ -23,13 +24,14 @@ restart fast after a crash.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 from processor.adapters.base import VendorAdapter, supports
 from processor.config.schema import Config, ConfigError, connect_api_key, load_config
@@ -106,15 +108,16 @@ def run_checks(
 
 
 def _reachable_adapters(config: Config, policy: str) -> set[str]:
-    """The adapters a policy can run on: products and connection types its rules (or the default) cover."""
+    """The adapters a policy can run on: products and connection types its rules (or the default)
+    cover."""
     combos: set[tuple[str, str]] = set()
     everything = {(p, e) for p in config.products for e in _ENVIRONMENTS}
     if config.fallback_policy == policy:
         combos |= everything
     for rule in config.rules:
         if rule.policy == policy:
-            products = rule.match.product or list(config.products)
-            environments = rule.match.environment or list(_ENVIRONMENTS)
+            products: Sequence[str] = rule.match.product or list(config.products)
+            environments: Sequence[str] = rule.match.environment or _ENVIRONMENTS
             combos |= {(p, e) for p in products for e in environments}
     return {a for p, e in combos if (a := config.adapter_for(p, e))}
 
@@ -174,6 +177,11 @@ def _connect(config: Config, api_key: str) -> list[Check]:
         marketplace.close()
 
 
+def _get_template(marketplace: Marketplace, product_id: str, template_id: str) -> Any:
+    """One product template, read once (the gateway's ``_read`` retries it)."""
+    return marketplace.client.products[product_id].templates[template_id].get(**marketplace._http)
+
+
 def _product(config: Config, marketplace: Marketplace, product_id: str) -> Check:
     name = f"product {product_id}"
     wanted = {
@@ -190,11 +198,7 @@ def _product(config: Config, marketplace: Marketplace, product_id: str) -> Check
             try:
                 marketplace._read(
                     "get_template",
-                    lambda t=template: (
-                        marketplace.client.products[product_id]
-                        .templates[t]
-                        .get(**marketplace._http)
-                    ),
+                    functools.partial(_get_template, marketplace, product_id, template),
                 )
             except NotFound:
                 missing.append(template)
@@ -239,15 +243,12 @@ def _probe(name: str, adapter: VendorAdapter) -> Check:
             "unreachable",
             mask(f"probe raised {type(exc).__name__}: {exc}")[:300],
         )
-    status = getattr(result, "status", "unreachable")
-    return Check(
-        f"adapter {name}",
-        status if status in ("ok", "config", "unreachable") else "warn",
-        mask(str(getattr(result, "detail", result))),
-    )
+    found = getattr(result, "status", "unreachable")
+    status = cast(Status, found) if found in ("ok", "config", "unreachable") else "warn"
+    return Check(f"adapter {name}", status, mask(str(getattr(result, "detail", result))))
 
 
-# -- the command ------------------------------------------------------------------------------------
+# -- the command -----------------------------------------------------------------------------------
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -41,8 +41,8 @@ def _describe(exc: BaseException) -> str:
 
 
 class CachedCheck:
-    """A slow check made cheap to ask: see the module docstring. ``check`` returns a truthy value when
-    all is well and a falsy one or raises when not. Thread-safe; at most one run at a time."""
+    """A slow check made cheap to ask: see the module docstring. ``check`` returns a truthy value
+    when all is well and a falsy one or raises when not. Thread-safe; at most one run at a time."""
 
     def __init__(
         self,
@@ -90,7 +90,10 @@ class CachedCheck:
             if self._ok_at is None:
                 since = 0.0 if self._ran_at is None else now - self._ran_at
                 return f"no answer from the first check yet ({since:.0f} s so far)"
-            return f"last successful check {now - self._ok_at:.0f} s ago (older than {self.max_age:g} s)"
+            return (
+                f"last successful check {now - self._ok_at:.0f} s ago (older than "
+                f"{self.max_age:g} s)"
+            )
 
     def _run(self) -> None:
         ok, error = False, None
@@ -114,8 +117,9 @@ def make_readiness(
     connect: Callable[[], object] | None = None,
     breakers: Mapping[str, Any] | None = None,
 ) -> Readiness:
-    """The callable ``/readyz`` asks. ``connect`` should be a :class:`CachedCheck` (or anything cheap);
-    ``breakers`` maps adapter names to objects with an ``is_open`` attribute (the engine's breakers)."""
+    """The callable ``/readyz`` asks. ``connect`` should be a :class:`CachedCheck` (or anything
+    cheap); ``breakers`` maps adapter names to objects with an ``is_open`` attribute (the engine's
+    breakers)."""
 
     def readiness() -> dict[str, Any]:
         report: dict[str, Any] = {}
@@ -168,7 +172,8 @@ def _connect_why(connect: Callable[[], object]) -> str:
 
 
 def is_ready(report: Mapping[str, Any]) -> bool:
-    """True when every check is ``True`` and every circuit ``"closed"``; anything else is "not ready"."""
+    """True when every check is ``True`` and every circuit ``"closed"``; anything else is "not
+    ready"."""
     for key, value in report.items():
         if key == "errors":
             continue

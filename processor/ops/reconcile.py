@@ -1,4 +1,5 @@
-"""``cancel-processor reconcile -c CONFIG --since DATE``: does the vendor agree with what we finished?
+"""``cancel-processor reconcile -c CONFIG --since DATE``: does the vendor agree with what we
+finished?
 
 For each request the journal approved, refused or parked in the range (by its last change), the
 adapter's status read says where the subscription is now, and these are divergences:
@@ -33,6 +34,7 @@ from typing import IO, Any
 from processor.adapters.base import SubscriptionStatus, VendorAdapter, VendorCall, has_status_read
 from processor.config.schema import Config, ReconcileConfig, load_config
 from processor.engine.base import stub_request
+from processor.engine.rowdata import RowData
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
 from processor.observe import mask
 
@@ -120,7 +122,7 @@ def reconcile(
     todo: list[tuple[RequestRecord, str, VendorAdapter]] = []
     for record in journal.records(states=STATES, updated_since=since, updated_until=until):
         name = str(
-            record.data.get("adapter")
+            RowData.of(record).adapter
             or config.adapter_for(record.product_id or "", record.environment or "")
             or ""
         )
@@ -183,14 +185,15 @@ def _row(record: RequestRecord, adapter: str, status: Any) -> Divergence | None:
         return None
     if record.state is State.APPROVED:
         said = f"approved after the vendor answered {record.outcome or 'nothing recorded'}"
-        if record.data.get("purge"):
-            said += f"; purge {record.data['purge']}"
+        purge = RowData.of(record).purge
+        if purge:
+            said += f"; purge {purge}"
     else:
         said = record.reason or record.last_error or record.outcome or ""
     return Divergence(kind, vendor_status=status.value, detail=mask(said)[:300], **base)
 
 
-# -- the command ------------------------------------------------------------------------------------
+# -- the command -----------------------------------------------------------------------------------
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

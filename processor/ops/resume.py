@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"adapter {args.adapter}: not latched ({latches.path})")
         return 1
     print(
-        f"adapter {args.adapter}: resumed; it was latched since {lifted.get('since')}: {lifted.get('reason')}"
+        f"adapter {args.adapter}: resumed; it was latched since {lifted.get('since')}: "
+        f"{lifted.get('reason')}"
     )
     return 0

@@ -1,6 +1,8 @@
-"""The ops HTTP server: ``/healthz``, ``/readyz``, ``/metrics``, the status page and its Retry button.
+"""The ops HTTP server: ``/healthz``, ``/readyz``, ``/metrics``, the status page and its Retry
+button.
 
-Routes (everything but the probes behind :class:`~processor.ops.guard.Guard`'s token when one is set):
+Routes (everything but the probes behind :class:`~processor.ops.guard.Guard`'s token when one is
+set):
 
 =====================================  ==========================================================
 ``GET /healthz``                       200 ``{"status": "ok"}`` while the process serves requests
@@ -15,10 +17,11 @@ Routes (everything but the probes behind :class:`~processor.ops.guard.Guard`'s t
 
 Exposure: a server bound to anything but loopback refuses to start without a token
 (:func:`create_ops_app` raises :class:`ValueError`; :func:`build_ops_server`
-:class:`~processor.config.schema.ConfigError`). Journal calls are blocking and run in Starlette's thread
-pool; uvicorn admits at most ``limit_concurrency`` connections at once (503 beyond), so a flood of
-page loads cannot exhaust the journal's connections. An unreachable journal makes the page answer
-503 with the (masked) reason; ``/healthz`` keeps answering, ``/readyz`` says "journal": false.
+:class:`~processor.config.schema.ConfigError`). Journal calls are blocking and run in Starlette's
+thread pool; uvicorn admits at most ``limit_concurrency`` connections at once (503 beyond), so a
+flood of page loads cannot exhaust the journal's connections. An unreachable journal makes the page
+answer 503 with the (masked) reason; ``/healthz`` keeps answering, ``/readyz`` says "journal":
+false.
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ log = get_logger(component="ops")
 
 def _html(text: str, nonce: str, status: int = 200) -> HTMLResponse:
     policy = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src "
+        "'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     )
     return HTMLResponse(
         text,
@@ -79,7 +82,8 @@ def _message(status: int, title: str, text: str) -> HTMLResponse:
 
 def _same_origin(request: Request) -> bool:
     """A browser names where a form was posted from; refuse any other site. Absent headers (curl,
-    scripts holding the token) are let through: the token or loopback already decided who they are."""
+    scripts holding the token) are let through: the token or loopback already decided who they
+    are."""
     host = request.headers.get("host", "")
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return False
@@ -230,7 +234,8 @@ def create_ops_app(
 
 
 class OpsServer:
-    """The ops app served by uvicorn in a daemon thread (the daemon's main thread keeps its signals).
+    """The ops app served by uvicorn in a daemon thread (the daemon's main thread keeps its
+    signals).
 
     HTTP/1.1 through h11, whose head-size limit (64 KiB) applies; at most ``limit_concurrency``
     connections at once.
@@ -289,8 +294,8 @@ def build_ops_server(
             config.source,
             "http.host",
             (
-                f"{http.host} is not a loopback address: set {http.token_env} to a token of at least "
-                f"{MIN_TOKEN_LENGTH} characters, or bind to 127.0.0.1"
+                f"{http.host} is not a loopback address: set {http.token_env} to a token of at "
+                f"least {MIN_TOKEN_LENGTH} characters, or bind to 127.0.0.1"
             ),
         )
     if token is not None and len(token) < MIN_TOKEN_LENGTH:

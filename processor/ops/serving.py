@@ -101,7 +101,8 @@ class ServerThread:
             self.port = int(self._socket.getsockname()[1])
         self._server = uvicorn.Server(_config(app, self.host, self.port, **kwargs))
         sockets = [self._socket] if self._socket is not None else None
-        # uvicorn captures signals only on the main thread, so a background server leaves them alone.
+        # uvicorn captures signals only on the main thread, so a background server leaves them
+        # alone.
         self._thread = threading.Thread(
             target=lambda: self._server.run(sockets=sockets),
             name=f"server-{self.port}",

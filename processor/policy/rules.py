@@ -66,7 +66,8 @@ class Policy:
 
     @property
     def schedules(self) -> bool:
-        """Whether any policy uses Connect's schedule action (the daemon then watches revocations)."""
+        """Whether any policy uses Connect's schedule action (the daemon then watches
+        revocations)."""
         policies = [
             self.config.policy_named(self.config.fallback_policy),
             *self.config.policies.values(),
@@ -88,7 +89,8 @@ class Policy:
             )
         if request.product_id not in self.config.products:
             # Refuse to act for a product this processor is not configured for, even if the API
-            # returned it (a mis-scoped API key or a filter bug must not end someone else's subscription).
+            # returned it (a mis-scoped API key or a filter bug must not end someone else's
+            # subscription).
             return Decision("ignore", reason=f"product {request.product_id} is not configured")
         name, policy = self.select(request)
         base = Decision(

@@ -4,8 +4,8 @@ Pure date arithmetic, no I/O. All datetimes are timezone-aware UTC.
 
 - ``effective_at``: access ends. ``immediate``: now. ``end_of_period``: the subscription's
   ``billing.next_date`` (the end of the period already paid for); a date already passed means now.
-  Without a billing date the policy's ``no_billing_date`` rule applies: the first instant of the next
-  calendar month (UTC), now, or nothing (the engine parks the request for a person).
+  Without a billing date the policy's ``no_billing_date`` rule applies: the first instant of the
+  next calendar month (UTC), now, or nothing (the engine parks the request for a person).
 - ``terminate_at``: ``effective_at + grace_days``. With grace, the service is suspended from
   ``effective_at`` (access off, data kept, the customer may still reactivate) until then.
 - ``purge_at``: ``retention_days`` after the *actual* termination, never after the planned one: a
@@ -112,7 +112,8 @@ class Dates:
         return Dates(self.effective_at, self.terminate_at, purge_at)
 
     def delete_on(self) -> datetime:
-        """When the data is gone for good: the purge, or the termination when nothing is retained."""
+        """When the data is gone for good: the purge, or the termination when nothing is
+        retained."""
         return self.purge_at or self.terminate_at
 
     def as_data(self) -> dict[str, str | None]:

@@ -1,4 +1,5 @@
--- Queries of the PostgreSQL journal (processor/journal/postgres.py). Parameters are %(named)s.
+-- Queries of the PostgreSQL journal (run by processor/journal/store.py through the connector in
+-- processor/journal/postgres.py). Parameters are %(named)s.
 -- Leases are timed by the database clock (now()), so replicas whose clocks disagree still agree on
 -- who holds a lease; due-ness (next_attempt_at) and recorded times come from the caller's clock.
 

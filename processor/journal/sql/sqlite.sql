@@ -1,9 +1,12 @@
--- Queries of the SQLite journal (processor/journal/sqlite.py). Parameters are :named.
+-- Queries of the SQLite journal (run by processor/journal/store.py through the connector in
+-- processor/journal/sqlite.py). Parameters are :named.
 -- Times are fixed-width UTC text, so `<=` on text compares instants. Lists (states) arrive as
 -- JSON arrays and are opened with json_each, which keeps every query a single static statement.
 
 -- name: schema_version_exists
-SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version';
+SELECT EXISTS (
+    SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'
+) AS present;
 
 -- name: create_schema_version
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -19,6 +22,10 @@ SELECT max(version) AS version FROM schema_version;
 INSERT INTO schema_version (version, name, applied_at) VALUES (:version, :name, :applied_at);
 
 -- name: get
+SELECT * FROM requests WHERE request_id = :request_id;
+
+-- name: get_for_update
+-- The same read: the transaction's BEGIN IMMEDIATE already holds the write lock on the whole file.
 SELECT * FROM requests WHERE request_id = :request_id;
 
 -- name: insert

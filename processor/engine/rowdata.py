@@ -1,0 +1,175 @@
+"""The journal row's ``data``, typed: the one place that knows its JSON keys.
+
+The row keeps ``data`` as a JSON object (``RequestRecord.data``); the engine reads and writes it
+through :class:`RowData` only. Reading never fails on a row written by an older version: a key
+missing or of the wrong type reads as absent. Writing keeps keys this version does not know.
+
+Keys: the plan recorded on a request's first step (``policy``, ``timing``, ``adapter``,
+``template``, ``retention_days``, ``date_source`` and the dates of :class:`Dates`), the vendor
+step in flight (``step_from``, ``failures``, ``batch``, ``suspended``: a send-right wait), the
+schedule on Connect (``scheduled``), a routing to a person (``routed``) and the purge
+(``purged_at``, ``purge``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from processor.journal.base import RequestRecord, State
+from processor.model import parse_datetime
+from processor.policy.timing import Dates, iso
+
+__all__ = ["RowData", "Routed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    to: str
+    at: str
+    policy: str | None
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class RowData:
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: RequestRecord) -> RowData:
+        return cls(record.data)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @property
+    def adapter(self) -> str | None:
+        return _str(self.raw.get("adapter"))
+
+    @property
+    def policy(self) -> str | None:
+        return _str(self.raw.get("policy"))
+
+    @property
+    def template(self) -> str | None:
+        return _str(self.raw.get("template"))
+
+    @property
+    def timing(self) -> str | None:
+        return _str(self.raw.get("timing"))
+
+    @property
+    def retention_days(self) -> int | None:
+        value = self.raw.get("retention_days")
+        return value if isinstance(value, int) else None
+
+    @property
+    def dates(self) -> Dates | None:
+        return Dates.from_data(self.raw)
+
+    @property
+    def step_from(self) -> State:
+        """The state a vendor step started from (where a step that did not act returns)."""
+        return State(self.raw.get("step_from") or State.NEW.value)
+
+    @property
+    def failures(self) -> int:
+        return int(self.raw.get("failures", 0))
+
+    @property
+    def scheduled(self) -> bool | None:
+        """True: Connect holds the request; False: the schedule call is intended, not confirmed."""
+        value = self.raw.get("scheduled")
+        return value if isinstance(value, bool) else None
+
+    @property
+    def routed(self) -> Routed | None:
+        value = self.raw.get("routed")
+        if not value:
+            return None
+        if not isinstance(value, Mapping):
+            return Routed("", "", None)  # marked routed by an older writer: still routed
+        return Routed(
+            str(value.get("to") or ""), str(value.get("at") or ""), _str(value.get("policy"))
+        )
+
+    @property
+    def purged_at(self) -> str | None:
+        return _str(self.raw.get("purged_at"))
+
+    @property
+    def purge(self) -> str | None:
+        return _str(self.raw.get("purge"))
+
+    def suspended_since(self, attempts: int) -> datetime | None:
+        """When the current send-right wait began, if it is of this step attempt."""
+        episode = self.raw.get("suspended")
+        if isinstance(episode, Mapping) and episode.get("attempts") == attempts:
+            return parse_datetime(episode.get("since"))
+        return None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def json(self) -> dict[str, Any]:
+        """The JSON object to store."""
+        return dict(self.raw)
+
+    def merged(self, other: Mapping[str, Any]) -> RowData:
+        return RowData({**self.raw, **other})
+
+    def _with(self, **keys: Any) -> RowData:
+        return RowData({**self.raw, **keys})
+
+    def planned(
+        self,
+        *,
+        policy: str | None,
+        timing: str,
+        adapter: str | None,
+        template: str | None,
+        retention_days: int | None,
+        date_source: str,
+        dates: Dates,
+    ) -> RowData:
+        return self._with(
+            policy=policy,
+            timing=timing,
+            adapter=adapter,
+            template=template,
+            retention_days=retention_days,
+            date_source=date_source,
+            **dates.as_data(),
+        )
+
+    def with_dates(self, dates: Dates) -> RowData:
+        return self._with(**dates.as_data())
+
+    def step_started(self, source: State, batch: str | None = None) -> RowData:
+        extra = {"batch": batch} if batch is not None else {}
+        return self._with(step_from=source.value, **extra)
+
+    def step_finished(self) -> RowData:
+        """The step is over: where it came from and its error count go."""
+        return RowData({k: v for k, v in self.raw.items() if k not in ("step_from", "failures")})
+
+    def with_failures(self, failures: int) -> RowData:
+        return self._with(failures=failures)
+
+    def with_scheduled(self, held: bool) -> RowData:
+        return self._with(scheduled=held)
+
+    def with_routed(self, to: str, at: datetime, policy: str | None) -> RowData:
+        return self._with(routed={"to": to, "at": iso(at), "policy": policy})
+
+    def with_suspended(self, since: datetime, attempts: int) -> RowData:
+        return self._with(suspended={"since": iso(since), "attempts": attempts})
+
+    def with_purged(self, at: datetime) -> RowData:
+        return self._with(purged_at=iso(at))
+
+    def with_purge_note(self, text: str) -> RowData:
+        return self._with(purge=text)

@@ -1,0 +1,374 @@
+"""The journal's rules, written once over a store's connector (:mod:`processor.journal.connector`).
+
+What is decided here holds for every store: a request is ensured by reading first and inserting
+only what is new (every poll pass ensures every pending request); a claim and a lease renewal are
+single statements; a transition reads the claimed row under its fence, merges the fields, writes
+it back naming the fence again and appends the transitions row, all in one transaction, so a
+fence that moved on means :class:`LeaseLost` and nothing written; an operator's ``force`` bumps
+the fence so that every outstanding claim is void; releasing a claim gives its send right up
+whatever happens to the write. Arguments are checked (:mod:`processor.journal.rows`) before any
+transaction opens.
+
+How each of these is made atomic against other threads, processes and replicas (``BEGIN
+IMMEDIATE``, row locks, ``SKIP LOCKED``) is the connector's, and its SQL's, business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from processor.journal.base import (
+    FINAL_STATES,
+    Claim,
+    LeaseLost,
+    RequestRecord,
+    SchemaError,
+    State,
+    Transition,
+)
+from processor.journal.connector import MIGRATE_HINT, Connector, Params
+from processor.journal.holders import LocalSendRights
+from processor.journal.rows import (
+    MUTABLE_FIELDS,
+    Clock,
+    Row,
+    aware_utc,
+    check_fields,
+    check_lease_seconds,
+    check_limit,
+    record_from_row,
+    state_names,
+    transition_from_row,
+    utcnow,
+)
+
+__all__ = ["StoreJournal"]
+
+
+def _required(row: Row | None) -> Row:
+    assert row is not None  # aggregates, EXISTS and a row just written always return one
+    return row
+
+
+class StoreJournal:
+    """The :class:`~processor.journal.base.Journal` on any store, through its connector."""
+
+    def __init__(self, connector: Connector, *, clock: Clock = utcnow) -> None:
+        self._c = connector
+        self.connector = connector  # public for tests that hold a transaction open midway
+        self._q = connector.queries
+        self._clock = clock
+        self.url = connector.url
+        self._final = connector.names(sorted(s.value for s in FINAL_STATES))
+        self._senders: LocalSendRights | None = None
+
+    @property
+    def senders(self) -> LocalSendRights:
+        """Send rights (:mod:`processor.journal.holders`), opened on first use."""
+        if self._senders is None:
+            self._senders = self._c.send_rights()
+        return self._senders
+
+    def _now(self) -> datetime:
+        return aware_utc(self._clock(), "clock()")
+
+    def _record(self, row: Row) -> RequestRecord:
+        return record_from_row(row, time=self._c.decode_time, data=self._c.decode_data)
+
+    def _lease(self, now: datetime, lease_seconds: float) -> dict[str, Any]:
+        """Both ways of timing a lease; the dialect's SQL uses the one it trusts."""
+        seconds = check_lease_seconds(lease_seconds)
+        return {
+            "lease_seconds": seconds,
+            "lease_expires_at": self._c.time(now + timedelta(seconds=seconds)),
+            "now": self._c.time(now),
+        }
+
+    # -- schema -----------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with self._c.migration() as tx:
+            tx.run(self._q["create_schema_version"])
+            current = _required(tx.one(self._q["schema_version"]))["version"] or 0
+            for migration in self._c.migrations():
+                if migration.version <= current:
+                    continue
+                tx.script(migration.sql)
+                tx.run(
+                    self._q["record_schema_version"],
+                    {
+                        "version": migration.version,
+                        "name": migration.name,
+                        "applied_at": self._c.time(self._now()),
+                    },
+                )
+
+    def check_schema(self) -> None:
+        latest = self._c.migrations()[-1].version
+        where = self._c.where
+        with self._c.read() as tx:
+            if not _required(tx.one(self._q["schema_version_exists"]))["present"]:
+                raise SchemaError(f"the journal schema is missing in {where}: {MIGRATE_HINT}")
+            current = _required(tx.one(self._q["schema_version"]))["version"] or 0
+        if current < latest:
+            raise SchemaError(
+                f"the journal schema in {where} is at version {current}, this code needs "
+                f"{latest}: {MIGRATE_HINT}"
+            )
+        if current > latest:
+            raise SchemaError(
+                f"the journal schema in {where} is at version {current}, newer than this "
+                f"code knows ({latest}): upgrade cancel-processor"
+            )
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def ensure(
+        self,
+        request_id: str,
+        *,
+        idempotency_key: str,
+        subscription_id: str | None = None,
+        asset_id: str | None = None,
+        product_id: str | None = None,
+        marketplace_id: str | None = None,
+        environment: str | None = None,
+        customer_id: str | None = None,
+    ) -> RequestRecord:
+        # Every poll pass ensures every pending request: read first, write only what is new.
+        existing = self.get(request_id)
+        if existing is not None:
+            return existing
+        with self._c.transaction() as tx:
+            tx.run(
+                self._q["insert"],
+                {
+                    "request_id": request_id,
+                    "state": State.NEW.value,
+                    "idempotency_key": idempotency_key,
+                    "subscription_id": subscription_id,
+                    "asset_id": asset_id,
+                    "product_id": product_id,
+                    "marketplace_id": marketplace_id,
+                    "environment": environment,
+                    "customer_id": customer_id,
+                    "now": self._c.time(self._now()),
+                },
+            )
+            row = _required(tx.one(self._q["get"], {"request_id": request_id}))
+        return self._record(row)
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        with self._c.read() as tx:
+            row = tx.one(self._q["get"], {"request_id": request_id})
+        return None if row is None else self._record(row)
+
+    def claim(self, request_id: str, owner: str, lease_seconds: float) -> Claim | None:
+        params = {
+            "request_id": request_id,
+            "owner": owner,
+            "final_states": self._final,
+            **self._lease(self._now(), lease_seconds),
+        }
+        with self._c.atomic() as tx:
+            row = tx.one(self._q["claim"], params)
+        return None if row is None else Claim(owner, row["fence"], self._record(row))
+
+    def claim_due(
+        self, owner: str, lease_seconds: float, limit: int, states: Sequence[State] | None = None
+    ) -> list[Claim]:
+        params = {
+            "owner": owner,
+            "states": self._c.names(state_names(states)),
+            "limit": check_limit(limit),
+            **self._lease(self._now(), lease_seconds),
+        }
+        with self._c.atomic() as tx:
+            rows = tx.all(self._q["claim_due"], params)
+        # RETURNING has no order of its own.
+        records = sorted(
+            (self._record(r) for r in rows), key=lambda r: (r.next_attempt_at, r.request_id)
+        )
+        return [Claim(owner, r.fence, r) for r in records]
+
+    def transition(
+        self, claim: Claim, to_state: State, *, detail: str | None = None, **fields: Any
+    ) -> Claim:
+        return self._change(
+            claim, State(to_state), check_fields(fields), detail=detail, journaled=True
+        )
+
+    def update(self, claim: Claim, **fields: Any) -> Claim:
+        return self._change(claim, None, check_fields(fields), detail=None, journaled=False)
+
+    def _change(
+        self,
+        claim: Claim,
+        to_state: State | None,
+        fields: dict[str, Any],
+        *,
+        detail: str | None,
+        journaled: bool,
+    ) -> Claim:
+        """Read the claimed row, merge ``fields``, write it back under the fence: one
+        transaction."""
+        at = self._c.time(self._now())
+        key = {"request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner}
+        with self._c.transaction() as tx:
+            row = tx.one(self._q["claimed"], key)
+            if row is None:
+                raise LeaseLost(claim.request_id, claim.fence)
+            current = self._record(row)
+            state = current.state if to_state is None else to_state
+            values = {name: getattr(current, name) for name in MUTABLE_FIELDS} | fields
+            saved = tx.one(
+                self._q["save"],
+                {
+                    **key,
+                    **values,
+                    "state": state.value,
+                    "next_attempt_at": self._c.time(values["next_attempt_at"]),
+                    "data": self._c.data(values["data"]),
+                    "updated_at": at,
+                },
+            )
+            if saved is None:  # cannot happen while the row is held; the fence in WHERE decides
+                raise LeaseLost(claim.request_id, claim.fence)
+            if journaled:
+                tx.run(
+                    self._q["log_transition"],
+                    {
+                        **key,
+                        "from_state": current.state.value,
+                        "to_state": state.value,
+                        "at": at,
+                        "detail": detail,
+                    },
+                )
+        return Claim(claim.owner, claim.fence, self._record(saved))
+
+    def renew(self, claim: Claim, lease_seconds: float) -> Claim:
+        params = {
+            "request_id": claim.request_id,
+            "fence": claim.fence,
+            "owner": claim.owner,
+            **self._lease(self._now(), lease_seconds),
+        }
+        with self._c.atomic() as tx:
+            row = tx.one(self._q["renew"], params)
+        if row is None:
+            raise LeaseLost(claim.request_id, claim.fence)
+        return Claim(claim.owner, claim.fence, self._record(row))
+
+    def release(self, claim: Claim) -> None:
+        key = {"request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner}
+        try:
+            with self._c.atomic() as tx:
+                tx.run(self._q["release"], key)
+        finally:  # the claim's work is over: it sends nothing more, whatever the lease says
+            if self._senders is not None:
+                self._senders.release(claim.request_id, claim.fence)
+
+    def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
+        state = State(to_state)
+        at = self._c.time(self._now())
+        with self._c.transaction() as tx:
+            before = tx.one(self._q["get_for_update"], {"request_id": request_id})
+            if before is None:
+                raise KeyError(f"no journal record for {request_id}")
+            after = _required(
+                tx.one(
+                    self._q["force"],
+                    {"request_id": request_id, "state": state.value, "updated_at": at},
+                )
+            )
+            tx.run(
+                self._q["log_transition"],
+                {
+                    "request_id": request_id,
+                    "from_state": before["state"],
+                    "to_state": state.value,
+                    "fence": after["fence"],
+                    "owner": actor,
+                    "at": at,
+                    "detail": detail,
+                },
+            )
+        return self._record(after)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def transitions(self, request_id: str) -> list[Transition]:
+        with self._c.read() as tx:
+            rows = tx.all(self._q["transitions"], {"request_id": request_id})
+        return [transition_from_row(r, time=self._c.decode_time) for r in rows]
+
+    def counts(self) -> dict[State, int]:
+        with self._c.read() as tx:
+            rows = tx.all(self._q["counts"])
+        return {state: 0 for state in State} | {State(r["state"]): r["n"] for r in rows}
+
+    def _since_until(self, since: datetime | None, until: datetime | None) -> Params:
+        return {
+            "updated_since": None
+            if since is None
+            else self._c.time(aware_utc(since, "updated_since")),
+            "updated_until": None
+            if until is None
+            else self._c.time(aware_utc(until, "updated_until")),
+        }
+
+    def records(
+        self,
+        *,
+        states: Sequence[State] | None = None,
+        updated_since: datetime | None = None,
+        updated_until: datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[RequestRecord]:
+        """Records ordered by request id, read in batches (``updated_since`` inclusive,
+        ``updated_until`` exclusive). Arguments are checked now; reading starts at the first row."""
+        params = {
+            "states": self._c.names(state_names(states)),
+            **self._since_until(updated_since, updated_until),
+        }
+        return (self._record(row) for row in self._c.stream(params, check_limit(limit)))
+
+    def unnoted(
+        self, *, updated_until: datetime, limit: int, updated_since: datetime | None = None
+    ) -> list[RequestRecord]:
+        params = {
+            **self._since_until(updated_since, updated_until),
+            "now": self._c.time(self._now()),
+            "limit": check_limit(limit),
+        }
+        with self._c.read() as tx:
+            rows = tx.all(self._q["unnoted"], params)
+        return [self._record(r) for r in rows]
+
+    def stranded(self, *, states: Sequence[State], limit: int) -> list[RequestRecord]:
+        params = {
+            "states": self._c.names(state_names(states)),
+            "now": self._c.time(self._now()),
+            "limit": check_limit(limit),
+        }
+        with self._c.read() as tx:
+            rows = tx.all(self._q["stranded"], params)
+        return [self._record(r) for r in rows]
+
+    def mark_noted(self, request_id: str, state: State) -> bool:
+        params = {
+            "request_id": request_id,
+            "state": State(state).value,
+            "updated_at": self._c.time(self._now()),
+        }
+        with self._c.atomic() as tx:
+            return tx.one(self._q["mark_noted"], params) is not None
+
+    def close(self) -> None:
+        if self._senders is not None:
+            self._senders.close()
+            self._senders = None
+        self._c.close()

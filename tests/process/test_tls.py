@@ -1,0 +1,290 @@
+"""TLS: verification is on by default for Connect and vendor calls; a private CA is trusted only
+when the configuration names its bundle.
+
+A throwaway CA and a server certificate for 127.0.0.1 are made in the test; the mock marketplace
+and the mock vendor are served over HTTPS with it (uvicorn). Without the bundle every call fails
+with an error that names TLS, and nothing is sent; with it the calls succeed, up to a whole
+``run --once`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from cancel_sandbox.local import VENDOR_TOKEN_ENV, Sandbox, adapter_options
+from processor.adapters.base import RetryLater, Terminated, VendorCall
+from processor.adapters.http import HttpAdapter
+from processor.config.schema import ConfigError, load_config
+from processor.daemon.runtime import gateway_settings
+from processor.marketplace import Marketplace, Selector, TransientError
+from processor.model import CancelRequest
+from processor.ops.serving import ServerThread
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Pki:
+    ca: Path  # the CA bundle to trust
+    cert: Path  # the server's certificate (signed by the CA)
+    key: Path
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("pki")
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("throwaway test CA"))
+        .issuer_name(_name("throwaway test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki = Pki(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pki.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pki
+
+
+class HttpsSandbox:
+    """The sandbox's two mock apps, served over HTTPS with the throwaway certificate."""
+
+    def __init__(self, pki: Pki, generate: int) -> None:
+        self.sandbox = Sandbox(generate=generate, seed=5)  # its apps only: it is never started
+        # A client refused over TLS leaves its connection to the server's graceful shutdown, which
+        # would wait for it as long as the thread's join allows (10 s): one second is plenty here.
+        tls = {
+            "ssl_certfile": str(pki.cert),
+            "ssl_keyfile": str(pki.key),
+            "timeout_graceful_shutdown": 1,
+        }
+        self.marketplace = ServerThread(self.sandbox.market_app, **tls)
+        self.vendor = ServerThread(self.sandbox.vendor_app, **tls)
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.marketplace.port}/public/v1"
+
+    @property
+    def vendor_url(self) -> str:
+        return f"https://127.0.0.1:{self.vendor.port}"
+
+    def config(
+        self, journal: Path, *, connect_verify: Any = True, vendor_verify: Any = True
+    ) -> dict[str, Any]:
+        data = self.sandbox.config_data(f"sqlite:///{journal}", processing={"once_max_wait": 2})
+        data["connect"].update(
+            endpoint=self.endpoint,
+            verify=connect_verify,
+            retry={"max_attempts": 2, "backoff_base": 0.05, "backoff_max": 0.1},
+        )
+        options = adapter_options(self.vendor_url, self.sandbox.mode)
+        if vendor_verify is not True:
+            options["verify"] = vendor_verify
+        data["adapters"]["vendor"]["options"] = options
+        return data
+
+    def pending(self) -> int:
+        return sum(
+            1
+            for r in self.sandbox.market_app.store.requests.values()
+            if r.type == "cancel" and r.status == "pending"
+        )
+
+
+@pytest.fixture
+def https(pki: Pki) -> Iterator[HttpsSandbox]:
+    servers = HttpsSandbox(pki, generate=6)
+    servers.marketplace.start()
+    servers.vendor.start()
+    yield servers
+    servers.marketplace.stop()
+    servers.vendor.stop()
+
+
+def _env(servers: HttpsSandbox) -> dict[str, str]:
+    # Nothing from the environment may decide what is trusted: only the configuration does.
+    drop = ("CANCEL_PROCESSOR_", "CONNECT_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return {**env, **servers.sandbox.environ()}
+
+
+def _marketplace(servers: HttpsSandbox, tmp_path: Path, **verify: Any) -> Marketplace:
+    path = tmp_path / "processor.yaml"
+    path.write_text(yaml.safe_dump(servers.config(tmp_path / "j.db", **verify)))
+    return Marketplace(gateway_settings(load_config(path, environ={}), servers.sandbox.api_key))
+
+
+REQUEST = CancelRequest(
+    id="PR-1234-5678-9012-001",
+    type="cancel",
+    status="pending",
+    asset_id="AS-1234-5678-9012",
+    product_id="PRD-123-456-789",
+    environment="production",
+    marketplace_id="MP-123",
+    customer_id="TA-0001",
+    external_id="EXT-1",
+    subscription_id="SUB-TLS-1",
+    params={"subscription_id": "SUB-TLS-1"},
+)
+CALL = VendorCall(
+    request=REQUEST, subscription_id="SUB-TLS-1", idempotency_key="PR-1234-5678-9012-001:terminate"
+)
+
+
+def _ledger(servers: HttpsSandbox, pki: Pki) -> dict[str, Any]:
+    """The vendor's own record of calls, read over HTTPS trusting the test CA."""
+    return requests.get(f"{servers.vendor_url}/admin/ledger", verify=str(pki.ca), timeout=10).json()  # type: ignore[no-any-return]
+
+
+def test_connect_calls_verify_tls_by_default_and_trust_a_configured_ca_bundle(
+    https: HttpsSandbox, pki: Pki, tmp_path: Path
+) -> None:
+    untrusted = _marketplace(https, tmp_path)
+    with pytest.raises(TransientError) as refused:
+        untrusted.count_pending(Selector())
+    message = str(refused.value)
+    assert "TLS verification failed (unable to get local issuer certificate)" in message
+    assert "connect.verify" in message and refused.value.cause == "tls"
+
+    trusted = _marketplace(https, tmp_path, connect_verify=str(pki.ca))
+    assert trusted.count_pending(Selector()) == https.pending() > 0
+
+
+def test_vendor_calls_verify_tls_by_default_and_trust_a_configured_ca_bundle(
+    https: HttpsSandbox, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(VENDOR_TOKEN_ENV, https.sandbox.vendor_token)
+    untrusted = HttpAdapter(adapter_options(https.vendor_url, "key"))
+    outcome = untrusted.terminate(CALL)
+    # Certificate rejected: provably nothing sent, so "later", never "may have acted".
+    assert isinstance(outcome, RetryLater) and "TLS verification failed" in outcome.detail, outcome
+    assert _ledger(https, pki)["summary"]["calls"] == 0
+
+    trusted = HttpAdapter({**adapter_options(https.vendor_url, "key"), "verify": str(pki.ca)})
+    assert isinstance(trusted.terminate(CALL), Terminated)
+    assert _ledger(https, pki)["summary"]["calls"] == 1
+    untrusted.close()
+    trusted.close()
+
+
+def test_a_ca_bundle_that_does_not_exist_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as bad:
+        load_config(None, {"CANCEL_PROCESSOR_CONNECT__VERIFY": str(tmp_path / "missing.pem")})
+    assert "connect.verify" in str(bad.value) and "CA bundle" in str(bad.value)
+
+
+def test_a_whole_run_over_https_needs_the_ca_bundle(
+    https: HttpsSandbox, pki: Pki, tmp_path: Path
+) -> None:
+    pending = https.pending()
+    untrusted = tmp_path / "untrusted.yaml"
+    untrusted.write_text(yaml.safe_dump(https.config(tmp_path / "u.db")))
+    failed = subprocess.run(
+        [sys.executable, "-m", "processor", "run", "--once", "--config", str(untrusted)],
+        env=_env(https),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # The poll fails with a warning naming TLS, and the backfill says it did not drain the backlog.
+    assert "list_pending: Connect unavailable: TLS verification failed" in failed.stderr, (
+        failed.stderr[-2000:]
+    )
+    assert failed.returncode == 1, (failed.returncode, failed.stdout[-2000:])
+    assert "Connect could not be listed" in failed.stdout + failed.stderr
+    assert (
+        https.pending() == pending and _ledger(https, pki)["summary"]["calls"] == 0
+    )  # nothing was done
+
+    trusted = tmp_path / "trusted.yaml"
+    trusted.write_text(
+        yaml.safe_dump(
+            https.config(tmp_path / "t.db", connect_verify=str(pki.ca), vendor_verify=str(pki.ca))
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "processor", "run", "--once", "--config", str(trusted)],
+        env=_env(https),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert https.pending() == 0
+    assert _ledger(https, pki)["summary"]["calls"] >= pending  # the vendor was reached over TLS
