@@ -4,6 +4,7 @@
 - :mod:`.client` — the ConnectClient it talks through (one pool, the environment read once);
 - :mod:`.notes` — conversation messages, posted at most once;
 - :mod:`.retry` — the single retry layer (backoff, 429 ``Retry-After``, typed errors);
+- :mod:`.failures` — what a failed call says: its retry cause, whether it may have acted;
 - :mod:`.paging` — keyset paging that never skips a pending request while others are approved;
 - :mod:`.settings` — :class:`GatewaySettings` and the request :class:`Selector` (RQL);
 - :mod:`.errors` — what callers catch.
