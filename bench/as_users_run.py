@@ -11,6 +11,9 @@ on fresh mocks in processes of their own (same seed, same latencies):
   terminated now, so both sides do the same work). Its log goes to a file, as under a supervisor.
 - **bare loop** (``bench.bare_loop``): the same HTTP calls in a child process with threads and
   ``requests``; optionally the same through connect-openapi-client.
+- with ``--compare LABEL=DIR`` (repeatable), the same processor command once more per round, its
+  ``processor`` package imported from the source tree ``DIR`` (an earlier commit checked out
+  there): before and after, measured in the same run against the same bare loop.
 
 CPU is the child's user + system time read by ``wait4``, so both sides are measured alike. The
 ideal is ``concurrency / (vendor latency + marketplace latency x Connect calls per request)``.
@@ -34,7 +37,6 @@ import yaml
 
 from bench.servers import VENDOR_TOKEN, MockServers
 from cancel_sandbox.marketplace import DEFAULT_API_KEY
-from processor.ops.serving import free_port
 
 __all__ = ["Run", "bare", "main", "processor", "user_config"]
 
@@ -81,23 +83,31 @@ def user_config(servers: MockServers, workdir: Path, concurrency: int) -> dict[s
     data["defaults"]["template"] = None
     data["rules"] = []
     data["products"] = {pid: {} for pid in servers.products()}
-    data["http"]["port"] = free_port()
+    data["http"]["port"] = 0  # the status server binds a port of its own choosing
     return data
 
 
-def processor(servers: MockServers, concurrency: int, workdir: Path) -> Run:
+def processor(
+    servers: MockServers, concurrency: int, workdir: Path, source: Path | None = None
+) -> Run:
+    """``cancel-processor run --once`` to the end; ``source``: a tree to import ``processor``
+    from."""
+    workdir = Path(tempfile.mkdtemp(prefix="processor-", dir=workdir))  # a fresh journal each run
     config = workdir / "processor.yaml"
     config.write_text(yaml.safe_dump(user_config(servers, workdir, concurrency)))
     script = Path(sys.executable).with_name("cancel-processor")
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "processor"]
     env = {**os.environ, "CONNECT_API_KEY": DEFAULT_API_KEY, "VENDOR_API_TOKEN": VENDOR_TOKEN}
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
     expected = servers.pending()
-    code, elapsed, cpu, rss = _child(
-        [*argv, "run", "--once", "--config", str(config)], env, workdir / "processor.log"
-    )
+    log = workdir / "processor.log"
+    code, elapsed, cpu, rss = _child([*argv, "run", "--once", "--config", str(config)], env, log)
     left = servers.pending()
     if code != 0 or left:
-        tail = (workdir / "processor.log").read_text(errors="replace")[-1500:]
+        tail = log.read_text(errors="replace")[-1500:]
         raise RuntimeError(f"processor run failed: exit {code}, {left} left pending\n{tail}")
     return Run(expected, elapsed, cpu, rss)
 
@@ -137,18 +147,35 @@ def _notes_on() -> bool:
 
 
 def side_by_side(
-    n: int, concurrency: int, market_ms: float, vendor_ms: float, clients: tuple[str, ...]
+    n: int,
+    concurrency: int,
+    market_ms: float,
+    vendor_ms: float,
+    clients: tuple[str, ...],
+    variants: dict[str, Path | None],
 ) -> dict[str, Run]:
-    """One round: each side on fresh mocks, bare first then the processor."""
+    """One round: each side on fresh mocks, bare first then each processor variant."""
     notes = _notes_on()
     runs: dict[str, Run] = {}
     with tempfile.TemporaryDirectory(prefix="bench-users-") as tmp:
         for client in clients:
             with MockServers(n, market_ms, vendor_ms) as servers:
                 runs[f"bare-{client}"] = bare(servers, concurrency, Path(tmp), client, notes)
-        with MockServers(n, market_ms, vendor_ms) as servers:
-            runs["processor"] = processor(servers, concurrency, Path(tmp))
+        for label, source in variants.items():
+            with MockServers(n, market_ms, vendor_ms) as servers:
+                runs[label] = processor(servers, concurrency, Path(tmp), source)
     return runs
+
+
+def variants(args: argparse.Namespace) -> dict[str, Path | None]:
+    """The processor runs of each round: this tree's, then each ``--compare LABEL=DIR``."""
+    found: dict[str, Path | None] = {"processor": None}
+    for item in args.compare or ():
+        label, _, source = item.partition("=")
+        if not label or not source or not Path(source, "processor").is_dir():
+            raise SystemExit(f"--compare {item!r}: expected LABEL=DIR, DIR holding processor/")
+        found[f"processor ({label})"] = Path(source).resolve()
+    return found
 
 
 def _sum(runs: list[Run]) -> Run:
@@ -165,38 +192,51 @@ def throughput(args: argparse.Namespace) -> None:
     calls = 3 if notes else 1  # approve, and with notes: find the conversation, post the message
     print(
         f"\n## As users run it: marketplace {args.market_latency_ms:.0f} ms, vendor "
-        f"{args.vendor_latency_ms:.0f} ms, {args.rounds} interleaved rounds, notes {'on' if notes else 'off'}\n"
+        f"{args.vendor_latency_ms:.0f} ms, {args.rounds} interleaved rounds, "
+        f"notes {'on' if notes else 'off'}\n"
     )
     print(
-        "| concurrency | requests | processor req/s | bare loop req/s | processor / bare | ideal req/s "
-        "| processor / ideal | bare / ideal | CPU ms/req processor | CPU ms/req bare | CPU ratio |"
+        "| concurrency | run | requests | req/s | bare loop req/s | / bare | ideal req/s "
+        "| / ideal | bare / ideal | CPU ms/req | bare CPU ms/req | CPU ratio |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = variants(args)
     for concurrency in args.concurrency:
         n = max(100, concurrency * args.per_worker)
         rounds = [
             side_by_side(
-                n, concurrency, args.market_latency_ms, args.vendor_latency_ms, ("requests",)
+                n,
+                concurrency,
+                args.market_latency_ms,
+                args.vendor_latency_ms,
+                ("requests",),
+                names,
             )
             for _ in range(args.rounds)
         ]
-        p, b = _sum([r["processor"] for r in rounds]), _sum([r["bare-requests"] for r in rounds])
+        b = _sum([r["bare-requests"] for r in rounds])
         ideal = concurrency / ((args.vendor_latency_ms + calls * args.market_latency_ms) / 1000)
-        print(
-            f"| {concurrency} | {p.requests} | {p.rate:.1f} | {b.rate:.1f} | {p.rate / b.rate:.2f} | "
-            f"{ideal:.1f} | {p.rate / ideal:.2f} | {b.rate / ideal:.2f} | {p.cpu_ms:.2f} | {b.cpu_ms:.2f} | "
-            f"{p.cpu_ms / b.cpu_ms:.2f} |",
-            flush=True,
-        )
+        for name in names:
+            p = _sum([r[name] for r in rounds])
+            print(
+                f"| {concurrency} | {name} | {p.requests} | {p.rate:.1f} | {b.rate:.1f} | "
+                f"{p.rate / b.rate:.2f} | {ideal:.1f} | {p.rate / ideal:.2f} | "
+                f"{b.rate / ideal:.2f} | {p.cpu_ms:.2f} | {b.cpu_ms:.2f} | "
+                f"{p.cpu_ms / b.cpu_ms:.2f} |",
+                flush=True,
+            )
 
 
 def cpu(args: argparse.Namespace) -> None:
     """Whole-run CPU per request, and the marginal cost: (CPU at 2n - CPU at n) / n, which leaves
     out what a run pays once (interpreter start, imports, opening the journal)."""
-    n, names = args.cpu_requests, ("bare-requests", "bare-openapi", "processor")
+    n, runs = args.cpu_requests, variants(args)
+    names = ("bare-requests", "bare-openapi", *runs)
     sizes: dict[int, dict[str, Run]] = {}
     for size in (n, 2 * n):
-        rounds = [side_by_side(size, 8, 0, 0, ("requests", "openapi")) for _ in range(args.rounds)]
+        rounds = [
+            side_by_side(size, 8, 0, 0, ("requests", "openapi"), runs) for _ in range(args.rounds)
+        ]
         sizes[size] = {name: _sum([r[name] for r in rounds]) for name in names}
     whole = {name: sizes[2 * n][name].cpu_ms for name in names}
     marginal = {
@@ -206,7 +246,8 @@ def cpu(args: argparse.Namespace) -> None:
         for name in names
     }
     print(
-        f"\n## CPU per request at zero latency, concurrency 8, {n} and {2 * n} requests x {args.rounds} rounds\n"
+        f"\n## CPU per request at zero latency, concurrency 8, {n} and {2 * n} requests "
+        f"x {args.rounds} rounds\n"
     )
     print(
         "| run (child process) | CPU ms/request, whole run of 2n | marginal CPU ms/request | "
@@ -220,8 +261,9 @@ def cpu(args: argparse.Namespace) -> None:
     }
     for name in names:
         print(
-            f"| {labels[name]} | {whole[name]:.2f} | {marginal[name]:.2f} | "
-            f"{marginal[name] / marginal['bare-requests']:.2f} | {marginal[name] / marginal['bare-openapi']:.2f} |"
+            f"| {labels.get(name, name)} | {whole[name]:.2f} | {marginal[name]:.2f} | "
+            f"{marginal[name] / marginal['bare-requests']:.2f} | "
+            f"{marginal[name] / marginal['bare-openapi']:.2f} |"
         )
 
 
@@ -235,13 +277,15 @@ def backlog(args: argparse.Namespace) -> None:
             r = processor(servers, 8, Path(tmp))
         rows.append(r)
         print(
-            f"| {n} | {r.seconds:.1f} | {r.seconds / r.requests * 1000:.2f} | {r.peak_rss_mb:.0f} |",
+            f"| {n} | {r.seconds:.1f} | {r.seconds / r.requests * 1000:.2f} | "
+            f"{r.peak_rss_mb:.0f} |",
             flush=True,
         )
     small, large = rows
     ratio = (large.seconds / large.requests) / (small.seconds / small.requests)
     print(
-        f"\nTime per request, {large.requests} vs {small.requests}: ratio {ratio:.2f} (1.00 is flat)."
+        f"\nTime per request, {large.requests} vs {small.requests}: ratio {ratio:.2f} "
+        "(1.00 is flat)."
     )
 
 
@@ -261,6 +305,12 @@ def main() -> int:
     parser.add_argument("--cpu-requests", type=int, default=1500)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--only", choices=["throughput", "cpu", "backlog"], action="append")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        metavar="LABEL=DIR",
+        help="also run the processor imported from the source tree DIR (throughput and cpu)",
+    )
     args = parser.parse_args()
     for part in args.only or ["throughput", "cpu", "backlog"]:
         {"throughput": throughput, "cpu": cpu, "backlog": backlog}[part](args)

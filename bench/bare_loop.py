@@ -2,9 +2,10 @@
 
 Run as a child process by ``bench.as_users_run`` so its CPU is read the same way as the
 processor's (``wait4`` on the child). It lists pending cancels page by page (ordered by
-``created,id``; what is handled leaves the set, so offset 0 is always next), and for each request: terminate at the vendor, approve on
-Connect and, with ``--notes``, find the request's conversation and post a message, as the
-processor does with ``processing.notes: true``. No journal, no retries, no logging, no metrics.
+``created,id``; what is handled leaves the set, so offset 0 is always next), and for each
+request: terminate at the vendor, approve on Connect and, with ``--notes``, find the request's
+conversation and post a message, as the processor does with ``processing.notes: true``. No
+journal, no retries, no logging, no metrics.
 
 ``--client requests`` uses plain ``requests`` sessions (one per thread); ``--client openapi``
 makes the Connect calls through connect-openapi-client (one client per thread), the vendor calls

@@ -1,4 +1,10 @@
-"""Processor throughput, CPU cost and memory, as ratios. Run: ``python -m bench.processor_throughput``.
+"""Processor throughput, CPU cost and memory, as ratios, measured in this process (extra figures).
+
+Run: ``python -m bench.processor_throughput``. What users run is measured by
+:mod:`bench.as_users_run` (the ``cancel-processor`` command in a child process, the example
+configuration's defaults, a bare loop beside it): the README's headline figures come from there.
+Sections 1-3 below run the engine in this process with warning-level logs and notes off, which
+flatters it; keep their figures as extra, labelled rows.
 
 1. Concurrency sweep with set latencies (default 50 ms marketplace, 100 ms vendor): requests/s and
    the ratio to the ideal ``concurrency / (vendor latency + approve latency)``.
@@ -40,7 +46,8 @@ from processor.observe import configure_logging
 def process_once(
     servers: MockServers, concurrency: int, notes: bool = False
 ) -> tuple[int, float, float]:
-    """Run the processor in this process until the backlog is drained: (requests, seconds, cpu seconds)."""
+    """Run the processor in this process until the backlog is drained: (requests, seconds, cpu
+    seconds)."""
     workdir = tempfile.mkdtemp(prefix="bench-")
     config = Config.model_validate(
         servers.config_data(f"sqlite:///{workdir}/journal.db", concurrency, notes)
@@ -94,7 +101,8 @@ def sweep_rows(
 
 def sweep(args: argparse.Namespace) -> None:
     print(
-        f"\n## Concurrency sweep: marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n"
+        f"\n## Concurrency sweep: marketplace {args.market_latency_ms:.0f} ms, "
+        f"vendor {args.vendor_latency_ms:.0f} ms\n"
     )
     print("| concurrency | requests | seconds | requests/s | ideal/s | ratio to ideal |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -103,7 +111,8 @@ def sweep(args: argparse.Namespace) -> None:
             [concurrency], args.per_worker, args.market_latency_ms, args.vendor_latency_ms
         )
         print(
-            f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | {r.ideal:.1f} | {r.ratio:.2f} |",
+            f"| {r.concurrency} | {r.requests} | {r.seconds:.2f} | {r.rate:.1f} | "
+            f"{r.ideal:.1f} | {r.ratio:.2f} |",
             flush=True,
         )
     [r] = sweep_rows(
@@ -189,7 +198,8 @@ class CpuCost:
 
 
 def cpu_cost_result(n: int, concurrency: int = 8) -> CpuCost:
-    """Zero latency: the processor's CPU per request against a bare loop's, on ``n`` requests each."""
+    """Zero latency: the processor's CPU per request against a bare loop's, on ``n`` requests
+    each."""
     with MockServers(n) as servers:
         done, elapsed, cpu = process_once(servers, concurrency)
     with MockServers(n) as servers:
@@ -205,10 +215,12 @@ def cpu_cost(args: argparse.Namespace) -> None:
     print("| run | requests | CPU ms/request | ratio to bare loop |")
     print("|---|---:|---:|---:|")
     print(
-        f"| bare loop (same HTTP calls, no journal) | {r.bare_requests} | {r.bare_cpu_ms:.2f} | 1.00 |"
+        f"| bare loop (same HTTP calls, no journal) | {r.bare_requests} | "
+        f"{r.bare_cpu_ms:.2f} | 1.00 |"
     )
     print(
-        f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | {r.ratio:.2f} |"
+        f"| processor (journal, retries, logs, metrics) | {r.requests} | {r.cpu_ms:.2f} | "
+        f"{r.ratio:.2f} |"
     )
     print(f"\nProcessor wall time: {r.seconds:.2f} s ({r.requests / r.seconds:.0f} requests/s).")
 
@@ -225,7 +237,8 @@ class LegacyBaseline:
 def legacy_result(
     n: int, market_ms: float, vendor_ms: float, concurrencies: list[int]
 ) -> LegacyBaseline | str:
-    """The legacy SDK's rate and this processor's on the same servers, or why there is no baseline."""
+    """The legacy SDK's rate and this processor's on the same servers, or why there is no
+    baseline."""
     from bench.legacy_env import LegacyEnvError, legacy_python, run_legacy
 
     try:
@@ -259,17 +272,20 @@ def legacy(args: argparse.Namespace) -> None:
         print(f"\n({r})")
         return
     print(
-        f"\n## Legacy SDK baseline: {n} requests, marketplace {args.market_latency_ms:.0f} ms, vendor {args.vendor_latency_ms:.0f} ms\n"
+        f"\n## Legacy SDK baseline: {n} requests, marketplace {args.market_latency_ms:.0f} ms, "
+        f"vendor {args.vendor_latency_ms:.0f} ms\n"
     )
     print("| client | requests/s | ratio to legacy |")
     print("|---|---:|---:|")
     # The legacy script never calls a vendor; it only approves (so it does less work per request).
     print(
-        f"| connect-sdk FulfillmentAutomation (approve only, no vendor call) | {r.legacy_rate:.1f} | 1.00 |"
+        "| connect-sdk FulfillmentAutomation (approve only, no vendor call) | "
+        f"{r.legacy_rate:.1f} | 1.00 |"
     )
     for concurrency, rate in r.processor_rates.items():
         print(
-            f"| this processor, concurrency {concurrency} (vendor call + approve) | {rate:.1f} | {rate / r.legacy_rate:.2f} |"
+            f"| this processor, concurrency {concurrency} (vendor call + approve) | {rate:.1f} | "
+            f"{rate / r.legacy_rate:.2f} |"
         )
 
 
@@ -302,7 +318,8 @@ def backlog(args: argparse.Namespace) -> None:
             print(f"| {n} | {elapsed:.1f} | {elapsed / n * 1000:.2f} | {rss:.0f} |", flush=True)
     (small, t_small), (large, t_large) = rows
     print(
-        f"\nTime per request, {large} vs {small}: ratio {(t_large / large) / (t_small / small):.2f} (1.00 is flat)."
+        f"\nTime per request, {large} vs {small}: ratio "
+        f"{(t_large / large) / (t_small / small):.2f} (1.00 is flat)."
     )
 
 

@@ -1,7 +1,9 @@
 """The mock marketplace and mock vendor as separate processes, for benchmarks.
 
 Running them in processes of their own keeps their CPU out of the measured process's GIL and
-CPU time, as a real Connect and a real vendor would be.
+CPU time, as a real Connect and a real vendor would be. Each binds a port of its own choosing and
+reports it (:mod:`bench.mock_child`), so no free port is picked here and taken by someone else
+before the child binds it.
 """
 
 from __future__ import annotations
@@ -10,19 +12,32 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from cancel_sandbox.marketplace import DEFAULT_API_KEY
 from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
-from processor.ops.serving import free_port
 
 __all__ = ["MockServers", "VENDOR_TOKEN"]
 
 VENDOR_TOKEN = "bench-vendor-token"
+
+
+def _port(port_file: Path, process: subprocess.Popen[bytes], timeout: float = 600) -> int:
+    """The port the child bound, once it has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            return int(port_file.read_text())
+        if process.poll() is not None:
+            raise RuntimeError(f"{port_file.name}: server exited with {process.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{port_file.name}: server did not report its port")
 
 
 def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
@@ -52,17 +67,16 @@ class MockServers:
     stop_grace: float = 10.0
 
     def __enter__(self) -> MockServers:
-        self.market_port, self.vendor_port = free_port(), free_port()
         env = {**os.environ, "MOCK_VENDOR_TOKEN": VENDOR_TOKEN}
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        self._ports = tempfile.TemporaryDirectory(prefix="bench-ports-")
+        ports = Path(self._ports.name)
+        child = [sys.executable, "-m", "bench.mock_child"]
         self.market = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "processor",
+                *child,
+                str(ports / "market"),
                 "mock-marketplace",
-                "--port",
-                str(self.market_port),
                 "--generate",
                 str(self.generate),
                 "--seed",
@@ -74,12 +88,9 @@ class MockServers:
         )
         self.vendor = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "processor",
+                *child,
+                str(ports / "vendor"),
                 "mock-vendor",
-                "--port",
-                str(self.vendor_port),
                 "--mode",
                 self.vendor_mode,
                 "--refuse-pattern",
@@ -89,6 +100,8 @@ class MockServers:
             ],
             **quiet,  # type: ignore[call-overload]
         )
+        self.market_port = _port(ports / "market", self.market)
+        self.vendor_port = _port(ports / "vendor", self.vendor)
         _wait(f"{self.market_url}/healthz", self.market)
         _wait(f"{self.vendor_url}/healthz", self.vendor)
         return self
@@ -102,6 +115,7 @@ class MockServers:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        self._ports.cleanup()
 
     @property
     def market_url(self) -> str:

@@ -148,7 +148,14 @@ class FakeMarketplace:
         self.assigned.append((request_id, email, user_id))
         return self.requests[request_id]
 
-    def post_note(self, request_id: str, text: str, *, once_key: str | None = None) -> bool:
+    def post_note(
+        self,
+        request_id: str,
+        text: str,
+        *,
+        once_key: str | None = None,
+        first_attempt: bool = False,
+    ) -> bool:
         self._raise("post_note")
         self.notes.append((request_id, text))
         return True

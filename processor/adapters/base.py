@@ -48,7 +48,8 @@ class Idempotency(str, Enum):
 
 
 class AdapterError(Exception):
-    """An adapter is misconfigured or cannot be loaded (a start-up error, never a request outcome)."""
+    """An adapter is misconfigured or cannot be loaded (a start-up error, never a request
+    outcome)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,8 @@ class AlreadyGone:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """The vendor will not end it; ``reason`` is shown to the customer when the request is failed."""
+    """The vendor will not end it; ``reason`` is shown to the customer when the request is
+    failed."""
 
     reason: str
 

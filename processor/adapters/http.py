@@ -51,15 +51,14 @@ nonsense and never repeats blindly. ``success_field: null`` accepts any 2xx (a v
 204). A status read changes nothing, so its uncertain outcomes are :class:`RetryLater`.
 
 No retries happen here (the engine owns them; urllib3's are off) and redirects are not followed.
-The options are parsed by :mod:`.http_options`. Limits: bodies are read up to 1 MiB; the secret
-is read once, at start-up; one session per calling thread (the engine's pool is fixed), all
-closed by :meth:`HttpAdapter.close`.
+The options are parsed by :mod:`.http_options` (with :mod:`.http_values`, :mod:`.http_templates`
+and :mod:`.http_outcomes`); sessions and transport failures are :mod:`.http_transport`'s.
+Limits: bodies are read up to 1 MiB; the secret is read once, at start-up; one session per calling
+thread (the engine's pool is fixed), all closed by :meth:`HttpAdapter.close`.
 """
 
 from __future__ import annotations
 
-import json
-import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -99,6 +98,14 @@ from processor.adapters.http_text import (
     retry_after_seconds,
 )
 from processor.adapters.http_text import detail as describe
+from processor.adapters.http_transport import (
+    UNBUILDABLE,
+    new_session,
+    parse_json,
+    read_body,
+    tls_failure,
+    unsent,
+)
 
 __all__ = [
     "DEFAULT_OUTCOMES",
@@ -107,8 +114,6 @@ __all__ = [
     "HttpAdapter",
     "retry_after_seconds",
 ]
-
-MAX_BODY_BYTES = 1 << 20
 
 
 class HttpAdapter:
@@ -151,7 +156,8 @@ class HttpAdapter:
         return self._perform("status", call)  # type: ignore[return-value]
 
     def probe(self) -> Any:
-        """What ``cancel-processor check`` asks this vendor (the ``probe`` option; see :mod:`.http_probe`)."""
+        """What ``cancel-processor check`` asks this vendor (the ``probe`` option; see
+        :mod:`.http_probe`)."""
         from processor.adapters.http_probe import probe
 
         return probe(self)
@@ -181,12 +187,7 @@ class HttpAdapter:
         op = self.settings.operations.get(operation)
         if op is None:
             return None
-        fields = _fields(call)
-        for name in op.path.path_fields():
-            problem = path_value_problem(fields.get(name, ""))
-            if problem:
-                return f"{name} {problem} for the URL {op.path.text}"
-        return None
+        return _path_problem(op, _fields(call))
 
     def _perform(self, name: str, call: VendorCall) -> Outcome | SubscriptionStatus:
         op = self.settings.operations[name]
@@ -194,7 +195,7 @@ class HttpAdapter:
         empty = [f for f in op.path.fields() if not fields.get(f)]
         if empty:
             return Failed(f"{name}: no {empty[0]} for the URL; nothing was sent")
-        problem = self.check_call(name, call)
+        problem = _path_problem(op, fields)
         if problem:
             return Failed(f"{name}: {problem}; nothing was sent")
         url = self.settings.base_url + op.path.render(fields, lambda value: quote(value, safe=""))
@@ -216,29 +217,31 @@ class HttpAdapter:
                 stream=True,
             )
             with response:
-                raw = _read(response)
+                raw = read_body(response)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             return self._transport(op, exc)
         return self._answer(op, response.status_code, response.headers, raw)
 
     def _transport(self, op: Operation, exc: Exception) -> Outcome:
         what = self._scrub(f"{type(exc).__name__}: {exc}")[:300]
-        if isinstance(exc, _UNBUILDABLE):
+        if isinstance(exc, UNBUILDABLE):
             return Failed(f"{op.name}: the request could not be built ({what}); nothing was sent")
-        tls = _tls_failure(exc)
+        tls = tls_failure(exc)
         if tls is not None:
             return RetryLater(
                 f"{op.name}: TLS verification failed ({self._scrub(tls)[:200]}); nothing was sent. "
                 "To trust a private CA, set the adapter option verify to its CA bundle file"
             )
-        if _unsent(exc):
+        if unsent(exc):
             return RetryLater(f"{op.name}: could not connect; nothing was sent ({what})")
         if op.statuses is not None:  # a status read changes nothing: asking again is always safe
             return RetryLater(f"{op.name}: no whole answer ({what})")
         return Ambiguous(f"{op.name}: the request was sent but no whole answer came back ({what})")
 
-    def _answer(self, op: Operation, code: int, headers: Mapping[str, str], raw: bytes) -> Any:
-        body = _json(raw)
+    def _answer(
+        self, op: Operation, code: int, headers: Mapping[str, str], raw: bytes
+    ) -> Outcome | SubscriptionStatus:
+        body = parse_json(raw)
         outcome = op.outcome_for(code, body)
         detail = self._scrub(describe(op.name, code, body, headers))
         # A status read changes nothing, so its "may have acted" is only "ask again".
@@ -281,21 +284,7 @@ class HttpAdapter:
     def _session(self) -> requests.Session:
         local = self._local
         if getattr(local, "generation", None) != self._generation:
-            session = requests.Session()
-            # What the adapter does is what its options say: no proxy, CA bundle or .netrc
-            # credentials (which would replace the Authorization header) from the environment.
-            session.trust_env = False
-            # No retries: the engine owns retrying, with the journal and the same idempotency key.
-            retries = urllib3.Retry(
-                total=0, read=False, redirect=False, status=False, raise_on_status=False
-            )
-            transport = requests.adapters.HTTPAdapter(
-                pool_connections=1, pool_maxsize=2, max_retries=retries
-            )
-            session.mount("http://", transport)
-            session.mount("https://", transport)
-            if self.settings.proxy is not None:
-                session.proxies = {"http": self.settings.proxy, "https": self.settings.proxy}
+            session = new_session(self.settings.proxy)
             with self._lock:
                 self._sessions.append(session)
                 local.session, local.generation = session, self._generation
@@ -321,56 +310,12 @@ def _status_answer(
     return op.statuses.get(value) or op.statuses.get(value.lower(), SubscriptionStatus.UNKNOWN)
 
 
-# -- transport and answers ----------------------------------------------------------------------
-
-# Raised while preparing a request, before anything is sent; each means a configuration problem.
-_UNBUILDABLE = (
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidHeader,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidJSONError,
-)
-
-
-def _tls_failure(exc: BaseException) -> str | None:
-    """The certificate error's words when ``exc`` is (or wraps) a rejected certificate, else None."""
-    pending, seen = [exc], 0
-    while pending and seen < 16:
-        err = pending.pop()
-        seen += 1
-        if isinstance(err, ssl.SSLCertVerificationError):
-            return str(getattr(err, "verify_message", None) or getattr(err, "reason", None) or err)
-        links = (*err.args, getattr(err, "reason", None), err.__cause__)
-        pending.extend(link for link in links if isinstance(link, BaseException))
+def _path_problem(op: Operation, fields: Mapping[str, str]) -> str | None:
+    for name in op.path.path_fields():
+        problem = path_value_problem(fields.get(name, ""))
+        if problem:
+            return f"{name} {problem} for the URL {op.path.text}"
     return None
-
-
-def _unsent(exc: BaseException) -> bool:
-    """True when the error proves that no byte of the request left: connect phase or TLS rejection.
-
-    Follows the explicit links requests and urllib3 leave (args, ``reason``, ``__cause__``), never
-    ``__context__``, which can hold an unrelated earlier error. Unsure means sent.
-    """
-    pending, seen = [exc], set()
-    while pending and len(seen) < 16:
-        err = pending.pop()
-        if id(err) in seen:
-            continue
-        seen.add(id(err))
-        # NewConnectionError (refused) and NameResolutionError (DNS) are ConnectTimeoutErrors too.
-        if isinstance(
-            err,
-            (
-                requests.exceptions.ConnectTimeout,
-                urllib3.exceptions.ConnectTimeoutError,
-                ssl.SSLCertVerificationError,
-            ),
-        ):
-            return True
-        links = (*err.args, getattr(err, "reason", None), err.__cause__)
-        pending.extend(link for link in links if isinstance(link, BaseException))
-    return False
 
 
 def _fields(call: VendorCall) -> dict[str, str]:
@@ -391,19 +336,3 @@ def _fields(call: VendorCall) -> dict[str, str]:
     fields = {k: "" if v is None else str(v) for k, v in values.items()}
     fields.update((f"params.{k}", v) for k, v in r.params.items())
     return fields
-
-
-def _read(response: requests.Response) -> bytes:
-    data = bytearray()
-    for chunk in response.iter_content(64 * 1024):
-        data += chunk
-        if len(data) > MAX_BODY_BYTES:
-            break  # no answer we understand is this large; the truncated text will not parse
-    return bytes(data)
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
-        return None

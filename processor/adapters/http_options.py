@@ -4,22 +4,46 @@ What the options mean is documented with the adapter (:mod:`processor.adapters.h
 module only reads them. Every problem raises :class:`AdapterError` naming the option's dotted key
 and what was expected, including keys nobody reads (typos). Values are echoed in errors, shortened,
 except URLs holding credentials. Secrets are read here, once, from the environment variable or file
-that ``auth`` names, and kept in :class:`Credential` out of every ``repr``.
+that ``auth`` names, and kept in :class:`Credential` out of every ``repr``. The pieces it builds on
+have modules of their own: reading and checking values (:mod:`.http_values`), templates
+(:mod:`.http_templates`), outcome tables and operations (:mod:`.http_outcomes`).
 """
 
 from __future__ import annotations
 
 import base64
-import math
 import os
-import re
-import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from processor.adapters.base import AdapterError, Idempotency, SubscriptionStatus
+from processor.adapters.http_outcomes import (
+    DEFAULT_OUTCOMES,
+    DEFAULT_TABLE,
+    EVIDENCE_OUTCOMES,
+    OUTCOME_NAMES,
+    Operation,
+    operation,
+    outcome_table,
+)
+from processor.adapters.http_templates import (
+    DEFAULT_BODY,
+    TEMPLATE_FIELDS,
+    Template,
+    body_template,
+    render_body,
+)
+from processor.adapters.http_values import (
+    CONTROL,
+    Options,
+    bad,
+    checked_url,
+    header_name,
+    lookup,
+    scalar,
+    short,
+)
 
 __all__ = [
     "DEFAULT_BODY",
@@ -39,276 +63,7 @@ __all__ = [
     "scalar",
     "short",
 ]
-
-# fmt: off
-TEMPLATE_FIELDS = (
-    "subscription_id", "request_id", "asset_id", "product_id", "marketplace_id", "environment",
-    "customer_id", "external_id", "idempotency_key", "reason_code", "reason_comment",
-)
-OUTCOME_NAMES = ("success", "already_gone", "refused", "retry_later", "ambiguous", "failed")
-METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
 DEFAULT_REFUSAL = "The vendor declined to cancel this subscription."
-DEFAULT_BODY = {"request_id": "{request_id}", "reason_code": "{reason_code}",
-                "comment": "{reason_comment}"}
-# Written as options, so that the defaults pass the same validation as what an operator writes.
-# Safe for a vendor we have never seen: no status code alone ends a request. A 404 may be a
-# mistyped path, a 403 a token without the right scope, a 400 or 422 a validation bug on either
-# side; each is a definite error (counted toward processing.max_attempts, then parked by default).
-# "Gone" and "refused" need a body the operator names under outcomes (see the mock vendor's map in
-# cancel_sandbox.vendor.outcomes and config/processor.example.yaml), or a status read.
-DEFAULT_OUTCOMES: dict[str, Any] = {
-    "1xx": "failed",
-    "2xx": "success",
-    "3xx": "failed",  # redirects are not followed: a moved API is a configuration error
-    "429": "retry_later",
-    "4xx": "failed",
-    "503": "retry_later",
-    "5xx": "ambiguous",  # 500, 502, 504: the vendor (or a proxy in front of it) may have acted
-}
-# Outcomes the customer sees (approve after "gone", refuse): never from a status code alone.
-EVIDENCE_OUTCOMES = ("already_gone", "refused")
-_SUCCESS_VALUES = {"terminate": ["terminated", "purged"], "suspend": ["suspended"],
-                   "purge": ["purged"]}
-# fmt: on
-_MISSING: Any = object()
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
-
-
-# -- reading options ----------------------------------------------------------------------------
-
-
-class _Options:
-    """One mapping of options; remembers which keys were read so that the rest can be rejected."""
-
-    def __init__(self, data: Any, path: str = "") -> None:
-        if not isinstance(data, Mapping):
-            raise _bad(path.rstrip(".") or "options", "a mapping", data)
-        self.data, self.path, self._read = data, path, set[str]()
-
-    def key(self, name: str) -> str:
-        return self.path + name
-
-    def get(self, name: str, default: Any = _MISSING) -> Any:
-        self._read.add(name)
-        if self.data.get(name) is not None:
-            return self.data[name]
-        if default is _MISSING:
-            raise AdapterError(f"option '{self.key(name)}': required")
-        return default
-
-    def text(self, name: str, default: Any = _MISSING) -> Any:
-        value = self.get(name, default)
-        if value is not default and (not isinstance(value, str) or not value.strip()):
-            raise _bad(self.key(name), "a non-empty string", value)
-        return value
-
-    def choice(
-        self, name: str, choices: tuple[str, ...], default: Any = _MISSING, upper: bool = False
-    ) -> str:
-        value = self.get(name, default)
-        normal = value.upper() if upper and isinstance(value, str) else value
-        if normal not in choices:
-            raise _bad(self.key(name), "one of " + ", ".join(choices), value)
-        return str(normal)
-
-    def seconds(self, name: str, default: float) -> float:
-        value = self.get(name, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not 0 < value < math.inf
-        ):
-            raise _bad(self.key(name), "a positive number of seconds", value)
-        return float(value)
-
-    def done(self) -> None:
-        unknown = sorted(str(k) for k in self.data if k not in self._read)
-        if unknown:
-            known = ", ".join(sorted(self._read))
-            raise AdapterError(
-                f"option '{self.key(unknown[0])}': unknown option; expected one of {known}"
-            )
-
-
-def _bad(key: str, expected: str, got: Any) -> AdapterError:
-    return AdapterError(f"option '{key}': expected {expected}, got {short(got, 60)}")
-
-
-class Template:
-    """``"/v1/subscriptions/{subscription_id}"``: literal text and field names, checked once."""
-
-    def __init__(self, text: str, key: str) -> None:
-        self.text, self.parts = text, list[tuple[str, str | None]]()
-        try:
-            parsed = list(string.Formatter().parse(text))
-        except ValueError as exc:
-            raise AdapterError(f"option '{key}': bad template {text!r}: {exc}") from None
-        for literal, name, spec, conversion in parsed:
-            if name is not None and (spec or conversion):
-                raise AdapterError(
-                    f"option '{key}': '{{{name}}}' takes no format spec or conversion"
-                )
-            if (
-                name is not None
-                and name not in TEMPLATE_FIELDS
-                and not re.fullmatch(r"params\.[^.\[\]]+", name)
-            ):
-                known = ", ".join(TEMPLATE_FIELDS)
-                raise AdapterError(
-                    f"option '{key}': unknown field '{{{name}}}'; known: {known}, params.<id>"
-                )
-            self.parts.append((literal, name))
-
-    def render(self, fields: Mapping[str, str], escape: Callable[[str], str] = str) -> str:
-        return "".join(
-            text + (escape(fields.get(name, "")) if name else "") for text, name in self.parts
-        )
-
-    def fields(self) -> list[str]:
-        return [name for _, name in self.parts if name is not None]
-
-    def path_fields(self) -> list[str]:
-        """The fields before a ``?``: the ones whose value could change which resource is called."""
-        found: list[str] = []
-        for literal, name in self.parts:
-            if "?" in literal:
-                break
-            if name is not None:
-                found.append(name)
-        return found
-
-
-def _body_template(value: Any, key: str) -> Any:
-    """A JSON body whose strings may be templates; nested objects and arrays are allowed."""
-    if isinstance(value, str):
-        return Template(value, key)
-    if isinstance(value, Mapping):
-        return {str(k): _body_template(v, f"{key}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [_body_template(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    raise _bad(key, "JSON values", value)
-
-
-def render_body(template: Any, fields: Mapping[str, str]) -> Any:
-    """The JSON body for one call; object keys whose value renders empty are left out."""
-    if isinstance(template, Template):
-        return template.render(fields)
-    if isinstance(template, dict):
-        rendered = {k: render_body(v, fields) for k, v in template.items()}
-        return {k: v for k, v in rendered.items() if v != ""}  # no comment is better than ""
-    if isinstance(template, list):
-        return [render_body(v, fields) for v in template]
-    return template
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """``outcome`` when each ``when`` key path of the JSON body holds one of its values."""
-
-    outcome: str
-    when: tuple[tuple[str, frozenset[str | None]], ...] = ()
-
-    def matches(self, body: Any) -> bool:
-        return all(scalar(lookup(body, path)) in values for path, values in self.when)
-
-
-_Table = Mapping[str, tuple[Rule, ...]]
-
-
-def _outcome_table(raw: Any, key: str, base: _Table) -> dict[str, tuple[Rule, ...]]:
-    """``base`` with the entries of ``raw`` replacing it code by code.
-
-    A rule that ends a request needs a body condition: ``already_gone`` and ``refused`` always,
-    ``success`` outside 2xx. A bare ``"404": already_gone`` is how a mistyped path approved every
-    cancellation; it is refused at start-up, naming the key.
-    """
-    table = dict(base)
-    for code, spec in _Options(raw, key + ".").data.items():
-        code = str(code).lower()
-        if not re.fullmatch(r"[1-5]([0-9]{2}|xx)", code):
-            raise _bad(f"{key}.{code}", "a status code like 404 or a range like 4xx", code)
-        items = spec if isinstance(spec, list) else [spec]
-        table[code] = tuple(_rule(item, f"{key}.{code}[{i}]") for i, item in enumerate(items))
-        for i, rule in enumerate(table[code]):
-            final = rule.outcome in EVIDENCE_OUTCOMES or (
-                rule.outcome == "success" and code[0] != "2"
-            )
-            # null matches a body without the field, an empty list nothing: neither is evidence
-            if final and (not rule.when or any(None in v or not v for _, v in rule.when)):
-                raise AdapterError(
-                    f"option '{key}.{code}[{i}]': {rule.outcome} from a status code alone is not "
-                    f"evidence; add when: {{<body field>: <value the vendor sends>}}"
-                )
-    return table
-
-
-def _rule(item: Any, key: str) -> Rule:
-    o = _Options({"outcome": item} if isinstance(item, str) else item, key + ".")
-    outcome = o.choice("outcome", OUTCOME_NAMES)
-    when = []
-    for path, values in _Options(o.get("when", {}), key + ".when.").data.items():
-        listed = values if isinstance(values, list) else [values]
-        when.append((str(path), frozenset(scalar(v) for v in listed)))
-    o.done()
-    return Rule(outcome, tuple(when))
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One configured vendor call: terminate, suspend, purge or the status read."""
-
-    name: str
-    method: str
-    path: Template
-    body: Any  # a body template, or None: no body
-    outcomes: _Table
-    key_path: str | None  # success_field of an action (None: any 2xx), the status field of a read
-    accept: frozenset[str | None] = frozenset()  # success_values
-    statuses: Mapping[str, SubscriptionStatus] | None = None  # set for the status read only
-
-    def outcome_for(self, code: int, body: Any) -> str:
-        for key in (str(code), f"{code // 100}xx"):
-            for rule in self.outcomes.get(key, ()):
-                if rule.matches(body):
-                    return rule.outcome
-        return "ambiguous" if code >= 500 else "failed"
-
-
-def _operation(name: str, raw: Any, body: Any, outcomes: _Table) -> Operation:
-    o = _Options({} if raw is True else raw, name + ".")
-    method = o.choice("method", METHODS, "GET" if name == "status" else "POST", upper=True)
-    suffix = "" if name == "status" else "/" + name
-    path = Template(o.text("path", "/v1/subscriptions/{subscription_id}" + suffix), o.key("path"))
-    if not path.text.startswith("/"):
-        raise _bad(o.key("path"), "a path starting with '/'", path.text)
-    if "body" in o.data:
-        body = _body_template(o.get("body", None), o.key("body"))
-    table = _outcome_table(o.get("outcomes", {}), o.key("outcomes"), outcomes)
-    if name == "status":
-        statuses = {s.value: s for s in SubscriptionStatus if s is not SubscriptionStatus.UNKNOWN}
-        for vendor, ours in _Options(o.get("values", {}), o.key("values.")).data.items():
-            try:
-                statuses[str(vendor)] = SubscriptionStatus(ours)
-            except ValueError:
-                raise _bad(o.key(f"values.{vendor}"), "a subscription status", ours) from None
-        op = Operation(
-            name, method, path, None, table, o.text("field", "status"), statuses=statuses
-        )
-    else:
-        o.get("success_field", None)  # marks it read: an explicit null turns the check off
-        key_path = o.data.get("success_field", "status")
-        if key_path is not None and not (isinstance(key_path, str) and key_path):
-            raise _bad(o.key("success_field"), "a key path or null", key_path)
-        values = o.get("success_values", _SUCCESS_VALUES[name])
-        accept = frozenset(scalar(v) for v in (values if isinstance(values, list) else [values]))
-        op = Operation(
-            name, method, path, None if method == "GET" else body, table, key_path, accept
-        )
-    o.done()
-    return op
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,9 +79,9 @@ class Credential:
 def _credential(raw: Any) -> Credential | None:
     if raw is None:
         return None
-    o = _Options(raw, "auth.")
+    o = Options(raw, "auth.")
     kind = o.choice("type", ("bearer", "basic", "header", "none"))
-    header = _header_name(o.text("header"), "auth.header") if kind == "header" else "Authorization"
+    header = header_name(o.text("header"), "auth.header") if kind == "header" else "Authorization"
     username = o.text("username") if kind == "basic" else ""
     env, path = (o.text("env", None), o.text("file", None)) if kind != "none" else (None, None)
     o.done()
@@ -344,14 +99,14 @@ def _credential(raw: Any) -> Credential | None:
     else:
         where = f"auth.file': the file {path}"
         try:
-            with open(path, encoding="utf-8") as handle:
+            with open(str(path), encoding="utf-8") as handle:
                 secret = handle.read().strip()
         except (OSError, UnicodeError) as exc:  # never str(exc): a decode error quotes the bytes
             problem = getattr(exc, "strerror", None) or type(exc).__name__
             raise AdapterError(f"option '{where} cannot be read ({problem})") from None
     if not secret:
         raise AdapterError(f"option '{where} is not set or is empty")
-    if _CONTROL.search(secret):
+    if CONTROL.search(secret):
         raise AdapterError(f"option '{where} holds a control character (a line break?)")
     if kind == "basic":
         token = base64.b64encode(f"{username}:{secret}".encode()).decode()
@@ -359,38 +114,17 @@ def _credential(raw: Any) -> Credential | None:
     return Credential(kind, header, f"Bearer {secret}" if kind == "bearer" else secret, (secret,))
 
 
-def _url(text: str, key: str) -> str:
-    try:
-        parts = urlsplit(text)
-        has_credentials, host = bool(parts.username or parts.password), parts.hostname
-    except ValueError:
-        raise AdapterError(f"option '{key}': not a valid URL") from None
-    if has_credentials:  # checked first, and the URL is not echoed: it holds a secret
-        raise AdapterError(
-            f"option '{key}': credentials in the URL are not allowed; use auth (env or file)"
-        )
-    if parts.scheme not in ("http", "https") or not host or parts.query or parts.fragment:
-        raise _bad(key, "a http or https URL without query or fragment", text)
-    return text
-
-
-def _header_name(name: str, key: str) -> str:
-    if not _TOKEN.fullmatch(name):
-        raise _bad(key, "an HTTP header name", name)
-    return name
-
-
 def _static_headers(raw: Any, reserved: set[str]) -> dict[str, str]:
     headers = {}
-    for name, value in _Options(raw, "headers.").data.items():
+    for name, value in Options(raw, "headers.").data.items():
         key = f"headers.{name}"
-        _header_name(str(name), key)
+        header_name(str(name), key)
         if str(name).lower() in reserved:
             raise AdapterError(
                 f"option '{key}': set by the adapter (see auth and idempotency_header)"
             )
-        if not isinstance(value, str) or _CONTROL.search(value):
-            raise _bad(key, "a one-line string", value)
+        if not isinstance(value, str) or CONTROL.search(value):
+            raise bad(key, "a one-line string", value)
         headers[str(name)] = value
     return headers
 
@@ -404,30 +138,7 @@ def _verify(value: Any) -> bool | str:
         )
     if isinstance(value, str) and os.path.isfile(value):
         return value
-    raise _bad("verify", "true or the path of an existing CA bundle file", value)
-
-
-def lookup(body: Any, path: str) -> Any:
-    """``"error.code"`` in a JSON body; None when any step is missing."""
-    for part in path.split("."):
-        if not isinstance(body, Mapping):
-            return None
-        body = body.get(part)
-    return body
-
-
-def scalar(value: Any) -> str | None:
-    """A JSON scalar as text to compare (booleans as in JSON); None if absent or structured."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None or isinstance(value, (Mapping, list)):
-        return None
-    return str(value)
-
-
-def short(value: Any, limit: int = 80) -> str:
-    text = _CONTROL.sub(" ", repr(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    raise bad("verify", "true or the path of an existing CA bundle file", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,7 +155,7 @@ class ProbeSettings:
 def _probe(raw: Any, has_status: bool) -> ProbeSettings | None:
     if raw is None:
         return None
-    o = _Options(raw, "probe.")
+    o = Options(raw, "probe.")
     subscription, path = o.text("subscription_id", None), o.text("path", None)
     listed = o.get("expect", [])
     o.done()
@@ -453,7 +164,7 @@ def _probe(raw: Any, has_status: bool) -> ProbeSettings | None:
             "option 'probe': give exactly one of subscription_id (a status read) or path"
         )
     if path is not None and not path.startswith("/"):
-        raise _bad("probe.path", "a path starting with '/'", path)
+        raise bad("probe.path", "a path starting with '/'", path)
     if subscription is not None and not has_status:
         raise AdapterError(
             "option 'probe.subscription_id': a status read probe needs the status operation"
@@ -463,7 +174,7 @@ def _probe(raw: Any, has_status: bool) -> ProbeSettings | None:
         try:
             expect.add(SubscriptionStatus(value))
         except ValueError:
-            raise _bad("probe.expect", "subscription statuses", value) from None
+            raise bad("probe.expect", "subscription statuses", value) from None
     return ProbeSettings(subscription, frozenset(expect), path)
 
 
@@ -488,32 +199,33 @@ class HttpSettings:
 
 def parse_options(options: Mapping[str, Any]) -> HttpSettings:
     """Validate the adapter's options (see :mod:`processor.adapters.http`); raises AdapterError."""
-    o = _Options(options)
-    base_url = _url(o.text("base_url"), "base_url").rstrip("/")
+    o = Options(options)
+    base_url = checked_url(o.text("base_url"), "base_url").rstrip("/")
     idempotency = Idempotency(o.choice("idempotency", tuple(i.value for i in Idempotency), "none"))
-    key_header = _header_name(o.text("idempotency_header", "Idempotency-Key"), "idempotency_header")
+    key_header = header_name(o.text("idempotency_header", "Idempotency-Key"), "idempotency_header")
     credential = _credential(o.get("auth", None))
     headers = _static_headers(o.get("headers", {}), {key_header.lower(), "authorization"})
     timeout = o.get("timeout", {})
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
         timeout = {"connect": timeout, "read": timeout}
-    t = _Options(timeout, "timeout.")
-    # The read stays under the default processing.shutdown_timeout (30 s): a stop never waits it out.
+    t = Options(timeout, "timeout.")
+    # The read stays under the default processing.shutdown_timeout (30 s): a stop never waits it
+    # out.
     timeouts = (t.seconds("connect", 5.0), t.seconds("read", 20.0))
     t.done()
     verify = _verify(o.get("verify", True))
     proxy = o.text("proxy", None)
-    r = _Options(o.get("refusal", {}), "refusal.")
+    r = Options(o.get("refusal", {}), "refusal.")
     refusal = (r.text("field", "message"), r.text("default", DEFAULT_REFUSAL))
     r.done()
     max_retry_after = o.seconds("max_retry_after", 3600.0)
     o.get("body", None)  # marks it read: an explicit null means "send no body"
-    body = _body_template(o.data.get("body", DEFAULT_BODY), "body")
-    table = _outcome_table(o.get("outcomes", {}), "outcomes", _DEFAULT_TABLE)
-    operations = {"terminate": _operation("terminate", o.get("terminate", True), body, table)}
+    body = body_template(o.data.get("body", DEFAULT_BODY), "body")
+    table = outcome_table(o.get("outcomes", {}), "outcomes", DEFAULT_TABLE)
+    operations = {"terminate": operation("terminate", o.get("terminate", True), body, table)}
     for name in ("suspend", "purge", "status"):
         if (raw := o.get(name, False)) is not False:
-            operations[name] = _operation(name, raw, body, table)
+            operations[name] = operation(name, raw, body, table)
     probe = _probe(o.get("probe", None), "status" in operations)
     o.done()
     return HttpSettings(
@@ -524,14 +236,10 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
         headers=headers,
         timeout=timeouts,
         verify=verify,
-        proxy=None if proxy is None else _url(proxy, "proxy"),
+        proxy=None if proxy is None else checked_url(proxy, "proxy"),
         refusal_field=refusal[0],
         refusal_default=refusal[1],
         max_retry_after=max_retry_after,
         operations=operations,
         probe=probe,
     )
-
-
-# Built last: it needs the helpers above, and validates the defaults like any configuration.
-_DEFAULT_TABLE = _outcome_table(DEFAULT_OUTCOMES, "outcomes", {})

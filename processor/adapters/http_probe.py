@@ -2,8 +2,8 @@
 
 The option ``probe`` says how (see :class:`~processor.adapters.http_options.ProbeSettings`)::
 
-    probe: {subscription_id: SUB-KNOWN-1, expect: [active]}   # a status read of a known subscription
-    probe: {path: /healthz}                                     # or GET a health path (with auth)
+    probe: {subscription_id: SUB-KNOWN-1, expect: [active]}  # a status read of a known one
+    probe: {path: /healthz}                                    # or GET a health path (with auth)
 
 A status read through the configured ``status`` operation proves the most: the base URL, the path
 template, the token and the outcome map together. Without ``probe`` the check only proves that the
@@ -62,7 +62,7 @@ def _status_probe(
         subscription_id=subscription,
     )
     call = VendorCall(request=request, subscription_id=subscription, idempotency_key="probe")
-    answer = adapter.status(call)  # type: ignore[attr-defined]
+    answer = adapter.status(call)
     if isinstance(answer, RetryLater):
         return ProbeResult("unreachable", answer.detail)
     if isinstance(answer, Failed):

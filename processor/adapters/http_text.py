@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from processor.adapters.http_options import lookup, short
+from processor.adapters.http_values import lookup, short
 
 __all__ = [
     "MAX_REASON_CHARS",
@@ -45,7 +45,8 @@ def retry_after_seconds(
 
 
 def detail(operation: str, code: int, body: Any, headers: Mapping[str, str]) -> str:
-    """``terminate: HTTP 409 already_terminated (replayed)``: the call, the code, the body's error."""
+    """``terminate: HTTP 409 already_terminated (replayed)``: the call, the code, the body's
+    error."""
     text = f"{operation}: HTTP {code}"
     error = next(
         (v for v in (lookup(body, "error"), lookup(body, "code")) if isinstance(v, str) and v),

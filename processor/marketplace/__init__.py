@@ -1,7 +1,10 @@
 """The Connect gateway: the only part of the processor that talks to CloudBlue Connect.
 
 - :mod:`.gateway` — :class:`Marketplace`: reads, actions, notes, ambiguous-outcome handling;
+- :mod:`.client` — the ConnectClient it talks through (one pool, the environment read once);
+- :mod:`.notes` — conversation messages, posted at most once;
 - :mod:`.retry` — the single retry layer (backoff, 429 ``Retry-After``, typed errors);
+- :mod:`.failures` — what a failed call says: its retry cause, whether it may have acted;
 - :mod:`.paging` — keyset paging that never skips a pending request while others are approved;
 - :mod:`.settings` — :class:`GatewaySettings` and the request :class:`Selector` (RQL);
 - :mod:`.errors` — what callers catch.

@@ -28,7 +28,8 @@ class MarketplaceError(Exception):
 
 
 class TransientError(MarketplaceError):
-    """Connect could not be reached or asked us to wait: nothing definite happened (or it is unknown).
+    """Connect could not be reached or asked us to wait: nothing definite happened (or it is
+    unknown).
 
     ``retry_after`` is the wait in seconds Connect asked for (429 ``Retry-After``), or None.
     ``cause`` is the retry cause of the last attempt (``connection``, ``timeout``,
@@ -54,7 +55,8 @@ class Stopping(TransientError):
 
 
 class NotPending(MarketplaceError):
-    """The request is not (or no longer) in the status the action needs; ``status`` is where it is."""
+    """The request is not (or no longer) in the status the action needs; ``status`` is where it
+    is."""
 
     def __init__(self, status: str, request_id: str | None = None) -> None:
         where = f"request {request_id} is" if request_id else "the request is"

@@ -1,7 +1,8 @@
 """The marketplace gateway: the only object that talks to Connect.
 
-It wraps a connect-openapi-client ``ConnectClient`` (built with its own retries off, pages not
-accumulated, our timeouts and User-Agent) and adds three things the client lacks:
+It wraps a connect-openapi-client ``ConnectClient`` (built by :mod:`processor.marketplace.client`:
+its own retries off, pages not accumulated, our timeouts and User-Agent, the environment read
+once) and adds three things the client lacks:
 
 - one retry layer (:mod:`processor.marketplace.retry`): backoff, 429 ``Retry-After``, typed errors;
 - the reading of ambiguous outcomes. An action (approve, fail, schedule, confirm) whose response
@@ -10,7 +11,8 @@ accumulated, our timeouts and User-Agent) and adds three things the client lacks
   status means try again; anything else means someone else moved it (:class:`NotPending`). A 400
   refusal is read the same way, which makes approve and fail idempotent across a crash between
   "approved" and "recorded". A conversation message is not idempotent either: after an ambiguous
-  failure the gateway looks for the same text before posting it again;
+  failure the gateway looks for the same text before posting it again
+  (:mod:`processor.marketplace.notes`);
 - keyset paging of pending requests (:mod:`processor.marketplace.paging`).
 
 Thread safety: the client keeps one HTTP session per thread; the gateway's caches and throttle
@@ -21,29 +23,20 @@ an error message (server texts are redacted), and hidden from ``repr`` of the se
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 import structlog
 from connect.client import ConnectClient
-from connect.client import fluent as connect_fluent
-from connect.client import utils as connect_utils
 from connect.client.rql import R
 from connect.client.utils import parse_content_range
-from requests.adapters import HTTPAdapter
 
-from processor.marketplace.errors import (
-    ActionRefused,
-    MarketplaceError,
-    NotFound,
-    NotPending,
-    TransientError,
-)
+from processor.marketplace.client import build_client, environment_verify
+from processor.marketplace.errors import ActionRefused, MarketplaceError, NotPending, TransientError
+from processor.marketplace.notes import NOTE_MAX_CHARS, Notes
 from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
 from processor.marketplace.settings import GatewaySettings, Selector
@@ -52,10 +45,6 @@ __all__ = ["Marketplace", "NOTE_MAX_CHARS"]
 
 log = structlog.get_logger("processor.marketplace")
 
-NOTE_MAX_CHARS = 2000
-_CONVERSATIONS_CACHED = 1024  # request id -> conversation id; one entry is ~100 bytes
-_ONCE_KEYS_KEPT = 4096
-_MESSAGES_SCANNED = 100  # the newest messages searched for an earlier copy of a note
 _PENDING = frozenset({"pending"})
 # Statuses a cancel request can be listed in (Connect's workflow for cancels).
 _LISTABLE = frozenset(
@@ -63,35 +52,13 @@ _LISTABLE = frozenset(
 )
 
 
-class _LRU:
-    """A small thread-safe LRU mapping."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any:
-        with self._lock:
-            if key not in self._data:
-                return None
-            self._data.move_to_end(key)
-            return self._data[key]
-
-    def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-
 class Marketplace:
     """Connect, as the processor uses it. Every method may raise a :class:`MarketplaceError`.
 
     ``client`` replaces the ConnectClient built from ``settings`` (it should have
     ``max_retries=0``). ``sleep`` and ``clock`` (monotonic seconds) drive backoff and the 429
-    gate (without ``sleep``, waits end early when :meth:`stop_on`'s event is set); ``wall_clock`` (epoch seconds) reads HTTP-date ``Retry-After`` values; ``on_retry(cause,
+    gate (without ``sleep``, waits end early when :meth:`stop_on`'s event is set);
+    ``wall_clock`` (epoch seconds) reads HTTP-date ``Retry-After`` values; ``on_retry(cause,
     operation)`` is called before every retry sleep, ``on_call(operation, seconds)`` after every
     HTTP attempt (metrics).
     """
@@ -111,20 +78,12 @@ class Marketplace:
         if client is None:
             if not settings.api_key.strip():
                 raise ValueError("GatewaySettings.api_key is empty")
-            _size_connection_pool(settings.endpoint, settings.connections)
-            client = ConnectClient(
-                settings.authorization,
-                endpoint=settings.endpoint,
-                max_retries=0,  # this gateway owns retries; see processor.marketplace.retry
-                timeout=(settings.timeout_connect, settings.timeout_read),
-                resourceset_append=False,  # a 100,000-request backlog must not pile up in memory
-                default_limit=settings.page_size,
-                default_headers={"User-Agent": settings.user_agent},
-            )
+            client = build_client(settings)
         self.client = client
         # The client's per-thread requests.Session is created lazily and cannot be configured up
-        # front, but every call accepts requests' keyword arguments: TLS verification goes there.
-        self._http: dict[str, Any] = {"verify": settings.verify}
+        # front, but every call accepts requests' keyword arguments: TLS verification goes there,
+        # with the CA bundle the environment names read once, here (see .client).
+        self._http: dict[str, Any] = {"verify": environment_verify(settings.verify)}
         self._secrets = _secret_parts(settings.api_key)
         self._retry = Retrier(
             settings,
@@ -135,8 +94,14 @@ class Marketplace:
             on_call=on_call,
             redact=self._redact,
         )
-        self._conversations = _LRU(_CONVERSATIONS_CACHED)
-        self._notes_posted = _LRU(_ONCE_KEYS_KEPT)
+        self._notes = Notes(
+            client,
+            self._retry,
+            self._http,
+            lambda operation, send, reconcile: self._ambiguous(
+                operation, send=send, reconcile=reconcile
+            ),
+        )
         self._templates: dict[str, str] = {}
         self._templates_lock = threading.Lock()
 
@@ -159,7 +124,8 @@ class Marketplace:
         return self.iter_cancels(selector, "pending")
 
     def iter_cancels(self, selector: Selector, status: str) -> Iterator[dict[str, Any]]:
-        """Every cancel request in ``status`` (e.g. ``revoking``, to confirm revocations), each once."""
+        """Every cancel request in ``status`` (e.g. ``revoking``, to confirm revocations), each
+        once."""
         if status not in _LISTABLE:
             raise ValueError(
                 f"status must be one of {', '.join(sorted(_LISTABLE))}, got {status!r}"
@@ -181,7 +147,8 @@ class Marketplace:
         return self._read("get_asset", lambda: self.client.assets[asset_id].get(**self._http))
 
     def default_template(self, product_id: str) -> str | None:
-        """The product's asset fulfillment template: one flagged or named default, else the first."""
+        """The product's asset fulfillment template: one flagged or named default, else the
+        first."""
         with self._templates_lock:
             if product_id in self._templates:
                 return self._templates[product_id]
@@ -258,38 +225,29 @@ class Marketplace:
 
     # -- notes ---------------------------------------------------------------------------------
 
-    def post_note(self, request_id: str, text: str, *, once_key: str | None = None) -> bool:
+    def post_note(
+        self,
+        request_id: str,
+        text: str,
+        *,
+        once_key: str | None = None,
+        first_attempt: bool = False,
+    ) -> bool:
         """Post a message to the request's conversation; True if posted now, False if already there.
 
         With ``once_key`` the note is posted at most once: a key seen by this gateway, or the same
         text among the conversation's newest messages (so it survives restarts), means "already
-        there". Without it the note is always posted, except that after an ambiguous failure the
-        gateway checks for its own text before trying again.
+        there". ``first_attempt=True`` says no earlier attempt of this note (this ``once_key``)
+        can have reached Connect, in this process or any other: the messages are then not read
+        before the post (the default reads them). Without ``once_key`` the note is always posted.
+        Either way, after an ambiguous failure the gateway checks for its own text before trying
+        again.
         """
-        text = text[:NOTE_MAX_CHARS]
-        if not text.strip():
-            raise ValueError("a note needs text")
-        if once_key is not None and self._notes_posted.get(once_key):
-            return False
-        conversation_id = self._conversation(request_id)
-        if once_key is not None and self._has_message(conversation_id, text):
-            self._notes_posted.put(once_key, True)
-            return False
-        messages = self.client.conversations[conversation_id].messages
-        payload = {"text": text, "type": "message"}
-        self._ambiguous(
-            "post_note",
-            send=lambda: messages.create(payload=payload, **self._http),
-            reconcile=lambda: (
-                True if self._has_message(conversation_id, text, retries=False) else None
-            ),
-        )
-        if once_key is not None:
-            self._notes_posted.put(once_key, True)
-        return True
+        return self._notes.post(request_id, text, once_key=once_key, first_attempt=first_attempt)
 
     def close(self) -> None:
-        """Close this thread's HTTP session. Other threads' sessions close when they are collected."""
+        """Close this thread's HTTP session. Other threads' sessions close when they are
+        collected."""
         self.client.session.close()
 
     # -- internals -----------------------------------------------------------------------------
@@ -309,8 +267,9 @@ class Marketplace:
     def _ambiguous(
         self, operation: str, *, send: Callable[[], Any], reconcile: Callable[[], Any]
     ) -> Any:
-        """A non-idempotent call: after a failure that may have acted, ``reconcile`` runs before any
-        new attempt; it returns a result if the call had landed, or None to send again (or raises)."""
+        """A non-idempotent call: after a failure that may have acted, ``reconcile`` runs before
+        any new attempt; it returns a result if the call had landed, or None to send again (or
+        raises)."""
         uncertain = False
 
         def attempt() -> Any:
@@ -393,63 +352,6 @@ class Marketplace:
             return Page(items, total.count if total else None)
 
         return self._retry.call(operation, lambda: self._retry.once(send))
-
-    def _conversation(self, request_id: str) -> str:
-        cached = self._conversations.get(request_id)
-        if cached:
-            return str(cached)
-        found = self.client.conversations.filter(instance_id=request_id).configure(**self._http)
-        first = self._retry.call("find_conversation", lambda: self._retry.once(found.first))
-        if not isinstance(first, dict) or not first.get("id"):
-            raise NotFound(f"find_conversation: request {request_id} has no conversation")
-        self._conversations.put(request_id, first["id"])
-        return str(first["id"])
-
-    def _has_message(self, conversation_id: str, text: str, *, retries: bool = True) -> bool:
-        newest = (
-            self.client.conversations[conversation_id]
-            .messages.all()
-            .order_by("-created")
-            .configure(**self._http)
-            .limit(_MESSAGES_SCANNED)
-        )
-
-        def read() -> list[dict[str, Any]]:
-            return self._retry.once(lambda: list(newest[0:_MESSAGES_SCANNED]))
-
-        messages = self._retry.call("read_messages", read) if retries else read()
-        return any(isinstance(m, dict) and m.get("text") == text for m in messages)
-
-
-def _cache_user_agent() -> None:
-    """connect-openapi-client rebuilds its User-Agent on every call, reading its own version from
-    the installed package metadata (a file read and an e-mail header parse, ~0.3 ms of CPU per
-    call). The value cannot change while the process runs, so it is computed once."""
-    build = getattr(connect_utils, "_get_user_agent", None)
-    if callable(build) and not hasattr(build, "cache_info"):
-        connect_utils._get_user_agent = functools.lru_cache(maxsize=1)(build)
-
-
-_cache_user_agent()
-
-
-def _size_connection_pool(endpoint: str, connections: int) -> None:
-    """Give the client's connection pool room for every worker.
-
-    connect-openapi-client shares one ``requests`` adapter per endpoint between the per-thread
-    sessions, with requests' default pool of 10 connections: with more workers than that, every
-    call beyond the tenth opens a fresh TCP connection and throws it away. The client reads the
-    adapter from a module-level mapping on first use, so one placed there first is the one used.
-    If a later client version drops that mapping, this does nothing and only speed suffers.
-    """
-    transports = getattr(connect_fluent, "_SYNC_TRANSPORTS", None)
-    if not isinstance(transports, dict):
-        return
-    current = transports.get(endpoint)
-    if current is None or getattr(current, "_pool_maxsize", 0) < connections:
-        transports[endpoint] = HTTPAdapter(
-            pool_connections=4, pool_maxsize=connections, max_retries=0
-        )
 
 
 def _pick_template(templates: Iterable[Any]) -> str | None:

@@ -57,7 +57,8 @@ class Page:
 
 
 def placement(item: Any) -> tuple[str, datetime] | str:
-    """``(id, created)`` of a row the keyset can place, else why it cannot (the row is malformed)."""
+    """``(id, created)`` of a row the keyset can place, else why it cannot (the row is
+    malformed)."""
     if not isinstance(item, dict):
         return f"expected a JSON object, got {type(item).__name__}"
     item_id = item.get("id")
@@ -70,9 +71,10 @@ def placement(item: Any) -> tuple[str, datetime] | str:
 
 
 def fingerprint(item: Any) -> str:
-    """What identifies a row without a usable id within one pass: its id if it has one, else its text."""
+    """What identifies a row without a usable id within one pass: its id if it has one, else its
+    text."""
     if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"].strip():
-        return item["id"]
+        return str(item["id"])
     try:
         text = json.dumps(item, sort_keys=True, default=repr)
     except (TypeError, ValueError):
@@ -139,8 +141,9 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
                 "or sent the same malformed rows again"
             )
         if len(tied) > MAX_TIED:
+            when = rql_datetime(cursor)  # type: ignore[arg-type]
             raise MarketplaceError(
-                f"more than {MAX_TIED} pending requests share the created time {rql_datetime(cursor)}; "  # type: ignore[arg-type]
+                f"more than {MAX_TIED} pending requests share the created time {when}; "
                 "this pass stops here and the next one resumes"
             )
 

@@ -85,8 +85,17 @@ class Marketplace(Protocol):
 
     # -- notes and resources -------------------------------------------------------------------
 
-    def post_note(self, request_id: str, text: str, *, once_key: str | None = None) -> bool:
-        """Post to the request's conversation; False when ``once_key``'s note is already there."""
+    def post_note(
+        self,
+        request_id: str,
+        text: str,
+        *,
+        once_key: str | None = None,
+        first_attempt: bool = False,
+    ) -> bool:
+        """Post to the request's conversation; False when ``once_key``'s note is already there.
+        ``first_attempt``: no earlier attempt of this note can have reached Connect, so the
+        conversation is not read for it before the post."""
         ...
 
     def close(self) -> None:

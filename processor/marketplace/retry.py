@@ -34,16 +34,12 @@ from __future__ import annotations
 
 import math
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-import requests
 import structlog
 from connect.client import ClientError
 from tenacity import (
@@ -61,6 +57,15 @@ from processor.marketplace.errors import (
     Stopping,
     TransientError,
     Unauthorized,
+)
+from processor.marketplace.failures import (
+    CONNECTION,
+    THROTTLED,
+    TLS,
+    CallFailed,
+    Failure,
+    classify,
+    parse_retry_after,
 )
 from processor.marketplace.settings import GatewaySettings
 
@@ -80,121 +85,16 @@ OnCall = Callable[[str, float], None]  # (operation, seconds): one HTTP attempt'
 
 log = structlog.get_logger("processor.marketplace")
 
-# Retry causes, as reported to on_retry and in logs.
-CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, THROTTLED = (
-    "connection",
-    "timeout",
-    "server_error",
-    "bad_response",
-    "throttled",
-)
-CLIENT_ERROR = "client_error"
-# A TLS failure (certificate not trusted, handshake refused) is transient for the request (it is
-# deferred, never refused) but not retried within a call: a certificate does not change in seconds.
-TLS = "tls"
-_TRANSIENT = frozenset({CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE, THROTTLED, TLS})
-# The server may have acted on a call that failed this way (a 429 is refused before any work).
-_AMBIGUOUS = frozenset({CONNECTION, TIMEOUT, SERVER_ERROR, BAD_RESPONSE})
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One failed attempt, classified."""
-
-    cause: str
-    status_code: int | None = None
-    error_code: str | None = None
-    errors: tuple[str, ...] = ()
-    retry_after: float | None = None  # seconds, from a 429's Retry-After
-    sent: bool = True  # False only when the request certainly never reached the server
-
-    @property
-    def transient(self) -> bool:
-        return self.cause in _TRANSIENT
-
-    @property
-    def ambiguous(self) -> bool:
-        return self.sent and self.cause in _AMBIGUOUS
-
 
 @dataclass(frozen=True)
 class Waiting:
-    """A call under way: what it is, since when (``clock()`` seconds), which attempt, why it retried."""
+    """A call under way: what it is, since when (``clock()`` seconds), which attempt, why it
+    retried."""
 
     operation: str
     since: float
     attempt: int = 1
     cause: str | None = None
-
-
-class CallFailed(Exception):
-    """Internal: an attempt failed; carries the classification through tenacity."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.cause)
-        self.failure = failure
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def classify(exc: ClientError, now: float) -> Failure:
-    """Classify a connect-openapi-client error by what it says about the call's fate."""
-    cause_exc = exc.__cause__
-    status = exc.status_code
-    errors = tuple(str(e) for e in (exc.errors or ()))
-    if status is None:
-        if not isinstance(cause_exc, requests.RequestException):
-            return Failure(CLIENT_ERROR, errors=(str(exc),))
-        if isinstance(cause_exc, requests.exceptions.SSLError):
-            return Failure(TLS, sent=False, errors=(_tls_reason(cause_exc),))
-        if isinstance(cause_exc, requests.ConnectTimeout):
-            return Failure(TIMEOUT, sent=False)
-        if isinstance(cause_exc, requests.Timeout):
-            return Failure(TIMEOUT)
-        return Failure(CONNECTION)
-    if status == 429:
-        response = getattr(cause_exc, "response", None)
-        header = response.headers.get("Retry-After") if response is not None else None
-        return Failure(THROTTLED, status, exc.error_code, errors, parse_retry_after(header, now))
-    if status >= 500:
-        return Failure(SERVER_ERROR, status, exc.error_code, errors)
-    if status < 400:
-        return Failure(BAD_RESPONSE, status)  # a success whose body could not be read
-    return Failure(CLIENT_ERROR, status, exc.error_code, errors)
-
-
-def _tls_reason(exc: BaseException) -> str:
-    """The innermost SSL error's words ("certificate verify failed: self-signed certificate ...")."""
-    pending, seen = [exc], 0
-    while pending and seen < 16:
-        err = pending.pop()
-        seen += 1
-        if isinstance(err, ssl.SSLError):
-            return str(getattr(err, "verify_message", None) or err.reason or err)[:200]
-        pending.extend(
-            a
-            for a in (*err.args, getattr(err, "reason", None), err.__cause__)
-            if isinstance(a, BaseException)
-        )
-    return type(exc).__name__
 
 
 class Retrier:
@@ -240,20 +140,36 @@ class Retrier:
         Errors come out typed: :class:`TransientError`, :class:`Unauthorized`, :class:`NotFound`,
         :class:`ActionRefused`; a :class:`MarketplaceError` raised by ``attempt`` passes through.
         """
-        retrying = Retrying(
-            stop=stop_after_attempt(self.settings.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception(self._retryable),
-            sleep=lambda seconds: self._pause(operation, seconds),
-            before_sleep=lambda state: self._before_sleep(operation, state),
-            reraise=True,
-        )
         self._operation.name = operation
         me = threading.get_ident()
         with self._calls_lock:
             self._calls[me] = Waiting(operation, self._clock())
         try:
-            return retrying(attempt)
+            try:
+                # The first attempt runs bare: most calls succeed at once, and building tenacity's
+                # machinery for each of them costs more CPU than the call's own bookkeeping.
+                return attempt()
+            except CallFailed as failed:
+                if not self._retryable(failed) or self.settings.max_attempts <= 1:
+                    raise
+                first: list[CallFailed] = [failed]
+            # Tenacity takes over from the first failure, which it sees as its own first attempt,
+            # so waits, logs, hooks and the attempt limit are those of a call that failed once.
+            retrying = Retrying(
+                stop=stop_after_attempt(self.settings.max_attempts),
+                wait=self._wait,
+                retry=retry_if_exception(self._retryable),
+                sleep=lambda seconds: self._pause(operation, seconds),
+                before_sleep=lambda state: self._before_sleep(operation, state),
+                reraise=True,
+            )
+
+            def again() -> T:
+                if first:
+                    raise first.pop()
+                return attempt()
+
+            return retrying(again)
         except CallFailed as failed:
             raise self.error(operation, failed.failure) from None
         finally:
@@ -267,7 +183,8 @@ class Retrier:
             return sorted(self._calls.values(), key=lambda w: w.since)
 
     def _pause(self, operation: str, seconds: float) -> None:
-        """A backoff or throttle wait that ends with :class:`Stopping` when the stop event is set."""
+        """A backoff or throttle wait that ends with :class:`Stopping` when the stop event is
+        set."""
         if self.stop.is_set():
             raise Stopping(operation)
         if self._sleep is None:
@@ -279,7 +196,8 @@ class Retrier:
             raise Stopping(operation)
 
     def once(self, send: Callable[[], T]) -> T:
-        """One attempt: wait for the throttle gate, call, classify a failure as :class:`CallFailed`."""
+        """One attempt: wait for the throttle gate, call, classify a failure as
+        :class:`CallFailed`."""
         self._pass_gate()
         started = time.perf_counter()
         try:

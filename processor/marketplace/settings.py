@@ -1,4 +1,5 @@
-"""What the gateway is configured with (:class:`GatewaySettings`) and what it lists (:class:`Selector`).
+"""What the gateway is configured with (:class:`GatewaySettings`) and what it lists
+(:class:`Selector`).
 
 The selector renders to RQL with connect-openapi-client's ``R`` objects. Values are written into
 the query string as they are, so the selector refuses values that could change the query's

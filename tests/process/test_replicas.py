@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -69,7 +70,7 @@ def journal_url(postgres_url: str) -> Iterator[str]:
 def log_events(daemon: Daemon, event: str) -> int:
     """How many times ``daemon`` logged ``event`` (JSON lines, across its restarts)."""
     text = daemon.log.read_text(encoding="utf-8", errors="replace") if daemon.log.exists() else ""
-    return text.count(f'"event": "{event}"')
+    return len(re.findall(rf'"event": ?"{re.escape(event)}"', text))
 
 
 def sql_rows(journal_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
