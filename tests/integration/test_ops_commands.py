@@ -192,7 +192,7 @@ def test_report_refuses_an_empty_range_and_bad_dates(run: Any, history: Journal)
         run(REPORT, "--since", "last tuesday")
 
 
-# -- retry and park -----------------------------------------------------------------------------------
+# -- retry and park ---------------------------------------------------------------------------
 
 
 def test_retry_sends_a_parked_request_back_to_new_and_names_the_operator(
@@ -267,7 +267,7 @@ def test_park_needs_a_reason(run: Any, history: Journal) -> None:
     assert run(PARK, "PR-04", "--reason", "   ").status == 1
 
 
-# -- journal export -----------------------------------------------------------------------------------
+# -- journal export ----------------------------------------------------------------------------
 
 
 def test_export_writes_every_record_with_its_transitions_as_json_lines(

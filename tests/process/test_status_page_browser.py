@@ -56,7 +56,10 @@ REQUESTS: list[tuple[str, State, str, dict[str, Any]]] = [
         {
             "outcome": "ambiguous",
             "last_error": "read timeout after 60 s",
-            "reason": "the vendor call may have acted and the vendor offers neither idempotency nor a status read",
+            "reason": (
+                "the vendor call may have acted and the vendor offers neither idempotency nor a "
+                "status read"
+            ),
         },
     ),
     (
