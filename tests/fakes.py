@@ -80,6 +80,7 @@ class FakeMarketplace:
         self.scheduled: list[tuple[str, datetime]] = []
         self.assigned: list[tuple[str, str | None, str | None]] = []
         self.notes: list[tuple[str, str]] = []
+        self.first_attempts: list[bool] = []  # post_note's first_attempt, one per note posted
         self.errors: dict[str, deque[Exception]] = defaultdict(deque)
 
     def _raise(self, operation: str) -> None:
@@ -158,6 +159,7 @@ class FakeMarketplace:
     ) -> bool:
         self._raise("post_note")
         self.notes.append((request_id, text))
+        self.first_attempts.append(first_attempt)
         return True
 
     def default_template(self, product_id: str) -> str | None:

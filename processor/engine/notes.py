@@ -152,7 +152,12 @@ class Notes:
             return
         name, policy = self.policy_of(claim, decision) if decision is not None else (None, None)
         try:
-            self._post(claim.record, request.subscription_id, name, policy)
+            # Fence 1 is the row's first claim ever: every claim, takeover and operator force
+            # raises it, so no earlier worker can have posted this note, and the gateway may skip
+            # its search of the conversation (one Connect read of four per request). A crash after
+            # the post leaves the note owed under a higher fence, where the search runs again.
+            first = claim.fence == 1
+            self._post(claim.record, request.subscription_id, name, policy, first_attempt=first)
             self.journal.update(claim, noted=claim.state.value)
         except (MarketplaceError, LeaseLost) as exc:
             get_logger(**request.log_context()).warning("note_not_posted", error=str(exc))
@@ -189,10 +194,15 @@ class Notes:
         subscription: str | None,
         name: str | None,
         policy: PolicyConfig | None,
+        *,
+        first_attempt: bool = False,
     ) -> None:
         text = note_text(record, subscription, name, policy)
         self.marketplace.post_note(
-            record.request_id, text, once_key=f"{record.request_id}:{record.state.value}"
+            record.request_id,
+            text,
+            once_key=f"{record.request_id}:{record.state.value}",
+            first_attempt=first_attempt,
         )
 
     def _recorded_policy(self, record: RequestRecord) -> tuple[str | None, PolicyConfig | None]:
