@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import responses
 
-from processor.marketplace import GatewaySettings, Marketplace
+from processor.marketplace import ConnectGateway, GatewaySettings
 
 ENDPOINT = "https://connect.example/public/v1"
 SECRET = "Zx9-very-secret-part-0123456789"
@@ -57,11 +57,11 @@ def retries_fixture() -> list[tuple[str, str]]:
 
 @pytest.fixture(name="gateway")
 def gateway_fixture(fake_time: FakeTime, retries: list[tuple[str, str]]) -> Any:
-    def build(**overrides: Any) -> Marketplace:
+    def build(**overrides: Any) -> ConnectGateway:
         settings = GatewaySettings(
             endpoint=ENDPOINT, api_key=overrides.pop("api_key", API_KEY), **overrides
         )
-        return Marketplace(
+        return ConnectGateway(
             settings,
             sleep=fake_time.sleep,
             clock=fake_time.clock,

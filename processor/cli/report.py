@@ -62,12 +62,12 @@ def dry_run(config: Config, selector: Selector) -> int:
     """Print, per pending request, what ``run`` would do. Writes nothing anywhere."""
     from processor.daemon.runtime import gateway_settings, load_adapters
     from processor.engine.core import Engine
-    from processor.marketplace import Marketplace
+    from processor.marketplace import ConnectGateway
     from processor.observe import register_secret
 
     api_key = connect_api_key(config) or ""
     register_secret(api_key)
-    marketplace = Marketplace(gateway_settings(config, api_key))
+    marketplace = ConnectGateway(gateway_settings(config, api_key))
     journal = _journal_for_reading(config)
     engine = Engine(
         config=config,

@@ -20,7 +20,7 @@ from processor.engine.core import Engine, utcnow
 from processor.engine.leases import LeaseKeeper
 from processor.journal import open_journal
 from processor.journal.base import Journal
-from processor.marketplace import GatewaySettings, Marketplace, Selector
+from processor.marketplace import ConnectGateway, GatewaySettings, Selector
 from processor.observe import Metrics, register_secret
 
 __all__ = [
@@ -91,7 +91,7 @@ def load_adapters(config: Config) -> dict[str, VendorAdapter]:
 class Runtime:
     config: Config
     journal: Journal
-    marketplace: Marketplace
+    marketplace: ConnectGateway
     adapters: dict[str, VendorAdapter]
     engine: Engine
     metrics: Metrics
@@ -142,7 +142,7 @@ def build_runtime(
         journal.migrate()
     journal.check_schema()
     metrics = Metrics()
-    marketplace = Marketplace(
+    marketplace = ConnectGateway(
         gateway_settings(config, api_key),
         on_retry=metrics.on_retry,
         on_call=metrics.on_connect_call,

@@ -47,7 +47,7 @@ from processor.engine.core import Engine
 from processor.engine.leases import LeaseKeeper
 from processor.journal import open_journal
 from processor.journal.base import Journal
-from processor.marketplace import Marketplace
+from processor.marketplace import ConnectGateway
 from processor.observe import Metrics, register_secret
 
 __all__ = ["RuntimeCache", "build_eaas_runtime", "gateway_client", "fingerprint"]
@@ -104,7 +104,7 @@ def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> R
         settings = dataclasses.replace(
             gateway_settings(config, client.api_key), endpoint=client.endpoint
         )
-        marketplace = Marketplace(
+        marketplace = ConnectGateway(
             settings,
             client=gateway_client(client, config),
             on_retry=metrics.on_retry,

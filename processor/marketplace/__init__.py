@@ -1,6 +1,7 @@
 """The Connect gateway: the only part of the processor that talks to CloudBlue Connect.
 
-- :mod:`.gateway` — :class:`Marketplace`: reads, actions, notes, ambiguous-outcome handling;
+- :mod:`.gateway` — :class:`ConnectGateway` (what :class:`Marketplace`, the protocol of
+  :mod:`.protocol`, asks of Connect): reads, actions, notes, ambiguous-outcome handling;
 - :mod:`.client` — the ConnectClient it talks through (one pool, the environment read once);
 - :mod:`.notes` — conversation messages, posted at most once;
 - :mod:`.retry` — the single retry layer (backoff, 429 ``Retry-After``, typed errors);
@@ -19,11 +20,13 @@ from processor.marketplace.errors import (
     TransientError,
     Unauthorized,
 )
-from processor.marketplace.gateway import NOTE_MAX_CHARS, Marketplace
+from processor.marketplace.gateway import NOTE_MAX_CHARS, ConnectGateway
+from processor.marketplace.protocol import Marketplace
 from processor.marketplace.retry import OnRetry, parse_retry_after
 from processor.marketplace.settings import DEFAULT_ENDPOINT, GatewaySettings, Selector, rql_datetime
 
 __all__ = [
+    "ConnectGateway",
     "Marketplace",
     "GatewaySettings",
     "Selector",

@@ -41,7 +41,7 @@ from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
 from processor.marketplace.settings import GatewaySettings, Selector
 
-__all__ = ["Marketplace", "NOTE_MAX_CHARS"]
+__all__ = ["ConnectGateway", "NOTE_MAX_CHARS"]
 
 log = structlog.get_logger("processor.marketplace")
 
@@ -52,7 +52,7 @@ _LISTABLE = frozenset(
 )
 
 
-class Marketplace:
+class ConnectGateway:
     """Connect, as the processor uses it. Every method may raise a :class:`MarketplaceError`.
 
     ``client`` replaces the ConnectClient built from ``settings`` (it should have
@@ -106,7 +106,7 @@ class Marketplace:
         self._templates_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Marketplace(endpoint={self.settings.endpoint!r})"
+        return f"ConnectGateway(endpoint={self.settings.endpoint!r})"
 
     def stop_on(self, event: threading.Event) -> None:
         """Retry waits end (with :class:`~processor.marketplace.errors.Stopping`) once ``event`` is

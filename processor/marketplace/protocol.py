@@ -3,7 +3,7 @@
 The engine and the daemon (run by the CLI, the ops commands and the EaaS tasks) call these
 operations and nothing else on the object they are given; the preflight checks and the terminal's
 retry ticker use the real gateway (its client, its retry state).
-:class:`processor.marketplace.gateway.Marketplace` is the real one; the unit tests' in-memory
+:class:`processor.marketplace.gateway.ConnectGateway` is the real one; the unit tests' in-memory
 Connect implements the same protocol, and mypy checks both against it
 (tests/unit/test_code_habits.py).
 

@@ -36,7 +36,7 @@ from typing import Any, Literal, cast
 from processor.adapters.base import VendorAdapter, supports
 from processor.config.schema import Config, ConfigError, connect_api_key, load_config
 from processor.marketplace import (
-    Marketplace,
+    ConnectGateway,
     MarketplaceError,
     NotFound,
     TransientError,
@@ -157,7 +157,7 @@ def _connect(config: Config, api_key: str) -> list[Check]:
     quick = config.model_copy(
         update={"connect": config.connect.model_copy(update={"retry": retry})}
     )
-    marketplace = Marketplace(gateway_settings(quick, api_key))
+    marketplace = ConnectGateway(gateway_settings(quick, api_key))
     try:
         try:
             pending = marketplace.count_pending(selector_for(config))
@@ -177,12 +177,12 @@ def _connect(config: Config, api_key: str) -> list[Check]:
         marketplace.close()
 
 
-def _get_template(marketplace: Marketplace, product_id: str, template_id: str) -> Any:
+def _get_template(marketplace: ConnectGateway, product_id: str, template_id: str) -> Any:
     """One product template, read once (the gateway's ``_read`` retries it)."""
     return marketplace.client.products[product_id].templates[template_id].get(**marketplace._http)
 
 
-def _product(config: Config, marketplace: Marketplace, product_id: str) -> Check:
+def _product(config: Config, marketplace: ConnectGateway, product_id: str) -> Check:
     name = f"product {product_id}"
     wanted = {
         t

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import responses
 
-from processor.marketplace import GatewaySettings, Marketplace, TransientError
+from processor.marketplace import ConnectGateway, GatewaySettings, TransientError
 
 ENDPOINT = "https://connect.example/public/v1"
 API_KEY = "ApiKey SU-123-456-789:Zx9-very-secret-part-0123456789"
@@ -32,8 +32,8 @@ def url(path: str) -> str:
     return f"{ENDPOINT}/{path}"
 
 
-def gateway(endpoint: str = ENDPOINT, **overrides: Any) -> Marketplace:
-    return Marketplace(
+def gateway(endpoint: str = ENDPOINT, **overrides: Any) -> ConnectGateway:
+    return ConnectGateway(
         GatewaySettings(endpoint=endpoint, api_key=API_KEY, **overrides), sleep=lambda _: None
     )
 

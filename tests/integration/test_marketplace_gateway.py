@@ -4,7 +4,7 @@ tests/unit/test_marketplace_gateway_*.py.)"""
 
 from __future__ import annotations
 
-from processor.marketplace import GatewaySettings, Marketplace, Selector
+from processor.marketplace import ConnectGateway, GatewaySettings, Selector
 
 from ..gateway_support import FakeTime, fake_time_fixture  # noqa: F401 - fixtures
 
@@ -25,7 +25,7 @@ def test_iter_pending_and_approve_against_the_mock_marketplace_with_faults(
     )
     app = create_app(MarketplaceSettings(generate=240, seed=5, faults=faults))
     with ServerThread(app) as server:
-        market = Marketplace(
+        market = ConnectGateway(
             GatewaySettings(
                 endpoint=f"{server.url}/public/v1",
                 api_key=app.config.api_key,

@@ -14,18 +14,18 @@ import requests
 import responses
 
 from cancel_sandbox.marketplace import MarketplaceSettings, MockClock, approve_template, create_app
-from processor.marketplace import GatewaySettings, Marketplace, NotPending, Selector
+from processor.marketplace import ConnectGateway, GatewaySettings, NotPending, Selector
 from processor.ops.serving import ServerThread
 
 START = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def connect() -> Iterator[tuple[Any, Marketplace, MockClock]]:
+def connect() -> Iterator[tuple[Any, ConnectGateway, MockClock]]:
     clock = MockClock(START)
     app = create_app(MarketplaceSettings(generate=12, seed=3, clock=clock))
     with ServerThread(app) as server:
-        gateway = Marketplace(
+        gateway = ConnectGateway(
             GatewaySettings(
                 endpoint=f"{server.url}/public/v1",
                 api_key=app.config.api_key,
@@ -37,12 +37,12 @@ def connect() -> Iterator[tuple[Any, Marketplace, MockClock]]:
         gateway.close()
 
 
-def pending_ids(gateway: Marketplace) -> list[str]:
+def pending_ids(gateway: ConnectGateway) -> list[str]:
     return sorted(r["id"] for r in gateway.iter_pending(Selector()))
 
 
 def test_schedule_revoke_confirm_and_the_revoking_listing(
-    connect: tuple[Any, Marketplace, MockClock],
+    connect: tuple[Any, ConnectGateway, MockClock],
 ) -> None:
     app, gateway, clock = connect
     first, second = pending_ids(gateway)[:2]
@@ -80,7 +80,7 @@ def test_schedule_revoke_confirm_and_the_revoking_listing(
 
 
 def test_approve_tells_connect_when_the_cancellation_took_effect(
-    connect: tuple[Any, Marketplace, MockClock],
+    connect: tuple[Any, ConnectGateway, MockClock],
 ) -> None:
     app, gateway, _ = connect
     request_id = pending_ids(gateway)[0]
@@ -94,7 +94,7 @@ def test_approve_tells_connect_when_the_cancellation_took_effect(
 
 
 def test_listing_by_status_refuses_a_status_cancels_never_have() -> None:
-    gateway = Marketplace(
+    gateway = ConnectGateway(
         GatewaySettings(
             endpoint="https://connect.example/public/v1", api_key="ApiKey SU-1:secret-123"
         )
@@ -105,7 +105,7 @@ def test_listing_by_status_refuses_a_status_cancels_never_have() -> None:
 
 def test_the_revoking_listing_goes_through_the_retry_layer() -> None:
     sleeps: list[float] = []
-    gateway = Marketplace(
+    gateway = ConnectGateway(
         GatewaySettings(
             endpoint="https://connect.example/public/v1",
             api_key="ApiKey SU-1:secret-123",

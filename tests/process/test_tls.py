@@ -32,7 +32,7 @@ from processor.adapters.base import RetryLater, Terminated, VendorCall
 from processor.adapters.http import HttpAdapter
 from processor.config.schema import ConfigError, load_config
 from processor.daemon.runtime import gateway_settings
-from processor.marketplace import Marketplace, Selector, TransientError
+from processor.marketplace import ConnectGateway, Selector, TransientError
 from processor.model import CancelRequest
 from processor.ops.serving import ServerThread
 
@@ -183,10 +183,10 @@ def _env(servers: HttpsSandbox) -> dict[str, str]:
     return {**env, **servers.sandbox.environ()}
 
 
-def _marketplace(servers: HttpsSandbox, tmp_path: Path, **verify: Any) -> Marketplace:
+def _marketplace(servers: HttpsSandbox, tmp_path: Path, **verify: Any) -> ConnectGateway:
     path = tmp_path / "processor.yaml"
     path.write_text(yaml.safe_dump(servers.config(tmp_path / "j.db", **verify)))
-    return Marketplace(gateway_settings(load_config(path, environ={}), servers.sandbox.api_key))
+    return ConnectGateway(gateway_settings(load_config(path, environ={}), servers.sandbox.api_key))
 
 
 REQUEST = CancelRequest(

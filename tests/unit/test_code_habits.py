@@ -93,7 +93,7 @@ def test_the_real_gateway_and_the_test_fakes_are_marketplaces(tmp_path: Path) ->
     probe.write_text(
         textwrap.dedent(
             f"""
-            from processor.marketplace.gateway import Marketplace as Gateway
+            from processor.marketplace.gateway import ConnectGateway as Gateway
             from processor.marketplace.protocol import Marketplace
             from {_module_name(fakes)} import FakeMarketplace
             from {_module_name(policy_fakes)} import PolicyMarketplace

@@ -12,7 +12,13 @@ import requests
 from connect.client.testing import ConnectClientMocker
 from structlog.testing import capture_logs
 
-from processor.marketplace import ActionRefused, GatewaySettings, Marketplace, NotFound, NotPending
+from processor.marketplace import (
+    ActionRefused,
+    ConnectGateway,
+    GatewaySettings,
+    NotFound,
+    NotPending,
+)
 
 from ..gateway_support import (  # noqa: F401 - fixtures
     API_KEY,
@@ -249,7 +255,7 @@ def test_default_template_prefers_the_flagged_default_and_is_cached(fake_time: F
         mocker.products["PRD-2"].templates.filter(scope="asset", type="fulfillment").limit(100)[
             0:100
         ].mock(return_value=[])
-        market = Marketplace(
+        market = ConnectGateway(
             GatewaySettings(endpoint=ENDPOINT, api_key=API_KEY), sleep=fake_time.sleep
         )
         assert market.default_template("PRD-1") == "TL-2"

@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 
 from processor.marketplace import (
     ActionRefused,
+    ConnectGateway,
     GatewaySettings,
-    Marketplace,
     NotFound,
     Selector,
     TransientError,
@@ -235,7 +235,7 @@ def test_a_failing_metrics_hook_does_not_break_the_call(http: Any, fake_time: Fa
 
     http.add("GET", url("requests/PR-1"), status=500)
     http.add("GET", url("requests/PR-1"), json=a_request())
-    market = Marketplace(
+    market = ConnectGateway(
         GatewaySettings(endpoint=ENDPOINT, api_key=API_KEY),
         sleep=fake_time.sleep,
         clock=fake_time.clock,

@@ -15,7 +15,13 @@ from typing import Any
 import responses
 
 from processor.cli.ticker import Ticker
-from processor.marketplace import GatewaySettings, Marketplace, Selector, Stopping, TransientError
+from processor.marketplace import (
+    ConnectGateway,
+    GatewaySettings,
+    Selector,
+    Stopping,
+    TransientError,
+)
 from processor.marketplace.retry import Waiting
 
 ENDPOINT = "https://connect.example/public/v1"
@@ -30,7 +36,7 @@ def test_a_backoff_under_way_ends_with_stopping_when_the_stop_event_is_set() -> 
         backoff_max=600.0,
     )
     stop = threading.Event()
-    market = Marketplace(settings)  # no injected sleep: waits are on the stop event
+    market = ConnectGateway(settings)  # no injected sleep: waits are on the stop event
     market.stop_on(stop)
     outcome: list[Any] = []
     with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
@@ -63,7 +69,7 @@ def test_no_retry_wait_starts_once_stopping() -> None:
     settings = GatewaySettings(
         endpoint=ENDPOINT, api_key="ApiKey SU-1:secret-123456", backoff_base=300.0
     )
-    market = Marketplace(settings)
+    market = ConnectGateway(settings)
     market.stop_on(stop)
     with responses.RequestsMock() as http:
         http.add(
