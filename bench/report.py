@@ -1,5 +1,7 @@
-"""The benchmark report: runs the throughput benchmarks and writes docs/benchmarks.md and
-docs/throughput.png. Run: ``python -m bench.report [--quick]`` (the plot needs the ``bench`` extra).
+"""The in-process benchmark report: runs the throughput benchmarks and writes
+docs/benchmarks-in-process.md and docs/throughput.png (docs/benchmarks.md holds what
+``bench.as_users_run`` measures, the product as users run it).
+Run: ``python -m bench.report [--quick]`` (the plot needs the ``bench`` extra).
 
 It calls the benchmark modules' own functions (bench/processor_throughput.py, bench/replicas.py),
 so each table is what the module's command prints, and says which command that is:
@@ -264,7 +266,7 @@ def build_report(
     say("replicas")
     lines += [*replicas_section(plan, postgres_url), ""]
     lines.append(f"Whole report: {time.monotonic() - started:.0f} s.")
-    out = docs / "benchmarks.md"
+    out = docs / "benchmarks-in-process.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
 
@@ -280,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--postgres-url", default=replica_bench.DEFAULT_POSTGRES_URL)
     parser.add_argument(
-        "--docs", type=Path, default=DOCS, help="where benchmarks.md and throughput.png go"
+        "--docs",
+        type=Path,
+        default=DOCS,
+        help="where benchmarks-in-process.md and throughput.png go",
     )
     args = parser.parse_args(argv)
     configure_logging("error", "json")
