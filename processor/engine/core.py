@@ -37,7 +37,7 @@ from typing import Any
 from processor.adapters.base import VendorAdapter
 from processor.config.schema import Config
 from processor.engine import crashpoints
-from processor.engine.base import Clock, Mover, ensure_row, stub_request, utcnow
+from processor.engine.base import Clock, Mover, stub_request, take_up, utcnow
 from processor.engine.batch import Batch
 from processor.engine.connect_steps import ConnectSteps
 from processor.engine.leases import LeaseKeeper
@@ -154,14 +154,13 @@ class Engine:
         if decision.action == "ignore":
             get_logger(**request.log_context()).debug("request_ignored", reason=decision.reason)
             return Outcome.IGNORED
-        record = ensure_row(self.journal, request)
-        if record.final:
-            return record.state
-        if self._resting(record):
-            return record.state
-        claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
-        if claim is None:
-            return Outcome.BUSY
+        record, claim = take_up(self.journal, request, self.owner, self.lease_seconds)
+        if claim is None:  # the row existed: final, resting, or to be claimed now
+            if record.final or self._resting(record):
+                return record.state
+            claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
+            if claim is None:
+                return Outcome.BUSY
         crashpoints.reached("after_claim")
         return self._run(claim, request, decision)
 

@@ -24,11 +24,10 @@ from processor.journal.base import (
     Claim,
     LeaseLost,
     RequestRecord,
-    SchemaError,
     State,
     Transition,
 )
-from processor.journal.connector import MIGRATE_HINT, Connector, Params
+from processor.journal.connector import Connector, Params
 from processor.journal.holders import LocalSendRights
 from processor.journal.rows import (
     MUTABLE_FIELDS,
@@ -43,6 +42,7 @@ from processor.journal.rows import (
     transition_from_row,
     utcnow,
 )
+from processor.journal.schema import check_schema, migrate
 
 __all__ = ["StoreJournal"]
 
@@ -89,39 +89,10 @@ class StoreJournal:
     # -- schema -----------------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        with self._c.migration() as tx:
-            tx.run(self._q["create_schema_version"])
-            current = _required(tx.one(self._q["schema_version"]))["version"] or 0
-            for migration in self._c.migrations():
-                if migration.version <= current:
-                    continue
-                tx.script(migration.sql)
-                tx.run(
-                    self._q["record_schema_version"],
-                    {
-                        "version": migration.version,
-                        "name": migration.name,
-                        "applied_at": self._c.time(self._now()),
-                    },
-                )
+        migrate(self._c, self._now())
 
     def check_schema(self) -> None:
-        latest = self._c.migrations()[-1].version
-        where = self._c.where
-        with self._c.read() as tx:
-            if not _required(tx.one(self._q["schema_version_exists"]))["present"]:
-                raise SchemaError(f"the journal schema is missing in {where}: {MIGRATE_HINT}")
-            current = _required(tx.one(self._q["schema_version"]))["version"] or 0
-        if current < latest:
-            raise SchemaError(
-                f"the journal schema in {where} is at version {current}, this code needs "
-                f"{latest}: {MIGRATE_HINT}"
-            )
-        if current > latest:
-            raise SchemaError(
-                f"the journal schema in {where} is at version {current}, newer than this "
-                f"code knows ({latest}): upgrade cancel-processor"
-            )
+        check_schema(self._c)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -137,28 +108,56 @@ class StoreJournal:
         environment: str | None = None,
         customer_id: str | None = None,
     ) -> RequestRecord:
+        ids = {"subscription_id": subscription_id, "asset_id": asset_id, "product_id": product_id}
+        ids |= {"marketplace_id": marketplace_id, "environment": environment}
+        return self._ensure(request_id, idempotency_key, ids | {"customer_id": customer_id})[0]
+
+    def ensure_and_claim(
+        self,
+        request_id: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        idempotency_key: str,
+        subscription_id: str | None = None,
+        asset_id: str | None = None,
+        product_id: str | None = None,
+        marketplace_id: str | None = None,
+        environment: str | None = None,
+        customer_id: str | None = None,
+    ) -> tuple[RequestRecord, Claim | None]:
+        ids = {"subscription_id": subscription_id, "asset_id": asset_id, "product_id": product_id}
+        ids |= {"marketplace_id": marketplace_id, "environment": environment}
+        ids |= {"customer_id": customer_id}
+        return self._ensure(request_id, idempotency_key, ids, (owner, lease_seconds))
+
+    def _ensure(
+        self,
+        request_id: str,
+        idempotency_key: str,
+        ids: dict[str, str | None],
+        claimant: tuple[str, float] | None = None,
+    ) -> tuple[RequestRecord, Claim | None]:
         # Every poll pass ensures every pending request: read first, write only what is new.
         existing = self.get(request_id)
         if existing is not None:
-            return existing
+            return existing, None
+        now = self._now()
+        key = {"request_id": request_id}
+        values = {**key, "state": State.NEW.value, "idempotency_key": idempotency_key, **ids}
+        lease = None if claimant is None else self._lease(now, claimant[1])
         with self._c.transaction() as tx:
-            tx.run(
-                self._q["insert"],
-                {
-                    "request_id": request_id,
-                    "state": State.NEW.value,
-                    "idempotency_key": idempotency_key,
-                    "subscription_id": subscription_id,
-                    "asset_id": asset_id,
-                    "product_id": product_id,
-                    "marketplace_id": marketplace_id,
-                    "environment": environment,
-                    "customer_id": customer_id,
-                    "now": self._c.time(self._now()),
-                },
-            )
-            row = _required(tx.one(self._q["get"], {"request_id": request_id}))
-        return self._record(row)
+            inserted = tx.one(self._q["insert"], values | {"now": self._c.time(now)})
+            # A row this call inserted is claimed in the same transaction: nothing can happen
+            # between the two that could not happen before the insert (a crash leaves no row).
+            if inserted is not None and claimant is not None and lease is not None:
+                params = {**key, "owner": claimant[0], "final_states": self._final, **lease}
+                row = tx.one(self._q["claim"], params)
+                if row is not None:
+                    record = self._record(row)
+                    return record, Claim(claimant[0], record.fence, record)
+            row = _required(tx.one(self._q["get"], key))
+        return self._record(row), None
 
     def get(self, request_id: str) -> RequestRecord | None:
         with self._c.read() as tx:

@@ -30,6 +30,7 @@ SELECT * FROM requests WHERE request_id = %(request_id)s;
 SELECT * FROM requests WHERE request_id = %(request_id)s FOR UPDATE;
 
 -- name: insert
+-- Returns the id only when this statement inserted the row.
 INSERT INTO requests (
     request_id, state, idempotency_key, subscription_id, asset_id, product_id, marketplace_id,
     environment, customer_id, created_at, updated_at
@@ -37,7 +38,8 @@ INSERT INTO requests (
     %(request_id)s, %(state)s, %(idempotency_key)s, %(subscription_id)s, %(asset_id)s, %(product_id)s,
     %(marketplace_id)s, %(environment)s, %(customer_id)s, %(now)s, %(now)s
 )
-ON CONFLICT (request_id) DO NOTHING;
+ON CONFLICT (request_id) DO NOTHING
+RETURNING request_id;
 
 -- name: claim
 -- One statement: concurrent claimers queue on the row lock and re-check the WHERE clause after the

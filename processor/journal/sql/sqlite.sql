@@ -29,6 +29,7 @@ SELECT * FROM requests WHERE request_id = :request_id;
 SELECT * FROM requests WHERE request_id = :request_id;
 
 -- name: insert
+-- Returns the id only when this statement inserted the row.
 INSERT INTO requests (
     request_id, state, idempotency_key, subscription_id, asset_id, product_id, marketplace_id,
     environment, customer_id, created_at, updated_at
@@ -36,7 +37,8 @@ INSERT INTO requests (
     :request_id, :state, :idempotency_key, :subscription_id, :asset_id, :product_id, :marketplace_id,
     :environment, :customer_id, :now, :now
 )
-ON CONFLICT (request_id) DO NOTHING;
+ON CONFLICT (request_id) DO NOTHING
+RETURNING request_id;
 
 -- name: claim
 -- A live lease of another owner blocks; an expired one, or our own, does not.

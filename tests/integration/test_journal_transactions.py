@@ -1,0 +1,37 @@
+"""What the journal commits per call, on both stores: the engine's hot path shares transactions
+where nothing can happen between two writes (issue 16), and the rows it leaves are the same."""
+
+from __future__ import annotations
+
+from ..fakes import count_writes
+from . import test_journal
+from .test_journal import Store
+
+# The stores under test (SQLite file, PostgreSQL schema) and their clock.
+store, clock = test_journal.store, test_journal.clock
+
+
+def test_a_new_request_is_ensured_and_claimed_in_one_transaction(store: Store) -> None:
+    journal = store.journal
+    writes = count_writes(journal)
+    record, claim = journal.ensure_and_claim(
+        "PR-1", "worker-a", 60, idempotency_key="cancel-PR-1", asset_id="AS-1", customer_id="CU-1"
+    )
+    assert writes() == 1
+    assert claim is not None and claim.owner == "worker-a" and claim.fence == 1
+    assert record == claim.record == journal.get("PR-1")
+    assert (record.state.value, record.lease_owner, record.asset_id) == ("new", "worker-a", "AS-1")
+    # The same history as ensure then claim: neither appends a transitions row.
+    journal.ensure("PR-2", idempotency_key="cancel-PR-2")
+    assert journal.claim("PR-2", "worker-a", 60) is not None
+    assert journal.transitions("PR-1") == journal.transitions("PR-2") == []
+
+
+def test_a_row_that_existed_comes_back_unclaimed(store: Store) -> None:
+    journal = store.journal
+    journal.ensure("PR-1", idempotency_key="cancel-PR-1")
+    writes = count_writes(journal)
+    record, claim = journal.ensure_and_claim("PR-1", "worker-a", 60, idempotency_key="x")
+    assert (claim, writes()) == (None, 0)
+    assert record == journal.get("PR-1") and record.fence == 0 and record.lease_owner is None
+    assert record.idempotency_key == "cancel-PR-1"
