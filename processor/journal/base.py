@@ -237,8 +237,11 @@ class Journal(Protocol):
     def renew(self, claim: Claim, lease_seconds: float) -> Claim:
         """Heartbeat: extend the lease. Raises :class:`LeaseLost`."""
 
-    def release(self, claim: Claim) -> None:
-        """Give the lease up (no-op if already lost)."""
+    def release(self, claim: Claim, **fields: Any) -> None:
+        """Give the lease up (no-op if already lost). With ``fields``, first update them as
+        :meth:`update` does, in the same transaction: the claim's last write and its release in
+        one commit. A moved fence then raises :class:`LeaseLost` with nothing written. The claim's
+        send right is given up whatever happens."""
 
     def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
         """An operator's hand (``retry``/``park`` commands): set the state regardless of leases,

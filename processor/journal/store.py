@@ -27,7 +27,7 @@ from processor.journal.base import (
     State,
     Transition,
 )
-from processor.journal.connector import Connector, Params
+from processor.journal.connector import Connector, Params, Session
 from processor.journal.holders import LocalSendRights
 from processor.journal.rows import (
     MUTABLE_FIELDS,
@@ -213,40 +213,54 @@ class StoreJournal:
     ) -> Claim:
         """Read the claimed row, merge ``fields``, write it back under the fence: one
         transaction."""
+        with self._c.transaction() as tx:
+            saved = self._save(tx, claim, to_state, fields, detail=detail, journaled=journaled)
+        return Claim(claim.owner, claim.fence, self._record(saved))
+
+    def _save(
+        self,
+        tx: Session,
+        claim: Claim,
+        to_state: State | None,
+        fields: dict[str, Any],
+        *,
+        detail: str | None,
+        journaled: bool,
+    ) -> Row:
+        """The write of :meth:`_change`, in the caller's transaction; the row as saved."""
         at = self._c.time(self._now())
         key = {"request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner}
-        with self._c.transaction() as tx:
-            row = tx.one(self._q["claimed"], key)
-            if row is None:
-                raise LeaseLost(claim.request_id, claim.fence)
-            current = self._record(row)
-            state = current.state if to_state is None else to_state
-            values = {name: getattr(current, name) for name in MUTABLE_FIELDS} | fields
-            saved = tx.one(
-                self._q["save"],
+        row = tx.one(self._q["claimed"], key)
+        if row is None:
+            raise LeaseLost(claim.request_id, claim.fence)
+        current = self._record(row)
+        state = current.state if to_state is None else to_state
+        values = {name: getattr(current, name) for name in MUTABLE_FIELDS} | fields
+        saved = tx.one(
+            self._q["save"],
+            {
+                **key,
+                **values,
+                "state": state.value,
+                "next_attempt_at": self._c.time(values["next_attempt_at"]),
+                "data": self._c.data(values["data"]),
+                "updated_at": at,
+            },
+        )
+        if saved is None:  # cannot happen while the row is held; the fence in WHERE decides
+            raise LeaseLost(claim.request_id, claim.fence)
+        if journaled:
+            tx.run(
+                self._q["log_transition"],
                 {
                     **key,
-                    **values,
-                    "state": state.value,
-                    "next_attempt_at": self._c.time(values["next_attempt_at"]),
-                    "data": self._c.data(values["data"]),
-                    "updated_at": at,
+                    "from_state": current.state.value,
+                    "to_state": state.value,
+                    "at": at,
+                    "detail": detail,
                 },
             )
-            if saved is None:  # cannot happen while the row is held; the fence in WHERE decides
-                raise LeaseLost(claim.request_id, claim.fence)
-            if journaled:
-                tx.run(
-                    self._q["log_transition"],
-                    {
-                        **key,
-                        "from_state": current.state.value,
-                        "to_state": state.value,
-                        "at": at,
-                        "detail": detail,
-                    },
-                )
-        return Claim(claim.owner, claim.fence, self._record(saved))
+        return saved
 
     def renew(self, claim: Claim, lease_seconds: float) -> Claim:
         params = {
@@ -261,10 +275,18 @@ class StoreJournal:
             raise LeaseLost(claim.request_id, claim.fence)
         return Claim(claim.owner, claim.fence, self._record(row))
 
-    def release(self, claim: Claim) -> None:
+    def release(self, claim: Claim, **fields: Any) -> None:
         key = {"request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner}
         try:
-            with self._c.atomic() as tx:
+            checked = check_fields(fields)  # before any transaction opens
+            if not checked:
+                with self._c.atomic() as tx:
+                    tx.run(self._q["release"], key)
+                return
+            # The claim's last update and its release, committed together (a moved fence writes
+            # neither: LeaseLost, and the lease is someone else's anyway).
+            with self._c.transaction() as tx:
+                self._save(tx, claim, None, checked, detail=None, journaled=False)
                 tx.run(self._q["release"], key)
         finally:  # the claim's work is over: it sends nothing more, whatever the lease says
             if self._senders is not None:

@@ -3,6 +3,10 @@ where nothing can happen between two writes (issue 16), and the rows it leaves a
 
 from __future__ import annotations
 
+import pytest
+
+from processor.journal.base import LeaseLost, State
+
 from ..fakes import count_writes
 from . import test_journal
 from .test_journal import Store
@@ -35,3 +39,34 @@ def test_a_row_that_existed_comes_back_unclaimed(store: Store) -> None:
     assert (claim, writes()) == (None, 0)
     assert record == journal.get("PR-1") and record.fence == 0 and record.lease_owner is None
     assert record.idempotency_key == "cancel-PR-1"
+
+
+def test_release_with_fields_writes_them_under_the_fence_in_the_same_transaction(
+    store: Store,
+) -> None:
+    journal = store.journal
+    _, claim = journal.ensure_and_claim("PR-1", "worker-a", 60, idempotency_key="cancel-PR-1")
+    assert claim is not None
+    claim = journal.transition(claim, State.PARKED, reason="a person decides")
+    writes = count_writes(journal)
+    journal.release(claim, noted="parked")
+    assert writes() == 1
+    record = journal.get("PR-1")
+    assert record is not None and record.noted == "parked" and record.lease_owner is None
+    assert record.lease_expires_at is None and record.fence == claim.fence
+    # A field update, as update() writes it: no transitions row.
+    assert [t.to_state for t in journal.transitions("PR-1")] == [State.PARKED]
+
+
+def test_release_with_fields_on_a_moved_fence_writes_nothing(store: Store) -> None:
+    journal = store.journal
+    _, claim = journal.ensure_and_claim("PR-1", "worker-a", 60, idempotency_key="cancel-PR-1")
+    assert claim is not None
+    moved = journal.transition(claim, State.WAITING_HUMAN)
+    journal.force("PR-1", State.PARKED, detail="by hand", actor="operator")
+    before = journal.get("PR-1")
+    with pytest.raises(LeaseLost):
+        journal.release(moved, noted="waiting_human")
+    assert journal.get("PR-1") == before
+    with pytest.raises(ValueError, match="cannot set"):
+        journal.release(moved, state="new")
