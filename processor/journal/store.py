@@ -16,6 +16,7 @@ IMMEDIATE``, row locks, ``SKIP LOCKED``) is the connector's, and its SQL's, busi
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -215,7 +216,7 @@ class StoreJournal:
         transaction."""
         with self._c.transaction() as tx:
             saved = self._save(tx, claim, to_state, fields, detail=detail, journaled=journaled)
-        return Claim(claim.owner, claim.fence, self._record(saved))
+        return Claim(claim.owner, claim.fence, saved)
 
     def _save(
         self,
@@ -226,9 +227,12 @@ class StoreJournal:
         *,
         detail: str | None,
         journaled: bool,
-    ) -> Row:
-        """The write of :meth:`_change`, in the caller's transaction; the row as saved."""
-        at = self._c.time(self._now())
+    ) -> RequestRecord:
+        """The write of :meth:`_change`, in the caller's transaction; the record as saved, built
+        from the row read and the fields written (what a read would return: ``fields`` are
+        checked and normalised, the time is the store's) rather than decoded once more."""
+        now = self._now()
+        at = self._c.time(now)
         key = {"request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner}
         row = tx.one(self._q["claimed"], key)
         if row is None:
@@ -236,18 +240,10 @@ class StoreJournal:
         current = self._record(row)
         state = current.state if to_state is None else to_state
         values = {name: getattr(current, name) for name in MUTABLE_FIELDS} | fields
-        saved = tx.one(
-            self._q["save"],
-            {
-                **key,
-                **values,
-                "state": state.value,
-                "next_attempt_at": self._c.time(values["next_attempt_at"]),
-                "data": self._c.data(values["data"]),
-                "updated_at": at,
-            },
-        )
-        if saved is None:  # cannot happen while the row is held; the fence in WHERE decides
+        params = {**key, **values, "state": state.value, "updated_at": at}
+        params["next_attempt_at"] = self._c.time(values["next_attempt_at"])
+        params["data"] = self._c.data(fields["data"]) if "data" in fields else None
+        if tx.one(self._q["save"], params) is None:  # the row is held: the fence in WHERE decides
             raise LeaseLost(claim.request_id, claim.fence)
         if journaled:
             tx.run(
@@ -260,7 +256,7 @@ class StoreJournal:
                     "detail": detail,
                 },
             )
-        return saved
+        return replace(current, **fields, state=state, updated_at=self._c.decode_time(at))
 
     def renew(self, claim: Claim, lease_seconds: float) -> Claim:
         params = {

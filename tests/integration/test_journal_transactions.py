@@ -3,9 +3,14 @@ where nothing can happen between two writes (issue 16), and the rows it leaves a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
 import pytest
 
-from processor.journal.base import LeaseLost, State
+from processor.journal.base import Claim, LeaseLost, State
 
 from ..fakes import count_writes
 from . import test_journal
@@ -70,3 +75,64 @@ def test_release_with_fields_on_a_moved_fence_writes_nothing(store: Store) -> No
     assert journal.get("PR-1") == before
     with pytest.raises(ValueError, match="cannot set"):
         journal.release(moved, state="new")
+
+
+def test_the_record_a_write_answers_is_the_record_a_read_returns(store: Store) -> None:
+    journal = store.journal
+    _, claim = journal.ensure_and_claim(
+        "PR-1", "worker-a", 60, idempotency_key="cancel-PR-1", subscription_id="SUB-1"
+    )
+    assert claim is not None and claim.record == journal.get("PR-1")
+    elsewhere = timezone(timedelta(hours=-5))
+    writes: list[Callable[[Claim], Claim]] = [
+        # JSON's own types come back from a read: lists for tuples, text keys for numbers.
+        lambda c: journal.transition(
+            c,
+            State.TERMINATING,
+            detail="intent",
+            attempts=1,
+            data={"policy": "p", "dates": ("a", "b"), 7: {"n": 1.5}},
+        ),
+        lambda c: journal.update(c, next_attempt_at=datetime(2031, 1, 2, 3, 4, 5, 6, elsewhere)),
+        lambda c: journal.transition(c, State.TERMINATED, outcome="terminated", last_error=None),
+        lambda c: journal.update(c, subscription_id="SUB-2", reason="why", next_attempt_at=None),
+        lambda c: journal.transition(c, State.APPROVED, noted="approved", data={}),
+    ]
+    for write in writes:
+        store.clock.advance(1.5)
+        claim = write(claim)
+        assert claim.record == journal.get("PR-1")
+    assert claim.record.data == {} and claim.record.updated_at == store.clock.now
+
+
+def test_a_write_decodes_the_stored_row_once_and_sends_unchanged_data_back_untouched(
+    store: Store,
+) -> None:
+    journal = store.journal
+    _, claim = journal.ensure_and_claim("PR-1", "worker-a", 60, idempotency_key="cancel-PR-1")
+    assert claim is not None
+    claim = journal.update(claim, data={"policy": "p"})
+    connector: Any = getattr(journal, "connector")  # noqa: B009 - StoreJournal's
+    decoded, encoded = [0], [0]
+    decode, encode = connector.decode_data, connector.data
+
+    def counted_decode(value: Any) -> Any:
+        decoded[0] += 1
+        return decode(value)
+
+    def counted_encode(value: Any) -> Any:
+        encoded[0] += 1
+        return encode(value)
+
+    connector.decode_data, connector.data = counted_decode, counted_encode
+    claim = journal.transition(claim, State.PARKED, reason="a person decides")
+    journal.release(claim, noted="parked")
+    assert (decoded[0], encoded[0]) == (2, 0)  # the row each write read; no data sent back
+    assert journal.get("PR-1") == replace(
+        claim.record,
+        noted="parked",
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=store.clock.now,
+    )
+    assert claim.record.data == {"policy": "p"}

@@ -79,12 +79,15 @@ SELECT * FROM requests
    FOR UPDATE;
 
 -- name: save
+-- A null :data keeps the stored data (NOT NULL: never a value of its own), so a write that does
+-- not change it neither encodes nor sends it. Returns the id only: the caller builds the record.
 UPDATE requests
    SET state = %(state)s, attempts = %(attempts)s, next_attempt_at = %(next_attempt_at)s,
        outcome = %(outcome)s, reason = %(reason)s, last_error = %(last_error)s, noted = %(noted)s,
-       data = %(data)s, subscription_id = %(subscription_id)s, updated_at = %(updated_at)s
+       data = COALESCE(%(data)s, data), subscription_id = %(subscription_id)s,
+       updated_at = %(updated_at)s
  WHERE request_id = %(request_id)s AND fence = %(fence)s AND lease_owner = %(owner)s
-RETURNING *;
+RETURNING request_id;
 
 -- name: renew
 UPDATE requests SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
