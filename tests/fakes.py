@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -197,3 +197,18 @@ def cancel_payload(
         },
         "marketplace": {"id": "MP-12345", "name": "Main"},
     }
+
+
+def count_writes(journal: Any) -> Callable[[], int]:
+    """Count the write transactions (``transaction``, ``atomic``) a StoreJournal opens now on."""
+    connector = journal.connector
+    seen = [0]
+    for name in ("transaction", "atomic"):
+        opened = getattr(connector, name)
+
+        def counted(opened: Any = opened) -> Any:
+            seen[0] += 1
+            return opened()
+
+        setattr(connector, name, counted)
+    return lambda: seen[0]

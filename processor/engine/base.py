@@ -33,7 +33,7 @@ from processor.journal.base import FINAL_STATES, Claim, Journal, RequestRecord, 
 from processor.model import CancelRequest
 from processor.observe import Metrics, get_logger
 
-__all__ = ["Mover", "Clock", "utcnow", "stub_request", "ensure_row"]
+__all__ = ["Mover", "Clock", "utcnow", "stub_request", "take_up"]
 
 Clock = Callable[[], datetime]
 _OUTCOME_STATES = frozenset(
@@ -60,10 +60,15 @@ def stub_request(request_id: str, record: RequestRecord, status: str = "") -> Ca
     )
 
 
-def ensure_row(journal: Journal, request: CancelRequest) -> RequestRecord:
-    """The request's journal row, inserted in ``new`` when the request is seen the first time."""
-    return journal.ensure(
+def take_up(
+    journal: Journal, request: CancelRequest, owner: str, lease_seconds: float
+) -> tuple[RequestRecord, Claim | None]:
+    """The request's journal row, inserted in ``new`` when the request is seen the first time and
+    then claimed in the same journal transaction; a row that existed comes back unclaimed."""
+    return journal.ensure_and_claim(
         request.id,
+        owner,
+        lease_seconds,
         idempotency_key=f"cancel-{request.id}",
         subscription_id=request.subscription_id,
         asset_id=request.asset_id,

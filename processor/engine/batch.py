@@ -36,7 +36,7 @@ from processor.adapters.base import (
 )
 from processor.config.schema import ProcessingConfig
 from processor.engine import crashpoints
-from processor.engine.base import Mover, ensure_row
+from processor.engine.base import Mover, take_up
 from processor.engine.circuit import Attempt, CircuitOpen
 from processor.engine.leases import LeaseKeeper
 from processor.engine.lifecycle import Lifecycle, Ready
@@ -150,7 +150,9 @@ class Batch:
         return self._drive(claim, request, decision)
 
     def _claim(self, request: CancelRequest, results: dict[str, Reached]) -> Claim | None:
-        record = ensure_row(self.journal, request)
+        record, claim = take_up(self.journal, request, self.owner, self.lease_seconds)
+        if claim is not None:
+            return claim
         if record.final:
             results[request.id] = record.state
             return None

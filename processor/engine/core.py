@@ -37,7 +37,7 @@ from typing import Any
 from processor.adapters.base import VendorAdapter
 from processor.config.schema import Config
 from processor.engine import crashpoints
-from processor.engine.base import Clock, Mover, ensure_row, stub_request, utcnow
+from processor.engine.base import Clock, Mover, stub_request, take_up, utcnow
 from processor.engine.batch import Batch
 from processor.engine.connect_steps import ConnectSteps
 from processor.engine.leases import LeaseKeeper
@@ -154,14 +154,13 @@ class Engine:
         if decision.action == "ignore":
             get_logger(**request.log_context()).debug("request_ignored", reason=decision.reason)
             return Outcome.IGNORED
-        record = ensure_row(self.journal, request)
-        if record.final:
-            return record.state
-        if self._resting(record):
-            return record.state
-        claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
-        if claim is None:
-            return Outcome.BUSY
+        record, claim = take_up(self.journal, request, self.owner, self.lease_seconds)
+        if claim is None:  # the row existed: final, resting, or to be claimed now
+            if record.final or self._resting(record):
+                return record.state
+            claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
+            if claim is None:
+                return Outcome.BUSY
         crashpoints.reached("after_claim")
         return self._run(claim, request, decision)
 
@@ -254,31 +253,51 @@ class Engine:
         self, claim: Claim, request: CancelRequest, decision: Decision, *, keep_claim: bool = False
     ) -> Reached:
         """Drive a claimed row; the claim is released here unless the caller (``resume``) does."""
+        owed: dict[str, str] = {}  # the note's record, written with the release
         try:
             if claim.state is State.NEW and self._released(claim.record):
                 decision = self.policy.decide(request, released=True)
-            return self._drive(claim, request, decision)
+            if keep_claim:
+                return self._drive(claim, request, decision)
+            reached = self._steps(claim, request, decision)
+            if isinstance(reached, Claim):
+                owed = self.notes.post(reached, request, decision)
+            return reached.state
         except LeaseLost:
             self.metrics.lease_lost.inc()
             get_logger(**request.log_context()).warning("lease_lost", fence=claim.fence)
             return Outcome.LEASE_LOST
         finally:
             if not keep_claim:
-                self.journal.release(claim)
+                self._release(claim, request, owed)
+
+    def _release(self, claim: Claim, request: CancelRequest, owed: dict[str, str]) -> None:
+        """Release the claim; a note just posted is recorded in the same transaction (nothing
+        remote happens between the two). A moved fence records nothing, as an update would."""
+        try:
+            self.journal.release(claim, **owed)
+        except LeaseLost as exc:
+            self.notes.not_recorded(request, exc)
 
     def _drive(self, claim: Claim, request: CancelRequest, decision: Decision) -> Reached:
+        reached = self._steps(claim, request, decision)
+        if isinstance(reached, Claim):
+            self.notes.note(reached, request, decision)
+        return reached.state
+
+    def _steps(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
+        """The steps, until a resting state, a step that has nothing to do, or a deferral."""
         for _ in range(_MAX_STEPS):
             step = self._step_for(claim)
             if step is None:
                 break
             stepped = step(claim, request, decision)
             if isinstance(stepped, Deferred):
-                return stepped.state
+                return stepped
             claim = stepped
             if claim.state in RESTING:
                 break
-        self.notes.note(claim, request, decision)
-        return claim.state
+        return claim
 
     def _step_for(self, claim: Claim) -> Step | None:
         state = claim.state

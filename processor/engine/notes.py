@@ -144,12 +144,26 @@ class Notes:
             return name, None
 
     def note(self, claim: Claim, request: CancelRequest, decision: Decision | None = None) -> None:
-        """Post the note of the state reached, once. A note that fails here stays owed in the
-        journal; the daemon posts it later (:meth:`renote`)."""
+        """Post the note of the state reached, once, and record it. A note that fails here stays
+        owed in the journal; the daemon posts it later (:meth:`renote`)."""
+        owed = self.post(claim, request, decision)
+        if owed:
+            try:
+                self.journal.update(claim, **owed)
+            except LeaseLost as exc:
+                self.not_recorded(request, exc)
+
+    def post(
+        self, claim: Claim, request: CancelRequest, decision: Decision | None = None
+    ) -> dict[str, str]:
+        """Post the note of the state reached, once; the fields that record it (``noted``), for
+        the caller to write under the claim (empty: nothing posted). The caller writes them with
+        its next journal write and nothing remote in between (:meth:`note`, or the engine's
+        release)."""
         if not self.enabled or claim.record.noted == claim.state.value:
-            return
+            return {}
         if claim.state not in NOTED_STATES:
-            return
+            return {}
         name, policy = self.policy_of(claim, decision) if decision is not None else (None, None)
         try:
             # Fence 1 is the row's first claim ever: every claim, takeover and operator force
@@ -158,9 +172,14 @@ class Notes:
             # the post leaves the note owed under a higher fence, where the search runs again.
             first = claim.fence == 1
             self._post(claim.record, request.subscription_id, name, policy, first_attempt=first)
-            self.journal.update(claim, noted=claim.state.value)
-        except (MarketplaceError, LeaseLost) as exc:
-            get_logger(**request.log_context()).warning("note_not_posted", error=str(exc))
+        except MarketplaceError as exc:
+            self.not_recorded(request, exc)
+            return {}
+        return {"noted": claim.state.value}
+
+    @staticmethod
+    def not_recorded(request: CancelRequest, exc: Exception) -> None:
+        get_logger(**request.log_context()).warning("note_not_posted", error=str(exc))
 
     def renote(self, record: RequestRecord) -> bool:
         """Post a note the journal says is owed (``noted`` is not the row's state), then record it.

@@ -187,6 +187,26 @@ class Journal(Protocol):
         """Take the lease if the row exists, is not final, has no live lease held by someone else,
         and its ``next_attempt_at`` is null or due. Bumps the fence. None otherwise."""
 
+    def ensure_and_claim(
+        self,
+        request_id: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        idempotency_key: str,
+        subscription_id: str | None = None,
+        asset_id: str | None = None,
+        product_id: str | None = None,
+        marketplace_id: str | None = None,
+        environment: str | None = None,
+        customer_id: str | None = None,
+    ) -> tuple[RequestRecord, Claim | None]:
+        """:meth:`ensure`, and when this call inserts the row, :meth:`claim` it in the same
+        transaction (one commit for a request seen the first time; a crash between the two would
+        leave a ``new`` row that the next claim starts afresh anyway). A row that already existed
+        is returned unclaimed: the caller decides whether to claim it. The record is the claim's
+        when claimed."""
+
     def claim_due(
         self, owner: str, lease_seconds: float, limit: int, states: Sequence[State] | None = None
     ) -> list[Claim]:
@@ -217,8 +237,11 @@ class Journal(Protocol):
     def renew(self, claim: Claim, lease_seconds: float) -> Claim:
         """Heartbeat: extend the lease. Raises :class:`LeaseLost`."""
 
-    def release(self, claim: Claim) -> None:
-        """Give the lease up (no-op if already lost)."""
+    def release(self, claim: Claim, **fields: Any) -> None:
+        """Give the lease up (no-op if already lost). With ``fields``, first update them as
+        :meth:`update` does, in the same transaction: the claim's last write and its release in
+        one commit. A moved fence then raises :class:`LeaseLost` with nothing written. The claim's
+        send right is given up whatever happens."""
 
     def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
         """An operator's hand (``retry``/``park`` commands): set the state regardless of leases,

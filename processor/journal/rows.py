@@ -101,9 +101,9 @@ def check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     if checked.get("next_attempt_at") is not None:
         checked["next_attempt_at"] = aware_utc(checked["next_attempt_at"], "next_attempt_at")
     if "data" in checked:
-        data = checked["data"]
-        data_json(data)  # refuse now what the database would refuse later
-        checked["data"] = dict(data)
+        # Refuse now what the database would refuse later; keep what a read will return (JSON's
+        # own types: lists for tuples, text keys), so the record a write answers is built from it.
+        checked["data"] = dict(json.loads(data_json(checked["data"])))
     for name in _TEXT_FIELDS:
         value = checked.get(name)
         if value is not None and not isinstance(value, str):

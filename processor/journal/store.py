@@ -16,6 +16,7 @@ IMMEDIATE``, row locks, ``SKIP LOCKED``) is the connector's, and its SQL's, busi
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,11 +25,10 @@ from processor.journal.base import (
     Claim,
     LeaseLost,
     RequestRecord,
-    SchemaError,
     State,
     Transition,
 )
-from processor.journal.connector import MIGRATE_HINT, Connector, Params
+from processor.journal.connector import Connector, Params, Session
 from processor.journal.holders import LocalSendRights
 from processor.journal.rows import (
     MUTABLE_FIELDS,
@@ -43,6 +43,7 @@ from processor.journal.rows import (
     transition_from_row,
     utcnow,
 )
+from processor.journal.schema import check_schema, migrate
 
 __all__ = ["StoreJournal"]
 
@@ -89,39 +90,10 @@ class StoreJournal:
     # -- schema -----------------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        with self._c.migration() as tx:
-            tx.run(self._q["create_schema_version"])
-            current = _required(tx.one(self._q["schema_version"]))["version"] or 0
-            for migration in self._c.migrations():
-                if migration.version <= current:
-                    continue
-                tx.script(migration.sql)
-                tx.run(
-                    self._q["record_schema_version"],
-                    {
-                        "version": migration.version,
-                        "name": migration.name,
-                        "applied_at": self._c.time(self._now()),
-                    },
-                )
+        migrate(self._c, self._now())
 
     def check_schema(self) -> None:
-        latest = self._c.migrations()[-1].version
-        where = self._c.where
-        with self._c.read() as tx:
-            if not _required(tx.one(self._q["schema_version_exists"]))["present"]:
-                raise SchemaError(f"the journal schema is missing in {where}: {MIGRATE_HINT}")
-            current = _required(tx.one(self._q["schema_version"]))["version"] or 0
-        if current < latest:
-            raise SchemaError(
-                f"the journal schema in {where} is at version {current}, this code needs "
-                f"{latest}: {MIGRATE_HINT}"
-            )
-        if current > latest:
-            raise SchemaError(
-                f"the journal schema in {where} is at version {current}, newer than this "
-                f"code knows ({latest}): upgrade cancel-processor"
-            )
+        check_schema(self._c)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -137,28 +109,56 @@ class StoreJournal:
         environment: str | None = None,
         customer_id: str | None = None,
     ) -> RequestRecord:
+        ids = {"subscription_id": subscription_id, "asset_id": asset_id, "product_id": product_id}
+        ids |= {"marketplace_id": marketplace_id, "environment": environment}
+        return self._ensure(request_id, idempotency_key, ids | {"customer_id": customer_id})[0]
+
+    def ensure_and_claim(
+        self,
+        request_id: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        idempotency_key: str,
+        subscription_id: str | None = None,
+        asset_id: str | None = None,
+        product_id: str | None = None,
+        marketplace_id: str | None = None,
+        environment: str | None = None,
+        customer_id: str | None = None,
+    ) -> tuple[RequestRecord, Claim | None]:
+        ids = {"subscription_id": subscription_id, "asset_id": asset_id, "product_id": product_id}
+        ids |= {"marketplace_id": marketplace_id, "environment": environment}
+        ids |= {"customer_id": customer_id}
+        return self._ensure(request_id, idempotency_key, ids, (owner, lease_seconds))
+
+    def _ensure(
+        self,
+        request_id: str,
+        idempotency_key: str,
+        ids: dict[str, str | None],
+        claimant: tuple[str, float] | None = None,
+    ) -> tuple[RequestRecord, Claim | None]:
         # Every poll pass ensures every pending request: read first, write only what is new.
         existing = self.get(request_id)
         if existing is not None:
-            return existing
+            return existing, None
+        now = self._now()
+        key = {"request_id": request_id}
+        values = {**key, "state": State.NEW.value, "idempotency_key": idempotency_key, **ids}
+        lease = None if claimant is None else self._lease(now, claimant[1])
         with self._c.transaction() as tx:
-            tx.run(
-                self._q["insert"],
-                {
-                    "request_id": request_id,
-                    "state": State.NEW.value,
-                    "idempotency_key": idempotency_key,
-                    "subscription_id": subscription_id,
-                    "asset_id": asset_id,
-                    "product_id": product_id,
-                    "marketplace_id": marketplace_id,
-                    "environment": environment,
-                    "customer_id": customer_id,
-                    "now": self._c.time(self._now()),
-                },
-            )
-            row = _required(tx.one(self._q["get"], {"request_id": request_id}))
-        return self._record(row)
+            inserted = tx.one(self._q["insert"], values | {"now": self._c.time(now)})
+            # A row this call inserted is claimed in the same transaction: nothing can happen
+            # between the two that could not happen before the insert (a crash leaves no row).
+            if inserted is not None and claimant is not None and lease is not None:
+                params = {**key, "owner": claimant[0], "final_states": self._final, **lease}
+                row = tx.one(self._q["claim"], params)
+                if row is not None:
+                    record = self._record(row)
+                    return record, Claim(claimant[0], record.fence, record)
+            row = _required(tx.one(self._q["get"], key))
+        return self._record(row), None
 
     def get(self, request_id: str) -> RequestRecord | None:
         with self._c.read() as tx:
@@ -214,40 +214,49 @@ class StoreJournal:
     ) -> Claim:
         """Read the claimed row, merge ``fields``, write it back under the fence: one
         transaction."""
-        at = self._c.time(self._now())
-        key = {"request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner}
         with self._c.transaction() as tx:
-            row = tx.one(self._q["claimed"], key)
-            if row is None:
-                raise LeaseLost(claim.request_id, claim.fence)
-            current = self._record(row)
-            state = current.state if to_state is None else to_state
-            values = {name: getattr(current, name) for name in MUTABLE_FIELDS} | fields
-            saved = tx.one(
-                self._q["save"],
+            saved = self._save(tx, claim, to_state, fields, detail=detail, journaled=journaled)
+        return Claim(claim.owner, claim.fence, saved)
+
+    def _save(
+        self,
+        tx: Session,
+        claim: Claim,
+        to_state: State | None,
+        fields: dict[str, Any],
+        *,
+        detail: str | None,
+        journaled: bool,
+    ) -> RequestRecord:
+        """The write of :meth:`_change`, in the caller's transaction; the record as saved, built
+        from the row read and the fields written (what a read would return: ``fields`` are
+        checked and normalised, the time is the store's) rather than decoded once more."""
+        now = self._now()
+        at = self._c.time(now)
+        key = {"request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner}
+        row = tx.one(self._q["claimed"], key)
+        if row is None:
+            raise LeaseLost(claim.request_id, claim.fence)
+        current = self._record(row)
+        state = current.state if to_state is None else to_state
+        values = {name: getattr(current, name) for name in MUTABLE_FIELDS} | fields
+        params = {**key, **values, "state": state.value, "updated_at": at}
+        params["next_attempt_at"] = self._c.time(values["next_attempt_at"])
+        params["data"] = self._c.data(fields["data"]) if "data" in fields else None
+        if tx.one(self._q["save"], params) is None:  # the row is held: the fence in WHERE decides
+            raise LeaseLost(claim.request_id, claim.fence)
+        if journaled:
+            tx.run(
+                self._q["log_transition"],
                 {
                     **key,
-                    **values,
-                    "state": state.value,
-                    "next_attempt_at": self._c.time(values["next_attempt_at"]),
-                    "data": self._c.data(values["data"]),
-                    "updated_at": at,
+                    "from_state": current.state.value,
+                    "to_state": state.value,
+                    "at": at,
+                    "detail": detail,
                 },
             )
-            if saved is None:  # cannot happen while the row is held; the fence in WHERE decides
-                raise LeaseLost(claim.request_id, claim.fence)
-            if journaled:
-                tx.run(
-                    self._q["log_transition"],
-                    {
-                        **key,
-                        "from_state": current.state.value,
-                        "to_state": state.value,
-                        "at": at,
-                        "detail": detail,
-                    },
-                )
-        return Claim(claim.owner, claim.fence, self._record(saved))
+        return replace(current, **fields, state=state, updated_at=self._c.decode_time(at))
 
     def renew(self, claim: Claim, lease_seconds: float) -> Claim:
         params = {
@@ -262,10 +271,18 @@ class StoreJournal:
             raise LeaseLost(claim.request_id, claim.fence)
         return Claim(claim.owner, claim.fence, self._record(row))
 
-    def release(self, claim: Claim) -> None:
+    def release(self, claim: Claim, **fields: Any) -> None:
         key = {"request_id": claim.request_id, "fence": claim.fence, "owner": claim.owner}
         try:
-            with self._c.atomic() as tx:
+            checked = check_fields(fields)  # before any transaction opens
+            if not checked:
+                with self._c.atomic() as tx:
+                    tx.run(self._q["release"], key)
+                return
+            # The claim's last update and its release, committed together (a moved fence writes
+            # neither: LeaseLost, and the lease is someone else's anyway).
+            with self._c.transaction() as tx:
+                self._save(tx, claim, None, checked, detail=None, journaled=False)
                 tx.run(self._q["release"], key)
         finally:  # the claim's work is over: it sends nothing more, whatever the lease says
             if self._senders is not None:

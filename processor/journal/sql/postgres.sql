@@ -30,6 +30,7 @@ SELECT * FROM requests WHERE request_id = %(request_id)s;
 SELECT * FROM requests WHERE request_id = %(request_id)s FOR UPDATE;
 
 -- name: insert
+-- Returns the id only when this statement inserted the row.
 INSERT INTO requests (
     request_id, state, idempotency_key, subscription_id, asset_id, product_id, marketplace_id,
     environment, customer_id, created_at, updated_at
@@ -37,7 +38,8 @@ INSERT INTO requests (
     %(request_id)s, %(state)s, %(idempotency_key)s, %(subscription_id)s, %(asset_id)s, %(product_id)s,
     %(marketplace_id)s, %(environment)s, %(customer_id)s, %(now)s, %(now)s
 )
-ON CONFLICT (request_id) DO NOTHING;
+ON CONFLICT (request_id) DO NOTHING
+RETURNING request_id;
 
 -- name: claim
 -- One statement: concurrent claimers queue on the row lock and re-check the WHERE clause after the
@@ -77,12 +79,15 @@ SELECT * FROM requests
    FOR UPDATE;
 
 -- name: save
+-- A null :data keeps the stored data (NOT NULL: never a value of its own), so a write that does
+-- not change it neither encodes nor sends it. Returns the id only: the caller builds the record.
 UPDATE requests
    SET state = %(state)s, attempts = %(attempts)s, next_attempt_at = %(next_attempt_at)s,
        outcome = %(outcome)s, reason = %(reason)s, last_error = %(last_error)s, noted = %(noted)s,
-       data = %(data)s, subscription_id = %(subscription_id)s, updated_at = %(updated_at)s
+       data = COALESCE(%(data)s, data), subscription_id = %(subscription_id)s,
+       updated_at = %(updated_at)s
  WHERE request_id = %(request_id)s AND fence = %(fence)s AND lease_owner = %(owner)s
-RETURNING *;
+RETURNING request_id;
 
 -- name: renew
 UPDATE requests SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)

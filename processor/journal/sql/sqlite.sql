@@ -29,6 +29,7 @@ SELECT * FROM requests WHERE request_id = :request_id;
 SELECT * FROM requests WHERE request_id = :request_id;
 
 -- name: insert
+-- Returns the id only when this statement inserted the row.
 INSERT INTO requests (
     request_id, state, idempotency_key, subscription_id, asset_id, product_id, marketplace_id,
     environment, customer_id, created_at, updated_at
@@ -36,7 +37,8 @@ INSERT INTO requests (
     :request_id, :state, :idempotency_key, :subscription_id, :asset_id, :product_id, :marketplace_id,
     :environment, :customer_id, :now, :now
 )
-ON CONFLICT (request_id) DO NOTHING;
+ON CONFLICT (request_id) DO NOTHING
+RETURNING request_id;
 
 -- name: claim
 -- A live lease of another owner blocks; an expired one, or our own, does not.
@@ -67,12 +69,14 @@ RETURNING *;
 SELECT * FROM requests WHERE request_id = :request_id AND fence = :fence AND lease_owner = :owner;
 
 -- name: save
+-- A null :data keeps the stored data (NOT NULL: never a value of its own), so a write that does
+-- not change it neither encodes nor sends it. Returns the id only: the caller builds the record.
 UPDATE requests
    SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at, outcome = :outcome,
-       reason = :reason, last_error = :last_error, noted = :noted, data = :data,
+       reason = :reason, last_error = :last_error, noted = :noted, data = COALESCE(:data, data),
        subscription_id = :subscription_id, updated_at = :updated_at
  WHERE request_id = :request_id AND fence = :fence AND lease_owner = :owner
-RETURNING *;
+RETURNING request_id;
 
 -- name: renew
 UPDATE requests SET lease_expires_at = :lease_expires_at
