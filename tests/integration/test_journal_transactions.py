@@ -12,12 +12,12 @@ import pytest
 
 from processor.journal.base import Claim, LeaseLost, State
 
+from .. import journal_support
 from ..fakes import count_writes
-from . import test_journal
-from .test_journal import Store
+from ..journal_support import Store
 
 # The stores under test (SQLite file, PostgreSQL schema) and their clock.
-store, clock = test_journal.store, test_journal.clock
+store, clock = journal_support.store, journal_support.clock
 
 
 def test_a_new_request_is_ensured_and_claimed_in_one_transaction(store: Store) -> None:
