@@ -31,7 +31,7 @@ __all__ = ["CATEGORIES", "main", "shares"]
 # (label, pattern on a frame "function (file:line)"); a sample counts once per label.
 CATEGORIES: tuple[tuple[str, str], ...] = (
     ("HTTP (requests, urllib3, http.client, sockets)", r"\((requests|urllib3)/|\(http/client\.py"),
-    ("notes (gateway post_note, whole)", r"\bMarketplace\.post_note \("),
+    ("notes (gateway post_note, whole)", r"\b(?:Marketplace|ConnectGateway)\.post_note \("),
     ("  messages read before a note", r"\._has_message \(|Notes\.has \("),
     ("  conversation look-up", r"\._conversation \(|Notes\.conversation \("),
     ("journal (processor/journal)", r"\(processor/journal/"),
