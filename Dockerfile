@@ -7,6 +7,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 COPY pyproject.toml setup.cfg README.md ./
 COPY processor ./processor
+COPY cancel_sandbox ./cancel_sandbox
 RUN /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install .
 
 FROM python:3.11-slim

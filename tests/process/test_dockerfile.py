@@ -101,3 +101,15 @@ def test_the_build_steps_install_a_working_processor(tmp_path: Path) -> None:
         env=env,
     )
     assert migrated.returncode == 0 and "journal ok" in migrated.stdout, migrated.stderr[-2000:]
+    # compose.yaml runs the mocks from this image: their package must be installed beside the
+    # processor (the CLI loads them lazily, so --help alone would not notice them missing).
+    for command in ("mock-marketplace", "mock-vendor", "demo"):
+        helped = subprocess.run(
+            [str(cli), command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert helped.returncode == 0 and "usage" in helped.stdout, (command, helped.stderr[-2000:])
