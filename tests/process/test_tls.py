@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,9 @@ from processor.adapters.http import HttpAdapter
 from processor.config.schema import ConfigError, load_config
 from processor.daemon.runtime import gateway_settings
 from processor.marketplace import ConnectGateway, Selector, TransientError
-from processor.model import CancelRequest
 from processor.ops.serving import ServerThread
+
+from ..http_adapter_support import REQUEST as ADAPTER_REQUEST
 
 pytestmark = pytest.mark.slow
 
@@ -189,18 +190,9 @@ def _marketplace(servers: HttpsSandbox, tmp_path: Path, **verify: Any) -> Connec
     return ConnectGateway(gateway_settings(load_config(path, environ={}), servers.sandbox.api_key))
 
 
-REQUEST = CancelRequest(
-    id="PR-1234-5678-9012-001",
-    type="cancel",
-    status="pending",
-    asset_id="AS-1234-5678-9012",
-    product_id="PRD-123-456-789",
-    environment="production",
-    marketplace_id="MP-123",
-    customer_id="TA-0001",
-    external_id="EXT-1",
-    subscription_id="SUB-TLS-1",
-    params={"subscription_id": "SUB-TLS-1"},
+# The http adapter tests' request, on a subscription of this file's own.
+REQUEST = replace(
+    ADAPTER_REQUEST, subscription_id="SUB-TLS-1", params={"subscription_id": "SUB-TLS-1"}
 )
 CALL = VendorCall(
     request=REQUEST, subscription_id="SUB-TLS-1", idempotency_key="PR-1234-5678-9012-001:terminate"
