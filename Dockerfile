@@ -6,9 +6,11 @@ WORKDIR /src
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 COPY pyproject.toml setup.cfg README.md ./
+COPY requirements/base.txt ./requirements/base.txt
 COPY processor ./processor
 COPY cancel_sandbox ./cancel_sandbox
-RUN /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install .
+# The versions the suite passed with (requirements/base.txt), not whatever is newest today.
+RUN /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install -c requirements/base.txt .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/cancel-processor --create-home processor

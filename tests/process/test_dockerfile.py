@@ -66,6 +66,7 @@ def test_the_build_steps_install_a_working_processor(tmp_path: Path) -> None:
                         origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
                     )
                 else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(origin, target)
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
