@@ -1,8 +1,9 @@
 """Where the CPU of ``cancel-processor run --once`` goes, as users run it.
 
-Run: ``python -m bench.profile_users_run`` (needs ``py-spy``). The processor runs as in
-:mod:`bench.as_users_run` (the example configuration's defaults, mocks in processes of their own,
-zero latency) under ``py-spy record --gil``, so only samples holding the GIL count: Python CPU.
+Run: ``python -m bench.profile_users_run`` (needs ``py-spy``, which ``pip install -e '.[bench]'``
+brings). The processor runs as in :mod:`bench.as_users_run` (the example configuration's
+defaults, mocks in processes of their own, zero latency) under ``py-spy record --gil``, so only
+samples holding the GIL count: Python CPU.
 "Whole" is the share of samples with a frame of that kind anywhere on the stack, so those shares
 overlap (a note's HTTP call counts under both "notes" and "HTTP"); "self" counts only samples whose
 innermost Python frame is of that kind. Nothing here asserts.
