@@ -205,7 +205,7 @@ class Batch:
         except CircuitOpen as shut:
             for claim, request, _, _ in ready:
                 try:
-                    deferred = self.mover.defer(claim, request, claim.state, shut.wait, str(shut))
+                    deferred = self.mover.defer(claim, request, shut.wait, str(shut))
                     results[request.id] = deferred.state
                 except LeaseLost:
                     results[request.id] = Result.LEASE_LOST
@@ -226,7 +226,7 @@ class Batch:
                 claim = self.mover.move(
                     claim,
                     request,
-                    TERMINATE.intent,
+                    TERMINATE.event,
                     attempts=claim.record.attempts + 1,
                     data=prepared.data.step_started(State.NEW, batch=batch_id),
                     detail=f"intent: terminate via {adapter.name} in {batch_id} "

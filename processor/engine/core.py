@@ -47,15 +47,17 @@ from processor.engine.notes import Notes
 from processor.engine.planning import Plan, PlannedStep, build_plan
 from processor.engine.results import Deferred, Outcome, Reached, Stepped
 from processor.engine.rowdata import RowData
-from processor.engine.settling import settled_state
+from processor.engine.settling import settling
+from processor.engine.transitions import STOPS, Event
 from processor.engine.vendor_calls import VendorGate
 from processor.engine.vendor_results import VendorResults
 from processor.engine.vendor_steps import VendorSteps
-from processor.journal.base import FINAL_STATES, Claim, Journal, LeaseLost, RequestRecord, State
+from processor.journal.base import Claim, Journal, LeaseLost, RequestRecord, State
 from processor.marketplace import Marketplace, MarketplaceError, NotFound
 from processor.model import CancelRequest, MalformedRequest, parse_request
 from processor.observe import Metrics, get_logger
 from processor.policy.rules import Decision, Policy
+from processor.states import RESTING_STATES
 
 __all__ = [
     "Engine",
@@ -63,21 +65,15 @@ __all__ = [
     "PlannedStep",
     "Clock",
     "utcnow",
-    "RESTING",
-    "TIMER_STATES",
     "Outcome",
     "Reached",
 ]
 
-# Where the loop stops for this time: final, or waiting for a date, Connect, or a person.
-RESTING = FINAL_STATES | {State.SCHEDULED, State.SUSPENDED, State.WAITING_HUMAN}
-# Rows the daemon's timer loop claims when due (claim_due): their request may no longer be listed
-# as pending (approved ones waiting to be purged), or a crash left them mid-step.
-TIMER_STATES = (State.SUSPENDED, State.SUSPENDING, State.PURGING, State.APPROVED, State.SCHEDULED)
 _MAX_STEPS = 12  # a request's longest path has seven steps; more means a bug, not a reason to spin
 _OPEN_ON_CONNECT = ("pending", "scheduled", "inquiring", "draft", "tiers_setup", "revoking")
 
-Step = Callable[[Claim, CancelRequest, Decision], Stepped]
+# A step: what runs in a state (transitions.STOPS names it); None: nothing to do there now.
+Step = Callable[[Claim, CancelRequest, Decision], Stepped | None]
 
 
 class Engine:
@@ -132,6 +128,19 @@ class Engine:
             handle=self.handle,
             drive=self._drive,
         )
+        # The steps the table's STOPS name, bound; a name without a step fails here, at start-up.
+        self._by_name: dict[str, Step] = {
+            "start": self.lifecycle.start,
+            "on_scheduled": self.lifecycle.on_scheduled,
+            "resume_intent": self.vendor.resume,
+            "after_grace": self._after_grace,
+            "approve": self.connect.approve,
+            "fail": self._fail,
+            "purge_due": self._purge_due,
+        }
+        unbound = {s.step for s in STOPS.values() if s.step} - set(self._by_name)
+        if unbound:
+            raise RuntimeError(f"the transition table names steps without code: {unbound}")
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -194,7 +203,7 @@ class Engine:
                 except NotFound:
                     why = "the request is no longer visible on Connect"
                     stub = stub_request(claim.request_id, record)
-                    return self.mover.move(claim, stub, State.PARKED, reason=why).state
+                    return self.mover.move(claim, stub, Event.PARK, reason=why).state
                 except (MarketplaceError, MalformedRequest) as exc:
                     when = self.clock() + timedelta(seconds=self.mover.backoff(1))
                     self.journal.update(claim, next_attempt_at=when, last_error=f"timer: {exc}")
@@ -202,7 +211,7 @@ class Engine:
             decision = self.policy.decide(request, released=self._released(record))
             if decision.action == "ignore":
                 why = f"a timer fell due, but {decision.reason}: a person decides"
-                return self.mover.move(claim, request, State.PARKED, reason=why).state
+                return self.mover.move(claim, request, Event.PARK, reason=why).state
             return self._run(claim, request, decision, keep_claim=True)
         except LeaseLost:
             self.metrics.lease_lost.inc()
@@ -230,12 +239,12 @@ class Engine:
             return Outcome.BUSY
         request = stub_request(request_id, record, status)
         try:
-            target, why = settled_state(claim.state, status)
+            event, why = settling(claim.state, status)
             return self.mover.move(
                 claim,
                 request,
-                target,
-                reason=why if target is State.PARKED else None,
+                event,
+                reason=why,
                 detail=f"settled: request is {status} on Connect",
             ).state
         except LeaseLost:
@@ -288,34 +297,30 @@ class Engine:
     def _steps(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
         """The steps, until a resting state, a step that has nothing to do, or a deferral."""
         for _ in range(_MAX_STEPS):
-            step = self._step_for(claim)
-            if step is None:
+            name = STOPS[claim.state].step  # the table says which step runs in this state
+            stepped = self._by_name[name](claim, request, decision) if name else None
+            if stepped is None:
                 break
-            stepped = step(claim, request, decision)
             if isinstance(stepped, Deferred):
                 return stepped
             claim = stepped
-            if claim.state in RESTING:
+            if claim.state in RESTING_STATES:
                 break
         return claim
 
-    def _step_for(self, claim: Claim) -> Step | None:
-        state = claim.state
-        if state is State.NEW:
-            return self.lifecycle.start
-        if state is State.SCHEDULED:
-            return self.lifecycle.on_scheduled
-        if state in (State.TERMINATING, State.SUSPENDING, State.PURGING):
-            return self.vendor.resume
-        if state is State.SUSPENDED:
-            return self.lifecycle.after_grace if self.lifecycle.grace_over(claim) else None
-        if state is State.TERMINATED:
-            return self.connect.approve
-        if state is State.REFUSING:
-            return self._fail
-        if state is State.APPROVED and claim.record.next_attempt_at is not None:
-            return self.vendor.purge_due
-        return None
+    def _after_grace(
+        self, claim: Claim, request: CancelRequest, decision: Decision
+    ) -> Stepped | None:
+        if not self.lifecycle.grace_over(claim):
+            return None  # the timer fired early (a clock step): nothing to do yet
+        return self.lifecycle.after_grace(claim, request, decision)
+
+    def _purge_due(
+        self, claim: Claim, request: CancelRequest, decision: Decision
+    ) -> Stepped | None:
+        if claim.record.next_attempt_at is None:
+            return None  # approved, no purge timer: final
+        return self.vendor.purge_due(claim, request, decision)
 
     def _fail(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
         return self.connect.fail(claim, request)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from processor.engine import transitions
 from processor.engine.rowdata import RowData
 from processor.journal.base import RequestRecord, State
 from processor.marketplace import MarketplaceError
@@ -49,20 +50,6 @@ class Plan:
     action: str
     policy: str | None = None
     steps: tuple[PlannedStep, ...] = ()
-
-
-# How far along the policy's steps each journal state is (steps of lower rank are done).
-_RANK = {
-    State.NEW: 0,
-    State.SCHEDULED: 1,
-    State.SUSPENDING: 1,
-    State.SUSPENDED: 2,
-    State.TERMINATING: 2,
-    State.TERMINATED: 3,
-    State.REFUSING: 0,
-    State.APPROVED: 4,
-    State.PURGING: 4,
-}
 
 
 def build_plan(engine: Engine, payload: Mapping[str, Any]) -> Plan:
@@ -176,7 +163,7 @@ def _steps(
     planned.append((3, PlannedStep(approve, when(dates.terminate_at))))
     if dates.purge_at is not None:
         planned.append((4, PlannedStep(f"purge via '{adapter}'", dates.purge_at)))
-    rank = _RANK.get(record.state, 0) if record is not None else 0
+    rank = transitions.rank(record.state) if record is not None else 0
     if (
         record is not None
         and record.state is State.SCHEDULED

@@ -8,29 +8,21 @@ decides.
 
 from __future__ import annotations
 
+from processor.engine.transitions import Event, lookup, settle_event
 from processor.journal.base import State
 
-__all__ = ["settled_state"]
+__all__ = ["settling"]
 
 
-def settled_state(state: State, status: str) -> tuple[State, str | None]:
-    """The state to settle a row in ``state`` at, and why a person is needed (parked) or None."""
-    if status == "revoked":
-        return State.REVOKED, None
-    if status == "approved" and state is State.TERMINATED:
-        return State.APPROVED, None
-    if status == "failed" and state is State.REFUSING:
-        return State.FAILED, None
-    if state in (State.NEW, State.WAITING_HUMAN, State.SCHEDULED):
-        return State.CLOSED, None  # nothing was done at the vendor; someone else closed it
+def settling(state: State, status: str) -> tuple[Event, str | None]:
+    """The event settling a row in ``state`` makes (the table says where it leads), and why a
+    person is needed when it leads to ``parked``, or None."""
+    event = settle_event(status)
+    if lookup(state, event).target is not State.PARKED:
+        return event, None
     if state in (State.SUSPENDING, State.SUSPENDED):
-        return State.PARKED, (
+        return event, (
             f"the request was {status} on Connect while the subscription was suspended at the "
             f"vendor: resume it there"
         )
-    if state is State.TERMINATING or status == "failed":
-        return (
-            State.PARKED,
-            f"the request was {status} on Connect while the vendor step was {state.value}",
-        )
-    return State.CLOSED, None
+    return event, f"the request was {status} on Connect while the vendor step was {state.value}"

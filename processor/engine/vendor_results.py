@@ -38,6 +38,7 @@ from processor.engine.circuit import Attempt
 from processor.engine.guard import AnomalyGuard
 from processor.engine.results import Stepped
 from processor.engine.rowdata import RowData
+from processor.engine.transitions import Event, returned_to
 from processor.journal.base import Claim, State
 from processor.model import CancelRequest
 from processor.policy.timing import iso
@@ -63,6 +64,7 @@ NO_SAFE_REPEAT = (
 class VendorStep:
     name: str  # the adapter method, and the idempotency key's suffix
     intent: State
+    event: Event  # the event that records its intent (or repeats it, in the intent state)
     done: str  # the journal's outcome name when the vendor confirms the step
     confirmed: frozenset[SubscriptionStatus]  # a status read that proves the step happened
     not_acted: frozenset[SubscriptionStatus]  # a status read that proves it did not
@@ -71,15 +73,21 @@ class VendorStep:
 TERMINATE = VendorStep(
     "terminate",
     State.TERMINATING,
+    Event.TERMINATE,
     "terminated",
     frozenset({S.TERMINATED, S.PURGED}),
     frozenset({S.ACTIVE, S.SUSPENDED}),
 )
 SUSPEND = VendorStep(
-    "suspend", State.SUSPENDING, "suspended", frozenset({S.SUSPENDED}), frozenset({S.ACTIVE})
+    "suspend",
+    State.SUSPENDING,
+    Event.SUSPEND,
+    "suspended",
+    frozenset({S.SUSPENDED}),
+    frozenset({S.ACTIVE}),
 )
 PURGE = VendorStep(
-    "purge", State.PURGING, "purged", frozenset({S.PURGED}), frozenset({S.TERMINATED})
+    "purge", State.PURGING, Event.PURGE, "purged", frozenset({S.PURGED}), frozenset({S.TERMINATED})
 )
 STEPS = {step.intent: step for step in (TERMINATE, SUSPEND, PURGE)}
 
@@ -115,24 +123,23 @@ class VendorResults:
             attempt.success()
             if step is PURGE:
                 why = f"the vendor refused to purge the data: {outcome.reason}"
-                return move(claim, request, State.PARKED, outcome=name, reason=why)
+                return move(claim, request, Event.PARK, outcome=name, reason=why)
             reason = customer_text(outcome.reason)
-            return move(claim, request, State.REFUSING, outcome=name, reason=reason)
+            return move(claim, request, Event.REFUSE, outcome=name, reason=reason)
         data = RowData.of(claim.record)
         back = step.intent if uncertain else data.step_from
         if isinstance(outcome, RetryLater):
             attempt.failure()
             delay = outcome.after if outcome.after is not None else self.mover.backoff(1)
-            return self.mover.defer(
-                claim, request, back, delay, outcome.detail or name, outcome=name
-            )
+            why = outcome.detail or name
+            return self.mover.defer(claim, request, delay, why, _back(claim, back), outcome=name)
         if isinstance(outcome, Ambiguous):
             if adapter.idempotency is Idempotency.NONE and not has_status_read(adapter):
                 attempt.failure()
                 return move(
                     claim,
                     request,
-                    State.PARKED,
+                    Event.PARK,
                     outcome=name,
                     last_error=outcome.detail,
                     reason=NO_SAFE_REPEAT,
@@ -140,9 +147,7 @@ class VendorResults:
             if not outcome.raised:
                 attempt.failure()
                 why = outcome.detail or name
-                return self.mover.defer(
-                    claim, request, step.intent, self.mover.backoff(1), why, outcome=name
-                )
+                return self.mover.defer(claim, request, self.mover.backoff(1), why, outcome=name)
             # The adapter's own code raised (or answered nonsense): repeatable in this mode, but a
             # bug retried forever is no better than a poison request. Counted below, and never
             # refused, because the call may have acted (uncertain).
@@ -165,7 +170,7 @@ class VendorResults:
                 return move(
                     claim,
                     request,
-                    State.REFUSING,
+                    Event.REFUSE,
                     outcome=name,
                     last_error=detail,
                     data=counted,
@@ -175,14 +180,16 @@ class VendorResults:
             return move(
                 claim,
                 request,
-                State.PARKED,
+                Event.PARK,
                 outcome=name,
                 last_error=detail,
                 data=counted,
                 reason=f"gave up after {failures} vendor errors during {step.name}: {detail}",
             )
         wait = self.mover.backoff(failures)
-        return self.mover.defer(claim, request, back, wait, detail, outcome=name, data=counted)
+        return self.mover.defer(
+            claim, request, wait, detail, _back(claim, back), outcome=name, data=counted
+        )
 
     def step_done(
         self, claim: Claim, request: CancelRequest, step: VendorStep, name: str, detail: str
@@ -195,7 +202,7 @@ class VendorResults:
             return self.mover.move(
                 claim,
                 request,
-                State.SUSPENDED,
+                Event.DONE,
                 outcome=name,
                 last_error=None,
                 data=data,
@@ -206,7 +213,7 @@ class VendorResults:
             return self.mover.move(
                 claim,
                 request,
-                State.APPROVED,
+                Event.DONE,
                 outcome=name,
                 last_error=None,
                 next_attempt_at=None,
@@ -218,7 +225,7 @@ class VendorResults:
         return self.mover.move(
             claim,
             request,
-            State.TERMINATED,
+            Event.DONE,
             outcome=name,
             last_error=None,
             data=data,
@@ -234,11 +241,16 @@ class VendorResults:
         return self.mover.move(
             claim,
             request,
-            State.APPROVED,
+            Event.DONE,
             next_attempt_at=None,
             data=data,
             detail=f"purge skipped: {why}",
         )
+
+
+def _back(claim: Claim, back: State) -> Event:
+    """Stay in the intent (an earlier call may have acted), or go back where the step started."""
+    return Event.RETRY if back is claim.state else returned_to(back)
 
 
 def customer_text(reason: str) -> str:

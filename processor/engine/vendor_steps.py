@@ -39,6 +39,7 @@ from processor.engine.leases import LeaseKeeper
 from processor.engine.liveness import Liveness
 from processor.engine.results import Stepped
 from processor.engine.rowdata import RowData
+from processor.engine.transitions import Event
 from processor.engine.vendor_calls import VendorGate
 from processor.engine.vendor_results import (
     NO_SAFE_REPEAT,
@@ -49,7 +50,7 @@ from processor.engine.vendor_results import (
     VendorResults,
     VendorStep,
 )
-from processor.journal.base import Claim, LeaseLost, State
+from processor.journal.base import Claim, LeaseLost
 from processor.model import CancelRequest
 from processor.policy.rules import Decision
 
@@ -88,7 +89,7 @@ class VendorSteps:
 
     def not_loaded(self, claim: Claim, request: CancelRequest, decision: Decision) -> Claim:
         why = f"adapter '{self.gate.adapter_name(claim, decision)}' is not loaded"
-        return self.mover.move(claim, request, State.PARKED, reason=why)
+        return self.mover.move(claim, request, Event.PARK, reason=why)
 
     def begin(
         self,
@@ -119,7 +120,7 @@ class VendorSteps:
                 claim = self.mover.move(
                     claim,
                     request,
-                    step.intent,
+                    step.event,
                     attempts=claim.record.attempts + 1,
                     data=recorded.step_started(claim.state),
                     detail=f"intent: {step.name} via {adapter.name}",
@@ -128,7 +129,7 @@ class VendorSteps:
                 crashpoints.reached("after_intent")
                 return self._call_step(claim, request, decision, adapter, step, False, attempt)
         except CircuitOpen as shut:
-            return self.mover.defer(claim, request, claim.state, shut.wait, str(shut))
+            return self.mover.defer(claim, request, shut.wait, str(shut))
 
     def _unsafe_call(
         self,
@@ -149,7 +150,7 @@ class VendorSteps:
             step is PURGE
         ):  # approved already: it cannot be failed, whatever processing.malformed says
             why = f"malformed request: {problem}"
-            return self.mover.move(claim, request, State.PARKED, reason=why, last_error=problem)
+            return self.mover.move(claim, request, Event.PARK, reason=why, last_error=problem)
         return self.mover.bad_request(claim, request, str(problem))
 
     def resume(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
@@ -165,7 +166,7 @@ class VendorSteps:
             with self.gate.breakers[adapter.name].attempt() as attempt:
                 return self._resume_in(claim, request, decision, adapter, step, attempt)
         except CircuitOpen as shut:
-            return self.mover.defer(claim, request, step.intent, shut.wait, str(shut))
+            return self.mover.defer(claim, request, shut.wait, str(shut))
 
     def _resume_in(
         self,
@@ -183,13 +184,13 @@ class VendorSteps:
             claim = self.mover.move(
                 claim,
                 request,
-                step.intent,
+                step.event,
                 attempts=claim.record.attempts + 1,
                 detail=f"repeat {step.name} via {adapter.name} (vendor deduplicates)",
             )
             return self._call_step(claim, request, decision, adapter, step, True, attempt)
         if not has_status_read(adapter):
-            return self.mover.move(claim, request, State.PARKED, reason=NO_SAFE_REPEAT)
+            return self.mover.move(claim, request, Event.PARK, reason=NO_SAFE_REPEAT)
         status = self.gate.status(adapter, claim, request, step.name)
         if not isinstance(status, SubscriptionStatus):
             return record(claim, request, adapter, step, status, True, attempt)
@@ -207,7 +208,7 @@ class VendorSteps:
             claim = self.mover.move(
                 claim,
                 request,
-                step.intent,
+                step.event,
                 attempts=claim.record.attempts + 1,
                 detail=f"status read: {status.value}; {step.name} again",
             )
@@ -271,7 +272,7 @@ class VendorSteps:
                 why = getattr(status, "detail", None) or f"status {outcome_name(status)}"
                 wait = self.mover.backoff(1)
                 why = f"status read before purge: {why}"
-                return self.mover.defer(claim, request, claim.state, wait, why)
+                return self.mover.defer(claim, request, wait, why)
             if status in (S.ACTIVE, S.SUSPENDED):
                 return self.results.purge_skipped(claim, request, status)
             if status in (S.PURGED, S.NOT_FOUND):

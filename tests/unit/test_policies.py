@@ -17,10 +17,11 @@ from processor.adapters.base import (
     Terminated,
 )
 from processor.config.schema import Config, load_config
-from processor.engine.core import TIMER_STATES, Engine
+from processor.engine.core import Engine
 from processor.journal.base import Journal, State
 from processor.observe import Metrics
 from processor.policy.rules import Policy
+from processor.states import TIMER_STATES
 
 from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
 from ..policy_fakes import PolicyMarketplace, StepAdapter
