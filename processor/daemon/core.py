@@ -55,7 +55,7 @@ from typing import Any
 from processor.daemon.pool import WorkerPool
 from processor.daemon.summary import RunSummary, Tally
 from processor.daemon.sweeps import Sweeps
-from processor.engine.core import Engine
+from processor.engine.core import Engine, Intake
 from processor.engine.results import Reached
 from processor.marketplace import Marketplace, MarketplaceError, Selector
 from processor.marketplace.paging import fingerprint, placement
@@ -103,7 +103,7 @@ class Daemon:
         self.sweeps = Sweeps(engine, marketplace, selector, self._stop, self.pool, self.tally)
         self._random = random.Random()
         self._batching = any(policy.batch for policy in engine.config.policies.values())
-        self._groups: dict[str, list[Mapping[str, Any]]] = {}
+        self._groups: dict[str, list[Intake]] = {}
         self._malformed_seen: set[str] = set()  # fingerprints of listed rows without an id
 
     # -- control ------------------------------------------------------------------------------
@@ -217,16 +217,16 @@ class Daemon:
         if isinstance(placement(payload), str) and not _has_id(payload):
             self._anonymous_malformed(payload)
             return
-        key = (
-            self.engine.batch_key(payload)
-            if self._batching and isinstance(payload, Mapping)
-            else None
-        )
-        if key is None:
+        if not (self._batching and isinstance(payload, Mapping)):
             self.pool.submit(payload)
             return
+        intake = self.engine.read(payload)  # read once: grouped or not, it is not parsed again
+        key = self.engine.batch_key(intake)
+        if key is None:
+            self.pool.submit(intake)
+            return
         group = self._groups.setdefault(key, [])
-        group.append(payload)
+        group.append(intake)
         if len(group) >= self.settings.batch_max:
             self.pool.submit_group(self._groups.pop(key))
         elif sum(len(g) for g in self._groups.values()) >= _MAX_BUFFERED:
