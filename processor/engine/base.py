@@ -3,11 +3,11 @@
 The engine is composed of step objects, each in its own module and each holding the collaborators
 it uses (no step inherits from another):
 
-- :mod:`processor.engine.base` -- this: :class:`Mover` (moves through the transition table,
-  deferrals, back-off), the clock;
-- :mod:`processor.engine.vendor_calls` -- :class:`VendorGate`: which adapter, the calls, breakers;
-- :mod:`processor.engine.vendor_steps` / :mod:`processor.engine.vendor_results` -- terminate,
-  suspend, purge: intent, call, recorded result, resumption;
+- :mod:`processor.engine.base` -- this: :class:`Mover` (moves by event through the transition
+  table, deferrals, back-off), the clock;
+- :mod:`processor.engine.transitions` -- the table: ``(state, event) -> (target, step)``, settling;
+- :mod:`processor.engine.vendor` -- terminate, suspend, purge: the way to the adapter
+  (:class:`VendorGate`: calls, breakers), intent, call, recorded result, resumption;
 - :mod:`processor.engine.connect_steps` -- approve, fail, schedule, confirm, route to a person;
 - :mod:`processor.engine.lifecycle` -- what a policy does with a request: dates, grace, withdrawal;
 - :mod:`processor.engine.batch` -- a customer's cancels as one adapter call;

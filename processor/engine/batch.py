@@ -42,8 +42,7 @@ from processor.engine.lifecycle import Lifecycle, Ready
 from processor.engine.liveness import Liveness
 from processor.engine.results import Outcome as Result
 from processor.engine.results import Reached, Stepped
-from processor.engine.vendor_calls import VendorGate
-from processor.engine.vendor_results import TERMINATE, VendorResults
+from processor.engine.vendor import TERMINATE, VendorGate, VendorResults
 from processor.journal.base import Claim, LeaseLost, State
 from processor.model import CancelRequest
 from processor.observe import Metrics, get_logger

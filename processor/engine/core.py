@@ -2,7 +2,7 @@
 
 The rules that make a crash harmless (the crash-window table of ``docs/design.md``,
 generated from :mod:`processor.engine.transitions`), for every vendor step
-(terminate, suspend, purge; see :mod:`processor.engine.vendor_steps`):
+(terminate, suspend, purge; see :mod:`processor.engine.vendor`):
 
 - the intent is committed before the vendor is called, the result after it; no journal
   transaction is open during any remote call;
@@ -48,11 +48,8 @@ from processor.engine.notes import Notes
 from processor.engine.planning import Plan, PlannedStep, Planner
 from processor.engine.results import Deferred, Outcome, Reached, Stepped
 from processor.engine.rowdata import RowData
-from processor.engine.settling import settling
-from processor.engine.transitions import STOPS, Event
-from processor.engine.vendor_calls import VendorGate
-from processor.engine.vendor_results import VendorResults
-from processor.engine.vendor_steps import VendorSteps
+from processor.engine.transitions import STOPS, Event, settling
+from processor.engine.vendor import VendorGate, VendorResults, VendorSteps
 from processor.journal.base import Claim, Journal, LeaseLost, RequestRecord, State
 from processor.marketplace import Marketplace, MarketplaceError, NotFound
 from processor.model import CancelRequest, MalformedRequest, parse_request

@@ -35,8 +35,7 @@ from processor.engine.connect_steps import ConnectSteps
 from processor.engine.results import Deferred, Stepped
 from processor.engine.rowdata import RowData
 from processor.engine.transitions import Event
-from processor.engine.vendor_calls import VendorGate
-from processor.engine.vendor_steps import SUSPEND, TERMINATE, VendorSteps
+from processor.engine.vendor import SUSPEND, TERMINATE, VendorGate, VendorSteps
 from processor.journal.base import Claim
 from processor.marketplace import Marketplace, MarketplaceError, TransientError
 from processor.model import CancelRequest, parse_datetime

@@ -41,6 +41,7 @@ __all__ = [
     "lookup",
     "returned_to",
     "settle_event",
+    "settling",
     "rank",
     "markdown",
 ]
@@ -151,7 +152,7 @@ class Move:
         return self.edge.target
 
 
-_RESUME = "resume_intent"  # every intent state: the call may have acted (vendor_steps.resume)
+_RESUME = "resume_intent"  # every intent state: the call may have acted (VendorSteps.resume)
 STOPS: dict[State, Stop] = {
     S.NEW: Stop("start"),
     S.SCHEDULED: Stop("on_scheduled", rank=1),
@@ -264,6 +265,21 @@ def lookup(source: State, event: Event) -> Move:
     if move is None:
         raise IllegalMove(f"no move for {event.value} from {source.value} in the table")
     return move
+
+
+def settling(state: State, status: str) -> tuple[Event, str | None]:
+    """Settling a row in ``state`` whose request is ``status`` on Connect (closed behind the
+    journal's back; the vendor is not called): the event (``_SETTLED`` says where it leads), and
+    why a person is needed when it leads to ``parked``, or None."""
+    event = settle_event(status)
+    if lookup(state, event).target is not S.PARKED:
+        return event, None
+    if state in (S.SUSPENDING, S.SUSPENDED):
+        return event, (
+            f"the request was {status} on Connect while the subscription was suspended at the "
+            f"vendor: resume it there"
+        )
+    return event, f"the request was {status} on Connect while the vendor step was {state.value}"
 
 
 def rank(state: State) -> int:

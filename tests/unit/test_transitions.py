@@ -142,7 +142,7 @@ def test_every_event_is_used_and_every_state_has_a_stop_and_traits():
 
 
 def test_settling_follows_connect_except_where_the_vendor_may_hold_the_subscription():
-    from processor.engine.settling import settling
+    from processor.engine.transitions import settling
 
     def settled(state: State, status: str) -> State:
         return lookup(state, settling(state, status)[0]).target
