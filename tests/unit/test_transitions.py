@@ -241,3 +241,16 @@ def test_a_move_outside_the_table_raises_before_anything_is_written(journal, clo
         mover.move(claim, request, Event.APPROVE)
     assert journal.get("PR-1").state is State.NEW and journal.transitions("PR-1") == []
     assert mover.move(claim, request, Event.TERMINATE).state is State.TERMINATING
+
+
+def test_a_stop_naming_a_step_the_engine_lacks_fails_at_start_up(journal, clock, monkeypatch):
+    monkeypatch.setitem(STOPS, State.WAITING_HUMAN, transitions.Stop("call_a_person"))
+    with pytest.raises(RuntimeError, match="call_a_person"):
+        Engine(
+            config=load_config(None, environ={}),
+            journal=journal,
+            marketplace=FakeMarketplace(),
+            adapters={},
+            owner="worker-1",
+            clock=clock,
+        )
