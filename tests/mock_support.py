@@ -134,3 +134,17 @@ def fixture_payloads(path: Path) -> list[dict[str, Any]]:
     """The objects of a public fixture file (one object or an array)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     return data if isinstance(data, list) else [data]
+
+
+def sandbox_api(sandbox: Any, method: str, path: str, body: Any = None) -> Any:
+    """Call the local sandbox's marketplace API as another party would (its public endpoint and
+    the key it hands a processor), for what ``Sandbox`` has no method for."""
+    response = requests.request(
+        method,
+        f"{sandbox.endpoint}/{path}",
+        json=body,
+        headers={"Authorization": sandbox.environ()["CONNECT_API_KEY"]},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()

@@ -4,7 +4,8 @@ An adapter is the vendor's own code: it ends a subscription in the vendor's syst
 calls it with a :class:`VendorCall` whose ``idempotency_key`` is the same on every retry of the same
 step of the same request, so a vendor that deduplicates by key (Stripe-style) never acts twice.
 
-Outcomes are values, not exceptions, so that the engine's state machine is a plain ``match``.
+Outcomes are values, not exceptions: the engine reads each one into an event of its transition
+table (:mod:`processor.engine.transitions`), and an adapter's error never skips that table.
 The distinction that matters most is *definite* versus *ambiguous*:
 
 - :class:`RetryLater` means the vendor certainly did nothing (it answered 429/503 before acting,
@@ -138,6 +139,10 @@ class VendorAdapter(Protocol):
       ambiguous outcome when the vendor has no idempotency.
     - ``suspend(call) -> Outcome`` and ``purge(call) -> Outcome``: grace and retention steps.
     - ``terminate_batch(calls) -> Sequence[Outcome]``: a customer account's cancels as one call.
+    - ``check_call(operation, call) -> str | None``: why ``call`` must not be sent (an id that would
+      change the URL, an empty one), asked before the intent is recorded; nothing is called, and
+      the request is parked as malformed (refused instead when ``processing.malformed`` is
+      ``fail`` and it is not a purge).
     - ``close()``: release connections at shutdown.
     """
 

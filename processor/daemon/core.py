@@ -55,7 +55,7 @@ from typing import Any
 from processor.daemon.pool import WorkerPool
 from processor.daemon.summary import RunSummary, Tally
 from processor.daemon.sweeps import Sweeps
-from processor.engine.core import Engine
+from processor.engine.core import Engine, Intake
 from processor.engine.results import Reached
 from processor.marketplace import Marketplace, MarketplaceError, Selector
 from processor.marketplace.paging import fingerprint, placement
@@ -103,7 +103,7 @@ class Daemon:
         self.sweeps = Sweeps(engine, marketplace, selector, self._stop, self.pool, self.tally)
         self._random = random.Random()
         self._batching = any(policy.batch for policy in engine.config.policies.values())
-        self._groups: dict[str, list[Mapping[str, Any]]] = {}
+        self._groups: dict[str, list[Intake]] = {}
         self._malformed_seen: set[str] = set()  # fingerprints of listed rows without an id
 
     # -- control ------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ class Daemon:
         deadline = time.monotonic() + self.settings.once_max_wait
         try:
             while not self._stop.is_set():
-                self._pass()
+                self.run_pass()
                 if self.once:
                     wait = self.tally.next_due_within(self.engine, deadline)
                     if self.summary.listing_failed is not None:
@@ -137,7 +137,7 @@ class Daemon:
                     self._idle(interval * (1 + self._random.uniform(0, self.settings.poll_jitter)))
         finally:
             self.summary.interrupted = self._stop.is_set() and self.once
-            self._drain(self.settings.shutdown_timeout)
+            self.pool.drain(self.settings.shutdown_timeout)
             self.pool.shutdown()
             self.summary.finished = time.monotonic()
         return self.summary
@@ -147,12 +147,12 @@ class Daemon:
         owed notes, in the pass's order. Returns (stranded claims taken over, notes posted)."""
         try:
             self.sweeps.timers()
-            taken_over = self._take_over()
-            self._drain(None)
+            taken_over = self.sweeps.take_over()
+            self.pool.drain(None)
             self.sweeps.settle_stale()
             notes = self.sweeps.renote()
         finally:
-            self._drain(self.settings.shutdown_timeout)
+            self.pool.drain(self.settings.shutdown_timeout)
             self.pool.shutdown()
         return taken_over, notes
 
@@ -165,27 +165,12 @@ class Daemon:
             if now >= deadline:
                 return
             self._stop.wait(min(deadline, max(self.sweeps.next_takeover, now)) - now)
-            self._take_over()
-
-    # The takeover and the drain, by their names in the tests and the module docstring.
-
-    def _take_over(self) -> int:
-        return self.sweeps.take_over()
-
-    def _drain(self, timeout: float | None) -> None:
-        self.pool.drain(timeout)
-
-    @property
-    def _next_takeover(self) -> float:
-        return self.sweeps.next_takeover
-
-    @_next_takeover.setter
-    def _next_takeover(self, value: float) -> None:
-        self.sweeps.next_takeover = value
+            self.sweeps.take_over()
 
     # -- one pass -------------------------------------------------------------------------------
 
-    def _pass(self) -> None:
+    def run_pass(self) -> None:
+        """One pass (the module docstring's steps 1 to 5); :meth:`run` repeats it."""
         seen = 0
         oldest: datetime | None = None
         listed_all = False
@@ -201,7 +186,7 @@ class Daemon:
                 if created and (oldest is None or created < oldest):
                     oldest = created
                 self._offer(payload)
-                self._take_over()
+                self.sweeps.take_over()
             listed_all = not self._stop.is_set()
         except MarketplaceError as exc:
             # Connect is unreachable or refusing for now; the next pass tries again.
@@ -210,8 +195,8 @@ class Daemon:
         else:
             self.summary.listing_failed = None
         self._flush_groups()
-        self._take_over()
-        self._drain(None if not self._stop.is_set() else self.settings.shutdown_timeout)
+        self.sweeps.take_over()
+        self.pool.drain(None if not self._stop.is_set() else self.settings.shutdown_timeout)
         if not self._stop.is_set():
             if self.engine.policy.schedules:
                 self._revocations()
@@ -232,16 +217,16 @@ class Daemon:
         if isinstance(placement(payload), str) and not _has_id(payload):
             self._anonymous_malformed(payload)
             return
-        key = (
-            self.engine.batch_key(payload)
-            if self._batching and isinstance(payload, Mapping)
-            else None
-        )
-        if key is None:
+        if not (self._batching and isinstance(payload, Mapping)):
             self.pool.submit(payload)
             return
+        intake = self.engine.read(payload)  # read once: grouped or not, it is not parsed again
+        key = self.engine.batch_key(intake)
+        if key is None:
+            self.pool.submit(intake)
+            return
         group = self._groups.setdefault(key, [])
-        group.append(payload)
+        group.append(intake)
         if len(group) >= self.settings.batch_max:
             self.pool.submit_group(self._groups.pop(key))
         elif sum(len(g) for g in self._groups.values()) >= _MAX_BUFFERED:
@@ -277,7 +262,7 @@ class Daemon:
                 self.pool.submit(payload)
         except MarketplaceError as exc:
             log.warning("revocations_not_listed", error=str(exc))
-        self._drain(None)
+        self.pool.drain(None)
 
     def _listing_retry_within(self, deadline: float, due: float | None) -> float | None:
         """--once after a failed listing: the next pass in a few seconds if the deadline allows."""

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from processor.daemon.summary import Tally
-from processor.engine.core import Engine
+from processor.engine.core import Engine, Intake
 from processor.engine.results import Outcome, Reached
 from processor.journal.base import Claim
 from processor.observe import get_logger
@@ -64,15 +64,19 @@ class WorkerPool:
         return taken
 
     def submit(self, payload: Any) -> None:
-        request_id = str(payload.get("id")) if isinstance(payload, Mapping) else ""
+        """A listed payload, or the :class:`Intake` the daemon read it into to group it."""
+        if isinstance(payload, Intake):
+            request_id = payload.request_id
+        else:
+            request_id = str(payload.get("id")) if isinstance(payload, Mapping) else ""
         if self.reserve([request_id]):
             self.executor.submit(
                 self.work, [request_id], lambda: {request_id: self.engine.handle(payload)}
             )
 
-    def submit_group(self, payloads: list[Mapping[str, Any]]) -> None:
-        ids = self.reserve([str(p.get("id") or "") for p in payloads])
-        chosen = [p for p in payloads if str(p.get("id") or "") in ids]
+    def submit_group(self, intakes: list[Intake]) -> None:
+        ids = self.reserve([intake.request_id for intake in intakes])
+        chosen = [intake for intake in intakes if intake.request_id in ids]
         if chosen:
             self.executor.submit(self.work, ids, lambda: self.engine.handle_batch(chosen))
 

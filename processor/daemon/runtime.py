@@ -1,8 +1,10 @@
 """Wiring: build the journal, the gateway, the adapters and the engine from a :class:`Config`.
 
-Used by the CLI, the EaaS application and the tests, so that all of them run the same objects.
-Every failure here is a start-up failure with a message naming what is wrong (exit status 2 from
-the CLI), never a half-built processor.
+:func:`assemble` is the one wiring, used by the daemon, ``--once`` (:func:`build_runtime`) and the
+EaaS application (:func:`processor.eaas.runtimes.build_eaas_runtime`), which differ only in how
+they reach Connect. Every failure here is a start-up failure with a message naming what is wrong
+(exit status 2 from the CLI), and whatever was opened before it is closed: never a half-built
+processor, never a leaked pool or session.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from processor.observe import Metrics, register_secret
 __all__ = [
     "Runtime",
     "build_runtime",
+    "assemble",
+    "load_adapters",
     "gateway_settings",
     "read_timeout",
     "selector_for",
@@ -76,6 +80,7 @@ def selector_for(config: Config, **narrowing: object) -> Selector:
 
 
 def load_adapters(config: Config) -> dict[str, VendorAdapter]:
+    """The configured adapters; when one fails to load, those loaded before it are closed."""
     from processor.adapters.registry import load_adapter
 
     adapters: dict[str, VendorAdapter] = {}
@@ -83,8 +88,19 @@ def load_adapters(config: Config) -> dict[str, VendorAdapter]:
         try:
             adapters[name] = load_adapter(spec.type, spec.options, name=name)
         except AdapterError as exc:
+            _close_adapters(adapters)
             raise ConfigError(config.source, f"adapters.{name}", str(exc)) from None
+        except BaseException:
+            _close_adapters(adapters)
+            raise
     return adapters
+
+
+def _close_adapters(adapters: Mapping[str, VendorAdapter]) -> None:
+    for adapter in adapters.values():
+        close = getattr(adapter, "close", None)
+        if callable(close):
+            close()
 
 
 @dataclass
@@ -101,12 +117,69 @@ class Runtime:
     def close(self) -> None:
         if self.leases is not None:
             self.leases.close()
-        for adapter in self.adapters.values():
-            close = getattr(adapter, "close", None)
-            if callable(close):
-                close()
+        _close_adapters(self.adapters)
         self.marketplace.close()
         self.journal.close()
+
+
+def assemble(
+    config: Config,
+    gateway: Callable[[Metrics], ConnectGateway],
+    *,
+    clock: Callable[[], object] = utcnow,
+    heartbeat: bool = True,
+    migrate: bool = True,
+    url_as_config_error: bool = False,
+) -> Runtime:
+    """The runtime for ``config``: adapters, the journal (migrated when it is SQLite and
+    ``migrate``, its schema checked), the metrics, the gateway ``gateway`` builds on them, the
+    lease heartbeat and the engine. A failure at any point closes what was opened, then raises.
+
+    ``url_as_config_error``: a journal URL :func:`open_journal` cannot read raises
+    :class:`ConfigError` (EaaS: nothing is cached, the next task tries again); the CLI keeps the
+    ``ValueError`` it has always reported."""
+    adapters = load_adapters(config)
+    journal: Journal | None = None
+    marketplace: ConnectGateway | None = None
+    leases: LeaseKeeper | None = None
+    try:
+        journal = _open_journal(config, clock, url_as_config_error)
+        if migrate and config.journal.url.startswith("sqlite"):
+            journal.migrate()
+        journal.check_schema()
+        metrics = Metrics()
+        marketplace = gateway(metrics)
+        leases = LeaseKeeper(journal, config.journal.lease_seconds) if heartbeat else None
+        owner = make_owner()
+        engine = Engine(
+            config=config,
+            journal=journal,
+            marketplace=marketplace,
+            adapters=adapters,
+            owner=owner,
+            metrics=metrics,
+            leases=leases,
+            clock=clock,  # type: ignore[arg-type]
+        )
+    except BaseException:
+        if leases is not None:
+            leases.close()
+        if marketplace is not None:
+            marketplace.close()
+        if journal is not None:
+            journal.close()
+        _close_adapters(adapters)
+        raise
+    return Runtime(config, journal, marketplace, adapters, engine, metrics, leases, owner)
+
+
+def _open_journal(config: Config, clock: Callable[[], object], as_config: bool) -> Journal:
+    try:
+        return open_journal(config.journal.url, clock=clock, **config.journal.options)
+    except (ValueError, TypeError) as exc:  # a malformed URL; the message shows it redacted
+        if not as_config:
+            raise
+        raise ConfigError(config.source, "journal.url", str(exc)) from None
 
 
 def build_runtime(
@@ -136,27 +209,12 @@ def build_runtime(
         urlsplit(config.journal.url).password,
     ):
         register_secret(secret)  # the journal's password: a PostgreSQL URL may carry one
-    adapters = load_adapters(config)
-    journal = open_journal(config.journal.url, clock=clock, **config.journal.options)
-    if migrate and config.journal.url.startswith("sqlite"):
-        journal.migrate()
-    journal.check_schema()
-    metrics = Metrics()
-    marketplace = ConnectGateway(
-        gateway_settings(config, api_key),
-        on_retry=metrics.on_retry,
-        on_call=metrics.on_connect_call,
-    )
-    leases = LeaseKeeper(journal, config.journal.lease_seconds) if heartbeat else None
-    owner = make_owner()
-    engine = Engine(
-        config=config,
-        journal=journal,
-        marketplace=marketplace,
-        adapters=adapters,
-        owner=owner,
-        metrics=metrics,
-        leases=leases,
-        clock=clock,  # type: ignore[arg-type]
-    )
-    return Runtime(config, journal, marketplace, adapters, engine, metrics, leases, owner)
+
+    def gateway(metrics: Metrics) -> ConnectGateway:
+        return ConnectGateway(
+            gateway_settings(config, api_key),
+            on_retry=metrics.on_retry,
+            on_call=metrics.on_connect_call,
+        )
+
+    return assemble(config, gateway, clock=clock, heartbeat=heartbeat, migrate=migrate)

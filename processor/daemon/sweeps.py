@@ -13,15 +13,15 @@ from datetime import timedelta
 
 from processor.daemon.pool import WorkerPool
 from processor.daemon.summary import Tally
-from processor.engine.core import TIMER_STATES, Engine
-from processor.journal.base import FINAL_STATES, JournalError, RequestRecord, State
+from processor.engine.core import Engine
+from processor.journal.base import JournalError, RequestRecord, State
 from processor.marketplace import Marketplace, MarketplaceError, Selector, TransientError
 from processor.observe import get_logger
+from processor.states import FINAL_STATES, STRANDED_STATES, TIMER_STATES
 
-__all__ = ["Sweeps", "OPEN_STATES"]
+__all__ = ["Sweeps"]
 
 log = get_logger(component="daemon")
-OPEN_STATES = (State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING)
 _VANISHED_CHECKED = 1000  # waiting rows compared with one pass's listing
 _RENOTES_PER_PASS = 100  # owed notes posted per pass: one or two Connect calls each, in the loop
 _TAKEOVERS_PER_SWEEP = (
@@ -97,7 +97,7 @@ class Sweeps:
             return 0
         self.next_takeover = now + self.engine.lease_seconds / 2
         try:
-            stranded = self.engine.journal.stranded(states=OPEN_STATES, limit=limit)
+            stranded = self.engine.journal.stranded(states=STRANDED_STATES, limit=limit)
         except JournalError as exc:
             log.warning("stranded_not_listed", error=str(exc))
             return 0
@@ -142,7 +142,7 @@ class Sweeps:
         """Rows left open by a crash after Connect acted (they no longer show in the poll)."""
         quiet_since = self.engine.clock() - timedelta(seconds=self.engine.lease_seconds)
         stale = self.engine.journal.records(
-            states=OPEN_STATES, updated_until=quiet_since, limit=limit
+            states=STRANDED_STATES, updated_until=quiet_since, limit=limit
         )
         self.settle([r.request_id for r in stale])
 

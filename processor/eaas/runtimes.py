@@ -36,17 +36,13 @@ from typing import Any
 from connect.client import ConnectClient
 
 from processor.config.schema import Config, ConfigError
-from processor.daemon.runtime import Runtime, gateway_settings, load_adapters, make_owner
+from processor.daemon.runtime import Runtime, assemble, gateway_settings
 from processor.eaas.variables import (
     check_deployable,
     config_from_variables,
     effective,
     export_adapter_secrets,
 )
-from processor.engine.core import Engine
-from processor.engine.leases import LeaseKeeper
-from processor.journal import open_journal
-from processor.journal.base import Journal
 from processor.marketplace import ConnectGateway
 from processor.observe import Metrics, register_secret
 
@@ -82,8 +78,9 @@ def gateway_client(client: ConnectClient, config: Config) -> ConnectClient:
 
 
 def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> Runtime:
-    """Config from the variables, then journal, adapters, gateway and engine, as ``build_runtime``
-    wires them for the CLI, except that Connect is reached through ``client``'s credentials."""
+    """Config from the variables, then journal, adapters, gateway and engine, by the one
+    wiring (:func:`~processor.daemon.runtime.assemble`), reaching Connect with ``client``'s
+    credentials."""
     config = config_from_variables(variables)
     check_deployable(config, variables)
     if not client.api_key:
@@ -94,38 +91,19 @@ def build_eaas_runtime(variables: Mapping[str, Any], client: ConnectClient) -> R
         client.api_key
     )  # logs go through the runner's logger (the application routes them)
     export_adapter_secrets(config, variables)
-    adapters = load_adapters(config)
-    journal = _open_journal(config)
-    try:
-        if config.journal.url.startswith("sqlite"):
-            journal.migrate()
-        journal.check_schema()
-        metrics = Metrics()
+
+    def gateway(metrics: Metrics) -> ConnectGateway:
         settings = dataclasses.replace(
             gateway_settings(config, client.api_key), endpoint=client.endpoint
         )
-        marketplace = ConnectGateway(
+        return ConnectGateway(
             settings,
             client=gateway_client(client, config),
             on_retry=metrics.on_retry,
             on_call=metrics.on_connect_call,
         )
-        leases = LeaseKeeper(journal, config.journal.lease_seconds)
-    except BaseException:
-        journal.close()
-        _close_adapters(adapters)
-        raise
-    owner = make_owner()
-    engine = Engine(
-        config=config,
-        journal=journal,
-        marketplace=marketplace,
-        adapters=adapters,
-        owner=owner,
-        metrics=metrics,
-        leases=leases,
-    )
-    return Runtime(config, journal, marketplace, adapters, engine, metrics, leases, owner)
+
+    return assemble(config, gateway, url_as_config_error=True)
 
 
 def fingerprint(variables: Mapping[str, Any], client: ConnectClient) -> str:
@@ -204,17 +182,3 @@ class RuntimeCache:
             if oldest.users == 0:
                 idle.append(oldest.runtime)
         return idle
-
-
-def _open_journal(config: Config) -> Journal:
-    try:
-        return open_journal(config.journal.url, **config.journal.options)
-    except (ValueError, TypeError) as exc:  # a malformed URL; the message shows it redacted
-        raise ConfigError(config.source, "journal.url", str(exc)) from None
-
-
-def _close_adapters(adapters: Mapping[str, Any]) -> None:
-    for adapter in adapters.values():
-        close = getattr(adapter, "close", None)
-        if callable(close):
-            close()

@@ -3,11 +3,11 @@
 The engine is composed of step objects, each in its own module and each holding the collaborators
 it uses (no step inherits from another):
 
-- :mod:`processor.engine.base` -- this: :class:`Mover` (moves through the transition table,
-  deferrals, back-off), the clock;
-- :mod:`processor.engine.vendor_calls` -- :class:`VendorGate`: which adapter, the calls, breakers;
-- :mod:`processor.engine.vendor_steps` / :mod:`processor.engine.vendor_results` -- terminate,
-  suspend, purge: intent, call, recorded result, resumption;
+- :mod:`processor.engine.base` -- this: :class:`Mover` (moves by event through the transition
+  table, deferrals, back-off), the clock;
+- :mod:`processor.engine.transitions` -- the table: ``(state, event) -> (target, step)``, settling;
+- :mod:`processor.engine.vendor` -- terminate, suspend, purge: the way to the adapter
+  (:class:`VendorGate`: calls, breakers), intent, call, recorded result, resumption;
 - :mod:`processor.engine.connect_steps` -- approve, fail, schedule, confirm, route to a person;
 - :mod:`processor.engine.lifecycle` -- what a policy does with a request: dates, grace, withdrawal;
 - :mod:`processor.engine.batch` -- a customer's cancels as one adapter call;
@@ -29,16 +29,15 @@ from processor.config.schema import ProcessingConfig
 from processor.engine import transitions
 from processor.engine.results import Deferred
 from processor.engine.rowdata import RowData
-from processor.journal.base import FINAL_STATES, Claim, Journal, RequestRecord, State
+from processor.engine.transitions import Event
+from processor.journal.base import Claim, Journal, RequestRecord
 from processor.model import CancelRequest
 from processor.observe import Metrics, get_logger
+from processor.states import FINAL_STATES
 
 __all__ = ["Mover", "Clock", "utcnow", "stub_request", "take_up"]
 
 Clock = Callable[[], datetime]
-_OUTCOME_STATES = frozenset(
-    {State.APPROVED, State.FAILED, State.PARKED, State.CLOSED, State.REVOKED}
-)
 
 
 def utcnow() -> datetime:
@@ -95,13 +94,15 @@ class Mover:
         self,
         claim: Claim,
         request: CancelRequest,
-        state: State,
+        event: Event,
         *,
         detail: str | None = None,
         data: RowData | None = None,
         **fields: Any,
     ) -> Claim:
-        transitions.check(claim.state, state)
+        """Write the move ``event`` makes from the claim's state, as the table says; a pair the
+        table does not hold raises :class:`~processor.engine.transitions.IllegalMove` first."""
+        state = transitions.lookup(claim.state, event).target
         if data is not None:
             fields["data"] = data.json()
         if state in FINAL_STATES and "next_attempt_at" not in fields:
@@ -110,7 +111,7 @@ class Mover:
             fields["next_attempt_at"] = None
         new = self.journal.transition(claim, state, detail=detail or fields.get("reason"), **fields)
         self.metrics.transitions.labels(state=state.value).inc()
-        if state in _OUTCOME_STATES and state is not claim.state:
+        if state in FINAL_STATES and state is not claim.state:  # an outcome reached
             self.metrics.outcomes.labels(outcome=state.value).inc()
         get_logger(**request.log_context()).info(
             "state_changed",
@@ -126,18 +127,19 @@ class Mover:
         self,
         claim: Claim,
         request: CancelRequest,
-        state: State,
         seconds: float,
         why: str,
+        event: Event = Event.RETRY,
         **fields: Any,
     ) -> Deferred:
-        """Record when to try again; the caller returns the answer and stops for now."""
+        """Record when to try again (staying, or going back by ``event``); the caller returns the
+        answer and stops for now."""
         when = self.clock() + timedelta(seconds=max(seconds, 0.0))
         return Deferred(
             self.move(
                 claim,
                 request,
-                state,
+                event,
                 next_attempt_at=when,
                 last_error=why,
                 detail=f"retry after {seconds:.1f}s: {why}",
@@ -155,11 +157,11 @@ class Mover:
             return self.move(
                 claim,
                 request,
-                State.REFUSING,
+                Event.REFUSE,
                 reason=self.settings.malformed_reason,
                 last_error=problem,
                 detail=f"malformed: {problem}",
             )
         return self.move(
-            claim, request, State.PARKED, reason=f"malformed request: {problem}", last_error=problem
+            claim, request, Event.PARK, reason=f"malformed request: {problem}", last_error=problem
         )

@@ -28,6 +28,7 @@ from processor.engine import crashpoints
 from processor.engine.base import Mover
 from processor.engine.results import Stepped
 from processor.engine.rowdata import RowData
+from processor.engine.transitions import Event
 from processor.journal.base import Claim, State
 from processor.marketplace import (
     ActionRefused,
@@ -51,12 +52,10 @@ class ConnectSteps:
         self.marketplace = marketplace
         self.config = config
 
-    def _later(
-        self, claim: Claim, request: CancelRequest, state: State, exc: TransientError
-    ) -> Stepped:
-        """Connect is in trouble: try again later, in ``state``."""
+    def _later(self, claim: Claim, request: CancelRequest, exc: TransientError) -> Stepped:
+        """Connect is in trouble: try again later, where the row is."""
         wait = exc.retry_after or self.mover.backoff(1)
-        return self.mover.defer(claim, request, state, wait, str(exc))
+        return self.mover.defer(claim, request, wait, str(exc))
 
     def approve(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
         move = self.mover.move
@@ -73,30 +72,30 @@ class ConnectSteps:
                 template = self.marketplace.default_template(request.product_id)
             if template is None:
                 why = "no approve template for the product"
-                return move(claim, request, State.PARKED, reason=why)
+                return move(claim, request, Event.PARK, reason=why)
             self._approve_call(request.id, str(template), effective)
         except TransientError as exc:
-            return self._later(claim, request, State.TERMINATED, exc)
+            return self._later(claim, request, exc)
         except NotPending as exc:
             if exc.status == "approved":
                 return move(
                     claim,
                     request,
-                    State.APPROVED,
+                    Event.APPROVE,
                     next_attempt_at=purge_at,
                     detail="already approved on Connect",
                 )
             why = f"terminated at the vendor, but the request is {exc.status} on Connect"
-            return move(claim, request, State.PARKED, reason=why)
+            return move(claim, request, Event.PARK, reason=why)
         except (ActionRefused, MarketplaceError) as exc:
             why = f"approve refused by Connect: {exc}"
-            return move(claim, request, State.PARKED, reason=why)
+            return move(claim, request, Event.PARK, reason=why)
         crashpoints.reached("after_approve")
         purge = f"; purge due {iso(purge_at)}" if purge_at else ""
         return move(
             claim,
             request,
-            State.APPROVED,
+            Event.APPROVE,
             next_attempt_at=purge_at,
             detail=f"approved with {template}{purge}",
         )
@@ -113,14 +112,14 @@ class ConnectSteps:
         try:
             self.marketplace.fail(request.id, reason)
         except TransientError as exc:
-            return self._later(claim, request, State.REFUSING, exc)
+            return self._later(claim, request, exc)
         except NotPending as exc:
             if exc.status == "failed":
-                return move(claim, request, State.FAILED, detail="already failed on Connect")
-            return move(claim, request, State.CLOSED, detail=f"request is {exc.status} on Connect")
+                return move(claim, request, Event.FAIL, detail="already failed on Connect")
+            return move(claim, request, Event.CLOSE, detail=f"request is {exc.status} on Connect")
         except (ActionRefused, MarketplaceError) as exc:
-            return move(claim, request, State.PARKED, reason=f"fail refused by Connect: {exc}")
-        return move(claim, request, State.FAILED, detail=f"failed: {reason}")
+            return move(claim, request, Event.PARK, reason=f"fail refused by Connect: {exc}")
+        return move(claim, request, Event.FAIL, detail=f"failed: {reason}")
 
     def schedule(self, claim: Claim, request: CancelRequest, data: RowData) -> tuple[Stepped, bool]:
         """Hold the request on Connect until its effective date. The flag is False when Connect
@@ -132,7 +131,7 @@ class ConnectSteps:
             claim = move(
                 claim,
                 request,
-                State.SCHEDULED,
+                Event.SCHEDULE,
                 data=data.with_scheduled(False),
                 next_attempt_at=None,
                 detail=f"intent: schedule on Connect until {iso(dates.effective_at)}",
@@ -140,27 +139,27 @@ class ConnectSteps:
         try:
             self.marketplace.schedule(request.id, dates.effective_at)
         except TransientError as exc:
-            return self._later(claim, request, State.SCHEDULED, exc), True
+            return self._later(claim, request, exc), True
         except NotPending as exc:
             if exc.status == "revoking":
                 return self.confirm(claim, request), True
             if exc.status != "scheduled":
                 why = f"request is {exc.status} on Connect"
-                return move(claim, request, State.CLOSED, detail=why), True
+                return move(claim, request, Event.CLOSE, detail=why), True
         except ActionRefused as exc:
             if dates.effective_at <= self.mover.clock() + CLOCK_SKEW:
                 # Connect refuses a planned date it considers past; within a small skew of our own
                 # clock that is what the refusal means, and the date has (about) arrived.
                 return claim, False
             why = f"schedule refused by Connect: {exc}"
-            return move(claim, request, State.PARKED, reason=why), True
+            return move(claim, request, Event.PARK, reason=why), True
         except MarketplaceError as exc:
             why = f"schedule refused by Connect: {exc}"
-            return move(claim, request, State.PARKED, reason=why), True
+            return move(claim, request, Event.PARK, reason=why), True
         claim = move(
             claim,
             request,
-            State.SCHEDULED,
+            Event.SCHEDULE,
             data=RowData.of(claim.record).with_scheduled(True),
             next_attempt_at=None,
             detail=f"scheduled on Connect until {iso(dates.effective_at)}",
@@ -172,17 +171,17 @@ class ConnectSteps:
         try:
             self.marketplace.confirm(request.id)
         except TransientError as exc:
-            return self._later(claim, request, claim.state, exc)
+            return self._later(claim, request, exc)
         except NotPending as exc:
             if exc.status != "revoked":
                 return claim  # no longer revoking (scheduled, or pending again): nothing to confirm
         except (ActionRefused, MarketplaceError) as exc:
             why = f"confirming the revocation was refused by Connect: {exc}"
-            return self.mover.move(claim, request, State.PARKED, reason=why)
+            return self.mover.move(claim, request, Event.PARK, reason=why)
         return self.mover.move(
             claim,
             request,
-            State.REVOKED,
+            Event.REVOKE,
             detail="revocation confirmed on Connect; nothing terminated",
         )
 
@@ -197,18 +196,18 @@ class ConnectSteps:
             else:
                 self.marketplace.assign(request.id, user_id=route.user_id)
         except TransientError as exc:
-            return self._later(claim, request, claim.state, exc)
+            return self._later(claim, request, exc)
         except NotPending as exc:
             why = f"request is {exc.status} on Connect"
-            return self.mover.move(claim, request, State.CLOSED, detail=why)
+            return self.mover.move(claim, request, Event.CLOSE, detail=why)
         except (ActionRefused, MarketplaceError) as exc:
             why = f"assigning to {who} was refused by Connect: {exc}"
-            return self.mover.move(claim, request, State.PARKED, reason=why)
+            return self.mover.move(claim, request, Event.PARK, reason=why)
         data = RowData.of(claim.record).with_routed(who, self.mover.clock(), decision.policy_name)
         return self.mover.move(
             claim,
             request,
-            State.WAITING_HUMAN,
+            Event.ROUTE,
             data=data,
             reason=f"policy '{decision.policy_name}': handled by {who}",
             detail=f"assigned to {who}; the processor leaves it to them",

@@ -2,7 +2,7 @@
 
 The rules that make a crash harmless (the crash-window table of ``docs/design.md``,
 generated from :mod:`processor.engine.transitions`), for every vendor step
-(terminate, suspend, purge; see :mod:`processor.engine.vendor_steps`):
+(terminate, suspend, purge; see :mod:`processor.engine.vendor`):
 
 - the intent is committed before the vendor is called, the result after it; no journal
   transaction is open during any remote call;
@@ -31,6 +31,7 @@ configured to be failed after ``max_attempts`` definite errors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -38,46 +39,58 @@ from processor.adapters.base import VendorAdapter
 from processor.config.schema import Config
 from processor.engine import crashpoints
 from processor.engine.base import Clock, Mover, stub_request, take_up, utcnow
-from processor.engine.batch import Batch
+from processor.engine.batch import Batch, Started
 from processor.engine.connect_steps import ConnectSteps
 from processor.engine.leases import LeaseKeeper
-from processor.engine.lifecycle import Lifecycle
+from processor.engine.lifecycle import Lifecycle, Ready
 from processor.engine.liveness import Liveness
 from processor.engine.notes import Notes
-from processor.engine.planning import Plan, PlannedStep, build_plan
+from processor.engine.planning import Plan, PlannedStep, Planner
 from processor.engine.results import Deferred, Outcome, Reached, Stepped
 from processor.engine.rowdata import RowData
-from processor.engine.settling import settled_state
-from processor.engine.vendor_calls import VendorGate
-from processor.engine.vendor_results import VendorResults
-from processor.engine.vendor_steps import VendorSteps
-from processor.journal.base import FINAL_STATES, Claim, Journal, LeaseLost, RequestRecord, State
+from processor.engine.transitions import STOPS, Event, settling
+from processor.engine.vendor import VendorGate, VendorResults, VendorSteps
+from processor.journal.base import Claim, Journal, LeaseLost, RequestRecord, State
 from processor.marketplace import Marketplace, MarketplaceError, NotFound
 from processor.model import CancelRequest, MalformedRequest, parse_request
 from processor.observe import Metrics, get_logger
 from processor.policy.rules import Decision, Policy
+from processor.states import RESTING_STATES
 
 __all__ = [
     "Engine",
+    "Intake",
     "Plan",
     "PlannedStep",
     "Clock",
     "utcnow",
-    "RESTING",
-    "TIMER_STATES",
     "Outcome",
     "Reached",
 ]
 
-# Where the loop stops for this time: final, or waiting for a date, Connect, or a person.
-RESTING = FINAL_STATES | {State.SCHEDULED, State.SUSPENDED, State.WAITING_HUMAN}
-# Rows the daemon's timer loop claims when due (claim_due): their request may no longer be listed
-# as pending (approved ones waiting to be purged), or a crash left them mid-step.
-TIMER_STATES = (State.SUSPENDED, State.SUSPENDING, State.PURGING, State.APPROVED, State.SCHEDULED)
 _MAX_STEPS = 12  # a request's longest path has seven steps; more means a bug, not a reason to spin
 _OPEN_ON_CONNECT = ("pending", "scheduled", "inquiring", "draft", "tiers_setup", "revoking")
 
-Step = Callable[[Claim, CancelRequest, Decision], Stepped]
+# A step: what runs in a state (transitions.STOPS names it); None: nothing to do there now.
+Step = Callable[[Claim, CancelRequest, Decision], Stepped | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """A payload read once (:meth:`Engine.read`): its request and, when it is pending, the
+    policy's decision; or why it cannot be read."""
+
+    payload: Any
+    request: CancelRequest | None = None
+    decision: Decision | None = None
+    malformed: MalformedRequest | None = None
+
+    @property
+    def request_id(self) -> str:
+        if self.request is not None:
+            return self.request.id
+        raw = self.payload.get("id") if isinstance(self.payload, Mapping) else None
+        return str(raw or "")
 
 
 class Engine:
@@ -118,10 +131,6 @@ class Engine:
         self.connect = ConnectSteps(self.mover, marketplace, config)
         self.lifecycle = Lifecycle(self.mover, self.gate, self.vendor, self.connect, marketplace)
         self.batch = Batch(
-            settings=self.settings,
-            policy=self.policy,
-            journal=journal,
-            claimant=(owner, self.lease_seconds),
             metrics=self.metrics,
             mover=self.mover,
             gate=self.gate,
@@ -129,47 +138,99 @@ class Engine:
             results=self.results,
             lifecycle=self.lifecycle,
             leases=leases,
-            handle=self.handle,
-            drive=self._drive,
         )
+        self.planner = Planner(self.settings, journal, self.policy, marketplace, clock)
+        # The steps the table's STOPS name, bound; a name without a step fails here, at start-up.
+        self._by_name: dict[str, Step] = {
+            "start": self.lifecycle.start,
+            "on_scheduled": self.lifecycle.on_scheduled,
+            "resume_intent": self.vendor.resume,
+            "after_grace": self._after_grace,
+            "approve": self.connect.approve,
+            "fail": self._fail,
+            "purge_due": self._purge_due,
+        }
+        unbound = {s.step for s in STOPS.values() if s.step} - set(self._by_name)
+        if unbound:
+            raise RuntimeError(f"the transition table names steps without code: {unbound}")
 
     # -- entry points ------------------------------------------------------------------------
 
-    def handle(self, payload: Mapping[str, Any]) -> Reached:
-        """Process one request payload (from a poll, an id, or an EaaS event).
+    def read(self, payload: Any) -> Intake:
+        """A payload parsed once, with the policy's decision when it is pending: what ``handle``,
+        ``handle_batch`` and ``batch_key`` take, so that grouping a request costs no second
+        parse or decision."""
+        if isinstance(payload, Intake):
+            return payload
+        try:
+            request = parse_request(payload, subscription_param=self.settings.subscription_param)
+        except MalformedRequest as exc:
+            return Intake(payload, malformed=exc)
+        decision = self.policy.decide(request) if request.status == "pending" else None
+        return Intake(payload, request, decision)
+
+    def handle(self, payload: Mapping[str, Any] | Intake) -> Reached:
+        """Process one request payload (from a poll, an id, or an EaaS event), or an
+        :class:`Intake` read from one.
 
         Returns the journal state reached, or an :class:`Outcome` (ignored, busy, lease lost,
         malformed). Never raises for a problem of the request itself; journal and programming
         errors propagate.
         """
-        try:
-            request = parse_request(payload, subscription_param=self.settings.subscription_param)
-        except MalformedRequest as exc:
-            return self._malformed(payload, exc)
-        if request.status == "revoking":
-            return self._revocation(request)
-        if request.status != "pending":
-            return Outcome.IGNORED
-        decision = self.policy.decide(request)
-        if decision.action == "ignore":
-            get_logger(**request.log_context()).debug("request_ignored", reason=decision.reason)
-            return Outcome.IGNORED
-        record, claim = take_up(self.journal, request, self.owner, self.lease_seconds)
-        if claim is None:  # the row existed: final, resting, or to be claimed now
-            if record.final or self._resting(record):
-                return record.state
-            claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
-            if claim is None:
-                return Outcome.BUSY
+        taken = self._take(self.read(payload))
+        if not isinstance(taken, tuple):
+            return taken
+        claim, request, decision = taken
         crashpoints.reached("after_claim")
         return self._run(claim, request, decision)
 
-    def handle_batch(self, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Reached]:
-        """A customer's group as one adapter call (:mod:`processor.engine.batch`), by request id."""
-        return self.batch.handle(payloads)
+    def handle_batch(self, payloads: Sequence[Mapping[str, Any] | Intake]) -> dict[str, Reached]:
+        """A customer's group (:mod:`processor.engine.batch`), by request id: each request read,
+        decided and claimed once, as ``handle`` does; the new ones that batch go in one adapter
+        call, the others take the single path."""
+        results: dict[str, Reached] = {}
+        ready: list[Started] = []
+        claims: list[Claim] = []
+        try:
+            for intake in map(self.read, payloads):
+                if self.batch_key(intake) is None:
+                    results[intake.request_id] = self.handle(intake)
+                    continue
+                taken = self._take(intake, rest=False)
+                if not isinstance(taken, tuple):
+                    results[intake.request_id] = taken
+                    continue
+                claim, request, decision = taken
+                claims.append(claim)
+                if claim.state is not State.NEW:  # started earlier: the single path resumes it
+                    results[request.id] = self._guarded(claim, request, decision)
+                    continue
+                try:
+                    prepared = self.batch.prepare(claim, request, decision)
+                except LeaseLost:
+                    self.metrics.lease_lost.inc()
+                    results[request.id] = Outcome.LEASE_LOST
+                    continue
+                if isinstance(prepared, Ready):
+                    ready.append((claim, request, decision, prepared))
+                else:
+                    results[request.id] = self._guarded(prepared, request, decision)
+            if ready:
+                decided = {request.id: (request, decision) for _, request, decision, _ in ready}
+                for request_id, done in self.batch.terminate(ready).items():
+                    request, decision = decided[request_id]
+                    results[request_id] = self._guarded(done, request, decision)
+        finally:
+            for claim in claims:
+                self.journal.release(claim)
+        return results
 
-    def batch_key(self, payload: Mapping[str, Any]) -> str | None:
-        return self.batch.key(payload)
+    def batch_key(self, payload: Mapping[str, Any] | Intake) -> str | None:
+        """The group a pending request may be terminated with, or None to handle it alone."""
+        intake = self.read(payload)
+        if intake.request is None or intake.decision is None:
+            return None
+        return self.batch.key(intake.request, intake.decision)
 
     def renote(self, record: RequestRecord) -> bool:
         """Post a note the journal says is owed (:meth:`Notes.renote`)."""
@@ -194,7 +255,7 @@ class Engine:
                 except NotFound:
                     why = "the request is no longer visible on Connect"
                     stub = stub_request(claim.request_id, record)
-                    return self.mover.move(claim, stub, State.PARKED, reason=why).state
+                    return self.mover.move(claim, stub, Event.PARK, reason=why).state
                 except (MarketplaceError, MalformedRequest) as exc:
                     when = self.clock() + timedelta(seconds=self.mover.backoff(1))
                     self.journal.update(claim, next_attempt_at=when, last_error=f"timer: {exc}")
@@ -202,7 +263,7 @@ class Engine:
             decision = self.policy.decide(request, released=self._released(record))
             if decision.action == "ignore":
                 why = f"a timer fell due, but {decision.reason}: a person decides"
-                return self.mover.move(claim, request, State.PARKED, reason=why).state
+                return self.mover.move(claim, request, Event.PARK, reason=why).state
             return self._run(claim, request, decision, keep_claim=True)
         except LeaseLost:
             self.metrics.lease_lost.inc()
@@ -230,12 +291,12 @@ class Engine:
             return Outcome.BUSY
         request = stub_request(request_id, record, status)
         try:
-            target, why = settled_state(claim.state, status)
+            event, why = settling(claim.state, status)
             return self.mover.move(
                 claim,
                 request,
-                target,
-                reason=why if target is State.PARKED else None,
+                event,
+                reason=why,
                 detail=f"settled: request is {status} on Connect",
             ).state
         except LeaseLost:
@@ -245,7 +306,7 @@ class Engine:
 
     def plan(self, payload: Mapping[str, Any]) -> Plan:
         """What ``handle`` would do, with the policy and the dates ahead, touching nothing."""
-        return build_plan(self, payload)
+        return self.planner.plan(payload)
 
     # -- the state machine --------------------------------------------------------------------
 
@@ -279,6 +340,45 @@ class Engine:
         except LeaseLost as exc:
             self.notes.not_recorded(request, exc)
 
+    def _take(
+        self, intake: Intake, *, rest: bool = True
+    ) -> Reached | tuple[Claim, CancelRequest, Decision]:
+        """The claim on a read request, or what it reached without one (ignored, busy, a row
+        that is final or, with ``rest``, resting; a revocation or a malformed payload, handled)."""
+        if intake.malformed is not None:
+            return self._malformed(intake.payload, intake.malformed)
+        request, decision = intake.request, intake.decision
+        assert request is not None  # read() parsed it
+        if request.status == "revoking":
+            return self._revocation(request)
+        if request.status != "pending" or decision is None:
+            return Outcome.IGNORED
+        if decision.action == "ignore":
+            get_logger(**request.log_context()).debug("request_ignored", reason=decision.reason)
+            return Outcome.IGNORED
+        record, claim = take_up(self.journal, request, self.owner, self.lease_seconds)
+        if claim is None:  # the row existed: final, resting, or to be claimed now
+            if record.final or (rest and self._resting(record)):
+                return record.state
+            claim = self.journal.claim(request.id, self.owner, self.lease_seconds)
+            if claim is None:
+                return Outcome.BUSY
+        return claim, request, decision
+
+    def _guarded(
+        self, stepped: Stepped | Reached, request: CancelRequest, decision: Decision
+    ) -> Reached:
+        """Drive a batch member's claim on (its claim is released by ``handle_batch``)."""
+        if isinstance(stepped, Deferred):
+            return stepped.state
+        if not isinstance(stepped, Claim):
+            return stepped
+        try:
+            return self._drive(stepped, request, decision)
+        except LeaseLost:
+            self.metrics.lease_lost.inc()
+            return Outcome.LEASE_LOST
+
     def _drive(self, claim: Claim, request: CancelRequest, decision: Decision) -> Reached:
         reached = self._steps(claim, request, decision)
         if isinstance(reached, Claim):
@@ -288,34 +388,30 @@ class Engine:
     def _steps(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
         """The steps, until a resting state, a step that has nothing to do, or a deferral."""
         for _ in range(_MAX_STEPS):
-            step = self._step_for(claim)
-            if step is None:
+            name = STOPS[claim.state].step  # the table says which step runs in this state
+            stepped = self._by_name[name](claim, request, decision) if name else None
+            if stepped is None:
                 break
-            stepped = step(claim, request, decision)
             if isinstance(stepped, Deferred):
                 return stepped
             claim = stepped
-            if claim.state in RESTING:
+            if claim.state in RESTING_STATES:
                 break
         return claim
 
-    def _step_for(self, claim: Claim) -> Step | None:
-        state = claim.state
-        if state is State.NEW:
-            return self.lifecycle.start
-        if state is State.SCHEDULED:
-            return self.lifecycle.on_scheduled
-        if state in (State.TERMINATING, State.SUSPENDING, State.PURGING):
-            return self.vendor.resume
-        if state is State.SUSPENDED:
-            return self.lifecycle.after_grace if self.lifecycle.grace_over(claim) else None
-        if state is State.TERMINATED:
-            return self.connect.approve
-        if state is State.REFUSING:
-            return self._fail
-        if state is State.APPROVED and claim.record.next_attempt_at is not None:
-            return self.vendor.purge_due
-        return None
+    def _after_grace(
+        self, claim: Claim, request: CancelRequest, decision: Decision
+    ) -> Stepped | None:
+        if not self.lifecycle.grace_over(claim):
+            return None  # the timer fired early (a clock step): nothing to do yet
+        return self.lifecycle.after_grace(claim, request, decision)
+
+    def _purge_due(
+        self, claim: Claim, request: CancelRequest, decision: Decision
+    ) -> Stepped | None:
+        if claim.record.next_attempt_at is None:
+            return None  # approved, no purge timer: final
+        return self.vendor.purge_due(claim, request, decision)
 
     def _fail(self, claim: Claim, request: CancelRequest, decision: Decision) -> Stepped:
         return self.connect.fail(claim, request)

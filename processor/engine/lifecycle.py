@@ -34,9 +34,9 @@ from processor.engine.base import Mover
 from processor.engine.connect_steps import ConnectSteps
 from processor.engine.results import Deferred, Stepped
 from processor.engine.rowdata import RowData
-from processor.engine.vendor_calls import VendorGate
-from processor.engine.vendor_steps import SUSPEND, TERMINATE, VendorSteps
-from processor.journal.base import Claim, State
+from processor.engine.transitions import Event
+from processor.engine.vendor import SUSPEND, TERMINATE, VendorGate, VendorSteps
+from processor.journal.base import Claim
 from processor.marketplace import Marketplace, MarketplaceError, TransientError
 from processor.model import CancelRequest, parse_datetime
 from processor.policy.rules import Decision
@@ -75,9 +75,9 @@ class Lifecycle:
         named = f"policy '{decision.policy_name}'"
         if decision.action == "refuse":
             why = f"refused by {named}"
-            return move(claim, request, State.REFUSING, reason=decision.reason, detail=why)
+            return move(claim, request, Event.REFUSE, reason=decision.reason, detail=why)
         if decision.action == "park":
-            return move(claim, request, State.PARKED, reason=decision.reason)
+            return move(claim, request, Event.PARK, reason=decision.reason)
         if decision.action == "route":
             return self.connect.route(claim, request, decision)
         if request.subscription_id is None:
@@ -89,7 +89,7 @@ class Lifecycle:
             return self.vendor.not_loaded(claim, request, decision)
         missing = self.vendor.missing_capability(adapter, decision)
         if missing:
-            return move(claim, request, State.PARKED, reason=missing)
+            return move(claim, request, Event.PARK, reason=missing)
         recorded = RowData.of(claim.record)
         planned = recorded.dates
         if planned is not None:  # started before and sent back (a retry): the promised dates stand
@@ -105,7 +105,7 @@ class Lifecycle:
             return move(
                 claim,
                 request,
-                State.PARKED,
+                Event.PARK,
                 reason=f"the subscription has no billing date and {named} says to park such "
                 "requests",
             )
@@ -127,7 +127,7 @@ class Lifecycle:
             asset = self.marketplace.get_asset(request.asset_id)
         except TransientError as exc:
             wait = exc.retry_after or self.mover.backoff(1)
-            return self.mover.defer(claim, request, claim.state, wait, str(exc))
+            return self.mover.defer(claim, request, wait, str(exc))
         except MarketplaceError:
             return None  # no such subscription visible, or refused: the policy's fallback applies
         billing = asset.get("billing")
@@ -159,7 +159,7 @@ class Lifecycle:
         dates = data.dates
         if dates is None:
             why = "scheduled, but the journal holds no dates"
-            return move(claim, request, State.PARKED, reason=why)
+            return move(claim, request, Event.PARK, reason=why)
         if request.status == "revoking":
             return self.connect.confirm(claim, request)
         if request.status == "scheduled":
@@ -169,7 +169,7 @@ class Lifecycle:
                 return move(
                     claim,
                     request,
-                    State.SCHEDULED,
+                    Event.SCHEDULE,
                     data=data.with_scheduled(True),
                     next_attempt_at=None,
                     detail="Connect holds the request until its planned date",
@@ -179,7 +179,7 @@ class Lifecycle:
             return move(
                 claim,
                 request,
-                State.CLOSED if request.status != "revoked" else State.REVOKED,
+                Event.CLOSE if request.status != "revoked" else Event.REVOKE,
                 detail=f"request is {request.status} on Connect; nothing was done at the vendor",
             )
         if data.scheduled is True or dates.effective_at <= self.mover.clock():
@@ -211,14 +211,14 @@ class Lifecycle:
                 return self.mover.move(
                     claim,
                     request,
-                    State.CLOSED,
+                    Event.CLOSE,
                     detail=f"reactivated: the request is {status_text} "
                     "on Connect and the subscription is active at the vendor",
                 )
         return self.mover.move(
             claim,
             request,
-            State.PARKED,
+            Event.PARK,
             reason=f"the cancellation was withdrawn on Connect ({status_text}) during the grace "
             "period, but the subscription may still be suspended at the vendor: resume it there",
         )

@@ -22,7 +22,8 @@ from processor.adapters.base import Idempotency, VendorAdapter
 from processor.engine.base import Mover
 from processor.engine.results import Deferred
 from processor.engine.rowdata import RowData
-from processor.journal.base import Claim, Journal, State
+from processor.engine.transitions import Event
+from processor.journal.base import Claim, Journal
 from processor.journal.holders import SendRights, local_send_rights
 from processor.model import CancelRequest
 
@@ -66,7 +67,7 @@ class Liveness:
             return self.mover.move(
                 claim,
                 request,
-                State.PARKED,
+                Event.PARK,
                 reason=f"{SUSPENDED} for {waited:.0f}s: a process that held this request past its "
                 f"lease still runs (frozen?) and may still send its {claim.state.value} call to "
                 f"the vendor. Stop or restart that process, check the subscription at the vendor, "
@@ -76,7 +77,6 @@ class Liveness:
         return self.mover.defer(
             claim,
             request,
-            claim.state,
             wait,
             f"{SUSPENDED} ({waited:.0f}s of {limit:.0f}s)",
             data=data.with_suspended(since, claim.record.attempts),

@@ -12,19 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from processor.config.schema import ProcessingConfig
+from processor.engine import transitions
+from processor.engine.base import Clock
 from processor.engine.rowdata import RowData
-from processor.journal.base import RequestRecord, State
-from processor.marketplace import MarketplaceError
+from processor.journal.base import Journal, RequestRecord, State
+from processor.marketplace import Marketplace, MarketplaceError
 from processor.model import CancelRequest, MalformedRequest, parse_datetime, parse_request
-from processor.policy.rules import Decision
+from processor.policy.rules import Decision, Policy
 from processor.policy.timing import Dates, effective_date, human
 
-if TYPE_CHECKING:
-    from processor.engine.core import Engine
-
-__all__ = ["Plan", "PlannedStep", "build_plan"]
+__all__ = ["Plan", "PlannedStep", "Planner", "build_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,35 +51,36 @@ class Plan:
     steps: tuple[PlannedStep, ...] = ()
 
 
-# How far along the policy's steps each journal state is (steps of lower rank are done).
-_RANK = {
-    State.NEW: 0,
-    State.SCHEDULED: 1,
-    State.SUSPENDING: 1,
-    State.SUSPENDED: 2,
-    State.TERMINATING: 2,
-    State.TERMINATED: 3,
-    State.REFUSING: 0,
-    State.APPROVED: 4,
-    State.PURGING: 4,
-}
+@dataclass(frozen=True, slots=True)
+class Planner:
+    """What a dry run reads (nothing it is given is written to): the settings, the journal, the
+    policy, Connect (a billing date) and the clock."""
+
+    settings: ProcessingConfig
+    journal: Journal
+    policy: Policy
+    marketplace: Marketplace
+    clock: Clock
+
+    def plan(self, payload: Mapping[str, Any]) -> Plan:
+        return build_plan(self, payload)
 
 
-def build_plan(engine: Engine, payload: Mapping[str, Any]) -> Plan:
+def build_plan(planner: Planner, payload: Mapping[str, Any]) -> Plan:
     request_id = (
         str(payload.get("id") or "<no id>") if isinstance(payload, Mapping) else "<not an object>"
     )
     try:
-        request = parse_request(payload, subscription_param=engine.settings.subscription_param)
+        request = parse_request(payload, subscription_param=planner.settings.subscription_param)
     except MalformedRequest as exc:
         return Plan(
-            request_id, None, None, None, None, f"{engine.settings.malformed}: {exc.problem}"
+            request_id, None, None, None, None, f"{planner.settings.malformed}: {exc.problem}"
         )
-    record = engine.journal.get(request.id)
+    record = planner.journal.get(request.id)
     released = (
         record is not None and record.state is State.NEW and RowData.of(record).routed is not None
     )
-    decision = engine.policy.decide(request, released=released)
+    decision = planner.policy.decide(request, released=released)
     state = record.state.value if record else None
     head = f"policy '{decision.policy_name}': " if decision.policy_name else ""
 
@@ -108,11 +109,11 @@ def build_plan(engine: Engine, payload: Mapping[str, Any]) -> Plan:
     if decision.action != "terminate":
         return plan(decision.describe(), _other_steps(decision))
     if request.subscription_id is None and (record is None or record.state is State.NEW):
-        return plan(f"{engine.settings.malformed}: no subscription id")
-    dates, source = _dates(engine, request, decision, record)
+        return plan(f"{planner.settings.malformed}: no subscription id")
+    dates, source = _dates(planner, request, decision, record)
     if dates is None:
         return plan(f"{head}park: {source}")
-    steps = _steps(engine, decision, dates, record)
+    steps = _steps(planner, decision, dates, record)
     reason = f" (reason: {decision.reason_code})" if decision.reason_code else ""
     return plan(head + "; ".join(str(s) for s in steps) + reason, steps)
 
@@ -133,7 +134,7 @@ def _other_steps(decision: Decision) -> tuple[PlannedStep, ...]:
 
 
 def _dates(
-    engine: Engine, request: CancelRequest, decision: Decision, record: RequestRecord | None
+    planner: Planner, request: CancelRequest, decision: Decision, record: RequestRecord | None
 ) -> tuple[Dates | None, str]:
     if record is not None:
         planned = RowData.of(record).dates
@@ -142,23 +143,23 @@ def _dates(
     billing = request.billing_next_date
     if billing is None and decision.policy.timing == "end_of_period":
         try:
-            found = engine.marketplace.get_asset(request.asset_id).get("billing")
+            found = planner.marketplace.get_asset(request.asset_id).get("billing")
             billing = parse_datetime(found.get("next_date")) if isinstance(found, dict) else None
         except MarketplaceError:
             billing = None
-    effective, source = effective_date(decision.policy, billing, engine.clock())
+    effective, source = effective_date(decision.policy, billing, planner.clock())
     if effective is None:
         return None, f"{source} and the policy says to park such requests"
     return Dates.plan(decision.policy, effective), source
 
 
 def _steps(
-    engine: Engine, decision: Decision, dates: Dates, record: RequestRecord | None
+    planner: Planner, decision: Decision, dates: Dates, record: RequestRecord | None
 ) -> tuple[PlannedStep, ...]:
     recorded = RowData.of(record) if record is not None else RowData()
     adapter = recorded.adapter or decision.adapter
     template = recorded.template or decision.template or "the product's default template"
-    now = engine.clock()
+    now = planner.clock()
 
     def when(at: datetime) -> datetime | None:
         return at if at > now else None  # due already: "as soon as it is processed"
@@ -176,7 +177,7 @@ def _steps(
     planned.append((3, PlannedStep(approve, when(dates.terminate_at))))
     if dates.purge_at is not None:
         planned.append((4, PlannedStep(f"purge via '{adapter}'", dates.purge_at)))
-    rank = _RANK.get(record.state, 0) if record is not None else 0
+    rank = transitions.rank(record.state) if record is not None else 0
     if (
         record is not None
         and record.state is State.SCHEDULED

@@ -1,39 +1,52 @@
-"""The engine's state machine as data: state x event -> next state, and the crash window each opens.
+"""The engine's state machine as data: ``(state, event) -> (target, step)``, and the crash windows.
 
-Every move the engine makes goes through :func:`check` (via ``Mover.move``): a move that is not in
-:data:`TABLE` is a bug and raises :class:`IllegalMove` before anything is written. The crash-window
-table of ``docs/design.md`` is generated from this module
-(``python -m processor.engine.transitions --markdown``) and a test keeps the two identical.
+Steps name what happened (an :class:`Event`); :meth:`processor.engine.base.Mover.move` looks the
+move up here with :func:`lookup` and writes the target this table gives. A pair the table does not
+hold is a bug and raises :class:`IllegalMove` before anything is written; :func:`lookup` is the only
+caller of the journal's ``transition`` (a test keeps it so). Which step runs in a state
+(:data:`STOPS`), where the loop rests, which rows the timer loop claims (:mod:`processor.states`),
+where settling leaves a row, and how far along a plan a state is (the dry run) all come from here.
 
-Each row names the crash windows (:mod:`processor.engine.crashpoints`) the move bounds: the one
-it *closes* (a crash before the move committed left the row in its source state: what then
-happens) and the one it *opens* (a crash right after it: what the committed move leaves, and how it
-is taken up again). Every move into an intent state (``terminating``, ``suspending``, ``purging``)
-opens ``after_intent``; every move out of one closes ``after_vendor``.
-Settling (Connect closed the request behind the journal's back) and staying in a state (a retry
-time recorded, a field updated) are allowed from every state that is not final.
+Adding a state (a hold window, an asynchronous vendor operation, ...) is: its traits in
+:data:`processor.states.TRAITS`, its rows in :func:`_table` (the events that lead into it and out of
+it), its :class:`Stop` (the step that runs in it), and that step; ``docs/design.md`` says how.
+
+The crash-window table of ``docs/design.md`` is generated from this module
+(``python -m processor.engine.transitions --markdown``) and a test keeps the two identical. Each
+row names the crash windows (:mod:`processor.engine.crashpoints`) the move bounds: the one it
+*closes* (a crash before the move committed left the row in its source state) and the one it
+*opens* (a crash right after it: what the committed move leaves, and how it is taken up again).
+Every move into an intent state opens ``after_intent``; every move out of one closes
+``after_vendor``.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from enum import Enum
 
-from processor.journal.base import FINAL_STATES, State
+from processor.states import FINAL_STATES, INTENT_STATES, State
 
 __all__ = [
     "Edge",
+    "Event",
     "IllegalMove",
+    "Move",
+    "Stop",
+    "STOPS",
     "TABLE",
     "WINDOWS",
     "INTENT_STATES",
-    "ALLOWED",
-    "check",
+    "lookup",
+    "returned_to",
+    "settle_event",
+    "settling",
+    "rank",
     "markdown",
 ]
 
 S = State
-INTENT_STATES = frozenset({S.TERMINATING, S.SUSPENDING, S.PURGING})
 # What a crash right after a move leaves, and what takes it up again (crash point -> text).
 WINDOWS: dict[str, str] = {
     "after_claim": "lease taken, nothing recorded: the next claim starts the step afresh",
@@ -53,6 +66,58 @@ WINDOWS: dict[str, str] = {
 }
 
 
+class Event(str, Enum):  # noqa: UP042 - str() of a member names it, as State's does
+    """What a step found or did; the table says where it leads from each state."""
+
+    RETRY = "retry"  # try again later, or a field recorded: the row stays where it is
+    REFUSE = "refuse"  # a rule, the vendor, poison, or a malformed request: fail it on Connect
+    PARK = "park"  # a person must decide
+    ROUTE = "route"  # assigned to a person by a policy
+    SCHEDULE = "schedule"  # effective later: Connect holds the request until its date
+    CLOSE = "close"  # the request is no longer pending on Connect; nothing (more) to do
+    REVOKE = "revoke"  # the customer withdrew a scheduled cancellation, confirmed
+    TERMINATE = "terminate"  # terminate intent (again, in the intent state: a repeat)
+    SUSPEND = "suspend"  # suspend intent, for a grace period
+    PURGE = "purge"  # purge intent, when retention is over
+    DONE = "done"  # the vendor step happened (confirmed, already gone, or a purge skipped)
+    RETURN_NEW = "return:new"  # the vendor did not act: back where the step started
+    RETURN_SCHEDULED = "return:scheduled"
+    RETURN_SUSPENDED = "return:suspended"
+    RETURN_APPROVED = "return:approved"
+    APPROVE = "approve"  # approved on Connect (or it already was)
+    FAIL = "fail"  # failed on Connect (or it already was)
+    SETTLE_REVOKED = "settle:revoked"  # Connect closed the request behind the journal's back:
+    SETTLE_APPROVED = "settle:approved"  # ... approved,
+    SETTLE_FAILED = "settle:failed"  # ... failed,
+    SETTLE_CLOSED = "settle:closed"  # ... or any other status that is not open
+
+
+_RETURNS = {
+    S.NEW: Event.RETURN_NEW,
+    S.SCHEDULED: Event.RETURN_SCHEDULED,
+    S.SUSPENDED: Event.RETURN_SUSPENDED,
+    S.APPROVED: Event.RETURN_APPROVED,
+}
+_SETTLES = {
+    "revoked": Event.SETTLE_REVOKED,
+    "approved": Event.SETTLE_APPROVED,
+    "failed": Event.SETTLE_FAILED,
+}
+
+
+def returned_to(step_from: State) -> Event:
+    """The event of a vendor step that did not act, going back to the state it started from."""
+    event = _RETURNS.get(step_from)
+    if event is None:
+        raise IllegalMove(f"no vendor step starts from {step_from.value}")
+    return event
+
+
+def settle_event(status: str) -> Event:
+    """The event of settling a row whose request is ``status`` (not open) on Connect."""
+    return _SETTLES.get(status, Event.SETTLE_CLOSED)
+
+
 class IllegalMove(RuntimeError):
     """The engine tried a move that the transition table does not hold: a bug, never data."""
 
@@ -60,110 +125,183 @@ class IllegalMove(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Edge:
     source: State
-    event: str
+    event: Event
     target: State
+    when: str = ""  # what the event means in this state, for the generated table
     opens: str | None = None  # a key of WINDOWS: the crash point right after this move
     closes: str | None = None  # a key of WINDOWS: the crash point this move ends
 
 
-_OPEN = [s for s in State if s not in FINAL_STATES]
-_RETURN_FROM = (S.NEW, S.SCHEDULED, S.SUSPENDED)  # where a vendor step may start (its step_from)
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """What the engine does in a state."""
 
+    step: str | None  # the step that runs in it (a name the engine binds), None: nothing runs
+    rank: int = 0  # how far along a policy's steps (the dry run): steps of a lower rank are done
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A looked-up move: the edge, and the step that runs in its target (None: none)."""
+
+    edge: Edge
+    step: str | None
+
+    @property
+    def target(self) -> State:
+        return self.edge.target
+
+
+_RESUME = "resume_intent"  # every intent state: the call may have acted (VendorSteps.resume)
+STOPS: dict[State, Stop] = {
+    S.NEW: Stop("start"),
+    S.SCHEDULED: Stop("on_scheduled", rank=1),
+    S.SUSPENDING: Stop(_RESUME, rank=1),
+    S.SUSPENDED: Stop("after_grace", rank=2),  # once the grace is over
+    S.TERMINATING: Stop(_RESUME, rank=2),
+    S.TERMINATED: Stop("approve", rank=3),
+    S.REFUSING: Stop("fail"),
+    S.APPROVED: Stop("purge_due", rank=4),  # when a purge timer is set
+    S.PURGING: Stop(_RESUME, rank=4),
+    S.WAITING_HUMAN: Stop(None),
+    S.FAILED: Stop(None),
+    S.REVOKED: Stop(None),
+    S.CLOSED: Stop(None),
+    S.PARKED: Stop(None),
+}
 
 _V = "after_vendor"  # the ambiguous window: the vendor answered, the answer not recorded
+_I = "after_intent"
+E = Event
+# Where settling leaves a row, by the request's status on Connect: approved, failed, any other.
+# Connect's status is the truth, except where the vendor may hold the subscription in a state
+# Connect does not know (suspended, a terminate in flight, a purge refused): a person decides.
+_CLOSED3 = (S.CLOSED, S.CLOSED, S.CLOSED)  # nothing was done at the vendor; someone else closed it
+_PARKED3 = (S.PARKED, S.PARKED, S.PARKED)
+_SETTLED: dict[State, tuple[State, State, State]] = {
+    S.NEW: _CLOSED3,
+    S.WAITING_HUMAN: _CLOSED3,
+    S.SCHEDULED: _CLOSED3,
+    S.SUSPENDING: _PARKED3,
+    S.SUSPENDED: _PARKED3,
+    S.TERMINATING: _PARKED3,
+    S.TERMINATED: (S.APPROVED, S.PARKED, S.CLOSED),
+    S.REFUSING: (S.CLOSED, S.FAILED, S.CLOSED),
+    S.PURGING: (S.CLOSED, S.PARKED, S.CLOSED),
+}
 
 
 def _table() -> tuple[Edge, ...]:
     e: list[Edge] = [
         # A request's first sight: the policy decides, then the dates.
-        Edge(S.NEW, "rule refuses", S.REFUSING),
-        Edge(S.NEW, "rule parks, adapter missing, no billing date", S.PARKED),
-        Edge(S.NEW, "routed to a person", S.WAITING_HUMAN),
-        Edge(S.NEW, "assign: request no longer pending", S.CLOSED),
-        Edge(S.NEW, "effective later: schedule intent, then Connect holds it", S.SCHEDULED),
-        Edge(S.NEW, "terminate intent", S.TERMINATING, opens="after_intent"),
-        Edge(S.NEW, "suspend intent (grace period)", S.SUSPENDING, opens="after_intent"),
+        Edge(S.NEW, E.REFUSE, S.REFUSING, "a rule refuses, a malformed request"),
+        Edge(S.NEW, E.ROUTE, S.WAITING_HUMAN, "routed to a person"),
+        Edge(S.NEW, E.CLOSE, S.CLOSED, "assign: the request is no longer pending"),
+        Edge(S.NEW, E.SCHEDULE, S.SCHEDULED, "effective later: Connect holds it"),
+        Edge(S.NEW, E.TERMINATE, S.TERMINATING, "terminate intent", opens=_I),
+        Edge(S.NEW, E.SUSPEND, S.SUSPENDING, "suspend intent (grace period)", opens=_I),
         # Scheduled on Connect until the effective date.
-        Edge(S.SCHEDULED, "revocation confirmed", S.REVOKED),
-        Edge(S.SCHEDULED, "request closed on Connect", S.CLOSED),
-        Edge(S.SCHEDULED, "no dates, schedule refused", S.PARKED),
-        Edge(S.SCHEDULED, "date came: terminate intent", S.TERMINATING, opens="after_intent"),
-        Edge(S.SCHEDULED, "date came: suspend intent", S.SUSPENDING, opens="after_intent"),
-        Edge(S.SCHEDULED, "malformed at the vendor call", S.REFUSING),
+        Edge(S.SCHEDULED, E.SCHEDULE, S.SCHEDULED, "the schedule recorded or confirmed"),
+        Edge(S.SCHEDULED, E.REVOKE, S.REVOKED, "revocation confirmed, or revoked on Connect"),
+        Edge(S.SCHEDULED, E.CLOSE, S.CLOSED, "the request closed on Connect"),
+        Edge(S.SCHEDULED, E.TERMINATE, S.TERMINATING, "date came: terminate intent", opens=_I),
+        Edge(S.SCHEDULED, E.SUSPEND, S.SUSPENDING, "date came: suspend intent", opens=_I),
+        Edge(S.SCHEDULED, E.REFUSE, S.REFUSING, "malformed at the vendor call"),
         # Suspended for the grace period.
-        Edge(S.SUSPENDED, "grace over: terminate intent", S.TERMINATING, opens="after_intent"),
-        Edge(S.SUSPENDED, "withdrawn, active at the vendor", S.CLOSED),
-        Edge(S.SUSPENDED, "withdrawn, maybe still suspended", S.PARKED),
-        Edge(S.SUSPENDED, "malformed at the vendor call", S.REFUSING),
+        Edge(S.SUSPENDED, E.TERMINATE, S.TERMINATING, "grace over: terminate intent", opens=_I),
+        Edge(S.SUSPENDED, E.CLOSE, S.CLOSED, "withdrawn, active at the vendor"),
+        Edge(S.SUSPENDED, E.REFUSE, S.REFUSING, "malformed at the vendor call"),
         # Vendor steps in flight.
-        Edge(S.TERMINATING, "repeat (deduplicating vendor), retry later", S.TERMINATING),
-        Edge(S.TERMINATING, "terminated or already gone", S.TERMINATED, "after_result", _V),
-        Edge(S.TERMINATING, "vendor refused, poison", S.REFUSING, closes=_V),
-        Edge(S.TERMINATING, "no safe repeat, gave up", S.PARKED, closes=_V),
-        Edge(S.SUSPENDING, "repeat (deduplicating vendor), retry later", S.SUSPENDING),
-        Edge(S.SUSPENDING, "suspended or already gone", S.SUSPENDED, closes=_V),
-        Edge(S.SUSPENDING, "vendor refused", S.REFUSING, closes=_V),
-        Edge(S.SUSPENDING, "no safe repeat, gave up", S.PARKED, closes=_V),
-        Edge(S.PURGING, "repeat (deduplicating vendor), retry later", S.PURGING),
-        Edge(S.PURGING, "purged, already gone, restored (skipped)", S.APPROVED, closes=_V),
-        Edge(S.PURGING, "refused, no safe repeat, gave up", S.PARKED, closes=_V),
+        Edge(S.TERMINATING, E.TERMINATE, S.TERMINATING, "repeat: the vendor deduplicates"),
+        Edge(S.TERMINATING, E.DONE, S.TERMINATED, "terminated or already gone", "after_result", _V),
+        Edge(S.TERMINATING, E.REFUSE, S.REFUSING, "the vendor refused, poison", closes=_V),
+        Edge(S.SUSPENDING, E.SUSPEND, S.SUSPENDING, "repeat: the vendor deduplicates"),
+        Edge(S.SUSPENDING, E.DONE, S.SUSPENDED, "suspended or already gone", closes=_V),
+        Edge(S.SUSPENDING, E.REFUSE, S.REFUSING, "the vendor refused", closes=_V),
+        Edge(S.PURGING, E.PURGE, S.PURGING, "repeat: the vendor deduplicates"),
+        Edge(S.PURGING, E.DONE, S.APPROVED, "purged, already gone, restored (skipped)", closes=_V),
         # Connect told of the vendor's result.
-        Edge(S.TERMINATED, "approved (or already approved)", S.APPROVED, closes="after_approve"),
-        Edge(S.TERMINATED, "approve refused, no template", S.PARKED),
-        Edge(S.REFUSING, "failed (or already failed)", S.FAILED),
-        Edge(S.REFUSING, "request no longer pending", S.CLOSED),
-        Edge(S.REFUSING, "fail refused", S.PARKED),
+        Edge(S.TERMINATED, E.APPROVE, S.APPROVED, "approved (or already)", closes="after_approve"),
+        Edge(S.REFUSING, E.FAIL, S.FAILED, "failed (or already failed)"),
+        Edge(S.REFUSING, E.CLOSE, S.CLOSED, "the request is no longer pending"),
         # Retention: an approved row with a purge timer.
-        Edge(S.APPROVED, "purge due: purge intent", S.PURGING, opens="after_intent"),
-        Edge(S.APPROVED, "purged already, restored (skipped), timer re-armed", S.APPROVED),
-        Edge(S.APPROVED, "purge unsafe, adapter missing, timer on a vanished request", S.PARKED),
+        Edge(S.APPROVED, E.PURGE, S.PURGING, "purge due: purge intent", opens=_I),
+        Edge(S.APPROVED, E.DONE, S.APPROVED, "purged already, restored (skipped)"),
+        Edge(S.APPROVED, E.RETRY, S.APPROVED, "a status read failed: retry later"),
+        Edge(S.APPROVED, E.PARK, S.PARKED, "purge unsafe, adapter missing, request vanished"),
     ]
-    for state in _OPEN:
-        e.append(Edge(state, "retry later, field update", state))
-        e.append(Edge(state, "settle: revoked on Connect", S.REVOKED))
-        e.append(Edge(state, "settle: closed on Connect", S.CLOSED))
-        e.append(
-            Edge(state, "settle, timer on a vanished request, malformed, holder alive", S.PARKED)
-        )
-        e.append(Edge(state, "malformed payload (processing.malformed=fail)", S.REFUSING))
-    for intent in INTENT_STATES - {S.PURGING}:
-        for back in _RETURN_FROM:
-            e.append(Edge(intent, "the vendor did not act: back to step_from", back, closes=_V))
-    e.append(Edge(S.PURGING, "the vendor did not act: back to step_from", S.APPROVED, closes=_V))
-    e.append(Edge(S.TERMINATED, "settle: approved on Connect", S.APPROVED))
-    e.append(Edge(S.REFUSING, "settle: failed on Connect", S.FAILED))
-    return _dedupe(e)
-
-
-def _dedupe(edges: list[Edge]) -> tuple[Edge, ...]:
-    """One row per (source, target): the first, most specific event names it."""
-    seen: dict[tuple[State, State], Edge] = {}
-    for edge in edges:
-        seen.setdefault((edge.source, edge.target), edge)
+    # A vendor step that did not act goes back where it started (its step_from).
+    for intent, back in (
+        (S.TERMINATING, (S.NEW, S.SCHEDULED, S.SUSPENDED)),
+        (S.SUSPENDING, (S.NEW, S.SCHEDULED)),
+        (S.PURGING, (S.APPROVED,)),
+    ):
+        for start in back:
+            e.append(Edge(intent, returned_to(start), start, "the vendor did not act", closes=_V))
+    for state, (approved, failed, other) in _SETTLED.items():
+        out = _V if state in INTENT_STATES else None
+        e.append(Edge(state, E.RETRY, state, "retry later, a field recorded"))
+        e.append(Edge(state, E.PARK, S.PARKED, "a person decides", closes=out))
+        if state not in (S.NEW, S.SCHEDULED, S.SUSPENDED, S.TERMINATING, S.SUSPENDING):
+            e.append(Edge(state, E.REFUSE, S.REFUSING, "malformed (processing.malformed=fail)"))
+        e.append(Edge(state, E.SETTLE_REVOKED, S.REVOKED, "revoked on Connect"))
+        e.append(Edge(state, E.SETTLE_APPROVED, approved, "approved on Connect"))
+        e.append(Edge(state, E.SETTLE_FAILED, failed, "failed on Connect"))
+        e.append(Edge(state, E.SETTLE_CLOSED, other, "closed on Connect"))
     order = {state: i for i, state in enumerate(State)}
-    return tuple(sorted(seen.values(), key=lambda x: (order[x.source], order[x.target])))
+    events = {event: i for i, event in enumerate(Event)}
+    return tuple(sorted(e, key=lambda x: (order[x.source], events[x.event])))
 
 
 TABLE: tuple[Edge, ...] = _table()
-ALLOWED: frozenset[tuple[State, State]] = frozenset((e.source, e.target) for e in TABLE)
+_MOVES: dict[tuple[State, Event], Move] = {
+    (edge.source, edge.event): Move(edge, STOPS[edge.target].step) for edge in TABLE
+}
 
 
-def check(source: State, target: State) -> None:
-    """Raise :class:`IllegalMove` unless the table holds ``source -> target``."""
-    if (source, target) not in ALLOWED:
-        raise IllegalMove(f"no transition {source.value} -> {target.value} in the table")
+def lookup(source: State, event: Event) -> Move:
+    """The move ``event`` makes from ``source``; :class:`IllegalMove` when the table has none."""
+    move = _MOVES.get((source, event))
+    if move is None:
+        raise IllegalMove(f"no move for {event.value} from {source.value} in the table")
+    return move
+
+
+def settling(state: State, status: str) -> tuple[Event, str | None]:
+    """Settling a row in ``state`` whose request is ``status`` on Connect (closed behind the
+    journal's back; the vendor is not called): the event (``_SETTLED`` says where it leads), and
+    why a person is needed when it leads to ``parked``, or None."""
+    event = settle_event(status)
+    if lookup(state, event).target is not S.PARKED:
+        return event, None
+    if state in (S.SUSPENDING, S.SUSPENDED):
+        return event, (
+            f"the request was {status} on Connect while the subscription was suspended at the "
+            f"vendor: resume it there"
+        )
+    return event, f"the request was {status} on Connect while the vendor step was {state.value}"
+
+
+def rank(state: State) -> int:
+    return STOPS[state].rank
 
 
 def markdown() -> str:
     """The crash-window table of ``docs/design.md``, generated."""
-    lines = ["| from | event | to | closes | opens |", "|---|---|---|---|---|"]
+    lines = ["| from | event | to | when | closes | opens |", "|---|---|---|---|---|---|"]
     for edge in TABLE:
         closes = f"`{edge.closes}`" if edge.closes else ""
         opens = f"`{edge.opens}`" if edge.opens else ""
-        row = (
-            f"| `{edge.source.value}` | {edge.event} | `{edge.target.value}` | {closes} | {opens} |"
+        lines.append(
+            f"| `{edge.source.value}` | `{edge.event.value}` | `{edge.target.value}` | "
+            f"{edge.when} | {closes} | {opens} |"
         )
-        lines.append(row)
+    lines += ["", "| state | step that runs in it | rank (dry run) |", "|---|---|---|"]
+    lines += [
+        f"| `{state.value}` | {f'`{stop.step}`' if stop.step else ''} | {stop.rank} |"
+        for state, stop in STOPS.items()
+        if state not in FINAL_STATES or stop.step
+    ]
     lines += ["", "| crash window | a crash there leaves, and what takes it up |", "|---|---|"]
     lines += [f"| `{name}` | {text} |" for name, text in WINDOWS.items()]
     return "\n".join(lines) + "\n"

@@ -9,24 +9,7 @@ for that request. Every transition also appends a row to an append-only transiti
 No method holds a database transaction open across a call to anything remote: the engine writes
 the intent, commits, calls the vendor, then records the result in a new transaction.
 
-States (the crash-window table of docs/design.md, plus the policy states):
-
-======================  =============================================================
-``new``                 known; no vendor call can have happened for the current step
-``terminating``         intent written: a terminate call may have happened
-``terminated``          the vendor confirmed; approve on Connect is next
-``refusing``            the vendor (or a rule) refused; fail on Connect is next
-``scheduled``           end-of-period: scheduled on Connect, waiting for the planned date
-``suspending``          intent written: a suspend call may have happened
-``suspended``           suspended at the vendor; terminate due at ``next_attempt_at``
-``waiting_human``       routed to a person; the processor leaves it alone
-``purging``             intent written: a purge call may have happened
-``approved``            approved on Connect (final, unless a purge timer is pending)
-``failed``              failed (refused) on Connect (final)
-``revoked``             the cancellation was withdrawn on Connect (final)
-``closed``              the request left ``pending`` on Connect by someone else's hand (final)
-``parked``              needs a human (ambiguous outcome without idempotency, poison, ...)
-======================  =============================================================
+States, and the sets of them every reader derives from one table: :mod:`processor.states`.
 """
 
 from __future__ import annotations
@@ -34,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 from typing import Any, Protocol
+
+from processor.states import FINAL_STATES, NOTED_STATES, State
 
 __all__ = [
     "State",
@@ -49,33 +33,6 @@ __all__ = [
     "LeaseLost",
     "SchemaError",
 ]
-
-
-# Not StrEnum: str(State.NEW) stays "State.NEW" wherever a message formats a state.
-class State(str, Enum):  # noqa: UP042
-    NEW = "new"
-    TERMINATING = "terminating"
-    TERMINATED = "terminated"
-    REFUSING = "refusing"
-    SCHEDULED = "scheduled"
-    SUSPENDING = "suspending"
-    SUSPENDED = "suspended"
-    WAITING_HUMAN = "waiting_human"
-    PURGING = "purging"
-    APPROVED = "approved"
-    FAILED = "failed"
-    REVOKED = "revoked"
-    CLOSED = "closed"
-    PARKED = "parked"
-
-
-# States in which the processor makes no further call on its own. ``approved`` rows may still
-# carry a purge timer (``next_attempt_at`` not null): ``claim_due`` finds those.
-FINAL_STATES = frozenset({State.APPROVED, State.FAILED, State.REVOKED, State.CLOSED, State.PARKED})
-# States whose reaching is told to the request's conversation: outcomes, and what waits (and why).
-# The stores' ``unnoted`` query and its partial index (migration 0002) spell the same list in SQL,
-# so the index stays as small as the backlog of owed notes; a test keeps the three in step.
-NOTED_STATES = FINAL_STATES | {State.SCHEDULED, State.SUSPENDED, State.WAITING_HUMAN}
 
 
 class JournalError(Exception):

@@ -220,16 +220,17 @@ def test_a_string_in_a_page_is_counted_once_and_the_requests_behind_it_are_proce
         clock=clock,
     )
     daemon = Daemon(engine, market, Selector(products=(PRODUCT,)))  # type: ignore[arg-type]
-    daemon._pass()
+    daemon.run_pass()
     market.pages = pages * 2  # the next pass lists the same page again
-    daemon._pass()
+    daemon.run_pass()
     try:
         assert [market.requests[p["id"]]["status"] for p in good] == ["approved"] * 3
         bad = journal.get("PR-9999-9999-9999-001")
         assert bad is not None and bad.state is State.PARKED
         assert "created is not an ISO 8601 date" in (bad.last_error or "")
         # two id-less rows and one with an id, each counted once although listed twice
-        assert metrics.outcomes.labels(outcome="malformed")._value.get() == 3
+        malformed = {"outcome": "malformed"}
+        assert metrics.registry.get_sample_value("cancel_requests_total", malformed) == 3
         assert daemon.summary.errors == 0
     finally:
         journal.close()

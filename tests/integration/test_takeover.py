@@ -19,6 +19,8 @@ from processor.journal.base import State
 from processor.marketplace import Selector
 from processor.model import parse_request
 
+from ..mock_support import sandbox_api
+
 LEASE = 2.0  # the daemon's lease: it looks for stranded claims every half lease
 GHOST_LEASE = 0.2  # the dead process's lease, run out before the daemon starts
 POLL = 60.0  # the daemon's poll interval, far longer than its lease
@@ -85,8 +87,8 @@ def test_a_sweep_takes_over_stranded_claims_without_the_listing(
     time.sleep(GHOST_LEASE + 0.3)
 
     daemon = Daemon(runtime.engine, runtime.marketplace, selector_for(runtime.config))
-    assert daemon._take_over() == 2
-    daemon._drain(30)
+    assert daemon.sweeps.take_over() == 2
+    daemon.pool.drain(30)
 
     taken = journal.get(mid_call)
     assert (
@@ -112,7 +114,7 @@ def test_a_sweep_takes_over_stranded_claims_without_the_listing(
     )  # the listing did not run: the sweep did it
     registry = runtime.engine.metrics.registry
     assert registry.get_sample_value("cancel_stranded_claims_total") == 2
-    assert daemon._take_over() == 0  # not again before half a lease
+    assert daemon.sweeps.take_over() == 0  # not again before half a lease
 
 
 def test_a_stranded_claim_is_taken_over_early_in_a_pass_not_when_the_listing_reaches_it(
@@ -149,13 +151,13 @@ def test_a_stranded_claim_the_policy_now_ignores_is_read_once(
     narrowed = Daemon(
         runtime.engine, runtime.marketplace, Selector(request_ids=("PR-0000-0000-0000-000",))
     )
-    assert narrowed._take_over() == 0
+    assert narrowed.sweeps.take_over() == 0
     daemon = Daemon(runtime.engine, runtime.marketplace, selector_for(runtime.config))
     runtime.engine.policy.decide = lambda request, released=False: _ignore(request)  # type: ignore[method-assign]
-    assert daemon._take_over() == 1
-    daemon._drain(10)
-    daemon._next_takeover = 0.0
-    assert daemon._take_over() == 0  # same claim, same fence: not read from Connect again
+    assert daemon.sweeps.take_over() == 1
+    daemon.pool.drain(10)
+    daemon.sweeps.next_takeover = 0.0
+    assert daemon.sweeps.take_over() == 0  # same claim, same fence: not read from Connect again
     record = runtime.engine.journal.get(rid)
     assert record is not None and record.state is State.NEW
 
@@ -181,8 +183,10 @@ def test_a_claim_stranded_between_passes_is_taken_over_before_the_next_poll(
             time.sleep(0.1)
         assert daemon.summary.passes == 1
         # While the daemon waits for its next poll, another process claims a new cancel and dies.
-        asset = sandbox._api("GET", "assets?status=active&limit=1")[0]
-        created = sandbox._api("POST", "requests", {"type": "cancel", "asset": {"id": asset["id"]}})
+        asset = sandbox_api(sandbox, "GET", "assets?status=active&limit=1")[0]
+        created = sandbox_api(
+            sandbox, "POST", "requests", {"type": "cancel", "asset": {"id": asset["id"]}}
+        )
         strand(runtime, created["id"], State.TERMINATING)
         record = None
         for _ in range(100):  # bounded: about 10 s, against the minute to the next poll

@@ -29,6 +29,8 @@ from processor.journal.base import State
 from processor.ops import resume
 from processor.ops.readiness import is_ready, make_readiness
 
+from ..mock_support import sandbox_api
+
 READ_ONLY_TOKEN = "read-only-token-0815"
 ATTEMPTS = 3
 
@@ -162,7 +164,8 @@ def test_an_id_that_would_change_the_url_is_parked_as_malformed_before_any_call(
     pending = sorted(sandbox.pending_cancels())
     bad = {pending[0]: "SUB-1/../../admin", pending[1]: "..", pending[2]: "SUB-2\u2028X"}
     for request_id, subscription in bad.items():
-        sandbox._api(
+        sandbox_api(
+            sandbox,
             "PUT",
             f"requests/{request_id}",
             {"asset": {"params": [{"id": "subscription_id", "value": subscription}]}},

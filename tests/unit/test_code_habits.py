@@ -5,7 +5,11 @@
   requiring annotations everywhere), and the unit tests' fakes checked against the
   :class:`~processor.marketplace.protocol.Marketplace` protocol they stand in for;
 - ``lint-imports``: the layer contracts in pyproject.toml;
-- no module of ``processor`` or ``cancel_sandbox`` over 400 lines;
+- no module of ``processor`` or ``cancel_sandbox`` over 1,200 lines: a sanity cap, not the rule.
+  The rule is a judgment (docs/design.md, "Modules by subject"): one module per concept, even at
+  800 lines, over four slices of one concept;
+- no test reads a private attribute (``x._name``) of anything but itself: tests use constructors,
+  fakes and public methods, so a refactoring of the processor's insides breaks no test;
 - no class in ``processor`` inheriting from a class defined in another ``processor`` module, except
   protocols, exceptions, enums and typing's bases: behaviour shared across modules is composed, not
   inherited, so a reader finds a class's behaviour in its own module.
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MAX_LINES = 400
+MAX_LINES = 1200  # a god module guard only; a concept is not sliced to fit under it
 SIZE_CHECKED = ("processor", "cancel_sandbox")
 TOOL_TIMEOUT = 900  # seconds: a cold mypy run over the tree on a busy machine
 
@@ -127,7 +131,7 @@ def test_import_contracts_are_kept() -> None:
     assert done.returncode == 0, _failure("lint-imports", files, output)
 
 
-def test_no_module_is_over_400_lines() -> None:
+def test_no_module_is_over_the_sanity_cap() -> None:
     too_long = [
         f"{path.relative_to(ROOT)} ({lines} lines)"
         for package in SIZE_CHECKED
@@ -137,6 +141,20 @@ def test_no_module_is_over_400_lines() -> None:
     assert not too_long, f"modules over {MAX_LINES} lines; split them by subject:\n" + "\n".join(
         too_long
     )
+
+
+def test_no_test_reads_a_private_attribute() -> None:
+    """``obj._name`` in a test, for any ``obj`` but the test's own ``self``/``cls``."""
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+    ]
+    assert not found, "tests reading private attributes (use a public seam):\n" + "\n".join(found)
 
 
 def test_no_processor_class_inherits_from_another_processor_module() -> None:

@@ -17,10 +17,11 @@ from processor.adapters.base import (
     Terminated,
 )
 from processor.config.schema import Config, load_config
-from processor.engine.core import TIMER_STATES, Engine
+from processor.engine.core import Engine
 from processor.journal.base import Journal, State
 from processor.observe import Metrics
 from processor.policy.rules import Policy
+from processor.states import TIMER_STATES
 
 from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
 from ..policy_fakes import PolicyMarketplace, StepAdapter
@@ -366,6 +367,65 @@ def test_a_batch_handles_each_requests_outcome_on_its_own(journal: Journal, cloc
         payloads[2]["id"]: "terminating",
     }
     assert market.failed == [(payloads[1]["id"], "Unpaid.")]
+
+
+def test_a_request_is_read_and_decided_once_whether_it_goes_alone_or_in_a_batch(
+    journal: Journal, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's way: read each listed payload once, group by key, hand the group over."""
+    import processor.engine.core as core
+
+    parsed: list[str] = []
+    decided: list[str] = []
+    parse = core.parse_request
+
+    def counting_parse(payload: Any, **options: Any) -> Any:
+        parsed.append(str(payload.get("id")))
+        return parse(payload, **options)
+
+    monkeypatch.setattr(core, "parse_request", counting_parse)
+    cfg = config(
+        {"acct": {"batch": True}, "one": {}},
+        rules=[{"match": {"product": "PRD-200-200-200"}, "policy": "one"}],
+        default="acct",
+    )
+    policy = Policy(cfg)
+    decide = policy.decide
+
+    def counting_decide(request: Any, **options: Any) -> Any:
+        decided.append(request.id)
+        return decide(request, **options)
+
+    monkeypatch.setattr(policy, "decide", counting_decide)
+    payloads = [cancel_payload(n) for n in (41, 42, 43)]
+    payloads.append(cancel_payload(44, product="PRD-200-200-200"))  # no batch there: alone
+    payloads.append({"id": "PR-BAD", "type": "cancel", "status": "pending"})  # malformed
+    market, adapter = PolicyMarketplace(payloads), StepAdapter(batch=True)
+    engine = Engine(
+        config=cfg,
+        journal=journal,
+        marketplace=market,
+        adapters={"vendor": adapter},  # type: ignore[arg-type]
+        owner="worker-1",
+        clock=clock,
+        policy=policy,
+    )
+    intakes = [engine.read(p) for p in payloads]
+    keys = [engine.batch_key(i) for i in intakes]
+    assert keys[:3] == ["vendor|TA-0000-0000-0001"] * 3 and keys[3:] == [None, None]
+    results = engine.handle_batch(intakes)
+    assert results[payloads[0]["id"]] == "approved" and len(adapter.batches) == 1
+    assert results[payloads[3]["id"]] == "approved" and results["PR-BAD"] == "parked"
+    ids = [str(p["id"]) for p in payloads]
+    assert sorted(parsed) == sorted(ids)  # one parse each
+    assert sorted(decided) == sorted(ids[:4])  # one decision each (not the malformed one)
+    # Raw payloads (EaaS, tests): still one parse and one decision each, alone or batched.
+    parsed.clear()
+    decided.clear()
+    more = [cancel_payload(n) for n in (51, 52)] + [cancel_payload(54, product="PRD-200-200-200")]
+    market.requests.update({p["id"]: p for p in more})
+    assert set(engine.handle_batch(more).values()) == {"approved"}
+    assert sorted(parsed) == sorted(decided) == sorted(str(p["id"]) for p in more)
 
 
 # -- the dry run -----------------------------------------------------------------------------------
