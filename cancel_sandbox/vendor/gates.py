@@ -55,6 +55,7 @@ class TokenIssuer:
     counts: GateCounts = field(default_factory=GateCounts)
     clock: Callable[[], float] = time.monotonic
     _tokens: dict[str, float] = field(default_factory=dict, repr=False)  # token -> expiry
+    _issued: list[str] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def issue(
@@ -75,6 +76,7 @@ class TokenIssuer:
         token = secrets.token_urlsafe(24)
         with self._lock:
             self._tokens[token] = self.clock() + self.lifetime
+            self._issued.append(token)
             self.counts.tokens_issued += 1
         body = {"access_token": token, "token_type": "Bearer", "expires_in": self.lifetime}
         return 200, body, no_store
@@ -97,7 +99,13 @@ class TokenIssuer:
                 del self._tokens[old]
             return problem
 
+    def issued_tokens(self) -> list[str]:
+        """Every token issued since start, for tests that search output for them."""
+        with self._lock:
+            return list(self._issued)
+
     def reset(self) -> None:
+        """Forget every token (revoked): the next call with one is answered 401."""
         with self._lock:
             self._tokens.clear()
 

@@ -10,7 +10,11 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
     idempotency: key                          # key | natural | none (default none: the safe guess)
     idempotency_header: Idempotency-Key       # sent on mutations, in key mode only
     auth: {type: bearer, env: VENDOR_TOKEN}   # bearer | basic (+username) | header (+header)
-                                              # | none; the secret comes from env: or file: only
+                                              # | oauth2 (token_url, client_id, ...: see
+                                              # processor.adapters.http_oauth) | none; the
+                                              # secret comes from env: or file: only
+    tls: {cert: client.pem, key: client.key}  # a client certificate (mTLS; .http_tls)
+    rate: {calls: 10, per: 1}                 # at most 10 calls a second (.rate)
     headers: {}                               # static, non-secret extra headers
     timeout: {connect: 5, read: 20}           # seconds; read is per socket read, not per answer
     verify: true                              # or the path of a CA bundle; never off
@@ -61,6 +65,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -79,6 +84,7 @@ from processor.adapters.base import (
     Terminated,
     VendorCall,
 )
+from processor.adapters.http_oauth import TokenError, TokenSource, repeat_is_safe
 from processor.adapters.http_options import (
     DEFAULT_OUTCOMES,
     OUTCOME_NAMES,
@@ -98,6 +104,7 @@ from processor.adapters.http_text import (
     retry_after_seconds,
 )
 from processor.adapters.http_text import detail as describe
+from processor.adapters.http_tls import client_cert_refused
 from processor.adapters.http_transport import (
     UNBUILDABLE,
     new_session,
@@ -106,6 +113,7 @@ from processor.adapters.http_transport import (
     tls_failure,
     unsent,
 )
+from processor.adapters.rate import RateLimit
 
 __all__ = [
     "DEFAULT_OUTCOMES",
@@ -142,6 +150,12 @@ class HttpAdapter:
         self._lock = threading.Lock()
         self._sessions: list[requests.Session] = []
         self._generation = 0  # bumped by close(), so that no thread reuses a closed session
+        self.tokens: TokenSource | None = None
+        if self.settings.oauth is not None:
+            proxy = self.settings.proxy
+            proxies = {} if proxy is None else {"proxies": {"http": proxy, "https": proxy}}
+            self.tokens = TokenSource(self.settings.oauth, {**self._transport_options(), **proxies})
+        self.rate = None if self.settings.rate is None else RateLimit(self.settings.rate)
 
     def terminate(self, call: VendorCall) -> Outcome:
         return self._perform("terminate", call)  # type: ignore[return-value]
@@ -171,7 +185,7 @@ class HttpAdapter:
 
     def __repr__(self) -> str:
         s = self.settings
-        auth = s.credential.kind if s.credential else "none"
+        auth = s.credential.kind if s.credential else "oauth2" if s.oauth else "none"
         return (
             f"HttpAdapter(name={self.name!r}, base_url={s.base_url!r}, idempotency="
             f"{self.idempotency.value!r}, operations={sorted(s.operations)}, auth={auth!r})"
@@ -205,27 +219,64 @@ class HttpAdapter:
         if self.idempotency is Idempotency.KEY and op.method != "GET":
             headers[self.settings.idempotency_header] = call.idempotency_key
         body = None if op.body is None else render_body(op.body, fields)
-        try:
-            response = self._session().request(
-                op.method,
-                url,
-                json=body,
-                headers=headers,
-                timeout=self.settings.timeout,
-                verify=self.settings.verify,
-                allow_redirects=False,
-                stream=True,
-            )
-            with response:
-                raw = read_body(response)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            return self._transport(op, exc)
-        return self._answer(op, response.status_code, response.headers, raw)
+        note = ""
+        for renewed in (False, True):
+            token = None
+            if self.tokens is not None:
+                try:
+                    token = self.tokens.token()
+                except TokenError as exc:
+                    return exc.outcome(op.name)
+                headers["Authorization"] = f"Bearer {token}"
+            if self.rate is not None:
+                self.rate.acquire(self.name)
+            try:
+                response = self._session().request(
+                    op.method,
+                    url,
+                    json=body,
+                    headers=headers,
+                    **self._transport_options(),
+                    stream=True,
+                )
+                with response:
+                    raw = read_body(response)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                return self._transport(op, exc)
+            if response.status_code != 401 or token is None or renewed:
+                break
+            # The token was refused (expired early, revoked): renew it once. Repeat the call only
+            # when a second one is harmless; otherwise its 401 stands and the next attempt, which
+            # the engine decides, carries the new token.
+            assert self.tokens is not None
+            self.tokens.renew(token)
+            if not repeat_is_safe(op, self.idempotency):
+                note = "; the token was renewed, the call not repeated (no idempotency)"
+                break
+        outcome = self._answer(op, response.status_code, response.headers, raw)
+        if note and isinstance(outcome, (Failed, Ambiguous, RetryLater)):
+            outcome = replace(outcome, detail=outcome.detail + note)
+        return outcome
+
+    def _transport_options(self) -> dict[str, Any]:
+        """What every request to the vendor (and to its token endpoint) is sent with."""
+        return {
+            "timeout": self.settings.timeout,
+            "verify": self.settings.verify,
+            "cert": self.settings.client_cert,
+            "allow_redirects": False,
+        }
 
     def _transport(self, op: Operation, exc: Exception) -> Outcome:
         what = self._scrub(f"{type(exc).__name__}: {exc}")[:300]
         if isinstance(exc, UNBUILDABLE):
             return Failed(f"{op.name}: the request could not be built ({what}); nothing was sent")
+        refused = client_cert_refused(exc)
+        if refused is not None:
+            return Failed(
+                f"{op.name}: the vendor refused the client certificate in option tls.cert "
+                f"({refused}); nothing was sent"
+            )
         tls = tls_failure(exc)
         if tls is not None:
             return RetryLater(
@@ -291,7 +342,10 @@ class HttpAdapter:
         return local.session  # type: ignore[no-any-return]
 
     def _scrub(self, text: str) -> str:
-        for secret in self.settings.credential.secrets if self.settings.credential else ():
+        secrets = self.settings.credential.secrets if self.settings.credential else ()
+        if self.tokens is not None:
+            secrets = (*secrets, *self.tokens.secrets())
+        for secret in secrets:
             text = text.replace(secret, "***")
         return text
 
