@@ -226,7 +226,10 @@ class HttpAdapter:
                 try:
                     token = self.tokens.token()
                 except TokenError as exc:
-                    return exc.outcome(op.name)
+                    if not renewed:
+                        return exc.outcome(op.name)
+                    note = f"; renewing the token failed ({exc})"  # the 401 answer stands
+                    break
                 headers["Authorization"] = f"Bearer {token}"
             if self.rate is not None:
                 self.rate.acquire(self.name)
@@ -247,11 +250,11 @@ class HttpAdapter:
                 break
             # The token was refused (expired early, revoked): renew it once. Repeat the call only
             # when a second one is harmless; otherwise its 401 stands and the next attempt, which
-            # the engine decides, carries the new token.
+            # the engine decides, fetches the new token.
             assert self.tokens is not None
-            self.tokens.renew(token)
+            self.tokens.discard(token)
             if not repeat_is_safe(op, self.idempotency):
-                note = "; the token was renewed, the call not repeated (no idempotency)"
+                note = "; not repeated (no idempotency): the next call gets a new token"
                 break
         outcome = self._answer(op, response.status_code, response.headers, raw)
         if note and isinstance(outcome, (Failed, Ambiguous, RetryLater)):

@@ -16,10 +16,10 @@ Configured as the adapter's ``auth``::
 authlib builds the token request (grant, scope, client authentication) and parses the answer;
 this module keeps one token per adapter, shared by every calling thread: fetched on first need
 (``cancel-processor check`` and the start-up checks ask for it first, so a bad secret shows at
-start), renewed before it expires (on the monotonic clock, from ``expires_in``), and renewed once
-when the vendor answers 401 with it -- by whichever thread sees that first; the others use the
-new one. Whether the call that got the 401 is repeated is the adapter's decision
-(:func:`repeat_is_safe`).
+start), renewed before it expires (on the monotonic clock, from ``expires_in``), and dropped when
+the vendor answers 401 to it (:meth:`TokenSource.discard`), so that the next call fetches one --
+once, however many threads saw the 401. Whether the call that got the 401 is repeated is the
+adapter's decision (:func:`repeat_is_safe`).
 
 A token endpoint that fails raises :class:`TokenError`: the vendor call was not sent. A 4xx (a
 wrong secret, scope or client) is a definite error naming the token URL and the status; a 5xx,
@@ -32,7 +32,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,7 +138,9 @@ class TokenSource:
         self._clock = clock
         self._lock = threading.Lock()
         self._token: _Token | None = None
-        self._recent: deque[str] = deque(maxlen=4)  # scrubbed from texts, with the secret
+        # The last tokens, scrubbed from texts with the secret. A tuple replaced whole, so that a
+        # thread scrubbing a text never reads it while a renewal changes it.
+        self._recent: tuple[str, ...] = ()
 
     def token(self) -> str:
         """A live token; fetches one when there is none or it is due for renewal."""
@@ -151,12 +152,13 @@ class TokenSource:
                 current = self._fetch()
             return current.value
 
-    def renew(self, rejected: str) -> None:
-        """The vendor answered 401 to ``rejected``: fetch another, unless another thread did."""
+    def discard(self, rejected: str) -> None:
+        """The vendor answered 401 to ``rejected``: the next :meth:`token` fetches another, unless
+        another thread has already replaced it (then that one is used: one renewal per 401ed
+        token, however many threads saw the 401)."""
         with self._lock:
             if self._token is not None and self._token.value == rejected:
                 self._token = None
-        self.token()
 
     def secrets(self) -> tuple[str, ...]:
         return (self.settings.secret, *self._recent)
@@ -193,7 +195,7 @@ class TokenSource:
             ) from None
         token = self._usable(answer, started)
         self.fetched += 1
-        self._recent.append(token.value)
+        self._recent = (*self._recent[-3:], token.value)
         self._token = token
         return token
 

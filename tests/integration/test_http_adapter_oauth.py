@@ -145,7 +145,7 @@ def test_a_mutation_without_idempotency_is_not_repeated_after_a_401(vendor: Vend
     vendor.revoke_tokens()
     outcome = adapter.terminate(call("SUB-4"))
     assert isinstance(outcome, Failed), outcome
-    assert "HTTP 401" in outcome.detail and "not repeated" in outcome.detail
+    assert "HTTP 401" in outcome.detail and "not repeated (no idempotency)" in outcome.detail
     assert vendor.statuses() == [200, 401]  # the probe's read, then the one terminate
     assert vendor.summary()["effective_terminations"] == 0
     # the token was renewed all the same: the engine's next attempt is authorised
@@ -203,6 +203,7 @@ def test_no_secret_or_token_in_any_text(vendor: Vendor) -> None:
     adapter.terminate(call("SUB-8"))
     vendor.revoke_tokens()
     texts = [repr(adapter), repr(adapter.settings), str(adapter.terminate(call("SUB-9")))]
+    texts.append(str(adapter.status(call("SUB-9"))))  # fetches the second token
     issued = vendor.issuer.issued_tokens()
     assert len(issued) == 2
     for text in texts:
@@ -238,3 +239,18 @@ def test_the_secret_can_come_from_a_file(vendor: Vendor, tmp_path: Any) -> None:
     raw["auth"] = {**raw["auth"], "env": None, "file": str(path), "client_auth": "post"}
     raw["auth"] = {k: v for k, v in raw["auth"].items() if v is not None}
     assert isinstance(HttpAdapter(raw).terminate(call("SUB-10")), Terminated)
+
+
+def test_a_renewal_that_fails_after_a_401_leaves_the_401_standing(vendor: Vendor) -> None:
+    adapter = HttpAdapter(options(vendor.url, "key"))
+    assert isinstance(adapter.terminate(call("SUB-11")), Terminated)
+    vendor.issuer.client_secret = "rotated-at-the-vendor"  # our secret no longer works
+    vendor.revoke_tokens()
+    outcome = adapter.terminate(call("SUB-12"))  # no exception escapes the adapter
+    assert isinstance(outcome, Failed), outcome
+    assert "HTTP 401" in outcome.detail
+    assert (
+        f"renewing the token failed (token endpoint {vendor.url}/oauth/token answered HTTP 401"
+        in (outcome.detail)
+    )
+    assert vendor.statuses() == [200, 401]
