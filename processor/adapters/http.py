@@ -182,6 +182,8 @@ class HttpAdapter:
             self._generation += 1
         for session in sessions:
             session.close()
+        if self.rate is not None:
+            self.rate.close()
 
     def __repr__(self) -> str:
         s = self.settings

@@ -176,6 +176,7 @@ def test_without_the_option_the_same_load_is_throttled(limited_vendor: str) -> N
         ({"calls": 5, "per": 0}, "option 'rate.per': expected a positive number of seconds"),
         ({"per": 1}, "option 'rate.calls': required"),
         ({"calls": 5, "burst": 1}, "option 'rate.burst': unknown option"),
+        ({"calls": 5, "slack": -1}, "option 'rate.slack': expected seconds from 0 to 60"),
     ],
 )
 def test_bad_rate_options_name_the_key(rate: dict[str, Any], message: str) -> None:
