@@ -56,7 +56,8 @@ nonsense and never repeats blindly. ``success_field: null`` accepts any 2xx (a v
 
 No retries happen here (the engine owns them; urllib3's are off) and redirects are not followed.
 The options are parsed by :mod:`.http_options` (with :mod:`.http_values`, :mod:`.http_templates`
-and :mod:`.http_outcomes`); sessions and transport failures are :mod:`.http_transport`'s.
+and :mod:`.http_outcomes`); sessions and transport failures are :mod:`.http_transport`'s;
+the hooks around each call (OAuth2 token, rate limit, one repeat after a 401) :mod:`.http_send`'s.
 Limits: bodies are read up to 1 MiB; the secret is read once, at start-up; one session per calling
 thread (the engine's pool is fixed), all closed by :meth:`HttpAdapter.close`.
 """
@@ -65,12 +66,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
 import requests
-import urllib3
 
 from processor.adapters.base import (
     AlreadyGone,
@@ -84,7 +83,7 @@ from processor.adapters.base import (
     Terminated,
     VendorCall,
 )
-from processor.adapters.http_oauth import TokenError, TokenSource, repeat_is_safe
+from processor.adapters.http_oauth import TokenSource
 from processor.adapters.http_options import (
     DEFAULT_OUTCOMES,
     OUTCOME_NAMES,
@@ -97,6 +96,7 @@ from processor.adapters.http_options import (
     scalar,
     short,
 )
+from processor.adapters.http_send import Answer, noted, send
 from processor.adapters.http_text import (
     body_text,
     customer_reason,
@@ -109,7 +109,6 @@ from processor.adapters.http_transport import (
     UNBUILDABLE,
     new_session,
     parse_json,
-    read_body,
     tls_failure,
     unsent,
 )
@@ -154,7 +153,7 @@ class HttpAdapter:
         if self.settings.oauth is not None:
             proxy = self.settings.proxy
             proxies = {} if proxy is None else {"proxies": {"http": proxy, "https": proxy}}
-            self.tokens = TokenSource(self.settings.oauth, {**self._transport_options(), **proxies})
+            self.tokens = TokenSource(self.settings.oauth, {**self.transport_options(), **proxies})
         self.rate = None if self.settings.rate is None else RateLimit(self.settings.rate)
 
     def terminate(self, call: VendorCall) -> Outcome:
@@ -221,49 +220,12 @@ class HttpAdapter:
         if self.idempotency is Idempotency.KEY and op.method != "GET":
             headers[self.settings.idempotency_header] = call.idempotency_key
         body = None if op.body is None else render_body(op.body, fields)
-        note = ""
-        for renewed in (False, True):
-            token = None
-            if self.tokens is not None:
-                try:
-                    token = self.tokens.token()
-                except TokenError as exc:
-                    if not renewed:
-                        return exc.outcome(op.name)
-                    note = f"; renewing the token failed ({exc})"  # the 401 answer stands
-                    break
-                headers["Authorization"] = f"Bearer {token}"
-            if self.rate is not None:
-                self.rate.acquire(self.name)
-            try:
-                response = self._session().request(
-                    op.method,
-                    url,
-                    json=body,
-                    headers=headers,
-                    **self._transport_options(),
-                    stream=True,
-                )
-                with response:
-                    raw = read_body(response)
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                return self._transport(op, exc)
-            if response.status_code != 401 or token is None or renewed:
-                break
-            # The token was refused (expired early, revoked): renew it once. Repeat the call only
-            # when a second one is harmless; otherwise its 401 stands and the next attempt, which
-            # the engine decides, fetches the new token.
-            assert self.tokens is not None
-            self.tokens.discard(token)
-            if not repeat_is_safe(op, self.idempotency):
-                note = "; not repeated (no idempotency): the next call gets a new token"
-                break
-        outcome = self._answer(op, response.status_code, response.headers, raw)
-        if note and isinstance(outcome, (Failed, Ambiguous, RetryLater)):
-            outcome = replace(outcome, detail=outcome.detail + note)
-        return outcome
+        sent = send(self, op, url, body, headers)
+        if not isinstance(sent, Answer):
+            return sent
+        return noted(self._answer(op, sent.code, sent.headers, sent.raw), sent.note)
 
-    def _transport_options(self) -> dict[str, Any]:
+    def transport_options(self) -> dict[str, Any]:
         """What every request to the vendor (and to its token endpoint) is sent with."""
         return {
             "timeout": self.settings.timeout,
