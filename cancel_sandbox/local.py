@@ -94,6 +94,8 @@ class Sandbox:
         state_dir: str | None = None,
         vendor_token: str = SANDBOX_VENDOR_TOKEN,
         vendor_read_only_token: str | None = None,
+        vendor_options: Mapping[str, Any] | None = None,
+        vendor_server: Mapping[str, Any] | None = None,
         **marketplace_options: Any,
     ) -> None:
         self.mode = vendor_mode
@@ -116,10 +118,12 @@ class Sandbox:
                 gone_pattern=gone_pattern,
                 faults=vendor_faults or FaultSettings(),
                 state_file=os.path.join(state_dir, "vendor.sqlite") if state_dir else None,
+                **(vendor_options or {}),  # OAuth2, a rate limit (see cancel_sandbox.vendor.gates)
             )
         )
         self.marketplace = ServerThread(self.market_app)
-        self.vendor = ServerThread(self.vendor_app)
+        # vendor_server: uvicorn's TLS settings, for an HTTPS (or mutual TLS) vendor
+        self.vendor = ServerThread(self.vendor_app, **(vendor_server or {}))
         self.api_key = self.market_app.config.api_key
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -31,7 +32,15 @@ from prometheus_client import Counter as _Counter
 from prometheus_client import Gauge as _Gauge
 from prometheus_client import Histogram as _Histogram
 
-__all__ = ["configure_logging", "log_through", "register_secret", "mask", "Metrics", "get_logger"]
+__all__ = [
+    "configure_logging",
+    "log_through",
+    "register_secret",
+    "mask",
+    "Metrics",
+    "get_logger",
+    "note_rate_wait",
+]
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -319,11 +328,25 @@ class Metrics:
             "Status reads the last scheduled reconciliation could not use",
             registry=r,
         )
+        self.rate_waits = Counter(
+            "cancel_vendor_rate_waits_total",
+            "Vendor calls that waited for the adapter's rate limit (not an error)",
+            ["adapter"],
+            registry=r,
+        )
+        self.rate_wait_seconds = Counter(
+            "cancel_vendor_rate_wait_seconds_total",
+            "Seconds vendor calls spent waiting for the adapter's rate limit",
+            ["adapter"],
+            registry=r,
+        )
         self.reconcile_completed = Gauge(
             "cancel_reconcile_last_completed_timestamp_seconds",
             "Unix time the last scheduled reconciliation completed (0: none yet)",
             registry=r,
         )
+
+        _live_metrics.add(self)
 
     def on_connect_call(self, operation: str, seconds: float) -> None:
         self.connect_calls.labels(operation=operation).observe(seconds)
@@ -332,3 +355,15 @@ class Metrics:
         self.retries.labels(cause=cause, operation=operation).inc()
         if cause == "throttled":
             self.throttled.inc()
+
+
+# Adapters are built from their options alone, so they cannot be handed the daemon's Metrics:
+# what they observe reaches every live one.
+_live_metrics: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+def note_rate_wait(adapter: str, seconds: float) -> None:
+    """A vendor call waited ``seconds`` for its adapter's rate limit (processor.adapters.rate)."""
+    for metrics in list(_live_metrics):
+        metrics.rate_waits.labels(adapter=adapter).inc()
+        metrics.rate_wait_seconds.labels(adapter=adapter).inc(seconds)

@@ -12,6 +12,13 @@ Vendor API (``Authorization: Bearer <token>`` on every call, else 401 ``unauthor
   mode the vendor has no status endpoint: **405** ``not_supported`` (405 rather than 404 so that a
   client cannot mistake it for "no such subscription").
 
+With OAuth2 on (``oauth_client_id``), ``POST /oauth/token`` issues short-lived tokens and the API
+takes only those (401 ``invalid_token`` to an expired or unknown one); with a rate limit on
+(``rate_calls``), a call past it is answered 429 with ``Retry-After`` before anything else is
+looked at. Both are :mod:`.gates`'; both count in the ledger's summary, as does a call refused
+either way in its calls. Served over TLS with a client CA (``mock-vendor --client-ca``), the
+listener takes only connections whose client certificate that CA signed.
+
 In ``key`` mode, ``Idempotency-Key`` on the POSTs is honoured (see :mod:`.idempotency`); replays
 carry ``Idempotent-Replayed: true``. Other modes ignore the header but still log it in the ledger.
 A terminate that repeats on a purged subscription (modes other than ``natural``) is recorded as a
@@ -33,6 +40,7 @@ import hmac
 import json
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,6 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cancel_sandbox.faults import FaultMiddleware, FaultSettings, FaultStats, Receive, Scope, Send
+from cancel_sandbox.vendor.gates import GateCounts, RateGate, TokenIssuer
 from cancel_sandbox.vendor.idempotency import MAX_KEY_LENGTH, fingerprint
 from cancel_sandbox.vendor.persist import SqliteStore
 from cancel_sandbox.vendor.settings import VendorSettings
@@ -64,7 +73,21 @@ class VendorApp:
         self._work_s = settings.work_ms / 1000.0
         self._store = SqliteStore(settings.state_file) if settings.state_file else None
         self.state = VendorState(settings.refuse_pattern, settings.gone_pattern, self._store)
+        self.gate_counts = GateCounts()
+        self.issuer: TokenIssuer | None = None
+        self.rate: RateGate | None = None
+        if settings.oauth_client_id is not None:
+            assert settings.oauth_client_secret is not None  # VendorSettings checks it
+            self.issuer = TokenIssuer(
+                settings.oauth_client_id,
+                settings.oauth_client_secret,
+                settings.token_lifetime,
+                self.gate_counts,
+            )
+        if settings.rate_calls is not None:
+            self.rate = RateGate(settings.rate_calls, settings.rate_per, self.gate_counts)
         routes = [
+            Route("/oauth/token", self.token, methods=["POST"]),
             Route("/v1/subscriptions/{sid}/{action}", self.action, methods=["POST"]),
             Route("/v1/subscriptions/{sid}", self.status, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
@@ -94,7 +117,12 @@ class VendorApp:
         key = request.headers.get("idempotency-key")
         request_id: str | None = None
 
-        def answer(status_code: int, body: dict[str, Any], replayed: bool = False) -> Response:
+        def answer(
+            status_code: int,
+            body: dict[str, Any],
+            replayed: bool = False,
+            headers: dict[str, str] | None = None,
+        ) -> Response:
             self.state.ledger.call(
                 request.method,
                 request.url.path,
@@ -105,9 +133,13 @@ class VendorApp:
                 replayed,
                 request_id,
             )
-            headers = {"Idempotent-Replayed": "true"} if replayed else None
+            if replayed:
+                headers = {**(headers or {}), "Idempotent-Replayed": "true"}
             return JSONResponse(body, status_code, headers=headers)
 
+        refused = self._gate(request)
+        if refused is not None:
+            return answer(*refused[:2], headers=refused[2])
         if self._read_only(request):
             return answer(
                 403,
@@ -169,6 +201,9 @@ class VendorApp:
             )
             return JSONResponse(body, status_code, headers=headers)
 
+        refused = self._gate(request)
+        if refused is not None:
+            return answer(*refused)
         if not self._authorized(request) and not self._read_only(request):
             return answer(401, {"error": "unauthorized"})
         if self.mode is Mode.NONE:
@@ -177,6 +212,31 @@ class VendorApp:
         if sub is None:
             return answer(404, {"error": "not_found"})
         return answer(200, sub.public())
+
+    def _gate(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """The rate limit's 429, or the OAuth2 401 of an expired or unknown token; else None."""
+        if self.rate is not None and (wait := self.rate.admit()) is not None:
+            return 429, {"error": "rate_limited"}, {"Retry-After": str(wait)}
+        if self.issuer is None or self._read_only(request):
+            return None
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        problem = (
+            self.issuer.check(credentials.strip()) if scheme.lower() == "bearer" else "missing"
+        )
+        if problem is None:
+            return None
+        challenge = f'Bearer error="invalid_token", error_description="token {problem}"'
+        return 401, {"error": "invalid_token"}, {"WWW-Authenticate": challenge}
+
+    async def token(self, request: Request) -> Response:
+        if self.issuer is None:
+            raise HTTPException(404)
+        raw = await request.body()  # a token request is a short urlencoded form (RFC 6749 4.4.2)
+        if len(raw) > MAX_BODY_BYTES:
+            return _error(413, "body_too_large")
+        fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        code, body, headers = self.issuer.issue(request.headers.get("authorization", ""), fields)
+        return JSONResponse(body, code, headers=headers)
 
     def _read_only(self, request: Request) -> bool:
         if self._read_only_token is None:
@@ -187,6 +247,8 @@ class VendorApp:
         )
 
     def _authorized(self, request: Request) -> bool:
+        if self.issuer is not None:  # _gate() checked the token already
+            return True
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
             credentials.strip().encode(), self._token
@@ -244,7 +306,11 @@ class VendorApp:
         return JSONResponse(self.state.seed(sid, status, refuse).as_dict())
 
     async def admin_ledger(self, request: Request) -> Response:
-        extra = {"mode": self.mode.value, "faults": asdict(self.faults.stats)}
+        extra = {
+            "mode": self.mode.value,
+            "faults": asdict(self.faults.stats),
+            **self.gate_counts.as_dict(),
+        }
         if request.query_params.get("summary") in {"1", "true", "yes"}:
             return JSONResponse({"summary": {**self.state.ledger.summary(), **extra}})
         ledger = self.state.ledger.as_dict()
@@ -254,6 +320,10 @@ class VendorApp:
     async def admin_reset(self, request: Request) -> Response:
         self.state.reset()
         self.faults.stats = FaultStats()
+        for name in vars(self.gate_counts):
+            setattr(self.gate_counts, name, 0)
+        if self.issuer is not None:
+            self.issuer.reset()
         return JSONResponse({"status": "reset"})
 
 

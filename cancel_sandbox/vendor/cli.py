@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 
 from cancel_sandbox.faults import FaultSettings
@@ -95,6 +96,53 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "(env MOCK_VENDOR_STATE_FILE; default: memory only)",
     )
 
+    add(
+        "--oauth-client-id",
+        default=_env("OAUTH_CLIENT_ID"),
+        help="turn on OAuth2 client credentials: POST /oauth/token issues tokens to this client, "
+        "and the API takes only those (env MOCK_VENDOR_OAUTH_CLIENT_ID); the secret from env "
+        "MOCK_VENDOR_OAUTH_CLIENT_SECRET only",
+    )
+    add(
+        "--token-lifetime",
+        type=float,
+        default=_env("TOKEN_LIFETIME", "300"),
+        help="seconds an issued token lives (env MOCK_VENDOR_TOKEN_LIFETIME; default %(default)s)",
+    )
+    add(
+        "--rate-calls",
+        type=int,
+        default=_env("RATE_CALLS"),
+        help="answer 429 with Retry-After past this many API calls per window "
+        "(env MOCK_VENDOR_RATE_CALLS; default: no limit)",
+    )
+    add(
+        "--rate-per",
+        type=float,
+        default=_env("RATE_PER", "1"),
+        help="the rate limit's window in seconds (env MOCK_VENDOR_RATE_PER; default %(default)s)",
+    )
+    add("--tls-cert", default=_env("TLS_CERT"), help="serve HTTPS with this certificate (PEM)")
+    add("--tls-key", default=_env("TLS_KEY"), help="the certificate's private key (PEM)")
+    add(
+        "--client-ca",
+        default=_env("CLIENT_CA"),
+        help="with --tls-cert: require a client certificate signed by this CA bundle (mTLS; env "
+        "MOCK_VENDOR_CLIENT_CA)",
+    )
+
+
+def tls_options(args: argparse.Namespace) -> dict[str, object]:
+    """uvicorn's TLS settings from the options; empty for plain HTTP."""
+    if args.tls_cert is None:
+        if args.tls_key or args.client_ca:
+            raise ValueError("--tls-key and --client-ca need --tls-cert")
+        return {}
+    options: dict[str, object] = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+    if args.client_ca:
+        options.update(ssl_ca_certs=args.client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
 
 def settings_from_args(args: argparse.Namespace) -> VendorSettings:
     faults = FaultSettings(
@@ -112,6 +160,11 @@ def settings_from_args(args: argparse.Namespace) -> VendorSettings:
         faults=faults,
         state_file=args.state_file,
         work_ms=args.work_ms,
+        oauth_client_id=args.oauth_client_id,
+        oauth_client_secret=_env("OAUTH_CLIENT_SECRET"),
+        token_lifetime=args.token_lifetime,
+        rate_calls=args.rate_calls,
+        rate_per=args.rate_per,
     )
 
 
@@ -121,17 +174,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(args)
+        tls = tls_options(args)
         app = create_app(settings)
     except ValueError as exc:
         print(f"mock-vendor: {exc}", file=sys.stderr)
         return 2
+    scheme = "https" if tls else "http"
     print(
-        f"mock vendor on http://{args.host}:{args.port} (mode {app.mode.value}, "
+        f"mock vendor on {scheme}://{args.host}:{args.port} (mode {app.mode.value}, "
         f"state {settings.state_file or 'in memory'}); admin at /admin/ledger",
         file=sys.stderr,
     )
     try:
-        serve(app, host=args.host, port=args.port)
+        serve(app, host=args.host, port=args.port, **tls)
     finally:
         app.close()
     return 0

@@ -35,6 +35,14 @@ class VendorSettings:
     # the change: what makes "key in use" (409) observable. Fault latency, by contrast, is spent
     # before the request reaches the vendor at all.
     work_ms: float = 0.0
+    # OAuth2 client credentials (see .gates): with a client id, POST /oauth/token issues tokens
+    # living token_lifetime seconds and the API takes only those instead of the static token.
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = field(default=None, repr=False)
+    token_lifetime: float = 300.0
+    # At most rate_calls API calls per fixed window of rate_per seconds, then 429; None: no limit.
+    rate_calls: int | None = None
+    rate_per: float = 1.0
 
     def __post_init__(self) -> None:
         self.mode = Mode(self.mode)
@@ -48,3 +56,9 @@ class VendorSettings:
             except re.error as exc:
                 raise ValueError(f"{name} is not a valid regular expression: {exc}") from None
         self.faults.validate()
+        if self.oauth_client_id is not None and not self.oauth_client_secret:
+            raise ValueError("an OAuth2 client id needs a non-empty client secret")
+        if not self.token_lifetime > 0:
+            raise ValueError("token_lifetime must be positive")
+        if self.rate_calls is not None and (self.rate_calls < 1 or not self.rate_per > 0):
+            raise ValueError("the rate limit needs rate_calls >= 1 and rate_per > 0")

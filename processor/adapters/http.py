@@ -10,7 +10,11 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
     idempotency: key                          # key | natural | none (default none: the safe guess)
     idempotency_header: Idempotency-Key       # sent on mutations, in key mode only
     auth: {type: bearer, env: VENDOR_TOKEN}   # bearer | basic (+username) | header (+header)
-                                              # | none; the secret comes from env: or file: only
+                                              # | oauth2 (token_url, client_id, ...: see
+                                              # processor.adapters.http_oauth) | none; the
+                                              # secret comes from env: or file: only
+    tls: {cert: client.pem, key: client.key}  # a client certificate (mTLS; .http_tls)
+    rate: {calls: 10, per: 1}                 # at most 10 calls a second (.rate)
     headers: {}                               # static, non-secret extra headers
     timeout: {connect: 5, read: 20}           # seconds; read is per socket read, not per answer
     verify: true                              # or the path of a CA bundle; never off
@@ -52,7 +56,8 @@ nonsense and never repeats blindly. ``success_field: null`` accepts any 2xx (a v
 
 No retries happen here (the engine owns them; urllib3's are off) and redirects are not followed.
 The options are parsed by :mod:`.http_options` (with :mod:`.http_values`, :mod:`.http_templates`
-and :mod:`.http_outcomes`); sessions and transport failures are :mod:`.http_transport`'s.
+and :mod:`.http_outcomes`); sessions and transport failures are :mod:`.http_transport`'s;
+the hooks around each call (OAuth2 token, rate limit, one repeat after a 401) :mod:`.http_send`'s.
 Limits: bodies are read up to 1 MiB; the secret is read once, at start-up; one session per calling
 thread (the engine's pool is fixed), all closed by :meth:`HttpAdapter.close`.
 """
@@ -65,7 +70,6 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-import urllib3
 
 from processor.adapters.base import (
     AlreadyGone,
@@ -79,6 +83,7 @@ from processor.adapters.base import (
     Terminated,
     VendorCall,
 )
+from processor.adapters.http_oauth import TokenSource
 from processor.adapters.http_options import (
     DEFAULT_OUTCOMES,
     OUTCOME_NAMES,
@@ -91,6 +96,7 @@ from processor.adapters.http_options import (
     scalar,
     short,
 )
+from processor.adapters.http_send import Answer, noted, send
 from processor.adapters.http_text import (
     body_text,
     customer_reason,
@@ -98,14 +104,15 @@ from processor.adapters.http_text import (
     retry_after_seconds,
 )
 from processor.adapters.http_text import detail as describe
+from processor.adapters.http_tls import client_cert_refused
 from processor.adapters.http_transport import (
     UNBUILDABLE,
     new_session,
     parse_json,
-    read_body,
     tls_failure,
     unsent,
 )
+from processor.adapters.rate import RateLimit
 
 __all__ = [
     "DEFAULT_OUTCOMES",
@@ -142,6 +149,12 @@ class HttpAdapter:
         self._lock = threading.Lock()
         self._sessions: list[requests.Session] = []
         self._generation = 0  # bumped by close(), so that no thread reuses a closed session
+        self.tokens: TokenSource | None = None
+        if self.settings.oauth is not None:
+            proxy = self.settings.proxy
+            proxies = {} if proxy is None else {"proxies": {"http": proxy, "https": proxy}}
+            self.tokens = TokenSource(self.settings.oauth, {**self.transport_options(), **proxies})
+        self.rate = None if self.settings.rate is None else RateLimit(self.settings.rate)
 
     def terminate(self, call: VendorCall) -> Outcome:
         return self._perform("terminate", call)  # type: ignore[return-value]
@@ -168,10 +181,12 @@ class HttpAdapter:
             self._generation += 1
         for session in sessions:
             session.close()
+        if self.rate is not None:
+            self.rate.close()
 
     def __repr__(self) -> str:
         s = self.settings
-        auth = s.credential.kind if s.credential else "none"
+        auth = s.credential.kind if s.credential else "oauth2" if s.oauth else "none"
         return (
             f"HttpAdapter(name={self.name!r}, base_url={s.base_url!r}, idempotency="
             f"{self.idempotency.value!r}, operations={sorted(s.operations)}, auth={auth!r})"
@@ -205,27 +220,30 @@ class HttpAdapter:
         if self.idempotency is Idempotency.KEY and op.method != "GET":
             headers[self.settings.idempotency_header] = call.idempotency_key
         body = None if op.body is None else render_body(op.body, fields)
-        try:
-            response = self._session().request(
-                op.method,
-                url,
-                json=body,
-                headers=headers,
-                timeout=self.settings.timeout,
-                verify=self.settings.verify,
-                allow_redirects=False,
-                stream=True,
-            )
-            with response:
-                raw = read_body(response)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            return self._transport(op, exc)
-        return self._answer(op, response.status_code, response.headers, raw)
+        sent = send(self, op, url, body, headers)
+        if not isinstance(sent, Answer):
+            return sent
+        return noted(self._answer(op, sent.code, sent.headers, sent.raw), sent.note)
+
+    def transport_options(self) -> dict[str, Any]:
+        """What every request to the vendor (and to its token endpoint) is sent with."""
+        return {
+            "timeout": self.settings.timeout,
+            "verify": self.settings.verify,
+            "cert": self.settings.client_cert,
+            "allow_redirects": False,
+        }
 
     def _transport(self, op: Operation, exc: Exception) -> Outcome:
         what = self._scrub(f"{type(exc).__name__}: {exc}")[:300]
         if isinstance(exc, UNBUILDABLE):
             return Failed(f"{op.name}: the request could not be built ({what}); nothing was sent")
+        refused = client_cert_refused(exc)
+        if refused is not None:
+            return Failed(
+                f"{op.name}: the vendor refused the client certificate in option tls.cert "
+                f"({refused}); nothing was sent"
+            )
         tls = tls_failure(exc)
         if tls is not None:
             return RetryLater(
@@ -291,7 +309,10 @@ class HttpAdapter:
         return local.session  # type: ignore[no-any-return]
 
     def _scrub(self, text: str) -> str:
-        for secret in self.settings.credential.secrets if self.settings.credential else ():
+        secrets = self.settings.credential.secrets if self.settings.credential else ()
+        if self.tokens is not None:
+            secrets = (*secrets, *self.tokens.secrets())
+        for secret in secrets:
             text = text.replace(secret, "***")
         return text
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from processor.adapters.base import AdapterError, Idempotency, SubscriptionStatus
+from processor.adapters.http_oauth import OAuthSettings, oauth_settings
 from processor.adapters.http_outcomes import (
     DEFAULT_OUTCOMES,
     DEFAULT_TABLE,
@@ -34,6 +35,7 @@ from processor.adapters.http_templates import (
     body_template,
     render_body,
 )
+from processor.adapters.http_tls import client_cert
 from processor.adapters.http_values import (
     CONTROL,
     Options,
@@ -42,8 +44,10 @@ from processor.adapters.http_values import (
     header_name,
     lookup,
     scalar,
+    secret_from,
     short,
 )
+from processor.adapters.rate import RateSettings, rate_settings
 
 __all__ = [
     "DEFAULT_BODY",
@@ -80,7 +84,7 @@ def _credential(raw: Any) -> Credential | None:
     if raw is None:
         return None
     o = Options(raw, "auth.")
-    kind = o.choice("type", ("bearer", "basic", "header", "none"))
+    kind = o.choice("type", ("bearer", "basic", "header", "oauth2", "none"))
     header = header_name(o.text("header"), "auth.header") if kind == "header" else "Authorization"
     username = o.text("username") if kind == "basic" else ""
     env, path = (o.text("env", None), o.text("file", None)) if kind != "none" else (None, None)
@@ -91,23 +95,7 @@ def _credential(raw: Any) -> Credential | None:
         raise AdapterError(
             "option 'auth': give exactly one of env (a variable's name) or file (a path)"
         )
-    if env is not None:
-        where, secret = (
-            f"auth.env': the environment variable {env}",
-            os.environ.get(env, "").strip(),
-        )
-    else:
-        where = f"auth.file': the file {path}"
-        try:
-            with open(str(path), encoding="utf-8") as handle:
-                secret = handle.read().strip()
-        except (OSError, UnicodeError) as exc:  # never str(exc): a decode error quotes the bytes
-            problem = getattr(exc, "strerror", None) or type(exc).__name__
-            raise AdapterError(f"option '{where} cannot be read ({problem})") from None
-    if not secret:
-        raise AdapterError(f"option '{where} is not set or is empty")
-    if CONTROL.search(secret):
-        raise AdapterError(f"option '{where} holds a control character (a line break?)")
+    secret = secret_from(env, path)
     if kind == "basic":
         token = base64.b64encode(f"{username}:{secret}".encode()).decode()
         return Credential(kind, header, f"Basic {token}", (token, secret))
@@ -195,6 +183,9 @@ class HttpSettings:
     max_retry_after: float
     operations: Mapping[str, Operation]  # terminate always; suspend, purge, status when configured
     probe: ProbeSettings | None = None
+    oauth: OAuthSettings | None = None  # auth type oauth2 (then credential is None)
+    client_cert: tuple[str, str] | None = None  # tls: (cert, key) files
+    rate: RateSettings | None = None
 
 
 def parse_options(options: Mapping[str, Any]) -> HttpSettings:
@@ -203,7 +194,9 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
     base_url = checked_url(o.text("base_url"), "base_url").rstrip("/")
     idempotency = Idempotency(o.choice("idempotency", tuple(i.value for i in Idempotency), "none"))
     key_header = header_name(o.text("idempotency_header", "Idempotency-Key"), "idempotency_header")
-    credential = _credential(o.get("auth", None))
+    auth = o.get("auth", None)
+    oauth = oauth_settings(auth) if _is_oauth(auth) else None
+    credential = None if oauth else _credential(auth)
     headers = _static_headers(o.get("headers", {}), {key_header.lower(), "authorization"})
     timeout = o.get("timeout", {})
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
@@ -227,6 +220,8 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
         if (raw := o.get(name, False)) is not False:
             operations[name] = operation(name, raw, body, table)
     probe = _probe(o.get("probe", None), "status" in operations)
+    client = client_cert(o.get("tls", None))
+    rate = rate_settings(o.get("rate", None))
     o.done()
     return HttpSettings(
         base_url=base_url,
@@ -242,4 +237,11 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
         max_retry_after=max_retry_after,
         operations=operations,
         probe=probe,
+        oauth=oauth,
+        client_cert=client,
+        rate=rate,
     )
+
+
+def _is_oauth(auth: Any) -> bool:
+    return isinstance(auth, Mapping) and auth.get("type") == "oauth2"

@@ -23,6 +23,7 @@ import requests
 import urllib3
 
 from processor.adapters.base import Failed, RetryLater, SubscriptionStatus, VendorCall
+from processor.adapters.http_oauth import TokenError
 from processor.model import CancelRequest
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ class ProbeResult:
 
 
 def probe(adapter: HttpAdapter) -> ProbeResult:
+    if adapter.tokens is not None:  # OAuth2: the token first, so that its failure is named
+        try:
+            adapter.tokens.token()
+        except TokenError as exc:
+            return ProbeResult("config" if exc.definite else "unreachable", str(exc))
     settings = adapter.settings.probe
     if settings is None:
         return _reachable(adapter)
@@ -80,6 +86,8 @@ def _path_probe(adapter: HttpAdapter, path: str) -> ProbeResult:
     headers = {"Accept": "application/json", **adapter.settings.headers}
     if adapter.settings.credential is not None:
         headers[adapter.settings.credential.header] = adapter.settings.credential.value
+    if adapter.tokens is not None:
+        headers["Authorization"] = f"Bearer {adapter.tokens.token()}"
     url = adapter.settings.base_url + path
     try:
         with adapter._session().get(
@@ -87,6 +95,7 @@ def _path_probe(adapter: HttpAdapter, path: str) -> ProbeResult:
             headers=headers,
             timeout=adapter.settings.timeout,
             verify=adapter.settings.verify,
+            cert=adapter.settings.client_cert,
             allow_redirects=False,
         ) as answer:
             code, body = answer.status_code, answer.text[:200]
@@ -108,6 +117,7 @@ def _reachable(adapter: HttpAdapter) -> ProbeResult:
             url,
             timeout=adapter.settings.timeout,
             verify=adapter.settings.verify,
+            cert=adapter.settings.client_cert,
             allow_redirects=False,
         ) as answer:
             code = answer.status_code

@@ -8,6 +8,7 @@ control characters blanked, and a URL holding credentials is never echoed.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "header_name",
     "lookup",
     "scalar",
+    "secret_from",
     "short",
 ]
 
@@ -131,3 +133,26 @@ def scalar(value: Any) -> str | None:
 def short(value: Any, limit: int = 80) -> str:
     text = CONTROL.sub(" ", repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def secret_from(env: str | None, path: str | None) -> str:
+    """The secret in the environment variable ``env`` or the file ``path`` (``auth.env`` or
+    ``auth.file``); errors name where it was looked for, never its value."""
+    if env is not None:
+        where, secret = (
+            f"auth.env': the environment variable {env}",
+            os.environ.get(env, "").strip(),
+        )
+    else:
+        where = f"auth.file': the file {path}"
+        try:
+            with open(str(path), encoding="utf-8") as handle:
+                secret = handle.read().strip()
+        except (OSError, UnicodeError) as exc:  # never str(exc): a decode error quotes the bytes
+            problem = getattr(exc, "strerror", None) or type(exc).__name__
+            raise AdapterError(f"option '{where} cannot be read ({problem})") from None
+    if not secret:
+        raise AdapterError(f"option '{where} is not set or is empty")
+    if CONTROL.search(secret):
+        raise AdapterError(f"option '{where} holds a control character (a line break?)")
+    return secret

@@ -159,7 +159,7 @@ def test_a_status_read_that_times_out_is_retry_later_not_ambiguous(
         ),
         (
             {"auth": {"type": "oauth"}},
-            "option 'auth.type': expected one of bearer, basic, header, none",
+            "option 'auth.type': expected one of bearer, basic, header, oauth2, none",
         ),
         ({"headers": {"Authorization": "x"}}, "option 'headers.Authorization': set by the adapter"),
         ({"headers": {"X-Note": "a\r\nb"}}, "option 'headers.X-Note': expected a one-line string"),
