@@ -16,6 +16,7 @@ import errno
 from dataclasses import dataclass
 
 from processor.config.schema import ConfigError
+from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, EXIT_UNREACHABLE
 from processor.observe import mask
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "UsageError",
 ]
 
-EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 PROG = "cancel-processor"
 
 

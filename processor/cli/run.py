@@ -96,6 +96,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         if for_run(config):  # a policy its adapter cannot carry out, a product not visible...
             return EXIT_CONFIG
+    if args.once:
+        from processor.ops.preflight import for_once
+
+        # even with --no-check: a backfill's exit status must not be 0 for a key or a product
+        # Connect refuses, nor 1 after minutes of retries on a 401
+        status = for_once(config, tuple(args.product))
+        if status != EXIT_OK:
+            return status
     return _run(args, config, selector, stopping)
 
 

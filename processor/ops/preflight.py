@@ -35,6 +35,7 @@ from typing import Any, Literal, cast
 
 from processor.adapters.base import VendorAdapter, supports
 from processor.config.schema import Config, ConfigError, connect_api_key, load_config
+from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE
 from processor.marketplace import (
     ConnectGateway,
     MarketplaceError,
@@ -44,10 +45,17 @@ from processor.marketplace import (
 )
 from processor.observe import mask, register_secret
 
-__all__ = ["Check", "configure_parser", "exit_status", "run", "run_checks"]
+__all__ = [
+    "Check",
+    "configure_parser",
+    "exit_status",
+    "for_once",
+    "for_run",
+    "run",
+    "run_checks",
+]
 
 Status = Literal["ok", "warn", "config", "unreachable"]
-EXIT_OK, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 2, 3
 _ENVIRONMENTS = ("preview", "test", "production")
 
 
@@ -295,6 +303,25 @@ def for_run(config: Config, environ: Mapping[str, str] | None = None) -> int:
         target=_log_remote, args=(config, environ), name="preflight", daemon=True
     ).start()
     return EXIT_OK
+
+
+def for_once(
+    config: Config, products: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> int:
+    """``run --once``'s Connect check, before any work: a backfill must not report success having
+    seen nothing. A rejected key or a product the key cannot see is 2 at once (a 401 or a 404 is
+    never retried), Connect out of reach 3 (two quick attempts); one line each, on stderr. The
+    vendor probes are left out: the engine defers a vendor outage per request."""
+    api_key = connect_api_key(config, environ)
+    if not api_key:
+        return EXIT_OK  # said by for_run already
+    register_secret(api_key)
+    wanted = tuple(products) or tuple(config.products)
+    scoped = config.model_copy(update={"products": {p: config.products[p] for p in wanted}})
+    checks = [c for c in _connect(scoped, api_key) if c.status in ("config", "unreachable")]
+    for check in checks:
+        print(f"cancel-processor: check {check.name}: {check.detail}", file=sys.stderr)
+    return exit_status(checks)
 
 
 def _log_remote(config: Config, environ: Mapping[str, str] | None) -> None:
