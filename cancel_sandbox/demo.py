@@ -141,9 +141,10 @@ def _demo(args: argparse.Namespace, console: Console, workdir: str) -> int:
             "[bold green]Invariants hold.[/]" if check.ok else "[bold red]Invariant broken![/]"
         )
         if args.serve:
-            console.print("\nServers keep running; press Ctrl-C to stop.")
             stop = threading.Event()
+            # caught before the line invites Ctrl-C, so an early one stops cleanly too
             signal.signal(signal.SIGINT, lambda *_: stop.set())
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            console.print("\nServers keep running; press Ctrl-C to stop.")
             stop.wait()
     return 0 if check.ok and summary.complete else 1

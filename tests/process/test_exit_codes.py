@@ -10,6 +10,7 @@ a dependency out of reach (Connect at the start of ``run --once``, the journal's
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -127,3 +128,16 @@ def test_row_3_dependency_out_of_reach(tmp_path: Path, sandbox: Sandbox, command
         sandbox, command, *extra, "-c", str(config), CANCEL_PROCESSOR_JOURNAL__URL=PG_DOWN
     )
     _line(result, 3, "127.0.0.1:1")
+
+
+def test_every_row_of_the_readme_table_has_its_test_here() -> None:
+    from processor import exits
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("| Status | Meaning |")
+    table_text = readme[start : readme.index("\n\n", start)]
+    rows = [int(n) for n in re.findall(r"^\| (\d) \| ", table_text, flags=re.M)]
+    table = sorted(getattr(exits, n) for n in exits.__all__ if n.startswith("EXIT_"))
+    assert rows == table, (rows, table)  # the README's table is processor.exits' table
+    tests = {n for n in globals() if n.startswith("test_row_")}
+    assert {int(n.split("_")[2]) for n in tests} == set(rows), tests
