@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from processor.config.schema import Config, configured_secrets, load_config
+from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, for_journal
 from processor.journal import open_existing, redact_url
 from processor.journal.base import (
     FINAL_STATES,
@@ -43,7 +44,6 @@ from processor.journal.base import (
     SchemaError,
     State,
 )
-from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, for_journal
 from processor.model import parse_datetime
 from processor.observe import mask, register_secret
 from processor.ops.actions import ActionRefused, park_request, retry_request
@@ -96,7 +96,7 @@ def existing_journal(config: Config) -> Iterator[Journal]:
     for secret in configured_secrets(config):
         register_secret(secret)
     register_secret(urlsplit(config.journal.url).password)
-    _OPENING.append(config.journal.url)
+    _OPENING[:] = [config.journal.url]  # only the last: a command opens one journal
     with open_existing(config.journal.url, config.source) as journal:
         yield journal
 
