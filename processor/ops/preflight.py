@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
@@ -155,7 +155,11 @@ def _capabilities(config: Config, adapters: Mapping[str, VendorAdapter]) -> list
     ]
 
 
-def _connect(config: Config, api_key: str) -> list[Check]:
+def _connect(
+    config: Config,
+    api_key: str,
+    watch: Callable[[ConnectGateway], Callable[[], None]] | None = None,
+) -> list[Check]:
     from processor.daemon.runtime import gateway_settings, selector_for
 
     # Two attempts, short waits: a check answers in seconds, it does not ride out an outage.
@@ -166,6 +170,7 @@ def _connect(config: Config, api_key: str) -> list[Check]:
         update={"connect": config.connect.model_copy(update={"retry": retry})}
     )
     marketplace = ConnectGateway(gateway_settings(quick, api_key))
+    unwatch = watch(marketplace) if watch is not None else None
     try:
         try:
             pending = marketplace.count_pending(selector_for(config))
@@ -182,6 +187,8 @@ def _connect(config: Config, api_key: str) -> list[Check]:
         ]
         return checks + [_product(config, marketplace, pid) for pid in sorted(config.products)]
     finally:
+        if unwatch is not None:
+            unwatch()
         marketplace.close()
 
 
@@ -306,19 +313,24 @@ def for_run(config: Config, environ: Mapping[str, str] | None = None) -> int:
 
 
 def for_once(
-    config: Config, products: Sequence[str] = (), environ: Mapping[str, str] | None = None
+    config: Config,
+    products: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    *,
+    watch: Callable[[ConnectGateway], Callable[[], None]] | None = None,
 ) -> int:
     """``run --once``'s Connect check, before any work: a backfill must not report success having
     seen nothing. A rejected key or a product the key cannot see is 2 at once (a 401 or a 404 is
     never retried), Connect out of reach 3 (two quick attempts); one line each, on stderr. The
-    vendor probes are left out: the engine defers a vendor outage per request."""
+    vendor probes are left out: the engine defers a vendor outage per request. ``watch`` is given
+    the gateway and returns what stops watching it (``run`` prints a line while Connect waits)."""
     api_key = connect_api_key(config, environ)
     if not api_key:
         return EXIT_OK  # said by for_run already
     register_secret(api_key)
     wanted = tuple(products) or tuple(config.products)
     scoped = config.model_copy(update={"products": {p: config.products[p] for p in wanted}})
-    checks = [c for c in _connect(scoped, api_key) if c.status in ("config", "unreachable")]
+    checks = [c for c in _connect(scoped, api_key, watch) if c.status in ("config", "unreachable")]
     for check in checks:
         print(f"cancel-processor: check {check.name}: {check.detail}", file=sys.stderr)
     return exit_status(checks)
