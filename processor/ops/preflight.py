@@ -18,7 +18,8 @@ Exit status: 0 all good (warnings allowed), 2 any configuration problem, else 3 
 could not be reached. ``--format json`` prints ``{"status": n, "checks": [...]}``. ``run`` calls
 :func:`for_run` at start: the checks without network stop it on a problem (2); the remote ones run
 in the background and are logged, because the daemon rides out outages on its own and must
-restart fast after a crash.
+restart fast after a crash. ``run --once`` then calls :func:`for_once`: the key and the selected
+products, with Connect, before anything is claimed (2 or 3 at once, never a silent 0).
 """
 
 from __future__ import annotations
