@@ -1,10 +1,11 @@
 """One error style for the whole CLI: one line naming what failed, where, and what to do.
 
-Exit statuses: 2 for configuration and usage (the operator changes a file, a variable or an
-option), 3 for a dependency that cannot be reached (Connect, the journal's database), 1 for work
-left unfinished and for anything unexpected. No traceback unless ``--debug`` (or
-``CANCEL_PROCESSOR_DEBUG=1``) asks for it. Every line goes through the log masking, so a secret
-echoed by a server or put in the wrong place never reaches the terminal.
+Exit statuses (the one table is :mod:`processor.exits`): 2 for configuration and usage (the
+operator changes a file, a variable or an option), 3 for a dependency that cannot be reached
+(Connect, the journal's database), 1 for work left unfinished and for anything unexpected. No
+traceback unless ``--debug`` (or ``CANCEL_PROCESSOR_DEBUG=1``) asks for it. Every line goes
+through the log masking, so a secret echoed by a server or put in the wrong place never reaches
+the terminal.
 
 :class:`Where` carries what the command knew when it failed (the configuration file, Connect's
 URL, the journal's URL without password), so the line can say where to look.
@@ -16,6 +17,7 @@ import errno
 from dataclasses import dataclass
 
 from processor.config.schema import ConfigError
+from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, EXIT_UNREACHABLE
 from processor.observe import mask
 
 __all__ = [
@@ -28,7 +30,6 @@ __all__ = [
     "UsageError",
 ]
 
-EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 PROG = "cancel-processor"
 
 

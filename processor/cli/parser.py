@@ -183,6 +183,11 @@ def _add_demo(sub: Any) -> None:
     p.add_argument(
         "--serve", action="store_true", help="keep the servers running afterwards (Ctrl-C to stop)"
     )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo's temporary directory (its journal) and say where it is",
+    )
     p.set_defaults(func=lambda args: __import__("cancel_sandbox.demo", fromlist=["run"]).run(args))
 
 

@@ -96,6 +96,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         if for_run(config):  # a policy its adapter cannot carry out, a product not visible...
             return EXIT_CONFIG
+    if args.once:
+        from processor.ops.preflight import for_once
+
+        # even with --no-check: a backfill's exit status must not be 0 for a key or a product
+        # Connect refuses, nor 1 after minutes of retries on a 401
+        with stopping.interruptible():  # the check writes nothing: a signal ends it at once
+            status = for_once(config, tuple(args.product), watch=_ticking(config))
+        if status != EXIT_OK:
+            return status
     return _run(args, config, selector, stopping)
 
 
@@ -155,6 +164,17 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
         print_summary(summary)
         return EXIT_OK if summary.complete else EXIT_UNFINISHED
     return EXIT_OK
+
+
+def _ticking(config: Config) -> Callable[[Any], Callable[[], None]]:
+    """A line at least every 10 s while Connect keeps the check waiting, as for the run itself."""
+    from processor.cli.ticker import Ticker
+
+    def watch(gateway: Any) -> Callable[[], None]:
+        ticker = Ticker(gateway.waiting, config.connect.endpoint, max_attempts=2).start()
+        return ticker.stop
+
+    return watch
 
 
 def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:

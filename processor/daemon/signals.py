@@ -14,11 +14,12 @@ ends the process at once, the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["StopRequests", "Interrupted", "MARGIN", "exit_now", "stray_threads"]
@@ -85,6 +86,18 @@ class StopRequests:
         self._interrupt = True
         if self.requested and self.signum is not None:
             raise Interrupted(self.signum)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Within the block a signal raises :class:`Interrupted` in the main thread, as after
+        :meth:`interrupt_main` (a step that writes nothing, like ``run --once``'s Connect check);
+        after it, signals are handled as before."""
+        before = self._interrupt
+        self.interrupt_main()
+        try:
+            yield
+        finally:
+            self._interrupt = before
 
     def forward_to(self, stop: Callable[[], None]) -> None:
         self._stop = stop

@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from processor.config.schema import Config, configured_secrets, load_config
+from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, for_journal
 from processor.journal import open_existing, redact_url
 from processor.journal.base import (
     FINAL_STATES,
@@ -51,7 +52,9 @@ from processor.ops.output import FORMATS, age, attention_table, export_line, wri
 
 __all__ = ["Command", "STATUS", "REPORT", "RETRY", "PARK", "EXPORT", "COMMANDS", "JOURNAL_COMMANDS"]
 
-EXIT_OK, EXIT_REFUSED, EXIT_CONFIG = 0, 1, 2
+# A refused action (retry, park, export) is "work left unfinished" in the one table.
+EXIT_REFUSED = EXIT_UNFINISHED
+_OPENING: list[str] = []  # the journal URL being opened, for the exit status of its failure
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ def existing_journal(config: Config) -> Iterator[Journal]:
     for secret in configured_secrets(config):
         register_secret(secret)
     register_secret(urlsplit(config.journal.url).password)
+    _OPENING[:] = [config.journal.url]  # only the last: a command opens one journal
     with open_existing(config.journal.url, config.source) as journal:
         yield journal
 
@@ -109,7 +113,8 @@ def _journal_errors(
         except SchemaError as exc:
             return _fail(str(exc), EXIT_CONFIG)
         except JournalError as exc:
-            return _fail(f"journal error: {exc}", EXIT_REFUSED)
+            # PostgreSQL down is 3, as for `run`; a SQLite file that cannot be used is 2
+            return _fail(f"journal error: {exc}", for_journal(_OPENING[-1] if _OPENING else None))
 
     return guarded
 

@@ -18,7 +18,8 @@ Exit status: 0 all good (warnings allowed), 2 any configuration problem, else 3 
 could not be reached. ``--format json`` prints ``{"status": n, "checks": [...]}``. ``run`` calls
 :func:`for_run` at start: the checks without network stop it on a problem (2); the remote ones run
 in the background and are logged, because the daemon rides out outages on its own and must
-restart fast after a crash.
+restart fast after a crash. ``run --once`` then calls :func:`for_once`: the key and the selected
+products, with Connect, before anything is claimed (2 or 3 at once, never a silent 0).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
 from processor.adapters.base import VendorAdapter, supports
 from processor.config.schema import Config, ConfigError, connect_api_key, load_config
+from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE
 from processor.marketplace import (
     ConnectGateway,
     MarketplaceError,
@@ -44,10 +46,17 @@ from processor.marketplace import (
 )
 from processor.observe import mask, register_secret
 
-__all__ = ["Check", "configure_parser", "exit_status", "run", "run_checks"]
+__all__ = [
+    "Check",
+    "configure_parser",
+    "exit_status",
+    "for_once",
+    "for_run",
+    "run",
+    "run_checks",
+]
 
 Status = Literal["ok", "warn", "config", "unreachable"]
-EXIT_OK, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 2, 3
 _ENVIRONMENTS = ("preview", "test", "production")
 
 
@@ -147,7 +156,11 @@ def _capabilities(config: Config, adapters: Mapping[str, VendorAdapter]) -> list
     ]
 
 
-def _connect(config: Config, api_key: str) -> list[Check]:
+def _connect(
+    config: Config,
+    api_key: str,
+    watch: Callable[[ConnectGateway], Callable[[], None]] | None = None,
+) -> list[Check]:
     from processor.daemon.runtime import gateway_settings, selector_for
 
     # Two attempts, short waits: a check answers in seconds, it does not ride out an outage.
@@ -158,6 +171,7 @@ def _connect(config: Config, api_key: str) -> list[Check]:
         update={"connect": config.connect.model_copy(update={"retry": retry})}
     )
     marketplace = ConnectGateway(gateway_settings(quick, api_key))
+    unwatch = watch(marketplace) if watch is not None else None
     try:
         try:
             pending = marketplace.count_pending(selector_for(config))
@@ -174,6 +188,8 @@ def _connect(config: Config, api_key: str) -> list[Check]:
         ]
         return checks + [_product(config, marketplace, pid) for pid in sorted(config.products)]
     finally:
+        if unwatch is not None:
+            unwatch()
         marketplace.close()
 
 
@@ -295,6 +311,30 @@ def for_run(config: Config, environ: Mapping[str, str] | None = None) -> int:
         target=_log_remote, args=(config, environ), name="preflight", daemon=True
     ).start()
     return EXIT_OK
+
+
+def for_once(
+    config: Config,
+    products: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    *,
+    watch: Callable[[ConnectGateway], Callable[[], None]] | None = None,
+) -> int:
+    """``run --once``'s Connect check, before any work: a backfill must not report success having
+    seen nothing. A rejected key or a product the key cannot see is 2 at once (a 401 or a 404 is
+    never retried), Connect out of reach 3 (two quick attempts); one line each, on stderr. The
+    vendor probes are left out: the engine defers a vendor outage per request. ``watch`` is given
+    the gateway and returns what stops watching it (``run`` prints a line while Connect waits)."""
+    api_key = connect_api_key(config, environ)
+    if not api_key:
+        return EXIT_OK  # said by for_run already
+    register_secret(api_key)
+    wanted = tuple(products) or tuple(config.products)
+    scoped = config.model_copy(update={"products": {p: config.products[p] for p in wanted}})
+    checks = [c for c in _connect(scoped, api_key, watch) if c.status in ("config", "unreachable")]
+    for check in checks:
+        print(f"cancel-processor: check {check.name}: {check.detail}", file=sys.stderr)
+    return exit_status(checks)
 
 
 def _log_remote(config: Config, environ: Mapping[str, str] | None) -> None:

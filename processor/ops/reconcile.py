@@ -35,6 +35,7 @@ from processor.adapters.base import SubscriptionStatus, VendorAdapter, VendorCal
 from processor.config.schema import Config, ReconcileConfig, load_config
 from processor.engine.base import stub_request
 from processor.engine.rowdata import RowData
+from processor.exits import EXIT_CONFIG, for_journal
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
 from processor.observe import mask
 
@@ -244,9 +245,11 @@ def run(args: argparse.Namespace) -> int:
         JournalError,
         SchemaError,
         OSError,
-    ) as exc:  # a missing or unreachable journal: one line
+    ) as exc:  # a missing or unreachable journal: one line, the same status as for `run`
         print(f"cancel-processor: reconcile: {mask(str(exc))}", file=sys.stderr)
-        return 2
+        if isinstance(exc, JournalError) and not isinstance(exc, SchemaError):
+            return for_journal(config.journal.url)
+        return EXIT_CONFIG
     finally:
         for adapter in adapters.values():
             close = getattr(adapter, "close", None)

@@ -254,12 +254,11 @@ def test_a_whole_run_over_https_needs_the_ca_bundle(
         text=True,
         timeout=120,
     )
-    # The poll fails with a warning naming TLS, and the backfill says it did not drain the backlog.
-    assert "list_pending: Connect unavailable: TLS verification failed" in failed.stderr, (
-        failed.stderr[-2000:]
-    )
-    assert failed.returncode == 1, (failed.returncode, failed.stdout[-2000:])
-    assert "Connect could not be listed" in failed.stdout + failed.stderr
+    # The backfill's Connect check fails at once, naming TLS and what to set: Connect out of reach
+    # (3), never a success, and nothing was done.
+    assert "TLS verification failed" in failed.stderr, failed.stderr[-2000:]
+    assert "connect.verify" in failed.stderr, failed.stderr[-2000:]
+    assert failed.returncode == 3, (failed.returncode, failed.stdout[-2000:])
     assert (
         https.pending() == pending and _ledger(https, pki)["summary"]["calls"] == 0
     )  # nothing was done
