@@ -22,7 +22,11 @@ from processor.ops.serving import free_port
 from ..conftest import REPO
 
 CLI = str(Path(sys.executable).with_name("cancel-processor"))
-SHIPPED = sorted(p.name for p in (REPO / "config").glob("processor.*.yaml"))
+# The vendor-shape examples need the mock vendor in that shape (a token endpoint, a client-CA
+# listener, a rate limit): tests/process/test_vendor_shapes.py starts it so and checks them there.
+VENDOR_SHAPES = {"processor.oauth.yaml", "processor.mtls.yaml", "processor.rate.yaml"}
+ALL_SHIPPED = sorted(p.name for p in (REPO / "config").glob("processor.*.yaml"))
+SHIPPED = [name for name in ALL_SHIPPED if name not in VENDOR_SHAPES]
 # How the mock marketplace is started for each shipped config (README.md, compose.yaml).
 MARKETPLACE_ARGS = {
     "processor.example.yaml": ["--seed-file", str(REPO / "config" / "seed.example.yaml")],
@@ -83,6 +87,8 @@ def mocks(request: pytest.FixtureRequest) -> Iterator[tuple[str, int, int]]:
 
 def test_there_are_shipped_configs() -> None:
     assert "processor.example.yaml" in SHIPPED, SHIPPED
+    shapes = (REPO / "tests" / "process" / "test_vendor_shapes.py").read_text(encoding="utf-8")
+    assert all(f"config/{name}" in shapes for name in VENDOR_SHAPES & set(ALL_SHIPPED))
 
 
 def test_check_on_a_shipped_config_prints_no_warning(
