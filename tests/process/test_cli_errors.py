@@ -27,6 +27,8 @@ from cancel_sandbox.local import Sandbox
 from processor.config.schema import ConfigError, load_config
 from processor.daemon.startup_checks import journal_directory as _journal_directory
 
+from ..cli_support import write_config
+
 
 class _Html(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server name
@@ -62,14 +64,6 @@ def busy_port() -> Iterator[int]:
         held.bind(("127.0.0.1", 0))
         held.listen()
         yield held.getsockname()[1]
-
-
-def _config(tmp_path: Path, sandbox: Sandbox, **sections: Any) -> Path:
-    data = sandbox.config_data(f"sqlite:///{tmp_path / 'journal.db'}", **sections)
-    data["connect"]["retry"] = {"max_attempts": 2, "backoff_base": 0.05, "backoff_max": 0.1}
-    path = tmp_path / "processor.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def _cli(
@@ -112,7 +106,7 @@ def _one_line(result: subprocess.CompletedProcess[str], status: int, *words: str
 def test_journal_directory_that_cannot_be_written_is_a_configuration_error(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
-    config = _config(tmp_path, sandbox)
+    config = write_config(tmp_path, sandbox)
     result = _cli(
         "run",
         "--once",
@@ -147,7 +141,7 @@ def test_the_permission_check_names_the_file_and_the_key(
 def test_postgresql_unreachable_and_schema_missing(
     tmp_path: Path, sandbox: Sandbox, postgres_url: str
 ) -> None:
-    config = _config(tmp_path, sandbox)
+    config = write_config(tmp_path, sandbox)
     down = _cli(
         "run",
         "--once",
@@ -187,7 +181,7 @@ def test_concurrency_must_be_a_positive_number(
         "run",
         "--once",
         "--config",
-        str(_config(tmp_path, sandbox)),
+        str(write_config(tmp_path, sandbox)),
         "--concurrency",
         value,
         sandbox=sandbox,
@@ -198,7 +192,7 @@ def test_concurrency_must_be_a_positive_number(
 def test_an_ops_port_in_use_says_address_in_use(
     tmp_path: Path, sandbox: Sandbox, busy_port: int
 ) -> None:
-    config = _config(
+    config = write_config(
         tmp_path, sandbox, http={"enabled": True, "host": "127.0.0.1", "port": busy_port}
     )
     _one_line(
@@ -213,7 +207,7 @@ def test_an_ops_port_in_use_says_address_in_use(
 def test_connect_down_401_or_html_under_dry_run(
     tmp_path: Path, sandbox: Sandbox, html_url: str
 ) -> None:
-    config = str(_config(tmp_path, sandbox))
+    config = str(write_config(tmp_path, sandbox))
     down = _cli(
         "run",
         "--dry-run",
@@ -240,7 +234,7 @@ def test_connect_down_401_or_html_under_dry_run(
 
 
 def test_debug_shows_the_traceback(tmp_path: Path, sandbox: Sandbox) -> None:
-    config = str(_config(tmp_path, sandbox))
+    config = str(write_config(tmp_path, sandbox))
     env = {"CONNECT_ENDPOINT": "http://127.0.0.1:1/public/v1"}
     assert (
         "Traceback"
@@ -262,7 +256,7 @@ def test_debug_shows_the_traceback(tmp_path: Path, sandbox: Sandbox) -> None:
 def test_an_environment_variable_mistake_names_the_variable(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
-    config = str(_config(tmp_path, sandbox))
+    config = str(write_config(tmp_path, sandbox))
     typo = _cli(
         "run",
         "--once",
@@ -289,7 +283,7 @@ def test_an_environment_variable_mistake_names_the_variable(
 
 
 def test_no_products_is_a_configuration_error(tmp_path: Path, sandbox: Sandbox) -> None:
-    data = yaml.safe_load(_config(tmp_path, sandbox).read_text())
+    data = yaml.safe_load(write_config(tmp_path, sandbox).read_text())
     for products in ({}, None):
         data["products"] = products
         (tmp_path / "empty.yaml").write_text(yaml.safe_dump(data))
@@ -299,7 +293,7 @@ def test_no_products_is_a_configuration_error(tmp_path: Path, sandbox: Sandbox) 
 
 
 def test_connect_without_tls_is_refused(tmp_path: Path, sandbox: Sandbox) -> None:
-    config = str(_config(tmp_path, sandbox))
+    config = str(write_config(tmp_path, sandbox))
     off = _cli(
         "run",
         "--once",
@@ -324,7 +318,7 @@ def test_connect_without_tls_is_refused(tmp_path: Path, sandbox: Sandbox) -> Non
 def test_a_reader_that_goes_away_is_not_an_error(
     tmp_path: Path, sandbox: Sandbox, command: list[str]
 ) -> None:
-    config = str(_config(tmp_path, sandbox))
+    config = str(write_config(tmp_path, sandbox))
     assert _cli("run", "--once", "--config", config, sandbox=sandbox).returncode == 0
     read, write = os.pipe()
     os.close(read)  # like `| head` having exited before anything was written

@@ -16,12 +16,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from cancel_sandbox.local import Sandbox
+
+from ..cli_support import write_config
 
 CLI = str(Path(sys.executable).with_name("cancel-processor"))
 PG_DOWN = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1
@@ -37,14 +38,6 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])  # closed once the block ends: nothing answers
-
-
-def _config(tmp_path: Path, sandbox: Sandbox, **sections: Any) -> Path:
-    data = sandbox.config_data(f"sqlite:///{tmp_path / 'journal.db'}", **sections)
-    data["connect"]["retry"] = {"max_attempts": 2, "backoff_base": 0.05, "backoff_max": 0.1}
-    path = tmp_path / "processor.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def _cli(sandbox: Sandbox, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -69,7 +62,7 @@ def _line(result: subprocess.CompletedProcess[str], status: int, *words: str) ->
 
 
 def test_row_0_every_matching_request_final(tmp_path: Path, sandbox: Sandbox) -> None:
-    config = _config(tmp_path, sandbox)
+    config = write_config(tmp_path, sandbox)
     result = _cli(sandbox, "run", "--once", "--no-progress", "-c", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     for command in ("status", "report"):
@@ -78,7 +71,7 @@ def test_row_0_every_matching_request_final(tmp_path: Path, sandbox: Sandbox) ->
 
 def test_row_1_work_left_unfinished(tmp_path: Path, sandbox: Sandbox) -> None:
     # The vendor cannot be reached: every request is deferred, none is final when --once stops.
-    config = _config(
+    config = write_config(
         tmp_path,
         sandbox,
         processing={"once_max_wait": 1, "retry_base": 0.1, "retry_max": 0.2},
@@ -93,7 +86,7 @@ def test_row_1_work_left_unfinished(tmp_path: Path, sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize("case", ["rejected key", "invisible product", "journal file"])
 def test_row_2_something_to_change(tmp_path: Path, sandbox: Sandbox, case: str) -> None:
-    config = _config(tmp_path, sandbox)
+    config = write_config(tmp_path, sandbox)
     if case == "rejected key":
         result = _cli(
             sandbox, "run", "--once", "-c", str(config), CONNECT_API_KEY="ApiKey SU-1:wrong"
@@ -115,7 +108,7 @@ def test_row_2_something_to_change(tmp_path: Path, sandbox: Sandbox, case: str) 
 
 @pytest.mark.parametrize("command", ["run", "status", "report", "reconcile", "connect"])
 def test_row_3_dependency_out_of_reach(tmp_path: Path, sandbox: Sandbox, command: str) -> None:
-    config = _config(tmp_path, sandbox)
+    config = write_config(tmp_path, sandbox)
     if command == "connect":  # Connect itself, at the start of a backfill
         endpoint = f"http://127.0.0.1:{_closed_port()}/public/v1"
         result = _cli(

@@ -9,23 +9,17 @@ with an error that names TLS, and nothing is sent; with it the calls succeed, up
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from cancel_sandbox.local import VENDOR_TOKEN_ENV, Sandbox, adapter_options
 from processor.adapters.base import RetryLater, Terminated, VendorCall
@@ -36,89 +30,15 @@ from processor.marketplace import ConnectGateway, Selector, TransientError
 from processor.ops.serving import ServerThread
 
 from ..http_adapter_support import REQUEST as ADAPTER_REQUEST
+from ..pki_support import Pki, make_pki
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Pki:
-    ca: Path  # the CA bundle to trust
-    cert: Path  # the server's certificate (signed by the CA)
-    key: Path
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("pki")
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("throwaway test CA"))
-        .issuer_name(_name("throwaway test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pki = Pki(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pki
+    """A throwaway CA and a server certificate for 127.0.0.1 (the shared test PKI)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 class HttpsSandbox:
@@ -129,8 +49,8 @@ class HttpsSandbox:
         # A client refused over TLS leaves its connection to the server's graceful shutdown, which
         # would wait for it as long as the thread's join allows (10 s): one second is plenty here.
         tls = {
-            "ssl_certfile": str(pki.cert),
-            "ssl_keyfile": str(pki.key),
+            "ssl_certfile": str(pki.server_cert),
+            "ssl_keyfile": str(pki.server_key),
             "timeout_graceful_shutdown": 1,
         }
         self.marketplace = ServerThread(self.sandbox.market_app, **tls)
