@@ -41,11 +41,16 @@ from typing import Any
 import yaml
 
 from bench.checker import Report, RunFacts, check, final_times, render_markdown
-from bench.daemons import Daemon, fresh_schema, held_by, taken_from
+from bench.daemons import Daemon, catches_sigterm, fresh_schema, held_by, taken_from
 from bench.evidence import keep_evidence
 from bench.soak_control import Mocks, ensure_running, journal_open_and_parked, wait_quiet
 from bench.soak_plan import CLIENT_TIMEOUT, STORMS, Event, Schedule, SoakSettings
 from cancel_sandbox.local import Sandbox
+
+# The mocks' counter each storm must move before it may end, and how far past its length it may
+# stretch waiting for that (latency and vendor-down have no counter of their own).
+STORM_COUNTER = {"5xx": "errors", "429": "throttles", "drops": "drops"}
+STORM_STRETCH = 4.0
 
 __all__ = ["STORMS", "SoakSettings", "main", "run_soak"]
 
@@ -162,6 +167,7 @@ def run_soak(
         frozen_by_pause: dict[int, Daemon] = {}
         held_when_frozen: dict[str, dict[str, int]] = {}
         queue = list(schedule.events)
+        storm_began: dict[str, tuple[float, dict[str, int]]] = {}
         heapq.heapify(queue)
         last_heal = phase
         while queue and time.monotonic() - phase < window + 30:
@@ -178,7 +184,14 @@ def run_soak(
                 if not candidates:  # the only daemon is frozen: kill it once it is thawed
                     heapq.heappush(queue, Event(now + 0.5, "kill"))
                     continue
-                victim = rng.choice(candidates)
+                # Kill only a daemon that has come up (its SIGTERM handler is installed): on a
+                # loaded machine start-up can take longer than the gap between kills, and a daemon
+                # killed while still importing does no work, so the storms met no call at all.
+                up = [d for d in candidates if catches_sigterm(d.pid)]
+                if not up and now < window:
+                    heapq.heappush(queue, Event(now + 0.2, "kill"))
+                    continue
+                victim = rng.choice(up or candidates)
                 victim.kill()
                 victim.start()
                 facts.kills += 1
@@ -229,7 +242,19 @@ def run_soak(
             elif event.kind == "storm":
                 mocks.set(event.arg, drops=True)
                 facts.storms[event.arg] += 1
+                storm_began[event.arg] = (now, mocks.counters())
             elif event.kind == "calm":
+                # A storm lasts its length and, within a bound, until the mocks have injected
+                # its fault once: one that met no call (every daemon restarting) shows nothing.
+                began, before = storm_began.get(event.arg, (now, {}))
+                counter = STORM_COUNTER.get(event.arg)
+                if (
+                    counter is not None
+                    and mocks.counters()[counter] <= before.get(counter, 0)
+                    and now - began < STORM_STRETCH * settings.storm_seconds
+                ):
+                    heapq.heappush(queue, Event(now + 0.25, "calm", event.arg))
+                    continue
                 mocks.set(None, drops=True)
                 last_heal = time.monotonic()
         for daemon in daemons:  # the schedule's time bound may have cut a pause short
