@@ -61,8 +61,10 @@ class Daemon:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     frozen: bool = False
+    started: float = 0.0  # time.monotonic() at the last start
 
     def start(self) -> None:
+        self.started = time.monotonic()
         with self.log.open("ab") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "processor", "run", "--config", str(self.config)],
@@ -74,6 +76,10 @@ class Daemon:
     @property
     def pid(self) -> int:
         return self.process.pid if self.process is not None else 0
+
+    def uptime(self) -> float:
+        """Seconds since the last start (0 before the first)."""
+        return time.monotonic() - self.started if self.started else 0.0
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from bench.checker import Report, RunFacts, check, final_times, render_markdown
-from bench.daemons import Daemon, catches_sigterm, fresh_schema, held_by, taken_from
+from bench.daemons import Daemon, fresh_schema, held_by, taken_from
 from bench.evidence import keep_evidence
 from bench.soak_control import Mocks, ensure_running, journal_open_and_parked, wait_quiet
 from bench.soak_plan import CLIENT_TIMEOUT, STORMS, Event, Schedule, SoakSettings
@@ -51,6 +51,8 @@ from cancel_sandbox.local import Sandbox
 # stretch waiting for that (latency and vendor-down have no counter of their own).
 STORM_COUNTER = {"5xx": "errors", "429": "throttles", "drops": "drops"}
 STORM_STRETCH = 4.0
+# Seconds a restarted daemon may take to claim work before it may be killed again all the same.
+START_GRACE = 8.0
 
 __all__ = ["STORMS", "SoakSettings", "main", "run_soak"]
 
@@ -80,6 +82,9 @@ def _config(sandbox: Sandbox, settings: SoakSettings, journal_url: str) -> dict[
     )
     data["connect"]["timeout_read"] = CLIENT_TIMEOUT
     data["adapters"]["vendor"]["options"]["timeout"] = {"connect": 2, "read": CLIENT_TIMEOUT}
+    # Quiet by default (a soak's daemons log thousands of lines); SOAK_LOG_LEVEL=info shows what
+    # each daemon did, second by second, when a run needs explaining.
+    data["log"]["level"] = os.environ.get("SOAK_LOG_LEVEL", "warning")
     return data
 
 
@@ -184,14 +189,16 @@ def run_soak(
                 if not candidates:  # the only daemon is frozen: kill it once it is thawed
                     heapq.heappush(queue, Event(now + 0.5, "kill"))
                     continue
-                # Kill only a daemon that has come up (its SIGTERM handler is installed): on a
-                # loaded machine start-up can take longer than the gap between kills, and a daemon
-                # killed while still importing does no work, so the storms met no call at all.
-                up = [d for d in candidates if catches_sigterm(d.pid)]
-                if not up and now < window:
+                # Kill only a daemon at work (holding claims), or one given a fair while to get
+                # there: on a loaded machine start-up alone (imports) takes longer than the gap
+                # between kills, and a daemon killed before it claims anything meets no storm.
+                working = [
+                    d for d in candidates if d.uptime() > START_GRACE or held_by(journal_url, d.pid)
+                ]
+                if not working and now < window:
                     heapq.heappush(queue, Event(now + 0.2, "kill"))
                     continue
-                victim = rng.choice(up or candidates)
+                victim = rng.choice(working or candidates)
                 victim.kill()
                 victim.start()
                 facts.kills += 1
