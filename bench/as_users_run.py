@@ -29,12 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.parity import differences, render
 from bench.servers import VENDOR_TOKEN, MockServers
 from cancel_sandbox.marketplace import DEFAULT_API_KEY
 
@@ -49,6 +51,7 @@ class Run:
     seconds: float
     cpu: float  # child user + system seconds
     peak_rss_mb: float
+    calls: dict[str, int] = field(default_factory=dict)  # what the mocks handled, by shape
 
     @property
     def rate(self) -> float:
@@ -70,9 +73,14 @@ def _child(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float,
     return process.returncode, elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def user_config(servers: MockServers, workdir: Path, concurrency: int) -> dict[str, Any]:
-    """The example configuration as shipped, pointed at the mocks."""
+def user_config(
+    servers: MockServers, workdir: Path, concurrency: int, notes: bool | None = None
+) -> dict[str, Any]:
+    """The example configuration as shipped, pointed at the mocks (``notes``: set, else as
+    shipped)."""
     data = yaml.safe_load(EXAMPLE.read_text())
+    if notes is not None:
+        data["processing"]["notes"] = notes
     data["connect"]["endpoint"] = servers.endpoint
     data["journal"]["url"] = f"sqlite:///{workdir}/journal.db"
     data["processing"]["concurrency"] = concurrency
@@ -88,13 +96,17 @@ def user_config(servers: MockServers, workdir: Path, concurrency: int) -> dict[s
 
 
 def processor(
-    servers: MockServers, concurrency: int, workdir: Path, source: Path | None = None
+    servers: MockServers,
+    concurrency: int,
+    workdir: Path,
+    source: Path | None = None,
+    notes: bool | None = None,
 ) -> Run:
     """``cancel-processor run --once`` to the end; ``source``: a tree to import ``processor``
     from."""
     workdir = Path(tempfile.mkdtemp(prefix="processor-", dir=workdir))  # a fresh journal each run
     config = workdir / "processor.yaml"
-    config.write_text(yaml.safe_dump(user_config(servers, workdir, concurrency)))
+    config.write_text(yaml.safe_dump(user_config(servers, workdir, concurrency, notes)))
     script = Path(sys.executable).with_name("cancel-processor")
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "processor"]
     env = {**os.environ, "CONNECT_API_KEY": DEFAULT_API_KEY, "VENDOR_API_TOKEN": VENDOR_TOKEN}
@@ -103,13 +115,28 @@ def processor(
             os.pathsep
         )
     expected = servers.pending()
+    servers.traffic(reset=True)  # from here on, only the processor's calls
     log = workdir / "processor.log"
     code, elapsed, cpu, rss = _child([*argv, "run", "--once", "--config", str(config)], env, log)
+    calls = servers.traffic()
     left = servers.pending()
     if code != 0 or left:
         tail = log.read_text(errors="replace")[-1500:]
         raise RuntimeError(f"processor run failed: exit {code}, {left} left pending\n{tail}")
-    return Run(expected, elapsed, cpu, rss)
+    return Run(expected, elapsed, cpu, rss, calls)
+
+
+def probe_path() -> str | None:
+    """The vendor path the example's adapter probes at start, as the bare loop must read it too."""
+    options = yaml.safe_load(EXAMPLE.read_text())["adapters"]["vendor"]["options"]
+    probe = options.get("probe")
+    if not probe:
+        return None
+    status = options.get("status")
+    path = str(
+        status.get("path") if isinstance(status, dict) else "/v1/subscriptions/{subscription_id}"
+    )
+    return path.replace("{subscription_id}", str(probe["subscription_id"]))
 
 
 def bare(servers: MockServers, concurrency: int, workdir: Path, client: str, notes: bool) -> Run:
@@ -129,21 +156,23 @@ def bare(servers: MockServers, concurrency: int, workdir: Path, client: str, not
         str(concurrency),
         "--client",
         client,
+        "--products",
+        ",".join(servers.products()),
     ]
+    probe = probe_path()
+    argv += ["--probe", probe] if probe else []
     log = workdir / f"bare-{client}.log"
+    servers.traffic(reset=True)
     code, elapsed, cpu, rss = _child(
         [*argv, *(["--notes"] if notes else [])], dict(os.environ), log
     )
+    calls = servers.traffic()
     if code != 0:
         raise RuntimeError(
             f"bare loop failed: exit {code}\n{log.read_text(errors='replace')[-1500:]}"
         )
     done = json.loads(log.read_text().strip().splitlines()[-1])["done"]
-    return Run(done, elapsed, cpu, rss)
-
-
-def _notes_on() -> bool:
-    return bool(yaml.safe_load(EXAMPLE.read_text())["processing"].get("notes", True))
+    return Run(done, elapsed, cpu, rss, calls)
 
 
 def side_by_side(
@@ -153,9 +182,9 @@ def side_by_side(
     vendor_ms: float,
     clients: tuple[str, ...],
     variants: dict[str, Path | None],
+    notes: bool,
 ) -> dict[str, Run]:
     """One round: each side on fresh mocks, bare first then each processor variant."""
-    notes = _notes_on()
     runs: dict[str, Run] = {}
     with tempfile.TemporaryDirectory(prefix="bench-users-") as tmp:
         for client in clients:
@@ -163,7 +192,7 @@ def side_by_side(
                 runs[f"bare-{client}"] = bare(servers, concurrency, Path(tmp), client, notes)
         for label, source in variants.items():
             with MockServers(n, market_ms, vendor_ms) as servers:
-                runs[label] = processor(servers, concurrency, Path(tmp), source)
+                runs[label] = processor(servers, concurrency, Path(tmp), source, notes)
     return runs
 
 
@@ -179,16 +208,30 @@ def variants(args: argparse.Namespace) -> dict[str, Path | None]:
 
 
 def _sum(runs: list[Run]) -> Run:
+    calls: Counter[str] = Counter()
+    for r in runs:
+        calls.update(r.calls)
     return Run(
         sum(r.requests for r in runs),
         sum(r.seconds for r in runs),
         sum(r.cpu for r in runs),
         max(r.peak_rss_mb for r in runs),
+        dict(calls),
     )
 
 
+def unlike(run: Run, baseline: Run) -> str | None:
+    """Why ``run`` and ``baseline`` may not be compared (the calls that differ), or None."""
+    diff = differences(run.calls, baseline.calls)
+    return render(diff) if diff else None
+
+
 def throughput(args: argparse.Namespace) -> None:
-    notes = _notes_on()
+    for notes in args.notes:
+        _throughput(args, notes)
+
+
+def _throughput(args: argparse.Namespace, notes: bool) -> None:
     calls = 3 if notes else 1  # approve, and with notes: find the conversation, post the message
     print(
         f"\n## As users run it: marketplace {args.market_latency_ms:.0f} ms, vendor "
@@ -201,6 +244,7 @@ def throughput(args: argparse.Namespace) -> None:
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = variants(args)
+    refused: list[str] = []
     for concurrency in args.concurrency:
         n = max(100, concurrency * args.per_worker)
         rounds = [
@@ -211,6 +255,7 @@ def throughput(args: argparse.Namespace) -> None:
                 args.vendor_latency_ms,
                 ("requests",),
                 names,
+                notes,
             )
             for _ in range(args.rounds)
         ]
@@ -218,6 +263,14 @@ def throughput(args: argparse.Namespace) -> None:
         ideal = concurrency / ((args.vendor_latency_ms + calls * args.market_latency_ms) / 1000)
         for name in names:
             p = _sum([r[name] for r in rounds])
+            why = unlike(p, b)
+            if why is not None:  # different work: no ratio
+                refused.append(f"C={concurrency} {name}: {why}")
+                print(
+                    f"| {concurrency} | {name} | {p.requests} | {p.rate:.1f} | {b.rate:.1f} | "
+                    "calls differ | | | | | | |"
+                )
+                continue
             print(
                 f"| {concurrency} | {name} | {p.requests} | {p.rate:.1f} | {b.rate:.1f} | "
                 f"{p.rate / b.rate:.2f} | {ideal:.1f} | {p.rate / ideal:.2f} | "
@@ -225,6 +278,10 @@ def throughput(args: argparse.Namespace) -> None:
                 f"{p.cpu_ms / b.cpu_ms:.2f} |",
                 flush=True,
             )
+    print(
+        "\nEach side's calls, counted by the mocks: "
+        + ("equal in every row." if not refused else "DIFFERENT, no ratio: " + " | ".join(refused))
+    )
 
 
 def cpu(args: argparse.Namespace) -> None:
@@ -235,7 +292,8 @@ def cpu(args: argparse.Namespace) -> None:
     sizes: dict[int, dict[str, Run]] = {}
     for size in (n, 2 * n):
         rounds = [
-            side_by_side(size, 8, 0, 0, ("requests", "openapi"), runs) for _ in range(args.rounds)
+            side_by_side(size, 8, 0, 0, ("requests", "openapi"), runs, args.notes[0])
+            for _ in range(args.rounds)
         ]
         sizes[size] = {name: _sum([r[name] for r in rounds]) for name in names}
     whole = {name: sizes[2 * n][name].cpu_ms for name in names}
@@ -259,12 +317,29 @@ def cpu(args: argparse.Namespace) -> None:
         "bare-openapi": "bare loop, connect-openapi-client",
         "processor": "cancel-processor run --once, example defaults",
     }
+    refused = []
     for name in names:
+        why = [
+            unlike(sizes[size][name], sizes[size][bare])
+            for size in sizes
+            for bare in ("bare-requests", "bare-openapi")
+        ]
+        if any(why):
+            refused.append(f"{name}: {next(w for w in why if w)}")
+            print(
+                f"| {labels.get(name, name)} | {whole[name]:.2f} | {marginal[name]:.2f} | "
+                "calls differ | calls differ |"
+            )
+            continue
         print(
             f"| {labels.get(name, name)} | {whole[name]:.2f} | {marginal[name]:.2f} | "
             f"{marginal[name] / marginal['bare-requests']:.2f} | "
             f"{marginal[name] / marginal['bare-openapi']:.2f} |"
         )
+    print(
+        "\nEach side's calls, counted by the mocks: "
+        + ("equal in every row." if not refused else "DIFFERENT, no ratio: " + " | ".join(refused))
+    )
 
 
 def backlog(args: argparse.Namespace) -> None:
@@ -300,6 +375,12 @@ def main() -> int:
         "--per-worker", type=int, default=40, help="requests per worker in each round"
     )
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--notes",
+        type=lambda v: [{"on": True, "off": False}[x] for x in v.split(",")],
+        default=[False, True],
+        help="notes configurations to run, e.g. off,on (the CPU table takes the first)",
+    )
     parser.add_argument("--market-latency-ms", type=float, default=50)
     parser.add_argument("--vendor-latency-ms", type=float, default=100)
     parser.add_argument("--cpu-requests", type=int, default=1500)

@@ -1,11 +1,21 @@
 """The baseline the processor is measured against: the same HTTP calls, made bare.
 
 Run as a child process by ``bench.as_users_run`` so its CPU is read the same way as the
-processor's (``wait4`` on the child). It lists pending cancels page by page (ordered by
-``created,id``; what is handled leaves the set, so offset 0 is always next), and for each
-request: terminate at the vendor, approve on Connect and, with ``--notes``, find the request's
-conversation and post a message, as the processor does with ``processing.notes: true``. No
-journal, no retries, no logging, no metrics.
+processor's (``wait4`` on the child). It makes, call for call, what ``cancel-processor run --once``
+makes for the same work (``bench.parity`` compares both sides' counts on the mocks and the
+benchmark prints no ratio when they differ):
+
+- at start, what ``run --once`` checks before any work: the pending count for the products, each
+  product and its fulfillment template (``--products``), and the vendor probe (``--probe``);
+- the pending cancels, page by page in (created, id) order, until the page that holds the whole
+  total its ``Content-Range`` gives, or a short one (what is handled leaves the set, so offset 0 is
+  always next; the processor's keyset pages make the same number of calls);
+- for each request: terminate at the vendor, approve on Connect (the template looked up once per
+  product) and, with ``--notes``, find the request's conversation and post a message, as the
+  processor does with ``processing.notes: true`` on a first claim;
+- at the end of the pass, the revoking cancels (the processor's pass lists those too).
+
+No journal, no retries, no logging, no metrics.
 
 ``--client requests`` uses plain ``requests`` sessions (one per thread); ``--client openapi``
 makes the Connect calls through connect-openapi-client (one client per thread), the vendor calls
@@ -85,8 +95,12 @@ def run(
     concurrency: int,
     client: str,
     notes: bool,
+    products: list[str] | None = None,
+    probe: str | None = None,
 ) -> int:
-    """Drain the pending cancels; the number handled."""
+    """Drain the pending cancels; the number handled. ``products``: check them first, and list
+    only theirs; ``probe``: a vendor path read once at start."""
+    products = products or []
     local = threading.local()
     lister = requests.Session()
     auth = {"Authorization": api_key}
@@ -123,18 +137,33 @@ def run(
         if notes:
             connect.note(request["id"], f"Cancelled: {request['id']}")
 
+    def listing(status: str, limit: int) -> requests.Response:
+        return lister.get(
+            f"{endpoint}/requests?and(eq(type,cancel),eq(status,{status}){selected})"
+            f"&ordering(created,id)&select(-activation_key,-template)&limit={limit}",
+            headers=auth,
+            timeout=60,
+        )
+
+    selected = f",in(asset.product.id,({','.join(products)}))" if products else ""
+    if products:  # run --once's check: the count, each product and its template, the vendor
+        listing("pending", 0).raise_for_status()
+        for product_id in products:
+            lister.get(
+                f"{endpoint}/products/{product_id}", headers=auth, timeout=30
+            ).raise_for_status()
+            template(product_id)
+        templates.clear()  # the check's gateway is not the run's: the run looks them up again
+    if probe:
+        lister.get(
+            f"{vendor_url}{probe}", headers={"Authorization": f"Bearer {vendor_token}"}, timeout=30
+        )
     # Every handled request leaves the pending set, so the first page is always the next one.
     done = 0
     with ThreadPoolExecutor(concurrency) as pool:
         while True:
-            page = lister.get(
-                f"{endpoint}/requests?and(eq(type,cancel),eq(status,pending))"
-                f"&ordering(created,id)&select(-activation_key,-template)&limit={PAGE}",
-                headers=auth,
-                timeout=60,
-            ).json()
-            if not page:
-                return done
+            reply = listing("pending", PAGE)
+            page = reply.json()
             jobs: list[Callable[[], None]] = []
             for request in page:
                 tid = template(request["asset"]["product"]["id"])
@@ -142,6 +171,12 @@ def run(
             for future in [pool.submit(job) for job in jobs]:
                 future.result()
             done += len(page)
+            # The last page, as the processor's listing reads it: all the total (Content-Range),
+            # else a short page.
+            total = reply.headers.get("Content-Range", "").rpartition("/")[2]
+            if len(page) < PAGE or (total.isdigit() and len(page) >= int(total)):
+                listing("revoking", PAGE).raise_for_status()
+                return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--client", choices=["requests", "openapi"], default="requests")
     parser.add_argument("--notes", action="store_true")
+    parser.add_argument("--products", default="", help="comma-separated product ids to check")
+    parser.add_argument("--probe", help="a vendor path read once at start (the adapter's probe)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     done = run(
@@ -165,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         args.concurrency,
         args.client,
         args.notes,
+        [p for p in args.products.split(",") if p],
+        args.probe,
     )
     print(json.dumps({"done": done, "seconds": time.perf_counter() - t0}))
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from cancel_sandbox.marketplace import DEFAULT_API_KEY
+from cancel_sandbox.traffic import TRAFFIC_PATH
 from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 
 __all__ = ["MockServers", "VENDOR_TOKEN"]
@@ -181,6 +182,18 @@ class MockServers:
             "products": {pid: {} for pid in self.products()},
             "log": {"level": "warning"},
         }
+
+    def traffic(self, reset: bool = False) -> dict[str, int]:
+        """The calls each mock handled since the last reset, by shape
+        (:mod:`cancel_sandbox.traffic`), prefixed ``connect`` or ``vendor``; ``reset`` clears them
+        after reading."""
+        counts: dict[str, int] = {}
+        for side, url in (("connect", self.market_url), ("vendor", self.vendor_url)):
+            method = requests.delete if reset else requests.get
+            reply = method(f"{url}{TRAFFIC_PATH}", timeout=60)
+            reply.raise_for_status()
+            counts.update({f"{side} {k}": v for k, v in reply.json()["calls"].items()})
+        return counts
 
     @staticmethod
     def environ() -> dict[str, str]:

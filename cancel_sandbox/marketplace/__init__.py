@@ -53,6 +53,7 @@ from cancel_sandbox.marketplace.persist import SqliteState
 from cancel_sandbox.marketplace.rql import RQLError
 from cancel_sandbox.marketplace.seed import SeedError, apply_seed, load_seed_file
 from cancel_sandbox.marketplace.store import Store
+from cancel_sandbox.traffic import TrafficCounter
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -173,7 +174,8 @@ def create_app(settings: MarketplaceSettings | None = None) -> MarketplaceApp:
         },
         lifespan=lifespan,
     )
-    app = MarketplaceApp(ApiKeyGate(api, settings.api_key), settings, store)
+    # Counted before the key gate: a refused call is a call a benchmark's client made.
+    app = MarketplaceApp(TrafficCounter(ApiKeyGate(api, settings.api_key)), settings, store)
     holder["app"] = app
     api.state.store = store
     return app

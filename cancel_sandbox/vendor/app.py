@@ -49,6 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cancel_sandbox.faults import FaultMiddleware, FaultSettings, FaultStats, Receive, Scope, Send
+from cancel_sandbox.traffic import TrafficCounter
 from cancel_sandbox.vendor.gates import GateCounts, RateGate, TokenIssuer
 from cancel_sandbox.vendor.idempotency import MAX_KEY_LENGTH, fingerprint
 from cancel_sandbox.vendor.persist import SqliteStore
@@ -99,7 +100,7 @@ class VendorApp:
             Route("/admin/reset", self.admin_reset, methods=["POST"]),
         ]
         starlette = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-        self.faults = FaultMiddleware(starlette, settings.faults)
+        self.faults = FaultMiddleware(TrafficCounter(starlette), settings.faults)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.faults(scope, receive, send)

@@ -94,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_check:
         from processor.ops.preflight import for_run
 
-        if for_run(config):  # a policy its adapter cannot carry out, a product not visible...
+        # a policy its adapter cannot carry out, a product not visible... (--once: below)
+        if for_run(config, connect=not args.once):
             return EXIT_CONFIG
     if args.once:
         from processor.ops.preflight import for_once

@@ -104,6 +104,7 @@ class ConnectGateway:
         )
         self._templates: dict[str, str] = {}
         self._templates_lock = threading.Lock()
+        self._template_lookups: dict[str, threading.Lock] = {}
 
     def __repr__(self) -> str:
         return f"ConnectGateway(endpoint={self.settings.endpoint!r})"
@@ -152,20 +153,27 @@ class ConnectGateway:
         with self._templates_lock:
             if product_id in self._templates:
                 return self._templates[product_id]
-        templates = (
-            self.client.products[product_id]
-            .templates.filter(scope="asset", type="fulfillment")
-            .configure(**self._http)
-            .limit(100)
-        )
-        found = self._retry.call(
-            "default_template", lambda: self._retry.once(lambda: list(templates[0:100]))
-        )
-        chosen = _pick_template(found)
-        if chosen is not None:
+            # One look-up per product: workers that need the same product's template at once
+            # wait for the first one's answer instead of each asking Connect.
+            product_lock = self._template_lookups.setdefault(product_id, threading.Lock())
+        with product_lock:
             with self._templates_lock:
-                self._templates[product_id] = chosen
-        return chosen
+                if product_id in self._templates:
+                    return self._templates[product_id]
+            templates = (
+                self.client.products[product_id]
+                .templates.filter(scope="asset", type="fulfillment")
+                .configure(**self._http)
+                .limit(100)
+            )
+            found = self._retry.call(
+                "default_template", lambda: self._retry.once(lambda: list(templates[0:100]))
+            )
+            chosen = _pick_template(found)
+            if chosen is not None:
+                with self._templates_lock:
+                    self._templates[product_id] = chosen
+            return chosen
 
     # -- actions on a request ------------------------------------------------------------------
 

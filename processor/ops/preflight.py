@@ -79,9 +79,14 @@ def exit_status(checks: Iterable[Check]) -> int:
 
 
 def run_checks(
-    config: Config, environ: Mapping[str, str] | None = None, *, remote: bool = True
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+    *,
+    remote: bool = True,
+    connect: bool = True,
 ) -> list[Check]:
-    """Every check for a loaded configuration; ``remote=False`` skips Connect and the vendors."""
+    """Every check for a loaded configuration; ``remote=False`` skips Connect and the vendors,
+    ``connect=False`` Connect only (``run --once`` has checked it already)."""
     from processor.daemon.runtime import load_adapters
 
     checks = [Check("config", "ok", f"{config.source} is valid")]
@@ -103,7 +108,7 @@ def run_checks(
     )
     try:
         checks += _capabilities(config, adapters)
-        if remote and api_key:
+        if remote and connect and api_key:
             register_secret(api_key)
             checks += _connect(config, api_key)
         if remote:
@@ -296,11 +301,15 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def for_run(config: Config, environ: Mapping[str, str] | None = None) -> int:
+def for_run(
+    config: Config, environ: Mapping[str, str] | None = None, *, connect: bool = True
+) -> int:
     """``run``'s preflight. The checks that need no network (configuration, adapters, capabilities)
     run first and stop it on a problem (2). Connect, the products and the vendor probes then run in
     the background and are logged: a daemon restarted after a crash, or during a Connect outage,
-    starts at once instead of waiting seconds for reads that its own retries cover anyway."""
+    starts at once instead of waiting seconds for reads that its own retries cover anyway.
+    ``connect=False`` leaves Connect and the products to :func:`for_once`, which reads them before
+    any work: the same reads twice would only cost Connect calls."""
     checks = run_checks(config, environ, remote=False)
     for check in checks:
         if check.status == "config":
@@ -308,7 +317,7 @@ def for_run(config: Config, environ: Mapping[str, str] | None = None) -> int:
     if exit_status(checks) == EXIT_CONFIG:
         return EXIT_CONFIG
     threading.Thread(
-        target=_log_remote, args=(config, environ), name="preflight", daemon=True
+        target=_log_remote, args=(config, environ, connect), name="preflight", daemon=True
     ).start()
     return EXIT_OK
 
@@ -337,12 +346,12 @@ def for_once(
     return exit_status(checks)
 
 
-def _log_remote(config: Config, environ: Mapping[str, str] | None) -> None:
+def _log_remote(config: Config, environ: Mapping[str, str] | None, connect: bool) -> None:
     from processor.observe import get_logger
 
     log = get_logger(component="preflight")
     try:
-        checks = run_checks(config, environ)
+        checks = run_checks(config, environ, connect=connect)
     except Exception as exc:  # noqa: BLE001 - a background check never takes the daemon down
         log.warning("preflight_failed", error=mask(f"{type(exc).__name__}: {exc}")[:300])
         return
