@@ -24,7 +24,14 @@ from pathlib import Path
 
 from processor.journal.base import FINAL_STATES
 
-__all__ = ["Daemon", "fresh_schema", "schema_url", "catches_sigterm", "sigterm_when_ready"]
+__all__ = [
+    "Daemon",
+    "catches_sigterm",
+    "fresh_schema",
+    "has_moved",
+    "schema_url",
+    "sigterm_when_ready",
+]
 
 
 def catches_sigterm(pid: int) -> bool:
@@ -176,6 +183,18 @@ def held_by(journal_url: str, pid: int) -> dict[str, int]:
         [f"%:{pid}:%", _journal_time(journal_url, now), *finals],
     )
     return {str(row[0]): int(row[1]) for row in rows}  # type: ignore[call-overload]
+
+
+def has_moved(journal_url: str, pid: int) -> bool:
+    """Whether process ``pid`` has moved any request in the journal (a transition of its own):
+    it is past start-up and at work. A claim alone is not enough: a restarted daemon claims at
+    once, then may wait seconds for a stranded claim's lease before its first step."""
+    rows = _journal_rows(
+        journal_url,
+        "SELECT 1 FROM transitions WHERE owner LIKE ? LIMIT 1",
+        [f"%:{pid}:%"],
+    )
+    return bool(rows)
 
 
 def taken_from(journal_url: str, held: Mapping[str, int]) -> set[str]:

@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from bench.checker import Report, RunFacts, check, final_times, render_markdown
-from bench.daemons import Daemon, fresh_schema, held_by, taken_from
+from bench.daemons import Daemon, fresh_schema, has_moved, held_by, taken_from
 from bench.evidence import keep_evidence
 from bench.soak_control import Mocks, ensure_running, journal_open_and_parked, wait_quiet
 from bench.soak_plan import CLIENT_TIMEOUT, STORMS, Event, Schedule, SoakSettings
@@ -51,8 +51,11 @@ from cancel_sandbox.local import Sandbox
 # stretch waiting for that (latency and vendor-down have no counter of their own).
 STORM_COUNTER = {"5xx": "errors", "429": "throttles", "drops": "drops"}
 STORM_STRETCH = 4.0
-# Seconds a restarted daemon may take to claim work before it may be killed again all the same.
-START_GRACE = 8.0
+# Seconds a restarted daemon may take to reach its first step before it may be killed all the same
+# (start-up alone took 3 to 8 s on a loaded machine).
+START_GRACE = 20.0
+# Seconds a daemon seen at work keeps working before it may be killed: calls for the storms to meet.
+WORK_BEFORE_KILL = 3.0
 
 __all__ = ["STORMS", "SoakSettings", "main", "run_soak"]
 
@@ -173,6 +176,7 @@ def run_soak(
         held_when_frozen: dict[str, dict[str, int]] = {}
         queue = list(schedule.events)
         storm_began: dict[str, tuple[float, dict[str, int]]] = {}
+        at_work: dict[int, float] = {}  # pid -> when it was first seen to have moved a request
         heapq.heapify(queue)
         last_heal = phase
         while queue and time.monotonic() - phase < window + 30:
@@ -189,13 +193,20 @@ def run_soak(
                 if not candidates:  # the only daemon is frozen: kill it once it is thawed
                     heapq.heappush(queue, Event(now + 0.5, "kill"))
                     continue
-                # Kill only a daemon at work (holding claims), or one given a fair while to get
-                # there: on a loaded machine start-up alone (imports) takes longer than the gap
-                # between kills, and a daemon killed before it claims anything meets no storm.
+                # Kill only a daemon at work (it has moved a request since it started), or one
+                # given a fair while to get there: on a loaded machine start-up alone (imports)
+                # takes longer than the gap between kills, and a daemon killed before its first
+                # step makes no call, so the storms met none and nothing moved for the whole phase.
+                for d in candidates:
+                    if d.pid not in at_work and has_moved(journal_url, d.pid):
+                        at_work[d.pid] = time.monotonic()
                 working = [
-                    d for d in candidates if d.uptime() > START_GRACE or held_by(journal_url, d.pid)
+                    d
+                    for d in candidates
+                    if d.uptime() > START_GRACE
+                    or time.monotonic() - at_work.get(d.pid, time.monotonic()) >= WORK_BEFORE_KILL
                 ]
-                if not working and now < window:
+                if not working and now < window + 25:  # within the loop's own bound
                     heapq.heappush(queue, Event(now + 0.2, "kill"))
                     continue
                 victim = rng.choice(working or candidates)
@@ -208,7 +219,10 @@ def run_soak(
                 awake = [d for d in daemons if not d.frozen]
                 if not awake:
                     continue
-                victim = rng.choice(awake)
+                # Prefer a daemon holding claims now: a pause is meant to strand claims (one
+                # restarting holds none, and under load most of them may be restarting).
+                holding = [d for d in awake if held_by(journal_url, d.pid)]
+                victim = rng.choice(holding or awake)
                 victim.freeze()
                 time.sleep(0.1)  # statements it had already sent still run on the server
                 held = held_by(journal_url, victim.pid)

@@ -84,7 +84,7 @@ class Schedule:
             )
             start = i * slot + rng.uniform(0.0, max(0.0, slot - length))
             if kind == "pause":  # the thaw is set when the freeze happens (it may wait for claims)
-                events.append(Event(start, "freeze", (arg, length, start + 2.0)))
+                events.append(Event(start, "freeze", (arg, length, start + 6.0)))
             else:
                 events += [Event(start, "storm", arg), Event(start + length, "calm", arg)]
         self.events = sorted(events)
