@@ -8,9 +8,9 @@ is answered a ``setup_response`` (variables, logging meta, event definitions), t
 hub does Connect's part of that, in JSON, without importing the runner's models:
 
 - a **cancel task** (``asset_cancel_request_processing``, category ``background``, sent on the
-  background worker's connection) for every cancel request of the marketplace's store whose status the runner subscribed, once per status it
-  reaches (a cancel created, a request that became ``scheduled``, ``revoking``...), with the
-  installation's id and key as Connect sends them;
+  background worker's connection) for every cancel request of the marketplace's store whose status
+  the runner subscribed, once per status it reaches (a cancel created, a request that became
+  ``scheduled``, ``revoking``...), with the installation's id and key as Connect sends them;
 - a task answered ``reschedule`` (or ``retry``) is delivered again after its countdown (at least a
   second), at most :data:`MAX_DELIVERIES` times per request and status;
 - a **scheduled task** (``scheduled_execution``) for each schedule when it falls due, or at once
