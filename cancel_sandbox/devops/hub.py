@@ -291,9 +291,13 @@ class DevopsHub:
         )
         try:
             while True:
-                self._receive(runner, await websocket.receive_json())
-        except (WebSocketDisconnect, ValueError, KeyError, TypeError):
-            pass  # a closed connection, or a message Connect would not understand: drop it
+                text = await websocket.receive_text()
+                try:
+                    self._receive(runner, json.loads(text))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue  # a message Connect would not understand: dropped, session kept
+        except WebSocketDisconnect:
+            pass
         finally:
             runner.disconnected = True
             if producer is not None:

@@ -24,6 +24,7 @@ from cancel_sandbox.devops import (
     DevopsGateway,
     DevopsHub,
     DevopsSettings,
+    IndexAnswer,
     Variable,
     VariablesError,
     load_variables,
@@ -195,6 +196,37 @@ def test_setup_then_a_task_per_pending_cancel_redelivered_after_a_reschedule(hub
     assert [t["result"]["result"] for t in seen["tasks"]] == ["reschedule", "success", "success"]
     assert seen["runners"][0]["shutdown_received"]
     assert "hidden-value" not in json.dumps(seen)  # the snapshot shows no variable values
+
+
+def test_garbage_after_the_setup_is_dropped_and_the_session_kept(hub: Hub) -> None:
+    with hub.socket() as ws:
+        ws.send(json.dumps(setup_request([])))
+        assert receive(ws)["message_type"] == "setup_response"
+        for junk in ("not json", "[]", '{"message_type": "task"}', '{"message_type": "task", '
+                     '"data": {"options": {"task_id": "TQ-unknown"}}}'):  # fmt: skip
+            ws.send(junk)
+        requests.post(
+            f"{hub.url}/admin/devops/schedules/EFS-0000-0001/run", verify=str(hub.ca), timeout=10
+        )
+        assert receive(ws)["data"]["input"]["object_id"] == "EFS-0000-0001"  # still served
+
+
+def test_the_release_lookup_is_answered_locally_and_nothing_else(tmp_path: Path) -> None:
+    pki = local_pki(tmp_path / "tls")
+    with IndexAnswer(pki.index_cert, pki.index_key, "43.1") as index:
+        proxies = {"https": index.proxy_url}
+        found = requests.get(
+            "https://pypi.org/pypi/connect-extension-runner/json",
+            proxies=proxies, verify=str(pki.ca), timeout=10,
+        )  # fmt: skip
+        assert found.json()["releases"] == {"43.1": []} and index.lookups == 1
+        other_path = requests.get(
+            "https://pypi.org/simple/anything/", proxies=proxies, verify=str(pki.ca), timeout=10
+        )
+        assert other_path.status_code == 404
+        with pytest.raises(requests.exceptions.ProxyError):
+            requests.get("https://example.com/", proxies=proxies, verify=str(pki.ca), timeout=10)
+        assert index.lookups == 1
 
 
 def test_a_schedule_run_on_request_and_nothing_for_the_interactive_worker(hub: Hub) -> None:
