@@ -207,10 +207,10 @@ def loop(runner_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         assert mock.poll() is None, (work / "mock.log").read_text()
         env = _environment(env_file)
         assert env_file.stat().st_mode & 0o777 == 0o600  # it holds the API key
-        printed = (work / "mock.log").read_text()
-        assert "cextrun environment" in printed and env["API_KEY"].rsplit(":", 1)[1] not in printed
         url, ca = f"https://127.0.0.1:{port}", Path(env["SSL_CERT_FILE"])
         wait_for("the mock over HTTPS", lambda: _healthy(url, ca), 30)
+        printed = (work / "mock.log").read_text()  # flushed before it serves
+        assert "cextrun environment" in printed and env["API_KEY"].rsplit(":", 1)[1] not in printed
         runner_log = work / "runner.log"
         started = time.monotonic()
         with runner_log.open("wb") as out:
