@@ -68,6 +68,9 @@ def _variable(
         raise VariablesError(f"{where}: {name!r} is not a variable name (letters, digits, _)")
     if isinstance(spec, str):
         return Variable(name, spec)
+    if isinstance(spec, (bool, int, float)):
+        # YAML reads yes, 30 or 1.5 as a boolean or a number; Connect's variables are text.
+        raise VariablesError(f"{where}: {name}: expected a string: quote the value")
     if not isinstance(spec, dict):
         raise VariablesError(f"{where}: {name}: expected a string or a mapping")
     unknown = set(spec) - {*_SOURCES, "secure"}

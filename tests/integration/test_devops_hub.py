@@ -270,6 +270,8 @@ def test_the_variables_file_and_its_errors(tmp_path: Path) -> None:
         ("9A: x", "not a variable name"),
         ("A: {value: x, secure: maybe}", "true or false"),
         ("A: [unclosed", "not valid YAML"),
+        ("A: yes", "quote the value"),
+        ("A: null", "a string or a mapping"),
     ]:
         path.write_text(text)
         with pytest.raises(VariablesError, match=problem):
