@@ -141,7 +141,9 @@ def prepare(args: argparse.Namespace, marketplace: Any) -> Served:
     if not (settings.environment_id.startswith("ENV-") and len(settings.environment_id) > 7):
         raise DevloopError("--devops-environment: expected an id like ENV-0000-0000-01")
     served.app = DevopsGateway(marketplace, DevopsHub(marketplace.store, settings))
-    address = f"{args.host}:{args.port}"
+    # Listening on every address: the runner on this machine connects through loopback.
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    address = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
     env = {
         "API_KEY": settings.api_key,
         "ENVIRONMENT_ID": settings.environment_id,
