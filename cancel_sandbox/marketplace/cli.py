@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from cancel_sandbox.devops.devloop import DevloopError, Served, add_options, prepare
+from cancel_sandbox.devops.variables import VariablesError
 from cancel_sandbox.faults import FaultSettings
 from cancel_sandbox.marketplace import (
     MarketplaceSettings,
@@ -113,6 +115,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         float,
         "share of API calls applied, then the connection dropped",
     )
+    add_options(parser)  # HTTPS and the DevOps surface: cancel_sandbox.devops.devloop
 
 
 def settings_from(args: argparse.Namespace) -> MarketplaceSettings:
@@ -148,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
     except sqlite3.Error as exc:
         print(f"mock-marketplace: state file {args.state_file}: {exc}", file=sys.stderr)
         return 2
-    url = f"http://{args.host}:{args.port}"
+    served = _served(args, app)
+    if served is None:
+        return 2
+    url = f"{served.scheme}://{args.host}:{args.port}"
     stats = app.store.stats()
     print(f"Mock Connect marketplace on {url}")
     print(
@@ -168,6 +174,18 @@ def run(args: argparse.Namespace) -> int:
         )
     if settings.state_file:
         print(f"  state file    {settings.state_file}")
+    for line in served.lines:
+        print(line)
     sys.stdout.flush()
-    serve(app, host=args.host, port=args.port)
+    with served.running():
+        serve(served.app, host=args.host, port=args.port, **served.uvicorn)
     return 0
+
+
+def _served(args: argparse.Namespace, app: Any) -> Served | None:
+    """The app with the HTTPS and DevOps options applied; None (after saying why) if unusable."""
+    try:
+        return prepare(args, app)
+    except (DevloopError, VariablesError) as exc:
+        print(f"mock-marketplace: {exc}", file=sys.stderr)
+        return None

@@ -67,7 +67,7 @@ from processor.config.schema import ConfigError
 from processor.daemon.runtime import Runtime
 from processor.eaas.maintenance import run_maintenance
 from processor.eaas.runtimes import RuntimeCache
-from processor.eaas.variables import DECLARED, NotConfigured
+from processor.eaas.variables import DECLARED, NotConfigured, config_from_variables
 from processor.engine.results import Outcome, Reached
 from processor.journal.base import JournalError, SchemaError, State
 from processor.observe import log_through, mask
@@ -139,6 +139,17 @@ class CancelEventsApplication(EventsApplicationBase):  # type: ignore[misc]
 
     runtimes: ClassVar[RuntimeCache] = RUNTIMES
     in_flight: ClassVar[InFlight] = IN_FLIGHT
+
+    @classmethod
+    def on_startup(cls, logger: Any, config: dict[str, Any]) -> None:
+        """At setup (the runner calls it once Connect's setup response arrived): say at once when
+        the variables cannot configure the processor -- a secret in clear text in
+        ``CANCEL_PROCESSOR_CONFIG_YAML`` among them -- rather than at the first task. Tasks refuse
+        the same variables (rescheduled, never failed) until they are fixed."""
+        try:
+            config_from_variables(config)
+        except ConfigError as exc:
+            logger.error("the extension's variables are refused: %s", mask(str(exc)))
 
     @property
     def connect(self) -> ConnectClient:

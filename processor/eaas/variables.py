@@ -17,6 +17,14 @@ processor is configured from them like this:
   the variable ``NAME``: :func:`export_adapter_secrets` copies exactly those into ``os.environ``
   before the adapters are built. ``VENDOR_API_TOKEN`` is declared (secure) as the conventional one.
 
+``CANCEL_PROCESSOR_CONFIG_YAML`` is not secure: Connect's environment page shows it and ``cextrun
+-d`` logs it in clear text. A YAML in it that holds a secret -- a password in a URL, a value under
+a key such as ``password``, ``token`` or ``client_secret``, a credential-like static header -- is
+refused with a :class:`ConfigError` naming the key (never the value), at setup
+(:meth:`~processor.eaas.app.CancelEventsApplication.on_startup` logs it) and at every task. Put
+the secret in a secure variable instead (``CANCEL_PROCESSOR_JOURNAL__URL``, the variable an
+adapter's ``auth: {env: NAME}`` names).
+
 Variables win over the process environment. A variable whose value is empty, or still the
 ``<unset...>`` placeholder it was declared with, counts as unset (the runner creates every declared
 variable, with its initial value, on the first run).
@@ -34,10 +42,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from processor.config.compat import ValidationError
 from processor.config.schema import ENV_PREFIX, Config, ConfigError, load_config
@@ -57,6 +68,7 @@ __all__ = [
     "check_deployable",
     "config_from_variables",
     "export_adapter_secrets",
+    "clear_secrets",
 ]
 
 CONFIG_YAML = "CANCEL_PROCESSOR_CONFIG_YAML"
@@ -87,6 +99,14 @@ DECLARED: list[dict[str, Any]] = [
     )
 ]
 _SECURE = frozenset(v["name"] for v in DECLARED if v["secure"])
+
+# What a secret in clear text looks like in a processor YAML (see the module docstring).
+_SECRET_KEYS = frozenset(
+    {"password", "passwd", "secret", "client_secret", "token", "access_token", "refresh_token",
+     "api_key", "apikey", "private_key", "key_password"}
+)  # fmt: skip
+_CREDENTIAL_HEADER = re.compile(r"authorization|token|secret|passw|api[-_]?key|cookie", re.I)
+_URL_PASSWORD = re.compile(r"://[^/@:\s]*:[^@\s/]+@")
 
 
 def effective(variables: Mapping[str, Any] | None) -> dict[str, str]:
@@ -152,6 +172,47 @@ def export_adapter_secrets(config: Config, variables: Mapping[str, Any] | None) 
     return exported
 
 
+def clear_secrets(data: Any, path: str = "") -> list[str]:
+    """The keys (dotted paths) of ``data``, a parsed processor YAML, that hold a secret in clear
+    text: a password in a URL, a value under a secret-named key, a credential-like header."""
+    found: list[str] = []
+    items = (
+        data.items()
+        if isinstance(data, Mapping)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    in_headers = path.rsplit(".", 1)[-1] == "headers"
+    for key, value in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(value, str) and value:
+            named = str(key).lower() in _SECRET_KEYS
+            header = in_headers and bool(_CREDENTIAL_HEADER.search(str(key)))
+            if _URL_PASSWORD.search(value) or named or header:
+                found.append(where)
+        else:
+            found += clear_secrets(value, where)
+    return found
+
+
+def _refuse_clear_secrets(text: str) -> None:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return  # load_config says what is wrong with it, where
+    keys = clear_secrets(data)
+    if keys:
+        raise ConfigError(
+            f"variable {CONFIG_YAML}",
+            keys[0],
+            "holds a secret in clear text (a non-secure variable is shown on the environment "
+            "page and printed by `cextrun -d`): move it to a secure variable, e.g. "
+            f"{JOURNAL_URL} for the journal URL, or the variable an adapter's "
+            "auth: {env: NAME} names" + (f" (also at {', '.join(keys[1:])})" if keys[1:] else ""),
+        )
+
+
 def _blank_yaml(text: str) -> bool:
     """Only comments and blank lines: the initial value, not a configuration."""
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
@@ -161,6 +222,7 @@ def _load_text(text: str, environ: Mapping[str, str]) -> Config:
     # load_config reads a file; a private temporary one keeps this module on its public API. Errors
     # are renamed after the variable: the temporary path means nothing to the operator.
     source = f"variable {CONFIG_YAML}"
+    _refuse_clear_secrets(text)
     with tempfile.TemporaryDirectory(prefix="cancel-processor-") as folder:
         path = Path(folder) / "processor.yaml"
         path.write_text(text, encoding="utf-8")
