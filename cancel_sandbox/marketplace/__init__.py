@@ -92,11 +92,15 @@ class MarketplaceApp(FaultMiddleware):
     ``.store`` and ``.settings``) for in-process tests."""
 
     def __init__(self, app: Any, settings: MarketplaceSettings, store: Store) -> None:
+        self.store = store  # before the faults: update() hands the store its created precision
         super().__init__(app, settings.faults)
         # ``self.settings`` is FaultMiddleware's (the current FaultSettings); ours is ``config``.
         self.config = settings
-        self.store = store
         self.state = SimpleNamespace(store=store, settings=settings)
+
+    def update(self, settings: FaultSettings) -> None:
+        super().update(settings)
+        self.store.created_precision = settings.created_precision
 
     def _faultable(self, scope: MutableMapping[str, Any]) -> bool:
         # Health checks answer even while the API misbehaves on purpose, like /admin.

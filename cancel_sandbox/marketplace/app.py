@@ -38,6 +38,7 @@ from cancel_sandbox.marketplace.fields import (
     REQUEST_SELECTABLE,
     TEMPLATE_FIELDS,
 )
+from cancel_sandbox.marketplace.objects import iso, parse_time, whole_seconds
 from cancel_sandbox.marketplace.records import (
     Asset,
     Request,
@@ -134,6 +135,18 @@ def _drop(doc: dict[str, Any], path: str) -> None:
     node.pop(last, None)
 
 
+def _whole_second_created(text: str) -> str:
+    """A request's JSON with ``created`` (and ``events.created.at``) cut to whole seconds."""
+    doc = json.loads(text)
+    created = doc.get("events", {}).get("created") if isinstance(doc.get("events"), dict) else None
+    for holder, key in ((doc, "created"), (created, "at")):
+        if isinstance(holder, dict):
+            moment = parse_time(holder.get(key))
+            if moment is not None:
+                holder[key] = iso(whole_seconds(moment))
+    return _dumps(doc).decode("utf-8")
+
+
 def _dropped(query: Query) -> list[str]:
     return [name[1:] for name in query.select if name.startswith("-")]
 
@@ -163,7 +176,10 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
     serializer = Serializer()
 
     def request_text(record: Request, dropped: list[str] = []) -> str:  # noqa: B006 - read only
-        return serializer.request(record, dropped)
+        text = serializer.request(record, dropped)
+        if store.created_precision == "serve_seconds":
+            text = _whole_second_created(text)  # the fault: stores fractions, serves seconds
+        return text
 
     def asset_text(record: Asset, dropped: list[str] = []) -> str:  # noqa: B006 - read only
         text = serializer.asset(record)

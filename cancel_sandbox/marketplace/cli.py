@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.faults import CREATED_PRECISIONS, FaultSettings
 from cancel_sandbox.marketplace import (
     MarketplaceSettings,
     MockClock,
@@ -113,6 +113,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         float,
         "share of API calls applied, then the connection dropped",
     )
+    add(
+        "--created-precision",
+        "CREATED_PRECISION",
+        "exact",
+        str,
+        "how created is compared against how it is served: "
+        + "; ".join(f"{k}: {v}" for k, v in CREATED_PRECISIONS.items()),
+        choices=list(CREATED_PRECISIONS),
+    )
 
 
 def settings_from(args: argparse.Namespace) -> MarketplaceSettings:
@@ -122,6 +131,7 @@ def settings_from(args: argparse.Namespace) -> MarketplaceSettings:
         throttle_rate=args.throttle_rate,
         retry_after=args.retry_after,
         drop_rate=args.drop_rate,
+        created_precision=getattr(args, "created_precision", None) or "exact",
     )
     faults.validate()
     settings = MarketplaceSettings(

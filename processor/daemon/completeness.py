@@ -1,0 +1,69 @@
+"""A pass proves its own completeness: Connect's own count of what is still pending, set against
+what the journal holds.
+
+The keyset listing is one way to see the backlog; a count Connect answers for the same selector
+(``Content-Range`` of a one-page read, with the ids the journal accounts for excluded) is another
+that does not depend on the cursor, on how the server orders ``created`` or on the precision it
+compares it at. At the end of a pass:
+
+- ``run --once`` (:meth:`~processor.daemon.core.Daemon.run`): the pending requests matching the
+  selector, less those the journal holds as waiting by design (:data:`BY_DESIGN`: routed to a
+  person, scheduled, suspended, parked), must be none. Otherwise it lists again, at most
+  :data:`RELISTS` times, and then reports what is left by name, unfinished (exit 1): a backfill
+  never exits 0 while something it selected is still pending and nobody knows why.
+- the daemon, after every pass: the same count, with the requests the journal holds open (in
+  flight or deferred: they are known, and the next pass takes them) also accounted for. What is
+  left is a gap in the listing: one warning line (``pass_incomplete``, with the count and up to ten
+  ids) and the gauge ``cancel_pending_unaccounted``. The next pass lists them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processor.journal.base import Journal
+from processor.marketplace import Marketplace, Selector
+from processor.states import FINAL_STATES, State
+
+__all__ = ["BY_DESIGN", "OPEN", "RELISTS", "Gap", "measure"]
+
+# Waiting by design: the processor leaves these pending on Connect on purpose (or Connect moved
+# them out of pending itself: scheduled), so a final count may still hold them.
+BY_DESIGN: tuple[State, ...] = (
+    State.WAITING_HUMAN,
+    State.SCHEDULED,
+    State.SUSPENDED,
+    State.PARKED,
+)
+# Open: known to the journal and not final (in flight, deferred, waiting for a timer).
+OPEN: tuple[State, ...] = tuple(s for s in State if s not in FINAL_STATES)
+RELISTS = 3  # --once: passes run again while Connect counts more than the journal accounts for
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Pending requests Connect counted that the journal does not account for."""
+
+    count: int
+    names: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        shown = ", ".join(self.names)
+        more = self.count - len(self.names)
+        tail = f" and {more} more" if more > 0 and shown else ""
+        return (
+            f"{self.count} pending request(s) matching the selection that the journal does not "
+            f"hold as waiting: {shown or '(ids not read)'}{tail}"
+        )
+
+
+def measure(
+    marketplace: Marketplace, journal: Journal, selector: Selector, *, open_rows: bool
+) -> Gap:
+    """Connect's count of the selector's pending requests the journal does not account for:
+    :data:`BY_DESIGN` rows, and with ``open_rows`` the :data:`OPEN` ones too. May raise
+    :class:`~processor.marketplace.MarketplaceError` (Connect could not answer)."""
+    states = sorted(set(BY_DESIGN) | (set(OPEN) if open_rows else set()), key=lambda s: s.value)
+    accounted = (record.request_id for record in journal.records(states=states))
+    count, names = marketplace.count_unaccounted(selector, accounted)
+    return Gap(count, tuple(names))
