@@ -80,6 +80,10 @@ class MarketplaceSettings:
     faults: FaultSettings = field(default_factory=FaultSettings)
     clock: Callable[[], datetime] = utc_now  # aware UTC; a MockClock makes /admin/clock work
     max_body_bytes: int = 1 << 20  # larger request bodies are answered 413
+    # What the key may do beyond a vendor's key: Connect lets an external caller (a vendor's
+    # processor) add messages to a request's conversation, not create conversations, so by
+    # default POST /conversations answers 403. True plays a key that may create them.
+    may_create_conversations: bool = False
 
     @property
     def key_id(self) -> str:
@@ -163,7 +167,13 @@ def create_app(settings: MarketplaceSettings | None = None) -> MarketplaceApp:
     api = Starlette(
         routes=[
             Mount(
-                API_PREFIX, routes=public_routes(store, settings.key_id, settings.max_body_bytes)
+                API_PREFIX,
+                routes=public_routes(
+                    store,
+                    settings.key_id,
+                    settings.max_body_bytes,
+                    may_create_conversations=settings.may_create_conversations,
+                ),
             ),
             *admin_routes(
                 store, lambda: holder["app"], seed=settings.seed, max_body=settings.max_body_bytes

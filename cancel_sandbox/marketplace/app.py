@@ -6,9 +6,10 @@ must equal the configured key exactly (connect-openapi-client sends it verbatim,
 prefix included); it is compared in constant time and never echoed. The same layer drops a
 trailing slash (the legacy SDK posts to ``requests/{id}/approve/``).
 
-Bodies are read with a size cap (413 beyond it) and must be JSON objects. List responses carry
-``Content-Range: items <first>-<last>/<total>`` (``items 0-0/0`` when empty), which the client
-reads to decide whether to fetch the next page and to answer ``count()``.
+Bodies are read with a size cap (413 beyond it) and must be JSON objects, sent as JSON: a body
+with another ``Content-Type`` (``text/plain``, a form) is answered 415, as a REST framework does.
+List responses carry ``Content-Range: items <first>-<last>/<total>`` (``items 0-0/0`` when
+empty), which the client reads to decide whether to fetch the next page and to answer ``count()``.
 
 ``select(-field)`` removes fields (nested ones too: ``-asset.params``); a positive ``select(x)``
 only asks for fields that Connect hides by default, and this mock hides none, so it changes nothing.
@@ -99,17 +100,16 @@ class ApiKeyGate:
                 scope = {**scope, "path": path.rstrip("/") or "/"}
                 path = scope["path"]
             if path.startswith(API_PREFIX) and not self._authorized(scope):
-                await send(
+                await _answer(send, 401, _UNAUTHORIZED)
+                return
+            if path.startswith(API_PREFIX) and (media := _unsupported_media(scope)) is not None:
+                body = json.dumps(
                     {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(_UNAUTHORIZED)).encode()),
-                        ],
+                        "error_code": "REQ_003",
+                        "errors": [f'Unsupported media type "{media[:100]}" in request.'],
                     }
-                )
-                await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+                ).encode()
+                await _answer(send, 415, body)
                 return
         await self.app(scope, receive, send)
 
@@ -121,6 +121,30 @@ class ApiKeyGate:
                 # does since 0.55). Stripping here makes the rule ours, whatever serves us.
                 return hmac.compare_digest(value.strip(b" \t"), self._key)
         return False
+
+
+async def _answer(send: Any, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _unsupported_media(scope: Scope) -> str | None:
+    """The media type of a request body the API would not parse, else None. As a REST framework
+    (Connect's API is one) answers: a body is parsed only as JSON; one sent as ``text/plain`` or a
+    form is refused with 415, not read as JSON anyway. A request without a body (no
+    ``Content-Length``, or 0) or without a ``Content-Type`` passes (the framework reads no body)."""
+    headers = {name.lower(): value for name, value in scope["headers"]}
+    length = headers.get(b"content-length", b"").strip()
+    chunked = b"transfer-encoding" in headers
+    if (length in (b"", b"0") and not chunked) or b"content-type" not in headers:
+        return None
+    media = headers[b"content-type"].decode("latin-1").split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return None
+    return media
 
 
 def _drop(doc: dict[str, Any], path: str) -> None:
@@ -170,8 +194,11 @@ def _texts(
     return texts
 
 
-def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
-    """The API routes (relative to ``/public/v1``), acting as ``actor`` in the ledger."""
+def public_routes(
+    store: Store, actor: str, max_body: int, *, may_create_conversations: bool = False
+) -> list[Route]:
+    """The API routes (relative to ``/public/v1``), acting as ``actor`` in the ledger; the key
+    creates conversations only when ``may_create_conversations`` (else 403, as on Connect)."""
 
     serializer = Serializer()
 
@@ -290,7 +317,7 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         # connect-openapi-client's ``subscriptions`` namespace lists the same subscriptions.
         Route("/subscriptions/assets", list_assets, methods=["GET"]),
         Route("/subscriptions/assets/{id}", get_asset, methods=["GET"]),
-        *surface_routes(store, actor, max_body),
+        *surface_routes(store, actor, max_body, may_create_conversations),
         Route("/conversations", conversations_list, methods=["GET"]),
         Route("/conversations/{id}", get_conversation, methods=["GET"]),
         Route("/conversations/{id}/messages", list_messages, methods=["GET"]),
