@@ -134,12 +134,12 @@ def _unsupported_media(scope: Scope) -> str | None:
     (Connect's API is one) answers: a body is parsed only as JSON; one sent as ``text/plain`` or a
     form is refused with 415, not read as JSON anyway. A request without a body (no
     ``Content-Length``, or 0) or without a ``Content-Type`` passes (the framework reads no body)."""
-    headers = {name.lower(): value for name, value in scope["headers"]}
+    headers: dict[bytes, bytes] = {name.lower(): value for name, value in scope["headers"]}
     length = headers.get(b"content-length", b"").strip()
     chunked = b"transfer-encoding" in headers
     if (length in (b"", b"0") and not chunked) or b"content-type" not in headers:
         return None
-    media = headers[b"content-type"].decode("latin-1").split(";", 1)[0].strip().lower()
+    media: str = headers[b"content-type"].decode("latin-1").split(";", 1)[0].strip().lower()
     if media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     ):
