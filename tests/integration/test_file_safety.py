@@ -14,6 +14,7 @@ from processor.config.schema import ConfigError, load_config
 from processor.journal import open_journal
 from processor.journal.base import JournalError
 from processor.journal.holders import file_send_rights
+from processor.ops.private_files import write_private
 
 # -- the journal's files ----------------------------------------------------------------------
 
@@ -117,3 +118,44 @@ def test_the_usual_modes_are_accepted(tmp_path: Path) -> None:
         path = _config(tmp_path / f"m{mode:o}", mode)
         assert load_config(path, environ={}).log.level == "info"
         assert stat.S_IMODE(os.stat(path).st_mode) == mode
+
+
+# -- exports and evidence ---------------------------------------------------------------------
+
+
+def test_a_private_file_replaces_a_link_instead_of_following_it(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.txt"
+    planted.write_text("theirs", encoding="utf-8")
+    target = tmp_path / "evidence.json"
+    target.symlink_to(planted)
+    old = os.umask(0o022)
+    try:
+        write_private(target, '{"a": 1}')
+    finally:
+        os.umask(old)
+    assert planted.read_text(encoding="utf-8") == "theirs"
+    assert not target.is_symlink() and target.read_text(encoding="utf-8") == '{"a": 1}'
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evidence.json", "planted.txt"]
+
+
+def test_journal_export_replaces_a_link_at_its_output_instead_of_following_it(
+    tmp_path: Path,
+) -> None:
+    from processor.cli.main import main
+
+    journal_path = tmp_path / "journal.db"
+    journal = open_journal(f"sqlite:///{journal_path}")
+    journal.migrate()
+    journal.ensure("PR-0000-0000-0000-001", idempotency_key="k-1")
+    journal.close()
+    config = tmp_path / "processor.yaml"
+    config.write_text(f"journal: {{url: 'sqlite:///{journal_path}'}}\n", encoding="utf-8")
+    planted = tmp_path / "planted.txt"
+    planted.write_text("theirs", encoding="utf-8")
+    output = tmp_path / "export.jsonl"
+    output.symlink_to(planted)
+    assert main(["journal", "export", "-c", str(config), "-o", str(output)]) == 0
+    assert planted.read_text(encoding="utf-8") == "theirs"
+    assert not output.is_symlink() and "PR-0000-0000-0000-001" in output.read_text("utf-8")
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
