@@ -7,9 +7,10 @@ a head still incomplete (a 70 KB request line arriving at once is parsed whole) 
 
 :func:`bounded_h11` returns a protocol class that, for each request:
 
-- closes the connection when the head is not complete within ``head_timeout`` seconds of its
-  first byte, or of the connection's start (408 when part of a head came, else just closed); an
-  idle kept-alive connection between requests is left to uvicorn's keep-alive timeout;
+- closes the connection when the request (its head, and its body if it has one: the ops server
+  takes at most 64 KiB) is not read whole within ``head_timeout`` seconds of its first byte, or of
+  the connection's start (408 when part of it came, else just closed); an idle kept-alive
+  connection between requests is left to uvicorn's keep-alive timeout;
 - answers 414 (request line still without its end) or 431 and closes, as soon as an incomplete
   head passes ``max_head_bytes``. A complete head is checked exactly by
   :class:`~processor.ops.guard.Guard` (request line and headers against the same limit).
@@ -44,6 +45,7 @@ class _BoundedH11(H11Protocol):
         self._head_bytes = 0
         self._line_ended = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._read: Any = None  # the last request cycle read whole
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -56,11 +58,13 @@ class _BoundedH11(H11Protocol):
             self._arm()  # the first byte of the next request on a kept-alive connection
         before = self.cycle
         super().data_received(data)
-        if self.cycle is not before:  # a Request event: this head is complete
+        current = self.cycle
+        if current is not None and current is not self._read and not current.more_body:
+            self._read = current  # this request is read whole, body included
             self._disarm()
             return
-        if not waiting or self.transport.is_closing():
-            return
+        if current is not before or not waiting or self.transport.is_closing():
+            return  # a head just completed (its body still coming), or a body being read
         self._head_bytes += len(data)
         self._line_ended = self._line_ended or b"\n" in data
         if self._head_bytes > self.max_head_bytes:
@@ -82,9 +86,10 @@ class _BoundedH11(H11Protocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        if self._head_bytes:
+        midway = self.cycle is not None and self.cycle is not self._read
+        if self._head_bytes and not midway:
             self._refuse(_answer(408, "Request Timeout", "request head not received in time\n"))
-        else:
+        else:  # nothing came, or a body stalled under a running request: its app sees a disconnect
             self.transport.close()
 
     def _refuse(self, answer: bytes) -> None:

@@ -227,3 +227,13 @@ def test_a_kept_alive_connection_serves_requests_after_its_idle_time(ops: OpsSer
         assert client.get("/healthz").status_code == 200
         time.sleep(HEAD_TIMEOUT * 1.5)
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_stalled_body_closes_its_connection(ops: OpsServer) -> None:
+    head = (
+        b"POST /requests/PR-0001/retry HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nnext=/"
+    )
+    answer, closed = _answer_and_close(ops.port, head, timeout=HEAD_TIMEOUT + 10)
+    assert closed, answer[:80]
+    assert _healthz(ops.port) == 200
