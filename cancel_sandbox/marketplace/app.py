@@ -161,14 +161,22 @@ def _drop(doc: dict[str, Any], path: str) -> None:
 
 def _whole_second_created(text: str) -> str:
     """A request's JSON with ``created`` (and ``events.created.at``) cut to whole seconds."""
-    doc = json.loads(text)
-    created = doc.get("events", {}).get("created") if isinstance(doc.get("events"), dict) else None
+    return _dumps(_whole_second_doc(json.loads(text))).decode("utf-8")
+
+
+def _whole_second_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = dict(doc)  # parts of a rendered request may be shared with the store: copy what changes
+    events = doc.get("events")
+    created = events.get("created") if isinstance(events, dict) else None
+    if isinstance(created, dict):
+        doc["events"] = {**events, "created": dict(created)}  # type: ignore[dict-item]
+        created = doc["events"]["created"]
     for holder, key in ((doc, "created"), (created, "at")):
         if isinstance(holder, dict):
             moment = parse_time(holder.get(key))
             if moment is not None:
                 holder[key] = iso(whole_seconds(moment))
-    return _dumps(doc).decode("utf-8")
+    return doc
 
 
 def _dropped(query: Query) -> list[str]:
@@ -208,6 +216,12 @@ def public_routes(
             text = _whole_second_created(text)  # the fault: stores fractions, serves seconds
         return text
 
+    def request_doc(record: Request) -> dict[str, Any]:
+        doc = render_request(record)
+        if store.created_precision == "serve_seconds":
+            doc = _whole_second_doc(doc)
+        return doc
+
     def asset_text(record: Asset, dropped: list[str] = []) -> str:  # noqa: B006 - read only
         text = serializer.asset(record)
         if dropped:  # top-level drops on a subscription: rare, so through the dict
@@ -226,7 +240,7 @@ def public_routes(
         query = query_of(request, REQUEST_FIELDS, REQUEST_SELECTABLE)
         with store.lock:
             total, page = store.list_requests(query)
-            texts = _texts(page, query, request_text, render_request)
+            texts = _texts(page, query, request_text, request_doc)
         return _page(total, texts, query)
 
     async def create_request(request: HttpRequest) -> Response:

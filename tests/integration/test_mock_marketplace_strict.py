@@ -146,3 +146,12 @@ def test_a_vendors_key_cannot_create_a_conversation(
     assert posted.status_code == 201, posted.text
     allowed = start(generate=1, may_create_conversations=True)
     assert allowed.call("POST", "/conversations", body).status_code == 201
+
+
+def test_serve_seconds_holds_for_a_nested_select_too(mp: Running) -> None:
+    _crowd(mp)
+    assert _faults(mp, created_precision="serve_seconds").status_code == 200
+    rows = _listed(mp, "&select(-asset.params)")
+    assert {r["created"] for r in rows} == {START.isoformat()}
+    assert _faults(mp, created_precision="exact").status_code == 200
+    assert all("." in r["created"] for r in _listed(mp, "&select(-asset.params)"))
