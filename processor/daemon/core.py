@@ -56,7 +56,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from processor.daemon.completeness import RELISTS, measure
+from processor.daemon.completeness import DAEMON_MARGIN, RELISTS, measure
 from processor.daemon.pool import WorkerPool
 from processor.daemon.summary import RunSummary, Tally
 from processor.daemon.sweeps import Sweeps
@@ -111,6 +111,7 @@ class Daemon:
         self._groups: dict[str, list[Intake]] = {}
         self._malformed_seen: set[str] = set()  # fingerprints of listed rows without an id
         self._relists = 0  # --once: passes run again because Connect counted a gap
+        self._started_at: datetime | None = None  # when run() began, by the engine's clock
 
     # -- control ------------------------------------------------------------------------------
 
@@ -126,6 +127,7 @@ class Daemon:
 
     def run(self) -> RunSummary:
         deadline = time.monotonic() + self.settings.once_max_wait
+        self._started_at = self.engine.clock()  # --once counts what was created before this
         try:
             while not self._stop.is_set():
                 self.run_pass()
@@ -159,7 +161,13 @@ class Daemon:
         if not summary.complete or self._stop.is_set():
             return True
         try:
-            gap = measure(self.marketplace, self.engine.journal, self.selector, open_rows=False)
+            gap = measure(
+                self.marketplace,
+                self.engine.journal,
+                self.selector,
+                open_rows=False,
+                created_before=self._started_at,
+            )
         except MarketplaceError as exc:
             summary.count_failed = str(exc)
             log.warning("final_count_failed", error=str(exc))
@@ -182,11 +190,17 @@ class Daemon:
         self._relists += 1
         return False
 
-    def _report_gap(self) -> None:
+    def _report_gap(self, pass_started: datetime) -> None:
         """The daemon, after a pass that listed everything: Connect's count against the journal's
         known requests; a gap is one warning line and ``cancel_pending_unaccounted``."""
         try:
-            gap = measure(self.marketplace, self.engine.journal, self.selector, open_rows=True)
+            gap = measure(
+                self.marketplace,
+                self.engine.journal,
+                self.selector,
+                open_rows=True,
+                created_before=pass_started - DAEMON_MARGIN,
+            )
         except MarketplaceError as exc:
             log.warning("final_count_failed", error=str(exc))
             return
@@ -226,6 +240,7 @@ class Daemon:
         seen = 0
         oldest: datetime | None = None
         listed_all = False
+        pass_started = self.engine.clock()
         self.tally.waiting_seen = set()
         try:
             for payload in self.marketplace.iter_pending(self.selector):
@@ -258,7 +273,7 @@ class Daemon:
                 self.sweeps.settle_vanished()
             self.sweeps.renote()
             if listed_all and not self.once:
-                self._report_gap()
+                self._report_gap(pass_started)
         self.summary.passes += 1
         self.summary.seen += seen
         metrics = self.engine.metrics

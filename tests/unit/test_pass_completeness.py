@@ -4,11 +4,12 @@ marketplace whose listing hides a request that its count still sees (a listing g
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from structlog.testing import capture_logs
 
-from processor.daemon.completeness import RELISTS, Gap
+from processor.daemon.completeness import DAEMON_MARGIN, RELISTS, Gap
 from processor.daemon.core import Daemon
 from processor.journal.base import Journal, State
 from processor.marketplace import Selector
@@ -24,6 +25,7 @@ class HidingMarketplace(FakeMarketplace):
         super().__init__(requests)
         self.hidden = hidden
         self.counts = 0
+        self.selectors: list[Selector] = []
 
     def iter_cancels(self, selector: Selector, status: str) -> Iterator[dict[str, Any]]:
         for request in super().iter_cancels(selector, status):
@@ -34,6 +36,7 @@ class HidingMarketplace(FakeMarketplace):
         self, selector: Selector, accounted: Any, *, names: int = 10
     ) -> tuple[int, list[str]]:
         self.counts += 1
+        self.selectors.append(selector)
         return super().count_unaccounted(selector, accounted, names=names)
 
 
@@ -85,3 +88,18 @@ def test_once_is_complete_when_what_is_left_waits_by_design(journal: Journal, cl
     assert summary.complete, summary
     assert summary.passes == 1 and market.counts == 1
     assert summary.unaccounted == 0
+
+
+def test_the_count_covers_what_was_created_before_the_run_or_the_pass(
+    journal: Journal, clock: Clock
+) -> None:
+    # Cancels customers make while a pass runs are the next pass's: not a gap, not a failure.
+    market, engine = _setup(journal, clock, hidden=0)
+    Daemon(engine, market, Selector(products=(PRODUCT,)), once=True).run()
+    assert market.selectors[-1].created_until == clock().replace(microsecond=0)
+    assert market.selectors[-1].products == (PRODUCT,)
+    Daemon(engine, market, Selector(products=(PRODUCT,))).run_pass()
+    assert market.selectors[-1].created_until == (clock() - DAEMON_MARGIN).replace(microsecond=0)
+    earlier = clock() - timedelta(days=3)
+    Daemon(engine, market, Selector(created_until=earlier)).run_pass()
+    assert market.selectors[-1].created_until == earlier  # a narrower selection stays
