@@ -40,7 +40,9 @@ def writable_by_others(path: str | os.PathLike[str], environ: Mapping[str, str])
     named = Path(path)
     real = Path(os.path.realpath(named))
     mode = _mode(real)
-    if mode is not None and mode & _OTHERS:
+    if mode is None or not stat.S_ISREG(mode):
+        return None  # a pipe or a device (-c /dev/stdin): nothing on disk to replace or rewrite
+    if mode & _OTHERS:
         return _why(f"the file {real}", mode)
     for directory in dict.fromkeys([named.absolute().parent, real.parent]):
         mode = _mode(directory)
