@@ -103,3 +103,25 @@ def test_the_count_covers_what_was_created_before_the_run_or_the_pass(
     earlier = clock() - timedelta(days=3)
     Daemon(engine, market, Selector(created_until=earlier)).run_pass()
     assert market.selectors[-1].created_until == earlier  # a narrower selection stays
+
+
+def test_an_id_that_cannot_travel_in_rql_is_left_out_of_the_accounted_list(
+    journal: Journal, clock: Clock
+) -> None:
+    market, engine = _setup(journal, clock, hidden=0)
+    journal.ensure("../requests/PR-1", idempotency_key="k-odd")
+    journal.force("../requests/PR-1", State.PARKED, detail="old row", actor="test")
+    journal.ensure("PR-0000-0000-0000-777", idempotency_key="k-good")
+    journal.force("PR-0000-0000-0000-777", State.PARKED, detail="parked", actor="test")
+    seen: list[set[str]] = []
+    original = market.count_unaccounted
+
+    def spy(selector: Selector, accounted: Any, *, names: int = 10) -> tuple[int, list[str]]:
+        ids = set(accounted)
+        seen.append(ids)
+        return original(selector, ids, names=names)
+
+    market.count_unaccounted = spy  # type: ignore[method-assign]
+    Daemon(engine, market, Selector(products=(PRODUCT,)), once=True).run()
+    assert seen and "PR-0000-0000-0000-777" in seen[-1]
+    assert "../requests/PR-1" not in seen[-1]
