@@ -26,6 +26,7 @@ import requests
 from bench.checker import Report, subscription_of
 from cancel_sandbox.local import Sandbox
 from processor.journal import open_journal
+from processor.ops.private_files import write_private
 
 __all__ = ["keep_evidence", "timeline"]
 
@@ -100,8 +101,9 @@ def keep_evidence(
     folder.mkdir(parents=True, exist_ok=True)
     vendor = sandbox.vendor_ledger()
     market = _marketplace_ledger(sandbox.marketplace.url)
-    (folder / "vendor-ledger.json").write_text(json.dumps(vendor, indent=1), encoding="utf-8")
-    (folder / "marketplace-ledger.json").write_text(json.dumps(market, indent=1), encoding="utf-8")
+    # private, and never through a link planted in the work directory (processor.ops.private_files)
+    write_private(folder / "vendor-ledger.json", json.dumps(vendor, indent=1))
+    write_private(folder / "marketplace-ledger.json", json.dumps(market, indent=1))
     cancels = sandbox.cancel_requests()
     offenders = list(report.details.get("offenders", []))
     stories: dict[str, dict[str, Any]] = {}
@@ -130,7 +132,7 @@ def keep_evidence(
             }
     finally:
         journal.close()
-    (folder / "offenders.json").write_text(json.dumps(stories, indent=1), encoding="utf-8")
+    write_private(folder / "offenders.json", json.dumps(stories, indent=1))
     say(
         f"evidence kept in {folder} ({len(offenders)} offending requests; daemon logs in {workdir})"
     )

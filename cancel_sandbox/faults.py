@@ -1,4 +1,6 @@
-"""Fault injection for the local servers: latency, 5xx, 429 with Retry-After, apply-then-drop.
+"""Fault injection for the local servers: latency, 5xx, 429 with Retry-After, apply-then-drop,
+and (the marketplace only) a server whose ``created`` precision differs between what it serves and
+what it filters and orders by (``created_precision``, see :data:`CREATED_PRECISIONS`).
 
 A pure ASGI middleware (no BaseHTTPMiddleware: it costs a task per request and the mock
 marketplace must stay far faster than anything it measures). Paths under ``/admin`` and the web
@@ -18,7 +20,21 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["FaultSettings", "FaultMiddleware", "FaultStats", "FaultDrop"]
+__all__ = ["FaultSettings", "FaultMiddleware", "FaultStats", "FaultDrop", "CREATED_PRECISIONS"]
+
+# How the marketplace treats a request's ``created`` (the vendor mock ignores it):
+CREATED_PRECISIONS = {
+    # filters and orders at the precision it serves (what it was given, fractions included)
+    "exact": "filter and order created at the precision served",
+    # serves the stored fractions, but filters and orders at whole seconds (a column compared
+    # at second precision, values served from another store)
+    "compare_seconds": "serve fractional created, filter and order at whole seconds",
+    # stores, filters and orders the fractions, but serves whole seconds (a serializer that
+    # truncates)
+    "serve_seconds": "filter and order fractional created, serve whole seconds",
+    # coarser than the processor's keyset assumes: its final count must catch what is missed
+    "compare_minutes": "serve fractional created, filter and order at whole minutes",
+}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,6 +60,7 @@ class FaultSettings:
     methods: str = "GET,POST,PUT,DELETE"  # which methods may be faulted (latency applies to all)
     path_pattern: str = ""  # regex; only matching paths are faulted (empty: all)
     seed: int | None = None
+    created_precision: str = "exact"  # one of CREATED_PRECISIONS (the marketplace only)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> FaultSettings:
@@ -63,6 +80,11 @@ class FaultSettings:
         if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.retry_after < 0:
             raise ValueError("latencies and retry_after must not be negative")
         re.compile(self.path_pattern)
+        if self.created_precision not in CREATED_PRECISIONS:
+            raise ValueError(
+                f"created_precision must be one of {', '.join(CREATED_PRECISIONS)}, "
+                f"got {self.created_precision!r}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -345,6 +345,12 @@ class Metrics:
             "Unix time the last scheduled reconciliation completed (0: none yet)",
             registry=r,
         )
+        self.unaccounted = Gauge(
+            "cancel_pending_unaccounted",
+            "Pending cancels Connect counted at the end of the last pass that the journal does "
+            "not hold (a gap in the listing; 0 when the pass was complete)",
+            registry=r,
+        )
 
         _live_metrics.add(self)
 

@@ -98,6 +98,17 @@ class FakeMarketplace:
     def count_pending(self, selector: Selector) -> int:
         return sum(1 for _ in self.iter_pending(selector))
 
+    def count_unaccounted(
+        self, selector: Selector, accounted: Iterable[str], *, names: int = 10
+    ) -> tuple[int, list[str]]:
+        known = set(accounted)
+        left = [
+            rid
+            for rid, r in self.requests.items()
+            if r.get("status") == "pending" and rid not in known
+        ]
+        return len(left), left[:names]
+
     def get_request(self, request_id: str) -> dict[str, Any]:
         return copy.deepcopy(self.requests[request_id])
 

@@ -81,6 +81,10 @@ class MarketplaceSettings:
     faults: FaultSettings = field(default_factory=FaultSettings)
     clock: Callable[[], datetime] = utc_now  # aware UTC; a MockClock makes /admin/clock work
     max_body_bytes: int = 1 << 20  # larger request bodies are answered 413
+    # What the key may do beyond a vendor's key: Connect lets an external caller (a vendor's
+    # processor) add messages to a request's conversation, not create conversations, so by
+    # default POST /conversations answers 403. True plays a key that may create them.
+    may_create_conversations: bool = False
 
     @property
     def key_id(self) -> str:
@@ -93,11 +97,15 @@ class MarketplaceApp(FaultMiddleware):
     ``.store`` and ``.settings``) for in-process tests."""
 
     def __init__(self, app: Any, settings: MarketplaceSettings, store: Store) -> None:
+        self.store = store  # before the faults: update() hands the store its created precision
         super().__init__(app, settings.faults)
         # ``self.settings`` is FaultMiddleware's (the current FaultSettings); ours is ``config``.
         self.config = settings
-        self.store = store
         self.state = SimpleNamespace(store=store, settings=settings)
+
+    def update(self, settings: FaultSettings) -> None:
+        super().update(settings)
+        self.store.created_precision = settings.created_precision
 
     def _faultable(self, scope: MutableMapping[str, Any]) -> bool:
         # Health checks answer even while the API misbehaves on purpose, like /admin.
@@ -160,7 +168,13 @@ def create_app(settings: MarketplaceSettings | None = None) -> MarketplaceApp:
     api = Starlette(
         routes=[
             Mount(
-                API_PREFIX, routes=public_routes(store, settings.key_id, settings.max_body_bytes)
+                API_PREFIX,
+                routes=public_routes(
+                    store,
+                    settings.key_id,
+                    settings.max_body_bytes,
+                    may_create_conversations=settings.may_create_conversations,
+                ),
             ),
             *admin_routes(
                 store, lambda: holder["app"], seed=settings.seed, max_body=settings.max_body_bytes

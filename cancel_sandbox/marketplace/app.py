@@ -6,9 +6,10 @@ must equal the configured key exactly (connect-openapi-client sends it verbatim,
 prefix included); it is compared in constant time and never echoed. The same layer drops a
 trailing slash (the legacy SDK posts to ``requests/{id}/approve/``).
 
-Bodies are read with a size cap (413 beyond it) and must be JSON objects. List responses carry
-``Content-Range: items <first>-<last>/<total>`` (``items 0-0/0`` when empty), which the client
-reads to decide whether to fetch the next page and to answer ``count()``.
+Bodies are read with a size cap (413 beyond it) and must be JSON objects, sent as JSON: a body
+with another ``Content-Type`` (``text/plain``, a form) is answered 415, as a REST framework does.
+List responses carry ``Content-Range: items <first>-<last>/<total>`` (``items 0-0/0`` when
+empty), which the client reads to decide whether to fetch the next page and to answer ``count()``.
 
 ``select(-field)`` removes fields (nested ones too: ``-asset.params``); a positive ``select(x)``
 only asks for fields that Connect hides by default, and this mock hides none, so it changes nothing.
@@ -38,6 +39,7 @@ from cancel_sandbox.marketplace.fields import (
     REQUEST_SELECTABLE,
     TEMPLATE_FIELDS,
 )
+from cancel_sandbox.marketplace.objects import iso, parse_time, whole_seconds
 from cancel_sandbox.marketplace.records import (
     Asset,
     Request,
@@ -98,17 +100,16 @@ class ApiKeyGate:
                 scope = {**scope, "path": path.rstrip("/") or "/"}
                 path = scope["path"]
             if path.startswith(API_PREFIX) and not self._authorized(scope):
-                await send(
+                await _answer(send, 401, _UNAUTHORIZED)
+                return
+            if path.startswith(API_PREFIX) and (media := _unsupported_media(scope)) is not None:
+                body = json.dumps(
                     {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(_UNAUTHORIZED)).encode()),
-                        ],
+                        "error_code": "REQ_003",
+                        "errors": [f'Unsupported media type "{media[:100]}" in request.'],
                     }
-                )
-                await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+                ).encode()
+                await _answer(send, 415, body)
                 return
         await self.app(scope, receive, send)
 
@@ -122,6 +123,30 @@ class ApiKeyGate:
         return False
 
 
+async def _answer(send: Any, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _unsupported_media(scope: Scope) -> str | None:
+    """The media type of a request body the API would not parse, else None. As a REST framework
+    (Connect's API is one) answers: a body is parsed only as JSON; one sent as ``text/plain`` or a
+    form is refused with 415, not read as JSON anyway. A request without a body (no
+    ``Content-Length``, or 0) or without a ``Content-Type`` passes (the framework reads no body)."""
+    headers: dict[bytes, bytes] = {name.lower(): value for name, value in scope["headers"]}
+    length = headers.get(b"content-length", b"").strip()
+    chunked = b"transfer-encoding" in headers
+    if (length in (b"", b"0") and not chunked) or b"content-type" not in headers:
+        return None
+    media: str = headers[b"content-type"].decode("latin-1").split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return None
+    return media
+
+
 def _drop(doc: dict[str, Any], path: str) -> None:
     """Remove a (dotted) field, copying the dicts on the way: nested parts may be shared."""
     *parents, last = path.split(".")
@@ -132,6 +157,26 @@ def _drop(doc: dict[str, Any], path: str) -> None:
             return
         node[name] = node = dict(child)
     node.pop(last, None)
+
+
+def _whole_second_created(text: str) -> str:
+    """A request's JSON with ``created`` (and ``events.created.at``) cut to whole seconds."""
+    return _dumps(_whole_second_doc(json.loads(text))).decode("utf-8")
+
+
+def _whole_second_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = dict(doc)  # parts of a rendered request may be shared with the store: copy what changes
+    events = doc.get("events")
+    created = events.get("created") if isinstance(events, dict) else None
+    if isinstance(created, dict):
+        doc["events"] = {**events, "created": dict(created)}  # type: ignore[dict-item]
+        created = doc["events"]["created"]
+    for holder, key in ((doc, "created"), (created, "at")):
+        if isinstance(holder, dict):
+            moment = parse_time(holder.get(key))
+            if moment is not None:
+                holder[key] = iso(whole_seconds(moment))
+    return doc
 
 
 def _dropped(query: Query) -> list[str]:
@@ -157,13 +202,25 @@ def _texts(
     return texts
 
 
-def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
-    """The API routes (relative to ``/public/v1``), acting as ``actor`` in the ledger."""
+def public_routes(
+    store: Store, actor: str, max_body: int, *, may_create_conversations: bool = False
+) -> list[Route]:
+    """The API routes (relative to ``/public/v1``), acting as ``actor`` in the ledger; the key
+    creates conversations only when ``may_create_conversations`` (else 403, as on Connect)."""
 
     serializer = Serializer()
 
     def request_text(record: Request, dropped: list[str] = []) -> str:  # noqa: B006 - read only
-        return serializer.request(record, dropped)
+        text = serializer.request(record, dropped)
+        if store.created_precision == "serve_seconds":
+            text = _whole_second_created(text)  # the fault: stores fractions, serves seconds
+        return text
+
+    def request_doc(record: Request) -> dict[str, Any]:
+        doc = render_request(record)
+        if store.created_precision == "serve_seconds":
+            doc = _whole_second_doc(doc)
+        return doc
 
     def asset_text(record: Asset, dropped: list[str] = []) -> str:  # noqa: B006 - read only
         text = serializer.asset(record)
@@ -183,7 +240,7 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         query = query_of(request, REQUEST_FIELDS, REQUEST_SELECTABLE)
         with store.lock:
             total, page = store.list_requests(query)
-            texts = _texts(page, query, request_text, render_request)
+            texts = _texts(page, query, request_text, request_doc)
         return _page(total, texts, query)
 
     async def create_request(request: HttpRequest) -> Response:
@@ -274,7 +331,7 @@ def public_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         # connect-openapi-client's ``subscriptions`` namespace lists the same subscriptions.
         Route("/subscriptions/assets", list_assets, methods=["GET"]),
         Route("/subscriptions/assets/{id}", get_asset, methods=["GET"]),
-        *surface_routes(store, actor, max_body),
+        *surface_routes(store, actor, max_body, may_create_conversations),
         Route("/conversations", conversations_list, methods=["GET"]),
         Route("/conversations/{id}", get_conversation, methods=["GET"]),
         Route("/conversations/{id}/messages", list_messages, methods=["GET"]),

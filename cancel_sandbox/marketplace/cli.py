@@ -18,7 +18,7 @@ from typing import Any
 
 from cancel_sandbox.devops.devloop import DevloopError, Served, add_options, prepare
 from cancel_sandbox.devops.variables import VariablesError
-from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.faults import CREATED_PRECISIONS, FaultSettings
 from cancel_sandbox.marketplace import (
     MarketplaceSettings,
     MockClock,
@@ -115,6 +115,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         float,
         "share of API calls applied, then the connection dropped",
     )
+    add(
+        "--created-precision",
+        "CREATED_PRECISION",
+        "exact",
+        str,
+        "how created is compared against how it is served: "
+        + "; ".join(f"{k}: {v}" for k, v in CREATED_PRECISIONS.items()),
+        choices=list(CREATED_PRECISIONS),
+    )
     add_options(parser)  # HTTPS and the DevOps surface: cancel_sandbox.devops.devloop
 
 
@@ -125,6 +134,7 @@ def settings_from(args: argparse.Namespace) -> MarketplaceSettings:
         throttle_rate=args.throttle_rate,
         retry_after=args.retry_after,
         drop_rate=args.drop_rate,
+        created_precision=getattr(args, "created_precision", None) or "exact",
     )
     faults.validate()
     settings = MarketplaceSettings(

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from cancel_sandbox.marketplace.objects import parse_time
+from cancel_sandbox.marketplace.objects import parse_time, whole_seconds
 from cancel_sandbox.marketplace.records import Request
 from cancel_sandbox.marketplace.rql import Field
 
 __all__ = [
     "REQUEST_FIELDS",
+    "SECOND_REQUEST_FIELDS",
+    "MINUTE_REQUEST_FIELDS",
     "REQUEST_SELECTABLE",
     "ASSET_FIELDS",
     "ASSET_SELECTABLE",
@@ -116,6 +118,20 @@ def _request_fields() -> dict[str, Field]:
 
 
 REQUEST_FIELDS: dict[str, Field] = _request_fields()
+# The fault ``created_precision: compare_seconds``: a request's created read at whole seconds (the
+# value in the query is compared as given), so rows served with fractions may sort before a cursor
+# taken from one of them.
+SECOND_REQUEST_FIELDS: dict[str, Field] = {
+    **REQUEST_FIELDS,
+    "created": Field(lambda r: whole_seconds(r.created), "time"),
+    "events.created.at": Field(lambda r: whole_seconds(r.created), "time"),
+}
+# ``created_precision: compare_minutes``: the same at whole minutes.
+MINUTE_REQUEST_FIELDS: dict[str, Field] = {
+    **REQUEST_FIELDS,
+    "created": Field(lambda r: whole_seconds(r.created).replace(second=0), "time"),
+    "events.created.at": Field(lambda r: whole_seconds(r.created).replace(second=0), "time"),
+}
 REQUEST_SELECTABLE = (
     "id",
     "type",

@@ -195,7 +195,9 @@ def _linked_template(
 
 def _request(store: Store, ids: o.IdMaker, payload: dict[str, Any]) -> Request:
     payload = copy.deepcopy(payload)  # the records share its parts: the caller's copy stays theirs
-    at = read_time(payload, "created", "payload") or store.now()
+    # Kept at the precision the payload gives (Connect serves fractions): the request is filtered
+    # and ordered by the created it is served with (see faults.CREATED_PRECISIONS).
+    at = read_time(payload, "created", "payload", exact=True) or store.now()
     product = _product(store, ids, payload, at - timedelta(days=1))
     asset = _asset(store, payload, product, at)
     params = {p["id"]: _text(p.get("value")) for p in payload["asset"].get("params", [])}

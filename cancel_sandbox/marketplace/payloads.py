@@ -9,6 +9,7 @@ required``), and importing (:mod:`cancel_sandbox.marketplace.imports`) can trust
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from cancel_sandbox.marketplace import objects as o
@@ -66,14 +67,15 @@ def need_string(data: dict[str, Any], key: str, where: str, *, prefix: str = "")
     return value
 
 
-def read_time(data: dict[str, Any], key: str, where: str) -> Any:
+def read_time(data: dict[str, Any], key: str, where: str, *, exact: bool = False) -> Any:
+    """The time at ``key``: whole seconds, or (``exact``) UTC at the precision given."""
     value = data.get(key)
     if value in (None, ""):
         return None
     moment = o.parse_time(value)
     if moment is None:
         raise SeedError(f"{where}.{key}: {value!r} is not an ISO 8601 date and time")
-    return o.whole_seconds(moment)
+    return moment.astimezone(UTC) if exact else o.whole_seconds(moment)
 
 
 def check_request(payload: Any, where: str) -> dict[str, Any]:

@@ -25,8 +25,12 @@ from datetime import datetime
 from typing import Any
 
 from cancel_sandbox.marketplace.errors import not_found
-from cancel_sandbox.marketplace.evaluate import with_tiebreak
-from cancel_sandbox.marketplace.fields import REQUEST_FIELDS
+from cancel_sandbox.marketplace.evaluate import run_query, with_tiebreak
+from cancel_sandbox.marketplace.fields import (
+    MINUTE_REQUEST_FIELDS,
+    REQUEST_FIELDS,
+    SECOND_REQUEST_FIELDS,
+)
 from cancel_sandbox.marketplace.index import RequestIndex, bucket_key
 from cancel_sandbox.marketplace.ledger import Entry, Ledger
 from cancel_sandbox.marketplace.objects import IdMaker, iso, whole_seconds
@@ -37,6 +41,11 @@ from cancel_sandbox.marketplace.rql import Query
 __all__ = ["Store", "SYSTEM", "ADMIN", "UI"]
 
 SYSTEM, ADMIN, UI = "system", "admin", "ui"
+# faults.CREATED_PRECISIONS that filter and order created coarser than it is served
+_COARSE_FIELDS = {
+    "compare_seconds": SECOND_REQUEST_FIELDS,
+    "compare_minutes": MINUTE_REQUEST_FIELDS,
+}
 
 
 class Store:
@@ -63,6 +72,8 @@ class Store:
         self._dirty: dict[str, dict[str, Any]] = {}
         self._unsaved: list[Entry] = []
         self.ledger = Ledger(on_append=self._unsaved.append, clock=self.clock)
+        # faults.CREATED_PRECISIONS: "exact" filters and orders created as served
+        self.created_precision = "exact"
 
     # -- time, change tracking, persistence ---------------------------------------------------
 
@@ -357,6 +368,11 @@ class Store:
     def list_requests(self, query: Query) -> tuple[int, list[Request]]:
         with self.lock:
             self.tick()
+            coarse = _COARSE_FIELDS.get(self.created_precision)
+            if coarse is not None:
+                # The fault: filter and order at whole seconds (or minutes) while serving the
+                # fractions. A scan (the index keys hold the exact times): only under this fault.
+                return run_query(self.requests.values(), query, coarse, ("created", "id"))
             return self.index.query(
                 query.filter,
                 with_tiebreak(query.ordering),

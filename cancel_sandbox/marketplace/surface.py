@@ -12,7 +12,8 @@
 - ``GET /products/{id}/templates/{template_id}/render?request_id=PR-...`` (or ``asset_id=``):
   the template rendered for that request or subscription, as a JSON string.
 - ``POST /conversations``: a conversation about any object (``instance_id``); one per request
-  already exists, so a second one for a request is refused.
+  already exists, so a second one for a request is refused. 403 unless the key may create
+  conversations (``MarketplaceSettings.may_create_conversations``): a vendor's key cannot.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cancel_sandbox.marketplace.actions import render_template
-from cancel_sandbox.marketplace.errors import invalid, missed, not_found, refused
+from cancel_sandbox.marketplace.errors import ApiError, invalid, missed, not_found, refused
 from cancel_sandbox.marketplace.evaluate import run_query
 from cancel_sandbox.marketplace.fields import REQUEST_FIELDS
 from cancel_sandbox.marketplace.records import (
@@ -80,7 +81,9 @@ def _rendered_for(store: Store, body: str, params: HttpRequest) -> str:
     raise missed("request_id")
 
 
-def surface_routes(store: Store, actor: str, max_body: int) -> list[Route]:
+def surface_routes(
+    store: Store, actor: str, max_body: int, may_create_conversations: bool = False
+) -> list[Route]:
     """Routes relative to ``/public/v1``, acting as ``actor`` in the ledger."""
 
     def query_of(request: HttpRequest, fields: Any) -> Query:
@@ -143,6 +146,10 @@ def surface_routes(store: Store, actor: str, max_body: int) -> list[Route]:
         return json_response(text)
 
     async def conversation_create(request: HttpRequest) -> Response:
+        if not may_create_conversations:
+            # Connect: an external caller's key adds messages to a request's conversation; it
+            # cannot create conversations (the error code is this mock's: none is documented).
+            raise ApiError(403, "AUTH_002", "You do not have permission to perform this action.")
         body = await read_json(request, max_body)
         if not isinstance(body, dict):
             raise invalid("body", "a JSON object is required.")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from processor.cli.errors import EXIT_OK, EXIT_UNFINISHED, explain
 from processor.cli.parser import build_parser
 from processor.cli.run import STOPPING, WHERE
+from processor.config.permissions import ALLOW_ENV
 from processor.daemon.signals import Interrupted, exit_now, stray_threads
 
 __all__ = ["main", "build_parser"]
@@ -28,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    if getattr(args, "allow_writable_config", False):
+        # read by processor.config.permissions wherever a command loads its configuration
+        os.environ[ALLOW_ENV] = "1"
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not as a complaint at interpreter exit

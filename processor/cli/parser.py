@@ -210,6 +210,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=_env_default("CANCEL_PROCESSOR_DEBUG") == "1",
         help="show the traceback of an error (env CANCEL_PROCESSOR_DEBUG=1)",
     )
+    parser.add_argument(
+        "--allow-writable-config",
+        action="store_true",
+        help="accept a configuration file (or its directory) writable by group or others "
+        "(env CANCEL_PROCESSOR_ALLOW_WRITABLE_CONFIG=1); refused otherwise, as ssh refuses such "
+        "a key file",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_demo(sub)

@@ -158,5 +158,12 @@ def print_summary(summary: RunSummary) -> None:
     )
     if summary.listing_failed is not None:
         console.print(f"[red]Connect could not be listed:[/red] {summary.listing_failed}")
+    if summary.unaccounted:
+        from processor.daemon.completeness import Gap
+
+        gap = Gap(summary.unaccounted, summary.unaccounted_names)
+        console.print(f"[red]still pending on Connect:[/red] {gap.describe()}")
+    if summary.count_failed is not None:
+        console.print(f"[red]Connect could not count what is left:[/red] {summary.count_failed}")
     for request_id, state in list(summary.unfinished.items())[:20]:
         console.print(f"  unfinished {request_id}: {state}")

@@ -37,6 +37,7 @@ from processor.config.env import merge as _merge
 from processor.config.errors import describe as _describe
 from processor.config.errors import hide as _hide
 from processor.config.errors import secret_values as _secret_values
+from processor.config.permissions import writable_by_others
 from processor.config.policy import BUILTIN_POLICY, PolicyConfig, RuleConfig
 from processor.config.sections import (
     AdapterConfig,
@@ -206,6 +207,9 @@ def load_config(
     source = str(path) if path else "<defaults>"
     data: Any = {}
     if path:
+        unsafe = writable_by_others(path, environ)
+        if unsafe is not None:
+            raise ConfigError(source, "", unsafe)
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:

@@ -34,9 +34,13 @@ finish their current step, and :meth:`Daemon.run` returns within ``shutdown_time
 was cut short is safe: the journal resumes it on the next start.
 
 ``once=True`` drains: it repeats passes while requests it touched are unfinished and due within
-``once_max_wait``, then returns. Requests that wait for a later date (scheduled on Connect,
-suspended for a grace period) or for a person (routed by policy) are not failures: they are listed
-in :attr:`RunSummary.waiting`, and :attr:`RunSummary.complete` is true when nothing else is left.
+``once_max_wait``; then Connect counts what is still pending for the selector, and while that
+holds requests the journal does not account for as waiting, it lists again (at most
+:data:`~processor.daemon.completeness.RELISTS` times) before it returns. The daemon runs the same
+count after every pass and reports a gap (:mod:`processor.daemon.completeness`). Requests that
+wait for a later date (scheduled on Connect, suspended for a grace period) or for a person
+(routed by policy) are not failures: they are listed in :attr:`RunSummary.waiting`, and
+:attr:`RunSummary.complete` is true when nothing else is left.
 The next run (or the daemon) takes them up when their time comes.
 
 The parts: :mod:`processor.daemon.pool` (the workers), :mod:`processor.daemon.sweeps` (steps 3 to
@@ -52,6 +56,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from processor.daemon.completeness import DAEMON_MARGIN, RELISTS, measure
 from processor.daemon.pool import WorkerPool
 from processor.daemon.summary import RunSummary, Tally
 from processor.daemon.sweeps import Sweeps
@@ -105,6 +110,8 @@ class Daemon:
         self._batching = any(policy.batch for policy in engine.config.policies.values())
         self._groups: dict[str, list[Intake]] = {}
         self._malformed_seen: set[str] = set()  # fingerprints of listed rows without an id
+        self._relists = 0  # --once: passes run again because Connect counted a gap
+        self._started_at: datetime | None = None  # when run() began, by the engine's clock
 
     # -- control ------------------------------------------------------------------------------
 
@@ -120,6 +127,7 @@ class Daemon:
 
     def run(self) -> RunSummary:
         deadline = time.monotonic() + self.settings.once_max_wait
+        self._started_at = self.engine.clock()  # --once counts what was created before this
         try:
             while not self._stop.is_set():
                 self.run_pass()
@@ -130,7 +138,9 @@ class Daemon:
                         # while the deadline allows, then report it unfinished, never done.
                         wait = self._listing_retry_within(deadline, wait)
                     if wait is None:
-                        break
+                        if self._settled():
+                            break
+                        continue  # Connect still counts unaccounted requests: list again
                     self._stop.wait(wait)
                 else:
                     interval = self.settings.poll_interval
@@ -141,6 +151,62 @@ class Daemon:
             self.pool.shutdown()
             self.summary.finished = time.monotonic()
         return self.summary
+
+    def _settled(self) -> bool:
+        """--once, when nothing is left to wait for: True to stop. Stops at once when the run is
+        unfinished anyway; else Connect's count decides, and a gap buys another pass while
+        :data:`RELISTS` allows."""
+        summary = self.summary
+        summary.unaccounted, summary.unaccounted_names, summary.count_failed = 0, (), None
+        if not summary.complete or self._stop.is_set():
+            return True
+        try:
+            gap = measure(
+                self.marketplace,
+                self.engine.journal,
+                self.selector,
+                open_rows=False,
+                created_before=self._started_at,
+            )
+        except MarketplaceError as exc:
+            summary.count_failed = str(exc)
+            log.warning("final_count_failed", error=str(exc))
+            return self._out_of_relists()
+        summary.unaccounted, summary.unaccounted_names = gap.count, gap.names
+        if not gap.count:
+            return True
+        log.warning(
+            "pass_incomplete",
+            left=gap.count,
+            request_ids=list(gap.names),
+            relisting=self._relists < RELISTS,
+        )
+        return self._out_of_relists()
+
+    def _out_of_relists(self) -> bool:
+        """True when --once has listed again :data:`RELISTS` times; else counts one more."""
+        if self._relists >= RELISTS:
+            return True
+        self._relists += 1
+        return False
+
+    def _report_gap(self, pass_started: datetime) -> None:
+        """The daemon, after a pass that listed everything: Connect's count against the journal's
+        known requests; a gap is one warning line and ``cancel_pending_unaccounted``."""
+        try:
+            gap = measure(
+                self.marketplace,
+                self.engine.journal,
+                self.selector,
+                open_rows=True,
+                created_before=pass_started - DAEMON_MARGIN,
+            )
+        except MarketplaceError as exc:
+            log.warning("final_count_failed", error=str(exc))
+            return
+        self.engine.metrics.unaccounted.set(gap.count)
+        if gap.count:
+            log.warning("pass_incomplete", left=gap.count, request_ids=list(gap.names))
 
     def maintain(self) -> tuple[int, int]:
         """A pass without the listing, for EaaS's scheduled task: timers, takeovers, settling,
@@ -174,6 +240,7 @@ class Daemon:
         seen = 0
         oldest: datetime | None = None
         listed_all = False
+        pass_started = self.engine.clock()
         self.tally.waiting_seen = set()
         try:
             for payload in self.marketplace.iter_pending(self.selector):
@@ -205,6 +272,8 @@ class Daemon:
             if listed_all:
                 self.sweeps.settle_vanished()
             self.sweeps.renote()
+            if listed_all and not self.once:
+                self._report_gap(pass_started)
         self.summary.passes += 1
         self.summary.seen += seen
         metrics = self.engine.metrics

@@ -40,6 +40,11 @@ class RunSummary:
     interrupted: bool = False
     # Why the last pass could not list everything pending (Connect unreachable, TLS, auth), or None.
     listing_failed: str | None = None
+    # --once's final count (processor.daemon.completeness): pending requests Connect still counts
+    # that the journal does not hold as waiting, and some of their ids; or why it could not count.
+    unaccounted: int = 0
+    unaccounted_names: tuple[str, ...] = ()
+    count_failed: str | None = None
 
     @property
     def elapsed(self) -> float:
@@ -55,6 +60,8 @@ class RunSummary:
             and not self.interrupted
             and not self.results["parked"]
             and self.listing_failed is None
+            and not self.unaccounted
+            and self.count_failed is None
         )
 
 

@@ -225,6 +225,7 @@ def _load_text(text: str, environ: Mapping[str, str]) -> Config:
     _refuse_clear_secrets(text)
     with tempfile.TemporaryDirectory(prefix="cancel-processor-") as folder:
         path = Path(folder) / "processor.yaml"
+        path.touch(mode=0o600)  # whatever the umask: load_config refuses a file others may write
         path.write_text(text, encoding="utf-8")
         try:
             config = load_config(path, environ)

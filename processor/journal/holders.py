@@ -123,9 +123,12 @@ class FileSendRights(LocalSendRights):
         super().__init__()
         self.path = path
         try:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            # never through a symbolic link: following one would create or lock a file elsewhere
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            self._fd = os.open(path, flags, 0o600)
         except OSError as exc:
-            raise JournalError(f"cannot open the send-rights file {path}: {exc.strerror}") from exc
+            why = "it is a symbolic link" if os.path.islink(path) else exc.strerror
+            raise JournalError(f"cannot open the send-rights file {path}: {why}") from exc
         self.users = 0
 
     def _lock(self, request_id: str) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -30,12 +31,36 @@ Connections = Literal["shared", "per-thread"]
 
 
 def _create_private(path: str) -> None:
-    """Create a new journal file readable by its owner only (0600). SQLite gives the ``-wal`` and
-    ``-shm`` files the database file's permissions, so they are private too. The journal holds
-    customer and subscription ids and vendor answers: nobody else on the host needs to read them.
-    An existing file keeps the permissions its operator gave it."""
+    """Create a new journal file readable by its owner only (0600), exclusively and without
+    following a symbolic link. SQLite gives the ``-wal`` and ``-shm`` files the database file's
+    permissions, so they are private too. The journal holds customer and subscription ids and
+    vendor answers: nobody else on the host needs to read them. An existing file keeps the
+    permissions its operator gave it, and may be reached through a link; a link that leads nowhere
+    is refused (following it would create a file wherever it points, with SQLite's 0644), and so
+    is a link in place of the ``-wal``, ``-shm`` or ``-journal`` file."""
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        link = False
+    except OSError:
+        return  # not readable here: sqlite3.connect says why, in its own words
+    if link and not os.path.exists(path):
+        raise JournalError(
+            f"SQLite journal {path} is a symbolic link to {os.readlink(path)}, which does not "
+            "exist: refusing to create the journal through it; point journal.url at the file "
+            "itself (or create the target first)"
+        )
+    for suffix in ("-wal", "-shm", "-journal"):
+        if os.path.islink(path + suffix):
+            raise JournalError(
+                f"SQLite journal {path}: {path + suffix} is a symbolic link; SQLite would write "
+                "the journal through it. Remove it (SQLite creates that file itself)"
+            )
+    if link:
+        return  # an existing journal reached through a link: the operator's choice
+    try:
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+        os.close(os.open(path, flags, 0o600))
     except FileExistsError:
         pass
     except OSError:

@@ -361,6 +361,42 @@ class ConnectGateway:
 
         return self._retry.call(operation, lambda: self._retry.once(send))
 
+    # -- completeness --------------------------------------------------------------------------
+
+    def count_unaccounted(
+        self, selector: Selector, accounted: Iterable[str], *, names: int = 10
+    ) -> tuple[int, list[str]]:
+        """How many cancels the selector matches pending now whose id is not in ``accounted``
+        (counted by Connect: ``Content-Range`` of ``limit=0``-like reads, not by the keyset
+        listing), and up to ``names`` of their ids. Up to 200 accounted ids go in one
+        ``out(id, ...)`` (about 5 KB of URL, under common proxies' limits); more are counted in
+        chunks with ``in(id, ...)`` and subtracted from the total (the names are then read from
+        the first page)."""
+        known = set(accounted)
+        ids, chunk_size = sorted(known), 200
+        base = self._pending_query(selector)
+
+        def counted(operation: str, query: R, limit: int) -> Page:
+            page = self._list(operation, query, limit=limit)
+            if page.total is None:
+                raise MarketplaceError(f"{operation}: Connect sent no Content-Range header")
+            return page
+
+        def ids_of(page: Page) -> list[str]:
+            found = (i.get("id") for i in page.items if isinstance(i, dict))
+            return [i for i in found if isinstance(i, str) and i not in known][:names]
+
+        if len(ids) <= chunk_size:
+            query = base & R().id.out(ids) if ids else base
+            page = counted("count_unaccounted", query, names)
+            return page.total or 0, ids_of(page)
+        among = 0
+        for start in range(0, len(ids), chunk_size):
+            chunk = ids[start : start + chunk_size]
+            among += counted("count_unaccounted", base & R().id.in_(chunk), 0).total or 0
+        first = counted("count_unaccounted", base, min(100, self.settings.page_size))
+        return max((first.total or 0) - among, 0), ids_of(first)
+
 
 def _pick_template(templates: Iterable[Any]) -> str | None:
     candidates = [t for t in templates if isinstance(t, dict) and t.get("id")]

@@ -2,29 +2,48 @@
 
 Offset paging over ``status=pending`` skips requests when the caller approves them during the
 pass: the set shrinks under the window and the next offset jumps past requests never seen. Here
-every page is asked with ``offset=0`` and starts after the last request already yielded::
+every page is asked with ``offset=0`` and starts at the second of the last request already seen::
 
-    and(<base filters>, ge(created,<cursor>), out(id,(<ids yielded with created == cursor>)))
+    and(<base filters>, ge(created,<cursor second>), out(id,(<ids seen in that second>)))
     &ordering(created,id)&limit=<page>
 
 so approvals (which only remove rows) can never move the window past an unseen request.
 
+**The precision assumption.** Connect serves ``created`` with fractional seconds, and a server may
+store, compare and order it at another precision than it serves (whole seconds in the database,
+fractions in the JSON; or the reverse). The cursor therefore never carries a fraction: it is the
+*whole second* (rounded down) of the last row of the page, in the server's order, and the ids
+excluded with ``out(...)`` are every row seen in that second. What this assumes: the server
+compares and orders ``created`` at whole seconds or finer, consistently with what it serves once
+both are cut to the second (its order by ``created`` is the served order at second precision;
+within a second any order). Under that assumption ``ge(created, <whole second>)`` returns every row
+of that second and after, whatever the server's own precision; a server coarser than a second
+(minutes) breaks it, and the final count (:mod:`processor.daemon.completeness`) then reports the
+rows the listing could not see instead of a pass that claims to be complete.
+
 Limits and failure modes:
 
 - The order must be by ``created`` (then ``id``); the server must honour ``ge`` and ``out``.
-  A page that brings nothing new while claiming more raises :class:`MarketplaceError` instead of
-  looping, and a row already yielded is never yielded again even if a server ignores a filter.
-- Connect's ``created`` has one-second resolution, so several requests can share the cursor. Their
-  ids travel in ``out(...)``; more than ``MAX_TIED`` of them (requests created in the same second)
-  would make the URL too long for common proxies, so the pass stops there with
-  :class:`MarketplaceError` (the next pass starts afresh and finds the ones not yet handled).
+- **A row the server returned is never dropped silently.** A row that sorts before the cursor
+  (a server whose order or filter does not match the ``created`` it serves) is yielded if this pass
+  has not yielded it yet; the cursor never moves backwards. The ids yielded in a pass are
+  remembered (up to ``MAX_REMEMBERED``, the oldest forgotten first) so that a row is not yielded
+  twice; past that bound a row the server returns again may be yielded again (harmless: the
+  journal's claim makes a second offer a no-op), never dropped.
+- A page that brings nothing new and does not move the cursor raises :class:`MarketplaceError`
+  instead of looping (a server that ignores the filter).
+- Several requests can share one second. Their ids travel in ``out(...)``; more than ``MAX_TIED``
+  of them (requests created in the same second) would make the URL too long for common proxies,
+  so the pass stops there with :class:`MarketplaceError` (the next pass starts afresh and finds the
+  ones not yet handled).
 - Requests created during the pass may be yielded too (harmless: they are pending); requests that
   return to pending with an old ``created`` (a scheduled request reaching its date) wait for the
   next pass.
 - A row that cannot be placed (not an object, no id, a ``created`` that is no date) is yielded
   once per pass for the caller to record as malformed, never used as the cursor; one with an id is
   excluded from later pages with ``out(id, ...)``. More than ``MAX_UNPLACED`` of them end the pass.
-- Memory: one page plus the tied ids. The page is fetched only when the previous one is consumed.
+- Memory: one page, the ids of the cursor's second and at most ``MAX_REMEMBERED`` yielded ids.
+  The page is fetched only when the previous one is consumed.
 """
 
 from __future__ import annotations
@@ -33,7 +52,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from connect.client.rql import R
@@ -42,12 +61,22 @@ from processor.marketplace.errors import MarketplaceError
 from processor.marketplace.settings import rql_datetime
 from processor.model import parse_datetime
 
-__all__ = ["Page", "iter_keyset", "placement", "fingerprint", "MAX_TIED", "MAX_UNPLACED"]
+__all__ = [
+    "Page",
+    "iter_keyset",
+    "placement",
+    "fingerprint",
+    "whole_second",
+    "MAX_TIED",
+    "MAX_UNPLACED",
+    "MAX_REMEMBERED",
+]
 
 MAX_TIED = 250  # ~5.5 KB of ids in the URL
 MAX_UNPLACED = (
     100  # malformed rows per pass; their ids join out(...) next to the tied ones (~2 KB more)
 )
+MAX_REMEMBERED = 50_000  # ids yielded in a pass, kept to yield none twice (a few MB at most)
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,11 @@ def fingerprint(item: Any) -> str:
     return "content:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
 
+def whole_second(moment: datetime) -> datetime:
+    """``moment`` rounded down to its whole second (UTC): the cursor's precision."""
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
 def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator[Any]:
     """Yield every row of ``base`` ordered by (created, id), one page in memory at a time.
 
@@ -89,11 +123,13 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
     ``created`` then ``id``. A row the keyset cannot place (not an object, no id, no date) is
     yielded once per pass too, for the caller to record as malformed; it never moves the cursor,
     and one with an id is excluded from the next pages by ``out(id, ...)`` so it cannot hold the
-    listing up.
+    listing up. A placed row is yielded unless this pass yielded it already: never dropped
+    because it sorts before the cursor (see the module's precision assumption).
     """
-    cursor: datetime | None = None
-    tied: list[str] = []  # ids yielded whose created == cursor, in yield order
+    cursor: datetime | None = None  # a whole second
+    tied: list[str] = []  # ids seen in the cursor's second, in the order seen
     tied_set: set[str] = set()
+    yielded: dict[str, None] = {}  # ids yielded this pass (insertion order: oldest first)
     unplaced: list[str] = []  # ids of malformed rows already yielded: excluded from later pages
     unplaced_seen: set[str] = set()  # fingerprints of every malformed row already yielded
     while True:
@@ -104,6 +140,8 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
             query = query & R().id.out(tied + unplaced)
         page = fetch(query)
         fresh = 0
+        last: datetime | None = None  # the second of the page's last placed row, server order
+        seconds: dict[str, datetime] = {}  # id -> second, for the placed rows of this page
         for item in page.items:
             placed = placement(item)
             if isinstance(placed, str):
@@ -122,20 +160,29 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
                 yield item
                 continue
             item_id, created = placed
-            if cursor is not None and (created < cursor or item_id in tied_set):
-                continue  # the server ignored a keyset filter; never yield a row twice
             if item_id in unplaced_seen:
                 continue
+            last = whole_second(created)
+            seconds[item_id] = last
+            if item_id in yielded or item_id in tied_set:
+                continue  # the server ignored a keyset filter; never yield a row twice
             fresh += 1
+            yielded[item_id] = None
+            if len(yielded) > MAX_REMEMBERED:
+                del yielded[next(iter(yielded))]
             yield item
-            if cursor is None or created > cursor:
-                cursor, tied, tied_set = created, [item_id], {item_id}
-            elif created == cursor:
-                tied.append(item_id)
-                tied_set.add(item_id)
         if _last_page(page, page_size):
             return
-        if fresh == 0:
+        moved = False
+        if last is not None and (cursor is None or last > cursor):
+            cursor, tied, tied_set, moved = last, [], set(), True
+        if cursor is not None:
+            for item_id, second in seconds.items():
+                if second == cursor and item_id not in tied_set:
+                    tied.append(item_id)
+                    tied_set.add(item_id)
+                    moved = True
+        if fresh == 0 and not moved:
             raise MarketplaceError(
                 "listing pending requests made no progress: the server ignored the keyset filter "
                 "or sent the same malformed rows again"
@@ -143,8 +190,8 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
         if len(tied) > MAX_TIED:
             when = rql_datetime(cursor)  # type: ignore[arg-type]
             raise MarketplaceError(
-                f"more than {MAX_TIED} pending requests share the created time {when}; "
-                "this pass stops here and the next one resumes"
+                f"more than {MAX_TIED} pending requests share the created time {when} "
+                "(to the second); this pass stops here and the next one resumes"
             )
 
 

@@ -19,7 +19,7 @@ caller in the processor).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,6 +43,13 @@ class Marketplace(Protocol):
 
     def count_pending(self, selector: Selector) -> int:
         """How many cancel requests the selector matches now."""
+        ...
+
+    def count_unaccounted(
+        self, selector: Selector, accounted: Iterable[str], *, names: int = 10
+    ) -> tuple[int, list[str]]:
+        """How many cancels the selector matches pending now (counted by Connect) whose id is not
+        in ``accounted``, and up to ``names`` of their ids: a pass's completeness check."""
         ...
 
     def get_request(self, request_id: str) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 In this order, before any route runs:
 
-1. Request heads larger than ``max_header_bytes`` are answered 431; bodies larger than
+1. Request heads larger than ``max_header_bytes`` (the request line counts: method, path and
+   query as sent, and every header name and value) are answered 431, or 414 when the request line
+   alone is over the limit; either answer closes the connection. Bodies larger than
    ``max_body_bytes`` 413 (by ``Content-Length`` at once, or while reading a chunked body). A body
    is read whole (it is small by then) and replayed to the app.
 2. On a loopback-bound server the ``Host`` header must name a loopback host: a web page elsewhere
@@ -30,7 +32,7 @@ from starlette.requests import cookie_parser
 
 from processor.config.hosts import is_loopback_host
 
-__all__ = ["Guard", "COOKIE", "PROBES", "is_loopback_host"]
+__all__ = ["Guard", "COOKIE", "PROBES", "MAX_HEAD_BYTES", "is_loopback_host"]
 
 # Starlette's own ASGI types: the guard wraps its application and is served by uvicorn.
 Scope = MutableMapping[str, Any]
@@ -39,6 +41,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers; README: "heads over 16 KiB"
 COOKIE = "ops_session"
 PROBES = frozenset({"/healthz", "/readyz"})
 _SESSION_LABEL = b"cancel-processor status page session"
@@ -79,6 +82,18 @@ async def _plain(
     await send({"type": "http.response.body", "body": body})
 
 
+_CLOSE = [(b"connection", b"close")]  # h11 then closes the connection after the answer
+
+
+def _request_line_bytes(scope: Scope) -> int:
+    """The request line's size as sent: method, target (path and query, still encoded) and
+    version, with their separators."""
+    raw_path = scope.get("raw_path") or str(scope.get("path") or "").encode("utf-8")
+    query = scope.get("query_string") or b""
+    method = str(scope.get("method") or "")
+    return len(method) + 1 + len(raw_path) + (1 + len(query) if query else 0) + len(" HTTP/1.1")
+
+
 class Guard:
     def __init__(
         self,
@@ -87,7 +102,7 @@ class Guard:
         token: str | None,
         loopback: bool,
         max_body_bytes: int = 64 * 1024,
-        max_header_bytes: int = 16 * 1024,
+        max_header_bytes: int = MAX_HEAD_BYTES,
     ) -> None:
         self.app = app
         self.loopback = loopback
@@ -105,8 +120,12 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
-            await _plain(send, 431, "request headers too large\n")
+        line = _request_line_bytes(scope)
+        if line > self.max_header_bytes:
+            await _plain(send, 414, "request line too long\n", _CLOSE)
+            return
+        if line + sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
+            await _plain(send, 431, "request headers too large\n", _CLOSE)
             return
         length = self._header(headers, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):

@@ -45,7 +45,8 @@ from processor.journal.base import Journal, JournalError, State
 from processor.observe import Metrics, get_logger, mask, register_secret
 from processor.ops import page
 from processor.ops.actions import ActionRefused, retry_request
-from processor.ops.guard import Guard, is_loopback_host
+from processor.ops.bounded_h11 import HEAD_TIMEOUT, bounded_h11
+from processor.ops.guard import MAX_HEAD_BYTES, Guard, is_loopback_host
 from processor.ops.listing import Filters, newest, why_waiting
 from processor.ops.readiness import Readiness, is_ready
 from processor.ops.serving import ServerThread
@@ -237,15 +238,24 @@ class OpsServer:
     """The ops app served by uvicorn in a daemon thread (the daemon's main thread keeps its
     signals).
 
-    HTTP/1.1 through h11, whose head-size limit (64 KiB) applies; at most ``limit_concurrency``
-    connections at once.
+    HTTP/1.1 through h11 with each request head bounded (:mod:`processor.ops.bounded_h11`): it
+    must arrive within ``head_timeout`` seconds, and an incomplete head over the guard's 16 KiB
+    (plus 4 KiB for separators the guard does not count) is refused at once; at most
+    ``limit_concurrency`` connections at once.
     """
 
     def __init__(
-        self, app: Any, host: str = "127.0.0.1", port: int = 9464, *, limit_concurrency: int = 32
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        *,
+        limit_concurrency: int = 32,
+        head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
+        protocol = bounded_h11(head_timeout=head_timeout, max_head_bytes=MAX_HEAD_BYTES + 4096)
         self._thread = ServerThread(
-            app, host, port or None, http="h11", limit_concurrency=limit_concurrency
+            app, host, port or None, http=protocol, limit_concurrency=limit_concurrency
         )
 
     @property

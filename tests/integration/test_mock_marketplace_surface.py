@@ -145,7 +145,10 @@ def test_request_and_template_render(mp: Running) -> None:
     )
 
 
-def test_conversation_create(mp: Running) -> None:
+def test_conversation_create(start: Callable[..., Running]) -> None:
+    mp = start(
+        generate=20, seed=9, may_create_conversations=True
+    )  # a key that may (not a vendor's)
     client = client_of(mp)
     created = client.conversations.create(
         payload={"instance_id": "TA-1234-5678-9012", "topic": "Tier account"}

@@ -61,7 +61,9 @@ def _errors(spec: OpenAPI, response: requests.Response) -> list[str]:
 def exchanges() -> Iterator[tuple[str, list[requests.Response]]]:
     """One of each call a cancel processor makes, with the mock's real responses."""
     clock = MockClock(START)
-    app = create_app(MarketplaceSettings(generate=40, seed=23, clock=clock))
+    app = create_app(
+        MarketplaceSettings(generate=40, seed=23, clock=clock, may_create_conversations=True)
+    )
     with ServerThread(app) as server:
         http = requests.Session()
         http.headers["Authorization"] = app.config.api_key

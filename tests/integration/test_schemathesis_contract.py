@@ -106,7 +106,11 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(shared_referen
     from schemathesis import checks as st_checks
     from schemathesis.runner import events, from_schema
 
-    app = create_app(MarketplaceSettings(generate=40, seed=31, clock=MockClock(START)))
+    app = create_app(
+        MarketplaceSettings(
+            generate=40, seed=31, clock=MockClock(START), may_create_conversations=True
+        )
+    )
     store = app.store
     request = sorted(
         (r for r in store.requests.values() if r.type == "cancel" and r.status == "pending"),
@@ -191,7 +195,11 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(shared_referen
 def test_not_served_operations_answer_405_in_connect_shape() -> None:
     import requests
 
-    app = create_app(MarketplaceSettings(generate=2, seed=31, clock=MockClock(START)))
+    app = create_app(
+        MarketplaceSettings(
+            generate=2, seed=31, clock=MockClock(START), may_create_conversations=True
+        )
+    )
     product = sorted(app.store.products)[0]
     conversation = sorted(app.store.conversations)[0]
     with ServerThread(app) as server:
