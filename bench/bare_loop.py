@@ -13,7 +13,8 @@ benchmark prints no ratio when they differ):
 - for each request: terminate at the vendor, approve on Connect (the template looked up once per
   product) and, with ``--notes``, find the request's conversation and post a message, as the
   processor does with ``processing.notes: true`` on a first claim;
-- at the end of the pass, the revoking cancels (the processor's pass lists those too).
+- at the end of the pass, the revoking cancels (the processor's pass lists those too), and the
+  count of what is still pending (``run --once`` proves its pass complete with it).
 
 No journal, no retries, no logging, no metrics.
 
@@ -176,6 +177,8 @@ def run(
             total = reply.headers.get("Content-Range", "").rpartition("/")[2]
             if len(page) < PAGE or (total.isdigit() and len(page) >= int(total)):
                 listing("revoking", PAGE).raise_for_status()
+                # run --once's proof of completeness: what is still pending, counted by Connect
+                listing("pending", 0).raise_for_status()
                 return done
 
 
