@@ -106,7 +106,7 @@ def segment_problem(kind: str, value: Any, rule: re.Pattern[str] | None = None) 
         return connect_id_problem(kind, value)
     if not isinstance(value, str):
         return f"is not a text (got {shown(value)})"
-    if not value:
+    if not value.strip():
         return "is empty"
     if len(value) > MAX_SEGMENT:
         return f"is longer than {MAX_SEGMENT} characters ({len(value)})"

@@ -40,6 +40,7 @@ from processor.marketplace.notes import NOTE_MAX_CHARS, Notes
 from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
 from processor.marketplace.settings import GatewaySettings, Selector
+from processor.observe import mask_with, secret_forms
 from processor.urls import UnsafeSegment, segment, segment_problem
 
 __all__ = ["ConnectGateway", "NOTE_MAX_CHARS"]
@@ -85,7 +86,7 @@ class ConnectGateway:
         # front, but every call accepts requests' keyword arguments: TLS verification goes there,
         # with the CA bundle the environment names read once, here (see .client).
         self._http: dict[str, Any] = {"verify": environment_verify(settings.verify)}
-        self._secrets = _secret_parts(settings.api_key)
+        self._secrets = secret_forms(settings.api_key)  # every form, derived once
         self._retry = Retrier(
             settings,
             sleep=sleep,
@@ -256,9 +257,7 @@ class ConnectGateway:
     # -- internals -----------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return mask_with(text, self._secrets)
 
     def _read(self, operation: str, send: Callable[[], Any]) -> dict[str, Any]:
         """An idempotent call: retried freely."""
@@ -381,11 +380,3 @@ def _pick_template(templates: Iterable[Any]) -> str | None:
         if "default" in names.split():
             return str(template["id"])
     return str(candidates[0]["id"]) if candidates else None
-
-
-def _secret_parts(api_key: str) -> tuple[str, ...]:
-    """The key and its secret half (after the last ':'), longest first, for redaction."""
-    parts = {api_key.strip()}
-    if ":" in api_key:
-        parts.add(api_key.rsplit(":", 1)[1].strip())
-    return tuple(sorted((p for p in parts if len(p) >= 6), key=len, reverse=True))
