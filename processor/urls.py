@@ -16,7 +16,8 @@ them (``PR-A``).
 
 Vendor values (``subscription`` and the other vendor-side kinds) follow a rule: by default
 :data:`VENDOR_ID`, conservative on purpose (letters, digits, ``.``, ``_``, ``:``, ``@``, ``-``,
-starting with a letter or digit, at most 128 characters); an adapter may configure its own
+starting with a letter or digit, at most 128 characters, not ``inf``, ``infinity`` nor ``nan``
+in any case); an adapter may configure its own
 pattern (``subscription_id_pattern``), which narrows what it accepts but never lets a slash, a
 backslash, a dot segment, a control character or an overlong value through.
 """
@@ -56,7 +57,8 @@ CONNECT_KINDS: dict[str, str] = {
     "item": "PRD-",
 }
 _CONNECT_BODY = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
-VENDOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# Not the printed forms of non-numbers (a float that was NaN or infinite somewhere upstream).
+VENDOR_ID = re.compile(r"(?!(?i:inf|infinity|nan)$)[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 

@@ -23,7 +23,7 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
     outcomes: {"404": [{when: {error: not_found}, outcome: already_gone}, failed]}
     refusal: {field: message, default: "..."} # where a refusal's customer-facing reason is
     max_retry_after: 3600                     # cap on a vendor's Retry-After, seconds
-    subscription_id_pattern: "[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"  # the default rule
+    subscription_id_pattern: "SUB-[0-9]{1,12}"  # default: processor.urls.VENDOR_ID
     max_comment_chars: 1000                   # customer text sent, cut with a marker
     terminate: {method: POST, path: "/v1/subscriptions/{subscription_id}/terminate",
                 success_field: status, success_values: [terminated, purged],
@@ -44,8 +44,8 @@ segment, or nothing is sent. Body values that render empty are left out.
 
 Subscription ids. ``subscription_id_pattern`` (a regular expression matched whole; default
 :data:`processor.urls.VENDOR_ID`: letters, digits, ``._:@-``, starting with a letter or digit, at
-most 128 characters) is checked on every call before anything is sent, in the path or not: a
-request whose id does not match is parked as malformed before any vendor call.
+most 128 characters, not inf/infinity/nan) is checked on every call before anything is sent, in
+the path or not: a request whose id does not match is parked as malformed before any vendor call.
 
 Customer text. ``reason_comment`` (the customer's cancellation comment) and ``reason_code`` lose
 their control characters and are cut to ``max_comment_chars`` (default 1000) and 200 characters,

@@ -8,7 +8,8 @@ connect-openapi-client looks at it:
   and as decoded (gzip, deflate): a small gzip body that expands to 200 MB is cut at the cap, never
   held whole;
 - a JSON body (by its ``Content-Type``, as the client decides) is parsed by :func:`parse_json`:
-  nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_CONTAINERS` arrays and objects,
+  nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_CONTAINERS` arrays and objects or
+  :data:`MAX_VALUES` values (what a parsed answer costs in memory grows with them, not its bytes),
   ``NaN``/``Infinity`` (or a number too large to be finite), duplicate keys, integers longer than
   :data:`MAX_INT_DIGITS` digits, and text that is not UTF-8 JSON are refused;
 - ``Content-Range`` is read by :func:`content_range`: anything but ``items <first>-<last>/<total>``
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_CONTAINERS",
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
+    "MAX_VALUES",
     "ContentRange",
     "Unreadable",
     "api_error",
@@ -49,7 +51,8 @@ __all__ = [
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a page of 1,000 real requests is ~10 MB; decoded and as sent
 MAX_DEPTH = 64  # a request payload nests ~6 deep
-MAX_CONTAINERS = 200_000  # arrays and objects in one answer (~2,000 per real request)
+MAX_CONTAINERS = 200_000  # arrays and objects in one answer (~70 per real request)
+MAX_VALUES = 250_000  # values in one answer, counted by their commas (~200 per real request)
 MAX_INT_DIGITS = 30
 _CHUNK = 64 * 1024
 _RANGE = re.compile(r"items (\d{1,15})-(\d{1,15})/(\d{1,15})")
@@ -82,7 +85,7 @@ def content_range(value: Any) -> ContentRange | None:
     return ContentRange(first, last, count)
 
 
-def read_body(response: requests.Response, limit: int = MAX_BODY_BYTES) -> bytes:
+def read_body(response: requests.Response, limit: int = MAX_BODY_BYTES) -> bytearray:
     """The body of a streamed response, at most ``limit`` bytes sent and ``limit`` decoded;
     raises :class:`Unreadable` past either (the connection is closed, the rest never read).
     A body cut short or undecodable raises what requests raises for it (a dropped answer)."""
@@ -99,7 +102,7 @@ def read_body(response: requests.Response, limit: int = MAX_BODY_BYTES) -> bytes
     except BaseException:
         response.close()
         raise
-    return bytes(decoded)
+    return decoded
 
 
 def _refuse_constant(name: str) -> Any:
@@ -128,10 +131,12 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _depth_problem(data: bytes) -> str | None:
+def _depth_problem(data: bytes | bytearray) -> str | None:
     """Nesting deeper than :data:`MAX_DEPTH` or more than :data:`MAX_CONTAINERS` containers,
     found on the text before parsing (so neither the parser's recursion nor its memory is spent
     on it). Strings are removed first (their brackets are text), then only brackets are walked."""
+    if data.count(b",") > MAX_VALUES:  # an upper bound: commas in strings count too
+        return f"more than {MAX_VALUES} values"
     opened = data.count(b"[") + data.count(b"{")
     if opened <= MAX_DEPTH:
         return None  # cannot nest deeper than it opens
@@ -149,7 +154,7 @@ def _depth_problem(data: bytes) -> str | None:
     return None
 
 
-def parse_json(data: bytes) -> Any:
+def parse_json(data: bytes | bytearray) -> Any:
     """JSON text as Python values, within the limits in the module docstring; raises
     :class:`Unreadable` saying why."""
     problem = _depth_problem(data)
@@ -177,16 +182,18 @@ def _is_json(response: requests.Response) -> bool:
 def receive(response: requests.Response, limit: int = MAX_BODY_BYTES) -> requests.Response:
     """Read, bound and parse one answer (see the module docstring); returns it, body read."""
     success = response.status_code < 400
+    body: bytes | bytearray = b""
     try:
         body = read_body(response, limit)
         value = parse_json(body) if _is_json(response) and body.strip() else None
     except Unreadable:
         if success:
             raise
-        body, value = b"", None
+        value = None
         response.headers.pop("Content-Type", None)
-    # The body is read: requests serves .content, .text and .json() from here on.
-    response._content = body
+    # The body is read: requests serves .content, .text and .json() from here on. A JSON body
+    # is not kept beside its value (the client reads the value): one copy of a large answer.
+    response._content = b"" if value is not None else bytes(body)
     response._content_consumed = True  # type: ignore[attr-defined]
     setattr(response, _ATTRIBUTE, value)
     if content_range(response.headers.get("Content-Range")) is None:
