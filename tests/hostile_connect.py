@@ -287,8 +287,9 @@ class HostileConnect:
 
     def __init__(self) -> None:
         self.case = "empty"
+        self.custom: Answer | None = None  # served instead of a named case (serve())
         self.lock = threading.Lock()
-        self.seen: list[tuple[str, str]] = []
+        self.seen: list[tuple[str, str, str]] = []  # (method, decoded path, path as sent)
         self.app = Starlette(
             routes=[
                 Route(
@@ -300,27 +301,40 @@ class HostileConnect:
     def set_case(self, name: str) -> int:
         """Serve ``name`` from now on; returns how many requests were seen before."""
         with self.lock:
-            self.case = name
+            self.case, self.custom = name, None
+            return len(self.seen)
+
+    def serve(self, answer: Answer) -> int:
+        """Serve ``answer`` to the listing from now on; returns how many requests were seen."""
+        with self.lock:
+            self.custom = answer
             return len(self.seen)
 
     def listings_since(self, mark: int) -> int:
         with self.lock:
-            return sum(1 for m, p in self.seen[mark:] if m == "GET" and p == "requests")
+            return sum(1 for m, p, _ in self.seen[mark:] if m == "GET" and p == "requests")
+
+    def raw_since(self, mark: int) -> list[tuple[str, str]]:
+        """(method, path exactly as sent, percent-encoding kept) of every request since
+        ``mark``."""
+        with self.lock:
+            return [(m, raw) for m, _, raw in self.seen[mark:]]
 
     def actions(self) -> list[tuple[str, str]]:
         """Every call that would change something on Connect."""
         with self.lock:
-            return [(m, p) for m, p in self.seen if m != "GET"]
+            return [(m, p) for m, p, _ in self.seen if m != "GET"]
 
     async def _answer(self, request: Request) -> Response:
         path = request.path_params["path"]
+        raw = request.scope.get("raw_path", b"").decode("latin-1")
         with self.lock:
-            self.seen.append((request.method, path))
-            case = self.case
+            self.seen.append((request.method, path, raw))
+            case, custom = self.case, self.custom
         if request.method != "GET":
             return Response(b'{"error_code":"HOSTILE","errors":["no"]}', 400, media_type=JSON)
-        if path == "requests" and case in CASES:
-            answer = CASES[case][1]()
+        if path == "requests" and (custom is not None or case in CASES):
+            answer = custom if custom is not None else CASES[case][1]()
             headers = {"Content-Type": answer.content_type, **answer.headers}
             return Response(answer.body, answer.status, headers=headers)
         if path.startswith("requests/"):
