@@ -102,6 +102,13 @@ def test_the_daemon_survives_every_hostile_answer_within_its_memory(tmp_path: Pa
             record = journal.get(f"PR-9000-0000-0000-0{number}")
             assert record is not None and record.state is State.PARKED, number
             assert (record.reason or "").startswith("malformed request: "), record.reason
+        # An overlong subscription id is refused when read; a 15 MB text under every cap is read
+        # and handled as any request (parked here: it has no subscription id).
+        record = journal.get("PR-9000-0000-0000-001")
+        assert record is not None and record.state is State.PARKED
+        assert "longer than 256 characters" in (record.reason or "")
+        record = journal.get("PR-9000-0000-0000-030")
+        assert record is not None and record.state is State.PARKED, record
         # A request id that is no id was never journaled: nothing can address it.
         assert journal.get("../requests/PR-9000-0000-0000-017") is None
     finally:
