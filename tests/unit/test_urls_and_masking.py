@@ -14,6 +14,7 @@ import pytest
 import requests
 from urllib3.response import HTTPResponse
 
+from processor.adapters import VendorCall, load_adapter, with_default_check
 from processor.marketplace.boundary import (
     MAX_DEPTH,
     Unreadable,
@@ -26,7 +27,7 @@ from processor.model import MAX_PARAM_CHARS, TRUNCATED, MalformedRequest, parse_
 from processor.observe import mask_with, secret_forms
 from processor.urls import UnsafeSegment, compile_rule, path, segment, segment_problem
 
-from ..fakes import cancel_payload
+from ..fakes import ScriptedAdapter, cancel_payload
 
 
 @pytest.mark.parametrize(
@@ -285,3 +286,14 @@ def test_a_number_that_is_not_finite_is_no_parameter_value() -> None:
     assert parse_request(payload).subscription_id is None
     payload["asset"]["params"] = [{"id": "subscription_id", "value": True}]
     assert parse_request(payload).subscription_id is None
+
+
+def test_every_loaded_adapter_keeps_the_default_subscription_id_rule() -> None:
+    request = parse_request(cancel_payload(1))
+    bad = VendorCall(request, "-12", "key")
+    good = VendorCall(request, "SUB-1", "key")
+    scripted = with_default_check(ScriptedAdapter())  # what load_adapter does to each adapter
+    assert "does not match the id rule" in (scripted.check_call("terminate", bad) or "")
+    assert scripted.check_call("terminate", good) is None
+    noop = load_adapter("noop", {}, name="noop")  # nothing is sent: any id will do
+    assert noop.check_call("terminate", bad) is None  # type: ignore[attr-defined]
