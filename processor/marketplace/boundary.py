@@ -6,7 +6,7 @@ connect-openapi-client looks at it:
 
 - the body is streamed and read up to :data:`MAX_BODY_BYTES`, counted both as sent (compressed)
   and as decoded (gzip, deflate): a small gzip body that expands to 200 MB is cut at the cap, never
-  held whole;
+  held whole; and within :data:`MAX_BODY_SECONDS`, however slowly it drips;
 - a JSON body (by its ``Content-Type``, as the client decides) is parsed by :func:`parse_json`:
   nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_CONTAINERS` arrays and objects or
   :data:`MAX_VALUES` values (what a parsed answer costs in memory grows with them, not its bytes),
@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ import requests
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_BODY_SECONDS",
     "MAX_CONTAINERS",
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
@@ -54,6 +57,7 @@ MAX_DEPTH = 64  # a request payload nests ~6 deep
 MAX_CONTAINERS = 200_000  # arrays and objects in one answer (~70 per real request)
 MAX_VALUES = 250_000  # values in one answer, counted by their commas (~200 per real request)
 MAX_INT_DIGITS = 30
+MAX_BODY_SECONDS = 60.0  # a whole body, however slowly it drips
 _CHUNK = 64 * 1024
 _RANGE = re.compile(r"items (\d{1,15})-(\d{1,15})/(\d{1,15})")
 _ATTRIBUTE = "processor_boundary_value"
@@ -85,12 +89,21 @@ def content_range(value: Any) -> ContentRange | None:
     return ContentRange(first, last, count)
 
 
-def read_body(response: requests.Response, limit: int = MAX_BODY_BYTES) -> bytearray:
-    """The body of a streamed response, at most ``limit`` bytes sent and ``limit`` decoded;
-    raises :class:`Unreadable` past either (the connection is closed, the rest never read).
-    A body cut short or undecodable raises what requests raises for it (a dropped answer)."""
+def read_body(
+    response: requests.Response,
+    limit: int = MAX_BODY_BYTES,
+    *,
+    seconds: float = MAX_BODY_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> bytearray:
+    """The body of a streamed response, at most ``limit`` bytes sent and ``limit`` decoded, read
+    within ``seconds`` (the read timeout bounds each socket read, not a body sent a byte at a
+    time); raises :class:`Unreadable` past any of them (the connection is closed, the rest never
+    read). A body cut short or undecodable raises what requests raises for it (a dropped
+    answer)."""
     raw = response.raw
     decoded = bytearray()
+    deadline = clock() + seconds
     try:
         for chunk in response.iter_content(_CHUNK):
             decoded += chunk
@@ -99,6 +112,8 @@ def read_body(response: requests.Response, limit: int = MAX_BODY_BYTES) -> bytea
                 raise Unreadable(
                     f"the answer is larger than {limit} bytes (sent or decoded); not read further"
                 )
+            if clock() > deadline:
+                raise Unreadable(f"the answer took longer than {seconds:g} s to arrive")
     except BaseException:
         response.close()
         raise

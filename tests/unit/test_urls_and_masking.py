@@ -225,6 +225,14 @@ def test_a_gzip_bomb_is_cut_at_the_cap_while_decoding() -> None:
     assert bytes(read_body(_streamed(gzip.compress(b"[1]"), "gzip"))) == b"[1]"
 
 
+def test_a_body_that_drips_is_cut_at_the_time_budget() -> None:
+    ticks = iter(range(0, 10_000, 50))  # each look at the clock: 50 s later
+    body = json.dumps(["x" * 70_000] * 10).encode()  # several chunks
+    with pytest.raises(Unreadable, match="longer than 60 s"):
+        read_body(_streamed(body), seconds=60, clock=lambda: float(next(ticks)))
+    assert bytes(read_body(_streamed(body), seconds=60)) == body
+
+
 def test_an_error_body_of_the_wrong_shape_gives_no_details() -> None:
     assert api_error({"error_code": "REQ_005", "errors": ["no", 5]}) == {
         "error_code": "REQ_005",
