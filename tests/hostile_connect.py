@@ -14,18 +14,21 @@ the test to find.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["CASES", "Answer", "HostileConnect", "gzip_bomb", "row"]
+__all__ = ["CASES", "ECHO_KEY", "Answer", "HostileConnect", "gzip_bomb", "row"]
 
 JSON = "application/json"
 CREATED = "2025-03-01T12:00:00+00:00"
@@ -71,8 +74,6 @@ def row(request_id: Any = "PR-9000-0000-0000-001", **changes: Any) -> dict[str, 
 
 
 def _json(value: Any, **headers: str) -> Answer:
-    import json
-
     # ASCII with \u escapes: a lone surrogate or a NUL arrives as valid JSON text that decodes
     # to it, which is what a hostile server would send.
     return Answer(json.dumps(value, allow_nan=True).encode("ascii"), headers=headers)
@@ -281,6 +282,26 @@ CASES: dict[str, tuple[str, Callable[[], Answer]]] = {
 }
 
 
+ECHO_KEY = "echo_key"  # a case of its own: the answer depends on the request
+
+
+def _echo(header: str) -> Response:
+    """A 400 whose error body echoes the API key in every form a server could: as it is, its
+    secret part, base64 of the whole header and of the secret, URL-encoded."""
+    secret = header.rsplit(":", 1)[-1]
+    forms = [
+        header,
+        secret,
+        base64.b64encode(header.encode()).decode(),
+        base64.b64encode(f"Authorization: {header}".encode()).decode(),
+        base64.b64encode(secret.encode()).decode(),
+        quote(header, safe=""),
+        quote_plus(header),
+    ]
+    body = {"error_code": "AUTH_ECHO", "errors": [f"you sent {form}" for form in forms]}
+    return Response(json.dumps(body).encode(), 400, media_type=JSON)
+
+
 class HostileConnect:
     """The app and its records: ``case`` names what the listing answers now; ``seen`` is every
     (method, path) received, in order."""
@@ -333,6 +354,8 @@ class HostileConnect:
             case, custom = self.case, self.custom
         if request.method != "GET":
             return Response(b'{"error_code":"HOSTILE","errors":["no"]}', 400, media_type=JSON)
+        if path == "requests" and case == ECHO_KEY:
+            return _echo(request.headers.get("Authorization", ""))
         if path == "requests" and (custom is not None or case in CASES):
             answer = custom if custom is not None else CASES[case][1]()
             headers = {"Content-Type": answer.content_type, **answer.headers}

@@ -7,10 +7,12 @@ two more listings after it began), so the file costs one start-up.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 import yaml
@@ -19,7 +21,7 @@ from cancel_sandbox.local import Sandbox
 from processor.journal import open_journal
 from processor.journal.base import State
 from processor.ops.serving import ServerThread
-from tests.hostile_connect import CASES, HostileConnect
+from tests.hostile_connect import CASES, ECHO_KEY, HostileConnect
 
 from .test_crash import processor_env
 
@@ -76,7 +78,7 @@ def test_the_daemon_survives_every_hostile_answer_within_its_memory(tmp_path: Pa
             _wait_listings(hostile, 0, 1, daemon)
             baseline = _peak_kb(daemon.pid)
             peaks: dict[str, int] = {}
-            for name in CASES:
+            for name in [*CASES, ECHO_KEY]:
                 written = log.stat().st_size
                 mark = hostile.set_case(name)
                 # Two listings after the switch: the first may have begun before it.
@@ -95,6 +97,20 @@ def test_the_daemon_survives_every_hostile_answer_within_its_memory(tmp_path: Pa
             daemon.wait(timeout=30)
     text = log.read_text(errors="replace")
     assert daemon.returncode == 0, text[-3000:]
+    # The key, echoed back by Connect in every form, is printed in none of them.
+    key = sandbox.api_key
+    secret = key.rsplit(":", 1)[-1]
+    assert "AUTH_ECHO" in text and "you sent ***" in text  # the echo reached the log, masked
+    for form in (
+        secret,
+        base64.b64encode(key.encode()).decode(),
+        base64.b64encode(secret.encode()).decode()[:-4],
+        quote(key, safe=""),
+        quote_plus(key),
+    ):
+        assert form not in text, form
+    inner = base64.b64encode(f"Authorization: {key}".encode()).decode()
+    assert inner[20:-8] not in text
     # Rows with a usable request id and a hostile inner id: each parked as malformed, with why.
     journal = open_journal(f"sqlite:///{tmp_path}/journal.db")
     try:
