@@ -5,14 +5,34 @@ missing, ``assignee`` is ``""`` or an object, quantities are strings ("unlimited
 2019-era requests lack ``asset.marketplace``. Parsing is tolerant of all of that; what the engine
 cannot work with at all (no id, no asset) raises :class:`MalformedRequest`, which the engine turns
 into a recorded outcome instead of an exception that stops the loop.
+
+Limits (the second half of the boundary :mod:`processor.marketplace.boundary` begins):
+
+- ids follow Connect's grammar for their kind (:func:`processor.urls.connect_id_problem`: ``PR-``
+  for the request, ``AS-`` the asset, ``PRD-`` the product, ``MP-`` the marketplace); a request
+  id that does not is malformed *without* an id (nothing on Connect can be addressed with it: it is
+  logged and counted, never acted on); the other ids make the request malformed;
+- the subscription id (and ``asset.external_id``, the customer id) are kept exactly or refused:
+  at most :data:`MAX_VENDOR_ID_CHARS` characters, no control character. The adapter's own rule
+  (:mod:`processor.urls`) is checked before any vendor call;
+- customer text (parameter values: the cancellation comment, reasons) loses its control
+  characters and is cut at :data:`MAX_PARAM_CHARS` with :data:`TRUNCATED` at the end; other
+  descriptive texts (names, statuses, MPNs) at :data:`MAX_TEXT_CHARS`;
+- numbers are finite: a parameter or quantity that is ``NaN``, infinite, a boolean or a structure
+  is no value (empty);
+- at most :data:`MAX_PARAMS` parameters and :data:`MAX_ITEMS` items, or the request is malformed.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from processor.urls import connect_id_problem
 
 __all__ = [
     "CancelRequest",
@@ -22,10 +42,23 @@ __all__ = [
     "parse_datetime",
     "ENVIRONMENTS",
     "EXTERNAL_ID",
+    "MAX_PARAM_CHARS",
+    "MAX_TEXT_CHARS",
+    "MAX_VENDOR_ID_CHARS",
+    "TRUNCATED",
+    "customer_text",
 ]
 
 ENVIRONMENTS = ("preview", "test", "production")
 EXTERNAL_ID = "asset.external_id"
+
+MAX_VENDOR_ID_CHARS = 256
+MAX_PARAM_CHARS = 4000
+MAX_TEXT_CHARS = 1000
+MAX_PARAMS = 500
+MAX_ITEMS = 1000
+TRUNCATED = "…[truncated]"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class MalformedRequest(ValueError):
@@ -112,12 +145,6 @@ def parse_datetime(value: Any) -> datetime | None:
     return dt
 
 
-def _identifier(value: Any) -> str | None:
-    """A Connect id: a non-empty string. Numbers, objects and lists are not ids (a payload with
-    one is malformed, not an id to act on under its printed form)."""
-    return value.strip() or None if isinstance(value, str) else None
-
-
 def _date_field(
     data: Mapping[str, Any], name: str, request_id: str | None, label: str = ""
 ) -> datetime | None:
@@ -136,7 +163,7 @@ def _date_field(
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    text = _CONTROL.sub("?", repr(value)[:200])
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -148,10 +175,47 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _str(value: Any) -> str | None:
-    if value in (None, ""):
+def customer_text(value: str, limit: int = MAX_PARAM_CHARS) -> str:
+    """Text a customer typed, as it may travel on: control characters (line breaks included)
+    become one space, and more than ``limit`` characters are cut, ending with :data:`TRUNCATED`."""
+    text = _CONTROL.sub(" ", value) if _CONTROL.search(value) else value
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - len(TRUNCATED), 0)] + TRUNCATED
+
+
+def _scalar(value: Any) -> str | None:
+    """A JSON scalar as text: strings as they are, integers, finite floats; None for a boolean,
+    a structure, ``NaN`` or an infinity (no value a vendor or a date can use)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return str(value)
+
+
+def _str(value: Any) -> str | None:
+    text = _scalar(value)
+    if text in (None, ""):
+        return None
+    return customer_text(text, MAX_TEXT_CHARS)
+
+
+def _vendor_id(value: Any, what: str, request_id: str) -> str | None:
+    """An id of the vendor's or the customer's, kept exactly or refused: never cut nor cleaned,
+    because an id cut short is another id."""
+    text = _scalar(value)
+    if text in (None, ""):
+        return None
+    if len(text) > MAX_VENDOR_ID_CHARS:
+        raise MalformedRequest(
+            request_id, f"{what} is longer than {MAX_VENDOR_ID_CHARS} characters ({len(text)})"
+        )
+    if _CONTROL.search(text):
+        raise MalformedRequest(request_id, f"{what} {_shown(text)} holds a control character")
+    return text
 
 
 def _assignee(value: Any) -> str | None:
@@ -160,31 +224,46 @@ def _assignee(value: Any) -> str | None:
     return _str(value)
 
 
-def _params(asset: Mapping[str, Any]) -> dict[str, str]:
+def _raw_params(asset: Mapping[str, Any], request_id: str) -> dict[str, str]:
+    """Parameter values as sent (scalars only), before any cut: the subscription id is taken
+    from here, exactly."""
+    params = _list(asset.get("params"))
+    if len(params) > MAX_PARAMS:
+        raise MalformedRequest(request_id, f"more than {MAX_PARAMS} parameters")
     out: dict[str, str] = {}
-    for param in _list(asset.get("params")):
-        if not isinstance(param, dict) or not param.get("id"):
+    for param in params:
+        if not isinstance(param, dict):
             continue
-        value = param.get("value")
-        if value in (None, "") and isinstance(param.get("structured_value"), (str, int, float)):
-            value = param["structured_value"]
-        # A value that is an object or a list is no parameter value: kept empty, so a subscription
-        # id is never the printed form of a structure.
-        scalar = isinstance(value, (str, int, float))
-        out[str(param["id"])] = str(value) if scalar else ""
+        name = _scalar(param.get("id"))
+        if not name or len(name) > MAX_TEXT_CHARS:
+            continue
+        value = _scalar(param.get("value"))
+        if value in (None, ""):
+            value = _scalar(param.get("structured_value"))
+        # A value that is an object, a list or not finite is no parameter value: kept empty, so a
+        # subscription id is never the printed form of a structure (nor "inf").
+        out[name] = value or ""
     return out
 
 
-def _items(asset: Mapping[str, Any]) -> tuple[Item, ...]:
+def _items(asset: Mapping[str, Any], request_id: str) -> tuple[Item, ...]:
+    listed = _list(asset.get("items"))
+    if len(listed) > MAX_ITEMS:
+        raise MalformedRequest(request_id, f"more than {MAX_ITEMS} items")
     items = []
-    for item in _list(asset.get("items")):
-        if not isinstance(item, dict) or not item.get("id"):
+    for item in listed:
+        if not isinstance(item, dict) or not _str(item.get("id")):
             continue
+        quantity = item.get("quantity", "0")
+        if _scalar(quantity) is None:
+            raise MalformedRequest(
+                request_id, f"item quantity is not a finite number or text (got {_shown(quantity)})"
+            )
         items.append(
             Item(
-                id=str(item["id"]),
-                mpn=str(item.get("mpn") or ""),
-                quantity=str(item.get("quantity", "0")),
+                id=str(_str(item["id"])),
+                mpn=_str(item.get("mpn")) or "",
+                quantity=customer_text(str(_scalar(quantity)), MAX_TEXT_CHARS),
                 period=_str(item.get("period")),
                 display_name=_str(item.get("display_name")),
             )
@@ -205,47 +284,66 @@ def parse_request(
     """
     if not isinstance(data, Mapping):
         raise MalformedRequest(None, f"expected a JSON object, got {type(data).__name__}")
-    request_id = _identifier(data.get("id"))
-    if not request_id:
-        got = data.get("id")
-        raise MalformedRequest(
-            None, "no request id" if got in (None, "") else f"id is not a text (got {_shown(got)})"
-        )
+    got = data.get("id")
+    if got in (None, ""):
+        raise MalformedRequest(None, "no request id")
+    problem = connect_id_problem("request", got)
+    if problem is not None:
+        # No id to act on: a request id that is no Connect id would address another path (or
+        # nothing), so the request is recorded without one and never acted on.
+        raise MalformedRequest(None, f"request id {problem}")
+    request_id = str(got)
     created = _date_field(data, "created", request_id)
     asset = data.get("asset")
-    if not isinstance(asset, dict) or not _identifier(asset.get("id")):
+    if not isinstance(asset, dict) or asset.get("id") in (None, ""):
         raise MalformedRequest(request_id, "no asset (subscription) block with an id")
+    _connect_id(request_id, "asset", asset.get("id"))
     product = _dict(asset.get("product"))
-    product_id = _identifier(product.get("id"))
-    if not product_id:
+    if product.get("id") in (None, ""):
         raise MalformedRequest(request_id, "asset has no product id")
+    product_id = _connect_id(request_id, "product", product.get("id"))
     connection = _dict(asset.get("connection"))
     environment = _str(connection.get("type")) or "production"
     marketplace = _dict(data.get("marketplace")) or _dict(asset.get("marketplace"))
+    marketplace_id = None
+    if marketplace.get("id") not in (None, ""):
+        marketplace_id = _connect_id(request_id, "marketplace", marketplace.get("id"))
     customer = _dict(_dict(asset.get("tiers")).get("customer"))
-    params = _params(asset)
-    external_id = _str(asset.get("external_id"))
+    raw = _raw_params(asset, request_id)
+    params = {name: customer_text(value) for name, value in raw.items()}
+    external_id = _vendor_id(asset.get("external_id"), "asset.external_id", request_id)
+    if subscription_param == EXTERNAL_ID:
+        subscription_id = external_id
+    else:
+        subscription_id = _vendor_id(
+            raw.get(subscription_param), f"parameter {subscription_param}", request_id
+        )
     billing = _dict(asset.get("billing"))
     return CancelRequest(
         id=request_id,
-        type=str(data.get("type") or ""),
-        status=str(data.get("status") or ""),
-        asset_id=str(asset["id"]).strip(),
+        type=_str(data.get("type")) or "",
+        status=_str(data.get("status")) or "",
+        asset_id=str(asset["id"]),
         product_id=product_id,
         environment=environment,
         created=created,
         updated=parse_datetime(data.get("updated")),
         planned_date=_date_field(data, "planned_date", request_id),
         asset_status=_str(asset.get("status")),
-        marketplace_id=_str(marketplace.get("id")),
-        customer_id=_str(customer.get("id")),
+        marketplace_id=marketplace_id,
+        customer_id=_vendor_id(customer.get("id"), "customer id", request_id),
         customer_name=_str(customer.get("name")),
         external_id=external_id,
-        subscription_id=external_id
-        if subscription_param == EXTERNAL_ID
-        else (params.get(subscription_param) or None),
-        items=_items(asset),
+        subscription_id=subscription_id,
+        items=_items(asset, request_id),
         params=params,
         assignee=_assignee(data.get("assignee")),
         billing_next_date=_date_field(billing, "next_date", request_id, "asset.billing.next_date"),
     )
+
+
+def _connect_id(request_id: str, kind: str, value: Any) -> str:
+    problem = connect_id_problem(kind, value)
+    if problem is not None:
+        raise MalformedRequest(request_id, f"{kind} id {problem}")
+    return str(value)

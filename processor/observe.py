@@ -17,6 +17,7 @@ by orjson. A labelled metric's child is looked up once per label values and kept
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
@@ -24,6 +25,7 @@ import threading
 import weakref
 from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import orjson
 import structlog
@@ -37,31 +39,83 @@ __all__ = [
     "log_through",
     "register_secret",
     "mask",
+    "mask_with",
+    "secret_forms",
     "Metrics",
     "get_logger",
     "note_rate_wait",
 ]
 
 _secrets: set[str] = set()
+_ordered: tuple[str, ...] = ()  # _secrets, longest first: a short form never splits a long one
 _secrets_lock = threading.Lock()
 MASK = "***"
+MIN_SECRET = 6  # shorter values would mask ordinary words
+_MIN_CORE = 8  # the shortest base64 fragment worth masking on its own
+
+
+def _b64_cores(raw: bytes) -> set[str]:
+    """Every form ``raw`` takes inside base64 text: its own encoding (padded or not, standard or
+    URL-safe), and, for each of the three byte alignments it can have inside a longer encoded
+    text (a whole ``Authorization`` header, a JSON document), the characters that depend on
+    ``raw`` alone."""
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(raw).decode("ascii")
+        forms.update((whole, whole.rstrip("=")))
+        for offset in range(3):
+            text = encode(b"\0" * offset + raw).decode("ascii")
+            start = 4 if offset else 0  # the first group mixes padding with the secret
+            end = 4 * ((offset + len(raw)) // 3)  # the last partial group mixes what follows
+            if end - start >= _MIN_CORE:
+                forms.add(text[start:end])
+    return forms
+
+
+def secret_forms(value: str | None) -> tuple[str, ...]:
+    """Every form of ``value`` a text could carry, longest first: the value; the credential after
+    its scheme (``ApiKey SU-1:secret`` -> ``SU-1:secret``, ``Bearer t`` -> ``t``); the secret part
+    of a Connect key (after the last ``:``); the base64 of each (see :func:`_b64_cores`, so the
+    base64 of a whole header is covered too); and the URL-encoded forms of each. Forms shorter
+    than :data:`MIN_SECRET` characters are left out (they would mask ordinary words)."""
+    if not value or len(value.strip()) < MIN_SECRET:
+        return ()
+    text = value.strip()
+    bases = {text}
+    if " " in text:
+        bases.add(text.split(" ", 1)[1].strip())
+    if ":" in text:
+        bases.add(text.rsplit(":", 1)[1].strip())
+    forms: set[str] = set()
+    for base in (b for b in bases if len(b) >= MIN_SECRET):
+        forms.add(base)
+        forms.update(_b64_cores(base.encode("utf-8")))
+        for encoded in (quote(base, safe=""), quote_plus(base), quote(base)):
+            forms.update((encoded, encoded.lower()) if "%" in encoded else (encoded,))
+    return tuple(sorted((f for f in forms if len(f) >= MIN_SECRET), key=len, reverse=True))
 
 
 def register_secret(value: str | None) -> None:
-    """Never let ``value`` reach a log line. Short values are ignored (they would mask ordinary
-    words)."""
-    if value and len(value) >= 6:
-        with _secrets_lock:
-            _secrets.add(value)
-            # The secret part of a Connect key ("ApiKey SU-...:secret") on its own, too.
-            if ":" in value:
-                tail = value.rsplit(":", 1)[1]
-                if len(tail) >= 6:
-                    _secrets.add(tail)
+    """Never let ``value`` reach a log line, in any of its forms (:func:`secret_forms`). Short
+    values are ignored (they would mask ordinary words)."""
+    global _ordered
+    forms = secret_forms(value)
+    if not forms:
+        return
+    with _secrets_lock:
+        _secrets.update(forms)
+        _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def mask(text: str) -> str:
-    for secret in _secrets:
+    """``text`` with every form of every registered secret replaced by ``***``."""
+    return mask_with(text, _ordered)
+
+
+def mask_with(text: str, forms: tuple[str, ...]) -> str:
+    """``text`` with each of ``forms`` (longest first, as :func:`secret_forms` gives them)
+    replaced by ``***``."""
+    for secret in forms:
         if secret in text:
             text = text.replace(secret, MASK)
     return text

@@ -21,9 +21,11 @@ from processor.adapters.base import (
     Terminated,
     VendorAdapter,
     VendorCall,
+    default_check_call,
     has_status_read,
     outcome_name,
     supports,
+    with_default_check,
 )
 from processor.adapters.noop import NoopAdapter
 from processor.adapters.registry import ENTRY_POINT_GROUP, available_adapters, load_adapter
@@ -48,10 +50,12 @@ __all__ = [
     "VendorAdapter",
     "VendorCall",
     "available_adapters",
+    "default_check_call",
     "has_status_read",
     "load_adapter",
     "outcome_name",
     "supports",
+    "with_default_check",
 ]
 
 

@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from processor.model import CancelRequest
+from processor.urls import segment_problem
 
 __all__ = [
     "Idempotency",
@@ -37,6 +38,8 @@ __all__ = [
     "SubscriptionStatus",
     "VendorAdapter",
     "AdapterError",
+    "default_check_call",
+    "with_default_check",
 ]
 
 
@@ -142,7 +145,9 @@ class VendorAdapter(Protocol):
     - ``check_call(operation, call) -> str | None``: why ``call`` must not be sent (an id that would
       change the URL, an empty one), asked before the intent is recorded; nothing is called, and
       the request is parked as malformed (refused instead when ``processing.malformed`` is
-      ``fail`` and it is not a purge).
+      ``fail`` and it is not a purge). An adapter loaded by the registry without one gets
+      :func:`default_check_call` (the default subscription id rule,
+      :data:`processor.urls.VENDOR_ID`); one that accepts other ids defines its own.
     - ``close()``: release connections at shutdown.
     """
 
@@ -150,6 +155,25 @@ class VendorAdapter(Protocol):
     idempotency: Idempotency
 
     def terminate(self, call: VendorCall) -> Outcome: ...
+
+
+def default_check_call(operation: str, call: VendorCall) -> str | None:
+    """The subscription id rule every adapter keeps unless it says otherwise: the id must be a
+    value the vendor could have issued (:data:`processor.urls.VENDOR_ID`), or the request is
+    parked before any call."""
+    problem = segment_problem("subscription", call.subscription_id)
+    return None if problem is None else f"subscription_id {problem}"
+
+
+def with_default_check(adapter: Any) -> Any:
+    """``adapter``, given :func:`default_check_call` when it has no ``check_call`` of its own
+    (an object whose attributes cannot be set keeps none)."""
+    if not callable(getattr(adapter, "check_call", None)):
+        try:
+            adapter.check_call = default_check_call
+        except AttributeError:
+            pass
+    return adapter
 
 
 def has_status_read(adapter: VendorAdapter) -> bool:

@@ -23,6 +23,8 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
     outcomes: {"404": [{when: {error: not_found}, outcome: already_gone}, failed]}
     refusal: {field: message, default: "..."} # where a refusal's customer-facing reason is
     max_retry_after: 3600                     # cap on a vendor's Retry-After, seconds
+    subscription_id_pattern: "SUB-[0-9]{1,12}"  # default: processor.urls.VENDOR_ID
+    max_comment_chars: 1000                   # customer text sent, cut with a marker
     terminate: {method: POST, path: "/v1/subscriptions/{subscription_id}/terminate",
                 success_field: status, success_values: [terminated, purged],
                 body: ..., outcomes: ...}  # body and outcomes: per operation, over the above
@@ -34,9 +36,22 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
                       # cancel-processor check asks (see processor.adapters.http_probe)
 
 Templates (paths and body strings) name fields in braces: :data:`TEMPLATE_FIELDS` and
-``params.<parameter id>``; an unknown field is a start-up error. Path values are URL-quoted; body
-values that render empty are left out. No field varies between attempts, because a body that
-changes under the same idempotency key is another request to a Stripe-like vendor.
+``params.<parameter id>``; an unknown field is a start-up error. Path values go through
+:func:`processor.urls.segment`: each is checked for its kind (Connect's id grammar for
+``request_id``, ``asset_id``, ``product_id``, ``marketplace_id``; the subscription id rule for
+``subscription_id``; :data:`processor.urls.VENDOR_ID` for the rest) and percent-encoded as one
+segment, or nothing is sent. Body values that render empty are left out.
+
+Subscription ids. ``subscription_id_pattern`` (a regular expression matched whole; default
+:data:`processor.urls.VENDOR_ID`: letters, digits, ``._:@-``, starting with a letter or digit, at
+most 128 characters, not inf/infinity/nan) is checked on every call before anything is sent, in
+the path or not: a request whose id does not match is parked as malformed before any vendor call.
+
+Customer text. ``reason_comment`` (the customer's cancellation comment) and ``reason_code`` lose
+their control characters and are cut to ``max_comment_chars`` (default 1000) and 200 characters,
+ending with ``…[truncated]`` (:func:`processor.model.customer_text`). No field varies between
+attempts, because a body that changes under the same idempotency key is another request to a
+Stripe-like vendor.
 
 Outcomes. A status code is looked up exactly, then by range (``4xx``); an entry is an outcome name
 (:data:`OUTCOME_NAMES`) or a list of rules matched against the JSON body, first match wins.
@@ -64,10 +79,10 @@ thread (the engine's pool is fixed), all closed by :meth:`HttpAdapter.close`.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import requests
 
@@ -100,7 +115,6 @@ from processor.adapters.http_send import Answer, noted, send
 from processor.adapters.http_text import (
     body_text,
     customer_reason,
-    path_value_problem,
     retry_after_seconds,
 )
 from processor.adapters.http_text import detail as describe
@@ -113,6 +127,9 @@ from processor.adapters.http_transport import (
     unsent,
 )
 from processor.adapters.rate import RateLimit
+from processor.model import customer_text
+from processor.observe import mask_with, secret_forms
+from processor.urls import UnsafeSegment, segment, segment_problem
 
 __all__ = [
     "DEFAULT_OUTCOMES",
@@ -202,18 +219,42 @@ class HttpAdapter:
         op = self.settings.operations.get(operation)
         if op is None:
             return None
-        return _path_problem(op, _fields(call))
+        return self._call_problem(op, call, _fields(call, self.settings.max_comment_chars))
+
+    def _call_problem(
+        self, op: Operation, call: VendorCall, fields: Mapping[str, str]
+    ) -> str | None:
+        rule = self.settings.subscription_rule
+        for name in op.path.path_fields():
+            problem = segment_problem(_kind(name), fields.get(name, ""), self._rule(name))
+            if problem is not None:
+                return f"{name} {problem} for the URL {op.path.text}"
+        # In the path or not, the id must be one the vendor could have issued.
+        problem = segment_problem("subscription", call.subscription_id, rule)
+        if problem is not None:
+            return f"subscription_id {problem}"
+        return None
+
+    def _rule(self, name: str) -> re.Pattern[str] | None:
+        """The configured rule for the subscription id; the default one for other values."""
+        return self.settings.subscription_rule if _kind(name) == "subscription" else None
+
+    def _segment(self, name: str, value: str) -> str:
+        return segment(_kind(name), value, self._rule(name))
 
     def _perform(self, name: str, call: VendorCall) -> Outcome | SubscriptionStatus:
         op = self.settings.operations[name]
-        fields = _fields(call)
+        fields = _fields(call, self.settings.max_comment_chars)
         empty = [f for f in op.path.fields() if not fields.get(f)]
         if empty:
             return Failed(f"{name}: no {empty[0]} for the URL; nothing was sent")
-        problem = _path_problem(op, fields)
+        problem = self._call_problem(op, call, fields)
         if problem:
             return Failed(f"{name}: {problem}; nothing was sent")
-        url = self.settings.base_url + op.path.render(fields, lambda value: quote(value, safe=""))
+        try:
+            url = self.settings.base_url + op.path.render_path(fields, self._segment)
+        except UnsafeSegment as unsafe:  # the checks above cover every path field: a last guard
+            return Failed(f"{name}: {unsafe}; nothing was sent")
         headers = {"Accept": "application/json", **self.settings.headers}
         if self.settings.credential is not None:
             headers[self.settings.credential.header] = self.settings.credential.value
@@ -310,11 +351,10 @@ class HttpAdapter:
 
     def _scrub(self, text: str) -> str:
         secrets = self.settings.credential.secrets if self.settings.credential else ()
-        if self.tokens is not None:
-            secrets = (*secrets, *self.tokens.secrets())
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text
+        if self.tokens is not None:  # tokens change: their forms are derived as they come
+            forms = {f for token in self.tokens.secrets() for f in secret_forms(token)}
+            secrets = (*secrets, *sorted(forms, key=len, reverse=True))
+        return mask_with(text, secrets)
 
 
 def _status_answer(
@@ -331,15 +371,21 @@ def _status_answer(
     return op.statuses.get(value) or op.statuses.get(value.lower(), SubscriptionStatus.UNKNOWN)
 
 
-def _path_problem(op: Operation, fields: Mapping[str, str]) -> str | None:
-    for name in op.path.path_fields():
-        problem = path_value_problem(fields.get(name, ""))
-        if problem:
-            return f"{name} {problem} for the URL {op.path.text}"
-    return None
+# The kind of each template field's value, for processor.urls (others: a vendor value).
+_KINDS = {
+    "request_id": "request",
+    "asset_id": "asset",
+    "product_id": "product",
+    "marketplace_id": "marketplace",
+    "subscription_id": "subscription",
+}
 
 
-def _fields(call: VendorCall) -> dict[str, str]:
+def _kind(name: str) -> str:
+    return _KINDS.get(name, "vendor")
+
+
+def _fields(call: VendorCall, comment_chars: int) -> dict[str, str]:
     r = call.request
     values = {
         "subscription_id": call.subscription_id,
@@ -351,8 +397,10 @@ def _fields(call: VendorCall) -> dict[str, str]:
         "customer_id": r.customer_id,
         "external_id": r.external_id,
         "idempotency_key": call.idempotency_key,
-        "reason_code": call.reason_code,
-        "reason_comment": call.reason_comment,
+        "reason_code": None if call.reason_code is None else customer_text(call.reason_code, 200),
+        "reason_comment": None
+        if call.reason_comment is None
+        else customer_text(call.reason_comment, comment_chars),
     }
     fields = {k: "" if v is None else str(v) for k, v in values.items()}
     fields.update((f"params.{k}", v) for k, v in r.params.items())

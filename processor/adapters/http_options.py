@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,9 +49,13 @@ from processor.adapters.http_values import (
     short,
 )
 from processor.adapters.rate import RateSettings, rate_settings
+from processor.model import MAX_PARAM_CHARS
+from processor.observe import secret_forms
+from processor.urls import VENDOR_ID, compile_rule
 
 __all__ = [
     "DEFAULT_BODY",
+    "DEFAULT_COMMENT_CHARS",
     "DEFAULT_OUTCOMES",
     "DEFAULT_REFUSAL",
     "EVIDENCE_OUTCOMES",
@@ -67,6 +72,7 @@ __all__ = [
     "scalar",
     "short",
 ]
+DEFAULT_COMMENT_CHARS = 1000  # customer text sent to a vendor (processor.model.customer_text)
 DEFAULT_REFUSAL = "The vendor declined to cancel this subscription."
 
 
@@ -98,8 +104,12 @@ def _credential(raw: Any) -> Credential | None:
     secret = secret_from(env, path)
     if kind == "basic":
         token = base64.b64encode(f"{username}:{secret}".encode()).decode()
-        return Credential(kind, header, f"Basic {token}", (token, secret))
-    return Credential(kind, header, f"Bearer {secret}" if kind == "bearer" else secret, (secret,))
+        value = f"Basic {token}"
+    else:
+        value = f"Bearer {secret}" if kind == "bearer" else secret
+    # Every form the secret could leak in (raw, base64, URL-encoded...), derived once.
+    forms = sorted({*secret_forms(value), *secret_forms(secret)}, key=len, reverse=True)
+    return Credential(kind, header, value, tuple(forms) or (secret,))
 
 
 def _static_headers(raw: Any, reserved: set[str]) -> dict[str, str]:
@@ -186,6 +196,29 @@ class HttpSettings:
     oauth: OAuthSettings | None = None  # auth type oauth2 (then credential is None)
     client_cert: tuple[str, str] | None = None  # tls: (cert, key) files
     rate: RateSettings | None = None
+    # The rule a subscription id must match before any call (processor.urls.VENDOR_ID unless the
+    # option subscription_id_pattern says otherwise), and the cut of customer text sent.
+    subscription_rule: re.Pattern[str] = VENDOR_ID
+    max_comment_chars: int = DEFAULT_COMMENT_CHARS
+
+
+def _subscription_rule(raw: Any) -> re.Pattern[str]:
+    if raw is None:
+        return VENDOR_ID
+    if not isinstance(raw, str) or not raw.strip():
+        raise bad("subscription_id_pattern", "a regular expression (a non-empty string)", raw)
+    try:
+        return compile_rule(raw)
+    except (re.error, ValueError) as exc:
+        raise AdapterError(
+            f"option 'subscription_id_pattern': not a usable regular expression ({exc})"
+        ) from None
+
+
+def _comment_chars(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_PARAM_CHARS:
+        raise bad("max_comment_chars", f"a whole number from 1 to {MAX_PARAM_CHARS}", raw)
+    return raw
 
 
 def parse_options(options: Mapping[str, Any]) -> HttpSettings:
@@ -222,6 +255,8 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
     probe = _probe(o.get("probe", None), "status" in operations)
     client = client_cert(o.get("tls", None))
     rate = rate_settings(o.get("rate", None))
+    subscription_rule = _subscription_rule(o.get("subscription_id_pattern", None))
+    comment_chars = _comment_chars(o.get("max_comment_chars", DEFAULT_COMMENT_CHARS))
     o.done()
     return HttpSettings(
         base_url=base_url,
@@ -240,6 +275,8 @@ def parse_options(options: Mapping[str, Any]) -> HttpSettings:
         oauth=oauth,
         client_cert=client,
         rate=rate,
+        subscription_rule=subscription_rule,
+        max_comment_chars=comment_chars,
     )
 
 

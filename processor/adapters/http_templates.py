@@ -9,6 +9,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from processor.adapters.base import AdapterError
 from processor.adapters.http_values import bad
@@ -54,6 +55,19 @@ class Template:
         return "".join(
             text + (escape(fields.get(name, "")) if name else "") for text, name in self.parts
         )
+
+    def render_path(self, fields: Mapping[str, str], segment: Callable[[str, str], str]) -> str:
+        """The URL: each field before a ``?`` through ``segment(name, value)`` (checked for its
+        kind and encoded as one path segment, :func:`processor.urls.segment`), the ones after it
+        percent-encoded as query values."""
+        out, query = [], False
+        for text, name in self.parts:
+            query = query or "?" in text
+            out.append(text)
+            if name is not None:
+                value = fields.get(name, "")
+                out.append(quote(value, safe="") if query else segment(name, value))
+        return "".join(out)
 
     def fields(self) -> list[str]:
         return [name for _, name in self.parts if name is not None]

@@ -1,6 +1,6 @@
 """How the ``http`` adapter puts what a vendor said into words: outcome details, the start of a
-body for an error message, a customer-facing refusal reason, a path value that must not be sent,
-and a ``Retry-After`` header as seconds."""
+body for an error message, a customer-facing refusal reason, and a ``Retry-After`` header as
+seconds. (Which values may go into a URL path is :mod:`processor.urls`'s to say.)"""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from processor.adapters.http_values import lookup, short
+from processor.adapters.http_values import lookup
 
 __all__ = [
     "MAX_REASON_CHARS",
     "body_text",
     "customer_reason",
     "detail",
-    "path_value_problem",
     "retry_after_seconds",
 ]
 
@@ -57,19 +56,6 @@ def detail(operation: str, code: int, body: Any, headers: Mapping[str, str]) -> 
     if headers.get("Idempotent-Replayed", "").lower() == "true":
         text += " (replayed)"
     return text
-
-
-def path_value_problem(value: str) -> str | None:
-    """Why a value must not go into a URL path, or None: see ``HttpAdapter.check_call``."""
-    if not value.strip():
-        return "is empty"
-    if "/" in value or "\\" in value:
-        return f"{short(value, 60)} holds a slash"
-    if ".." in value or value == ".":
-        return f"{short(value, 60)} holds a dot segment"
-    if _CONTROL.search(value):
-        return f"{short(value, 60)} holds a control character"
-    return None
 
 
 def body_text(raw: bytes, limit: int = 200) -> str:

@@ -40,5 +40,9 @@ class NoopAdapter:
     def purge(self, call: VendorCall) -> Terminated:
         return Terminated("noop")
 
+    def check_call(self, operation: str, call: VendorCall) -> str | None:
+        """Any id will do: nothing is sent anywhere (the default id rule is for vendors)."""
+        return None
+
     def __repr__(self) -> str:
         return f"NoopAdapter(name={self.name!r})"

@@ -8,7 +8,9 @@ The construction contract: an adapter class is called as ``Class(options)`` with
 ``options`` mapping from the configuration (a private copy) and validates them itself, raising
 :class:`AdapterError` that names the option key and what was expected. After construction the
 registry sets ``adapter.name`` to the name the configuration gives the adapter, because the engine
-keys circuit breakers and metrics by it; ``name`` must therefore be a writable attribute.
+keys circuit breakers and metrics by it; ``name`` must therefore be a writable attribute. An
+adapter without ``check_call`` is given the default subscription id rule
+(:func:`~processor.adapters.base.default_check_call`).
 
 Every failure here is a start-up error: an unknown name, an import that fails, a constructor that
 rejects its options or raises anything else, or an object that does not satisfy
@@ -23,7 +25,7 @@ import importlib.metadata
 from collections.abc import Mapping
 from typing import Any
 
-from processor.adapters.base import AdapterError, Idempotency, VendorAdapter
+from processor.adapters.base import AdapterError, Idempotency, VendorAdapter, with_default_check
 
 __all__ = ["ENTRY_POINT_GROUP", "available_adapters", "load_adapter"]
 
@@ -61,7 +63,7 @@ def load_adapter(
         except AttributeError:
             raise AdapterError(f"{label}: 'name' must be a writable attribute") from None
     _check(adapter, label)
-    return adapter  # type: ignore[no-any-return]
+    return with_default_check(adapter)  # type: ignore[no-any-return]
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

@@ -13,6 +13,10 @@ request:
   credentials would have replaced the Authorization header that carries the API key;
 - the client rebuilds its User-Agent on every call (:func:`cache_user_agent`).
 
+Every answer passes :func:`processor.marketplace.boundary.receive` inside the session, before the
+client sees it: the body is streamed and capped, JSON is parsed there, once, with limits, and the
+client's ``execute`` returns that value instead of parsing the body again (unbounded).
+
 Every worker thread gets its own ``requests.Session`` (the client keeps them per thread); all of
 them share one connection pool sized to the worker count, so every worker keeps its connection
 alive between calls.
@@ -26,11 +30,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
-from connect.client import ConnectClient
+from connect.client import ClientError, ConnectClient
 from connect.client import utils as connect_utils
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from processor.marketplace import boundary
 from processor.marketplace.settings import GatewaySettings
 
 __all__ = ["build_client", "cache_user_agent", "environment_proxies", "environment_verify"]
@@ -66,6 +71,11 @@ class _Session(requests.Session):
             "cert": self.cert if cert is None else cert,
         }
 
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        # Streamed, so that the boundary decides how much of the body is ever read.
+        kwargs["stream"] = True
+        return boundary.receive(super().request(method, url, *args, **kwargs))
+
 
 class _Client(ConnectClient):  # type: ignore[misc]  # the client has no type hints
     """``ConnectClient`` with sessions of our making: no per-call environment read, one pool."""
@@ -76,6 +86,32 @@ class _Client(ConnectClient):  # type: ignore[misc]  # the client has no type hi
         super().__init__(*args, **kwargs)
         self._transport = transport
         self._proxies = dict(proxies)
+
+    def execute(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The client's ``execute`` (the path every call takes), returning the JSON value the
+        boundary parsed instead of parsing the body again without limits."""
+        url = f"{self.endpoint}/{path}"
+        kwargs = self._prepare_call_kwargs(kwargs)
+        self.response = None
+        try:
+            self._execute_http_call(method, url, kwargs)
+        except requests.RequestException as exc:
+            details = self._get_api_error_details() or {}
+            status = self.response.status_code if self.response is not None else None
+            raise ClientError(status_code=status, **details) from exc
+        response = self.response
+        assert isinstance(response, requests.Response)  # set by _execute_http_call
+        if response.status_code == 204:
+            return None
+        if str(response.headers.get("Content-Type", "")).startswith("application/json"):
+            return boundary.parsed(response)
+        return response.content
+
+    def _get_api_error_details(self) -> dict[str, Any] | None:
+        # The client's own reads the body again and trusts its shape; here: the boundary's value,
+        # only a JSON object with a text error code and a list of texts, each bounded.
+        body = boundary.parsed(self.response) if self.response is not None else None
+        return boundary.api_error(body)
 
     @property
     def session(self) -> requests.Session:

@@ -18,6 +18,8 @@ from email.utils import parsedate_to_datetime
 import requests
 from connect.client import ClientError
 
+from processor.marketplace.boundary import Unreadable
+
 __all__ = [
     "BAD_RESPONSE",
     "CLIENT_ERROR",
@@ -106,6 +108,8 @@ def classify(exc: ClientError, now: float) -> Failure:
     if status is None:
         if not isinstance(cause_exc, requests.RequestException):
             return Failure(CLIENT_ERROR, errors=(str(exc),))
+        if isinstance(cause_exc, Unreadable):  # a 2xx the boundary refused: it may have acted
+            return Failure(BAD_RESPONSE, errors=(str(cause_exc),))
         if isinstance(cause_exc, requests.exceptions.SSLError):
             return Failure(TLS, sent=False, errors=(_tls_reason(cause_exc),))
         if isinstance(cause_exc, requests.ConnectTimeout):

@@ -32,14 +32,16 @@ from typing import Any
 import structlog
 from connect.client import ConnectClient
 from connect.client.rql import R
-from connect.client.utils import parse_content_range
 
+from processor.marketplace.boundary import content_range
 from processor.marketplace.client import build_client, environment_verify
 from processor.marketplace.errors import ActionRefused, MarketplaceError, NotPending, TransientError
 from processor.marketplace.notes import NOTE_MAX_CHARS, Notes
 from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
 from processor.marketplace.settings import GatewaySettings, Selector
+from processor.observe import mask_with, secret_forms
+from processor.urls import UnsafeSegment, segment, segment_problem
 
 __all__ = ["ConnectGateway", "NOTE_MAX_CHARS"]
 
@@ -84,7 +86,7 @@ class ConnectGateway:
         # front, but every call accepts requests' keyword arguments: TLS verification goes there,
         # with the CA bundle the environment names read once, here (see .client).
         self._http: dict[str, Any] = {"verify": environment_verify(settings.verify)}
-        self._secrets = _secret_parts(settings.api_key)
+        self._secrets = secret_forms(settings.api_key)  # every form, derived once
         self._retry = Retrier(
             settings,
             sleep=sleep,
@@ -142,10 +144,12 @@ class ConnectGateway:
         return page.total
 
     def get_request(self, request_id: str) -> dict[str, Any]:
-        return self._read("get_request", lambda: self.client.requests[request_id].get(**self._http))
+        resource = self.client.requests[_segment("get_request", "request", request_id)]
+        return self._read("get_request", lambda: resource.get(**self._http))
 
     def get_asset(self, asset_id: str) -> dict[str, Any]:
-        return self._read("get_asset", lambda: self.client.assets[asset_id].get(**self._http))
+        resource = self.client.assets[_segment("get_asset", "asset", asset_id)]
+        return self._read("get_asset", lambda: resource.get(**self._http))
 
     def default_template(self, product_id: str) -> str | None:
         """The product's asset fulfillment template: one flagged or named default, else the
@@ -161,7 +165,7 @@ class ConnectGateway:
                 if product_id in self._templates:
                     return self._templates[product_id]
             templates = (
-                self.client.products[product_id]
+                self.client.products[_segment("default_template", "product", product_id)]
                 .templates.filter(scope="asset", type="fulfillment")
                 .configure(**self._http)
                 .limit(100)
@@ -216,7 +220,7 @@ class ConnectGateway:
         if (email is None) == (user_id is None):
             raise ValueError("assign needs exactly one of email= or user_id=")
         payload = {"email": email} if email is not None else {"id": user_id}
-        action = self.client.requests[request_id]("assign")
+        action = self.client.requests[_segment("assign", "request", request_id)]("assign")
         return self._read("assign", lambda: action.post(payload=payload, **self._http))
 
     def update_params(
@@ -228,7 +232,7 @@ class ConnectGateway:
         }
         if note is not None:
             payload["note"] = note
-        resource = self.client.requests[request_id]
+        resource = self.client.requests[_segment("update_params", "request", request_id)]
         return self._read("update_params", lambda: resource.update(payload=payload, **self._http))
 
     # -- notes ---------------------------------------------------------------------------------
@@ -261,9 +265,7 @@ class ConnectGateway:
     # -- internals -----------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return mask_with(text, self._secrets)
 
     def _read(self, operation: str, send: Callable[[], Any]) -> dict[str, Any]:
         """An idempotent call: retried freely."""
@@ -305,7 +307,8 @@ class ConnectGateway:
         source: frozenset[str],
         target: str,
     ) -> dict[str, Any]:
-        action = self.client.requests[request_id](operation)
+        resource = self.client.requests[_segment(operation, "request", request_id)]
+        action = resource(operation)
 
         def reconcile(current: dict[str, Any]) -> dict[str, Any] | None:
             status = str(current.get("status") or "")
@@ -316,9 +319,7 @@ class ConnectGateway:
             raise NotPending(status, request_id)
 
         def reread() -> dict[str, Any] | None:
-            return reconcile(
-                self._retry.once(lambda: self.client.requests[request_id].get(**self._http))
-            )
+            return reconcile(self._retry.once(lambda: resource.get(**self._http)))
 
         try:
             result = self._ambiguous(
@@ -356,7 +357,7 @@ class ConnectGateway:
                 raise TransientError(
                     f"{operation}: Connect answered with no JSON list", cause="bad_response"
                 )
-            total = parse_content_range(self.client.response.headers.get("Content-Range"))
+            total = content_range(self.client.response.headers.get("Content-Range"))
             return Page(items, total.count if total else None)
 
         return self._retry.call(operation, lambda: self._retry.once(send))
@@ -398,8 +399,23 @@ class ConnectGateway:
         return max((first.total or 0) - among, 0), ids_of(first)
 
 
+def _segment(operation: str, kind: str, value: str) -> str:
+    """``value`` as one path segment of ``kind`` (:func:`processor.urls.segment`); a value that
+    cannot be one is Connect's "no" given before anything is sent: :class:`ActionRefused`."""
+    try:
+        return segment(kind, value)
+    except UnsafeSegment as unsafe:
+        raise ActionRefused(
+            None, "unsafe_id", [f"{unsafe}; nothing was sent"], operation=operation
+        ) from None
+
+
 def _pick_template(templates: Iterable[Any]) -> str | None:
-    candidates = [t for t in templates if isinstance(t, dict) and t.get("id")]
+    candidates = [
+        t
+        for t in templates
+        if isinstance(t, dict) and segment_problem("template", t.get("id")) is None
+    ]
     for template in candidates:
         if template.get("default") is True:
             return str(template["id"])
@@ -408,11 +424,3 @@ def _pick_template(templates: Iterable[Any]) -> str | None:
         if "default" in names.split():
             return str(template["id"])
     return str(candidates[0]["id"]) if candidates else None
-
-
-def _secret_parts(api_key: str) -> tuple[str, ...]:
-    """The key and its secret half (after the last ':'), longest first, for redaction."""
-    parts = {api_key.strip()}
-    if ":" in api_key:
-        parts.add(api_key.rsplit(":", 1)[1].strip())
-    return tuple(sorted((p for p in parts if len(p) >= 6), key=len, reverse=True))

@@ -22,8 +22,9 @@ from typing import Any
 
 from connect.client import ConnectClient
 
-from processor.marketplace.errors import NotFound
+from processor.marketplace.errors import ActionRefused, NotFound
 from processor.marketplace.retry import Retrier
+from processor.urls import UnsafeSegment, connect_id_problem, segment
 
 __all__ = ["NOTE_MAX_CHARS", "Notes"]
 
@@ -89,7 +90,7 @@ class Notes:
         if once_key is not None and not first_attempt and self.has(conversation_id, text):
             self._posted.put(once_key, True)
             return False
-        messages = self._client.conversations[conversation_id].messages
+        messages = self._client.conversations[_conversation(conversation_id)].messages
         payload = {"text": text, "type": "message"}
         self._ambiguous(
             "post_note",
@@ -104,17 +105,22 @@ class Notes:
         cached = self._conversations.get(request_id)
         if cached:
             return str(cached)
+        problem = connect_id_problem("request", request_id)
+        if problem is not None:
+            raise ActionRefused(None, "unsafe_id", [f"request id {problem}"], operation="post_note")
         found = self._client.conversations.filter(instance_id=request_id).configure(**self._http)
         first = self._retry.call("find_conversation", lambda: self._retry.once(found.first))
         if not isinstance(first, dict) or not first.get("id"):
             raise NotFound(f"find_conversation: request {request_id} has no conversation")
+        if connect_id_problem("conversation", first["id"]) is not None:
+            raise NotFound(f"find_conversation: request {request_id} has no usable conversation id")
         self._conversations.put(request_id, first["id"])
         return str(first["id"])
 
     def has(self, conversation_id: str, text: str, *, retries: bool = True) -> bool:
         """Whether ``text`` is among the conversation's newest messages."""
         newest = (
-            self._client.conversations[conversation_id]
+            self._client.conversations[_conversation(conversation_id)]
             .messages.all()
             .order_by("-created")
             .configure(**self._http)
@@ -126,3 +132,11 @@ class Notes:
 
         messages = self._retry.call("read_messages", read) if retries else read()
         return any(isinstance(m, dict) and m.get("text") == text for m in messages)
+
+
+def _conversation(conversation_id: str) -> str:
+    """The conversation id as one checked path segment (:func:`processor.urls.segment`)."""
+    try:
+        return segment("conversation", conversation_id)
+    except UnsafeSegment as unsafe:
+        raise ActionRefused(None, "unsafe_id", [str(unsafe)], operation="post_note") from None

@@ -60,6 +60,7 @@ from connect.client.rql import R
 from processor.marketplace.errors import MarketplaceError
 from processor.marketplace.settings import rql_datetime
 from processor.model import parse_datetime
+from processor.urls import connect_id_problem
 
 __all__ = [
     "Page",
@@ -91,18 +92,18 @@ def placement(item: Any) -> tuple[str, datetime] | str:
     if not isinstance(item, dict):
         return f"expected a JSON object, got {type(item).__name__}"
     item_id = item.get("id")
-    if not isinstance(item_id, str) or not item_id.strip():
+    if connect_id_problem("request", item_id) is not None:  # never into out(...) nor a URL
         return "no request id"
     created = parse_datetime(item.get("created"))
     if created is None:
         return "created is missing or not an ISO 8601 date"
-    return item_id, created
+    return str(item_id), created
 
 
 def fingerprint(item: Any) -> str:
     """What identifies a row without a usable id within one pass: its id if it has one, else its
     text."""
-    if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"].strip():
+    if isinstance(item, dict) and connect_id_problem("request", item.get("id")) is None:
         return str(item["id"])
     try:
         text = json.dumps(item, sort_keys=True, default=repr)

@@ -59,6 +59,7 @@ from processor.marketplace.errors import (
     Unauthorized,
 )
 from processor.marketplace.failures import (
+    BAD_RESPONSE,
     CONNECTION,
     THROTTLED,
     TLS,
@@ -225,6 +226,11 @@ class Retrier:
                 f"{operation}: Connect unavailable: TLS verification failed ({reason}); to trust a "
                 "private CA, set connect.verify to its CA bundle file",
                 cause=TLS,
+            )
+        if failure.cause == BAD_RESPONSE and failure.errors:  # the boundary said why: say it
+            return TransientError(
+                f"{operation}: Connect's answer could not be used: {failure.errors[0][:200]}",
+                cause=failure.cause,
             )
         if failure.transient:
             wait = (

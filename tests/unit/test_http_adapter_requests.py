@@ -83,6 +83,8 @@ def test_templates_fill_and_quote_request_fields(vendor: responses.RequestsMock)
     http = HttpAdapter(
         {
             "base_url": f"{BASE}/api/",
+            # This vendor's ids hold a space, which the default rule refuses.
+            "subscription_id_pattern": "[A-Z]+:[0-9]+ [a-z]+",
             "terminate": {
                 "method": "delete",
                 "path": "/v2/accounts/{customer_id}/subs/{subscription_id}/cancel"

@@ -1,0 +1,234 @@
+"""The one way in for Connect's data: every answer passes here before any other code sees it.
+
+:func:`receive` runs on every response the gateway's HTTP sessions get (list pages, reads, action
+answers, error bodies; :mod:`processor.marketplace.client` hooks it into the session), before
+connect-openapi-client looks at it:
+
+- the body is streamed and read up to :data:`MAX_BODY_BYTES`, counted both as sent (compressed)
+  and as decoded (gzip, deflate): a small gzip body that expands to 200 MB is cut at the cap, never
+  held whole; and within :data:`MAX_BODY_SECONDS`, however slowly it drips;
+- a JSON body (by its ``Content-Type``, as the client decides) is parsed by :func:`parse_json`:
+  nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_CONTAINERS` arrays and objects or
+  :data:`MAX_VALUES` values (what a parsed answer costs in memory grows with them, not its bytes),
+  ``NaN``/``Infinity`` (or a number too large to be finite), duplicate keys, integers longer than
+  :data:`MAX_INT_DIGITS` digits, and text that is not UTF-8 JSON are refused;
+- ``Content-Range`` is read by :func:`content_range`: anything but ``items <first>-<last>/<total>``
+  with digit counts is "unknown" (the header is removed), never an exception.
+
+A 2xx answer that fails raises :class:`Unreadable` (a ``requests`` error, so the client reports it
+like a dropped answer; :mod:`processor.marketplace.failures` classifies it ``bad_response``: retried
+with backoff, then the pass is deferred with one line). An error answer (4xx, 5xx) that fails keeps
+its status and loses its body: its status decides, and an unreadable body says nothing.
+
+The parsed value is kept on the response (:func:`parsed`), so JSON is parsed once, here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_BODY_SECONDS",
+    "MAX_CONTAINERS",
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "MAX_VALUES",
+    "ContentRange",
+    "Unreadable",
+    "api_error",
+    "content_range",
+    "parse_json",
+    "parsed",
+    "read_body",
+    "receive",
+]
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a page of 1,000 real requests is ~10 MB; decoded and as sent
+MAX_DEPTH = 64  # a request payload nests ~6 deep
+MAX_CONTAINERS = 200_000  # arrays and objects in one answer (~70 per real request)
+MAX_VALUES = 250_000  # values in one answer, counted by their commas (~200 per real request)
+MAX_INT_DIGITS = 30
+MAX_BODY_SECONDS = 60.0  # a whole body, however slowly it drips
+_CHUNK = 64 * 1024
+_RANGE = re.compile(r"items (\d{1,15})-(\d{1,15})/(\d{1,15})")
+_ATTRIBUTE = "processor_boundary_value"
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+class Unreadable(requests.RequestException):
+    """A 2xx answer from Connect that cannot be used (too large, not JSON, too deep, ...).
+    Its message says why, never quoting the body."""
+
+
+@dataclass(frozen=True)
+class ContentRange:
+    first: int
+    last: int
+    count: int
+
+
+def content_range(value: Any) -> ContentRange | None:
+    """``items 0-99/1234`` as numbers; anything else (``NaN``, ``*``, a missing part, a huge or
+    negative number) is None: "unknown", never an exception."""
+    if not isinstance(value, str):
+        return None
+    found = _RANGE.fullmatch(value.strip())
+    if found is None:
+        return None
+    first, last, count = (int(g) for g in found.groups())
+    return ContentRange(first, last, count)
+
+
+def read_body(
+    response: requests.Response,
+    limit: int = MAX_BODY_BYTES,
+    *,
+    seconds: float = MAX_BODY_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> bytearray:
+    """The body of a streamed response, at most ``limit`` bytes sent and ``limit`` decoded, read
+    within ``seconds`` (the read timeout bounds each socket read, not a body sent a byte at a
+    time); raises :class:`Unreadable` past any of them (the connection is closed, the rest never
+    read). A body cut short or undecodable raises what requests raises for it (a dropped
+    answer)."""
+    raw = response.raw
+    decoded = bytearray()
+    deadline = clock() + seconds
+    try:
+        for chunk in response.iter_content(_CHUNK):
+            decoded += chunk
+            sent = raw.tell() if hasattr(raw, "tell") else len(decoded)
+            if len(decoded) > limit or sent > limit:
+                raise Unreadable(
+                    f"the answer is larger than {limit} bytes (sent or decoded); not read further"
+                )
+            if clock() > deadline:
+                raise Unreadable(f"the answer took longer than {seconds:g} s to arrive")
+    except BaseException:
+        response.close()
+        raise
+    return decoded
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number too large to be finite")
+    return value
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer longer than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {dup[:40]!r} in an object")
+    return result
+
+
+def _depth_problem(data: bytes | bytearray) -> str | None:
+    """Nesting deeper than :data:`MAX_DEPTH` or more than :data:`MAX_CONTAINERS` containers,
+    found on the text before parsing (so neither the parser's recursion nor its memory is spent
+    on it). Strings are removed first (their brackets are text), then only brackets are walked."""
+    if data.count(b",") > MAX_VALUES:  # an upper bound: commas in strings count too
+        return f"more than {MAX_VALUES} values"
+    opened = data.count(b"[") + data.count(b"{")
+    if opened <= MAX_DEPTH:
+        return None  # cannot nest deeper than it opens
+    if opened > MAX_CONTAINERS:
+        return f"more than {MAX_CONTAINERS} arrays and objects"
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+        else:
+            depth -= 1
+    return None
+
+
+def parse_json(data: bytes | bytearray) -> Any:
+    """JSON text as Python values, within the limits in the module docstring; raises
+    :class:`Unreadable` saying why."""
+    problem = _depth_problem(data)
+    if problem is not None:
+        raise Unreadable(f"the answer is not usable JSON: {problem}")
+    try:
+        text = data.decode("utf-8")
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite,
+            parse_int=_integer,
+            object_pairs_hook=_unique,
+        )
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise Unreadable(f"the answer is not usable JSON: {reason[:120]}") from None
+
+
+def _is_json(response: requests.Response) -> bool:
+    # The client's own test: a JSON answer is one whose Content-Type starts so.
+    return str(response.headers.get("Content-Type", "")).startswith("application/json")
+
+
+def receive(response: requests.Response, limit: int = MAX_BODY_BYTES) -> requests.Response:
+    """Read, bound and parse one answer (see the module docstring); returns it, body read."""
+    success = response.status_code < 400
+    body: bytes | bytearray = b""
+    try:
+        body = read_body(response, limit)
+        value = parse_json(body) if _is_json(response) and body.strip() else None
+    except Unreadable:
+        if success:
+            raise
+        value = None
+        response.headers.pop("Content-Type", None)
+    # The body is read: requests serves .content, .text and .json() from here on. A JSON body
+    # is not kept beside its value (the client reads the value): one copy of a large answer.
+    response._content = b"" if value is not None else bytes(body)
+    response._content_consumed = True  # type: ignore[attr-defined]
+    setattr(response, _ATTRIBUTE, value)
+    if content_range(response.headers.get("Content-Range")) is None:
+        response.headers.pop("Content-Range", None)  # unknown, for every reader of the header
+    return response
+
+
+def api_error(body: Any) -> dict[str, Any] | None:
+    """Connect's error body (``{"error_code": "REQ_005", "errors": ["..."]}``) as the client's
+    ``ClientError`` takes it, bounded: a code of at most 100 characters, at most 10 texts of at
+    most 500 each; None when the body is not of that shape."""
+    if not isinstance(body, dict):
+        return None
+    code, errors = body.get("error_code"), body.get("errors")
+    if not isinstance(code, str) or not isinstance(errors, list):
+        return None
+    texts = [e[:500] for e in errors[:10] if isinstance(e, str)]
+    return {"error_code": code[:100], "errors": texts}
+
+
+def parsed(response: requests.Response) -> Any:
+    """The JSON value :func:`receive` parsed from ``response`` (None when it had none)."""
+    return getattr(response, _ATTRIBUTE, None)
