@@ -38,8 +38,6 @@ from typing import Any
 
 import requests
 import urllib3
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.requests_client import OAuth2Session
 
 from processor.adapters.base import AdapterError, Failed, Idempotency, RetryLater
 from processor.adapters.http_outcomes import Operation
@@ -164,6 +162,12 @@ class TokenSource:
         return (self.settings.secret, *self._recent)
 
     def _fetch(self) -> _Token:
+        # authlib (with joserfc and cryptography's x509) costs a third of a second of start-up;
+        # only a vendor with OAuth2 pays it, on its first token. A restart after a crash is the
+        # time nothing is processed.
+        from authlib.integrations.base_client import OAuthError
+        from authlib.integrations.requests_client import OAuth2Session
+
         s = self.settings
         session = OAuth2Session(
             s.client_id, s.secret, token_endpoint_auth_method=s.client_auth, scope=s.scope
