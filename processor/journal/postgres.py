@@ -52,7 +52,7 @@ from processor.journal.base import JournalError, SchemaError
 from processor.journal.connector import MIGRATE_HINT, Params
 from processor.journal.holders import LocalSendRights, PostgresSendRights
 from processor.journal.queries import Migration, load_migrations, load_queries
-from processor.journal.rows import Clock, utcnow
+from processor.journal.rows import Clock, storable, storable_params, utcnow
 from processor.journal.store import StoreJournal
 
 __all__ = ["postgres_journal", "PostgresConnector"]
@@ -67,14 +67,14 @@ class _Session:
         self._cur = cur
 
     def run(self, query: str, params: Params | None = None) -> None:
-        self._cur.execute(query, params)
+        self._cur.execute(query, storable_params(params))
 
     def one(self, query: str, params: Params | None = None) -> DictRow | None:
-        self._cur.execute(query, params)
+        self._cur.execute(query, storable_params(params))
         return self._cur.fetchone()
 
     def all(self, query: str, params: Params | None = None) -> list[DictRow]:
-        self._cur.execute(query, params)
+        self._cur.execute(query, storable_params(params))
         return self._cur.fetchall()
 
     def script(self, sql: str) -> None:
@@ -215,7 +215,7 @@ class PostgresConnector:
         return None if names is None else list(names)
 
     def data(self, value: Mapping[str, Any]) -> Jsonb:
-        return Jsonb(value)
+        return Jsonb(storable(value))
 
     def decode_time(self, value: datetime | None) -> datetime | None:
         return None if value is None else value.astimezone(UTC)

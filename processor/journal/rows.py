@@ -4,12 +4,20 @@ into records, and time.
 Both stores accept exactly the same input and return exactly the same records, so the checks live
 here once. Every check raises :class:`ValueError` *before* a transaction opens: a programming error
 must never be mistaken for a lost lease or an unreachable database.
+
+**Any text can be stored.** Text reaches the journal from outside (a vendor's refusal reason, an
+error a server sent, a customer's ids), and a Python string may hold what no store takes: NUL
+(PostgreSQL's text and jsonb refuse it) and a lone surrogate (not Unicode at all: neither driver
+can encode it). :func:`storable` replaces both with U+FFFD, and every value a connector binds goes
+through :func:`storable_params` (``data`` through :func:`data_json`), so a hostile answer costs a
+replacement character, never a failed write after a vendor call.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
@@ -29,6 +37,8 @@ __all__ = [
     "check_limit",
     "state_names",
     "data_json",
+    "storable",
+    "storable_params",
     "record_from_row",
     "transition_from_row",
 ]
@@ -73,13 +83,36 @@ def aware_utc(value: datetime, what: str) -> datetime:
     return value.astimezone(UTC)
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with NUL and lone surrogates replaced by U+FFFD in every string it holds (keys
+    included); anything else as it is. A Python string never holds a valid surrogate pair (the
+    pair is one code point), so every surrogate found is a lone one."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, Mapping):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v) for v in value]
+    return value
+
+
+def storable_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Query parameters as a connector binds them: every string made storable."""
+    if not params:
+        return {}
+    return {k: storable(v) if isinstance(v, str) else v for k, v in params.items()}
+
+
 def data_json(data: Mapping[str, Any]) -> str:
-    """``data`` as JSON text; what JSON cannot hold (datetimes, NaN, sets) is refused, not
-    mangled."""
+    """``data`` as JSON text, its strings made storable; what JSON cannot hold (datetimes, NaN,
+    sets) is refused, not mangled."""
     if not isinstance(data, Mapping):
         raise ValueError(f"data must be a mapping, got {type(data).__name__}")
     try:
-        return json.dumps(dict(data), allow_nan=False, separators=(",", ":"))
+        return json.dumps(storable(dict(data)), allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"data must be JSON-serializable: {exc}") from None
 
@@ -108,6 +141,8 @@ def check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         value = checked.get(name)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} must be a str or None, got {type(value).__name__}")
+        if value is not None:
+            checked[name] = storable(value)  # the record a write answers holds what was stored
     return checked
 
 

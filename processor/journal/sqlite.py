@@ -46,7 +46,7 @@ from processor.journal.base import JournalError, SchemaError
 from processor.journal.connector import MIGRATE_HINT, Params
 from processor.journal.holders import LocalSendRights, file_send_rights
 from processor.journal.queries import Migration, load_migrations, load_queries
-from processor.journal.rows import Clock, aware_utc, data_json, utcnow
+from processor.journal.rows import Clock, aware_utc, data_json, storable_params, utcnow
 from processor.journal.sqlite_connections import MEMORY, Connections, PerThread, Shared
 from processor.journal.store import StoreJournal
 
@@ -82,16 +82,14 @@ class _Session:
         self._conn = conn
 
     def run(self, query: str, params: Params | None = None) -> None:
-        self._conn.execute(query, {} if params is None else params).fetchall()
+        self._conn.execute(query, storable_params(params)).fetchall()
 
     def one(self, query: str, params: Params | None = None) -> sqlite3.Row | None:
         rows = self.all(query, params)
         return rows[0] if rows else None
 
     def all(self, query: str, params: Params | None = None) -> list[sqlite3.Row]:
-        rows: list[sqlite3.Row] = self._conn.execute(
-            query, {} if params is None else params
-        ).fetchall()
+        rows: list[sqlite3.Row] = self._conn.execute(query, storable_params(params)).fetchall()
         return rows
 
     def script(self, sql: str) -> None:

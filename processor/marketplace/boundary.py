@@ -11,7 +11,8 @@ connect-openapi-client looks at it:
   nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_CONTAINERS` arrays and objects or
   :data:`MAX_VALUES` values (what a parsed answer costs in memory grows with them, not its bytes),
   ``NaN``/``Infinity`` (or a number too large to be finite), duplicate keys, integers longer than
-  :data:`MAX_INT_DIGITS` digits, and text that is not UTF-8 JSON are refused;
+  :data:`MAX_INT_DIGITS` digits, and text that is not UTF-8 JSON are refused; a lone surrogate
+  (``"\ud800"``, valid JSON but not a character) becomes U+FFFD;
 - ``Content-Range`` is read by :func:`content_range`: anything but ``items <first>-<last>/<total>``
   with digit counts is "unknown" (the header is removed), never an exception.
 
@@ -59,7 +60,11 @@ MAX_VALUES = 250_000  # values in one answer, counted by their commas (~200 per 
 MAX_INT_DIGITS = 30
 MAX_BODY_SECONDS = 60.0  # a whole body, however slowly it drips
 _CHUNK = 64 * 1024
-_RANGE = re.compile(r"items (\d{1,15})-(\d{1,15})/(\d{1,15})")
+_RANGE = re.compile(r"items ([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15})")  # ASCII digits only
+# An escaped surrogate (``\ud800``); JSON text holds no other way to write one (raw, it is not
+# UTF-8). A valid pair decodes to one code point; what a parse leaves is a lone half.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ATTRIBUTE = "processor_boundary_value"
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -177,16 +182,31 @@ def parse_json(data: bytes | bytearray) -> Any:
         raise Unreadable(f"the answer is not usable JSON: {problem}")
     try:
         text = data.decode("utf-8")
-        return json.loads(
+        value = json.loads(
             text,
             parse_constant=_refuse_constant,
             parse_float=_finite,
             parse_int=_integer,
             object_pairs_hook=_unique,
         )
+        return _whole_characters(value) if _SURROGATE_ESCAPE.search(data) else value
     except (ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise Unreadable(f"the answer is not usable JSON: {reason[:120]}") from None
+
+
+def _whole_characters(value: Any) -> Any:
+    """``value`` with every lone surrogate replaced by U+FFFD (keys too). A lone half is not a
+    character: no file, log line, database or vendor body can encode it, so it is replaced here,
+    once, rather than failing wherever the text travels. Only run when the raw text holds a
+    surrogate escape, so an ordinary answer pays one regex search."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_whole_characters(k): _whole_characters(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_characters(v) for v in value]
+    return value
 
 
 def _is_json(response: requests.Response) -> bool:

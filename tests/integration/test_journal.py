@@ -288,3 +288,37 @@ def test_eight_threads_claiming_one_request_one_wins(store: Store) -> None:
     assert len(results) == 8 and len(winners) == 1
     record = store.journal.get("PR-1")
     assert record is not None and (record.fence, record.lease_owner) == (1, winners[0].owner)
+
+
+# -- any text a vendor or Connect sends can be stored ---------------------------------------------
+
+UNSTORABLE = ["a\x00b", "lone \ud800 surrogate", "\udfff", "\x00" * 3, "ok \U0001f600 pair"]
+
+
+@pytest.mark.parametrize("text", UNSTORABLE)
+def test_text_no_store_takes_as_it_is_is_stored_with_a_replacement_character(
+    store: Store, text: str
+) -> None:
+    """NUL (PostgreSQL refuses it in text and jsonb) and lone surrogates (no driver encodes them)
+    reach the journal from outside: a vendor's refusal reason, an error body, a note. Every
+    field and the data (keys too) keep the rest of the text; the write never fails."""
+    journal = store.journal
+    new_request(journal, customer_id=text)
+    claim = claimed(journal)
+    expected = text.replace("\x00", "\ufffd")
+    expected = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in expected)
+    moved = journal.transition(
+        claim,
+        State.FAILED,
+        detail=text,
+        outcome=text,
+        reason=text,
+        last_error=text,
+        data={"why": text, text: [text, {"nested": text}]},
+    )
+    for record in (moved.record, journal.get("PR-1")):
+        assert record is not None
+        assert (record.reason, record.last_error, record.outcome) == (expected,) * 3
+        assert record.data == {"why": expected, expected: [expected, {"nested": expected}]}
+    assert journal.transitions("PR-1")[-1].detail == expected
+    assert journal.get("PR-1").customer_id == expected  # type: ignore[union-attr]
