@@ -46,6 +46,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "MAX_VENDOR_ID_CHARS",
     "TRUNCATED",
+    "UNREADABLE",
     "customer_text",
 ]
 
@@ -58,6 +59,10 @@ MAX_TEXT_CHARS = 1000
 MAX_PARAMS = 500
 MAX_ITEMS = 1000
 TRUNCATED = "…[truncated]"
+# The key of what the listing yields for a request Connect sent in a form no reader accepts (a
+# NaN, a duplicate key, nesting past the cap): its id, read leniently, and why it was refused
+# (processor.marketplace.paging). Such a request is malformed, for that reason.
+UNREADABLE = "processor.unreadable"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
@@ -293,6 +298,10 @@ def parse_request(
         # nothing), so the request is recorded without one and never acted on.
         raise MalformedRequest(None, f"request id {problem}")
     request_id = str(got)
+    refused = data.get(UNREADABLE)
+    if refused is not None:
+        why = f"Connect sent it in a form that cannot be read: {refused}"
+        raise MalformedRequest(request_id, why)
     created = _date_field(data, "created", request_id)
     asset = data.get("asset")
     if not isinstance(asset, dict) or asset.get("id") in (None, ""):

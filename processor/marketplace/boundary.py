@@ -51,6 +51,7 @@ __all__ = [
     "parsed",
     "read_body",
     "receive",
+    "salvage_request_ids",
 ]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a page of 1,000 real requests is ~10 MB; decoded and as sent
@@ -72,7 +73,10 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 class Unreadable(requests.RequestException):
     """A 2xx answer from Connect that cannot be used (too large, not JSON, too deep, ...).
-    Its message says why, never quoting the body."""
+    Its message says why, never quoting the body; ``body`` is the answer when it was read whole
+    (for :func:`salvage_request_ids`), None when reading stopped early."""
+
+    body: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,35 @@ def _whole_characters(value: Any) -> Any:
     return value
 
 
+_SALVAGE_BYTES = 1024 * 1024  # a lenient parse of at most this much: a few MB of memory at most
+_REQUEST_ID_FIELD = re.compile(rb'"id"\s*:\s*"(PR-[0-9A-Za-z-]{1,64})"')
+
+
+def salvage_request_ids(body: bytes | None) -> list[str]:
+    """The request ids a refused answer of one row may be read for: the ``id`` of its top-level
+    object(s), read leniently (NaN and huge numbers as nothing, the last of duplicate keys), when
+    the answer is small enough to parse that way; otherwise every distinct ``"id": "PR-..."``
+    in its text. Only ever used to name a request the processor then refuses to act on, so a
+    wrong guess parks a request, never acts on one; the caller checks the grammar."""
+    if not body:
+        return []
+    if len(body) <= _SALVAGE_BYTES:
+        try:
+            value = json.loads(
+                body.decode("utf-8", "replace"),
+                parse_constant=lambda _: None,
+                parse_int=lambda _: 0,
+                parse_float=lambda _: 0.0,
+            )
+        except (ValueError, RecursionError):
+            value = None
+        rows = value if isinstance(value, list) else [value]
+        ids = [row.get("id") for row in rows if isinstance(row, dict)]
+        if ids:
+            return [i for i in ids if isinstance(i, str)]
+    return sorted({m.decode("ascii") for m in _REQUEST_ID_FIELD.findall(body)})
+
+
 def _is_json(response: requests.Response) -> bool:
     # The client's own test: a JSON answer is one whose Content-Type starts so.
     return str(response.headers.get("Content-Type", "")).startswith("application/json")
@@ -221,8 +254,9 @@ def receive(response: requests.Response, limit: int = MAX_BODY_BYTES) -> request
     try:
         body = read_body(response, limit)
         value = parse_json(body) if _is_json(response) and body.strip() else None
-    except Unreadable:
+    except Unreadable as refused:
         if success:
+            refused.body = bytes(body) if body else None
             raise
         value = None
         response.headers.pop("Content-Type", None)

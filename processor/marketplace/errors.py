@@ -44,6 +44,17 @@ class TransientError(MarketplaceError):
         self.cause = cause
 
 
+class PageRefused(MarketplaceError):
+    """A listing page whose answer the boundary refused (a NaN, a duplicate key, too deep or too
+    large): not weather, so not retried with backoff; the pager asks for smaller pages instead,
+    down to the one row that is refused (:mod:`processor.marketplace.paging`). ``body`` is the
+    refused answer when it was read whole (a size refusal keeps none)."""
+
+    def __init__(self, message: str, *, body: bytes | None = None) -> None:
+        super().__init__(message)
+        self.body = body
+
+
 class Stopping(TransientError):
     """The process is shutting down: a retry that would have waited was not made. Nothing definite
     happened to the request; the journal holds it for the next start."""

@@ -30,12 +30,18 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from connect.client import ConnectClient
+from connect.client import ClientError, ConnectClient
 from connect.client.rql import R
 
-from processor.marketplace.boundary import content_range
+from processor.marketplace.boundary import Unreadable, content_range
 from processor.marketplace.client import build_client, environment_verify
-from processor.marketplace.errors import ActionRefused, MarketplaceError, NotPending, TransientError
+from processor.marketplace.errors import (
+    ActionRefused,
+    MarketplaceError,
+    NotPending,
+    PageRefused,
+    TransientError,
+)
 from processor.marketplace.notes import NOTE_MAX_CHARS, Notes
 from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
@@ -134,7 +140,11 @@ class ConnectGateway:
                 f"status must be one of {', '.join(sorted(_LISTABLE))}, got {status!r}"
             )
         base = R().type.eq("cancel") & R().status.eq(status) & selector.rql()
-        return iter_keyset(lambda query: self._list_page(query), base, self.settings.page_size)
+        return iter_keyset(
+            lambda query, limit: self._list("list_pending", query, limit=limit, pages=True),
+            base,
+            self.settings.page_size,
+        )
 
     def count_pending(self, selector: Selector) -> int:
         """How many cancel requests the selector matches now (``limit=0``, Content-Range)."""
@@ -341,10 +351,7 @@ class ConnectGateway:
     def _pending_query(self, selector: Selector) -> R:
         return R().type.eq("cancel") & R().status.eq("pending") & selector.rql()
 
-    def _list_page(self, query: R) -> Page:
-        return self._list("list_pending", query, limit=self.settings.page_size)
-
-    def _list(self, operation: str, query: R, *, limit: int) -> Page:
+    def _list(self, operation: str, query: R, *, limit: int, pages: bool = False) -> Page:
         # One GET per page, on purpose: the client's ResourceSet iterator follows with offset
         # pages by itself whenever Content-Range shows more rows than came back (a server that
         # caps the page size), and offset paging is exactly what keyset paging must avoid.
@@ -352,7 +359,13 @@ class ConnectGateway:
         params = {"limit": limit, "offset": 0}
 
         def send() -> Page:
-            items = self.client.get(url, params=params, **self._http)
+            try:
+                items = self.client.get(url, params=params, **self._http)
+            except ClientError as exc:
+                refused = exc.__cause__
+                if pages and isinstance(refused, Unreadable):  # refused again if asked again
+                    raise PageRefused(f"{operation}: {refused}", body=refused.body) from None
+                raise
             if not isinstance(items, list):  # an HTML page, a proxy's answer: not Connect's API
                 raise TransientError(
                     f"{operation}: Connect answered with no JSON list", cause="bad_response"

@@ -42,6 +42,16 @@ Limits and failure modes:
 - A row that cannot be placed (not an object, no id, a ``created`` that is no date) is yielded
   once per pass for the caller to record as malformed, never used as the cursor; one with an id is
   excluded from later pages with ``out(id, ...)``. More than ``MAX_UNPLACED`` of them end the pass.
+- **A row the boundary refuses** (a NaN, a duplicate key, nesting past the cap) does not hold
+  the others up. A refused page is not retried with backoff (:class:`PageRefused`: the same
+  answer would be refused again); the next asks are for a quarter of the rows (100, 25, 6, 1),
+  the limit staying small until the refused row is found; a one-row page refused twice (a body
+  cut by the network is not the row's) is that row. It is yielded as ``{"id": <id read
+  leniently from the refused answer>, UNREADABLE: <why>}`` (:data:`processor.model.UNREADABLE`),
+  for the caller to record as malformed, and excluded from later pages like any malformed row
+  with an id; then full pages resume. No readable id: the pass stops at it with
+  :class:`MarketplaceError` saying so (nothing can step over a row without its id), and the
+  final count reports what is left.
 - Memory: one page, the ids of the cursor's second and at most ``MAX_REMEMBERED`` yielded ids.
   The page is fetched only when the previous one is consumed.
 """
@@ -57,9 +67,10 @@ from typing import Any
 
 from connect.client.rql import R
 
-from processor.marketplace.errors import MarketplaceError
+from processor.marketplace.boundary import salvage_request_ids
+from processor.marketplace.errors import MarketplaceError, PageRefused
 from processor.marketplace.settings import rql_datetime
-from processor.model import parse_datetime
+from processor.model import UNREADABLE, parse_datetime
 from processor.urls import connect_id_problem
 
 __all__ = [
@@ -78,6 +89,10 @@ MAX_UNPLACED = (
     100  # malformed rows per pass; their ids join out(...) next to the tied ones (~2 KB more)
 )
 MAX_REMEMBERED = 50_000  # ids yielded in a pass, kept to yield none twice (a few MB at most)
+_TOO_MANY_UNPLACED = (
+    f"more than {MAX_UNPLACED} malformed pending requests in one listing; "
+    "this pass stops here (each one is recorded as malformed)"
+)
 
 
 @dataclass(frozen=True)
@@ -117,12 +132,14 @@ def whole_second(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
-def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator[Any]:
+def iter_keyset(fetch: Callable[[R, int], Page], base: R, page_size: int) -> Iterator[Any]:
     """Yield every row of ``base`` ordered by (created, id), one page in memory at a time.
 
-    ``fetch(query)`` returns the first ``page_size`` rows of ``query`` (``offset=0``) ordered by
-    ``created`` then ``id``. A row the keyset cannot place (not an object, no id, no date) is
-    yielded once per pass too, for the caller to record as malformed; it never moves the cursor,
+    ``fetch(query, limit)`` returns the first ``limit`` rows of ``query`` (``offset=0``) ordered
+    by ``created`` then ``id``, or raises :class:`PageRefused` for an answer the boundary refused;
+    the refused row is then found with smaller pages (see :func:`_refused_row`). A row the keyset
+    cannot place (not an object, no id, no date) is yielded once per pass too, for the caller to
+    record as malformed; it never moves the cursor,
     and one with an id is excluded from the next pages by ``out(id, ...)`` so it cannot hold the
     listing up. A placed row is yielded unless this pass yielded it already: never dropped
     because it sorts before the cursor (see the module's precision assumption).
@@ -133,13 +150,33 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
     yielded: dict[str, None] = {}  # ids yielded this pass (insertion order: oldest first)
     unplaced: list[str] = []  # ids of malformed rows already yielded: excluded from later pages
     unplaced_seen: set[str] = set()  # fingerprints of every malformed row already yielded
+    limit = page_size  # smaller while a refused row is being found, then back up
+    confirmed = False  # a one-row page was refused once already
     while True:
         query = base
         if cursor is not None:
             query = query & R().created.ge(rql_datetime(cursor))
         if tied or unplaced:
             query = query & R().id.out(tied + unplaced)
-        page = fetch(query)
+        try:
+            page = fetch(query, limit)
+        except PageRefused as refused:
+            if limit > 1:
+                limit = max(1, limit // 4)  # 100, 25, 6, 1: four answers to find one row
+                continue
+            if not confirmed:
+                confirmed = True  # once more: a body cut short by the network is not the row's
+                continue
+            row = _refused_row(refused, unplaced_seen)
+            unplaced_seen.add(row["id"])
+            unplaced.append(row["id"])
+            if len(unplaced_seen) > MAX_UNPLACED:
+                raise MarketplaceError(_TOO_MANY_UNPLACED) from None
+            limit, confirmed = page_size, False
+            yield row
+            continue
+        confirmed = False  # (a smaller limit stays until the refused row is found: growing
+        # it again would fetch that row again and again)
         fresh = 0
         last: datetime | None = None  # the second of the page's last placed row, server order
         seconds: dict[str, datetime] = {}  # id -> second, for the placed rows of this page
@@ -150,10 +187,7 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
                 if key in unplaced_seen:
                     continue
                 if len(unplaced_seen) >= MAX_UNPLACED:
-                    raise MarketplaceError(
-                        f"more than {MAX_UNPLACED} malformed pending requests in one listing; "
-                        "this pass stops here (each one is recorded as malformed)"
-                    )
+                    raise MarketplaceError(_TOO_MANY_UNPLACED)
                 unplaced_seen.add(key)
                 if not key.startswith("content:"):
                     unplaced.append(key)
@@ -172,7 +206,7 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
             if len(yielded) > MAX_REMEMBERED:
                 del yielded[next(iter(yielded))]
             yield item
-        if _last_page(page, page_size):
+        if _last_page(page, limit):
             return
         moved = False
         if last is not None and (cursor is None or last > cursor):
@@ -196,10 +230,24 @@ def iter_keyset(fetch: Callable[[R], Page], base: R, page_size: int) -> Iterator
             )
 
 
-def _last_page(page: Page, page_size: int) -> bool:
+def _last_page(page: Page, limit: int) -> bool:
     if not page.items:
         return True
     if page.total is not None:
         # offset is always 0, so the total counts exactly the rows not yet seen.
         return len(page.items) >= page.total
-    return len(page.items) < page_size
+    return len(page.items) < limit
+
+
+def _refused_row(refused: PageRefused, seen: set[str]) -> dict[str, Any]:
+    """What a one-row page the boundary refused twice is yielded as: its request id, read
+    leniently from the refused answer, and why (the caller records it as malformed, and the
+    next pages exclude it with ``out(id, ...)``). Without a readable id nothing can step over
+    it: the pass stops there, saying so, and the final count reports what is left."""
+    ids = [i for i in salvage_request_ids(refused.body) if connect_id_problem("request", i) is None]
+    if len(ids) != 1 or ids[0] in seen:
+        raise MarketplaceError(
+            f"a pending request Connect sends cannot be read ({refused}) and no request id could "
+            "be read from it; this pass stops at it, and the rows after it wait for the next pass"
+        ) from None
+    return {"id": ids[0], UNREADABLE: str(refused).split(": ", 1)[-1]}

@@ -103,7 +103,7 @@ def scripted(pages: list[list[Any]]) -> Any:
     """A fetch that answers the scripted pages in turn, then empty pages (bounded by the script)."""
     answers = iter(pages)
 
-    def fetch(_query: R) -> Page:
+    def fetch(_query: R, _limit: int) -> Page:
         items = next(answers, [])
         return Page(copy.deepcopy(items), None)
 

@@ -125,15 +125,30 @@ def test_the_daemon_survives_every_hostile_answer_within_its_memory(tmp_path: Pa
         assert "longer than 256 characters" in (record.reason or "")
         record = journal.get("PR-9000-0000-0000-030")
         assert record is not None and record.state is State.PARKED, record
+        # A row the boundary refuses (a NaN, a number too large, a duplicate key, nesting past
+        # the cap) is found with smaller pages and parked by the id read leniently from it: it
+        # no longer holds the listing up, and it is never acted on.
+        refused = {
+            "002": "nested deeper than 64 levels",
+            "003": "NaN is not a number JSON allows",
+            "004": "-Infinity is not a number JSON allows",
+            "005": "a number too large to be finite",
+            "006": "an integer longer than 30 digits",
+            "008": "duplicate key 'id'",  # the last of the two ids, as a lenient reader takes it
+        }
+        for number, why in refused.items():
+            record = journal.get(f"PR-9000-0000-0000-{number}")
+            assert record is not None and record.state is State.PARKED, number
+            assert "Connect sent it in a form that cannot be read" in (record.reason or "")
+            assert why in (record.reason or ""), record.reason
         # A request id that is no id was never journaled: nothing can address it.
         assert journal.get("../requests/PR-9000-0000-0000-017") is None
     finally:
         journal.close()
     print(f"baseline {baseline} kB; peaks: {peaks}")
     # The boundary's own words reached the log for the cases it refused.
-    assert (
-        "Connect's answer could not be used: the answer is not usable JSON: nested deeper" in text
-    )
-    assert "Connect's answer could not be used: the answer is larger than" in text
+    # Refused answers with no request id to read stop the pass at that row, saying so.
+    assert "cannot be read (list_pending: the answer is not usable JSON: nested deeper" in text
+    assert "cannot be read (list_pending: the answer is larger than" in text
     assert "NaN is not a number JSON allows" in text and "duplicate key 'id'" in text
     assert "request id '../requests/PR-9000-0000-0000-017' is not a Connect request id" in text

@@ -43,7 +43,7 @@ class PrecisionServer:
     def _key(self, created: datetime) -> datetime:
         return whole_second(created) if self.mode == "compare_seconds" else created
 
-    def fetch(self, query: R) -> Page:
+    def fetch(self, query: R, limit: int) -> Page:
         text = str(query)
         self.queries.append(text)
         ge, out = _GE.search(text), _OUT.search(text)
@@ -55,10 +55,10 @@ class PrecisionServer:
             if rid not in excluded and (low is None or self._key(created) >= low)
         ]
         matches.sort(key=lambda row: (self._key(row[1]), row[0]))
-        page = [row for row in matches if row[0] not in self.misplace][: self.page_size]
+        page = [row for row in matches if row[0] not in self.misplace][:limit]
         late = [row for row in self.held if row[0] not in excluded]
         self.held = [row for row in matches if row[0] in self.misplace]
-        page = (late + page)[: self.page_size]
+        page = (late + page)[:limit]
         return Page([self._serve(rid, created) for rid, created in page], None)
 
     def _serve(self, rid: str, created: datetime) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from py_rql.filter_cls import FilterClass
 import processor.marketplace as marketplace_pkg
 from processor.marketplace import MarketplaceError, Selector
 from processor.marketplace.paging import MAX_TIED
+from processor.model import UNREADABLE
 
 from ..gateway_support import (  # noqa: F401 - fixtures
     T0,
@@ -242,3 +243,45 @@ def test_iter_pending_stops_when_too_many_requests_share_one_second(
 
 def test_the_package_exports_what_it_lists() -> None:
     assert all(hasattr(marketplace_pkg, name) for name in marketplace_pkg.__all__)
+
+
+# -- a row no reader should accept does not hold the others up ------------------------------------
+
+
+def poisoned(rows: list[dict[str, Any]], *positions: int, **bad: Any) -> list[dict[str, Any]]:
+    """``rows`` with the rows at ``positions`` carrying ``bad`` (e.g. a NaN): the boundary refuses
+    any page that holds one of them."""
+    for n in positions:
+        rows[n] = {**rows[n], **bad}
+    return rows
+
+
+def test_a_refused_row_is_isolated_by_smaller_pages_and_yielded_as_unreadable(
+    http: Any, gateway: Any, retries: list[tuple[str, str]]
+) -> None:
+    rows = poisoned(backlog(250, same_second=30), 5, 140, quantity=float("nan"))
+    server = FakeConnect(rows).install(http)
+    seen = list(gateway(page_size=100).iter_pending(Selector()))
+    ids = [r["id"] for r in seen]
+    assert len(ids) == len(set(ids)) == 250  # every row once, the two refused ones included
+    unreadable = {r["id"]: r for r in seen if UNREADABLE in r}
+    assert set(unreadable) == {rows[5]["id"], rows[140]["id"]}
+    assert all("NaN" in r[UNREADABLE] for r in unreadable.values())
+    assert retries == []  # a refused answer is not weather: no backoff, smaller pages at once
+    limits = [int(p["limit"]) for p in server.pages]
+    assert min(limits) == 1 and limits.count(100) >= 3  # back to full pages after each one
+    assert len(server.pages) < 30, limits
+
+
+def test_a_refused_row_whose_id_cannot_be_read_stops_the_pass_after_the_rows_before_it(
+    http: Any, gateway: Any
+) -> None:
+    bad = {"quantity": float("nan"), "id": "../x", "created": T0 + timedelta(seconds=5.5)}
+    rows = poisoned(backlog(60, same_second=0), 40, **bad)
+    FakeConnect(rows).install(http)
+    seen = []
+    with pytest.raises(MarketplaceError, match="cannot be read"):
+        for request in gateway(page_size=25).iter_pending(Selector()):
+            seen.append(request["id"])
+    before = {r["id"] for r in rows if r["created"] < bad["created"]}
+    assert len(before) == 35 and sorted(seen) == sorted(before)
