@@ -8,12 +8,13 @@ with the journal and the same idempotency key), no redirects followed (the adapt
 
 from __future__ import annotations
 
-import json
 import ssl
 from typing import Any
 
 import requests
 import urllib3
+
+from processor import json_text
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -107,7 +108,10 @@ def read_body(response: requests.Response) -> bytes:
 
 
 def parse_json(raw: bytes) -> Any:
+    """A vendor's answer as JSON values, read by the rules every answer from outside meets
+    (:mod:`processor.json_text`: no NaN, no duplicate keys, nesting and size bounded, lone
+    surrogates replaced); anything else is no JSON, and the status code decides alone."""
     try:
-        return json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
+        return json_text.parse(raw) if raw.strip() else None
+    except json_text.Refused:
         return None

@@ -7,12 +7,9 @@ connect-openapi-client looks at it:
 - the body is streamed and read up to :data:`MAX_BODY_BYTES`, counted both as sent (compressed)
   and as decoded (gzip, deflate): a small gzip body that expands to 200 MB is cut at the cap, never
   held whole; and within :data:`MAX_BODY_SECONDS`, however slowly it drips;
-- a JSON body (by its ``Content-Type``, as the client decides) is parsed by :func:`parse_json`:
-  nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_CONTAINERS` arrays and objects or
-  :data:`MAX_VALUES` values (what a parsed answer costs in memory grows with them, not its bytes),
-  ``NaN``/``Infinity`` (or a number too large to be finite), duplicate keys, integers longer than
-  :data:`MAX_INT_DIGITS` digits, and text that is not UTF-8 JSON are refused; a lone surrogate
-  (``"\ud800"``, valid JSON but not a character) becomes U+FFFD;
+- a JSON body (by its ``Content-Type``, as the client decides) is parsed by :func:`parse_json`,
+  within the limits of :mod:`processor.json_text` (depth, containers, values, NaN, long integers,
+  duplicate keys, UTF-8; a lone surrogate becomes U+FFFD), the same rules a vendor's answer meets;
 - ``Content-Range`` is read by :func:`content_range`: anything but ``items <first>-<last>/<total>``
   with digit counts is "unknown" (the header is removed), never an exception.
 
@@ -27,7 +24,6 @@ The parsed value is kept on the response (:func:`parsed`), so JSON is parsed onc
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+
+from processor import json_text
+from processor.json_text import MAX_CONTAINERS, MAX_DEPTH, MAX_INT_DIGITS, MAX_VALUES
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -55,20 +54,10 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a page of 1,000 real requests is ~10 MB; decoded and as sent
-MAX_DEPTH = 64  # a request payload nests ~6 deep
-MAX_CONTAINERS = 200_000  # arrays and objects in one answer (~70 per real request)
-MAX_VALUES = 250_000  # values in one answer, counted by their commas (~200 per real request)
-MAX_INT_DIGITS = 30
 MAX_BODY_SECONDS = 60.0  # a whole body, however slowly it drips
 _CHUNK = 64 * 1024
 _RANGE = re.compile(r"items ([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15})")  # ASCII digits only
-# An escaped surrogate (``\ud800``); JSON text holds no other way to write one (raw, it is not
-# UTF-8). A valid pair decodes to one code point; what a parse leaves is a lone half.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ATTRIBUTE = "processor_boundary_value"
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class Unreadable(requests.RequestException):
@@ -129,88 +118,13 @@ def read_body(
     return decoded
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("a number too large to be finite")
-    return value
-
-
-def _integer(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"an integer longer than {MAX_INT_DIGITS} digits")
-    return int(text)
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise ValueError(f"duplicate key {dup[:40]!r} in an object")
-    return result
-
-
-def _depth_problem(data: bytes | bytearray) -> str | None:
-    """Nesting deeper than :data:`MAX_DEPTH` or more than :data:`MAX_CONTAINERS` containers,
-    found on the text before parsing (so neither the parser's recursion nor its memory is spent
-    on it). Strings are removed first (their brackets are text), then only brackets are walked."""
-    if data.count(b",") > MAX_VALUES:  # an upper bound: commas in strings count too
-        return f"more than {MAX_VALUES} values"
-    opened = data.count(b"[") + data.count(b"{")
-    if opened <= MAX_DEPTH:
-        return None  # cannot nest deeper than it opens
-    if opened > MAX_CONTAINERS:
-        return f"more than {MAX_CONTAINERS} arrays and objects"
-    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    depth = 0
-    for byte in brackets:
-        if byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > MAX_DEPTH:
-                return f"nested deeper than {MAX_DEPTH} levels"
-        else:
-            depth -= 1
-    return None
-
-
 def parse_json(data: bytes | bytearray) -> Any:
-    """JSON text as Python values, within the limits in the module docstring; raises
+    """JSON text as Python values, within the limits of :mod:`processor.json_text`; raises
     :class:`Unreadable` saying why."""
-    problem = _depth_problem(data)
-    if problem is not None:
-        raise Unreadable(f"the answer is not usable JSON: {problem}")
     try:
-        text = data.decode("utf-8")
-        value = json.loads(
-            text,
-            parse_constant=_refuse_constant,
-            parse_float=_finite,
-            parse_int=_integer,
-            object_pairs_hook=_unique,
-        )
-        return _whole_characters(value) if _SURROGATE_ESCAPE.search(data) else value
-    except (ValueError, RecursionError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise Unreadable(f"the answer is not usable JSON: {reason[:120]}") from None
-
-
-def _whole_characters(value: Any) -> Any:
-    """``value`` with every lone surrogate replaced by U+FFFD (keys too). A lone half is not a
-    character: no file, log line, database or vendor body can encode it, so it is replaced here,
-    once, rather than failing wherever the text travels. Only run when the raw text holds a
-    surrogate escape, so an ordinary answer pays one regex search."""
-    if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_whole_characters(k): _whole_characters(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_characters(v) for v in value]
-    return value
+        return json_text.parse(data)
+    except json_text.Refused as refused:
+        raise Unreadable(f"the answer is not usable JSON: {refused}") from None
 
 
 _SALVAGE_BYTES = 1024 * 1024  # a lenient parse of at most this much: a few MB of memory at most

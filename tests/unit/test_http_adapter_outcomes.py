@@ -270,3 +270,34 @@ def test_a_throttled_call_carries_the_vendor_retry_after(vendor: responses.Reque
         RetryLater("terminate: HTTP 503", after=0.0),
         RetryLater("terminate: HTTP 429", after=None),
     ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000,  # a parser's recursion: RecursionError before the JSON rules
+        '{"error": "not_found", "error": "already_terminated"}',  # which one would a reader take?
+        '{"error": "not_found", "n": NaN}',
+        '{"error": "not_found", "n": ' + "9" * 5000 + "}",
+    ],
+)
+@pytest.mark.parametrize("status", [200, 404, 409])
+def test_a_vendor_answer_outside_the_json_rules_counts_as_no_json_never_as_a_crash(
+    vendor: responses.RequestsMock, status: int, body: str
+) -> None:
+    """A vendor's body is read by the rules Connect's answers meet (processor.json_text): one
+    that breaks them is no JSON at all, so the status code decides alone, as for an HTML page."""
+    vendor.post(TERMINATE, status=status, body=body)
+    hostile = adapter(outcomes=MOCK_VENDOR_OUTCOMES).terminate(call())
+    vendor.replace(responses.POST, TERMINATE, status=status, body="<html>not json</html>")
+    plain = adapter(outcomes=MOCK_VENDOR_OUTCOMES).terminate(call())
+    assert type(hostile) is type(plain) and not isinstance(hostile, (Terminated, AlreadyGone))
+
+
+def test_a_lone_surrogate_in_a_vendor_reason_arrives_as_a_replacement_character(
+    vendor: responses.RequestsMock,
+) -> None:
+    body = '{"error": "refused", "message": "No \\ud800 way."}'
+    vendor.post(TERMINATE, status=422, body=body, content_type="application/json")
+    outcome = adapter(outcomes=MOCK_VENDOR_OUTCOMES).terminate(call())
+    assert isinstance(outcome, Refused) and "No \ufffd way." in outcome.reason
