@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     python = work / "venv" / "bin" / "python"
     # Nothing from the calling environment may pin a version: no lock, no constraints file.
     env = {k: v for k, v in os.environ.items() if k not in ("PIP_CONSTRAINT", "VIRTUAL_ENV")}
+    # mypy's cache of the locked set (the tree's .mypy_cache) must not answer for the newest one,
+    # nor a run there corrupt it while a developer's own mypy uses it.
+    env["MYPY_CACHE_DIR"] = str(work / "mypy_cache")
 
     def left() -> float:
         return max(1.0, deadline - time.monotonic())
