@@ -25,6 +25,7 @@ Limits (the second half of the boundary :mod:`processor.marketplace.boundary` be
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from processor import json_text
 from processor.urls import connect_id_problem
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "MAX_VENDOR_ID_CHARS",
     "TRUNCATED",
     "UNREADABLE",
+    "admitted",
     "customer_text",
 ]
 
@@ -63,7 +66,7 @@ TRUNCATED = "…[truncated]"
 # NaN, a duplicate key, nesting past the cap): its id, read leniently, and why it was refused
 # (processor.marketplace.paging). Such a request is malformed, for that reason.
 UNREADABLE = "processor.unreadable"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")  # lone halves too
 
 
 class MalformedRequest(ValueError):
@@ -178,6 +181,22 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def admitted(payload: Any) -> Any:
+    """A request payload that did not come through the Connect boundary (the EaaS runner parses
+    its websocket messages itself), put through the same JSON rules
+    (:mod:`processor.json_text`: no NaN, bounded nesting and size, no long integers, whole
+    characters), so both ways in deliver the same forms. One that breaks them comes out as what
+    the listing yields for such a row: its id (when it is one) and why, which the engine records
+    as malformed, never acts on."""
+    try:
+        return json_text.parse(json.dumps(payload, allow_nan=True).encode("utf-8", "replace"))
+    except (json_text.Refused, TypeError, ValueError, RecursionError) as exc:
+        why = str(exc) if isinstance(exc, json_text.Refused) else type(exc).__name__
+        found = payload.get("id") if isinstance(payload, Mapping) else None
+        request_id = found if connect_id_problem("request", found) is None else None
+        return {"id": request_id, UNREADABLE: why}
 
 
 def customer_text(value: str, limit: int = MAX_PARAM_CHARS) -> str:

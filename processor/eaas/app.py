@@ -70,6 +70,7 @@ from processor.eaas.runtimes import RuntimeCache
 from processor.eaas.variables import DECLARED, NotConfigured, config_from_variables
 from processor.engine.results import Outcome, Reached
 from processor.journal.base import JournalError, SchemaError, State
+from processor.model import admitted
 from processor.observe import log_through, mask
 
 __all__ = [
@@ -172,7 +173,7 @@ class CancelEventsApplication(EventsApplicationBase):  # type: ignore[misc]
     @event(EVENT_TYPE, statuses=STATUSES)  # type: ignore[untyped-decorator]
     def handle_cancel_request(self, request: dict[str, Any]) -> BackgroundResponse:
         with self._task_logging():
-            return self._handle(request)
+            return self._handle(admitted(request))
 
     def _handle(self, request: dict[str, Any]) -> BackgroundResponse:
         request_id = _request_id(request) or "<no id>"

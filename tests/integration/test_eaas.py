@@ -239,6 +239,39 @@ def test_a_vendor_refusal_fails_the_request_with_the_vendors_reason(
     assert journal_state(tmp_path, request["id"]) is State.FAILED
 
 
+@pytest.mark.parametrize(
+    ("bent", "why"),
+    [
+        ({"quantity": float("nan")}, "NaN is not a number JSON allows"),
+        ({}, None),  # nested 70 deep, built below
+        ({"n": 10**40}, "an integer longer than 30 digits"),
+    ],
+)
+def test_a_payload_the_connect_boundary_would_refuse_is_parked_never_acted_on(
+    box: Sandbox, tmp_path: Path, bent: dict[str, Any], why: str | None
+) -> None:
+    """The runner parses its websocket messages itself: its payloads meet the same JSON rules as
+    Connect's answers over HTTP (processor.model.admitted), and one that breaks them is parked
+    as malformed with the reason, with no vendor call and no Connect action."""
+    request = {**cancel_request("PR-1000-0001-0009-001"), **bent}
+    if why is None:  # nesting past the cap: 70 levels
+        nested: Any = []
+        for _ in range(70):
+            nested = [nested]
+        request["deep"], why = nested, "nested deeper than 64 levels"
+    with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]):  # any Connect call fails
+        response = application(variables_for(box, tmp_path)).handle_cancel_request(request)
+    assert response.status == ResultType.SKIP
+    assert box.vendor_ledger()["summary"]["calls"] == 0
+    journal = open_journal(f"sqlite:///{tmp_path}/journal.db")
+    try:
+        record = journal.get(request["id"])
+    finally:
+        journal.close()
+    assert record is not None and record.state is State.PARKED
+    assert why in (record.reason or ""), record.reason
+
+
 def test_a_vendor_outage_reschedules_at_the_journals_retry_time(
     box: Sandbox, tmp_path: Path
 ) -> None:
