@@ -28,7 +28,9 @@ Admin (no token, never faulted): ``GET /healthz``; ``GET|PUT /admin/mode`` ``{"m
 ``GET|PUT /admin/faults`` (PUT replaces all :class:`FaultSettings`; omitted fields take defaults);
 ``GET /admin/subscriptions``, ``GET|PUT /admin/subscriptions/{id}`` ``{"status", "refuse"?}``;
 ``GET /admin/ledger`` (``?summary=1`` for the summary alone); ``POST /admin/reset`` (subscriptions,
-keys, ledger and fault counters; not the mode or fault settings).
+keys, ledger, pending late calls and fault counters; not the mode or fault settings);
+``GET|PUT /admin/late`` ``{"delay", "jitter", "answer"}`` and the calls received but not applied
+yet, ``POST /admin/apply`` applies them all now (see :mod:`.late`).
 
 The token is compared in constant time and appears in no response, log line or repr.
 """
@@ -36,8 +38,10 @@ The token is compared in constant time and appears in no response, log line or r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qsl
@@ -52,6 +56,7 @@ from cancel_sandbox.faults import FaultMiddleware, FaultSettings, FaultStats, Re
 from cancel_sandbox.traffic import TrafficCounter
 from cancel_sandbox.vendor.gates import GateCounts, RateGate, TokenIssuer
 from cancel_sandbox.vendor.idempotency import MAX_KEY_LENGTH, fingerprint
+from cancel_sandbox.vendor.late import LateApplier, LateSettings
 from cancel_sandbox.vendor.persist import SqliteStore
 from cancel_sandbox.vendor.settings import VendorSettings
 from cancel_sandbox.vendor.state import ACTIONS, ActionResult, Mode, Status, VendorState
@@ -74,6 +79,7 @@ class VendorApp:
         self._work_s = settings.work_ms / 1000.0
         self._store = SqliteStore(settings.state_file) if settings.state_file else None
         self.state = VendorState(settings.refuse_pattern, settings.gone_pattern, self._store)
+        self.late = LateApplier(self.state, self.state.keys, self._store, settings.late)
         self.gate_counts = GateCounts()
         self.issuer: TokenIssuer | None = None
         self.rate: RateGate | None = None
@@ -98,12 +104,26 @@ class VendorApp:
             Route("/admin/subscriptions/{sid}", self.admin_subscription, methods=["GET", "PUT"]),
             Route("/admin/ledger", self.admin_ledger, methods=["GET"]),
             Route("/admin/reset", self.admin_reset, methods=["POST"]),
+            Route("/admin/late", self.admin_late, methods=["GET", "PUT"]),
+            Route("/admin/apply", self.admin_apply, methods=["POST"]),
         ]
-        starlette = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+        starlette = Starlette(
+            routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=self._lifespan
+        )
         self.faults = FaultMiddleware(TrafficCounter(starlette), settings.faults)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.late.waiting:
+            self.late.apply_due()  # due applications first, also where no lifespan task runs
         await self.faults(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.late.run())
+        try:
+            yield
+        finally:
+            task.cancel()
 
     def close(self) -> None:
         if self._store is not None:
@@ -158,29 +178,35 @@ class VendorApp:
         if isinstance(body.get("request_id"), str):
             request_id = body["request_id"]
 
-        mode = self.mode
-        if mode is not Mode.KEY or key is None:
-            result = await self._perform(action, sid, mode, key, request_id)
-            return answer(result.status_code, result.body)
-
-        if not key or len(key) > MAX_KEY_LENGTH:
-            return answer(400, {"error": "invalid_idempotency_key"})
-        fp = fingerprint(request.method, _path_with_query(request), body)
-        keys = self.state.keys
-        record = keys.get(key)
-        if record is not None:
-            if record.fingerprint != fp:
-                return answer(422, {"error": "idempotency_key_reuse"})
-            if record.status_code is None or record.body is None:
+        mode, keys, fp = self.mode, self.state.keys, None
+        if mode is Mode.KEY and key is not None:
+            if not key or len(key) > MAX_KEY_LENGTH:
+                return answer(400, {"error": "invalid_idempotency_key"})
+            fp = fingerprint(request.method, _path_with_query(request), body)
+            record = keys.get(key)
+            if record is not None:
+                if record.fingerprint != fp:
+                    return answer(422, {"error": "idempotency_key_reuse"})
+                if record.status_code is None or record.body is None:
+                    return answer(409, {"error": "idempotency_key_in_use"})
+                return answer(record.status_code, record.body, replayed=True)
+            keys.begin(key, fp)
+        if self.late.on:  # received now, applied later, whatever the client does (see .late)
+            pending = self.late.receive(action, sid, mode, key, fp, request_id)
+            if self.late.settings.answer == "504" or pending.done is None:
+                return answer(504, {"error": "gateway_timeout"})
+            await pending.done.wait()
+            if pending.result is None:  # its key's answer came from a retry after a restart
                 return answer(409, {"error": "idempotency_key_in_use"})
-            return answer(record.status_code, record.body, replayed=True)
-        keys.begin(key, fp)
+            return answer(pending.result.status_code, pending.result.body)
         try:
             result = await self._perform(action, sid, mode, key, request_id)
         except BaseException:
-            keys.release(key)  # cancelled or crashed before answering: let a retry run
+            if fp is not None and key is not None:
+                keys.release(key)  # cancelled or crashed before answering: let a retry run
             raise
-        keys.complete(key, result.status_code, result.body)
+        if fp is not None and key is not None:
+            keys.complete(key, result.status_code, result.body)
         return answer(result.status_code, result.body)
 
     async def _perform(
@@ -318,7 +344,28 @@ class VendorApp:
         ledger["summary"].update(extra)
         return JSONResponse(ledger)
 
+    async def admin_late(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                settings = LateSettings.from_mapping(await _json_body(request))
+            except _BadBody as exc:
+                return _error(exc.status_code, exc.error)
+            except (TypeError, ValueError) as exc:
+                return _error(400, "invalid_late", str(exc))
+            self.late.settings = settings
+        return JSONResponse(
+            {
+                "settings": asdict(self.late.settings),
+                "pending": self.late.pending(),
+                "applied": self.late.applied,
+            }
+        )
+
+    async def admin_apply(self, request: Request) -> Response:
+        return JSONResponse({"applied": self.late.apply_due(float("inf"))})
+
     async def admin_reset(self, request: Request) -> Response:
+        self.late.clear()
         self.state.reset()
         self.faults.stats = FaultStats()
         for name in vars(self.gate_counts):

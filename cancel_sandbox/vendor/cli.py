@@ -13,6 +13,7 @@ import ssl
 import sys
 
 from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.vendor.late import ANSWERS, LateSettings
 from cancel_sandbox.vendor.settings import DEFAULT_TOKEN, VendorSettings
 from cancel_sandbox.vendor.state import Mode
 
@@ -122,6 +123,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=_env("RATE_PER", "1"),
         help="the rate limit's window in seconds (env MOCK_VENDOR_RATE_PER; default %(default)s)",
     )
+    add(
+        "--apply-delay",
+        type=float,
+        default=_env("APPLY_DELAY", "0"),
+        help="apply terminate/suspend/purge this many seconds after receiving them, whatever the "
+        "client does: a vendor behind a gateway (env MOCK_VENDOR_APPLY_DELAY; default 0, at once)",
+    )
+    add(
+        "--apply-jitter",
+        type=float,
+        default=_env("APPLY_JITTER", "0"),
+        help="up to this many more seconds per call (env MOCK_VENDOR_APPLY_JITTER)",
+    )
+    add(
+        "--late-answer",
+        choices=ANSWERS,
+        default=_env("LATE_ANSWER", "504"),
+        help="what a late-applied call answers at once: 504 (the gateway gave up) or hang (no "
+        "answer until applied) (env MOCK_VENDOR_LATE_ANSWER; default %(default)s)",
+    )
     add("--tls-cert", default=_env("TLS_CERT"), help="serve HTTPS with this certificate (PEM)")
     add("--tls-key", default=_env("TLS_KEY"), help="the certificate's private key (PEM)")
     add(
@@ -165,6 +186,7 @@ def settings_from_args(args: argparse.Namespace) -> VendorSettings:
         token_lifetime=args.token_lifetime,
         rate_calls=args.rate_calls,
         rate_per=args.rate_per,
+        late=LateSettings(args.apply_delay, args.apply_jitter, args.late_answer),
     )
 
 

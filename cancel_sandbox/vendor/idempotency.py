@@ -56,6 +56,11 @@ class KeyStore:
     def get(self, key: str) -> KeyRecord | None:
         return self._records.get(key)
 
+    def completed(self, key: str) -> bool:
+        """Whether a request with ``key`` finished (its answer is stored for replays)."""
+        record = self._records.get(key)
+        return record is not None and not record.in_flight
+
     def begin(self, key: str, fp: str) -> None:
         """Reserve ``key`` for a request about to act (in memory only: a vendor that dies
         mid-request forgets the reservation, and the client's retry runs afresh)."""

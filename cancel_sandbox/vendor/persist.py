@@ -1,5 +1,5 @@
 """Optional SQLite persistence for the mock vendor, so a restarted vendor keeps its subscriptions,
-idempotency keys and ledger.
+idempotency keys, ledger and the calls it received but has not applied yet (:mod:`.late`).
 
 Write-through: the in-memory state stays authoritative while running, and every change is written
 and committed at once (WAL journal, ``synchronous=NORMAL``: a vendor process killed with SIGKILL
@@ -37,6 +37,10 @@ create table if not exists calls (
     data text not null
 );
 create table if not exists effects (
+    seq integer primary key,
+    data text not null
+);
+create table if not exists late (
     seq integer primary key,
     data text not null
 );
@@ -94,8 +98,21 @@ class SqliteStore:
             "insert into effects (seq, data) values (?, ?)", (data["seq"], json.dumps(data))
         )
 
+    def load_late(self) -> Iterator[dict[str, Any]]:
+        for (data,) in self._conn.execute("select data from late order by seq"):
+            yield json.loads(data)
+
+    def add_late(self, seq: int, data: dict[str, Any]) -> None:
+        self._conn.execute("insert into late (seq, data) values (?, ?)", (seq, json.dumps(data)))
+
+    def remove_late(self, seq: int) -> None:
+        self._conn.execute("delete from late where seq = ?", (seq,))
+
+    def clear_late(self) -> None:
+        self._conn.execute("delete from late")
+
     def clear(self) -> None:
-        for table in ("subscriptions", "idempotency_keys", "calls", "effects"):
+        for table in ("subscriptions", "idempotency_keys", "calls", "effects", "late"):
             self._conn.execute(f"delete from {table}")
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from cancel_sandbox.faults import FaultSettings
+from cancel_sandbox.vendor.late import LateSettings
 from cancel_sandbox.vendor.state import Mode
 
 __all__ = ["DEFAULT_TOKEN", "VendorSettings"]
@@ -43,6 +44,8 @@ class VendorSettings:
     # At most rate_calls API calls per fixed window of rate_per seconds, then 429; None: no limit.
     rate_calls: int | None = None
     rate_per: float = 1.0
+    # Calls applied after their client stopped waiting (see .late); off by default.
+    late: LateSettings = field(default_factory=LateSettings)
 
     def __post_init__(self) -> None:
         self.mode = Mode(self.mode)
@@ -56,6 +59,7 @@ class VendorSettings:
             except re.error as exc:
                 raise ValueError(f"{name} is not a valid regular expression: {exc}") from None
         self.faults.validate()
+        self.late.validate()
         if self.oauth_client_id is not None and not self.oauth_client_secret:
             raise ValueError("an OAuth2 client id needs a non-empty client secret")
         if not self.token_lifetime > 0:

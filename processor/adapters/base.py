@@ -17,7 +17,7 @@ The distinction that matters most is *definite* versus *ambiguous*:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
@@ -67,6 +67,16 @@ class VendorCall:
     reason_code: str | None = None
     reason_comment: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Asked just before the request leaves (after any wait inside the adapter: a rate limit, a
+    # token fetch): why this call must not be sent any more (the send right was lost, or the call
+    # could not leave within one lease of its recorded intent), or None to send. An adapter that
+    # waits before sending asks it then and answers :class:`RetryLater` instead of sending; the
+    # engine asks it too, before calling the adapter. See "The apply horizon" in docs/design.md.
+    may_send: Callable[[], str | None] | None = field(default=None, compare=False)
+
+    def send_problem(self) -> str | None:
+        """Why this call must not be sent now (None: send it)."""
+        return self.may_send() if self.may_send is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,7 +261,9 @@ class HttpAdapter:
         if self.idempotency is Idempotency.KEY and op.method != "GET":
             headers[self.settings.idempotency_header] = call.idempotency_key
         body = None if op.body is None else render_body(op.body, fields)
-        sent = send(self, op, url, body, headers)
+        # A status read changes nothing: only a mutation asks whether it may still leave.
+        may_send = call.send_problem if op.method != "GET" else None
+        sent = send(self, op, url, body, headers, may_send)
         if not isinstance(sent, Answer):
             return sent
         return noted(self._answer(op, sent.code, sent.headers, sent.raw), sent.note)

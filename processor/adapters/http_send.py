@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +38,17 @@ class Answer:
 
 
 def send(
-    adapter: HttpAdapter, op: Operation, url: str, body: Any, headers: dict[str, str]
+    adapter: HttpAdapter,
+    op: Operation,
+    url: str,
+    body: Any,
+    headers: dict[str, str],
+    may_send: Callable[[], str | None] | None = None,
 ) -> Answer | Outcome:
-    """Send ``op`` (see the module docstring): the vendor's answer, or the outcome that ended it."""
+    """Send ``op`` (see the module docstring): the vendor's answer, or the outcome that ended it.
+    ``may_send`` (the call's :meth:`~processor.adapters.base.VendorCall.send_problem`) is asked
+    after every wait, just before the request leaves; a reason not to send ends the call with
+    :class:`RetryLater`, nothing sent."""
     answer: Answer | None = None
     for renewed in (False, True):
         token = None
@@ -54,6 +62,8 @@ def send(
             headers["Authorization"] = f"Bearer {token}"
         if adapter.rate is not None:
             adapter.rate.acquire(adapter.name)
+        if may_send is not None and (why := may_send()) is not None:
+            return RetryLater(f"{op.name}: not sent: {why}")
         try:
             options = adapter.transport_options()
             response = adapter._session().request(

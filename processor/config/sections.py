@@ -180,9 +180,23 @@ class ProcessingConfig(_Section):
     circuit: CircuitConfig = CircuitConfig()
 
 
+DEFAULT_APPLY_HORIZON = 120.0
+
+
 class AdapterConfig(_Section):
     type: str = Field(description="entry-point name (http, noop) or module:Class")
     options: dict[str, Any] = {}
+    # Gateways in front of vendor APIs give up after 30-60 s (AWS API Gateway 29 s, nginx and
+    # most load balancers 60 s) while the backend goes on; 120 s covers that with room for the
+    # backend's own queue. A vendor that documents a longer processing time needs its own value.
+    apply_horizon: float = Field(
+        default=DEFAULT_APPLY_HORIZON,
+        ge=0,
+        le=86_400,
+        description="seconds within which the vendor applies (or drops) a call it received: a "
+        "status read saying 'not done' is trusted only this long plus the lease after the call "
+        "was last sent, and retry --force waits as long (see docs/design.md, the apply horizon)",
+    )
 
 
 class ProductConfig(_Section):

@@ -135,7 +135,7 @@ class Batch:
                     request,
                     TERMINATE.event,
                     attempts=claim.record.attempts + 1,
-                    data=prepared.data.step_started(State.NEW, batch=batch_id),
+                    data=prepared.data.step_started(State.NEW, self.mover.clock(), batch=batch_id),
                     detail=f"intent: terminate via {adapter.name} in {batch_id} "
                     f"({len(ready)} requests)",
                 )

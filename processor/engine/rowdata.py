@@ -6,7 +6,8 @@ missing or of the wrong type reads as absent. Writing keeps keys this version do
 
 Keys: the plan recorded on a request's first step (``policy``, ``timing``, ``adapter``,
 ``template``, ``retention_days``, ``date_source`` and the dates of :class:`Dates`), the vendor
-step in flight (``step_from``, ``failures``, ``batch``, ``suspended``: a send-right wait), the
+step in flight (``step_from``, ``sent_at``: when its call last left, ``failures``, ``batch``,
+``suspended``: a send-right wait), the
 schedule on Connect (``scheduled``), a routing to a person (``routed``) and the purge
 (``purged_at``, ``purge``).
 """
@@ -105,6 +106,11 @@ class RowData:
     def purge(self) -> str | None:
         return _str(self.raw.get("purge"))
 
+    @property
+    def sent_at(self) -> datetime | None:
+        """When the step's call was last sent (recorded with its intent, before it left)."""
+        return parse_datetime(self.raw.get("sent_at"))
+
     def suspended_since(self, attempts: int) -> datetime | None:
         """When the current send-right wait began, if it is of this step attempt."""
         episode = self.raw.get("suspended")
@@ -148,9 +154,13 @@ class RowData:
     def with_dates(self, dates: Dates) -> RowData:
         return self._with(**dates.as_data())
 
-    def step_started(self, source: State, batch: str | None = None) -> RowData:
+    def step_started(self, source: State, sent_at: datetime, batch: str | None = None) -> RowData:
         extra = {"batch": batch} if batch is not None else {}
-        return self._with(step_from=source.value, **extra)
+        return self._with(step_from=source.value, sent_at=iso(sent_at), **extra)
+
+    def with_sent(self, at: datetime) -> RowData:
+        """A call of the step is about to be sent again (see :attr:`sent_at`)."""
+        return self._with(sent_at=iso(at))
 
     def step_finished(self) -> RowData:
         """The step is over: where it came from and its error count go."""

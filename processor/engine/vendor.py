@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from processor.adapters.base import (
@@ -62,6 +63,7 @@ from processor.adapters.base import (
     supports,
 )
 from processor.config.schema import Config, ProcessingConfig
+from processor.config.sections import DEFAULT_APPLY_HORIZON
 from processor.engine import crashpoints
 from processor.engine.base import Mover
 from processor.engine.circuit import Attempt, CircuitBreaker, CircuitOpen
@@ -119,6 +121,39 @@ class VendorGate:
         self.guard = AnomalyGuard(
             config.guard, self.breakers, metrics, LatchFile(latch_path(config))
         )
+        self.lease_seconds = config.journal.lease_seconds
+        self.horizons = {
+            name: spec.apply_horizon for name, spec in config.adapters.items() if name in adapters
+        }
+
+    def horizon(self, adapter: VendorAdapter) -> float:
+        """The adapter's apply horizon: how long a call it received may take to be applied."""
+        return self.horizons.get(adapter.name, DEFAULT_APPLY_HORIZON)
+
+    def trusted_from(self, adapter: VendorAdapter, claim: Claim) -> datetime | None:
+        """From when a status read saying the step did not act can be believed: the last send
+        (every send leaves within one lease of it, see :meth:`send_problem`) plus the apply
+        horizon. None when no send was recorded (a row from before ``sent_at``): believed now,
+        as before."""
+        sent = RowData.of(claim.record).sent_at
+        if sent is None:
+            return None
+        return sent + timedelta(seconds=self.lease_seconds + self.horizon(adapter))
+
+    def send_problem(self, claim: Claim, intent: float) -> str | None:
+        """Why a mutating call recorded at monotonic ``intent`` must not leave now: the lease was
+        lost (another holder has the request), or a whole lease went by since the intent (a
+        wait, a freeze): a send later than that could land after a taker, trusting a status
+        read at ``sent_at`` + lease + horizon, acted itself."""
+        if self.leases is not None and self.leases.lost(claim):
+            return "the lease on the request was lost"
+        late = time.monotonic() - intent
+        if late >= self.lease_seconds:
+            return (
+                f"{late:.0f}s since its intent was recorded, more than the lease "
+                f"({self.lease_seconds:g}s); it is sent again after a fresh intent"
+            )
+        return None
 
     def adapter_name(self, claim: Claim, decision: Decision) -> str | None:
         """The adapter a request started with (kept in the journal), else the one decided now."""
@@ -146,6 +181,11 @@ class VendorGate:
         method = getattr(adapter, operation)
         started = time.perf_counter()
         result: Outcome | SubscriptionStatus
+        if operation != "status":  # a mutation: checked here and, after its waits, by the adapter
+            intent = time.monotonic()
+            call = replace(call, may_send=lambda: self.send_problem(claim, intent))
+            if (why := call.send_problem()) is not None:
+                return RetryLater(f"{operation}: not sent: {why}")
         try:
             if self.leases is None:
                 result = method(call)
@@ -442,7 +482,7 @@ class VendorSteps:
                     request,
                     step.event,
                     attempts=claim.record.attempts + 1,
-                    data=recorded.step_started(claim.state),
+                    data=recorded.step_started(claim.state, self.mover.clock()),
                     detail=f"intent: {step.name} via {adapter.name}",
                     **timer,
                 )
@@ -507,6 +547,7 @@ class VendorSteps:
                 step.event,
                 attempts=claim.record.attempts + 1,
                 detail=f"repeat {step.name} via {adapter.name} (vendor deduplicates)",
+                data=RowData.of(claim.record).with_sent(self.mover.clock()),
             )
             return self._call_step(claim, request, decision, adapter, step, True, attempt)
         if not has_status_read(adapter):
@@ -524,13 +565,25 @@ class VendorSteps:
             attempt.success()
             return self.results.purge_skipped(claim, request, status)
         if status in step.not_acted:
-            # The earlier call did not act: calling again cannot act twice.
+            trusted = self.gate.trusted_from(adapter, claim)
+            if trusted is not None and self.mover.clock() < trusted:
+                # Not yet proof: the last call may still be applied (a vendor behind a gateway
+                # answers 504 and acts later). Read again once the horizon has passed.
+                attempt.success()
+                wait = (trusted - self.mover.clock()).total_seconds()
+                why = (
+                    f"status read: {status.value}, believed from {iso(trusted)} (the last "
+                    f"{step.name} call may be applied until then: lease plus apply horizon)"
+                )
+                return self.mover.defer(claim, request, max(wait, 0.5), why)
+            # The earlier call did not act, and can no longer: calling again cannot act twice.
             claim = self.mover.move(
                 claim,
                 request,
                 step.event,
                 attempts=claim.record.attempts + 1,
                 detail=f"status read: {status.value}; {step.name} again",
+                data=RowData.of(claim.record).with_sent(self.mover.clock()),
             )
             return self._call_step(claim, request, decision, adapter, step, False, attempt)
         unclear = RetryLater(f"status read answered {status.value}")

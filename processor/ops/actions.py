@@ -10,8 +10,10 @@ vendor may have acted (``terminating``, ``suspending``, ``purging``) or did act 
 ``refusing``, ``suspended``), in which a timer is the point (``scheduled``), or from ``new`` (a
 worker may be writing its intent right now, and the check is not atomic with the write), ``new``
 could repeat a vendor call or skip a wait: it is refused unless ``force=True``, and the message says
-why. Final states other than ``parked`` are refused outright: Connect has already been told, and
-there is nothing left to retry.
+why. Even forced, a retry from an intent state is refused until the last call can no longer be
+applied (:func:`resend_from`: sent, plus the lease, plus the adapter's apply horizon): before
+that, what the vendor shows proves nothing. Final states other than ``parked`` are refused
+outright: Connect has already been told, and there is nothing left to retry.
 
 ``park`` moves any non-final request to ``parked`` with the operator's reason; final requests are
 refused. Parking a request that is already parked changes nothing.
@@ -19,14 +21,19 @@ refused. Parking a request that is already parked changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+from processor.config.sections import DEFAULT_APPLY_HORIZON
+from processor.engine.rowdata import RowData
 from processor.journal.base import FINAL_STATES, Journal, RequestRecord, State
 
-__all__ = ["ActionRefused", "Done", "RETRYABLE", "retry_request", "park_request"]
+__all__ = ["ActionRefused", "Done", "RETRYABLE", "resend_from", "retry_request", "park_request"]
 
 # Back to ``new`` without any risk of a second vendor call or a skipped timer.
 RETRYABLE = frozenset({State.PARKED, State.WAITING_HUMAN})
+_INTENTS = frozenset({State.TERMINATING, State.SUSPENDING, State.PURGING})
 _ACTED = {
     State.NEW: "a worker may be starting its vendor call right now",
     State.TERMINATING: "a terminate call may have reached the vendor",
@@ -59,12 +66,44 @@ def _current(journal: Journal, request_id: str) -> RequestRecord:
     return record
 
 
+def resend_from(
+    record: RequestRecord, lease_seconds: float, horizons: Mapping[str, float]
+) -> datetime | None:
+    """For a request in an intent state, the moment from which its last vendor call can no
+    longer be applied: when it was sent, plus the lease (every send leaves within one lease of
+    its recorded intent), plus its adapter's apply horizon. None for other states, or a row
+    without a recorded send."""
+    if record.state not in _INTENTS:
+        return None
+    data = RowData.of(record)
+    if data.sent_at is None:
+        return None
+    horizon = horizons.get(data.adapter or "", DEFAULT_APPLY_HORIZON)
+    return data.sent_at + timedelta(seconds=lease_seconds + horizon)
+
+
 def retry_request(
-    journal: Journal, request_id: str, *, actor: str, note: str | None = None, force: bool = False
+    journal: Journal,
+    request_id: str,
+    *,
+    actor: str,
+    note: str | None = None,
+    force: bool = False,
+    not_before: datetime | None = None,
+    now: datetime | None = None,
 ) -> Done:
-    """Move ``request_id`` back to ``new``; see the module docstring for what is refused."""
+    """Move ``request_id`` back to ``new``; see the module docstring for what is refused.
+    ``not_before`` (:func:`resend_from`): a forced retry earlier than that is refused too."""
     record = _current(journal, request_id)
     state = record.state
+    moment = now or datetime.now(UTC)
+    if force and not_before is not None and moment < not_before:
+        raise ActionRefused(
+            f"{request_id} is {state.value}: its last vendor call may still be applied until "
+            f"{not_before.isoformat(timespec='seconds')} (sent, plus the lease, plus the "
+            f"adapter's apply_horizon); a call sent again before then could act twice. Check the "
+            f"vendor after that time, then retry --force"
+        )
     if state in FINAL_STATES and state is not State.PARKED:
         raise ActionRefused(
             f"{request_id} is {state.value}, a final state: Connect has been told; nothing to retry"

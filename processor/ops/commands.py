@@ -46,7 +46,7 @@ from processor.journal.base import (
 )
 from processor.model import parse_datetime
 from processor.observe import mask, register_secret
-from processor.ops.actions import ActionRefused, park_request, retry_request
+from processor.ops.actions import ActionRefused, park_request, resend_from, retry_request
 from processor.ops.listing import Filters, newest, streamed, why_waiting
 from processor.ops.output import FORMATS, age, attention_table, export_line, write_report
 
@@ -294,10 +294,20 @@ def _retry_parser(parser: argparse.ArgumentParser) -> None:
 @_journal_errors
 def _retry(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    horizons = {name: spec.apply_horizon for name, spec in config.adapters.items()}
     with existing_journal(config) as journal:
         try:
+            record = journal.get(args.request_id)
+            not_before = (
+                resend_from(record, config.journal.lease_seconds, horizons) if record else None
+            )
             done = retry_request(
-                journal, args.request_id, actor=_actor(), note=args.note, force=args.force
+                journal,
+                args.request_id,
+                actor=_actor(),
+                note=args.note,
+                force=args.force,
+                not_before=not_before,
             )
         except ActionRefused as refused:
             return _fail(str(refused), EXIT_REFUSED)

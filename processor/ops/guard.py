@@ -129,7 +129,11 @@ class Guard:
             return
         length = self._header(headers, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await _plain(send, 413, f"request body larger than {self.max_body_bytes} bytes\n")
+            # The body is left unread: the connection closes, or its bytes would be read as the
+            # next request (a "request line" of 64 KiB: 414 to the client's next call).
+            await _plain(
+                send, 413, f"request body larger than {self.max_body_bytes} bytes\n", _CLOSE
+            )
             return
         if self.loopback and not is_loopback_host(self._header(headers, b"host") or ""):
             await _plain(send, 421, "this server answers only to a loopback host name\n")
@@ -203,7 +207,9 @@ class Guard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _plain(send, 413, f"request body larger than {self.max_body_bytes} bytes\n")
+                await _plain(
+                    send, 413, f"request body larger than {self.max_body_bytes} bytes\n", _CLOSE
+                )
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -236,6 +236,24 @@ def test_retry_of_a_request_the_vendor_may_have_acted_on_needs_force(
     assert forced.status == 0 and history.get("PR-04").state is State.NEW  # type: ignore[union-attr]
 
 
+def test_a_forced_retry_waits_until_the_last_call_can_no_longer_be_applied(
+    run: Any, history: Journal
+) -> None:
+    """The default lease (60 s) plus the default apply horizon (120 s) after the last send."""
+    now = datetime.now(UTC)
+    for request_id, sent in (
+        ("PR-07", now - timedelta(seconds=60)),
+        ("PR-08", now - timedelta(seconds=200)),
+    ):
+        put(history, request_id, State.TERMINATING, data={"sent_at": sent.isoformat()})
+    early = run(RETRY, "PR-07", "--force")
+    assert early.status == 1 and "may still be applied until" in early.err
+    assert "apply_horizon" in early.err
+    assert history.get("PR-07").state is State.TERMINATING  # type: ignore[union-attr]
+    late = run(RETRY, "PR-08", "--force")
+    assert late.status == 0 and history.get("PR-08").state is State.NEW  # type: ignore[union-attr]
+
+
 def test_retry_of_an_unknown_request(run: Any, history: Journal) -> None:
     ran = run(RETRY, "PR-404")
     assert ran.status == 1 and "PR-404: no such request" in ran.err

@@ -161,13 +161,18 @@ def test_status_read_active_means_the_first_call_did_not_act(
 ) -> None:
     payload = cancel_payload(8)
     market = FakeMarketplace([payload])
-    adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.ACTIVE])
+    adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.ACTIVE] * 2)
     adapter.script("SUB-00008", Ambiguous("dropped"))
     engine = engine_for(journal, adapter, market, clock)
     engine.handle(payload)
     clock.advance(60)
+    # "active" a minute after the dropped call is no proof yet: a vendor behind a gateway may
+    # still apply it. The request waits for the lease (60 s) plus the apply horizon (120 s).
+    assert engine.handle(payload) == "terminating"
+    assert [op for op, _ in adapter.calls] == ["terminate", "status"]
+    clock.advance(120)
     assert engine.handle(payload) == "approved"
-    assert [op for op, _ in adapter.calls] == ["terminate", "status", "terminate"]
+    assert [op for op, _ in adapter.calls] == ["terminate", "status", "status", "terminate"]
 
 
 @pytest.mark.parametrize(("poison", "final"), [("park", "parked"), ("fail", "failed")])

@@ -34,8 +34,10 @@ def test_a_step_started_and_finished_round_trips():
         date_source="immediate",
         dates=dates,
     )
-    started = planned.step_started(State.SCHEDULED, batch="batch-1")
+    started = planned.step_started(State.SCHEDULED, AT, batch="batch-1")
     assert started.step_from is State.SCHEDULED and started.raw["batch"] == "batch-1"
+    assert started.sent_at == AT and started.with_sent(dates.effective_at).sent_at == AT
+    assert RowData().sent_at is None  # a row from before sent_at: no send recorded
     failed = started.with_failures(2)
     finished = failed.step_finished()
     assert "step_from" not in finished.raw and "failures" not in finished.raw
