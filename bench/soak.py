@@ -38,6 +38,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 from bench.checker import Report, RunFacts, check, final_times, render_markdown
@@ -46,6 +47,7 @@ from bench.evidence import keep_evidence
 from bench.soak_control import Mocks, ensure_running, journal_open_and_parked, wait_quiet
 from bench.soak_plan import CLIENT_TIMEOUT, STORMS, Event, Schedule, SoakSettings
 from cancel_sandbox.local import Sandbox
+from cancel_sandbox.vendor.late import LateSettings
 
 # The mocks' counter each storm must move before it may end, and how far past its length it may
 # stretch waiting for that (latency and vendor-down have no counter of their own).
@@ -88,6 +90,8 @@ def _config(sandbox: Sandbox, settings: SoakSettings, journal_url: str) -> dict[
     # Quiet by default (a soak's daemons log thousands of lines); SOAK_LOG_LEVEL=info shows what
     # each daemon did, second by second, when a run needs explaining.
     data["log"]["level"] = os.environ.get("SOAK_LOG_LEVEL", "warning")
+    if settings.apply_horizon is not None:
+        data["adapters"]["vendor"]["apply_horizon"] = settings.apply_horizon
     return data
 
 
@@ -115,9 +119,13 @@ def run_soak(
             journal_url = stack.enter_context(fresh_schema(settings.postgres_url, "soak"))
         else:
             journal_url = f"sqlite:///{workdir / 'journal.db'}"
+        late = LateSettings(settings.late_delay, settings.late_jitter)
         sandbox = stack.enter_context(
             Sandbox(
-                generate=settings.baseline_requests, seed=settings.seed, vendor_mode=settings.mode
+                generate=settings.baseline_requests,
+                seed=settings.seed,
+                vendor_mode=settings.mode,
+                vendor_options={"late": late} if late.on else None,
             )
         )
         mocks = Mocks(sandbox, settings, settings.seed * 1000)
@@ -301,6 +309,9 @@ def run_soak(
             mocks, journal_url, settings.quiet_seconds, say, daemons
         )
         facts.exits = {d.name: d.stop(30) for d in daemons}
+        # A late vendor applies what it received after the daemons stopped too: those effects
+        # count (a duplicate among them is a duplicate), so the check waits for them.
+        _wait_applied(sandbox, settings.late_delay + settings.late_jitter + 10.0, say)
         facts.injected = mocks.counters()
         seeded = baseline_ids | fault_ids
         times = final_times(sandbox.marketplace.url, fault_ids)
@@ -317,6 +328,19 @@ def run_soak(
         elif not settings.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
         return report
+
+
+def _wait_applied(sandbox: Sandbox, seconds: float, say: Callable[[str], None]) -> None:
+    """Until the mock vendor has applied every call it received (bounded by ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pending = requests.get(f"{sandbox.vendor.url}/admin/late", timeout=10).json()["pending"]
+        if not pending:
+            return
+        time.sleep(0.2)
+    due = min((p["due"] for p in pending), default=None)
+    late = f" (the earliest due {due - time.time():+.1f} s from now)" if due else ""
+    say(f"the mock vendor still had {len(pending)} calls to apply after {seconds:.0f} s{late}")
 
 
 def _span(text: str) -> tuple[float, float]:
@@ -375,6 +399,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, argparse.Na
     parser.add_argument(
         "--quiet-seconds", type=float, default=d.quiet_seconds, help="bound on the final drain"
     )
+    parser.add_argument(
+        "--late-delay",
+        type=float,
+        default=d.late_delay,
+        help="the mock vendor answers 504 and applies each call this many seconds later",
+    )
+    parser.add_argument("--late-jitter", type=float, default=d.late_jitter)
+    parser.add_argument(
+        "--apply-horizon", type=float, default=None, help="the adapter's apply_horizon (seconds)"
+    )
     parser.add_argument("--workdir", help="keep the config, journal and daemon logs here")
     parser.add_argument("--markdown", help="also write the table, with the command, to this file")
     args = parser.parse_args(argv)
@@ -398,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, argparse.Na
         market_latency_ms=args.market_latency_ms,
         quiet_seconds=args.quiet_seconds,
         workdir=args.workdir,
+        late_delay=args.late_delay,
+        late_jitter=args.late_jitter,
+        apply_horizon=args.apply_horizon,
     )
     return settings, args
 

@@ -43,6 +43,11 @@ class SoakSettings:
     quiet_seconds: float = 600.0  # bound on the wait for quiescence after the last fault
     baseline_seconds: float = 300.0  # bound on the fault-free batch
     workdir: str | None = None
+    # A vendor behind a gateway: every mutating call answered 504 and applied this many seconds
+    # later (plus up to late_jitter); 0: applied at once (cancel_sandbox.vendor.late).
+    late_delay: float = 0.0
+    late_jitter: float = 0.0
+    apply_horizon: float | None = None  # the adapter's; None: the processor's default
 
     @property
     def processes(self) -> int:

@@ -191,7 +191,10 @@ class VendorApp:
                     return answer(409, {"error": "idempotency_key_in_use"})
                 return answer(record.status_code, record.body, replayed=True)
             keys.begin(key, fp)
-        if self.late.on:  # received now, applied later, whatever the client does (see .late)
+        # Received now, applied later, whatever the client does (see .late); a call that would
+        # change nothing (a refusal, an unknown id) is answered at once, as a gateway passes on
+        # a quick answer.
+        if self.late.on and self.state.would_act(action, sid, mode):
             pending = self.late.receive(action, sid, mode, key, fp, request_id)
             if self.late.settings.answer == "504" or pending.done is None:
                 return answer(504, {"error": "gateway_timeout"})

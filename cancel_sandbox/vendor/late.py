@@ -6,9 +6,12 @@ change seconds or minutes later. A processor that reads "active" in between and 
 terminates twice (mode ``read``), and only an apply horizon (how long a received call may take to
 be applied) makes a status read trustworthy again.
 
-With ``delay`` > 0 every mutating call (terminate, suspend, purge) is *received* -- its
-idempotency key reserved in mode ``key`` -- and *applied* ``delay`` (+ up to ``jitter``) seconds
-later, by :meth:`LateApplier.run`, whatever happened to the client. The client gets, at once:
+With ``delay`` > 0 every mutating call (terminate, suspend, purge) that would change something
+is *received* -- its idempotency key reserved in mode ``key`` -- and *applied* ``delay`` (+ up to
+``jitter``) seconds later, by :meth:`LateApplier.run`, whatever happened to the client. A call that
+would change nothing (a refusal, an unknown subscription, a repeat) is answered at once, as a
+gateway passes on a quick answer: the slow part is the work. The client of a late call gets, at
+once:
 
 - ``answer="504"``: ``504 gateway_timeout`` (a gateway in front of the vendor gave up);
 - ``answer="hang"``: nothing until the application, then the result: a client whose timeout is
@@ -49,6 +52,11 @@ class LateSettings:
     delay: float = 0.0  # seconds from receipt to application; 0: applied at once (no lateness)
     jitter: float = 0.0  # up to this many more seconds, uniformly
     answer: str = "504"  # what the client gets at once: see the module docstring
+
+    @property
+    def on(self) -> bool:
+        """Whether calls are applied late at all."""
+        return self.delay > 0 or self.jitter > 0
 
     def validate(self) -> None:
         for name in ("delay", "jitter"):
@@ -120,7 +128,7 @@ class LateApplier:
 
     @property
     def on(self) -> bool:
-        return self.settings.delay > 0 or self.settings.jitter > 0
+        return self.settings.on
 
     def receive(
         self,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -154,6 +154,16 @@ class VendorState:
             self._save(sub)
             self.ledger.effect(sid, action, key, duplicate, request_id)
         return result
+
+    def would_act(self, action: str, sid: str, mode: Mode) -> bool:
+        """Whether ``action`` on ``sid`` would change anything now (tried on a copy)."""
+        sub = self.lookup(sid)
+        if sub is None:
+            return False
+        step = {"terminate": self._terminate, "suspend": self._suspend, "purge": self._purge}[
+            action
+        ]
+        return step(replace(sub), mode)[1]
 
     def _terminate(self, sub: Subscription, mode: Mode) -> tuple[ActionResult, bool, bool]:
         if sub.status in ENDED:

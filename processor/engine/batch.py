@@ -22,13 +22,16 @@ every call in the batch ambiguous: each request then goes the way an ambiguous s
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from processor.adapters.base import (
     Ambiguous,
     Outcome,
+    RetryLater,
     VendorAdapter,
     VendorCall,
     outcome_name,
@@ -124,6 +127,7 @@ class Batch:
         results: dict[str, Stepped | Reached] = {}
         batch_id = f"batch-{uuid.uuid4().hex[:12]}"
         started: list[tuple[Claim, CancelRequest, Decision]] = []
+        intent = time.monotonic()  # before the first intent: a send must leave within a lease
         for claim, request, decision, prepared in ready:
             try:
                 held = self.liveness.send_right(claim, request, adapter)
@@ -146,10 +150,20 @@ class Batch:
             return results
         crashpoints.reached("after_intent")
         calls = [
-            self.gate.vendor_call(claim, request, TERMINATE.name, decision)
+            replace(
+                self.gate.vendor_call(claim, request, TERMINATE.name, decision),
+                may_send=functools.partial(self.gate.send_problem, claim, intent),
+            )
             for claim, request, decision in started
         ]
-        outcomes = self._call_batch(adapter, calls, [claim for claim, _, _ in started])
+        # One call for the group: it leaves only if every request in it may still be sent.
+        problems = [why for call in calls if (why := call.send_problem()) is not None]
+        if problems:
+            outcomes: list[Any] = [RetryLater(f"terminate_batch: not sent: {problems[0]}")] * len(
+                calls
+            )
+        else:
+            outcomes = self._call_batch(adapter, calls, [claim for claim, _, _ in started])
         crashpoints.reached("after_vendor")
         get_logger(component="batch").info(
             "batch_terminated",

@@ -176,14 +176,21 @@ class VendorGate:
         )
 
     def call(
-        self, adapter: VendorAdapter, operation: str, call: VendorCall, claim: Claim
+        self,
+        adapter: VendorAdapter,
+        operation: str,
+        call: VendorCall,
+        claim: Claim,
+        intent: float | None = None,
     ) -> Outcome | SubscriptionStatus:
+        """Call ``adapter``; ``intent`` is the monotonic moment taken just before the step's
+        intent was recorded (a freeze between that write and this call counts against it)."""
         method = getattr(adapter, operation)
         started = time.perf_counter()
         result: Outcome | SubscriptionStatus
         if operation != "status":  # a mutation: checked here and, after its waits, by the adapter
-            intent = time.monotonic()
-            call = replace(call, may_send=lambda: self.send_problem(claim, intent))
+            since = time.monotonic() if intent is None else intent
+            call = replace(call, may_send=lambda: self.send_problem(claim, since))
             if (why := call.send_problem()) is not None:
                 return RetryLater(f"{operation}: not sent: {why}")
         try:
@@ -477,6 +484,7 @@ class VendorSteps:
                 # The request is approved before a purge: no poll will ever list it again, so a
                 # crash inside this step must leave a timer for claim_due once the lease ran out.
                 timer = {"next_attempt_at": self.mover.clock()} if step is PURGE else {}
+                intent = time.monotonic()
                 claim = self.mover.move(
                     claim,
                     request,
@@ -487,7 +495,9 @@ class VendorSteps:
                     **timer,
                 )
                 crashpoints.reached("after_intent")
-                return self._call_step(claim, request, decision, adapter, step, False, attempt)
+                return self._call_step(
+                    claim, request, decision, adapter, step, False, attempt, intent
+                )
         except CircuitOpen as shut:
             return self.mover.defer(claim, request, shut.wait, str(shut))
 
@@ -541,6 +551,7 @@ class VendorSteps:
         if (held := self.liveness.send_right(claim, request, adapter)) is not None:
             return held  # an earlier holder may still send (processor.engine.liveness)
         if adapter.idempotency in (Idempotency.KEY, Idempotency.NATURAL):
+            intent = time.monotonic()
             claim = self.mover.move(
                 claim,
                 request,
@@ -549,7 +560,7 @@ class VendorSteps:
                 detail=f"repeat {step.name} via {adapter.name} (vendor deduplicates)",
                 data=RowData.of(claim.record).with_sent(self.mover.clock()),
             )
-            return self._call_step(claim, request, decision, adapter, step, True, attempt)
+            return self._call_step(claim, request, decision, adapter, step, True, attempt, intent)
         if not has_status_read(adapter):
             return self.mover.move(claim, request, Event.PARK, reason=NO_SAFE_REPEAT)
         status = self.gate.status(adapter, claim, request, step.name)
@@ -577,6 +588,7 @@ class VendorSteps:
                 )
                 return self.mover.defer(claim, request, max(wait, 0.5), why)
             # The earlier call did not act, and can no longer: calling again cannot act twice.
+            intent = time.monotonic()
             claim = self.mover.move(
                 claim,
                 request,
@@ -585,7 +597,7 @@ class VendorSteps:
                 detail=f"status read: {status.value}; {step.name} again",
                 data=RowData.of(claim.record).with_sent(self.mover.clock()),
             )
-            return self._call_step(claim, request, decision, adapter, step, False, attempt)
+            return self._call_step(claim, request, decision, adapter, step, False, attempt, intent)
         unclear = RetryLater(f"status read answered {status.value}")
         return record(claim, request, adapter, step, unclear, True, attempt)
 
@@ -598,11 +610,12 @@ class VendorSteps:
         step: VendorStep,
         uncertain: bool,
         attempt: Attempt,
+        intent: float,
     ) -> Stepped:
         call = self.gate.vendor_call(
             claim, request, step.name, decision if step is not PURGE else None
         )
-        outcome = self.gate.call(adapter, step.name, call, claim)
+        outcome = self.gate.call(adapter, step.name, call, claim, intent)
         crashpoints.reached("after_vendor")
         if self.leases is not None and self.leases.lost(claim):
             raise LeaseLost(claim.request_id, claim.fence)

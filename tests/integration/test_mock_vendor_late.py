@@ -95,3 +95,18 @@ def test_late_settings_out_of_range_are_refused_with_the_reason(body: dict[str, 
         assert vendor.admin("GET", "late").json()["settings"]["delay"] == 0
     finally:
         stop_vendor(vendor)
+
+
+def test_a_call_that_would_change_nothing_is_answered_at_once() -> None:
+    """A gateway times out on slow work, not on a quick refusal: a late vendor still refuses
+    (422), answers an unknown id (404) and a repeat at once."""
+    vendor = start_vendor(mode="natural", late=LateSettings(delay=30.0))
+    try:
+        assert vendor.post("SUB-7").status_code == 422  # the mock refuses ids ending in 7
+        assert vendor.post("SUB-GONE-1").status_code == 404
+        vendor.admin("PUT", "subscriptions/SUB-4", {"status": "terminated"})
+        assert vendor.post("SUB-4").status_code == 409  # natural mode: already terminated
+        assert vendor.admin("GET", "late").json()["pending"] == []
+        assert vendor.post("SUB-5").status_code == 504  # this one would act: applied later
+    finally:
+        stop_vendor(vendor)

@@ -35,6 +35,9 @@ def write_config(sandbox: Sandbox, tmp_path: Path, **processing: Any) -> tuple[P
     data = sandbox.config_data(
         journal_url, processing={"concurrency": 2, **processing}, journal={"lease_seconds": 3}
     )
+    # The mock vendor applies each call as it answers (no late application here): a one-second
+    # apply horizon is true of it, and keeps a status read's wait (lease + horizon) short.
+    data["adapters"]["vendor"]["apply_horizon"] = 1
     path = tmp_path / "processor.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path, journal_url

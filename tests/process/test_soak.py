@@ -86,6 +86,29 @@ def test_soak_postgres_three_replicas(postgres_url: str, tmp_path: Path) -> None
     assert facts.lease_steals > 0
 
 
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_soak_read_mode_with_a_vendor_that_applies_late(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Mode read (a status read, no idempotency) against a vendor behind a gateway: every call
+    answered 504 and applied 1 to 2.5 s later, with SIGKILLs, pauses and storms. A status read
+    says "active" in between; the apply horizon (3 s) keeps the processor from believing it
+    too early. Every late application is counted before the check: no subscription twice."""
+    extra: dict[str, Any] = {}
+    if store == "postgres":
+        extra = {"postgres_url": request.getfixturevalue("postgres_url"), "concurrency": 2}
+    settings = SoakSettings(
+        store=store,
+        mode="read",
+        workdir=str(tmp_path),
+        late_delay=1.0,
+        late_jitter=1.5,
+        apply_horizon=3.0,
+        **{"concurrency": 4, **SMALL, "requests": 150, **extra},
+    )
+    assert_soak_held(settings)
+
+
 def test_checker_reports_broken_invariants(tmp_path: Path) -> None:
     """Break three invariants by hand, behind any processor's back: the checker must see each."""
     journal_url = f"sqlite:///{tmp_path / 'journal.db'}"
