@@ -364,6 +364,8 @@ class ConnectGateway:
             except ClientError as exc:
                 refused = exc.__cause__
                 if pages and isinstance(refused, Unreadable):  # refused again if asked again
+                    # One line per refused page: the pass asks smaller pages next (paging).
+                    log.warning("listing_page_refused", limit=limit, reason=str(refused))
                     raise PageRefused(f"{operation}: {refused}", body=refused.body) from None
                 raise
             if not isinstance(items, list):  # an HTML page, a proxy's answer: not Connect's API
