@@ -40,6 +40,22 @@ def postgres_url() -> str:
     return url
 
 
+@pytest.fixture(autouse=True)
+def _working_directory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """In-process tests run in a directory of their own: files a default configuration puts in
+    the working directory (the guard's latches, a default SQLite journal) never leak from one
+    test into the next, nor into the checkout. Process tests choose their directories."""
+    if "process" in request.node.keywords:
+        yield
+        return
+    before = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 @pytest.fixture
 def clock() -> Clock:
     """A clock the test moves by hand (modules with clocks of another kind define their own)."""

@@ -118,7 +118,12 @@ class FakeMarketplace:
         return self.assets[asset_id]
 
     def approve(
-        self, request_id: str, template_id: str, *, effective_date: datetime | None = None
+        self,
+        request_id: str,
+        template_id: str,
+        *,
+        effective_date: datetime | None = None,
+        first_attempt: bool = False,
     ) -> dict[str, Any]:
         self.effective[request_id] = effective_date
         self._raise("approve")

@@ -163,7 +163,11 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
             runtime.close()  # else a worker still waits on a remote call: exit_now below, no close
     if args.once:
         print_summary(summary)
-        return EXIT_OK if summary.complete else EXIT_UNFINISHED
+        latches = {n: b.latched for n, b in runtime.engine.breakers.items() if b.latched}
+        for name, why in sorted(latches.items()):
+            # The reason ends with the command that resumes it (processor.engine.guard).
+            print(f"cancel-processor: adapter {name} is latched: {why}", file=sys.stderr)
+        return EXIT_OK if summary.complete and not latches else EXIT_UNFINISHED
     return EXIT_OK
 
 

@@ -248,6 +248,12 @@ class GuardConfig(_Section):
         lt=1,
         description="latch when more than this share of a full window is one kind",
     )
+    another_processor: bool = Field(
+        default=True,
+        description="latch on signs that another processor or a restored journal acts on the "
+        "same requests (a request approved on Connect, or terminated at the vendor, behind this "
+        "journal's back); false: log them only",
+    )
     state_file: str | None = Field(
         default=None,
         description="latches, read by every process and by resume; default: beside an SQLite "

@@ -5,7 +5,8 @@ pending cancels of one pass by customer and adapter (:meth:`Batch.key`) and hand
 group to ``Engine.handle_batch``: batching is a mode of the engine's one path for a request (one
 parse, one decision, one claim per request), which hands this module only the group's one call. A
 request is batched only when its policy says ``batch: true``, it is due now (``immediate``, no
-grace), it is new in the journal, and its adapter offers ``terminate_batch``; everything else in a
+grace), it is new in the journal, and its adapter offers ``terminate_batch`` and deduplicates or
+has no status read (in mode ``read`` each first terminate is read first); everything else in a
 group is handled on its own, as ``handle`` would.
 
 Crash safety is per request, as for single calls: every request's intent (``terminating``) is
@@ -30,10 +31,12 @@ from typing import Any
 
 from processor.adapters.base import (
     Ambiguous,
+    Idempotency,
     Outcome,
     RetryLater,
     VendorAdapter,
     VendorCall,
+    has_status_read,
     outcome_name,
     supports,
 )
@@ -89,6 +92,8 @@ class Batch:
         adapter = self.gate.adapters.get(decision.adapter or "")
         if adapter is None or not supports(adapter, "terminate_batch"):
             return None
+        if adapter.idempotency is Idempotency.NONE and has_status_read(adapter):
+            return None  # mode read: each first terminate is read first (VendorGate.reads_first)
         return f"{decision.adapter}|{request.customer_id}"
 
     def prepare(self, claim: Claim, request: CancelRequest, decision: Decision) -> Ready | Stepped:

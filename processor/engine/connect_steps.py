@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from processor.config.schema import Config
 from processor.engine import crashpoints
 from processor.engine.base import Mover
+from processor.engine.guard import AnomalyGuard
 from processor.engine.results import Stepped
 from processor.engine.rowdata import RowData
 from processor.engine.transitions import Event
@@ -47,10 +48,13 @@ CLOCK_SKEW = timedelta(minutes=5)  # how far Connect's clock may run ahead of ou
 
 
 class ConnectSteps:
-    def __init__(self, mover: Mover, marketplace: Marketplace, config: Config) -> None:
+    def __init__(
+        self, mover: Mover, marketplace: Marketplace, config: Config, guard: AnomalyGuard
+    ) -> None:
         self.mover = mover
         self.marketplace = marketplace
         self.config = config
+        self.guard = guard  # told when Connect shows another processor at work
 
     def _later(self, claim: Claim, request: CancelRequest, exc: TransientError) -> Stepped:
         """Connect is in trouble: try again later, where the row is."""
@@ -67,17 +71,21 @@ class ConnectSteps:
         timed = dates is not None and (dates.graced or data.timing == "end_of_period")
         effective = dates.effective_at if timed and dates is not None else None
         purge_at = dates.purge_at if dates is not None and not data.purged_at else None
+        # Terminated under this very claim: no approve of this journal's can have left before.
+        first = data.terminated_under == claim.fence
         try:
             if template is None and self.config.defaults.lookup_template:
                 template = self.marketplace.default_template(request.product_id)
             if template is None:
                 why = "no approve template for the product"
                 return move(claim, request, Event.PARK, reason=why)
-            self._approve_call(request.id, str(template), effective)
+            self._approve_call(request.id, str(template), effective, first)
         except TransientError as exc:
             return self._later(claim, request, exc)
         except NotPending as exc:
             if exc.status == "approved":
+                if first:
+                    self._approved_elsewhere(claim, request, data)
                 return move(
                     claim,
                     request,
@@ -100,11 +108,19 @@ class ConnectSteps:
             detail=f"approved with {template}{purge}",
         )
 
-    def _approve_call(self, request_id: str, template: str, effective: datetime | None) -> None:
-        if effective is None:
-            self.marketplace.approve(request_id, template)
-        else:
-            self.marketplace.approve(request_id, template, effective_date=effective)
+    def _approve_call(
+        self, request_id: str, template: str, effective: datetime | None, first: bool
+    ) -> None:
+        self.marketplace.approve(
+            request_id, template, effective_date=effective, first_attempt=first
+        )
+
+    def _approved_elsewhere(self, claim: Claim, request: CancelRequest, data: RowData) -> None:
+        """Approved on Connect between this journal's termination and its first approve."""
+        adapter = data.adapter
+        if adapter is not None:
+            sign = "the request was approved on Connect by someone else as this journal ended it"
+            self.guard.another_processor(adapter, sign, request.id, claim.record.created_at)
 
     def fail(self, claim: Claim, request: CancelRequest) -> Stepped:
         move = self.mover.move

@@ -128,7 +128,7 @@ class Engine:
         liveness = Liveness(self.mover, journal, self.lease_seconds, config.journal.holder_wait)
         self.results = VendorResults(self.mover, self.guard, self.settings)
         self.vendor = VendorSteps(self.mover, self.gate, liveness, self.results, leases)
-        self.connect = ConnectSteps(self.mover, marketplace, config)
+        self.connect = ConnectSteps(self.mover, marketplace, config, self.guard)
         self.lifecycle = Lifecycle(self.mover, self.gate, self.vendor, self.connect, marketplace)
         self.batch = Batch(
             metrics=self.metrics,
@@ -290,6 +290,14 @@ class Engine:
         if claim is None:
             return Outcome.BUSY
         request = stub_request(request_id, record, status)
+        if claim.state is State.NEW and status == "approved" and not RowData.of(record).routed:
+            # Approved without this journal's termination, while it held the request as new.
+            adapter = RowData.of(record).adapter or self.config.adapter_for(
+                request.product_id, request.environment
+            )
+            if adapter:
+                sign = "a request this journal had not started was approved on Connect"
+                self.guard.another_processor(adapter, sign, request_id, record.created_at)
         try:
             event, why = settling(claim.state, status)
             return self.mover.move(

@@ -9,6 +9,18 @@ adapter's circuit: no further vendor call, requests wait where they are, ``/read
 naming the reason, ``cancel_vendor_anomaly`` is 1 and one error log line says why. A mass
 mis-approval stops at a handful, not at the whole backlog.
 
+**Not the only journal.** Some answers prove that something other than this journal acts on the
+same requests: a request approved on Connect right after this journal terminated it and before
+any approve of its own could have left; a subscription terminated at the vendor before this journal
+ever called for it (the read before the first terminate, mode ``read``); a request this journal
+never started found approved on Connect. That is a second processor with its own journal (two
+replicas each given a volume), or this journal restored from a backup taken before requests it
+had terminated were approved. Every further request may be terminated twice in mode ``read`` or
+``none``, so the first such sign latches the adapter (:meth:`AnomalyGuard.another_processor`,
+reason "another processor or a restored journal"), unless ``guard.another_processor`` is false.
+A resume accepts what the journal held at that moment (a restore, explained): a sign about a
+request first recorded before the resume does not latch again; one about a later request does.
+
 Only a person lifts it, after looking: ``cancel-processor resume ADAPTER``. Latches live in a small
 JSON file (:class:`LatchFile`) that every process of the daemon reads, at most once a second, so a
 ``resume`` run beside a daemon reaches it, and a latch one process set holds the others too. Limit:
@@ -33,7 +45,7 @@ from processor.config.schema import Config, GuardConfig
 from processor.engine.circuit import CircuitBreaker
 from processor.observe import Metrics, get_logger
 
-__all__ = ["AnomalyGuard", "LatchFile", "WATCHED", "latch_path"]
+__all__ = ["AnomalyGuard", "LatchFile", "WATCHED", "latch_path", "latched"]
 
 WATCHED = ("already_gone", "refused")  # outcomes the customer sees that no termination backs
 _FINAL = ("terminated", *WATCHED)
@@ -50,14 +62,36 @@ def latch_path(config: Config) -> Path:
     return Path("cancel-processor-guard.json")
 
 
+def latched(config: Config) -> dict[str, dict[str, str]]:
+    """The adapters latched now, with ``reason`` and ``since`` (for ``status``, ``check``)."""
+    return LatchFile(latch_path(config)).read()
+
+
 class LatchFile:
-    """``{adapter: {"reason", "since"}}`` in a JSON file, replaced atomically on every change."""
+    """``{adapter: {"reason", "since"}}`` in a JSON file, replaced atomically on every change. An
+    adapter resumed keeps ``{"resumed": when}`` (no ``reason``: not latched), which
+    :meth:`AnomalyGuard.another_processor` reads."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
 
     def read(self) -> dict[str, dict[str, str]]:
+        """The latched adapters, with their reason and since when."""
+        return {k: v for k, v in self._entries().items() if "reason" in v}
+
+    def resumed(self) -> dict[str, datetime]:
+        """When each adapter that is not latched was last resumed."""
+        marks: dict[str, datetime] = {}
+        for name, entry in self._entries().items():
+            when = entry.get("resumed") if "reason" not in entry else None
+            try:
+                marks[name] = datetime.fromisoformat(str(when))
+            except ValueError:
+                continue
+        return marks
+
+    def _entries(self) -> dict[str, dict[str, str]]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -73,19 +107,19 @@ class LatchFile:
 
     def set(self, adapter: str, reason: str) -> None:
         with self._lock:
-            latches = self.read()
-            latches[adapter] = {
-                "reason": reason,
-                "since": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-            self._write(latches)
+            entries = self._entries()
+            entries[adapter] = {"reason": reason, "since": _now()}
+            self._write(entries)
 
     def clear(self, adapter: str) -> dict[str, str] | None:
+        """Lift the adapter's latch (remembering when); what it was, or None if not latched."""
         with self._lock:
-            latches = self.read()
-            gone = latches.pop(adapter, None)
-            if gone is not None:
-                self._write(latches)
+            entries = self._entries()
+            gone = entries.get(adapter)
+            if gone is None or "reason" not in gone:
+                return None
+            entries[adapter] = {"resumed": _now()}
+            self._write(entries)
             return gone
 
     def mtime(self) -> float | None:
@@ -104,6 +138,10 @@ class LatchFile:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class AnomalyGuard:
@@ -128,7 +166,31 @@ class AnomalyGuard:
         }
         self._synced_at: float | None = None
         self._seen_mtime: float | None = -1.0
+        self._resumed: dict[str, datetime] = {}
         self.sync(force=True)
+
+    def another_processor(
+        self, adapter: str, why: str, request_id: str, first_seen: datetime | None
+    ) -> str | None:
+        """A sign that something other than this journal acts on the request (the module
+        docstring): latch ``adapter``; the reason when it latched now, else None. ``first_seen``
+        is when the journal first recorded the request (its row's creation)."""
+        log = get_logger(component="guard", request_id=request_id)
+        if not (self.settings.enabled and self.settings.another_processor):
+            log.warning("another_processor_sign", adapter=adapter, sign=why, latched=False)
+            return None
+        self.sync()
+        resumed = self._resumed.get(adapter)
+        if first_seen is not None and first_seen.tzinfo is None:
+            first_seen = first_seen.replace(tzinfo=UTC)  # the journal's times are UTC
+        if resumed is not None and first_seen is not None and first_seen <= resumed:
+            # Resumed after looking: what the journal held then is explained (a restore).
+            log.info("another_processor_sign_accepted", adapter=adapter, sign=why)
+            return None
+        log.warning("another_processor_sign", adapter=adapter, sign=why, latched=True)
+        if adapter not in self.breakers:
+            return None
+        return self._latch(adapter, f"another processor or a restored journal: {why}")
 
     def record(self, adapter: str, outcome: str) -> str | None:
         """Note a final vendor outcome; the reason when it latched the adapter now, else None."""
@@ -187,6 +249,7 @@ class AnomalyGuard:
             self._seen_mtime = mtime
         try:
             latched = self.latches.read()
+            self._resumed = self.latches.resumed()
         except OSError as exc:
             get_logger(component="guard").error("latch_file_unreadable", error=str(exc))
             return

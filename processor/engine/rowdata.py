@@ -158,6 +158,20 @@ class RowData:
         extra = {"batch": batch} if batch is not None else {}
         return self._with(step_from=source.value, sent_at=iso(sent_at), **extra)
 
+    @property
+    def terminated_under(self) -> int | None:
+        """The fence under which the vendor's termination was recorded: an approve under the same
+        fence is the journal's first (no crash in between, no earlier approve of its own)."""
+        fence = self.raw.get("terminated_under")
+        return fence if isinstance(fence, int) and not isinstance(fence, bool) else None
+
+    def with_terminated_under(self, fence: int) -> RowData:
+        return self._with(terminated_under=fence)
+
+    def step_opened(self, source: State) -> RowData:
+        """A step entered without a call (a status read answered for it): nothing was sent."""
+        return self._with(step_from=source.value)
+
     def with_sent(self, at: datetime) -> RowData:
         """A call of the step is about to be sent again (see :attr:`sent_at`)."""
         return self._with(sent_at=iso(at))

@@ -155,6 +155,19 @@ class VendorGate:
             )
         return None
 
+    @staticmethod
+    def reads_first(adapter: VendorAdapter, claim: Claim, step: VendorStep) -> bool:
+        """Mode ``read`` (a status read, no deduplication), a terminate this journal never sent:
+        read before the first call. Another processor's journal, or this one's restored from a
+        backup, may have terminated the subscription already; the read sees it, a call would
+        terminate again."""
+        return (
+            step is TERMINATE
+            and adapter.idempotency is Idempotency.NONE
+            and has_status_read(adapter)
+            and RowData.of(claim.record).sent_at is None
+        )
+
     def adapter_name(self, claim: Claim, decision: Decision) -> str | None:
         """The adapter a request started with (kept in the journal), else the one decided now."""
         return RowData.of(claim.record).adapter or decision.adapter
@@ -387,6 +400,7 @@ class VendorResults:
             )
         if dates is not None:
             data = data.with_dates(dates.terminated(now, data.retention_days))
+        data = data.with_terminated_under(claim.fence)
         return self.mover.move(
             claim,
             request,
@@ -481,6 +495,10 @@ class VendorSteps:
             with self.gate.breakers[adapter.name].attempt() as attempt:
                 if (held := self.liveness.send_right(claim, request, adapter)) is not None:
                     return held  # an earlier holder may still send (processor.engine.liveness)
+                if self.gate.reads_first(adapter, claim, step):
+                    looked = self._look_first(claim, request, adapter, recorded, attempt)
+                    if looked is not None:
+                        return looked
                 # The request is approved before a purge: no poll will ever list it again, so a
                 # crash inside this step must leave a timer for claim_due once the lease ran out.
                 timer = {"next_attempt_at": self.mover.clock()} if step is PURGE else {}
@@ -500,6 +518,42 @@ class VendorSteps:
                 )
         except CircuitOpen as shut:
             return self.mover.defer(claim, request, shut.wait, str(shut))
+
+    def _look_first(
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        adapter: VendorAdapter,
+        recorded: RowData,
+        attempt: Attempt,
+    ) -> Stepped | None:
+        """The read before a first terminate (:meth:`VendorGate.reads_first`); None: go ahead."""
+        status = self.gate.status(adapter, claim, request, TERMINATE.name)
+        if status in TERMINATE.not_acted:
+            return None
+        if not isinstance(status, SubscriptionStatus) or status is S.UNKNOWN:
+            # No call without the read: it is what keeps a second journal from terminating again.
+            if isinstance(status, (RetryLater, Ambiguous)):
+                attempt.failure()
+            why = getattr(status, "detail", None) or outcome_name(status)
+            wait = getattr(status, "after", None) or self.mover.backoff(1)
+            return self.mover.defer(claim, request, wait, f"read before terminate: {why}")
+        if status is S.NOT_FOUND:
+            gone = AlreadyGone(f"status read before terminate: {status.value}")
+        else:
+            sign = f"the subscription was {status.value} at the vendor before this journal called"
+            self.gate.guard.another_processor(
+                adapter.name, sign, request.id, claim.record.created_at
+            )
+            gone = AlreadyGone(f"{sign} (status read before terminate)")
+        claim = self.mover.move(
+            claim,
+            request,
+            TERMINATE.event,
+            data=recorded.step_opened(claim.state),
+            detail=f"status read before terminate: {status.value}",
+        )
+        return self.results.record(claim, request, adapter, TERMINATE, gone, False, attempt)
 
     def _unsafe_call(
         self,

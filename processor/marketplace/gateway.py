@@ -192,10 +192,20 @@ class ConnectGateway:
     # -- actions on a request ------------------------------------------------------------------
 
     def approve(
-        self, request_id: str, template_id: str, *, effective_date: datetime | None = None
+        self,
+        request_id: str,
+        template_id: str,
+        *,
+        effective_date: datetime | None = None,
+        first_attempt: bool = False,
     ) -> dict[str, Any]:
         """Approve; ``effective_date`` tells Connect when the cancellation took effect (the end of a
-        billing period, the start of a grace period) when that is not the moment of approval."""
+        billing period, the start of a grace period) when that is not the moment of approval.
+
+        ``first_attempt=True`` says no earlier approve of this request by this journal can have
+        reached Connect: a request found approved already was then approved by someone else,
+        and :class:`NotPending` ``approved`` says so (by default it counts as done: a crashed
+        run's own approve)."""
         if not template_id:
             raise ValueError("approve needs a template id")
         payload: dict[str, Any] = {"template_id": template_id}
@@ -203,7 +213,14 @@ class ConnectGateway:
             if effective_date.tzinfo is None:
                 raise ValueError("effective_date must be timezone-aware")
             payload["effective_date"] = effective_date.isoformat()
-        return self._act("approve", request_id, payload, source=_PENDING, target="approved")
+        return self._act(
+            "approve",
+            request_id,
+            payload,
+            source=_PENDING,
+            target="approved",
+            first_attempt=first_attempt,
+        )
 
     def fail(self, request_id: str, reason: str) -> dict[str, Any]:
         if not reason or not reason.strip():
@@ -316,6 +333,7 @@ class ConnectGateway:
         *,
         source: frozenset[str],
         target: str,
+        first_attempt: bool = False,
     ) -> dict[str, Any]:
         resource = self.client.requests[_segment(operation, "request", request_id)]
         action = resource(operation)
@@ -341,6 +359,8 @@ class ConnectGateway:
             # Refused: perhaps because our own earlier attempt (or a crashed run's) already landed.
             current = self.get_request(request_id)
             if reconcile(current) is not None:
+                if first_attempt:  # no earlier attempt of ours: someone else did it
+                    raise NotPending(target, request_id) from None
                 log.info("connect_action_already_done", operation=operation, request_id=request_id)
                 return current
             raise

@@ -67,9 +67,16 @@ class Marketplace(Protocol):
     # -- actions on a request ------------------------------------------------------------------
 
     def approve(
-        self, request_id: str, template_id: str, *, effective_date: datetime | None = None
+        self,
+        request_id: str,
+        template_id: str,
+        *,
+        effective_date: datetime | None = None,
+        first_attempt: bool = False,
     ) -> dict[str, Any]:
-        """Approve; ``effective_date`` (timezone-aware) when the cancellation took effect before."""
+        """Approve; ``effective_date`` (timezone-aware) when the cancellation took effect before.
+        ``first_attempt``: no earlier approve of ours can have landed, so a request approved
+        already raises :class:`NotPending` ``approved`` (someone else approved it)."""
         ...
 
     def fail(self, request_id: str, reason: str) -> dict[str, Any]:

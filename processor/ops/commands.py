@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from processor.config.schema import Config, configured_secrets, load_config
+from processor.engine.guard import latched
 from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED, for_journal
 from processor.journal import open_existing, redact_url
 from processor.journal.base import (
@@ -174,6 +175,17 @@ def _status(args: argparse.Namespace) -> int:
         }
     console = _console()
     console.print(Text.assemble("Journal ", (redact_url(config.journal.url), "bold")))
+    try:
+        for adapter, latch in sorted(latched(config).items()):
+            console.print(
+                Text.assemble(
+                    ("Latched: ", "bold red"),
+                    f"adapter {adapter} makes no vendor call since {latch.get('since')}: ",
+                    str(latch.get("reason")),
+                )
+            )
+    except OSError as exc:  # an unreadable latch file is said, not taken for "not latched"
+        console.print(Text(f"Latches unknown: {exc}", style="bold red"))
     table = Table(header_style="bold")
     table.add_column("state")
     table.add_column("requests", justify="right")

@@ -4,6 +4,8 @@ anything?
 One line per check, in this order; each is ``ok``, ``warn``, ``config`` or ``unreachable``:
 
 - ``config``: the file loads and validates; the Connect API key is set;
+- ``guard NAME``: an adapter the anomaly guard latched (a warning: it makes no vendor call until
+  ``cancel-processor resume NAME``);
 - ``adapters``: each adapter loads with its options;
 - ``capabilities``: each policy against each adapter it can reach (by its rules, the products and
   connection types they cover): ``grace_days`` needs ``suspend``, ``retention_days`` needs
@@ -89,7 +91,7 @@ def run_checks(
     ``connect=False`` Connect only (``run --once`` has checked it already)."""
     from processor.daemon.runtime import load_adapters
 
-    checks = [Check("config", "ok", f"{config.source} is valid")]
+    checks = [Check("config", "ok", f"{config.source} is valid"), *_latches(config)]
     api_key = connect_api_key(config, environ)
     if not api_key:
         checks.append(
@@ -119,6 +121,20 @@ def run_checks(
             if callable(close):
                 close()
     return checks
+
+
+def _latches(config: Config) -> list[Check]:
+    """An adapter the anomaly guard latched makes no vendor call until resumed: said here."""
+    from processor.engine.guard import latched
+
+    try:
+        found = latched(config)
+    except OSError as exc:
+        return [Check("guard", "warn", mask(str(exc)))]
+    return [
+        Check(f"guard {name}", "warn", f"latched since {latch.get('since')}: {latch.get('reason')}")
+        for name, latch in sorted(found.items())
+    ]
 
 
 def _reachable_adapters(config: Config, policy: str) -> set[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from processor.config.schema import ConfigError
+from processor.config.schema import ConfigError, load_config
 from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import register_secret
@@ -119,6 +119,29 @@ def test_status_of_an_empty_journal(run: Any, journal: Journal) -> None:
     ran = run(STATUS)
     assert ran.status == 0
     assert "No unfinished request." in ran.out and "Parked" not in ran.out
+
+
+def test_status_names_a_latched_adapter_with_its_reason_and_check_warns(
+    run: Any, journal: Journal, tmp_path: Path
+) -> None:
+    from processor.engine.guard import LatchFile
+    from processor.ops import preflight
+
+    why = (
+        "another processor or a restored journal: ...; resume with: cancel-processor resume vendor"
+    )
+    LatchFile(tmp_path / "journal.db.guard.json").set("vendor", why)
+    ran = run(STATUS)
+    assert ran.status == 0
+    assert "Latched: adapter vendor makes no vendor call since" in ran.out
+    assert "cancel-processor resume vendor" in ran.out.replace("\n", " ")
+    config = tmp_path / "processor.yaml"
+    config.write_text(
+        config.read_text() + "adapters:\n  vendor: {type: noop}\ndefaults: {adapter: vendor}\n"
+    )
+    checks = preflight.run_checks(load_config(str(config), environ={}), remote=False)
+    guard = [c for c in checks if c.name == "guard vendor"]
+    assert guard and guard[0].status == "warn" and "another processor" in guard[0].detail
 
 
 def test_status_lists_at_most_limit_parked_requests_newest_first(

@@ -10,7 +10,6 @@ anomaly guard stops the approvals at a handful and holds them until ``resume``.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 from processor.config.schema import Config
 from processor.daemon.core import Daemon
 from processor.daemon.runtime import build_runtime, selector_for
+from processor.engine.guard import LatchFile
 from processor.journal import open_journal
 from processor.journal.base import State
 from processor.ops import resume
@@ -250,10 +250,8 @@ def test_the_guard_stops_a_wrong_path_read_as_gone_after_a_handful_until_resumed
         assert approvals() == 10
         args = argparse.Namespace(adapter="vendor", config=config.source)
         assert resume.run(args) == 0 and resume.run(args) == 1  # the second: nothing to resume
-        assert (
-            not os.path.exists(tmp_path / "journal.db.guard.json")
-            or yaml.safe_load((tmp_path / "journal.db.guard.json").read_text()) == {}
-        )
+        latches = LatchFile(tmp_path / "journal.db.guard.json")
+        assert latches.read() == {} and set(latches.resumed()) == {"vendor"}
         # Resumed (still mistyped, to show it): the guard counts again from zero and latches again.
         patient = config.processing.model_copy(update={"once_max_wait": 10})
         run_once(config.model_copy(update={"processing": patient}))  # the deferred rows fall due

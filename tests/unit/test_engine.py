@@ -145,7 +145,8 @@ def test_ambiguous_outcome_without_idempotency_or_status_read_is_parked(
 def test_status_read_settles_an_ambiguous_terminate(journal: Journal, clock: Clock) -> None:
     payload = cancel_payload(7)
     market = FakeMarketplace([payload])
-    adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.TERMINATED])
+    statuses = [SubscriptionStatus.ACTIVE, SubscriptionStatus.TERMINATED]
+    adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=statuses)
     adapter.script("SUB-00007", Ambiguous("dropped"))
     engine = engine_for(journal, adapter, market, clock)
 
@@ -153,7 +154,8 @@ def test_status_read_settles_an_ambiguous_terminate(journal: Journal, clock: Clo
     clock.advance(60)
     assert engine.handle(payload) == "approved"
     assert len(adapter.terminate_calls()) == 1
-    assert [op for op, _ in adapter.calls] == ["terminate", "status"]
+    # read before the first terminate (mode read), the call, the read that settles it
+    assert [op for op, _ in adapter.calls] == ["status", "terminate", "status"]
 
 
 def test_status_read_active_means_the_first_call_did_not_act(
@@ -161,7 +163,7 @@ def test_status_read_active_means_the_first_call_did_not_act(
 ) -> None:
     payload = cancel_payload(8)
     market = FakeMarketplace([payload])
-    adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.ACTIVE] * 2)
+    adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=[SubscriptionStatus.ACTIVE] * 3)
     adapter.script("SUB-00008", Ambiguous("dropped"))
     engine = engine_for(journal, adapter, market, clock)
     engine.handle(payload)
@@ -169,10 +171,16 @@ def test_status_read_active_means_the_first_call_did_not_act(
     # "active" a minute after the dropped call is no proof yet: a vendor behind a gateway may
     # still apply it. The request waits for the lease (60 s) plus the apply horizon (120 s).
     assert engine.handle(payload) == "terminating"
-    assert [op for op, _ in adapter.calls] == ["terminate", "status"]
+    assert [op for op, _ in adapter.calls] == ["status", "terminate", "status"]
     clock.advance(120)
     assert engine.handle(payload) == "approved"
-    assert [op for op, _ in adapter.calls] == ["terminate", "status", "status", "terminate"]
+    assert [op for op, _ in adapter.calls] == [
+        "status",
+        "terminate",
+        "status",
+        "status",
+        "terminate",
+    ]
 
 
 @pytest.mark.parametrize(("poison", "final"), [("park", "parked"), ("fail", "failed")])

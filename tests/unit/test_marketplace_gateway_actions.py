@@ -89,6 +89,24 @@ def test_approve_refused_because_it_already_went_through_is_idempotent(
     assert len(http.calls) == 2
 
 
+def test_a_first_approve_found_approved_already_says_someone_else_approved_it(
+    http: Any, gateway: Any
+) -> None:
+    """``first_attempt``: no approve of ours can have landed before, so the refusal is news."""
+    refused = {"error_code": "REQ_003", "errors": ["Request must be in pending status."]}
+    http.add("POST", url("requests/PR-1/approve"), status=400, json=refused)
+    http.add("GET", url("requests/PR-1"), json=a_request(status="approved"))
+    with pytest.raises(NotPending) as caught:
+        gateway().approve("PR-1", "TL-1", first_attempt=True)
+    assert caught.value.status == "approved"
+    # Its own lost answer, within the same call, is still its own: landed, no error.
+    http.add(
+        "POST", url("requests/PR-2/approve"), body=requests.ConnectionError("connection dropped")
+    )
+    http.add("GET", url("requests/PR-2"), json=a_request("PR-2", status="approved"))
+    assert gateway().approve("PR-2", "TL-1", first_attempt=True)["status"] == "approved"
+
+
 def test_a_definite_refusal_is_action_refused_or_not_pending(http: Any, gateway: Any) -> None:
     http.add(
         "POST",
