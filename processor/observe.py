@@ -365,6 +365,11 @@ class Metrics:
             ["adapter"],
             registry=r,
         )
+        self.journal_full = Gauge(
+            "cancel_journal_full",
+            "1 while the last pass could not write the journal (a full disk): waiting for space",
+            registry=r,
+        )
         self.passes = Counter("cancel_poll_passes_total", "Completed polling passes", registry=r)
         self.notes_owed = Gauge(
             "cancel_notes_owed",

@@ -52,7 +52,7 @@ def explain(exc: BaseException, where: Where) -> tuple[str, int]:
 
 
 def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
-    from processor.journal.base import JournalError, SchemaError
+    from processor.journal.base import JournalError, JournalFull, SchemaError
     from processor.marketplace.errors import (
         MarketplaceError,
         NotFound,
@@ -97,6 +97,12 @@ def _explain(exc: BaseException, where: Where) -> tuple[str, int]:
     journal = where.journal or "the journal"
     if isinstance(exc, SchemaError):
         return f"{exc} (configuration: {where.source})", EXIT_CONFIG
+    if isinstance(exc, JournalFull):
+        return (
+            f"journal {journal} cannot be written: {exc}; free disk space where it lives, then "
+            "run again",
+            EXIT_UNFINISHED,
+        )
     if isinstance(exc, JournalError) and journal.startswith("sqlite"):
         return (
             f"journal {journal} cannot be used: {exc}; journal.url in {where.source} must name a "

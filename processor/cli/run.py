@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -113,10 +114,11 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
     from processor.cli.report import Progress, print_summary
     from processor.cli.ticker import Ticker
     from processor.daemon.core import Daemon
-    from processor.daemon.runtime import build_runtime
 
     startup_checks.journal_directory(config)
-    runtime = build_runtime(config)
+    runtime = _when_the_disk_allows(config, stopping, once=args.once)
+    if runtime is None:
+        return EXIT_OK  # stopped while waiting: nothing was started
     startup_checks.warn_slow_adapters(config, runtime.adapters)
     ops = None
     progress = Progress(None)
@@ -169,6 +171,30 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
             print(f"cancel-processor: adapter {name} is latched: {why}", file=sys.stderr)
         return EXIT_OK if summary.complete and not latches else EXIT_UNFINISHED
     return EXIT_OK
+
+
+def _when_the_disk_allows(config: Config, stopping: StopRequests, *, once: bool) -> Any:
+    """The runtime, once the journal can be written. A full disk at start is weather: wait for
+    space with one line per attempt (``--once``: within ``processing.once_max_wait``, then the
+    error, which names disk space), instead of exiting as for a configuration error that a
+    supervisor would restart into. None when a stop was asked while waiting."""
+    from processor.daemon.runtime import build_runtime
+    from processor.journal.base import JournalFull
+    from processor.observe import get_logger
+
+    deadline = time.monotonic() + config.processing.once_max_wait
+    every = min(max(config.processing.poll_interval, 1.0), 30.0)
+    while True:
+        try:
+            return build_runtime(config)
+        except JournalFull as exc:
+            if once and time.monotonic() + every > deadline:
+                raise
+            get_logger(component="cli").warning("journal_full_at_start", error=str(exc))
+            if stopping.requested:
+                return None
+            with stopping.interruptible():  # a stop while waiting: nothing was changed
+                time.sleep(every)
 
 
 def _ticking(config: Config) -> Callable[[Any], Callable[[], None]]:

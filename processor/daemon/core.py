@@ -62,6 +62,7 @@ from processor.daemon.summary import RunSummary, Tally
 from processor.daemon.sweeps import Sweeps
 from processor.engine.core import Engine, Intake
 from processor.engine.results import Reached
+from processor.journal.base import JournalFull
 from processor.marketplace import Marketplace, MarketplaceError, Selector
 from processor.marketplace.paging import fingerprint, placement
 from processor.model import parse_datetime
@@ -137,6 +138,10 @@ class Daemon:
                         # A backfill that could not see the backlog has not drained it: try again
                         # while the deadline allows, then report it unfinished, never done.
                         wait = self._listing_retry_within(deadline, wait)
+                    if self.summary.journal_full is not None:
+                        # The disk is full: no timer could be written. Look again in a few
+                        # seconds while the deadline allows, then report it unfinished.
+                        wait = self._listing_retry_within(deadline, None)
                     if wait is None:
                         if self._settled():
                             break
@@ -265,21 +270,36 @@ class Daemon:
         self.sweeps.take_over()
         self.pool.drain(None if not self._stop.is_set() else self.settings.shutdown_timeout)
         if not self._stop.is_set():
-            if self.engine.policy.schedules:
-                self._revocations()
-            self.sweeps.timers()
-            self.sweeps.settle_stale()
-            if listed_all:
-                self.sweeps.settle_vanished()
-            self.sweeps.renote()
-            if listed_all and not self.once:
-                self._report_gap(pass_started)
+            try:
+                if self.engine.policy.schedules:
+                    self._revocations()
+                self.sweeps.timers()
+                self.sweeps.settle_stale()
+                if listed_all:
+                    self.sweeps.settle_vanished()
+                self.sweeps.renote()
+            except JournalFull as exc:  # the rest of the sweeps would meet the same disk
+                self.pool.note_full(str(exc))
+        full = self._journal_weather()
+        if listed_all and not self.once and not full and not self._stop.is_set():
+            self._report_gap(pass_started)  # a full disk explains the gap: said once already
         self.summary.passes += 1
         self.summary.seen += seen
         metrics = self.engine.metrics
         metrics.passes.inc()
         metrics.backlog.set(seen)
         metrics.oldest_pending.set((self.engine.clock() - oldest).total_seconds() if oldest else 0)
+
+    def _journal_weather(self) -> bool:
+        """A full journal disk is weather: one line per pass, the daemon goes on, and every
+        request is taken up again once writes succeed (nothing was recorded, nothing lost).
+        True when this pass met it."""
+        full, error = self.pool.take_full()
+        self.summary.journal_full = error or None
+        self.engine.metrics.journal_full.set(int(bool(error)))
+        if error:
+            log.warning("journal_full", requests_waiting=full, error=error)
+        return bool(error)
 
     def _offer(self, payload: Any) -> None:
         """Submit a listed request, or hold it back to go with its customer's other cancels."""

@@ -18,7 +18,7 @@ from typing import Any
 from processor.daemon.summary import Tally
 from processor.engine.core import Engine, Intake
 from processor.engine.results import Outcome, Reached
-from processor.journal.base import Claim
+from processor.journal.base import Claim, JournalFull
 from processor.observe import get_logger
 
 __all__ = ["WorkerPool"]
@@ -42,6 +42,8 @@ class WorkerPool:
         self.stop_deadline = stop_deadline  # time.monotonic() by which run() returns, once stopping
         self.lock = threading.Lock()
         self.inflight: set[str] = set()
+        self.full = 0  # requests whose journal write was refused (a full disk) since taken
+        self.full_error = ""
         self.slots = threading.BoundedSemaphore(concurrency * 2)
         self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix="worker")
 
@@ -96,6 +98,10 @@ class WorkerPool:
         try:
             if not self.stop.is_set():  # queued but not started: claim nothing new during shutdown
                 results = job()
+        except JournalFull as exc:
+            # Weather: one line per pass says it (Daemon.run_pass), not one per request.
+            results = {rid: Outcome.JOURNAL_FULL for rid in request_ids}
+            self.note_full(str(exc), len(request_ids))
         except Exception as exc:  # noqa: BLE001 - the loop must go on; the journal keeps the request
             results = {rid: Outcome.ERROR for rid in request_ids}
             log.exception(
@@ -107,6 +113,20 @@ class WorkerPool:
                 self.inflight.difference_update(request_ids)
         for request_id, result in results.items():
             self.tally.record(request_id, result)
+
+    def note_full(self, error: str, requests: int = 0) -> None:
+        """A journal write refused by a full disk (:class:`JournalFull`), said once per pass."""
+        with self.lock:
+            self.full += requests
+            self.full_error = error
+
+    def take_full(self) -> tuple[int, str]:
+        """How many requests met a full journal disk since the last call, and its error ("" when
+        none did)."""
+        with self.lock:
+            taken = (self.full, self.full_error)
+            self.full, self.full_error = 0, ""
+        return taken
 
     def drain(self, timeout: float | None) -> None:
         """Wait for the work in flight; ``timeout`` only applies once stopping, and counts from the

@@ -45,6 +45,8 @@ class RunSummary:
     unaccounted: int = 0
     unaccounted_names: tuple[str, ...] = ()
     count_failed: str | None = None
+    # Why the last pass could not write the journal (a full disk), or None.
+    journal_full: str | None = None
 
     @property
     def elapsed(self) -> float:
@@ -62,6 +64,7 @@ class RunSummary:
             and self.listing_failed is None
             and not self.unaccounted
             and self.count_failed is None
+            and self.journal_full is None
         )
 
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from processor.daemon.pool import WorkerPool
 from processor.daemon.summary import Tally
 from processor.engine.core import Engine
-from processor.journal.base import JournalError, RequestRecord, State
+from processor.journal.base import JournalError, JournalFull, RequestRecord, State
 from processor.marketplace import Marketplace, MarketplaceError, Selector, TransientError
 from processor.observe import get_logger
 from processor.states import FINAL_STATES, STRANDED_STATES, TIMER_STATES
@@ -77,6 +77,8 @@ class Sweeps:
                     states=TIMER_STATES,
                 )
             except JournalError as exc:
+                if isinstance(exc, JournalFull):
+                    raise  # weather: the pass says it once (Daemon.run_pass)
                 log.warning("timers_not_claimed", error=str(exc))
                 return
             if not due:
@@ -98,6 +100,9 @@ class Sweeps:
         self.next_takeover = now + self.engine.lease_seconds / 2
         try:
             stranded = self.engine.journal.stranded(states=STRANDED_STATES, limit=limit)
+        except JournalFull as exc:  # weather: the pass says it once (Daemon.run_pass)
+            self.pool.note_full(str(exc))
+            return 0
         except JournalError as exc:
             log.warning("stranded_not_listed", error=str(exc))
             return 0
@@ -159,6 +164,8 @@ class Sweeps:
                 limit=limit,
             )
         except JournalError as exc:
+            if isinstance(exc, JournalFull):
+                raise  # weather: the pass says it once (Daemon.run_pass)
             log.warning("notes_not_listed", error=str(exc))
             return 0
         posted = 0
@@ -174,6 +181,8 @@ class Sweeps:
                 log.warning("notes_deferred", request_id=record.request_id, error=str(exc))
                 break
             except JournalError as exc:
+                if isinstance(exc, JournalFull):
+                    raise  # weather: the pass says it once (Daemon.run_pass)
                 log.warning("note_not_recorded", request_id=record.request_id, error=str(exc))
                 break
         if posted:

@@ -28,6 +28,8 @@ class Outcome(StrEnum):
     MALFORMED = "malformed"  # a payload without an id: nothing to record it under
     UNKNOWN = "unknown"  # settle: no journal row for the id
     ERROR = "error"  # the caller's work raised (the daemon's); the journal keeps the request
+    # The journal's disk refused a write (JournalFull): nothing changed; taken up again later.
+    JOURNAL_FULL = "journal_full"
 
 
 Reached = State | Outcome

@@ -30,6 +30,7 @@ __all__ = [
     "Claim",
     "Journal",
     "JournalError",
+    "JournalFull",
     "LeaseLost",
     "SchemaError",
 ]
@@ -37,6 +38,12 @@ __all__ = [
 
 class JournalError(Exception):
     """The journal cannot be used (unreachable, corrupt)."""
+
+
+class JournalFull(JournalError):
+    """The journal's storage refuses writes for now: a full disk, a quota, a file size limit.
+    Weather, not configuration: the caller waits and tries again, and nothing is lost (a write
+    that failed changed nothing; the request is taken up again where its row is)."""
 
 
 class SchemaError(JournalError):
@@ -205,6 +212,10 @@ class Journal(Protocol):
         bumping the fence so that any worker still holding a claim loses it. The step starts
         afresh: the lease, ``next_attempt_at`` and ``attempts`` are cleared. :class:`KeyError` if
         unknown."""
+
+    def restore(self, record: RequestRecord, transitions: Sequence[Transition]) -> str:
+        """``journal import``: write an exported row unless the journal holds the same or a newer
+        one (``inserted``, ``replaced``, ``unchanged``, ``kept``, ``busy``)."""
 
     def get(self, request_id: str) -> RequestRecord | None: ...
 

@@ -15,6 +15,8 @@ journal passes both.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -24,9 +26,26 @@ from processor.journal.holders import LocalSendRights
 from processor.journal.queries import Migration
 from processor.journal.rows import Row
 
-__all__ = ["MIGRATE_HINT", "Params", "Session", "Connector"]
+__all__ = ["MIGRATE_HINT", "Params", "Session", "Connector", "full_message"]
 
 MIGRATE_HINT = "run `cancel-processor journal migrate`"
+
+
+def full_message(where: str, exc: BaseException, path: str | None = None) -> str:
+    """Why a write was refused, naming disk space (and how much is free where ``path`` lives)."""
+    free = ""
+    if path is not None:
+        try:
+            free = (
+                f", {shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free:,} bytes free"
+            )
+        except OSError:
+            pass
+    return (
+        f"{where}: {exc}: the disk that holds the journal is full or refuses writes (disk space, "
+        f"a quota, a file size limit{free}); waiting for space, nothing is lost"
+    )
+
 
 Params = Mapping[str, Any]
 

@@ -48,8 +48,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from processor.journal import redact_url
-from processor.journal.base import JournalError, SchemaError
-from processor.journal.connector import MIGRATE_HINT, Params
+from processor.journal.base import JournalError, JournalFull, SchemaError
+from processor.journal.connector import MIGRATE_HINT, Params, full_message
 from processor.journal.holders import LocalSendRights, PostgresSendRights
 from processor.journal.queries import Migration, load_migrations, load_queries
 from processor.journal.rows import Clock, storable, storable_params, utcnow
@@ -156,6 +156,8 @@ class PostgresConnector:
                 f"PostgreSQL journal {self.url}: this process stalled for over "
                 f"{self._stall_ms} ms in a transaction, and the server ended it"
             ) from exc
+        except (psycopg.errors.DiskFull, psycopg.errors.IoError) as exc:  # 53100, 58030
+            raise JournalFull(full_message(f"PostgreSQL journal {self.url}", exc)) from exc
         except (
             psycopg.OperationalError,
             psycopg.InterfaceError,

@@ -42,8 +42,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from processor.journal.base import JournalError, SchemaError
-from processor.journal.connector import MIGRATE_HINT, Params
+from processor.journal.base import JournalError, JournalFull, SchemaError
+from processor.journal.connector import MIGRATE_HINT, Params, full_message
 from processor.journal.holders import LocalSendRights, file_send_rights
 from processor.journal.queries import Migration, load_migrations, load_queries
 from processor.journal.rows import Clock, aware_utc, data_json, storable_params, utcnow
@@ -97,6 +97,24 @@ class _Session:
             self._conn.execute(statement)
 
 
+# What SQLite answers when the disk is full (SQLITE_FULL) and when the operating system refused a
+# write (a file size limit or quota: EFBIG, EDQUOT, reported as an I/O error of the write). The
+# shared-memory index (-shm) is grown by writing to it: SHMSIZE when that is refused.
+_REFUSED_WRITES = frozenset(
+    {
+        "SQLITE_FULL",
+        "SQLITE_IOERR_WRITE",
+        "SQLITE_IOERR_FSYNC",
+        "SQLITE_IOERR_TRUNCATE",
+        "SQLITE_IOERR_SHMSIZE",
+    }
+)
+
+
+def _storage_refused(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in _REFUSED_WRITES
+
+
 class SQLiteConnector:
     """Connections to one SQLite file (or ``:memory:``), its transactions and its SQL."""
 
@@ -134,10 +152,18 @@ class SQLiteConnector:
                 raise SchemaError(
                     f"the journal schema is missing in {self.path}: {MIGRATE_HINT}"
                 ) from exc
+            if _storage_refused(exc):
+                raise JournalFull(
+                    full_message(f"SQLite journal {self.path}", exc, self.path)
+                ) from exc
             raise JournalError(f"SQLite journal {self.path}: {exc}") from exc
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise
         except sqlite3.DatabaseError as exc:  # "file is not a database", disk I/O, ...
+            if _storage_refused(exc):
+                raise JournalFull(
+                    full_message(f"SQLite journal {self.path}", exc, self.path)
+                ) from exc
             raise JournalError(f"SQLite journal {self.path}: {exc}") from exc
 
     @contextlib.contextmanager

@@ -48,6 +48,24 @@ from processor.journal.schema import check_schema, migrate
 __all__ = ["StoreJournal"]
 
 
+# The exported fields a restore writes as they are (the others are encoded or set by it).
+_RESTORED = (
+    "request_id",
+    "idempotency_key",
+    "subscription_id",
+    "asset_id",
+    "product_id",
+    "marketplace_id",
+    "environment",
+    "customer_id",
+    "attempts",
+    "outcome",
+    "reason",
+    "last_error",
+    "noted",
+)
+
+
 def _required(row: Row | None) -> Row:
     assert row is not None  # aggregates, EXISTS and a row just written always return one
     return row
@@ -314,6 +332,57 @@ class StoreJournal:
                 },
             )
         return self._record(after)
+
+    def restore(self, record: RequestRecord, transitions: Sequence[Transition]) -> str:
+        """``journal import``: write an exported row, in one transaction. ``inserted``: the
+        journal did not hold it; ``replaced``: it held an older version (by ``updated_at``),
+        not leased now; ``unchanged``: the same version; ``kept``: a newer one, never overwritten;
+        ``busy``: a process holds its lease now. The imported row carries no lease, and its
+        fence moves past both versions', so no claim made on either can write it again. The
+        transitions newer than the row replaced are appended."""
+        now = self._now()
+        with self._c.transaction() as tx:
+            row = tx.one(self._q["get_for_update"], {"request_id": record.request_id})
+            current = None if row is None else self._record(row)
+            if current is not None:
+                if current.updated_at is not None and current.updated_at == record.updated_at:
+                    return "unchanged"
+                newer = current.updated_at is not None and (
+                    record.updated_at is None or current.updated_at > record.updated_at
+                )
+                if newer:
+                    return "kept"
+            fence = record.fence if current is None else max(record.fence, current.fence) + 1
+            values = {name: getattr(record, name) for name in _RESTORED}
+            values |= {
+                "state": record.state.value,
+                "fence": fence,
+                "data": self._c.data(record.data),
+                "next_attempt_at": self._c.time(record.next_attempt_at),
+                "created_at": self._c.time(record.created_at or now),
+                "updated_at": self._c.time(record.updated_at or now),
+            }
+            if current is None:
+                tx.run(self._q["restore_insert"], values)
+            elif tx.one(self._q["restore_replace"], values | {"now": self._c.time(now)}) is None:
+                return "busy"  # a live lease (the SQL times it as claims do)
+            since = None if current is None else current.updated_at
+            for t in transitions:
+                if since is not None and t.at <= since:
+                    continue
+                tx.run(
+                    self._q["log_transition"],
+                    {
+                        "request_id": record.request_id,
+                        "from_state": None if t.from_state is None else t.from_state.value,
+                        "to_state": t.to_state.value,
+                        "fence": t.fence,
+                        "owner": t.owner,
+                        "at": self._c.time(t.at),
+                        "detail": t.detail,
+                    },
+                )
+        return "inserted" if current is None else "replaced"
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import getpass
 import os
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,7 +50,15 @@ from processor.model import parse_datetime
 from processor.observe import mask, register_secret
 from processor.ops.actions import ActionRefused, park_request, resend_from, retry_request
 from processor.ops.listing import Filters, newest, streamed, why_waiting
-from processor.ops.output import FORMATS, age, attention_table, export_line, write_report
+from processor.ops.output import (
+    FORMATS,
+    ExportLineError,
+    age,
+    attention_table,
+    export_line,
+    read_export_line,
+    write_report,
+)
 
 __all__ = ["Command", "STATUS", "REPORT", "RETRY", "PARK", "EXPORT", "COMMANDS", "JOURNAL_COMMANDS"]
 
@@ -418,5 +427,56 @@ EXPORT = Command(
     "export", "every record with its transitions, as JSON lines", _export_parser, _export
 )
 
+# -- journal import --------------------------------------------------------------------------------
+
+
+def _import_parser(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("file", metavar="FILE", help="an export (`journal export`); - for stdin")
+
+
+@_journal_errors
+def _import(args: argparse.Namespace) -> int:
+    """Restore an export: rows the journal lacks are added, older ones replaced; a row the
+    journal holds in a newer version is never overwritten (nor one leased now): exit 1 then."""
+    config = load_config(args.config)
+    counts: Counter[str] = Counter()
+    kept: list[str] = []
+    try:
+        source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        return _fail(f"cannot read {args.file}: {exc.strerror}", EXIT_CONFIG)
+    with source, existing_journal(config) as journal:
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                record, transitions = read_export_line(line)
+            except ExportLineError as exc:
+                print(f"{args.file}:{number}: skipped: {exc}", file=sys.stderr)
+                counts["unreadable"] += 1
+                continue
+            result = journal.restore(record, transitions)
+            counts[result] += 1
+            if result in ("kept", "busy") and len(kept) < 10:
+                kept.append(f"{record.request_id} ({result})")
+    print(
+        f"imported {counts['inserted']} new and {counts['replaced']} older row(s); "
+        f"{counts['unchanged']} already the same; kept {counts['kept']} the journal holds in a "
+        f"newer version and {counts['busy']} leased now; {counts['unreadable']} unreadable line(s)"
+    )
+    if kept:
+        print("not overwritten: " + ", ".join(kept), file=sys.stderr)
+    refused = counts["kept"] + counts["busy"] + counts["unreadable"]
+    return EXIT_UNFINISHED if refused else EXIT_OK
+
+
+IMPORT = Command(
+    "import",
+    "restore an export; rows the journal holds in a newer version are never overwritten",
+    _import_parser,
+    _import,
+)
+
 COMMANDS = (STATUS, REPORT, RETRY, PARK)  # cancel-processor <name>
-JOURNAL_COMMANDS = (EXPORT,)  # cancel-processor journal <name>
+JOURNAL_COMMANDS = (EXPORT, IMPORT)  # cancel-processor journal <name>

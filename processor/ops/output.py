@@ -27,6 +27,8 @@ __all__ = [
     "FORMATS",
     "record_row",
     "export_line",
+    "read_export_line",
+    "ExportLineError",
     "write_report",
     "attention_table",
     "age",
@@ -84,6 +86,107 @@ def export_line(record: RequestRecord, transitions: Sequence[Transition]) -> str
         for t in transitions
     ]
     return json.dumps(row, ensure_ascii=False, sort_keys=False, default=str)
+
+
+class ExportLineError(ValueError):
+    """A line of a journal export that cannot be read back."""
+
+
+def read_export_line(line: str) -> tuple[RequestRecord, list[Transition]]:
+    """The record and transitions of one :func:`export_line` (``journal import``); raises
+    :class:`ExportLineError` saying what is wrong."""
+    from processor.model import parse_datetime
+
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise ExportLineError(f"not JSON: {exc}") from None
+    if not isinstance(row, dict):
+        raise ExportLineError("not a JSON object")
+
+    def text(name: str, required: bool = False) -> str | None:
+        value = row.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or (required and not value):
+            raise ExportLineError(f"{name} must be a non-empty string")
+        return value
+
+    def when(value: Any, name: str) -> datetime | None:
+        if value is None:
+            return None
+        parsed = parse_datetime(value)
+        if parsed is None:
+            raise ExportLineError(f"{name} is not a date: {str(value)[:40]!r}")
+        return parsed
+
+    def number(name: str) -> int:
+        value = row.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ExportLineError(f"{name} must be a whole number >= 0")
+        return value
+
+    try:
+        state = State(row.get("state"))
+    except ValueError:
+        raise ExportLineError(f"unknown state {str(row.get('state'))[:40]!r}") from None
+    data = row.get("data") or {}
+    if not isinstance(data, dict):
+        raise ExportLineError("data must be a JSON object")
+    request_id = text("request_id", True)
+    assert request_id is not None
+    record = RequestRecord(
+        request_id=request_id,
+        state=state,
+        idempotency_key=text("idempotency_key", True) or "",
+        subscription_id=text("subscription_id"),
+        asset_id=text("asset_id"),
+        product_id=text("product_id"),
+        marketplace_id=text("marketplace_id"),
+        environment=text("environment"),
+        customer_id=text("customer_id"),
+        attempts=number("attempts"),
+        fence=number("fence"),
+        next_attempt_at=when(row.get("next_attempt_at"), "next_attempt_at"),
+        outcome=text("outcome"),
+        reason=text("reason"),
+        last_error=text("last_error"),
+        noted=text("noted"),
+        data=data,
+        created_at=when(row.get("created_at"), "created_at"),
+        updated_at=when(row.get("updated_at"), "updated_at"),
+    )
+    moves = row.get("transitions") or []
+    if not isinstance(moves, list):
+        raise ExportLineError("transitions must be a list")
+    transitions = []
+    for move in moves:
+        if not isinstance(move, dict):
+            raise ExportLineError("a transition must be a JSON object")
+        try:
+            source = move.get("from_state")
+            transitions.append(
+                Transition(
+                    request_id=request_id,
+                    from_state=None if source is None else State(source),
+                    to_state=State(move.get("to_state")),
+                    fence=int(move.get("fence") or 0),
+                    at=_required_time(when(move.get("at"), "a transition's at")),
+                    owner=move.get("owner") if isinstance(move.get("owner"), str) else None,
+                    detail=move.get("detail") if isinstance(move.get("detail"), str) else None,
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            raise ExportLineError(f"a transition cannot be read: {exc}") from None
+    if record.updated_at is None:
+        raise ExportLineError("updated_at is missing: which version is newer cannot be told")
+    return record, transitions
+
+
+def _required_time(value: datetime | None) -> datetime:
+    if value is None:
+        raise ExportLineError("a transition has no time (at)")
+    return value
 
 
 def age(seconds: float) -> str:

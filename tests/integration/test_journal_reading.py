@@ -64,6 +64,56 @@ def test_force_bumps_the_fence_clears_the_lease_and_starts_the_step_afresh(store
         journal.force("PR-404", State.PARKED, detail="nothing there", actor="ops:bob")
 
 
+def test_restore_inserts_replaces_older_and_keeps_newer_rows(store: Store) -> None:
+    """``journal import`` on both stores: the exported row and its history come back."""
+    source, target = store.journal, store.fresh()
+    target.migrate()
+    new_request(source)
+    claim = source.transition(
+        claimed(source), State.TERMINATING, attempts=2, data={"sent_at": "2030-01-01T00:00:00Z"}
+    )
+    source.release(claim)
+    record, history = source.get("PR-1"), source.transitions("PR-1")
+    assert record is not None
+    assert target.restore(record, history) == "inserted"
+    restored = target.get("PR-1")
+    assert restored is not None
+    assert (restored.state, restored.attempts, dict(restored.data)) == (
+        State.TERMINATING,
+        2,
+        {"sent_at": "2030-01-01T00:00:00Z"},
+    )
+    assert (restored.lease_owner, restored.updated_at) == (None, record.updated_at)
+    assert [(t.to_state, t.at) for t in target.transitions("PR-1")] == [
+        (t.to_state, t.at) for t in history
+    ]
+    assert target.restore(record, history) == "unchanged"
+    # The target moves on: the older export is refused.
+    store.clock.advance(60)
+    target.release(target.transition(claimed(target), State.TERMINATED, detail="done"))
+    assert target.restore(record, history) == "kept"
+    # A newer export replaces an older row, past every claim, and appends only newer history.
+    store.clock.advance(60)
+    source.release(source.transition(claimed(source), State.PARKED, detail="by hand"))
+    newer, newer_history = source.get("PR-1"), source.transitions("PR-1")
+    assert newer is not None
+    before = target.get("PR-1")
+    assert before is not None
+    held = claimed(target, owner="worker-z")
+    assert target.restore(newer, newer_history) == "busy"  # leased now: not under its holder
+    target.release(held)
+    assert target.restore(newer, newer_history) == "replaced"
+    after = target.get("PR-1")
+    assert after is not None and after.state is State.PARKED and after.fence > held.fence
+    assert [t.to_state for t in target.transitions("PR-1")] == [
+        State.TERMINATING,
+        State.TERMINATED,
+        State.PARKED,
+    ]
+    with pytest.raises(LeaseLost):
+        target.transition(held, State.APPROVED)
+
+
 def test_counts_cover_every_state(store: Store) -> None:
     journal = store.journal
     for n in range(3):

@@ -18,7 +18,7 @@ from processor.config.schema import ConfigError, load_config
 from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import register_secret
-from processor.ops.commands import EXPORT, PARK, REPORT, RETRY, STATUS, Command
+from processor.ops.commands import EXPORT, IMPORT, PARK, REPORT, RETRY, STATUS, Command
 from tests.ops_support import Clock, put
 
 T0 = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
@@ -349,6 +349,75 @@ def test_export_to_a_file_masks_secrets(run: Any, journal: Journal, tmp_path: Pa
     assert [
         p.name for p in tmp_path.iterdir() if p.name.startswith(".export")
     ] == []  # no temporary left
+
+
+def test_import_restores_an_export_and_never_overwrites_a_newer_row(
+    run: Any, history: Journal, clock: Clock, tmp_path: Path, config_file: Path
+) -> None:
+    export = tmp_path / "export.jsonl"
+    assert run(EXPORT, "--output", str(export)).status == 0
+    # Into an empty journal: everything comes back, transitions included.
+    other = tmp_path / "restored.db"
+    fresh = open_journal(f"sqlite:///{other}", clock=clock)
+    fresh.migrate()
+    config_file.write_text(f"journal:\n  url: sqlite:///{other}\n", encoding="utf-8")
+    ran = run(IMPORT, str(export))
+    assert ran.status == 0 and "imported 6 new and 0 older" in ran.out, ran.out
+    for request_id in ("PR-03", "PR-04"):
+        was, now = history.get(request_id), fresh.get(request_id)
+        assert was is not None and now is not None
+        assert (now.state, now.attempts, now.reason, now.last_error) == (
+            was.state,
+            was.attempts,
+            was.reason,
+            was.last_error,
+        )
+        assert now.lease_owner is None
+        assert [(t.from_state, t.to_state, t.at) for t in fresh.transitions(request_id)] == [
+            (t.from_state, t.to_state, t.at) for t in history.transitions(request_id)
+        ]
+    assert run(IMPORT, str(export)).status == 0  # the same export again: nothing changes
+    # The journal moves on; the old export must not take it back.
+    clock.now += timedelta(hours=1)
+    claim = fresh.claim("PR-04", "worker-1", 60)
+    assert claim is not None
+    fresh.release(fresh.transition(claim, State.TERMINATED, detail="done"))
+    ran = run(IMPORT, str(export))
+    assert ran.status == 1 and "kept 1" in ran.out and "PR-04 (kept)" in ran.err
+    kept = fresh.get("PR-04")
+    assert kept is not None and kept.state is State.TERMINATED
+    # An export newer than the journal replaces the older row, past every claim made on it.
+    newer = tmp_path / "newer.jsonl"
+    assert run(EXPORT, "--output", str(newer)).status == 0
+    config_file.write_text(f"journal:\n  url: sqlite:///{tmp_path / 'journal.db'}\n")
+    before = history.get("PR-04")
+    ran = run(IMPORT, str(newer))
+    assert ran.status == 0 and "0 new and 1 older" in ran.out, ran.out
+    after = history.get("PR-04")
+    assert before is not None and after is not None and after.state is State.TERMINATED
+    assert after.fence > before.fence
+    assert [t.to_state for t in history.transitions("PR-04")][-1] is State.TERMINATED
+    fresh.close()
+
+
+def test_import_names_unreadable_lines_and_goes_on(
+    run: Any, journal: Journal, tmp_path: Path
+) -> None:
+    export = tmp_path / "export.jsonl"
+    good = {"request_id": "PR-1", "state": "new", "idempotency_key": "cancel-PR-1"}
+    lines = [
+        "{not json",
+        json.dumps({**good, "state": "exploded", "updated_at": "2030-01-01T00:00:00Z"}),
+        json.dumps({**good, "updated_at": "2030-01-01T00:00:00Z", "attempts": -1}),
+        json.dumps({**good, "updated_at": "2030-01-01T00:00:00Z", "data": {"nested": [1]}}),
+    ]
+    export.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ran = run(IMPORT, str(export))
+    assert ran.status == 1 and "imported 1 new" in ran.out
+    assert "export.jsonl:1: skipped: not JSON" in ran.err
+    assert "unknown state 'exploded'" in ran.err and "attempts must be" in ran.err
+    restored = journal.get("PR-1")
+    assert restored is not None and restored.data == {"nested": [1]}
 
 
 def test_export_into_a_missing_folder_fails_with_a_message(

@@ -110,6 +110,44 @@ RETURNING *;
 INSERT INTO transitions (request_id, from_state, to_state, fence, owner, at, detail)
 VALUES (%(request_id)s, %(from_state)s, %(to_state)s, %(fence)s, %(owner)s, %(at)s, %(detail)s);
 
+-- name: restore_insert
+-- journal import: a row this journal does not hold, as exported; no lease (its holder belonged
+-- to the journal the export came from).
+INSERT INTO requests (
+    request_id, state, idempotency_key, subscription_id, asset_id, product_id, marketplace_id, environment, customer_id,
+    attempts, fence, next_attempt_at, outcome, reason, last_error, noted, data, created_at, updated_at
+) VALUES (
+    %(request_id)s, %(state)s, %(idempotency_key)s, %(subscription_id)s, %(asset_id)s, %(product_id)s, %(marketplace_id)s, %(environment)s, %(customer_id)s,
+    %(attempts)s, %(fence)s, %(next_attempt_at)s, %(outcome)s, %(reason)s, %(last_error)s, %(noted)s, %(data)s, %(created_at)s, %(updated_at)s
+);
+
+-- name: restore_replace
+-- journal import over an older row: every claim on it is void (the fence moves past both). A
+-- live lease (timed as the store times leases) keeps the row: its holder is at work.
+UPDATE requests
+   SET state = %(state)s,
+       idempotency_key = %(idempotency_key)s,
+       subscription_id = %(subscription_id)s,
+       asset_id = %(asset_id)s,
+       product_id = %(product_id)s,
+       marketplace_id = %(marketplace_id)s,
+       environment = %(environment)s,
+       customer_id = %(customer_id)s,
+       attempts = %(attempts)s,
+       fence = %(fence)s,
+       next_attempt_at = %(next_attempt_at)s,
+       outcome = %(outcome)s,
+       reason = %(reason)s,
+       last_error = %(last_error)s,
+       noted = %(noted)s,
+       data = %(data)s,
+       created_at = %(created_at)s,
+       updated_at = %(updated_at)s,
+       lease_owner = NULL, lease_expires_at = NULL
+ WHERE request_id = %(request_id)s
+   AND (lease_owner IS NULL OR lease_expires_at <= now())
+RETURNING request_id;
+
 -- name: transitions
 SELECT * FROM transitions WHERE request_id = %(request_id)s ORDER BY id;
 

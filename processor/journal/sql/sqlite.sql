@@ -99,6 +99,44 @@ RETURNING *;
 INSERT INTO transitions (request_id, from_state, to_state, fence, owner, at, detail)
 VALUES (:request_id, :from_state, :to_state, :fence, :owner, :at, :detail);
 
+-- name: restore_insert
+-- journal import: a row this journal does not hold, as exported; no lease (its holder belonged
+-- to the journal the export came from).
+INSERT INTO requests (
+    request_id, state, idempotency_key, subscription_id, asset_id, product_id, marketplace_id, environment, customer_id,
+    attempts, fence, next_attempt_at, outcome, reason, last_error, noted, data, created_at, updated_at
+) VALUES (
+    :request_id, :state, :idempotency_key, :subscription_id, :asset_id, :product_id, :marketplace_id, :environment, :customer_id,
+    :attempts, :fence, :next_attempt_at, :outcome, :reason, :last_error, :noted, :data, :created_at, :updated_at
+);
+
+-- name: restore_replace
+-- journal import over an older row: every claim on it is void (the fence moves past both). A
+-- live lease (timed as the store times leases) keeps the row: its holder is at work.
+UPDATE requests
+   SET state = :state,
+       idempotency_key = :idempotency_key,
+       subscription_id = :subscription_id,
+       asset_id = :asset_id,
+       product_id = :product_id,
+       marketplace_id = :marketplace_id,
+       environment = :environment,
+       customer_id = :customer_id,
+       attempts = :attempts,
+       fence = :fence,
+       next_attempt_at = :next_attempt_at,
+       outcome = :outcome,
+       reason = :reason,
+       last_error = :last_error,
+       noted = :noted,
+       data = :data,
+       created_at = :created_at,
+       updated_at = :updated_at,
+       lease_owner = NULL, lease_expires_at = NULL
+ WHERE request_id = :request_id
+   AND (lease_owner IS NULL OR lease_expires_at <= :now)
+RETURNING request_id;
+
 -- name: transitions
 SELECT * FROM transitions WHERE request_id = :request_id ORDER BY id;
 
