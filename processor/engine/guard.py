@@ -222,9 +222,10 @@ class AnomalyGuard:
     def _latch(self, adapter: str, reason: str) -> str:
         why = f"{reason}; resume with: cancel-processor resume {adapter}"
         breaker = self.breakers[adapter]
-        if breaker.latch(why):
-            self.metrics.anomaly.labels(adapter=adapter).set(1)
-            get_logger(component="guard").error("vendor_anomaly", adapter=adapter, reason=why)
+        if not breaker.latch(why):
+            return str(breaker.latched)  # latched already: the first reason stands
+        self.metrics.anomaly.labels(adapter=adapter).set(1)
+        get_logger(component="guard").error("vendor_anomaly", adapter=adapter, reason=why)
         if self.latches is not None:
             try:
                 self.latches.set(adapter, why)

@@ -156,16 +156,15 @@ class VendorGate:
         return None
 
     @staticmethod
-    def reads_first(adapter: VendorAdapter, claim: Claim, step: VendorStep) -> bool:
-        """Mode ``read`` (a status read, no deduplication), a terminate this journal never sent:
-        read before the first call. Another processor's journal, or this one's restored from a
-        backup, may have terminated the subscription already; the read sees it, a call would
-        terminate again."""
+    def reads_first(adapter: VendorAdapter, step: VendorStep) -> bool:
+        """Mode ``read`` (a status read, no deduplication): read before each terminate that starts
+        afresh (not a repeat from ``terminating``, which reads anyway). Another processor's journal,
+        or this one's restored from a backup, may have terminated the subscription already (also
+        after a suspend); the read sees it, a call would terminate again."""
         return (
             step is TERMINATE
             and adapter.idempotency is Idempotency.NONE
             and has_status_read(adapter)
-            and RowData.of(claim.record).sent_at is None
         )
 
     def adapter_name(self, claim: Claim, decision: Decision) -> str | None:
@@ -495,7 +494,7 @@ class VendorSteps:
             with self.gate.breakers[adapter.name].attempt() as attempt:
                 if (held := self.liveness.send_right(claim, request, adapter)) is not None:
                     return held  # an earlier holder may still send (processor.engine.liveness)
-                if self.gate.reads_first(adapter, claim, step):
+                if self.gate.reads_first(adapter, step):
                     looked = self._look_first(claim, request, adapter, recorded, attempt)
                     if looked is not None:
                         return looked
@@ -533,11 +532,23 @@ class VendorSteps:
             return None
         if not isinstance(status, SubscriptionStatus) or status is S.UNKNOWN:
             # No call without the read: it is what keeps a second journal from terminating again.
+            why = (
+                f"read before terminate: {getattr(status, 'detail', None) or outcome_name(status)}"
+            )
             if isinstance(status, (RetryLater, Ambiguous)):
-                attempt.failure()
-            why = getattr(status, "detail", None) or outcome_name(status)
-            wait = getattr(status, "after", None) or self.mover.backoff(1)
-            return self.mover.defer(claim, request, wait, f"read before terminate: {why}")
+                attempt.failure()  # the vendor in trouble: a retry later, not counted
+                wait = getattr(status, "after", None) or self.mover.backoff(1)
+                return self.mover.defer(claim, request, wait, why)
+            # A definite error (or an answer it cannot map): counted like the step's own errors,
+            # and parked after max_attempts -- never refused, nothing proves the vendor refused.
+            attempt.success()
+            failures = RowData.of(claim.record).failures + 1
+            counted = RowData.of(claim.record).with_failures(failures)
+            if failures >= self.results.settings.max_attempts:
+                why = f"gave up after {failures} failed status reads before terminate: {why}"
+                return self.mover.move(claim, request, Event.PARK, reason=why, data=counted)
+            wait = self.mover.backoff(failures)
+            return self.mover.defer(claim, request, wait, why, data=counted)
         if status is S.NOT_FOUND:
             gone = AlreadyGone(f"status read before terminate: {status.value}")
         else:

@@ -71,6 +71,20 @@ def test_row_0_every_matching_request_final(tmp_path: Path, sandbox: Sandbox) ->
         assert _cli(sandbox, command, "-c", str(config)).returncode == 0
 
 
+def test_row_1_a_latched_adapter_names_itself_and_how_to_resume(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    from processor.engine.guard import LatchFile
+
+    config = write_config(tmp_path, sandbox, processing={"once_max_wait": 1})
+    why = "10 already_gone answers in a row; resume with: cancel-processor resume vendor"
+    LatchFile(tmp_path / "journal.db.guard.json").set("vendor", why)
+    result = _cli(sandbox, "run", "--once", "--no-progress", "-c", str(config))
+    _line(
+        result, 1, "adapter vendor is latched", "10 already_gone", "cancel-processor resume vendor"
+    )
+
+
 def test_row_1_work_left_unfinished(tmp_path: Path, sandbox: Sandbox) -> None:
     # The vendor cannot be reached: every request is deferred, none is final when --once stops.
     config = write_config(

@@ -11,7 +11,7 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from processor.adapters.base import Idempotency, RetryLater, SubscriptionStatus
+from processor.adapters.base import Failed, Idempotency, RetryLater, SubscriptionStatus
 from processor.config.schema import load_config
 from processor.engine.core import Engine
 from processor.engine.guard import LatchFile, latch_path
@@ -198,3 +198,21 @@ def test_the_sign_only_logs_when_the_setting_is_off(journal: Journal, clock: Clo
     )
     assert engine.handle(payload) == State.APPROVED
     assert latched(engine) is None and adapter.terminate_calls() == []
+
+
+def test_a_status_read_that_keeps_failing_before_terminate_parks_never_refuses(
+    journal: Journal, clock: Clock
+) -> None:
+    payload = cancel_payload(14)
+    statuses = [Failed("HTTP 404 no_route")] * 3
+    adapter = ScriptedAdapter(idempotency=Idempotency.NONE, status=statuses)
+    market = FakeMarketplace([payload])
+    engine = engine_for(journal, adapter, market, clock)
+    assert engine.handle(payload) == State.NEW
+    clock.advance(600)
+    assert engine.handle(payload) == State.NEW
+    clock.advance(600)
+    assert engine.handle(payload) == State.PARKED  # max_attempts 3
+    record = journal.get(payload["id"])
+    assert record is not None and "failed status reads before terminate" in (record.reason or "")
+    assert adapter.terminate_calls() == [] and market.failed == []
