@@ -116,8 +116,13 @@ class ConnectSteps:
         )
 
     def _approved_elsewhere(self, claim: Claim, request: CancelRequest, data: RowData) -> None:
-        """Approved on Connect between this journal's termination and its first approve."""
+        """Approved on Connect between this journal's termination and its first approve --
+        unless another worker of this journal took the request over meanwhile (this one frozen
+        past its lease): its approve is this journal's own."""
         adapter = data.adapter
+        now = self.mover.journal.get(request.id)
+        if now is None or now.fence != claim.fence:
+            return
         if adapter is not None:
             sign = "the request was approved on Connect by someone else as this journal ended it"
             self.guard.another_processor(adapter, sign, request.id, claim.record.created_at)

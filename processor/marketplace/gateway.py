@@ -349,17 +349,22 @@ class ConnectGateway:
         def reread() -> dict[str, Any] | None:
             return reconcile(self._retry.once(lambda: resource.get(**self._http)))
 
+        sends = 0
+
+        def send() -> Any:
+            nonlocal sends
+            sends += 1
+            return action.post(payload=payload, **self._http)
+
         try:
-            result = self._ambiguous(
-                operation, send=lambda: action.post(payload=payload, **self._http), reconcile=reread
-            )
+            result = self._ambiguous(operation, send=send, reconcile=reread)
         except ActionRefused as refused:
             if refused.status_code != 400:
                 raise
             # Refused: perhaps because our own earlier attempt (or a crashed run's) already landed.
             current = self.get_request(request_id)
             if reconcile(current) is not None:
-                if first_attempt:  # no earlier attempt of ours: someone else did it
+                if first_attempt and sends == 1:  # refused at our only send: someone else did it
                     raise NotPending(target, request_id) from None
                 log.info("connect_action_already_done", operation=operation, request_id=request_id)
                 return current

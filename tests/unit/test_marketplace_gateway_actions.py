@@ -105,6 +105,12 @@ def test_a_first_approve_found_approved_already_says_someone_else_approved_it(
     )
     http.add("GET", url("requests/PR-2"), json=a_request("PR-2", status="approved"))
     assert gateway().approve("PR-2", "TL-1", first_attempt=True)["status"] == "approved"
+    # A first send that timed out and landed late: refused at the second send, still its own.
+    http.add("POST", url("requests/PR-3/approve"), body=requests.ReadTimeout("read timed out"))
+    http.add("GET", url("requests/PR-3"), json=a_request("PR-3"))  # not applied yet
+    http.add("POST", url("requests/PR-3/approve"), status=400, json=refused)
+    http.add("GET", url("requests/PR-3"), json=a_request("PR-3", status="approved"))
+    assert gateway().approve("PR-3", "TL-1", first_attempt=True)["status"] == "approved"
 
 
 def test_a_definite_refusal_is_action_refused_or_not_pending(http: Any, gateway: Any) -> None:
