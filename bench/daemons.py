@@ -78,6 +78,9 @@ class Daemon:
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                # The run's own directory: files a PostgreSQL configuration keeps in the working
+                # directory (the guard's latches) belong to this run, not to the next one.
+                cwd=self.config.parent,
             )
 
     @property

@@ -94,6 +94,7 @@ def run_once(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[s
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=config.parent,
     )
 
 
@@ -114,6 +115,7 @@ def freeze_after_intent(config: Path, env: dict[str, str], log: Path) -> subproc
             env={**env, "CANCEL_PROCESSOR_PAUSE_AT": "after_intent"},
             stdout=subprocess.DEVNULL,
             stderr=err,
+            cwd=config.parent,  # files kept in the working directory stay with this test
         )
     deadline = time.monotonic() + STOP_BUDGET
     while time.monotonic() < deadline and holder.poll() is None and not stopped(holder.pid):
