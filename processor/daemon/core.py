@@ -60,6 +60,7 @@ from processor.daemon.completeness import DAEMON_MARGIN, RELISTS, measure
 from processor.daemon.pool import WorkerPool
 from processor.daemon.summary import RunSummary, Tally
 from processor.daemon.sweeps import Sweeps
+from processor.engine.circuit import LATCHED_RECHECK
 from processor.engine.core import Engine, Intake
 from processor.engine.results import Reached
 from processor.journal.base import JournalFull
@@ -142,6 +143,8 @@ class Daemon:
                         # The disk is full: no timer could be written. Look again in a few
                         # seconds while the deadline allows, then report it unfinished.
                         wait = self._listing_retry_within(deadline, None)
+                    if any(b.latched for b in self.engine.breakers.values()):
+                        break  # a person must look first: run --once names the latch and exits 1
                     if wait is None:
                         if self._settled():
                             break
@@ -235,7 +238,13 @@ class Daemon:
             now = time.monotonic()
             if now >= deadline:
                 return
-            self._stop.wait(min(deadline, max(self.sweeps.next_takeover, now)) - now)
+            # At most a second at a time: a `resume` run beside the daemon ends the wait, so the
+            # requests a latch held back go on within a second or two, not a poll interval later.
+            self._stop.wait(min(deadline, max(self.sweeps.next_takeover, now), now + 1.0) - now)
+            if self.engine.guard.sync():
+                # Resumed: every request the latch deferred is due a recheck later; then a pass.
+                self._stop.wait(LATCHED_RECHECK)
+                return
             self.sweeps.take_over()
 
     # -- one pass -------------------------------------------------------------------------------

@@ -22,7 +22,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["Attempt", "CircuitBreaker", "CircuitOpen"]
+__all__ = ["Attempt", "CircuitBreaker", "CircuitOpen", "LATCHED_RECHECK"]
+
+# Seconds a request held back by a latch waits before it is looked at again. Short, because a
+# latch lasts until a person resumes it and the requests should go on at once then; cheap, because
+# a latched attempt makes no call (one journal write per request per pass, as any deferral).
+LATCHED_RECHECK = 1.0
 
 
 class CircuitOpen(Exception):
@@ -86,7 +91,8 @@ class CircuitBreaker:
         """A vendor call, if one may go ahead now; raises :class:`CircuitOpen` otherwise."""
         with self._lock:
             if self.latched is not None:
-                raise CircuitOpen(self.name, max(self.reset_after, 1.0), f"latched: {self.latched}")
+                # Checked again soon: a resume must reach the waiting requests within seconds.
+                raise CircuitOpen(self.name, LATCHED_RECHECK, f"latched: {self.latched}")
             probe = False
             if self._opened_at is not None:
                 wait = self._opened_at + self.reset_after - self._clock()

@@ -235,25 +235,27 @@ class AnomalyGuard:
                 )
         return why
 
-    def sync(self, force: bool = False) -> None:
-        """Follow the latch file: latches set elsewhere hold here, cleared ones (resume) release."""
+    def sync(self, force: bool = False) -> bool:
+        """Follow the latch file: latches set elsewhere hold here, cleared ones (resume) release.
+        True when a latch was released now."""
         if self.latches is None:
-            return
+            return False
         now = self._clock()
         with self._lock:
             if not force and self._synced_at is not None and now - self._synced_at < _SYNC_EVERY:
-                return
+                return False
             self._synced_at = now
             mtime = self.latches.mtime()
             if not force and mtime == self._seen_mtime:
-                return
+                return False
             self._seen_mtime = mtime
         try:
             latched = self.latches.read()
             self._resumed = self.latches.resumed()
         except OSError as exc:
             get_logger(component="guard").error("latch_file_unreadable", error=str(exc))
-            return
+            return False
+        released = False
         for name, breaker in self.breakers.items():
             entry = latched.get(name)
             if entry is not None and breaker.latched is None:
@@ -261,5 +263,7 @@ class AnomalyGuard:
                 self.metrics.anomaly.labels(adapter=name).set(1)
             elif entry is None and breaker.latched is not None:
                 breaker.unlatch()
+                released = True
                 self.metrics.anomaly.labels(adapter=name).set(0)
                 get_logger(component="guard").warning("vendor_resumed", adapter=name)
+        return released

@@ -10,6 +10,8 @@ anomaly guard stops the approvals at a handful and holds them until ``resume``.
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -291,3 +293,37 @@ def test_a_status_read_is_evidence_where_a_bare_error_is_not(
     ]
     assert {cancels[r]["status"] for r in pending[1:]} == {"pending"}
     assert all(run.journal.get(r).state is State.PARKED for r in pending[1:])  # type: ignore[union-attr]
+
+
+def test_a_resume_beside_a_running_daemon_takes_effect_within_seconds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The poll interval is 30 s: the requests a latch held back go on within seconds of the
+    resume all the same (the daemon's wait ends on it, and a latched request is looked at again
+    every couple of seconds)."""
+    with Sandbox(generate=6, seed=5, refuse_pattern="") as box:
+        for name, value in box.environ().items():
+            monkeypatch.setenv(name, value)
+        config = config_for(box, tmp_path, {}, poll_interval=30)
+        latches = LatchFile(tmp_path / "journal.db.guard.json")
+        latches.set("vendor", "a test latch; resume with: cancel-processor resume vendor")
+        runtime = build_runtime(config)
+        daemon = Daemon(runtime.engine, runtime.marketplace, selector_for(config))
+        thread = threading.Thread(target=daemon.run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            passes = runtime.metrics.registry.get_sample_value
+            while not passes("cancel_poll_passes_total") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert box.pending_cancels(), "nothing may move while latched"
+            assert box.vendor_ledger()["calls"] == []
+            assert latches.clear("vendor") is not None  # cancel-processor resume vendor
+            resumed = time.monotonic()
+            while box.pending_cancels() and time.monotonic() - resumed < 10:
+                time.sleep(0.1)
+            assert not box.pending_cancels(), "a resume waited for the poll interval"
+        finally:
+            daemon.stop()
+            thread.join(timeout=30)
+            runtime.close()
