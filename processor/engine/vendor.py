@@ -289,7 +289,11 @@ class VendorResults:
     ) -> Stepped:
         """Record a vendor outcome. ``uncertain``: an earlier call of this step may have acted."""
         move, name = self.mover.move, outcome_name(outcome)
-        self.guard.record(adapter.name, name)  # a burst of gone/refused latches the circuit
+        # A burst of gone/refused latches the circuit. "Already gone" in answer to a repeat of a
+        # call that may have acted is that call's own confirmation (natural idempotency, a vendor
+        # that applied the first call late): a termination, not an anomaly.
+        own = uncertain and isinstance(outcome, AlreadyGone)
+        self.guard.record(adapter.name, step.done if own else name)
         if isinstance(outcome, (Terminated, AlreadyGone)):
             attempt.success()
             done = step.done if isinstance(outcome, Terminated) else name

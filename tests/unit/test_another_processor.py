@@ -11,7 +11,14 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from processor.adapters.base import Failed, Idempotency, RetryLater, SubscriptionStatus
+from processor.adapters.base import (
+    AlreadyGone,
+    Ambiguous,
+    Failed,
+    Idempotency,
+    RetryLater,
+    SubscriptionStatus,
+)
 from processor.config.schema import load_config
 from processor.engine.core import Engine
 from processor.engine.guard import LatchFile, latch_path
@@ -216,3 +223,18 @@ def test_a_status_read_that_keeps_failing_before_terminate_parks_never_refuses(
     record = journal.get(payload["id"])
     assert record is not None and "failed status reads before terminate" in (record.reason or "")
     assert adapter.terminate_calls() == [] and market.failed == []
+
+
+def test_already_gone_confirming_a_repeat_is_not_an_anomaly(journal: Journal, clock: Clock) -> None:
+    """Natural idempotency and a vendor that applied the first call late: every repeat answers
+    "already terminated". That confirms this journal's own call; the guard must not latch."""
+    payloads = [cancel_payload(100 + n) for n in range(4)]  # under the breaker's threshold (5)
+    adapter = ScriptedAdapter(idempotency=Idempotency.NATURAL)
+    for payload in payloads:
+        sub = payload["asset"]["params"][0]["value"]
+        adapter.script(sub, Ambiguous("504 gateway timeout"), AlreadyGone("already terminated"))
+    engine = engine_for(journal, adapter, FakeMarketplace(payloads), clock, in_a_row=3)
+    assert [engine.handle(p) for p in payloads] == [State.TERMINATING] * len(payloads)
+    clock.advance(600)
+    assert [engine.handle(p) for p in payloads] == [State.APPROVED] * len(payloads)
+    assert latched(engine) is None
