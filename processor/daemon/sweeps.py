@@ -76,9 +76,9 @@ class Sweeps:
                     min(settings.concurrency, budget),
                     states=TIMER_STATES,
                 )
+            except JournalFull:
+                raise  # weather: the pass says it once (Daemon.run_pass)
             except JournalError as exc:
-                if isinstance(exc, JournalFull):
-                    raise  # weather: the pass says it once (Daemon.run_pass)
                 log.warning("timers_not_claimed", error=str(exc))
                 return
             if not due:
@@ -163,9 +163,9 @@ class Sweeps:
                 updated_since=now - _RENOTE_WITHIN,
                 limit=limit,
             )
+        except JournalFull:
+            raise  # weather: the pass says it once (Daemon.run_pass)
         except JournalError as exc:
-            if isinstance(exc, JournalFull):
-                raise  # weather: the pass says it once (Daemon.run_pass)
             log.warning("notes_not_listed", error=str(exc))
             return 0
         posted = 0
@@ -180,9 +180,9 @@ class Sweeps:
                 # Connect is in trouble: every other note waits the same retries: next pass.
                 log.warning("notes_deferred", request_id=record.request_id, error=str(exc))
                 break
+            except JournalFull:
+                raise  # weather: the pass says it once (Daemon.run_pass)
             except JournalError as exc:
-                if isinstance(exc, JournalFull):
-                    raise  # weather: the pass says it once (Daemon.run_pass)
                 log.warning("note_not_recorded", request_id=record.request_id, error=str(exc))
                 break
         if posted:

@@ -290,9 +290,10 @@ class Engine:
         if claim is None:
             return Outcome.BUSY
         request = stub_request(request_id, record, status)
-        if claim.state is State.NEW and status == "approved" and not RowData.of(record).routed:
+        data = RowData.of(record)
+        if claim.state is State.NEW and status == "approved" and not data.routed:
             # Approved without this journal's termination, while it held the request as new.
-            adapter = RowData.of(record).adapter or self.config.adapter_for(
+            adapter = data.adapter or self.config.adapter_for(
                 request.product_id, request.environment
             )
             if adapter:

@@ -11,9 +11,9 @@ mis-approval stops at a handful, not at the whole backlog.
 
 **Not the only journal.** Some answers prove that something other than this journal acts on the
 same requests: a request approved on Connect right after this journal terminated it and before
-any approve of its own could have left; a subscription terminated at the vendor before this journal
-ever called for it (the read before the first terminate, mode ``read``); a request this journal
-never started found approved on Connect. That is a second processor with its own journal (two
+any approve of its own could have left; a subscription found terminated by the status read mode
+``read`` makes before each terminate that starts afresh; a request this journal never started
+found approved on Connect. That is a second processor with its own journal (two
 replicas each given a volume), or this journal restored from a backup taken before requests it
 had terminated were approved. Every further request may be terminated twice in mode ``read`` or
 ``none``, so the first such sign latches the adapter (:meth:`AnomalyGuard.another_processor`,
@@ -187,9 +187,10 @@ class AnomalyGuard:
             # Resumed after looking: what the journal held then is explained (a restore).
             log.info("another_processor_sign_accepted", adapter=adapter, sign=why)
             return None
-        log.warning("another_processor_sign", adapter=adapter, sign=why, latched=True)
-        if adapter not in self.breakers:
+        if adapter not in self.breakers:  # an adapter this process did not load: nothing to stop
+            log.warning("another_processor_sign", adapter=adapter, sign=why, latched=False)
             return None
+        log.warning("another_processor_sign", adapter=adapter, sign=why, latched=True)
         return self._latch(adapter, f"another processor or a restored journal: {why}")
 
     def record(self, adapter: str, outcome: str) -> str | None:

@@ -40,6 +40,19 @@ def limited(size: int) -> Callable[[], None]:
     return set_limit
 
 
+def run_limited(sandbox: Sandbox, config: Path, size: int, *args: str) -> subprocess.Popen[str]:
+    """``cancel-processor run`` in its own process, writing at most ``size`` bytes to any file."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "processor", "run", *args, "--config", str(config)],
+        env=processor_env(sandbox),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=limited(size),
+        cwd=config.parent,
+    )
+
+
 def space_returns(process: subprocess.Popen[str]) -> None:
     unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, unlimited)
@@ -103,14 +116,7 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
 def test_the_daemon_waits_for_space_then_catches_up(started: Callable[..., Any]) -> None:
     sandbox, config = started(60)
     pending = sandbox.pending_cancels()
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "processor", "run", "--config", str(config)],
-        env=processor_env(sandbox),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=limited(FULL),
-    )
+    daemon = run_limited(sandbox, config, FULL)
     log = Lines(daemon)
     try:
         # Full from the start: not an exit (a supervisor would restart it into the same wall).
@@ -135,14 +141,7 @@ def test_a_disk_full_mid_run_costs_one_line_per_pass_and_once_finishes_when_spac
     sandbox, config = started(200)
     pending = sandbox.pending_cancels()
     room = sum(f.stat().st_size for f in tmp_path.glob("journal.db*")) + 60_000
-    once = subprocess.Popen(
-        [sys.executable, "-m", "processor", "run", "--once", "--config", str(config)],
-        env=processor_env(sandbox),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=limited(room),
-    )
+    once = run_limited(sandbox, config, room, "--once")
     log = Lines(once)
     try:
         assert wait_for(lambda: log.events().count("journal_full") >= 3, 30), log.lines[-5:]
