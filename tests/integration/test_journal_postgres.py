@@ -139,7 +139,7 @@ def test_replicas_migrating_at_once_take_turns(
     replica: Open, postgres_url: str, schema: str, raw: Callable[..., Any]
 ) -> None:
     first = replica()  # migrates
-    raw("DROP TABLE transitions, requests, schema_version")
+    raw("DROP TABLE transitions, requests, rate_slots, schema_version")
     raw("DROP FUNCTION transitions_append_only()")
     others = [open_journal(postgres_url, schema=schema, connect_timeout=5) for _ in range(3)]
     start = threading.Barrier(3, timeout=10)

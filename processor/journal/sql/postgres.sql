@@ -194,3 +194,39 @@ SELECT * FROM requests
 UPDATE requests SET noted = %(state)s, updated_at = %(updated_at)s
  WHERE request_id = %(request_id)s AND state = %(state)s
 RETURNING request_id;
+
+-- name: take_rate_slot
+-- One call's slot of an adapter's shared rate limit (processor/journal/rate_slots.py), in one
+-- statement: the least recently used of the adapter's first `calls` slots, taken only when its
+-- last use is a whole window old by the database clock (every replica reads the same clock). A
+-- slot another replica is taking right now is passed over, not waited for (SKIP LOCKED); after a
+-- lock wait the row would be re-checked anyway. `slot` is the slot taken, NULL when none was free;
+-- then `wait` is the seconds until the oldest slot frees (read before this statement's own
+-- update, which does not matter: it is read only when nothing was updated), and `slots` how many
+-- the adapter has (fewer than `calls`: add them, then take again).
+WITH free AS (
+    SELECT slot FROM rate_slots
+     WHERE adapter = %(adapter)s AND slot < %(calls)s
+       AND taken_at <= clock_timestamp() - make_interval(secs => %(window)s)
+     ORDER BY taken_at
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE rate_slots AS s SET taken_at = clock_timestamp()
+      FROM free
+     WHERE s.adapter = %(adapter)s AND s.slot = free.slot
+    RETURNING s.slot
+)
+SELECT (SELECT slot FROM taken) AS slot,
+       count(*) AS slots,
+       extract(epoch FROM min(taken_at) + make_interval(secs => %(window)s) - clock_timestamp())::float8
+           AS wait
+  FROM rate_slots
+ WHERE adapter = %(adapter)s AND slot < %(calls)s;
+
+-- name: add_rate_slots
+-- An adapter's slots 0..calls-1, free at once; those another replica added first are kept as they
+-- are (their last use still counts).
+INSERT INTO rate_slots (adapter, slot, taken_at)
+SELECT %(adapter)s, n, 'epoch'::timestamptz FROM generate_series(0, %(calls)s - 1) AS n
+ON CONFLICT (adapter, slot) DO NOTHING;
