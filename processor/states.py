@@ -21,6 +21,8 @@ needs the sets too (its ``unnoted`` query, ``record.final``) and may not import 
 ``revoked``             the cancellation was withdrawn on Connect (final)
 ``closed``              the request left ``pending`` on Connect by someone else's hand (final)
 ``parked``              needs a human (ambiguous outcome without idempotency, poison, ...)
+``awaiting_vendor``     the vendor accepted the step as an operation (its id in the row's data):
+                        polled at ``next_attempt_at``, never sent again
 ======================  =============================================================
 """
 
@@ -58,6 +60,7 @@ class State(str, Enum):  # noqa: UP042
     REVOKED = "revoked"
     CLOSED = "closed"
     PARKED = "parked"
+    AWAITING_VENDOR = "awaiting_vendor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,8 @@ TRAITS: dict[State, Traits] = {
     State.REVOKED: _FINAL,
     State.CLOSED: _FINAL,
     State.PARKED: _FINAL,
+    # Not an intent: the vendor's answer (accepted) is recorded, and a poll changes nothing.
+    State.AWAITING_VENDOR: Traits(timer=True),
 }
 
 FINAL_STATES = frozenset(s for s, t in TRAITS.items() if t.final)

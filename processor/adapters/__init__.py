@@ -9,12 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from processor.adapters.base import (
+    Accepted,
     AdapterError,
     AlreadyGone,
     Ambiguous,
+    Done,
     Failed,
     Idempotency,
+    OperationFailed,
     Outcome,
+    Pending,
+    PollAnswer,
     Refused,
     RetryLater,
     SubscriptionStatus,
@@ -34,15 +39,20 @@ if TYPE_CHECKING:
     from processor.adapters.http import HttpAdapter
 
 __all__ = [
+    "Accepted",
     "AdapterError",
     "AlreadyGone",
     "Ambiguous",
+    "Done",
     "ENTRY_POINT_GROUP",
     "Failed",
     "HttpAdapter",
     "Idempotency",
     "NoopAdapter",
+    "OperationFailed",
     "Outcome",
+    "Pending",
+    "PollAnswer",
     "Refused",
     "RetryLater",
     "SubscriptionStatus",

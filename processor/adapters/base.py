@@ -13,6 +13,13 @@ The distinction that matters most is *definite* versus *ambiguous*:
 - :class:`Ambiguous` means the call may have acted (timeout after sending, connection dropped
   mid-response): calling again is safe only with an idempotency key, natural idempotency, or a
   status read first. Without those the engine parks the request for a human.
+
+An asynchronous vendor answers a step with :class:`Accepted` (``202`` and an operation to poll):
+the step is not done yet. The engine records the operation in the journal before anything else,
+never calls the step again for that request, and asks the adapter's optional
+``poll(call, operation)`` until it answers :class:`Done` or :class:`OperationFailed` (or the
+operation's give-up time passes: parked for a person). ``poll`` changes nothing at the vendor, so
+a poll that fails is only asked again.
 """
 
 from __future__ import annotations
@@ -34,7 +41,12 @@ __all__ = [
     "RetryLater",
     "Ambiguous",
     "Failed",
+    "Accepted",
+    "Done",
+    "Pending",
+    "OperationFailed",
     "Outcome",
+    "PollAnswer",
     "SubscriptionStatus",
     "VendorAdapter",
     "AdapterError",
@@ -132,7 +144,52 @@ class Failed:
     detail: str
 
 
-Outcome = Terminated | AlreadyGone | Refused | RetryLater | Ambiguous | Failed
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The vendor accepted the step as an asynchronous operation: it is done (or fails) later.
+
+    ``operation`` is what :meth:`poll` needs to find it again (an operation id, or the URL the
+    vendor's ``Location`` header named); the engine keeps it in the journal and never sends the
+    step again for the request. ``after``: seconds to the first poll and between polls;
+    ``give_up``: seconds from acceptance after which a still pending operation is parked for a
+    person (None: the engine's defaults).
+    """
+
+    operation: str
+    detail: str = ""
+    after: float | None = None
+    give_up: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A poll: the accepted operation completed; the step happened."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A poll: the accepted operation is still running; ask again after ``after`` seconds."""
+
+    detail: str = ""
+    after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFailed:
+    """A poll: the vendor says the accepted operation failed; the step did not happen.
+
+    A definite vendor failure: the request goes the way of ``processing.poison`` (failed on
+    Connect, or parked), never called again by the processor."""
+
+    detail: str
+
+
+Outcome = Terminated | AlreadyGone | Refused | RetryLater | Ambiguous | Failed | Accepted
+# What ``poll`` answers: the operation's state, or why it could not be read (RetryLater: try
+# again, nothing is known; Failed: a definite error, e.g. an unknown status value or a 404).
+PollAnswer = Done | Pending | OperationFailed | RetryLater | Failed
 
 
 class SubscriptionStatus(str, Enum):
@@ -152,6 +209,9 @@ class VendorAdapter(Protocol):
       ambiguous outcome when the vendor has no idempotency.
     - ``suspend(call) -> Outcome`` and ``purge(call) -> Outcome``: grace and retention steps.
     - ``terminate_batch(calls) -> Sequence[Outcome]``: a customer account's cancels as one call.
+    - ``poll(call, operation) -> PollAnswer``: the state of an operation the vendor accepted
+      (:class:`Accepted`); needed by an adapter that answers :class:`Accepted` at all (without
+      it an accepted request is parked: nothing else could tell when it is done).
     - ``check_call(operation, call) -> str | None``: why ``call`` must not be sent (an id that would
       change the URL, an empty one), asked before the intent is recorded; nothing is called, and
       the request is parked as malformed (refused instead when ``processing.malformed`` is
@@ -194,7 +254,7 @@ def supports(adapter: VendorAdapter, method: str) -> bool:
     return callable(getattr(adapter, method, None))
 
 
-def outcome_name(outcome: Outcome | SubscriptionStatus) -> str:
+def outcome_name(outcome: Outcome | SubscriptionStatus | PollAnswer) -> str:
     """A stable snake_case name for logs, metrics and the journal."""
     if isinstance(outcome, SubscriptionStatus):
         return f"status_{outcome.value}"
@@ -205,4 +265,8 @@ def outcome_name(outcome: Outcome | SubscriptionStatus) -> str:
         RetryLater: "retry_later",
         Ambiguous: "ambiguous",
         Failed: "failed",
+        Accepted: "accepted",
+        Done: "operation_done",
+        Pending: "operation_pending",
+        OperationFailed: "operation_failed",
     }[type(outcome)]

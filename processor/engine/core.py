@@ -45,6 +45,7 @@ from processor.engine.leases import LeaseKeeper
 from processor.engine.lifecycle import Lifecycle, Ready
 from processor.engine.liveness import Liveness
 from processor.engine.notes import Notes
+from processor.engine.operations import Operations
 from processor.engine.planning import Plan, PlannedStep, Planner
 from processor.engine.results import Deferred, Outcome, Reached, Stepped
 from processor.engine.rowdata import RowData
@@ -140,6 +141,7 @@ class Engine:
             leases=leases,
         )
         self.planner = Planner(self.settings, journal, self.policy, marketplace, clock)
+        self.operations = Operations(self.mover, self.gate, self.results, self.settings, leases)
         # The steps the table's STOPS name, bound; a name without a step fails here, at start-up.
         self._by_name: dict[str, Step] = {
             "start": self.lifecycle.start,
@@ -149,6 +151,7 @@ class Engine:
             "approve": self.connect.approve,
             "fail": self._fail,
             "purge_due": self._purge_due,
+            "poll_operation": self.operations.poll,
         }
         unbound = {s.step for s in STOPS.values() if s.step} - set(self._by_name)
         if unbound:
@@ -244,7 +247,7 @@ class Engine:
         """
         record = claim.record
         try:
-            if claim.state in (State.APPROVED, State.PURGING):
+            if claim.state in (State.APPROVED, State.PURGING) or self._purge_polled(record):
                 request = stub_request(claim.request_id, record, status="approved")
             else:
                 try:
@@ -431,6 +434,13 @@ class Engine:
             return True
         timer = record.next_attempt_at
         return record.state is State.SUSPENDED and timer is not None and self.clock() < timer
+
+    @staticmethod
+    def _purge_polled(record: RequestRecord) -> bool:
+        """A purge the vendor accepted as an operation: its request is approved already."""
+        operation = RowData.of(record).operation
+        purge = operation is not None and operation.step == "purge"
+        return record.state is State.AWAITING_VENDOR and purge
 
     @staticmethod
     def _released(record: RequestRecord) -> bool:

@@ -13,6 +13,8 @@ production) each costs one comparison. The names are the windows of the crash-wi
 - ``after_vendor``: the vendor answered, the answer not yet recorded (the ambiguous window)
 - ``after_result``: the vendor result recorded, Connect not yet told
 - ``after_approve``: Connect approved, not yet recorded
+- ``after_accepted``: the vendor accepted the step as an operation, recorded, not polled yet
+- ``after_poll``: a poll of that operation answered done or failed, not yet recorded
 """
 
 from __future__ import annotations
@@ -21,9 +23,20 @@ import os
 import signal
 import threading
 
-__all__ = ["POINTS", "reached"]
+__all__ = ["POINTS", "ASYNC_POINTS", "reached"]
 
-POINTS = ("after_claim", "after_intent", "after_vendor", "after_result", "after_approve")
+POINTS = (
+    "after_claim",
+    "after_intent",
+    "after_vendor",
+    "after_result",
+    "after_approve",
+    "after_accepted",
+    "after_poll",
+)
+
+# Reached only with a vendor that answers a step asynchronously (202 and an operation).
+ASYNC_POINTS = ("after_accepted", "after_poll")
 
 
 class _Point:

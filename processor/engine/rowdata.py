@@ -23,7 +23,7 @@ from processor.journal.base import RequestRecord, State
 from processor.model import parse_datetime
 from processor.policy.timing import Dates, iso
 
-__all__ = ["RowData", "Routed"]
+__all__ = ["RowData", "Routed", "Operation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,20 @@ class Routed:
 
 def _str(value: Any) -> str | None:
     return str(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A step the vendor accepted as an asynchronous operation (the row's ``operation`` key,
+    written in the move that leaves the intent state; :mod:`processor.engine.operations`)."""
+
+    ref: str  # what the adapter's poll() takes: the vendor's operation id, or its URL
+    step: str  # terminate | suspend | purge
+    adapter: str
+    accepted_at: datetime
+    give_up_at: datetime  # still pending after this: parked for a person
+    every: float  # seconds between polls
+    polls: int  # polls answered so far (any answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +211,52 @@ class RowData:
 
     def with_purge_note(self, text: str) -> RowData:
         return self._with(purge=text)
+
+    @property
+    def operation(self) -> Operation | None:
+        """The accepted operation; None when there is none or it cannot be read (the poll step
+        then parks the row: without its reference nothing can be polled)."""
+        value = self.raw.get("operation")
+        if not isinstance(value, Mapping):
+            return None
+        ref, step = value.get("ref"), value.get("step")
+        accepted = parse_datetime(value.get("accepted_at"))
+        give_up = parse_datetime(value.get("give_up_at"))
+        every, polls = value.get("every"), value.get("polls", 0)
+        if not isinstance(ref, str) or not ref or step not in ("terminate", "suspend", "purge"):
+            return None
+        if accepted is None or give_up is None:
+            return None
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
+            return None
+        polls = polls if isinstance(polls, int) and not isinstance(polls, bool) else 0
+        adapter = str(value.get("adapter") or "")
+        return Operation(ref, str(step), adapter, accepted, give_up, float(every), max(polls, 0))
+
+    def with_operation(
+        self,
+        *,
+        ref: str,
+        step: str,
+        adapter: str,
+        accepted_at: datetime,
+        give_up_at: datetime,
+        every: float,
+    ) -> RowData:
+        """The vendor accepted ``step`` as the operation ``ref``: kept until the step is over
+        (and after, as a record of it)."""
+        operation = {
+            "ref": ref,
+            "step": step,
+            "adapter": adapter,
+            "accepted_at": iso(accepted_at),
+            "give_up_at": iso(give_up_at),
+            "every": every,
+            "polls": 0,
+        }
+        return self._with(operation=operation)
+
+    def with_polls(self, polls: int) -> RowData:
+        value = self.raw.get("operation")
+        known = value if isinstance(value, Mapping) else {}
+        return self._with(operation={**known, "polls": polls})

@@ -63,6 +63,14 @@ WINDOWS: dict[str, str] = {
         "Connect approved, the journal not: approve again answers 'already approved', "
         "or settle finds it approved"
     ),
+    "after_accepted": (
+        "the vendor accepted the step, its operation recorded, not polled yet: the timer loop "
+        "polls it when due; the step is never sent again"
+    ),
+    "after_poll": (
+        "a poll answered done or failed, not recorded: the next claim polls again (a read "
+        "changes nothing)"
+    ),
 }
 
 
@@ -84,6 +92,13 @@ class Event(str, Enum):  # noqa: UP042 - str() of a member names it, as State's 
     RETURN_SCHEDULED = "return:scheduled"
     RETURN_SUSPENDED = "return:suspended"
     RETURN_APPROVED = "return:approved"
+    # An asynchronous vendor (processor.engine.operations): the step was accepted as an
+    # operation to poll, and later that operation completed or failed.
+    ACCEPT = "accept"
+    DONE_TERMINATE = "done:terminate"
+    DONE_SUSPEND = "done:suspend"
+    DONE_PURGE = "done:purge"
+    OPERATION_FAILED = "operation_failed"
     APPROVE = "approve"  # approved on Connect (or it already was)
     FAIL = "fail"  # failed on Connect (or it already was)
     SETTLE_REVOKED = "settle:revoked"  # Connect closed the request behind the journal's back:
@@ -168,10 +183,12 @@ STOPS: dict[State, Stop] = {
     S.REVOKED: Stop(None),
     S.CLOSED: Stop(None),
     S.PARKED: Stop(None),
+    S.AWAITING_VENDOR: Stop("poll_operation", rank=2),
 }
 
 _V = "after_vendor"  # the ambiguous window: the vendor answered, the answer not recorded
 _I = "after_intent"
+_A, _P, _R = "after_accepted", "after_poll", "after_result"
 E = Event
 # Where settling leaves a row, by the request's status on Connect: approved, failed, any other.
 # Connect's status is the truth, except where the vendor may hold the subscription in a state
@@ -188,6 +205,7 @@ _SETTLED: dict[State, tuple[State, State, State]] = {
     S.TERMINATED: (S.APPROVED, S.PARKED, S.CLOSED),
     S.REFUSING: (S.CLOSED, S.FAILED, S.CLOSED),
     S.PURGING: (S.CLOSED, S.PARKED, S.CLOSED),
+    S.AWAITING_VENDOR: _PARKED3,  # an operation in flight at the vendor: a person looks
 }
 
 
@@ -220,6 +238,21 @@ def _table() -> tuple[Edge, ...]:
         Edge(S.SUSPENDING, E.REFUSE, S.REFUSING, "the vendor refused", closes=_V),
         Edge(S.PURGING, E.PURGE, S.PURGING, "repeat: the vendor deduplicates"),
         Edge(S.PURGING, E.DONE, S.APPROVED, "purged, already gone, restored (skipped)", closes=_V),
+        # An asynchronous vendor: the step accepted as an operation, recorded before anything
+        # else, then polled; the step is never sent again (processor.engine.operations).
+        Edge(S.TERMINATING, E.ACCEPT, S.AWAITING_VENDOR, "accepted: operation recorded", _A, _V),
+        Edge(S.SUSPENDING, E.ACCEPT, S.AWAITING_VENDOR, "accepted: operation recorded", _A, _V),
+        Edge(S.PURGING, E.ACCEPT, S.AWAITING_VENDOR, "accepted: operation recorded", _A, _V),
+        Edge(S.AWAITING_VENDOR, E.DONE_TERMINATE, S.TERMINATED, "the terminate completed", _R, _P),
+        Edge(S.AWAITING_VENDOR, E.DONE_SUSPEND, S.SUSPENDED, "the suspend completed", closes=_P),
+        Edge(S.AWAITING_VENDOR, E.DONE_PURGE, S.APPROVED, "the purge completed", closes=_P),
+        Edge(
+            S.AWAITING_VENDOR,
+            E.OPERATION_FAILED,
+            S.REFUSING,
+            "the operation failed (processing.poison=fail)",
+            closes=_P,
+        ),
         # Connect told of the vendor's result.
         Edge(S.TERMINATED, E.APPROVE, S.APPROVED, "approved (or already)", closes="after_approve"),
         Edge(S.REFUSING, E.FAIL, S.FAILED, "failed (or already failed)"),

@@ -47,6 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from processor.adapters.base import (
+    Accepted,
     AlreadyGone,
     Ambiguous,
     Failed,
@@ -70,7 +71,7 @@ from processor.engine.circuit import Attempt, CircuitBreaker, CircuitOpen
 from processor.engine.guard import AnomalyGuard, LatchFile, latch_path
 from processor.engine.leases import LeaseKeeper
 from processor.engine.liveness import Liveness
-from processor.engine.results import Stepped
+from processor.engine.results import Deferred, Stepped
 from processor.engine.rowdata import RowData
 from processor.engine.transitions import Event, returned_to
 from processor.journal.base import Claim, LeaseLost, State
@@ -92,7 +93,21 @@ __all__ = [
     "customer_text",
 ]
 
-_OUTCOMES = (Terminated, AlreadyGone, Refused, RetryLater, Ambiguous, Failed, SubscriptionStatus)
+_OUTCOMES = (
+    Terminated,
+    AlreadyGone,
+    Refused,
+    RetryLater,
+    Ambiguous,
+    Failed,
+    SubscriptionStatus,
+    Accepted,
+)
+# An accepted operation is polled this often, and parked after this long, unless the adapter's
+# Accepted says otherwise (processor.engine.operations); both bounded.
+POLL_EVERY, POLL_EVERY_BOUNDS = 10.0, (0.5, 3600.0)
+GIVE_UP, GIVE_UP_MAX = 3600.0, 30 * 86_400.0
+MAX_OPERATION_REF = 2048
 
 
 class VendorGate:
@@ -213,6 +228,8 @@ class VendorGate:
                     result = method(call)
         except Exception as exc:  # noqa: BLE001 - a vendor's code may raise anything; it may have acted
             result = Ambiguous(f"adapter raised {type(exc).__name__}: {exc}", raised=True)
+        if operation == "status" and isinstance(result, Accepted):
+            result = Ambiguous("a status read answered an accepted operation", raised=True)
         if not isinstance(result, _OUTCOMES):
             result = Ambiguous(
                 f"adapter returned {type(result).__name__}, not an outcome", raised=True
@@ -245,6 +262,7 @@ class VendorStep:
     done: str  # the journal's outcome name when the vendor confirms the step
     confirmed: frozenset[SubscriptionStatus]  # a status read that proves the step happened
     not_acted: frozenset[SubscriptionStatus]  # a status read that proves it did not
+    completed: Event  # the event when the vendor's accepted operation of the step completed
 
 
 TERMINATE = VendorStep(
@@ -254,6 +272,7 @@ TERMINATE = VendorStep(
     "terminated",
     frozenset({S.TERMINATED, S.PURGED}),
     frozenset({S.ACTIVE, S.SUSPENDED}),
+    Event.DONE_TERMINATE,
 )
 SUSPEND = VendorStep(
     "suspend",
@@ -262,9 +281,16 @@ SUSPEND = VendorStep(
     "suspended",
     frozenset({S.SUSPENDED}),
     frozenset({S.ACTIVE}),
+    Event.DONE_SUSPEND,
 )
 PURGE = VendorStep(
-    "purge", State.PURGING, Event.PURGE, "purged", frozenset({S.PURGED}), frozenset({S.TERMINATED})
+    "purge",
+    State.PURGING,
+    Event.PURGE,
+    "purged",
+    frozenset({S.PURGED}),
+    frozenset({S.TERMINATED}),
+    Event.DONE_PURGE,
 )
 STEPS = {step.intent: step for step in (TERMINATE, SUSPEND, PURGE)}
 
@@ -294,6 +320,9 @@ class VendorResults:
         # that applied the first call late): a termination, not an anomaly.
         own = uncertain and isinstance(outcome, AlreadyGone)
         self.guard.record(adapter.name, step.done if own else name)
+        if isinstance(outcome, Accepted):
+            attempt.success()
+            return self.accepted(claim, request, adapter, step, outcome)
         if isinstance(outcome, (Terminated, AlreadyGone)):
             attempt.success()
             done = step.done if isinstance(outcome, Terminated) else name
@@ -376,6 +405,9 @@ class VendorResults:
         self, claim: Claim, request: CancelRequest, step: VendorStep, name: str, detail: str
     ) -> Claim:
         now = self.mover.clock()
+        # The vendor's accepted operation completed (processor.engine.operations): the same
+        # result, by the event the table holds for awaiting_vendor.
+        event = step.completed if claim.state is State.AWAITING_VENDOR else Event.DONE
         data = RowData.of(claim.record).step_finished()
         dates = data.dates
         if step is SUSPEND:
@@ -383,7 +415,7 @@ class VendorResults:
             return self.mover.move(
                 claim,
                 request,
-                Event.DONE,
+                event,
                 outcome=name,
                 last_error=None,
                 data=data,
@@ -394,7 +426,7 @@ class VendorResults:
             return self.mover.move(
                 claim,
                 request,
-                Event.DONE,
+                event,
                 outcome=name,
                 last_error=None,
                 next_attempt_at=None,
@@ -407,7 +439,7 @@ class VendorResults:
         return self.mover.move(
             claim,
             request,
-            Event.DONE,
+            event,
             outcome=name,
             last_error=None,
             data=data,
@@ -428,6 +460,60 @@ class VendorResults:
             data=data,
             detail=f"purge skipped: {why}",
         )
+
+    def accepted(
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        adapter: VendorAdapter,
+        step: VendorStep,
+        outcome: Accepted,
+    ) -> Stepped:
+        """The vendor accepted ``step`` as an operation: recorded in the move that leaves the
+        intent state, before anything else, so that no restart or replica sends the step again;
+        the timer loop polls it (:mod:`processor.engine.operations`)."""
+        ref = outcome.operation
+        if not isinstance(ref, str) or not ref.strip() or len(ref) > MAX_OPERATION_REF:
+            problem = f"an unusable operation reference {ref!r:.80}"
+        elif not ref.isprintable():
+            problem = "an operation reference with control characters"
+        elif not supports(adapter, "poll"):
+            problem = f"operation {ref}, and adapter '{adapter.name}' has no poll()"
+        else:
+            problem = None
+        if problem is not None:
+            # Nothing could tell when (or whether) it is done: a person looks; never sent again.
+            why = f"the vendor accepted the {step.name} as {problem}: check it at the vendor"
+            return self.mover.move(claim, request, Event.PARK, outcome="accepted", reason=why)
+        now = self.mover.clock()
+        low, high = POLL_EVERY_BOUNDS
+        every = min(max(outcome.after if outcome.after is not None else POLL_EVERY, low), high)
+        give_up = min(max(outcome.give_up or GIVE_UP, every), GIVE_UP_MAX)
+        data = (
+            RowData.of(claim.record)
+            .with_failures(0)
+            .with_operation(
+                ref=ref,
+                step=step.name,
+                adapter=adapter.name,
+                accepted_at=now,
+                give_up_at=now + timedelta(seconds=give_up),
+                every=every,
+            )
+        )
+        moved = self.mover.move(
+            claim,
+            request,
+            Event.ACCEPT,
+            outcome="accepted",
+            last_error=None,
+            data=data,
+            next_attempt_at=now + timedelta(seconds=every),
+            detail=f"{step.name} accepted by the vendor as operation {ref}: polled every "
+            f"{every:g}s, parked after {give_up:g}s",
+        )
+        crashpoints.reached("after_accepted")
+        return Deferred(moved)
 
 
 def _back(claim: Claim, back: State) -> Event:

@@ -44,6 +44,8 @@ _ACTED = {
     State.REFUSING: "the vendor has already refused (fail on Connect is next)",
     State.SUSPENDED: "the subscription is suspended and its terminate is timed",
     State.SCHEDULED: "the request is scheduled on Connect for its planned date",
+    State.AWAITING_VENDOR: "the vendor accepted an operation that may still complete (polled by "
+    "the processor)",
 }
 
 
@@ -73,9 +75,12 @@ def resend_from(
     longer be applied: when it was sent, plus the lease (every send leaves within one lease of
     its recorded intent), plus its adapter's apply horizon. None for other states, or a row
     without a recorded send."""
+    data = RowData.of(record)
+    operation = data.operation
+    if record.state is State.AWAITING_VENDOR and operation is not None:
+        return operation.give_up_at  # the accepted operation may complete until then
     if record.state not in _INTENTS:
         return None
-    data = RowData.of(record)
     if data.sent_at is None:
         return None
     horizon = horizons.get(data.adapter or "", DEFAULT_APPLY_HORIZON)

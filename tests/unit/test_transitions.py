@@ -132,6 +132,7 @@ def test_every_event_is_used_and_every_state_has_a_stop_and_traits():
         State.PURGING,
         State.APPROVED,
         State.SCHEDULED,
+        State.AWAITING_VENDOR,
     }
     assert STRANDED_STATES == (State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING)
     assert INTENT_STATES == {State.TERMINATING, State.SUSPENDING, State.PURGING}
