@@ -30,7 +30,15 @@ Admin (no token, never faulted): ``GET /healthz``; ``GET|PUT /admin/mode`` ``{"m
 ``GET /admin/ledger`` (``?summary=1`` for the summary alone); ``POST /admin/reset`` (subscriptions,
 keys, ledger, pending late calls and fault counters; not the mode or fault settings);
 ``GET|PUT /admin/late`` ``{"delay", "jitter", "answer"}`` and the calls received but not applied
-yet, ``POST /admin/apply`` applies them all now (see :mod:`.late`).
+yet, ``POST /admin/apply`` applies them all now (see :mod:`.late`); ``GET|PUT /admin/operations``
+``{"on", "delay", "jitter", "fail_rate", "fail_pattern", "seed"}`` and the operations accepted,
+``POST /admin/complete`` completes every pending one now (see :mod:`.operations`).
+
+Asynchronous mode (``operations.on``): terminate, suspend and purge answer ``202`` with
+``{"operation_id", "status": "pending", ...}`` and ``Location: /operations/<id>``, and complete
+later; ``GET /operations/{id}`` (token as for status reads) answers ``{"id", "status":
+"pending"|"done"|"failed", ...}`` or 404 ``not_found``; each poll is a call in the ledger
+(action ``poll``).
 
 The token is compared in constant time and appears in no response, log line or repr.
 """
@@ -57,6 +65,7 @@ from cancel_sandbox.traffic import TrafficCounter
 from cancel_sandbox.vendor.gates import GateCounts, RateGate, TokenIssuer
 from cancel_sandbox.vendor.idempotency import MAX_KEY_LENGTH, fingerprint
 from cancel_sandbox.vendor.late import LateApplier, LateSettings
+from cancel_sandbox.vendor.operations import IN_FLIGHT, Operations, OperationSettings
 from cancel_sandbox.vendor.persist import SqliteStore
 from cancel_sandbox.vendor.settings import VendorSettings
 from cancel_sandbox.vendor.state import ACTIONS, ActionResult, Mode, Status, VendorState
@@ -80,6 +89,7 @@ class VendorApp:
         self._store = SqliteStore(settings.state_file) if settings.state_file else None
         self.state = VendorState(settings.refuse_pattern, settings.gone_pattern, self._store)
         self.late = LateApplier(self.state, self.state.keys, self._store, settings.late)
+        self.operations = Operations(self.state, self._store, settings.operations)
         self.gate_counts = GateCounts()
         self.issuer: TokenIssuer | None = None
         self.rate: RateGate | None = None
@@ -97,6 +107,7 @@ class VendorApp:
             Route("/oauth/token", self.token, methods=["POST"]),
             Route("/v1/subscriptions/{sid}/{action}", self.action, methods=["POST"]),
             Route("/v1/subscriptions/{sid}", self.status, methods=["GET"]),
+            Route("/operations/{op}", self.operation, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/admin/mode", self.admin_mode, methods=["GET", "PUT"]),
             Route("/admin/faults", self.admin_faults, methods=["GET", "PUT"]),
@@ -106,6 +117,8 @@ class VendorApp:
             Route("/admin/reset", self.admin_reset, methods=["POST"]),
             Route("/admin/late", self.admin_late, methods=["GET", "PUT"]),
             Route("/admin/apply", self.admin_apply, methods=["POST"]),
+            Route("/admin/operations", self.admin_operations, methods=["GET", "PUT"]),
+            Route("/admin/complete", self.admin_complete, methods=["POST"]),
         ]
         starlette = Starlette(
             routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=self._lifespan
@@ -115,15 +128,18 @@ class VendorApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.late.waiting:
             self.late.apply_due()  # due applications first, also where no lifespan task runs
+        if self.operations.waiting:
+            self.operations.complete_due()
         await self.faults(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.late.run())
+        tasks = [asyncio.create_task(self.late.run()), asyncio.create_task(self.operations.run())]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
 
     def close(self) -> None:
         if self._store is not None:
@@ -156,6 +172,8 @@ class VendorApp:
             )
             if replayed:
                 headers = {**(headers or {}), "Idempotent-Replayed": "true"}
+            if status_code == 202 and isinstance(body.get("operation_id"), str):
+                headers = {**(headers or {}), "Location": f"/operations/{body['operation_id']}"}
             return JSONResponse(body, status_code, headers=headers)
 
         refused = self._gate(request)
@@ -191,6 +209,16 @@ class VendorApp:
                     return answer(409, {"error": "idempotency_key_in_use"})
                 return answer(record.status_code, record.body, replayed=True)
             keys.begin(key, fp)
+        # Accepted now as an operation, completed (or failed) later (see .operations); a repeat
+        # in natural mode is answered the operation in flight.
+        if self.operations.on and (
+            self.state.would_act(action, sid, mode)
+            or (mode is Mode.NATURAL and self.operations.in_flight(sid, action) is not None)
+        ):
+            accepted = self.operations.accept(action, sid, mode, key, request_id).public()
+            if fp is not None and key is not None:
+                keys.complete(key, 202, accepted)
+            return answer(202, accepted)
         # Received now, applied later, whatever the client does (see .late); a call that would
         # change nothing (a refusal, an unknown id) is answered at once, as a gateway passes on
         # a quick answer.
@@ -241,7 +269,29 @@ class VendorApp:
         sub = self.state.lookup(sid)
         if sub is None:
             return answer(404, {"error": "not_found"})
+        running = self.operations.in_flight(sid)
+        if running is not None:  # a status the processor does not know: it waits
+            return answer(200, {**sub.public(), "status": IN_FLIGHT[running.action]})
         return answer(200, sub.public())
+
+    async def operation(self, request: Request) -> Response:
+        """``GET /operations/{id}``: an accepted operation's state (see :mod:`.operations`)."""
+        found = self.operations.get(request.path_params["op"])
+
+        def answer(status_code: int, body: dict[str, Any]) -> Response:
+            sid = found.sid if found is not None else None
+            self.state.ledger.call(request.method, request.url.path, sid, "poll", None, status_code)
+            return JSONResponse(body, status_code)
+
+        refused = self._gate(request)
+        if refused is not None:
+            self.state.ledger.call(request.method, request.url.path, None, "poll", None, refused[0])
+            return JSONResponse(refused[1], refused[0], headers=refused[2])
+        if not self._authorized(request) and not self._read_only(request):
+            return answer(401, {"error": "unauthorized"})
+        if found is None:
+            return answer(404, {"error": "not_found"})
+        return answer(200, found.public())
 
     def _gate(self, request: Request) -> tuple[int, dict[str, Any], dict[str, str]] | None:
         """The rate limit's 429, or the OAuth2 401 of an expired or unknown token; else None."""
@@ -340,6 +390,7 @@ class VendorApp:
             "mode": self.mode.value,
             "faults": asdict(self.faults.stats),
             **self.gate_counts.as_dict(),
+            **self.operations.counts(),
         }
         if request.query_params.get("summary") in {"1", "true", "yes"}:
             return JSONResponse({"summary": {**self.state.ledger.summary(), **extra}})
@@ -364,11 +415,32 @@ class VendorApp:
             }
         )
 
+    async def admin_operations(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                settings = OperationSettings.from_mapping(await _json_body(request))
+            except _BadBody as exc:
+                return _error(exc.status_code, exc.error)
+            except (TypeError, ValueError) as exc:
+                return _error(400, "invalid_operations", str(exc))
+            self.operations.settings = settings
+        return JSONResponse(
+            {
+                "settings": asdict(self.operations.settings),
+                "operations": self.operations.listed(),
+                **self.operations.counts(),
+            }
+        )
+
+    async def admin_complete(self, request: Request) -> Response:
+        return JSONResponse({"completed": self.operations.complete_due(float("inf"))})
+
     async def admin_apply(self, request: Request) -> Response:
         return JSONResponse({"applied": self.late.apply_due(float("inf"))})
 
     async def admin_reset(self, request: Request) -> Response:
         self.late.clear()
+        self.operations.clear()
         self.state.reset()
         self.faults.stats = FaultStats()
         for name in vars(self.gate_counts):

@@ -14,6 +14,7 @@ import sys
 
 from cancel_sandbox.faults import FaultSettings
 from cancel_sandbox.vendor.late import ANSWERS, LateSettings
+from cancel_sandbox.vendor.operations import OperationSettings
 from cancel_sandbox.vendor.settings import DEFAULT_TOKEN, VendorSettings
 from cancel_sandbox.vendor.state import Mode
 
@@ -143,6 +144,39 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="what a late-applied call answers at once: 504 (the gateway gave up) or hang (no "
         "answer until applied) (env MOCK_VENDOR_LATE_ANSWER; default %(default)s)",
     )
+    add(
+        "--async-operations",
+        action="store_true",
+        default=_env("ASYNC_OPERATIONS", "") not in ("", "0", "false"),
+        help="answer terminate/suspend/purge 202 with an operation to poll at GET /operations/<id>"
+        ", completed --operation-delay seconds later (env MOCK_VENDOR_ASYNC_OPERATIONS)",
+    )
+    add(
+        "--operation-delay",
+        type=float,
+        default=_env("OPERATION_DELAY", "1"),
+        help="seconds from acceptance to completion (env MOCK_VENDOR_OPERATION_DELAY; default "
+        "%(default)s)",
+    )
+    add(
+        "--operation-jitter",
+        type=float,
+        default=_env("OPERATION_JITTER", "0"),
+        help="up to this many more seconds per operation (env MOCK_VENDOR_OPERATION_JITTER)",
+    )
+    add(
+        "--operation-fail-rate",
+        type=float,
+        default=_env("OPERATION_FAIL_RATE", "0"),
+        help="share of operations that fail instead of completing (env "
+        "MOCK_VENDOR_OPERATION_FAIL_RATE)",
+    )
+    add(
+        "--operation-fail-pattern",
+        default=_env("OPERATION_FAIL_PATTERN", ""),
+        help="regex: operations on matching subscription ids fail (env "
+        "MOCK_VENDOR_OPERATION_FAIL_PATTERN; default: none)",
+    )
     add("--tls-cert", default=_env("TLS_CERT"), help="serve HTTPS with this certificate (PEM)")
     add("--tls-key", default=_env("TLS_KEY"), help="the certificate's private key (PEM)")
     add(
@@ -187,6 +221,14 @@ def settings_from_args(args: argparse.Namespace) -> VendorSettings:
         rate_calls=args.rate_calls,
         rate_per=args.rate_per,
         late=LateSettings(args.apply_delay, args.apply_jitter, args.late_answer),
+        operations=OperationSettings(
+            on=bool(args.async_operations),
+            delay=args.operation_delay,
+            jitter=args.operation_jitter,
+            fail_rate=args.operation_fail_rate,
+            fail_pattern=args.operation_fail_pattern,
+            seed=args.fault_seed,
+        ),
     )
 
 

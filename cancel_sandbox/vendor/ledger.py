@@ -35,7 +35,7 @@ class Call:
     method: str
     path: str
     subscription_id: str | None
-    action: str  # terminate | suspend | purge | status
+    action: str  # terminate | suspend | purge | status | poll
     idempotency_key: str | None
     status_code: int
     replayed: bool
@@ -119,8 +119,18 @@ class Ledger:
     def summary(self) -> dict[str, Any]:
         terminations = [e for e in self.effects if e.action == "terminate"]
         per_subscription = Counter(e.subscription_id for e in terminations)
+        # Terminate calls the vendor took (2xx, not a replay of an earlier answer) beyond the
+        # first for their subscription: a client that sends a step it sent before.
+        taken = Counter(
+            c.subscription_id
+            for c in self.calls
+            if c.action == "terminate" and 200 <= c.status_code < 300 and not c.replayed
+        )
         return {
             "calls": len(self.calls),
+            "terminate_calls": sum(c.action == "terminate" for c in self.calls),
+            "repeated_terminate_calls": sum(n - 1 for n in taken.values()),
+            "polls": sum(c.action == "poll" for c in self.calls),
             "replayed_calls": sum(c.replayed for c in self.calls),
             "calls_by_status": {
                 str(k): v for k, v in sorted(Counter(c.status_code for c in self.calls).items())

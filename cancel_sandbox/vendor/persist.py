@@ -1,5 +1,6 @@
 """Optional SQLite persistence for the mock vendor, so a restarted vendor keeps its subscriptions,
-idempotency keys, ledger and the calls it received but has not applied yet (:mod:`.late`).
+idempotency keys, ledger, the calls it received but has not applied yet (:mod:`.late`) and its
+asynchronous operations (:mod:`.operations`).
 
 Write-through: the in-memory state stays authoritative while running, and every change is written
 and committed at once (WAL journal, ``synchronous=NORMAL``: a vendor process killed with SIGKILL
@@ -42,6 +43,10 @@ create table if not exists effects (
 );
 create table if not exists late (
     seq integer primary key,
+    data text not null
+);
+create table if not exists operations (
+    id text primary key,
     data text not null
 );
 """
@@ -111,8 +116,23 @@ class SqliteStore:
     def clear_late(self) -> None:
         self._conn.execute("delete from late")
 
+    def load_operations(self) -> Iterator[dict[str, Any]]:
+        for (data,) in self._conn.execute("select data from operations order by id"):
+            yield json.loads(data)
+
+    def put_operation(self, operation_id: str, data: dict[str, Any]) -> None:
+        self._conn.execute(
+            "insert into operations (id, data) values (?, ?) on conflict (id) do update set "
+            "data = excluded.data",
+            (operation_id, json.dumps(data)),
+        )
+
+    def clear_operations(self) -> None:
+        self._conn.execute("delete from operations")
+
     def clear(self) -> None:
-        for table in ("subscriptions", "idempotency_keys", "calls", "effects", "late"):
+        tables = ("subscriptions", "idempotency_keys", "calls", "effects", "late", "operations")
+        for table in tables:
             self._conn.execute(f"delete from {table}")
 
     def close(self) -> None:

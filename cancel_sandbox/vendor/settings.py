@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cancel_sandbox.faults import FaultSettings
 from cancel_sandbox.vendor.late import LateSettings
+from cancel_sandbox.vendor.operations import OperationSettings
 from cancel_sandbox.vendor.state import Mode
 
 __all__ = ["DEFAULT_TOKEN", "VendorSettings"]
@@ -46,6 +47,8 @@ class VendorSettings:
     rate_per: float = 1.0
     # Calls applied after their client stopped waiting (see .late); off by default.
     late: LateSettings = field(default_factory=LateSettings)
+    # Terminate, suspend and purge accepted (202) and completed later (see .operations); off.
+    operations: OperationSettings = field(default_factory=OperationSettings)
 
     def __post_init__(self) -> None:
         self.mode = Mode(self.mode)
@@ -60,6 +63,7 @@ class VendorSettings:
                 raise ValueError(f"{name} is not a valid regular expression: {exc}") from None
         self.faults.validate()
         self.late.validate()
+        self.operations.validate()
         if self.oauth_client_id is not None and not self.oauth_client_secret:
             raise ValueError("an OAuth2 client id needs a non-empty client secret")
         if not self.token_lifetime > 0:
