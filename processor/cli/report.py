@@ -144,17 +144,29 @@ class Progress:
 
 
 def print_summary(summary: RunSummary) -> None:
-    table = Table(title="Run summary")
-    table.add_column("outcome")
+    # Each request once, by where it ended; the passes' own counts (a parked request listed in
+    # every pass counts in every pass) on a line of their own.
+    requests = summary.by_request()
+    table = Table(title="Run summary: requests by final state")
+    table.add_column("state")
     table.add_column("requests", justify="right")
-    for result, count in sorted(summary.results.items(), key=lambda kv: (-kv[1], kv[0])):
+    for result, count in sorted(requests.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(result, str(count))
+    table.add_row("total", str(requests.total()))
     console = _console()
     console.print(table)
     rate = summary.seen / summary.elapsed if summary.elapsed > 0 else 0.0
     console.print(
-        f"{summary.seen} seen in {summary.passes} pass(es), {summary.elapsed:.1f}s ({rate:.1f}/s); "
-        f"unfinished: {len(summary.unfinished)}; errors: {summary.errors}"
+        f"{requests.total()} request(s), {summary.elapsed:.1f}s; unfinished: "
+        f"{len(summary.unfinished)}; errors: {summary.errors}"
+    )
+    per_pass = ", ".join(
+        f"{name} {count}"
+        for name, count in sorted(summary.results.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    console.print(
+        f"passes: {summary.passes}, {summary.seen} listed ({rate:.1f}/s); results over all "
+        f"passes: {per_pass or 'none'}"
     )
     if summary.listing_failed is not None:
         console.print(f"[red]Connect could not be listed:[/red] {summary.listing_failed}")

@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace, config: Config, selector: Any, stopping: Stop
             from processor.ops.reconcile_schedule import ReconcileSchedule
 
             schedule = ReconcileSchedule(
-                config, runtime.journal, runtime.adapters, runtime.metrics
+                config, runtime.journal, runtime.adapters, runtime.metrics, runtime.marketplace
             ).start()
         stopping.forward_to(daemon.stop if schedule is None else _both(schedule.stop, daemon.stop))
         summary = daemon.run()
@@ -218,7 +218,7 @@ def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[],
 
 def _ops_server(config: Any, runtime: Any, selector: Any) -> Any:
     """Health, readiness, metrics and the status page, next to the daemon."""
-    from processor.ops.readiness import CachedCheck, make_readiness
+    from processor.ops.readiness import CachedCheck, make_readiness, vendor_checks
     from processor.ops.server import build_ops_server
 
     readiness = make_readiness(
@@ -227,6 +227,7 @@ def _ops_server(config: Any, runtime: Any, selector: Any) -> Any:
             lambda: runtime.marketplace.count_pending(selector) >= 0, name="connect"
         ),
         breakers=runtime.engine.breakers,
+        vendors=vendor_checks(runtime.adapters),  # each adapter's probe, at most every 15 s
     )
     return build_ops_server(
         config, journal=runtime.journal, metrics=runtime.metrics, readiness=readiness

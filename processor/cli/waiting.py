@@ -5,7 +5,8 @@ A policy's ``route_to`` hands requests to a person (a customer success manager, 
 assigned on Connect, noted once, and left pending. This command lists them from the journal, oldest
 hand-over first, with who has them and under which policy. The person either acts on Connect
 (approve or fail: the processor then closes its row) or sends the request back to the processor
-with ``cancel-processor retry REQUEST_ID``, which carries it out under its policy, routing skipped.
+with ``cancel-processor proceed REQUEST_ID``, which carries it out under its policy, routing
+skipped (``retry`` refuses a routed request: sending it to the vendor is this explicit decision).
 
 ``--timers`` adds what waits for a date: requests scheduled on Connect (until their effective date),
 suspended for a grace period (until their termination), and approved ones whose data is purged

@@ -99,7 +99,7 @@ class Daemon:
         self.selector = selector
         self.once = once
         self.settings = engine.settings
-        self.summary = RunSummary()
+        self.summary = RunSummary(per_request=once)  # a daemon keeps no per-request tally
         self.tally = Tally(self.summary, on_result)
         self._stop = threading.Event()
         self._stop_deadline: float | None = None  # time.monotonic() by which run() returns

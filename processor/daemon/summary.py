@@ -3,6 +3,12 @@
 :class:`Tally` records the engine's typed results (:mod:`processor.engine.results`) into a
 :class:`RunSummary` from the worker threads; the summary keeps plain names (``approved``, ``busy``)
 for the reports. ``--once`` asks it how long to wait before another pass can make progress.
+
+Two counts, not to be mixed up: :attr:`RunSummary.results` counts every result of every pass (a
+request parked in the first of twenty passes and listed again in each counts twenty times: it says
+how much work the passes did), :meth:`RunSummary.by_request` counts each request once, by the last
+result it reached (its final state for a finished run): what the run did, summing to the number of
+requests it saw.
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ _DONE = frozenset({Outcome.IGNORED, Outcome.MALFORMED})
 
 @dataclass
 class RunSummary:
+    # every result of every pass (see the module docstring), by name
     results: Counter[str] = field(default_factory=Counter)
+    # request id -> the last result it reached; kept when ``per_request`` (run --once: one pass
+    # after another over a finite backlog). A long-running daemon keeps none: it would grow with
+    # every request the process ever saw.
+    last: dict[str, str] = field(default_factory=dict)
+    per_request: bool = False
+    # results without a request id (a malformed payload), counted as they come
+    unnamed: Counter[str] = field(default_factory=Counter)
     unfinished: dict[str, str] = field(default_factory=dict)
     # request id -> state: waits for a date or a person
     waiting: dict[str, str] = field(default_factory=dict)
@@ -47,6 +61,11 @@ class RunSummary:
     count_failed: str | None = None
     # Why the last pass could not write the journal (a full disk), or None.
     journal_full: str | None = None
+
+    def by_request(self) -> Counter[str]:
+        """Each request once, by the last result it reached (approved, failed, parked,
+        waiting_human, scheduled, ...); sums to the number of requests seen."""
+        return Counter(self.last.values()) + self.unnamed
 
     @property
     def elapsed(self) -> float:
@@ -87,6 +106,13 @@ class Tally:
                 summary.errors += 1
             if result in WAITING or result is Outcome.BUSY:
                 self.waiting_seen.add(request_id)
+            if not request_id:
+                summary.unnamed[name] += 1
+            elif summary.per_request and (
+                result is not Outcome.BUSY or request_id not in summary.last
+            ):
+                # "busy" (another worker holds it) says nothing new about a request already seen
+                summary.last[request_id] = name
             if request_id:
                 if result in FINAL_STATES or result in _DONE:
                     summary.unfinished.pop(request_id, None)
@@ -105,6 +131,9 @@ class Tally:
         soonest: float | None = None
         for request_id in list(summary.unfinished):
             record = engine.journal.get(request_id)
+            if record is not None and summary.per_request:
+                with self.lock:  # where a busy or lost claim left it: the journal knows
+                    summary.last[request_id] = record.state.value
             if record is None or record.final:
                 summary.unfinished.pop(request_id, None)
                 continue

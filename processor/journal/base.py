@@ -213,6 +213,12 @@ class Journal(Protocol):
         afresh: the lease, ``next_attempt_at`` and ``attempts`` are cleared. :class:`KeyError` if
         unknown."""
 
+    def park_unseen(
+        self, request_id: str, *, idempotency_key: str, detail: str, actor: str
+    ) -> RequestRecord | None:
+        """``park`` of a request with no row yet: insert it ``parked`` (``detail`` is why, in its
+        first transition), so no worker ever claims it; None if a row exists already."""
+
     def restore(self, record: RequestRecord, transitions: Sequence[Transition]) -> str:
         """``journal import``: write an exported row unless the journal holds the same or a newer
         one (``inserted``, ``replaced``, ``unchanged``, ``kept``, ``busy``)."""

@@ -333,6 +333,36 @@ class StoreJournal:
             )
         return self._record(after)
 
+    def park_unseen(
+        self, request_id: str, *, idempotency_key: str, detail: str, actor: str
+    ) -> RequestRecord | None:
+        """An operator's ``park`` of a request this journal has never seen: its row inserted in
+        ``parked`` (with the transition that says who and why) in one transaction, so the daemon
+        finds it parked when it lists it and never claims it. None when a row exists already
+        (the daemon saw it first): the caller parks that row with :meth:`force` instead."""
+        at = self._now()
+        ids = ("subscription_id", "asset_id", "product_id", "marketplace_id", "environment")
+        values: dict[str, Any] = dict.fromkeys((*ids, "customer_id"))  # unknown until listed
+        values |= {"request_id": request_id, "state": State.PARKED.value}
+        values |= {"idempotency_key": idempotency_key, "now": self._c.time(at)}
+        with self._c.transaction() as tx:
+            if tx.one(self._q["insert"], values) is None:
+                return None  # the insert's ON CONFLICT: someone else's row, left as it is
+            after = _required(tx.one(self._q["get"], {"request_id": request_id}))
+            tx.run(
+                self._q["log_transition"],
+                {
+                    "request_id": request_id,
+                    "from_state": None,
+                    "to_state": State.PARKED.value,
+                    "fence": after["fence"],
+                    "owner": actor,
+                    "at": self._c.time(at),
+                    "detail": detail,
+                },
+            )
+        return self._record(after)
+
     def restore(self, record: RequestRecord, transitions: Sequence[Transition]) -> str:
         """``journal import``: write an exported row, in one transaction. ``inserted``: the
         journal did not hold it; ``replaced``: it held an older version (by ``updated_at``),

@@ -45,7 +45,7 @@ from processor.marketplace.errors import (
 from processor.marketplace.notes import NOTE_MAX_CHARS, Notes
 from processor.marketplace.paging import Page, iter_keyset
 from processor.marketplace.retry import CallFailed, OnCall, OnRetry, Retrier
-from processor.marketplace.settings import GatewaySettings, Selector
+from processor.marketplace.settings import GatewaySettings, Selector, rql_datetime
 from processor.observe import mask_with, secret_forms
 from processor.urls import UnsafeSegment, segment, segment_problem
 
@@ -132,14 +132,26 @@ class ConnectGateway:
         """Every cancel request pending at the start of the pass, each once (keyset paging)."""
         return self.iter_cancels(selector, "pending")
 
-    def iter_cancels(self, selector: Selector, status: str) -> Iterator[dict[str, Any]]:
+    def iter_cancels(
+        self,
+        selector: Selector,
+        status: str,
+        *,
+        updated_since: datetime | None = None,
+        updated_until: datetime | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """Every cancel request in ``status`` (e.g. ``revoking``, to confirm revocations), each
-        once."""
+        once; with ``updated_since`` / ``updated_until``, only those last changed in that range
+        (``reconcile``: what was approved or failed on Connect, by anyone)."""
         if status not in _LISTABLE:
             raise ValueError(
                 f"status must be one of {', '.join(sorted(_LISTABLE))}, got {status!r}"
             )
         base = R().type.eq("cancel") & R().status.eq(status) & selector.rql()
+        if updated_since is not None:
+            base &= R().updated.ge(rql_datetime(updated_since))
+        if updated_until is not None:
+            base &= R().updated.lt(rql_datetime(updated_until))
         return iter_keyset(
             lambda query, limit: self._list("list_pending", query, limit=limit, pages=True),
             base,

@@ -15,8 +15,15 @@ applied (:func:`resend_from`: sent, plus the lease, plus the adapter's apply hor
 that, what the vendor shows proves nothing. Final states other than ``parked`` are refused
 outright: Connect has already been told, and there is nothing left to retry.
 
+A request routed to a person by its policy (``waiting_human``) is not retried: sending it to the
+vendor is the person's decision, taken with its own verb, ``proceed`` (:func:`proceed_request`):
+``waiting_human`` -> ``new``, after which the engine goes ahead without routing it again. ``retry``
+of such a request is refused with a message naming ``proceed``.
+
 ``park`` moves any non-final request to ``parked`` with the operator's reason; final requests are
-refused. Parking a request that is already parked changes nothing.
+refused. Parking a request that is already parked changes nothing. A request the journal has not
+seen yet is inserted ``parked`` (:meth:`Journal.park_unseen`): when the daemon lists it, it finds
+the row parked and never claims it, so the vendor is never called for it.
 """
 
 from __future__ import annotations
@@ -29,10 +36,21 @@ from processor.config.sections import DEFAULT_APPLY_HORIZON
 from processor.engine.rowdata import RowData
 from processor.journal.base import FINAL_STATES, Journal, RequestRecord, State
 
-__all__ = ["ActionRefused", "Done", "RETRYABLE", "resend_from", "retry_request", "park_request"]
+__all__ = [
+    "ActionRefused",
+    "Done",
+    "PROCEED",
+    "RETRYABLE",
+    "park_request",
+    "proceed_request",
+    "resend_from",
+    "retry_request",
+]
 
 # Back to ``new`` without any risk of a second vendor call or a skipped timer.
-RETRYABLE = frozenset({State.PARKED, State.WAITING_HUMAN})
+RETRYABLE = frozenset({State.PARKED})
+# The verb that sends a request routed to a person on to the vendor (named in retry's refusal).
+PROCEED = "cancel-processor proceed"
 _INTENTS = frozenset({State.TERMINATING, State.SUSPENDING, State.PURGING})
 _ACTED = {
     State.NEW: "a worker may be starting its vendor call right now",
@@ -59,6 +77,8 @@ class Done:
     before: State
     after: RequestRecord
     changed: bool = True
+    # park of a request the journal had no row for: inserted parked (``before`` is then parked)
+    inserted: bool = False
 
 
 def _current(journal: Journal, request_id: str) -> RequestRecord:
@@ -113,6 +133,11 @@ def retry_request(
         raise ActionRefused(
             f"{request_id} is {state.value}, a final state: Connect has been told; nothing to retry"
         )
+    if state is State.WAITING_HUMAN:  # even with --force: a decision, not a retry
+        raise ActionRefused(
+            f"{request_id} is waiting_human: its policy routed it to a person, and retry does "
+            f"not send it to the vendor. To send it: {PROCEED} {request_id}"
+        )
     if state not in RETRYABLE and not force:
         raise ActionRefused(
             f"{request_id} is {state.value}: {_ACTED[state]}; back to new could repeat a vendor "
@@ -124,10 +149,37 @@ def retry_request(
     )
 
 
+def proceed_request(
+    journal: Journal, request_id: str, *, actor: str, note: str | None = None
+) -> Done:
+    """A person's go-ahead for a request routed to them: ``waiting_human`` -> ``new``; the engine
+    then sends it to the vendor under its policy, without routing it again. Any other state is
+    refused (``retry`` is the verb for parked requests)."""
+    record = _current(journal, request_id)
+    if record.state is not State.WAITING_HUMAN:
+        verb = "retry" if record.state is State.PARKED else "nothing to proceed with"
+        raise ActionRefused(
+            f"{request_id} is {record.state.value}: proceed sends on only a request waiting for "
+            f"a person (waiting_human); {verb}"
+        )
+    detail = note or f"sent to the vendor by {actor} (was waiting_human)"
+    return Done(
+        request_id, record.state, _force(journal, request_id, State.NEW, detail=detail, actor=actor)
+    )
+
+
 def park_request(journal: Journal, request_id: str, *, reason: str, actor: str) -> Done:
-    """Move ``request_id`` to ``parked`` with ``reason`` (shown as why it is parked)."""
+    """Move ``request_id`` to ``parked`` with ``reason`` (shown as why it is parked); a request the
+    journal has not seen is inserted parked (:attr:`Done.inserted`)."""
     if not reason.strip():
         raise ActionRefused("a reason is required to park a request")
+    if journal.get(request_id) is None:
+        inserted = journal.park_unseen(
+            request_id, idempotency_key=f"cancel-{request_id}", detail=reason.strip(), actor=actor
+        )
+        if inserted is not None:
+            return Done(request_id, State.PARKED, inserted, inserted=True)
+        # the daemon inserted it in between: park its row as any other
     record = _current(journal, request_id)
     if record.state is State.PARKED:
         return Done(request_id, record.state, record, changed=False)

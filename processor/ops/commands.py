@@ -1,13 +1,15 @@
-"""Operator commands: ``status``, ``report``, ``retry``, ``park`` and ``journal export``.
+"""Operator commands: ``status``, ``report``, ``retry``, ``proceed``, ``park`` and ``journal
+export``.
 
 Each is a :class:`Command` with ``configure_parser(parser)`` and ``run(args) -> int``; the CLI adds
 them as subcommands. All take ``-c/--config`` (env ``CANCEL_PROCESSOR_CONFIG``) and open the journal
 that configuration names.
 
-Exit statuses: 0 done; 1 refused (``retry`` of a final request, an unknown id) or the journal is
-unreachable; 2 the journal is missing or its schema is old (a :class:`ConfigError` is left to the
-CLI, which answers 2 as for every command). Read-only commands never create a journal: an SQLite
-file that does not exist is an error, not an empty journal.
+Exit statuses: 0 done; 1 refused (``retry`` of a final request or of one waiting for a person, an
+unknown id) or the journal is unreachable; 2 the journal is missing or its schema is old (a
+:class:`ConfigError` is left to the CLI, which answers 2 as for every command). Read-only
+commands never create a journal: an SQLite file that does not exist is an error, not an empty
+journal.
 
 Records stream from the journal in pages; ``status`` and ``journal export`` read every record once
 (``export`` also each record's transitions), ``report`` only those updated in its time range.
@@ -48,7 +50,13 @@ from processor.journal.base import (
 )
 from processor.model import parse_datetime
 from processor.observe import mask, register_secret
-from processor.ops.actions import ActionRefused, park_request, resend_from, retry_request
+from processor.ops.actions import (
+    ActionRefused,
+    park_request,
+    proceed_request,
+    resend_from,
+    retry_request,
+)
 from processor.ops.listing import Filters, newest, streamed, why_waiting
 from processor.ops.output import (
     FORMATS,
@@ -60,7 +68,17 @@ from processor.ops.output import (
     write_report,
 )
 
-__all__ = ["Command", "STATUS", "REPORT", "RETRY", "PARK", "EXPORT", "COMMANDS", "JOURNAL_COMMANDS"]
+__all__ = [
+    "Command",
+    "STATUS",
+    "REPORT",
+    "RETRY",
+    "PROCEED",
+    "PARK",
+    "EXPORT",
+    "COMMANDS",
+    "JOURNAL_COMMANDS",
+]
 
 # A refused action (retry, park, export) is "work left unfinished" in the one table.
 EXIT_REFUSED = EXIT_UNFINISHED
@@ -339,7 +357,41 @@ def _retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-RETRY = Command("retry", "send a parked (or waiting) request back to new", _retry_parser, _retry)
+RETRY = Command(
+    "retry",
+    "send a parked request back to new (a request waiting for a person: proceed)",
+    _retry_parser,
+    _retry,
+)
+
+
+def _proceed_parser(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("request_id", metavar="REQUEST_ID", help="the cancel request (PR-...)")
+    parser.add_argument("--note", help="who decided and why, recorded in the request's timeline")
+
+
+@_journal_errors
+def _proceed(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    with existing_journal(config) as journal:
+        try:
+            done = proceed_request(journal, args.request_id, actor=_actor(), note=args.note)
+        except ActionRefused as refused:
+            return _fail(str(refused), EXIT_REFUSED)
+    print(
+        f"{done.request_id}: {done.before.value} -> {done.after.state.value}; the processor "
+        "sends it to the vendor on its next pass"
+    )
+    return EXIT_OK
+
+
+PROCEED = Command(
+    "proceed",
+    "send a request routed to a person (waiting_human) on to the vendor: the person's go-ahead",
+    _proceed_parser,
+    _proceed,
+)
 
 
 def _park_parser(parser: argparse.ArgumentParser) -> None:
@@ -362,6 +414,11 @@ def _park(args: argparse.Namespace) -> int:
             return _fail(str(refused), EXIT_REFUSED)
     if not done.changed:
         print(f"{done.request_id} is already parked; nothing changed")
+    elif done.inserted:
+        print(
+            f"{done.request_id}: not seen yet -> parked; the processor will leave it alone "
+            "(no vendor call) until a retry"
+        )
     else:
         print(
             f"{done.request_id}: {done.before.value} -> parked; the processor leaves it alone "
@@ -478,5 +535,5 @@ IMPORT = Command(
     _import,
 )
 
-COMMANDS = (STATUS, REPORT, RETRY, PARK)  # cancel-processor <name>
+COMMANDS = (STATUS, REPORT, RETRY, PROCEED, PARK)  # cancel-processor <name>
 JOURNAL_COMMANDS = (EXPORT, IMPORT)  # cancel-processor journal <name>

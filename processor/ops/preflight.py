@@ -14,7 +14,7 @@ One line per check, in this order; each is ``ok``, ``warn``, ``config`` or ``unr
 - ``product PRD-...``: visible to this key, and its approve template found (the configured one, or
   the product's default when ``lookup_template`` is on);
 - ``adapter NAME``: the adapter's own probe when it has one (``http``: see
-  :mod:`processor.adapters.http_probe`).
+  the adapter's ``probe()``; also what ``/readyz`` asks).
 
 Exit status: 0 all good (warnings allowed), 2 any configuration problem, else 3 when something
 could not be reached. ``--format json`` prints ``{"status": n, "checks": [...]}``. ``run`` calls
@@ -54,6 +54,7 @@ __all__ = [
     "exit_status",
     "for_once",
     "for_run",
+    "probe_adapter",
     "run",
     "run_checks",
 ]
@@ -114,7 +115,7 @@ def run_checks(
             register_secret(api_key)
             checks += _connect(config, api_key)
         if remote:
-            checks += [_probe(name, adapter) for name, adapter in sorted(adapters.items())]
+            checks += [probe_adapter(name, adapter) for name, adapter in sorted(adapters.items())]
     finally:
         for adapter in adapters.values():
             close = getattr(adapter, "close", None)
@@ -268,7 +269,9 @@ def _product(config: Config, marketplace: ConnectGateway, product_id: str) -> Ch
     return Check(name, "warn" if missing else "ok", f"{title}; approve template {uses}{extra}")
 
 
-def _probe(name: str, adapter: VendorAdapter) -> Check:
+def probe_adapter(name: str, adapter: VendorAdapter) -> Check:
+    """The adapter's own probe as a check named ``adapter NAME`` (``ok`` without a probe); also
+    what ``/readyz`` asks (:func:`processor.ops.readiness.vendor_checks`)."""
     probe = getattr(adapter, "probe", None)
     if not callable(probe):
         return Check(f"adapter {name}", "ok", f"{type(adapter).__name__}: nothing to probe")
@@ -367,7 +370,23 @@ def _log_remote(config: Config, environ: Mapping[str, str] | None, connect: bool
 
     log = get_logger(component="preflight")
     try:
-        checks = run_checks(config, environ, connect=connect)
+        # The vendor probes first, without Connect: a rejected token is said at once, not after
+        # Connect's reads (seconds, or retries during an outage).
+        checks = run_checks(config, environ, connect=False)
+        for check in checks:
+            if check.name.startswith("adapter ") and check.status not in ("ok", "warn"):
+                # One line, on stderr, whatever the log format: the daemon runs on, /readyz
+                # answers 503 until a probe succeeds. The detail is masked (no token in it).
+                print(
+                    f"cancel-processor: warning: {check.name}: probe failed ({check.status}): "
+                    f"{check.detail}; running anyway, /readyz is 503 until a probe succeeds",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        api_key = connect_api_key(config, environ)
+        if connect and api_key:  # no key: run_checks said so already
+            register_secret(api_key)
+            checks += _connect(config, api_key)
     except Exception as exc:  # noqa: BLE001 - a background check never takes the daemon down
         log.warning("preflight_failed", error=mask(f"{type(exc).__name__}: {exc}")[:300])
         return

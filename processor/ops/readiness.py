@@ -17,6 +17,11 @@ Checks and their costs:
   through :class:`CachedCheck`, which runs it at most every ``ttl`` seconds in a background thread,
   waits at most ``wait`` seconds for it, and otherwise answers with the last result, which counts
   only while its last success is younger than ``max_age``;
+- the vendors: each adapter's own probe (``cancel-processor check``'s; for ``http`` a status read of
+  a known subscription, see ``options.probe``), through a :class:`CachedCheck` per adapter refreshed
+  every :data:`VENDOR_PROBE_EVERY` seconds: a rejected token or a wrong path makes ``/readyz``
+  answer 503 with the probe's reason under ``errors["vendor NAME"]``, and 200 again once a probe
+  succeeds. Adapters without a probe (``noop``) are left out;
 - circuits: each breaker's ``is_open``, read without locks (a momentary value is all a probe needs).
 """
 
@@ -30,13 +35,35 @@ from typing import Any
 from processor.journal.base import Journal
 from processor.observe import get_logger, mask
 
-__all__ = ["CachedCheck", "make_readiness", "is_ready", "Readiness"]
+__all__ = [
+    "CachedCheck",
+    "NotReady",
+    "VENDOR_PROBE_EVERY",
+    "make_readiness",
+    "is_ready",
+    "Readiness",
+    "vendor_checks",
+]
 
 Readiness = Callable[[], dict[str, Any]]
 log = get_logger(component="ops")
 
+# How often /readyz may ask each vendor, at most (one authenticated call per adapter, whatever the
+# number of /readyz hits). A status read counts against the vendor's rate limit and is seen in its
+# logs; Kubernetes asks every 10 s by default, per replica, and a monitor may ask more often. Every
+# 15 s bounds that to 4 calls a minute per adapter and replica, while a fixed token (or path) shows
+# as ready within 15 s plus one probe, and a broken one as not ready within the same.
+VENDOR_PROBE_EVERY = 15.0
+
+
+class NotReady(Exception):
+    """A check's "no" with a reason written for the operator: reported as it is, without the
+    exception's type."""
+
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, NotReady):
+        return mask(str(exc))[:300]
     return mask(f"{type(exc).__name__}: {exc}")[:300]
 
 
@@ -111,15 +138,40 @@ class CachedCheck:
             self._done.notify_all()
 
 
+def vendor_checks(
+    adapters: Mapping[str, Any], *, ttl: float = VENDOR_PROBE_EVERY, wait: float = 2.0
+) -> dict[str, CachedCheck]:
+    """One :class:`CachedCheck` per adapter that has a probe, for :func:`make_readiness`'s
+    ``vendors``: the probe ``cancel-processor check`` runs, its ``config`` or ``unreachable``
+    answer raised as :class:`NotReady` with its (masked) detail."""
+    from processor.ops.preflight import probe_adapter
+
+    def probing(name: str, adapter: Any) -> Callable[[], bool]:
+        def check() -> bool:
+            found = probe_adapter(name, adapter)
+            if found.status in ("ok", "warn"):
+                return True
+            raise NotReady(f"probe {found.status}: {found.detail}")
+
+        return check
+
+    return {
+        name: CachedCheck(probing(name, adapter), ttl=ttl, wait=wait, name=f"vendor-{name}")
+        for name, adapter in sorted(adapters.items())
+        if callable(getattr(adapter, "probe", None))
+    }
+
+
 def make_readiness(
     *,
     journal: Journal,
     connect: Callable[[], object] | None = None,
     breakers: Mapping[str, Any] | None = None,
+    vendors: Mapping[str, Callable[[], object]] | None = None,
 ) -> Readiness:
     """The callable ``/readyz`` asks. ``connect`` should be a :class:`CachedCheck` (or anything
     cheap); ``breakers`` maps adapter names to objects with an ``is_open`` attribute (the engine's
-    breakers)."""
+    breakers); ``vendors`` maps adapter names to their probes (:func:`vendor_checks`)."""
 
     def readiness() -> dict[str, Any]:
         report: dict[str, Any] = {}
@@ -131,13 +183,15 @@ def make_readiness(
             report["journal"] = False
             errors["journal"] = _describe(exc)
         if connect is not None:
-            try:
-                report["connect"] = bool(connect())
-            except Exception as exc:  # noqa: BLE001
-                report["connect"] = False
-                errors["connect"] = _describe(exc)
-            if not report["connect"] and "connect" not in errors:
-                errors["connect"] = _connect_why(connect)
+            report["connect"], why = _ask(connect)
+            if why is not None:
+                errors["connect"] = why
+        if vendors:
+            report["vendors"] = {}
+            for name, check in sorted(vendors.items()):
+                report["vendors"][name], why = _ask(check)
+                if why is not None:
+                    errors[f"vendor {name}"] = why
         if breakers is not None:
             report["circuits"] = {
                 name: "open" if b.is_open else "closed" for name, b in sorted(breakers.items())
@@ -162,13 +216,19 @@ def make_readiness(
     return readiness
 
 
-def _connect_why(connect: Callable[[], object]) -> str:
-    """Why the Connect check is not good: its last failure, or that it has not answered yet."""
-    why = getattr(connect, "error", None)
+def _ask(check: Callable[[], object]) -> tuple[bool, str | None]:
+    """A check's answer, and why it is not good (None when it is): its last failure, or that it
+    has not answered yet."""
+    try:
+        if check():
+            return True, None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return False, _describe(exc)
+    why = getattr(check, "error", None)
     if why:
-        return str(why)
-    describe = getattr(connect, "pending_reason", None)
-    return describe() if callable(describe) else "check answered false"
+        return False, str(why)
+    describe = getattr(check, "pending_reason", None)
+    return False, describe() if callable(describe) else "check answered false"
 
 
 def is_ready(report: Mapping[str, Any]) -> bool:

@@ -1,19 +1,39 @@
-"""``cancel-processor reconcile -c CONFIG --since DATE``: does the vendor agree with what we
-finished?
+"""``cancel-processor reconcile -c CONFIG --since DATE``: do the vendor, Connect and the journal
+agree on what happened?
 
-For each request the journal approved, refused or parked in the range (by its last change), the
-adapter's status read says where the subscription is now, and these are divergences:
+Three sources, merged by request id before anything is judged, so that each request (and each
+subscription for the last kind) is reported at most once:
 
-- ``approved_but_active``: approved on Connect (the customer was told it ended), but the vendor has
-  it active or suspended: re-activated behind our back, or never ended (a mis-read "gone");
-- ``refused_but_terminated``: the customer was told no, but the vendor terminated (or purged) it;
-- ``parked_but_terminated``: waiting for a person who should know that the vendor did end it.
+- the journal: every request it approved, refused, parked or closed in the range (by last change);
+- Connect (through the gateway): every cancel request approved, failed or revoked on Connect in the
+  range (by ``updated``), whoever did it, and every one pending now;
+- the vendor: the adapter's status read of each subscription those name (one read per
+  subscription, however many requests name it).
+
+The kinds, in the order they are tried (the first that fits a request is its one row):
+
+- ``approved_but_active``: the journal approved it on Connect (the customer was told it ended), but
+  the vendor has it active or suspended: re-activated behind our back, or never ended;
+- ``refused_but_terminated``: the journal failed it (the customer was told no), but the vendor
+  terminated (or purged) it;
+- ``approved_on_connect_but_active``: approved on Connect by someone else (the journal did not
+  approve it: no row, or a row it settled as ``closed``, parked, waiting...), and the vendor still
+  has the subscription: nobody ended it;
+- ``failed_on_connect_but_terminated``: failed on Connect by someone else, and the vendor has it
+  terminated: the customer was told no, and it is gone;
+- ``parked_but_terminated``: waiting for a person who should know that the vendor did end it;
+- ``pending_not_in_journal``: pending on Connect for longer than ``--pending-grace`` (default 300
+  s) and the journal has no row for it: the daemon is not listing it (a selector, a stopped
+  daemon), or lags behind;
+- ``terminated_but_asset_active``: the vendor has the subscription terminated, and its Connect
+  asset is ``active`` (a cancellation revoked or failed after the vendor ended it, and nothing
+  above said so): once per subscription.
 
 Requests on an adapter without a status read (``noop``, a vendor without one) are skipped and
 counted. Reads run ``reconcile.concurrency`` at a time and at most ``reconcile.rate`` per second, so
 a reconciliation never becomes a load test of the vendor. Output: ``table`` (default), ``csv``,
-``json``. Exit 0 no divergence, 1 any divergence, 3 none found but some reads failed (say which),
-2 configuration or journal problems.
+``json``. Exit 0 no divergence, 1 any divergence, 3 none found but some reads failed (the vendor's,
+or Connect's: said in the report), 2 configuration or journal problems.
 """
 
 from __future__ import annotations
@@ -29,7 +49,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from processor.adapters.base import SubscriptionStatus, VendorAdapter, VendorCall, has_status_read
 from processor.config.schema import Config, ReconcileConfig, load_config
@@ -37,18 +57,40 @@ from processor.engine.base import stub_request
 from processor.engine.rowdata import RowData
 from processor.exits import EXIT_CONFIG, for_journal
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
+from processor.model import CancelRequest, MalformedRequest, parse_request
 from processor.observe import mask
 
-__all__ = ["KINDS", "Divergence", "Reconciliation", "configure_parser", "reconcile", "run"]
+if TYPE_CHECKING:
+    from processor.marketplace import ConnectGateway, Selector
+
+__all__ = [
+    "KINDS",
+    "PENDING_GRACE",
+    "Divergence",
+    "Reconciliation",
+    "configure_parser",
+    "reconcile",
+    "run",
+]
 
 S = SubscriptionStatus
-STATES = (State.APPROVED, State.FAILED, State.PARKED)
-_DIVERGES: dict[State, tuple[frozenset[SubscriptionStatus], str]] = {
-    State.APPROVED: (frozenset({S.ACTIVE, S.SUSPENDED}), "approved_but_active"),
-    State.FAILED: (frozenset({S.TERMINATED, S.PURGED}), "refused_but_terminated"),
-    State.PARKED: (frozenset({S.TERMINATED, S.PURGED}), "parked_but_terminated"),
-}
-KINDS = tuple(kind for _, kind in _DIVERGES.values())
+LIVE = frozenset({S.ACTIVE, S.SUSPENDED})
+GONE = frozenset({S.TERMINATED, S.PURGED})
+STATES = (State.APPROVED, State.FAILED, State.PARKED, State.CLOSED)
+KINDS = (
+    "approved_but_active",
+    "refused_but_terminated",
+    "approved_on_connect_but_active",
+    "failed_on_connect_but_terminated",
+    "parked_but_terminated",
+    "pending_not_in_journal",
+    "terminated_but_asset_active",
+)
+# Connect statuses read: the settled ones in the range, and what is pending now.
+_LISTED = ("approved", "failed", "revoked", "pending")
+# A pending request younger than this is not "unseen" yet: the daemon lists every poll_interval,
+# and a backlog takes a while to be taken up. Five minutes covers both with room.
+PENDING_GRACE = 300.0
 FIELDS = (
     "divergence",
     "request_id",
@@ -56,6 +98,7 @@ FIELDS = (
     "vendor_status",
     "subscription_id",
     "adapter",
+    "connect_status",
     "updated_at",
     "detail",
 )
@@ -65,12 +108,13 @@ FIELDS = (
 class Divergence:
     divergence: str  # a kind above, or "unreadable"
     request_id: str
-    journal_state: str
-    vendor_status: str
+    journal_state: str  # "unseen": the journal has no row
+    vendor_status: str  # "not_read": not asked (pending_not_in_journal)
     subscription_id: str
     adapter: str
     updated_at: str
     detail: str = ""
+    connect_status: str = "not_read"  # the request's status on Connect, when it was read
 
 
 @dataclass
@@ -80,10 +124,22 @@ class Reconciliation:
     divergences: list[Divergence] = field(default_factory=list)
     unreadable: list[Divergence] = field(default_factory=list)
     interrupted: bool = False  # stopped before every read was made
+    connect_listed: int = 0  # cancel requests read from Connect
+    connect_error: str | None = None  # why Connect could not be read (whole or in part)
 
     @property
     def status(self) -> int:
-        return 1 if self.divergences else 3 if self.unreadable else 0
+        return 1 if self.divergences else 3 if self.unreadable or self.connect_error else 0
+
+
+@dataclass
+class _Case:
+    """One request, as each source sees it."""
+
+    request_id: str
+    record: RequestRecord | None = None
+    connect: CancelRequest | None = None
+    vendor: Any = None  # the status read's answer, once read
 
 
 class _Pace:
@@ -113,29 +169,125 @@ def reconcile(
     until: datetime | None = None,
     settings: ReconcileConfig | None = None,
     stop: threading.Event | None = None,
+    marketplace: ConnectGateway | None = None,
+    selector: Selector | None = None,
+    pending_grace: float = PENDING_GRACE,
 ) -> Reconciliation:
-    """Read the vendor's status of every finished request in the range; see the module docstring.
+    """Merge the journal's, Connect's (when ``marketplace`` is given; ``selector``: the configured
+    products by default) and the vendor's view of every request in the range, and judge each
+    request once; see the module docstring.
 
     Once ``stop`` is set, no further read starts (reads in flight end by the adapter's own timeout)
     and the result is partial: :attr:`Reconciliation.interrupted` says so."""
     settings = settings or config.reconcile
     result = Reconciliation()
-    todo: list[tuple[RequestRecord, str, VendorAdapter]] = []
-    for record in journal.records(states=STATES, updated_since=since, updated_until=until):
-        name = str(
-            RowData.of(record).adapter
-            or config.adapter_for(record.product_id or "", record.environment or "")
-            or ""
-        )
+    cases = {
+        r.request_id: _Case(r.request_id, record=r)
+        for r in journal.records(states=STATES, updated_since=since, updated_until=until)
+    }
+    if marketplace is not None:
+        _read_connect(config, journal, marketplace, selector, cases, result, since, until)
+    todo: dict[tuple[str, str], list[_Case]] = {}  # one read per subscription and adapter
+    for case in cases.values():
+        if not _needs_vendor(case):
+            continue
+        name = _adapter_of(config, case)
         adapter = adapters.get(name)
-        if adapter is None or not has_status_read(adapter) or not record.subscription_id:
+        subscription = _subscription(case)
+        if adapter is None or not has_status_read(adapter) or not subscription:
             result.skipped += 1
             continue
-        todo.append((record, name, adapter))
+        todo.setdefault((name, subscription), []).append(case)
+    _read_vendor(todo, adapters, settings, stop, result)
+    now = datetime.now(UTC)
+    asset_reported: set[str] = set()
+    for case in sorted(cases.values(), key=lambda c: c.request_id):
+        row = _judge(config, case, now, pending_grace, asset_reported)
+        if row is not None:
+            (result.unreadable if row.divergence == "unreadable" else result.divergences).append(
+                row
+            )
+    return result
+
+
+def _read_connect(
+    config: Config,
+    journal: Journal,
+    marketplace: ConnectGateway,
+    selector: Selector | None,
+    cases: dict[str, _Case],
+    result: Reconciliation,
+    since: datetime,
+    until: datetime | None,
+) -> None:
+    """Connect's side into ``cases``: the settled requests in the range, the pending ones now, and
+    the status of each row the journal closed that those did not name."""
+    from processor.daemon.runtime import selector_for
+    from processor.marketplace import MarketplaceError
+
+    chosen = selector or selector_for(config)
+    param = config.processing.subscription_param
+    try:
+        for status in _LISTED:
+            window = {} if status == "pending" else {"updated_since": since, "updated_until": until}
+            for payload in marketplace.iter_cancels(chosen, status, **window):
+                try:
+                    request = parse_request(payload, subscription_param=param)
+                except MalformedRequest:
+                    continue  # the daemon records it as malformed; nothing here to compare
+                result.connect_listed += 1
+                case = cases.get(request.id)
+                if case is None:
+                    record = journal.get(request.id)
+                    if status == "pending" and record is not None:
+                        continue  # pending, and the journal has it: the daemon is on it
+                    case = cases[request.id] = _Case(request.id, record=record)
+                case.connect = request
+        for case in cases.values():
+            if case.connect is None and case.record is not None:
+                if case.record.state is State.CLOSED:  # moved on Connect: where to?
+                    payload = marketplace.get_request(case.request_id)
+                    case.connect = parse_request(payload, subscription_param=param)
+    except (MarketplaceError, MalformedRequest) as exc:
+        result.connect_error = mask(f"{type(exc).__name__}: {exc}")[:300]
+
+
+def _needs_vendor(case: _Case) -> bool:
+    state = case.record.state if case.record is not None else None
+    status = case.connect.status if case.connect is not None else None
+    if state in (State.APPROVED, State.FAILED, State.PARKED, State.CLOSED):
+        return True
+    return status in ("approved", "failed", "revoked")
+
+
+def _adapter_of(config: Config, case: _Case) -> str:
+    record, request = case.record, case.connect
+    if record is not None and RowData.of(record).adapter:
+        return str(RowData.of(record).adapter)
+    product = (record.product_id if record else None) or (request.product_id if request else "")
+    environment = (record.environment if record else None) or (
+        request.environment if request else ""
+    )
+    return str(config.adapter_for(product or "", environment or "") or "")
+
+
+def _subscription(case: _Case) -> str:
+    if case.record is not None and case.record.subscription_id:
+        return case.record.subscription_id
+    return (case.connect.subscription_id if case.connect is not None else None) or ""
+
+
+def _read_vendor(
+    todo: Mapping[tuple[str, str], list[_Case]],
+    adapters: Mapping[str, VendorAdapter],
+    settings: ReconcileConfig,
+    stop: threading.Event | None,
+    result: Reconciliation,
+) -> None:
     pace, lock = _Pace(settings.rate), threading.Lock()
 
-    def check(item: tuple[RequestRecord, str, VendorAdapter]) -> None:
-        record, name, adapter = item
+    def check(item: tuple[tuple[str, str], list[_Case]]) -> None:
+        (name, subscription), group = item
         if stop is not None:
             pace.wait(stop)
             if stop.is_set():
@@ -143,55 +295,98 @@ def reconcile(
                 return
         else:
             pace.wait()
+        first = group[0]
+        key = first.record.idempotency_key if first.record else f"cancel-{first.request_id}"
+        request = stub_request(first.request_id, first.record) if first.record else first.connect
+        assert request is not None
         call = VendorCall(
-            request=stub_request(record.request_id, record),
-            subscription_id=record.subscription_id or "",
-            idempotency_key=f"{record.idempotency_key}:reconcile",
+            request=request, subscription_id=subscription, idempotency_key=f"{key}:reconcile"
         )
         try:
-            status: Any = adapter.status(call)  # type: ignore[attr-defined]
+            status: Any = adapters[name].status(call)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - a custom adapter may raise anything
             status = f"raised {type(exc).__name__}: {exc}"
-        row = _row(record, name, status)
         with lock:
-            result.checked += 1
-            if row is not None:
-                (
-                    result.unreadable if row.divergence == "unreadable" else result.divergences
-                ).append(row)
+            for case in group:
+                case.vendor = status
+                result.checked += 1
 
     with ThreadPoolExecutor(
         max_workers=settings.concurrency, thread_name_prefix="reconcile"
     ) as pool:
-        list(pool.map(check, todo))
-    result.divergences.sort(key=lambda d: d.request_id)
-    result.unreadable.sort(key=lambda d: d.request_id)
-    return result
+        list(pool.map(check, todo.items()))
 
 
-def _row(record: RequestRecord, adapter: str, status: Any) -> Divergence | None:
-    when = record.updated_at.isoformat().replace("+00:00", "Z") if record.updated_at else ""
+def _judge(
+    config: Config, case: _Case, now: datetime, grace: float, asset_reported: set[str]
+) -> Divergence | None:
+    """The one row a request gets, or None: the first kind that fits (module docstring)."""
+    record, request, vendor = case.record, case.connect, case.vendor
+    state = record.state if record is not None else None
+    status = request.status if request is not None else None
+    read = isinstance(vendor, SubscriptionStatus) and vendor is not S.UNKNOWN
+    when = record.updated_at if record is not None and record.updated_at else None
     base = dict(
-        request_id=record.request_id,
-        journal_state=record.state.value,
-        subscription_id=record.subscription_id or "",
-        adapter=adapter,
-        updated_at=when,
+        request_id=case.request_id,
+        journal_state=state.value if state is not None else "unseen",
+        vendor_status=vendor.value if read else "not_read",
+        subscription_id=_subscription(case),
+        adapter=_adapter_of(config, case),
+        updated_at=when.isoformat().replace("+00:00", "Z") if when else "",
+        connect_status=status or "not_read",
     )
-    if not isinstance(status, SubscriptionStatus) or status is S.UNKNOWN:
-        detail = getattr(status, "detail", None) or str(getattr(status, "value", status))
-        return Divergence("unreadable", vendor_status="unknown", detail=mask(detail)[:300], **base)
-    statuses, kind = _DIVERGES[record.state]
-    if status not in statuses:
+    if state is None and status == "pending":
+        created = request.created if request is not None else None
+        age = (now - created).total_seconds() if created is not None else None
+        if age is None or age < grace:
+            return None
+        said = f"pending on Connect for {age / 3600:.1f} h; the journal has no row for it"
+        return Divergence("pending_not_in_journal", detail=said, **base)
+    if vendor is None:
+        return None  # not read: skipped, or cut short by a stop
+    if not read:
+        detail = getattr(vendor, "detail", None) or str(getattr(vendor, "value", vendor))
+        return Divergence(
+            "unreadable", **{**base, "vendor_status": "unknown"}, detail=mask(detail)[:300]
+        )
+    kind, said = _kind(case, state, status, vendor)
+    if kind is None and vendor in GONE and request is not None and request.asset_status == "active":
+        asset = request.asset_id or _subscription(case)
+        if asset not in asset_reported:
+            asset_reported.add(asset)
+            kind = "terminated_but_asset_active"
+            said = f"asset {request.asset_id} is active on Connect (request {status})"
+    if kind is None:
         return None
-    if record.state is State.APPROVED:
-        said = f"approved after the vendor answered {record.outcome or 'nothing recorded'}"
-        purge = RowData.of(record).purge
-        if purge:
-            said += f"; purge {purge}"
-    else:
-        said = record.reason or record.last_error or record.outcome or ""
-    return Divergence(kind, vendor_status=status.value, detail=mask(said)[:300], **base)
+    return Divergence(kind, detail=mask(said)[:300], **base)
+
+
+def _kind(
+    case: _Case, state: State | None, status: str | None, vendor: SubscriptionStatus
+) -> tuple[str | None, str]:
+    record = case.record
+    if state is State.APPROVED and vendor in LIVE:
+        answered = (record.outcome if record is not None else None) or "nothing recorded"
+        said = f"approved after the vendor answered {answered}"
+        purge = RowData.of(record).purge if record is not None else None
+        return "approved_but_active", said + (f"; purge {purge}" if purge else "")
+    why = (record.reason or record.last_error or record.outcome or "") if record else ""
+    if state is State.FAILED and vendor in GONE:
+        return "refused_but_terminated", why
+    elsewhere = "no journal row" if state is None else f"journal {state.value}"
+    if status == "approved" and state is not State.APPROVED and vendor in LIVE:
+        return (
+            "approved_on_connect_but_active",
+            f"approved on Connect by someone else ({elsewhere})",
+        )
+    if status == "failed" and state is not State.FAILED and vendor in GONE:
+        return (
+            "failed_on_connect_but_terminated",
+            f"failed on Connect by someone else ({elsewhere})",
+        )
+    if state is State.PARKED and vendor in GONE:
+        return "parked_but_terminated", why
+    return None, ""
 
 
 # -- the command -----------------------------------------------------------------------------------
@@ -226,6 +421,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate", type=float, help="status reads per second at most (reconcile.rate)"
     )
+    parser.add_argument(
+        "--pending-grace",
+        type=float,
+        default=PENDING_GRACE,
+        metavar="SECONDS",
+        help="a request pending on Connect this long without a journal row is a divergence "
+        f"(default {PENDING_GRACE:g})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,11 +439,21 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("concurrency", args.concurrency), ("rate", args.rate)) if v}
     settings = ReconcileConfig.model_validate({**config.reconcile.model_dump(), **overrides})
     adapters = load_adapters(config)
+    marketplace, no_key = _gateway(config)
     try:
         with existing_journal(config) as journal:
             result = reconcile(
-                config, journal, adapters, since=args.since, until=args.until, settings=settings
+                config,
+                journal,
+                adapters,
+                since=args.since,
+                until=args.until,
+                settings=settings,
+                marketplace=marketplace,
+                pending_grace=args.pending_grace,
             )
+            if no_key:
+                result.connect_error = no_key
     except (
         JournalError,
         SchemaError,
@@ -251,12 +464,29 @@ def run(args: argparse.Namespace) -> int:
             return for_journal(config.journal.url)
         return EXIT_CONFIG
     finally:
+        if marketplace is not None:
+            marketplace.close()
         for adapter in adapters.values():
             close = getattr(adapter, "close", None)
             if callable(close):
                 close()
     write(result, args.format, sys.stdout)
     return result.status
+
+
+def _gateway(config: Config) -> tuple[ConnectGateway | None, str | None]:
+    """The gateway for Connect's side, or None and why not (no API key: the vendor's side is
+    still compared, and the report says what was left out)."""
+    from processor.config.schema import connect_api_key
+    from processor.daemon.runtime import gateway_settings
+    from processor.marketplace import ConnectGateway
+    from processor.observe import register_secret
+
+    api_key = connect_api_key(config)
+    if not api_key:
+        return None, f"not read: no Connect API key (set {config.connect.api_key_env})"
+    register_secret(api_key)
+    return ConnectGateway(gateway_settings(config, api_key)), None
 
 
 def write(result: Reconciliation, fmt: str, out: IO[str]) -> None:
@@ -267,6 +497,8 @@ def write(result: Reconciliation, fmt: str, out: IO[str]) -> None:
                 "checked": result.checked,
                 "skipped": result.skipped,
                 "status": result.status,
+                "connect_listed": result.connect_listed,
+                "connect_error": result.connect_error,
                 "divergences": [asdict(d) for d in result.divergences],
                 "unreadable": [asdict(d) for d in result.unreadable],
             },
@@ -284,15 +516,18 @@ def write(result: Reconciliation, fmt: str, out: IO[str]) -> None:
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     out.write(
         f"{now}: {result.checked} checked, {len(result.divergences)} divergent, "
-        f"{len(result.unreadable)} unreadable, {result.skipped} skipped (no status read)\n"
+        f"{len(result.unreadable)} unreadable, {result.skipped} skipped (no status read); "
+        f"{result.connect_listed} read from Connect\n"
     )
+    if result.connect_error:
+        out.write(f"Connect: {result.connect_error}\n")
 
 
 def _table(rows: Iterable[Divergence], out: IO[str]) -> None:
     listed = [asdict(d) for d in rows]
     if not listed:
         return
-    columns = FIELDS[:-2] + ("detail",)
+    columns = tuple(c for c in FIELDS if c != "updated_at")
     widths = {c: max(len(c), *(len(str(r[c])) for r in listed)) for c in columns}
     out.write("  ".join(c.ljust(widths[c]) for c in columns).rstrip() + "\n")
     for row in listed:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from processor.adapters.base import VendorAdapter
 from processor.config.schema import Config
@@ -41,11 +42,13 @@ class ReconcileSchedule:
         journal: Journal,
         adapters: Mapping[str, VendorAdapter],
         metrics: Metrics,
+        marketplace: Any = None,
     ) -> None:
         every = config.reconcile.every
         if every is None:
             raise ValueError("reconcile.every is not set: nothing to schedule")
         self.config, self.journal, self.adapters, self.metrics = config, journal, adapters, metrics
+        self.marketplace = marketplace  # the daemon's gateway: Connect's side too (None: vendor's)
         self.every = every
         self._stop = threading.Event()
         self._deadline: float | None = (
@@ -79,7 +82,14 @@ class ReconcileSchedule:
         """One reconciliation over the window; its result, or None when a stop cut it short."""
         started = time.monotonic()
         since = datetime.now(UTC) - timedelta(seconds=self.config.reconcile.window)
-        result = reconcile(self.config, self.journal, self.adapters, since=since, stop=self._stop)
+        result = reconcile(
+            self.config,
+            self.journal,
+            self.adapters,
+            since=since,
+            stop=self._stop,
+            marketplace=self.marketplace,
+        )
         if result.interrupted:
             log.info("reconcile_interrupted", checked=result.checked)
             return None
@@ -100,7 +110,11 @@ class ReconcileSchedule:
             )
         for kind, count in counts.items():
             self.metrics.reconcile_divergences.labels(kind=kind).set(count)
-        self.metrics.reconcile_unreadable.set(len(result.unreadable))
+        self.metrics.reconcile_unreadable.set(
+            len(result.unreadable) + (1 if result.connect_error else 0)
+        )
+        if result.connect_error:
+            log.warning("reconcile_connect_unread", error=result.connect_error)
         self.metrics.reconcile_completed.set(time.time())
         log.info(
             "reconcile_completed",

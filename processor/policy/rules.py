@@ -15,7 +15,7 @@ ignore       not ours: not a cancel, or a product this processor is not configur
 The engine does the durable bookkeeping. Order of the checks: ``refuse`` first (nothing else
 matters), then ``route_to`` (the person decides, reason or not), then the reason requirement.
 ``decide(..., released=True)`` is the decision after a person sent a routed request back to the
-processor (``cancel-processor retry``): routing is skipped, everything else applies.
+processor (``cancel-processor proceed``): routing is skipped, everything else applies.
 """
 
 from __future__ import annotations

@@ -190,6 +190,30 @@ def test_final_requests_are_not_claimed(store: Store) -> None:
     assert journal.claim("PR-1", "worker-a", 60) is None
 
 
+def test_park_unseen_inserts_a_parked_row_no_worker_claims_and_leaves_an_existing_row_alone(
+    store: Store,
+) -> None:
+    journal = store.journal
+    parked = journal.park_unseen(
+        "PR-9", idempotency_key="cancel-PR-9", detail="customer called", actor="cli:ops"
+    )
+    assert parked is not None and parked.state is State.PARKED and parked.lease_owner is None
+    [first] = journal.transitions("PR-9")
+    assert (first.from_state, first.to_state, first.detail, first.owner) == (
+        None,
+        State.PARKED,
+        "customer called",
+        "cli:ops",
+    )
+    assert journal.claim("PR-9", "worker-a", 60) is None
+    record, claim = journal.ensure_and_claim("PR-9", "worker-a", 60, idempotency_key="cancel-PR-9")
+    assert claim is None and record.state is State.PARKED  # what the daemon gets when it lists it
+    new_request(journal)
+    assert journal.park_unseen("PR-1", idempotency_key="k", detail="late", actor="cli") is None
+    assert journal.get("PR-1").state is State.NEW  # type: ignore[union-attr]
+    assert all(t.to_state is not State.PARKED for t in journal.transitions("PR-1"))
+
+
 def test_claims_refuse_bad_arguments_before_writing(store: Store) -> None:
     journal = store.journal
     new_request(journal)

@@ -18,7 +18,7 @@ from processor.config.schema import ConfigError, load_config
 from processor.journal import open_journal
 from processor.journal.base import Journal, State
 from processor.observe import register_secret
-from processor.ops.commands import EXPORT, IMPORT, PARK, REPORT, RETRY, STATUS, Command
+from processor.ops.commands import EXPORT, IMPORT, PARK, PROCEED, REPORT, RETRY, STATUS, Command
 from tests.ops_support import Clock, put
 
 T0 = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
@@ -235,9 +235,35 @@ def test_retry_sends_a_parked_request_back_to_new_and_names_the_operator(
     assert last.owner is not None and last.owner.startswith("cli")
 
 
-def test_retry_of_a_request_waiting_for_a_person(run: Any, history: Journal) -> None:
-    assert run(RETRY, "PR-05").status == 0
+def test_retry_of_a_request_waiting_for_a_person_is_refused_and_names_proceed(
+    run: Any, history: Journal
+) -> None:
+    before = history.transitions("PR-05")
+    for argv in (("PR-05",), ("PR-05", "--force")):
+        refused = run(RETRY, *argv)
+        assert refused.status == 1, refused.out
+        assert "cancel-processor proceed PR-05" in refused.err, refused.err
+    assert history.transitions("PR-05") == before
+    assert history.get("PR-05").state is State.WAITING_HUMAN  # type: ignore[union-attr]
+
+
+def test_proceed_sends_a_request_waiting_for_a_person_on_and_refuses_any_other(
+    run: Any, history: Journal
+) -> None:
+    ran = run(PROCEED, "PR-05", "--note", "account manager: go ahead")
+    assert ran.status == 0 and "PR-05: waiting_human -> new" in ran.out, ran.err
     assert history.get("PR-05").state is State.NEW  # type: ignore[union-attr]
+    last = history.transitions("PR-05")[-1]
+    assert (last.from_state, last.to_state, last.detail) == (
+        State.WAITING_HUMAN,
+        State.NEW,
+        "account manager: go ahead",
+    )
+    for request_id, state in (("PR-03", "parked"), ("PR-01", "approved"), ("PR-05", "new")):
+        refused = run(PROCEED, request_id)
+        assert refused.status == 1 and f"{request_id} is {state}" in refused.err, refused.err
+    assert "retry" in run(PROCEED, "PR-03").err  # parked: the verb is retry
+    assert run(PROCEED, "PR-404").status == 1
 
 
 @pytest.mark.parametrize("request_id", ["PR-01", "PR-02"])
@@ -300,6 +326,30 @@ def test_park_is_a_no_op_on_a_parked_request_and_refused_on_a_final_one(
     assert history.transitions("PR-03") == before
     final = run(PARK, "PR-01", "--reason", "too late")
     assert final.status == 1 and "final state" in final.err
+
+
+def test_park_of_a_request_the_journal_has_not_seen_inserts_it_parked_with_the_reason(
+    run: Any, history: Journal
+) -> None:
+    ran = run(PARK, "PR-07", "--reason", "customer called: keep it")
+    assert ran.status == 0 and "PR-07: not seen yet -> parked" in ran.out, ran.err
+    record = history.get("PR-07")
+    assert record is not None and record.state is State.PARKED
+    assert record.idempotency_key == "cancel-PR-07" and record.lease_owner is None
+    [first] = history.transitions("PR-07")
+    assert (first.from_state, first.to_state, first.detail) == (
+        None,
+        State.PARKED,
+        "customer called: keep it",
+    )
+    assert first.owner is not None and first.owner.startswith("cli")
+    assert "PR-07" in run(STATUS).out and "customer called: keep it" in run(STATUS).out
+    again = run(PARK, "PR-07", "--reason", "twice")
+    assert again.status == 0 and "already parked" in again.out
+    assert len(history.transitions("PR-07")) == 1
+    # a worker never claims it: parked is final to the claim
+    assert history.claim("PR-07", "worker", 30) is None
+    assert run(PARK, "PR-08", "--reason", "  ").status == 1 and history.get("PR-08") is None
 
 
 def test_park_needs_a_reason(run: Any, history: Journal) -> None:

@@ -370,3 +370,76 @@ def test_the_first_readyz_503_says_why(
         assert "vendor" in errors["circuits"]
     finally:
         answered.set()
+
+
+# -- the vendor's probe in /readyz ----------------------------------------------------------------
+
+
+def _token_checking_vendor(accepted: dict[str, str], calls: list[str]) -> Any:
+    """A vendor answering a status read with 200 ``active`` to the accepted bearer token, 401
+    otherwise (what a rotated or revoked token gets)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def status(request: Request) -> JSONResponse:
+        calls.append(request.url.path)
+        if request.headers.get("authorization") != f"Bearer {accepted['token']}":
+            return JSONResponse({"error": "unauthorized"}, 401)
+        return JSONResponse({"id": request.path_params["sid"], "status": "active"})
+
+    return Starlette(routes=[Route("/v1/subscriptions/{sid}", status, methods=["GET"])])
+
+
+def test_readyz_is_503_while_the_vendor_rejects_the_token_and_200_once_it_takes_it(
+    serve: Callable[..., httpx.Client], journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real HTTP vendor on a loopback port and the real http adapter: the probe's 401 makes
+    /readyz 503 with the reason (never the token); the vendor accepting the token again makes it
+    200 at the next refresh; /readyz hits between refreshes never reach the vendor."""
+    import time
+
+    from processor.adapters import load_adapter
+    from processor.ops.readiness import vendor_checks
+    from processor.ops.serving import ServerThread
+
+    secret = "rotated-vendor-token-do-not-print"
+    monkeypatch.setenv("READYZ_VENDOR_TOKEN", secret)
+    register_secret(secret)
+    accepted, calls = {"token": "the-old-token"}, []
+    with ServerThread(_token_checking_vendor(accepted, calls)) as vendor:
+        adapter = load_adapter(
+            "http",
+            {
+                "base_url": vendor.url,
+                "auth": {"type": "bearer", "env": "READYZ_VENDOR_TOKEN"},
+                "status": True,
+                "probe": {"subscription_id": "SUB-PROBE-1", "expect": ["active"]},
+                "timeout": {"connect": 2, "read": 5},
+            },
+            name="vendor",
+        )
+        try:
+            checks = vendor_checks({"vendor": adapter}, ttl=0.5, wait=5)
+            client = serve(readiness=make_readiness(journal=journal, vendors=checks))
+            rejected = client.get("/readyz")
+            assert rejected.status_code == 503, rejected.text
+            body = rejected.json()
+            assert body["vendors"] == {"vendor": False}
+            why = body["errors"]["vendor vendor"]
+            assert why.startswith("probe config:") and "401" in why, why
+            assert secret not in rejected.text and "the-old-token" not in rejected.text
+            for _ in range(20):  # cached: twenty hits within the refresh interval, one call
+                assert client.get("/readyz").status_code == 503
+            assert len(calls) == 1, calls
+
+            accepted["token"] = secret  # the vendor takes the token now
+            deadline = time.monotonic() + 10
+            while (answer := client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, answer.text
+                time.sleep(0.1)
+            assert answer.json() == {"journal": True, "vendors": {"vendor": True}}
+            assert len(calls) <= 2 + 10 / 0.5  # at most one probe per refresh interval
+        finally:
+            adapter.close()  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,98 @@ def test_malformed_requests_are_recorded_and_the_loop_goes_on(
         cancels[broken]["status"] == "pending"
     )  # a person decides; the customer is not refused for our problem
     assert all(cancels[rid]["status"] in ("approved", "failed") for rid in before[1:])
+
+
+@pytest.mark.parametrize(
+    "sandbox",
+    [{"generate": 30, "vendor_faults": FaultSettings(error_rate=0.4, methods="POST", seed=11)}],
+    indirect=True,
+)
+def test_the_summary_counts_each_request_once_by_its_final_state_and_passes_apart(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A vendor answering 503 to 40 % of its calls makes several passes; each request still
+    counts once, by the state the journal holds at the end, and the counts sum to the backlog."""
+    from processor.cli.report import print_summary
+    from processor.journal import open_journal
+
+    before = sandbox.pending_cancels()
+    summary, _ = run_once(sandbox, tmp_path, monkeypatch, retry_base=0.05, retry_max=0.2)
+    assert summary.passes > 1, summary
+    by_request = summary.by_request()
+    assert by_request.total() == len(before), (by_request, len(before))
+    assert summary.results.total() > len(before)  # the passes' own count: more than requests
+    journal = open_journal(f"sqlite:///{tmp_path}/journal.db")
+    try:
+        states = {rid: journal.get(rid).state.value for rid in before}  # type: ignore[union-attr]
+    finally:
+        journal.close()
+    assert by_request == Counter(states.values())
+    capsys.readouterr()
+    print_summary(summary)
+    out = capsys.readouterr().out
+    rows = {
+        cells[0]: cells[1]
+        for line in out.splitlines()
+        if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 2
+    }
+    assert rows.pop("total") == str(len(before)), out
+    assert {k: int(v) for k, v in rows.items()} == dict(by_request), out
+    assert f"passes: {summary.passes}" in out and "results over all passes" in out
+
+
+@pytest.mark.parametrize("sandbox", [{"generate": 12}], indirect=True)
+def test_a_request_parked_before_the_journal_saw_it_never_reaches_the_vendor(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``park`` of a pending request no pass has listed yet: the daemon then processes every
+    other request and leaves this one alone; the vendor's ledger holds no call for it and
+    ``status`` shows it parked with the operator's reason."""
+    import argparse
+
+    import yaml
+
+    from processor.ops.commands import PARK, STATUS, Command
+
+    url = f"sqlite:///{tmp_path}/journal.db"
+    config_file = tmp_path / "processor.yaml"
+    config_file.write_text(yaml.safe_dump(sandbox.config_data(url)))
+
+    def command(which: Command, *argv: str) -> tuple[int, str]:
+        parser = argparse.ArgumentParser()
+        which.configure_parser(parser)
+        capsys.readouterr()
+        status = which.run(parser.parse_args(["--config", str(config_file), *argv]))
+        return status, capsys.readouterr().out
+
+    before = sandbox.pending_cancels()
+    held = sorted(before)[0]
+    request = sandbox.request(held)
+    sub = next(p["value"] for p in request["asset"]["params"] if p["id"] == "subscription_id")
+    from processor.journal import open_journal
+
+    empty = open_journal(url)  # the journal exists, empty: park writes its first row
+    empty.migrate()
+    empty.close()
+    status, out = command(PARK, held, "--reason", "customer called: hold it")
+    assert status == 0 and "not seen yet -> parked" in out, out
+    summary, _ = run_once(sandbox, tmp_path, monkeypatch)
+    assert summary.by_request()["parked"] == 1 and summary.by_request().total() == len(before)
+    calls = [c for c in sandbox.vendor_ledger()["calls"] if sub in json_text(c)]
+    assert calls == [], calls
+    assert sandbox.request(held)["status"] == "pending"
+    assert sandbox.pending_cancels() == {held}
+    status, out = command(STATUS)
+    assert status == 0 and held in out and "customer called: hold it" in out, out
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value)

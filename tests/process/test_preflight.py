@@ -153,3 +153,57 @@ def test_unreachable_connect_is_exit_3_and_a_missing_product_exit_2(
         done.returncode == 2
         and "CONFIG      product PRD-000-000-000  not visible to this API key" in done.stdout
     )
+
+
+def test_run_with_a_vendor_rejecting_the_token_says_so_at_once_and_readyz_is_503(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The daemon starts all the same (it rides out a vendor outage), but one line on stderr names
+    the adapter and the reason within seconds, /readyz answers 503 with that reason, and the
+    token appears nowhere."""
+    import time
+
+    import requests
+
+    port = free_port()
+    wrong = "rejected-token-5678-do-not-print"
+    config = write(
+        sandbox,
+        tmp_path,
+        http={"enabled": True, "host": "127.0.0.1", "port": port},
+        processing={"poll_interval": 0.5, "shutdown_timeout": 5},
+    )
+    env = {**os.environ, **sandbox.environ(), "SANDBOX_VENDOR_TOKEN": wrong}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "processor", "run", "-c", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        deadline, body = time.monotonic() + 30, None
+        while time.monotonic() < deadline:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            except requests.ConnectionError:
+                time.sleep(0.2)
+                continue
+            body = answer.json()
+            if "vendor vendor" in body.get("errors", {}):
+                assert answer.status_code == 503
+                break
+            time.sleep(0.2)
+        assert body is not None and "vendor vendor" in body["errors"], body
+        assert body["vendors"] == {"vendor": False}
+        assert "401" in body["errors"]["vendor vendor"], body
+        assert wrong not in json.dumps(body)
+    finally:
+        daemon.terminate()
+        out, err = daemon.communicate(timeout=30)
+    lines = [line for line in err.splitlines() if "probe failed" in line]
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("cancel-processor: warning: adapter vendor: probe failed (config)")
+    assert "HTTP 401" in lines[0] and "/readyz" in lines[0]
+    assert wrong not in out + err and sandbox.vendor_token not in out + err
