@@ -32,7 +32,6 @@ from typing import Any
 from pyrate_limiter import Limiter, MonotonicClock, Rate, RateItem
 from pyrate_limiter.buckets.in_memory_bucket import InMemoryBucket
 
-from processor.adapters.http_values import Options, bad
 from processor.observe import note_rate_wait
 
 __all__ = ["SLACK", "RateLimit", "RateSettings", "rate_settings"]
@@ -49,6 +48,10 @@ class RateSettings:
 
 def rate_settings(raw: Any) -> RateSettings | None:
     """The ``rate`` option; None when absent. Raises AdapterError naming the key."""
+    # Imported when called: the http adapter's settings import this module to read the option,
+    # so an import at the top would leave whichever of the two loads first half-built.
+    from processor.adapters.http.settings import Options, bad
+
     if raw is None:
         return None
     o = Options(raw, "rate.")

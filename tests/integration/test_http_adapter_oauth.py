@@ -22,7 +22,7 @@ from processor.adapters import (
     Terminated,
 )
 from processor.adapters.http import HttpAdapter
-from processor.adapters.http_oauth import TokenSource
+from processor.adapters.http.oauth import TokenSource
 from processor.ops.serving import ServerThread, free_port
 
 from ..http_adapter_support import call

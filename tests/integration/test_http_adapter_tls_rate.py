@@ -20,7 +20,7 @@ from cancel_sandbox.vendor import VendorSettings, create_app
 from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 from processor.adapters import AdapterError, Ambiguous, Failed, Terminated
 from processor.adapters.http import HttpAdapter
-from processor.adapters.http_tls import client_cert_refused
+from processor.adapters.http.outcomes import client_cert_refused
 from processor.observe import Metrics
 from processor.ops.serving import ServerThread
 

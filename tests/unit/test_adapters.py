@@ -199,6 +199,6 @@ def test_the_public_surface_resolves_and_includes_the_protocol_module() -> None:
     for name in adapters.__all__:
         assert getattr(adapters, name) is not None, name
     assert set(base.__all__) <= set(adapters.__all__)
-    assert adapters.HttpAdapter.__module__ == "processor.adapters.http"
+    assert adapters.HttpAdapter.__module__ == "processor.adapters.http.call"
     with pytest.raises(AttributeError):
         adapters.NoSuchThing  # noqa: B018

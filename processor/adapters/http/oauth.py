@@ -1,6 +1,6 @@
 """OAuth2 client credentials for the ``http`` adapter (RFC 6749 4.4), through authlib.
 
-Configured as the adapter's ``auth``::
+Configured as the adapter's ``auth`` (read and checked at start-up by :mod:`.settings`)::
 
     auth:
       type: oauth2
@@ -39,55 +39,13 @@ from typing import Any
 import requests
 import urllib3
 
-from processor.adapters.base import AdapterError, Failed, Idempotency, RetryLater
-from processor.adapters.http_outcomes import Operation
-from processor.adapters.http_transport import unsent
-from processor.adapters.http_values import Options, checked_url, secret_from
-from processor.observe import register_secret
+from processor.adapters.base import Failed, Idempotency, RetryLater
+from processor.adapters.http.outcomes import unsent
+from processor.adapters.http.settings import OAuthSettings, Operation
 
-__all__ = ["OAuthSettings", "TokenError", "TokenSource", "oauth_settings", "repeat_is_safe"]
+__all__ = ["TokenError", "TokenSource", "repeat_is_safe"]
 
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")  # an RFC 6749 5.2 error code, safe to echo
-
-
-@dataclass(frozen=True, slots=True)
-class OAuthSettings:
-    token_url: str
-    client_id: str
-    secret: str = field(repr=False)
-    scope: str | None
-    audience: str | None
-    client_auth: str  # authlib's name: client_secret_basic | client_secret_post
-    renew_before: float
-
-
-def oauth_settings(raw: Any) -> OAuthSettings:
-    """``auth`` with ``type: oauth2`` (see the module docstring); raises AdapterError."""
-    o = Options(raw, "auth.")
-    o.choice("type", ("oauth2",))
-    token_url = checked_url(o.text("token_url"), "auth.token_url")
-    client_id = o.text("client_id")
-    env, path = o.text("env", None), o.text("file", None)
-    scope, audience = o.text("scope", None), o.text("audience", None)
-    client_auth = o.choice("client_auth", ("basic", "post"), "basic")
-    renew_before = o.seconds("renew_before", 60.0)
-    o.done()
-    if (env is None) == (path is None):
-        raise AdapterError(
-            "option 'auth': give exactly one of env (a variable's name) or file (a path) for the "
-            "client secret"
-        )
-    secret = secret_from(env, path)
-    register_secret(secret)  # a file's secret is not among the configured variables the logs mask
-    return OAuthSettings(
-        token_url=token_url,
-        client_id=client_id,
-        secret=secret,
-        scope=scope,
-        audience=audience,
-        client_auth=f"client_secret_{client_auth}",
-        renew_before=renew_before,
-    )
 
 
 def repeat_is_safe(op: Operation, idempotency: Idempotency) -> bool:
