@@ -201,6 +201,10 @@ class Sandbox:
             "products": {pid: {"template": tl} for pid, tl in self.product_templates.items()},
             "log": {"level": "warning"},
             "http": {"enabled": False},
+            # The mock vendor refuses some subscriptions on purpose; its refusals reach Connect
+            # at once here, as the flows these configurations show expect. The hold window's
+            # own tests and the demo set guard.hold.
+            "guard": {"hold": 0},
         }
         for key, value in sections.items():
             data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value

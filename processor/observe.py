@@ -344,6 +344,17 @@ class Metrics:
             registry=r,
         )
         self.parked = Gauge("cancel_parked", "Requests parked for a human", registry=r)
+        self.held_now = Gauge(
+            "cancel_held",
+            "Requests whose refusal or 'already gone' is held back from Connect (guard.hold)",
+            registry=r,
+        )
+        self.held = Counter(
+            "cancel_held_outcomes",
+            "Refusals and 'already gone' answers held back from Connect, by adapter",
+            ["adapter"],
+            registry=r,
+        )
         self.lease_lost = Counter(
             "cancel_lease_steals_total", "Claims lost to another worker", registry=r
         )

@@ -16,6 +16,8 @@ needs the sets too (its ``unnoted`` query, ``record.final``) and may not import 
 ``suspended``           suspended at the vendor; terminate due at ``next_attempt_at``
 ``waiting_human``       routed to a person; the processor leaves it alone
 ``purging``             intent written: a purge call may have happened
+``held``                the vendor refused or answered "already gone": Connect is told when the
+                        hold ends (``next_attempt_at``), unless the guard latched the adapter
 ``approved``            approved on Connect (final, unless a purge timer is pending)
 ``failed``              failed (refused) on Connect (final)
 ``revoked``             the cancellation was withdrawn on Connect (final)
@@ -55,6 +57,7 @@ class State(str, Enum):  # noqa: UP042
     SUSPENDED = "suspended"
     WAITING_HUMAN = "waiting_human"
     PURGING = "purging"
+    HELD = "held"
     APPROVED = "approved"
     FAILED = "failed"
     REVOKED = "revoked"
@@ -90,6 +93,8 @@ TRAITS: dict[State, Traits] = {
     State.SUSPENDED: Traits(rests=True, timer=True),
     State.WAITING_HUMAN: Traits(rests=True),
     State.PURGING: Traits(timer=True, intent=True),
+    # Not resting: nothing is told to the customer while an outcome is held.
+    State.HELD: Traits(timer=True),
     State.APPROVED: Traits(final=True, rests=True, timer=True),
     State.FAILED: _FINAL,
     State.REVOKED: _FINAL,

@@ -8,6 +8,9 @@ hand-over first, with who has them and under which policy. The person either act
 with ``cancel-processor proceed REQUEST_ID``, which carries it out under its policy, routing
 skipped (``retry`` refuses a routed request: sending it to the vendor is this explicit decision).
 
+Answers the hold window keeps from Connect (a refusal or "already gone", state ``held``) are
+listed too: until the end of their hold, or for a person while their adapter is latched.
+
 ``--timers`` adds what waits for a date: requests scheduled on Connect (until their effective date),
 suspended for a grace period (until their termination), and approved ones whose data is purged
 later.
@@ -22,13 +25,15 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
 from rich.console import Console
 from rich.table import Table
 
-from processor.config.schema import load_config
+from processor.config.schema import Config, load_config
+from processor.engine.guard import latched
 from processor.engine.rowdata import Routed, RowData
 from processor.journal.base import Journal, JournalError, RequestRecord, SchemaError, State
 from processor.ops.commands import existing_journal
@@ -97,10 +102,42 @@ def _timer(record: RequestRecord) -> Waiting | None:
     )
 
 
-def waiting_rows(journal: Journal, *, timers: bool = False, limit: int = 200) -> list[Waiting]:
-    """People first (oldest hand-over first), then dates (soonest first), ``limit`` of each."""
+def _held(record: RequestRecord, latched: Collection[str]) -> Waiting:
+    data = RowData.of(record)
+    held = data.held
+    if held is None:
+        what, since, until = "a person: the held answer cannot be read", record.updated_at, None
+    elif held.adapter in latched and held.choice is None:
+        what = (
+            f"a person: {held.kind} held, {held.adapter} latched; resume {held.adapter} "
+            f"--release-held or --retry-held"
+        )
+        since, until = held.at, None
+    else:
+        what, since, until = f"end of hold: {held.kind} ({held.adapter})", held.at, held.until
+    return Waiting(
+        record.request_id,
+        record.product_id,
+        record.subscription_id,
+        what,
+        since,
+        until,
+        data.policy,
+    )
+
+
+def waiting_rows(
+    journal: Journal, *, timers: bool = False, limit: int = 200, latched: Collection[str] = ()
+) -> list[Waiting]:
+    """People first (oldest hand-over first), then the answers held back from Connect (the hold
+    window; ``latched``: the adapters latched now, whose held answers wait for a person), then
+    dates (soonest first), ``limit`` of each."""
     people = sorted(
         (_person(r) for r in journal.records(states=[State.WAITING_HUMAN])),
+        key=lambda w: (w.since is None, w.since or datetime.min, w.request_id),
+    )[:limit]
+    people += sorted(
+        (_held(r, latched) for r in journal.records(states=[State.HELD])),
         key=lambda w: (w.since is None, w.since or datetime.min, w.request_id),
     )[:limit]
     if not timers:
@@ -112,6 +149,13 @@ def waiting_rows(journal: Journal, *, timers: bool = False, limit: int = 200) ->
     ]
     dated.sort(key=lambda w: (w.until is None, w.until or datetime.min, w.request_id))
     return people + dated[:limit]
+
+
+def _latched(config: Config) -> set[str]:
+    try:
+        return set(latched(config))
+    except OSError:  # an unreadable latch file: every held answer shows as waiting for a person
+        return set(config.adapters)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         with existing_journal(config) as journal:
-            rows = waiting_rows(journal, timers=args.timers, limit=max(args.limit, 1))
+            rows = waiting_rows(
+                journal, timers=args.timers, limit=max(args.limit, 1), latched=_latched(config)
+            )
     except SchemaError as exc:
         print(f"cancel-processor: {exc}", file=sys.stderr)
         return EXIT_CONFIG

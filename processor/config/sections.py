@@ -248,6 +248,28 @@ class GuardConfig(_Section):
         lt=1,
         description="latch when more than this share of a full window is one kind",
     )
+    hold: float = Field(
+        default=600.0,
+        ge=0,
+        le=86_400,
+        description="seconds an outcome that closes a request on Connect without a termination "
+        "(the vendor refused, or answered already gone) waits in the journal before Connect is "
+        "told, so that a vendor gone wrong is caught before customers see it; 0: no hold",
+    )
+    min_sample: int = Field(
+        default=10,
+        ge=2,
+        le=10_000,
+        description="final answers within rate_window before the share of refused or already "
+        "gone answers among them may latch the adapter",
+    )
+    rate_window: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="seconds of answers the guard weighs (the sliding window of the rate); "
+        "default: hold (or 600 when hold is 0)",
+    )
     another_processor: bool = Field(
         default=True,
         description="latch on signs that another processor or a restored journal acts on the "
@@ -259,6 +281,11 @@ class GuardConfig(_Section):
         description="latches, read by every process and by resume; default: beside an SQLite "
         "journal, else cancel-processor-guard.json in the working directory",
     )
+
+    @property
+    def rate_seconds(self) -> float:
+        """The sliding window of the rate: ``rate_window``, else the hold, else ten minutes."""
+        return self.rate_window or self.hold or 600.0
 
     @model_validator(mode="after")
     def _run_fits_window(self) -> GuardConfig:

@@ -16,7 +16,7 @@ parked, waiting_human                       ``skip`` with the reason: a person m
                                             pending and is never failed because of this
 ignored                                     ``skip`` with why (status, product not configured)
 new, terminating, terminated, refusing,     ``reschedule``: transient or not yet due. The
-suspending, suspended, purging, busy,       countdown is the journal's ``next_attempt_at``
+suspending, suspended, purging, held, busy, countdown is the journal's ``next_attempt_at``
 lease_lost, anything unexpected             when it has one (at least 30 s, at most a day)
 ==========================================  ==================================================
 

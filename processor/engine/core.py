@@ -41,6 +41,7 @@ from processor.engine import crashpoints
 from processor.engine.base import Clock, Mover, stub_request, take_up, utcnow
 from processor.engine.batch import Batch, Started
 from processor.engine.connect_steps import ConnectSteps
+from processor.engine.hold import Hold
 from processor.engine.leases import LeaseKeeper
 from processor.engine.lifecycle import Lifecycle, Ready
 from processor.engine.liveness import Liveness
@@ -51,7 +52,7 @@ from processor.engine.results import Deferred, Outcome, Reached, Stepped
 from processor.engine.rowdata import RowData
 from processor.engine.transitions import STOPS, Event, settling
 from processor.engine.vendor import VendorGate, VendorResults, VendorSteps
-from processor.journal.base import Claim, Journal, LeaseLost, RequestRecord, State
+from processor.journal.base import Claim, Journal, JournalError, LeaseLost, RequestRecord, State
 from processor.marketplace import Marketplace, MarketplaceError, NotFound
 from processor.model import CancelRequest, MalformedRequest, parse_request
 from processor.observe import Metrics, get_logger
@@ -142,6 +143,8 @@ class Engine:
         )
         self.planner = Planner(self.settings, journal, self.policy, marketplace, clock)
         self.operations = Operations(self.mover, self.gate, self.results, self.settings, leases)
+        self.hold = Hold(self.mover, self.gate, self.results)
+        self._recall_answers()
         # The steps the table's STOPS name, bound; a name without a step fails here, at start-up.
         self._by_name: dict[str, Step] = {
             "start": self.lifecycle.start,
@@ -152,10 +155,30 @@ class Engine:
             "fail": self._fail,
             "purge_due": self._purge_due,
             "poll_operation": self.operations.poll,
+            "release_held": self.hold.step,
         }
         unbound = {s.step for s in STOPS.values() if s.step} - set(self._by_name)
         if unbound:
             raise RuntimeError(f"the transition table names steps without code: {unbound}")
+
+    def _recall_answers(self) -> None:
+        """Count the answers the journal shows from the guard's rate window, so that a restart
+        in the middle of a burst does not reset it (:mod:`processor.engine.hold`)."""
+        guard = self.guard.settings
+        if not (guard.enabled and guard.hold > 0):
+            return
+        now = self.clock()
+        try:
+            recalled = Hold.recall(self.journal, guard.rate_seconds, now)
+        except JournalError as exc:  # the guard then counts from now on; the hold itself holds
+            get_logger(component="guard").warning("guard_recall_failed", error=str(exc))
+            return
+        for answer in recalled:
+            resumed = self.guard.resumed_at(answer.adapter)
+            if resumed is not None and answer.at <= resumed:
+                continue  # a person looked at these when resuming: the count starts after
+            ago = (now - answer.at).total_seconds()
+            self.guard.record(answer.adapter, answer.outcome, ago=ago)
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -433,7 +456,8 @@ class Engine:
         if record.state is State.WAITING_HUMAN and record.noted == State.WAITING_HUMAN.value:
             return True
         timer = record.next_attempt_at
-        return record.state is State.SUSPENDED and timer is not None and self.clock() < timer
+        waits = record.state in (State.SUSPENDED, State.HELD)
+        return waits and timer is not None and self.clock() < timer
 
     @staticmethod
     def _purge_polled(record: RequestRecord) -> bool:

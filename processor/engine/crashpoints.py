@@ -15,6 +15,7 @@ production) each costs one comparison. The names are the windows of the crash-wi
 - ``after_approve``: Connect approved, not yet recorded
 - ``after_accepted``: the vendor accepted the step as an operation, recorded, not polled yet
 - ``after_poll``: a poll of that operation answered done or failed, not yet recorded
+- ``after_hold``: a refusal or "already gone" held in the journal, Connect not yet told
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ POINTS = (
     "after_vendor",
     "after_result",
     "after_approve",
+    "after_hold",
     "after_accepted",
     "after_poll",
 )

@@ -9,6 +9,14 @@ adapter's circuit: no further vendor call, requests wait where they are, ``/read
 naming the reason, ``cancel_vendor_anomaly`` is 1 and one error log line says why. A mass
 mis-approval stops at a handful, not at the whole backlog.
 
+**A rate, not only a run.** The guard also weighs the answers of the last ``guard.rate_window``
+seconds (by default the hold): once at least ``guard.min_sample`` final answers came in that window,
+more than ``guard.share`` of them of one watched kind latches too. A vendor that refuses six
+cancels in ten, or answers a slow trickle of requests with "gone", never makes ten in a row, and a
+count window of fifty fills only after the damage; the time window with a minimum sample catches
+both while :mod:`processor.engine.hold` still holds their outcomes back from Connect. The minimum
+sample keeps a single genuine refusal on a quiet day from latching.
+
 **Not the only journal.** Some answers prove that something other than this journal acts on the
 same requests: a request approved on Connect right after this journal terminated it and before
 any approve of its own could have left; a subscription found terminated by the status read mode
@@ -164,6 +172,8 @@ class AnomalyGuard:
         self._windows: dict[str, deque[str]] = {
             name: deque(maxlen=settings.window) for name in breakers
         }
+        # (monotonic time, outcome) of the answers within the rate window, per adapter.
+        self._recent: dict[str, deque[tuple[float, str]]] = {name: deque() for name in breakers}
         self._synced_at: float | None = None
         self._seen_mtime: float | None = -1.0
         self._resumed: dict[str, datetime] = {}
@@ -193,18 +203,42 @@ class AnomalyGuard:
         log.warning("another_processor_sign", adapter=adapter, sign=why, latched=True)
         return self._latch(adapter, f"another processor or a restored journal: {why}")
 
-    def record(self, adapter: str, outcome: str) -> str | None:
-        """Note a final vendor outcome; the reason when it latched the adapter now, else None."""
+    def resumed_at(self, adapter: str) -> datetime | None:
+        """When a person last resumed ``adapter`` (the latch file), or None."""
+        return self._resumed.get(adapter)
+
+    def record(self, adapter: str, outcome: str, ago: float = 0.0) -> str | None:
+        """Note a final vendor outcome (``ago`` seconds ago: one read back from the journal at
+        start); the reason when it latched the adapter now, else None."""
         if not self.settings.enabled or outcome not in _FINAL or adapter not in self._windows:
             return None
         with self._lock:
             window = self._windows[adapter]
             window.append(outcome)
-            reason = self._anomaly(window)
+            recent = self._recent[adapter]
+            now = self._clock()
+            recent.append((now - max(ago, 0.0), outcome))
+            reason = self._anomaly(window) or self._rate(recent, now)
             if reason is None:
                 return None
             window.clear()  # after a resume, the count starts again
+            recent.clear()
         return self._latch(adapter, reason)
+
+    def _rate(self, recent: deque[tuple[float, str]], now: float) -> str | None:
+        """More than ``share`` of one watched kind among at least ``min_sample`` answers within
+        the rate window (the module docstring)."""
+        horizon = now - self.settings.rate_seconds
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
+        if len(recent) < self.settings.min_sample:
+            return None
+        for kind in WATCHED:
+            count = sum(1 for _, outcome in recent if outcome == kind)
+            if count > self.settings.share * len(recent):
+                seconds = f"{self.settings.rate_seconds:g}"
+                return f"{count} of the {len(recent)} answers of the last {seconds} s were {kind}"
+        return None
 
     def _anomaly(self, window: deque[str]) -> str | None:
         for kind in WATCHED:

@@ -7,9 +7,9 @@ missing or of the wrong type reads as absent. Writing keeps keys this version do
 Keys: the plan recorded on a request's first step (``policy``, ``timing``, ``adapter``,
 ``template``, ``retention_days``, ``date_source`` and the dates of :class:`Dates`), the vendor
 step in flight (``step_from``, ``sent_at``: when its call last left, ``failures``, ``batch``,
-``suspended``: a send-right wait), the
-schedule on Connect (``scheduled``), a routing to a person (``routed``) and the purge
-(``purged_at``, ``purge``).
+``suspended``: a send-right wait, ``key_round``: see :meth:`RowData.keyed`), the
+schedule on Connect (``scheduled``), a routing to a person (``routed``), the purge
+(``purged_at``, ``purge``) and an outcome held back from Connect (``held``: :class:`Held`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from processor.journal.base import RequestRecord, State
 from processor.model import parse_datetime
 from processor.policy.timing import Dates, iso
 
-__all__ = ["RowData", "Routed", "Operation"]
+__all__ = ["RowData", "Routed", "Operation", "Held", "HELD_KINDS", "HELD_CHOICES"]
+
+HELD_KINDS = ("refused", "already_gone")
+# What an operator chose for a held outcome after a latch: tell Connect, or call the vendor again.
+HELD_CHOICES = ("release", "retry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,19 @@ class Routed:
     to: str
     at: str
     policy: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A vendor answer held back from Connect (:mod:`processor.engine.hold`)."""
+
+    kind: str  # one of HELD_KINDS
+    adapter: str
+    step: str  # the vendor step that answered: terminate or suspend
+    reason: str  # the vendor's refusal, for the customer; or the "already gone" detail
+    at: datetime
+    until: datetime
+    choice: str | None  # one of HELD_CHOICES, set by ``resume``; None: the hold decides
 
 
 def _str(value: Any) -> str | None:
@@ -132,6 +149,41 @@ class RowData:
             return parse_datetime(episode.get("since"))
         return None
 
+    @property
+    def held(self) -> Held | None:
+        """The held answer; None when there is none, or when it cannot be read (a person then
+        looks: the hold step parks such a row)."""
+        value = self.raw.get("held")
+        if not isinstance(value, Mapping):
+            return None
+        at, until = parse_datetime(value.get("at")), parse_datetime(value.get("until"))
+        kind, choice = value.get("kind"), value.get("choice")
+        if kind not in HELD_KINDS or at is None or until is None:
+            return None
+        return Held(
+            kind=str(kind),
+            adapter=str(value.get("adapter") or ""),
+            step=str(value.get("step") or "terminate"),
+            reason=str(value.get("reason") or ""),
+            at=at,
+            until=until,
+            choice=choice if choice in HELD_CHOICES else None,
+        )
+
+    @property
+    def key_round(self) -> int:
+        """How many times the vendor steps started afresh after a definite answer (1: never)."""
+        value = self.raw.get("key_round")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+    def keyed(self, key: str, step: str) -> str:
+        """The idempotency key of ``step``'s calls: ``<key>:<step>``, and ``:<round>`` after the
+        first round. A vendor replays a key's first answer (a refusal too), so a step started
+        again after a definite answer (``resume --retry-held``) needs a key of its own; only a
+        definite answer -- the call did not act -- starts a new round, never an ambiguous one."""
+        rounds = self.key_round
+        return f"{key}:{step}" if rounds == 1 else f"{key}:{step}:{rounds}"
+
     # -- writing ------------------------------------------------------------------------------
 
     def json(self) -> dict[str, Any]:
@@ -191,8 +243,25 @@ class RowData:
         return self._with(sent_at=iso(at))
 
     def step_finished(self) -> RowData:
-        """The step is over: where it came from and its error count go."""
-        return RowData({k: v for k, v in self.raw.items() if k not in ("step_from", "failures")})
+        """The step is over: where it came from, its error count and a held answer go."""
+        gone = ("step_from", "failures", "held")
+        return RowData({k: v for k, v in self.raw.items() if k not in gone})
+
+    def with_held(
+        self, *, kind: str, adapter: str, step: str, reason: str, at: datetime, until: datetime
+    ) -> RowData:
+        held = {"kind": kind, "adapter": adapter, "step": step, "reason": reason}
+        return self._with(held={**held, "at": iso(at), "until": iso(until)})
+
+    def with_held_choice(self, choice: str) -> RowData:
+        """The operator's choice for the held answer (``resume --release-held/--retry-held``)."""
+        value = self.raw.get("held")
+        return self._with(held={**(value if isinstance(value, Mapping) else {}), "choice": choice})
+
+    def retried_after_held(self) -> RowData:
+        """The held answer goes and the next round of keys begins (:meth:`keyed`)."""
+        kept = RowData({k: v for k, v in self.raw.items() if k != "held"})
+        return kept._with(key_round=self.key_round + 1)
 
     def with_failures(self, failures: int) -> RowData:
         return self._with(failures=failures)

@@ -59,6 +59,10 @@ WINDOWS: dict[str, str] = {
         "the vendor's result recorded, Connect not told: the next claim tells Connect; "
         "'already approved/failed' counts as done"
     ),
+    "after_hold": (
+        "the vendor's refusal or 'already gone' held, Connect not told: the timer loop tells "
+        "Connect when the hold ends, unless the adapter is latched (then a person chooses)"
+    ),
     "after_approve": (
         "Connect approved, the journal not: approve again answers 'already approved', "
         "or settle finds it approved"
@@ -88,6 +92,7 @@ class Event(str, Enum):  # noqa: UP042 - str() of a member names it, as State's 
     SUSPEND = "suspend"  # suspend intent, for a grace period
     PURGE = "purge"  # purge intent, when retention is over
     DONE = "done"  # the vendor step happened (confirmed, already gone, or a purge skipped)
+    HOLD = "hold"  # refused or already gone: held back from Connect for guard.hold
     RETURN_NEW = "return:new"  # the vendor did not act: back where the step started
     RETURN_SCHEDULED = "return:scheduled"
     RETURN_SUSPENDED = "return:suspended"
@@ -178,6 +183,7 @@ STOPS: dict[State, Stop] = {
     S.REFUSING: Stop("fail"),
     S.APPROVED: Stop("purge_due", rank=4),  # when a purge timer is set
     S.PURGING: Stop(_RESUME, rank=4),
+    S.HELD: Stop("release_held", rank=2),
     S.WAITING_HUMAN: Stop(None),
     S.FAILED: Stop(None),
     S.REVOKED: Stop(None),
@@ -189,6 +195,7 @@ STOPS: dict[State, Stop] = {
 _V = "after_vendor"  # the ambiguous window: the vendor answered, the answer not recorded
 _I = "after_intent"
 _A, _P, _R = "after_accepted", "after_poll", "after_result"
+_H = "after_hold"
 E = Event
 # Where settling leaves a row, by the request's status on Connect: approved, failed, any other.
 # Connect's status is the truth, except where the vendor may hold the subscription in a state
@@ -206,6 +213,9 @@ _SETTLED: dict[State, tuple[State, State, State]] = {
     S.REFUSING: (S.CLOSED, S.FAILED, S.CLOSED),
     S.PURGING: (S.CLOSED, S.PARKED, S.CLOSED),
     S.AWAITING_VENDOR: _PARKED3,  # an operation in flight at the vendor: a person looks
+    # The held answer may be either a refusal or "already gone": Connect deciding either way
+    # agrees with one of them only, so a person looks.
+    S.HELD: (S.PARKED, S.PARKED, S.CLOSED),
 }
 
 
@@ -236,6 +246,12 @@ def _table() -> tuple[Edge, ...]:
         Edge(S.SUSPENDING, E.SUSPEND, S.SUSPENDING, "repeat: the vendor deduplicates"),
         Edge(S.SUSPENDING, E.DONE, S.SUSPENDED, "suspended or already gone", closes=_V),
         Edge(S.SUSPENDING, E.REFUSE, S.REFUSING, "the vendor refused", closes=_V),
+        Edge(S.TERMINATING, E.HOLD, S.HELD, "refused or already gone: held", _H, _V),
+        Edge(S.SUSPENDING, E.HOLD, S.HELD, "the vendor refused: held", "after_hold", _V),
+        # The hold window (processor.engine.hold): Connect is told when it ends, or as the
+        # operator chose after the guard latched (resume --release-held / --retry-held).
+        Edge(S.HELD, E.REFUSE, S.REFUSING, "hold over: the vendor's refusal applied", closes=_H),
+        Edge(S.HELD, E.DONE, S.TERMINATED, "hold over: 'already gone' applied", "after_result", _H),
         Edge(S.PURGING, E.PURGE, S.PURGING, "repeat: the vendor deduplicates"),
         Edge(S.PURGING, E.DONE, S.APPROVED, "purged, already gone, restored (skipped)", closes=_V),
         # An asynchronous vendor: the step accepted as an operation, recorded before anything
@@ -271,11 +287,13 @@ def _table() -> tuple[Edge, ...]:
     ):
         for start in back:
             e.append(Edge(intent, returned_to(start), start, "the vendor did not act", closes=_V))
+    for start in (S.NEW, S.SCHEDULED, S.SUSPENDED):  # --retry-held: the step starts again
+        e.append(Edge(S.HELD, returned_to(start), start, "retry-held: call the vendor again"))
     for state, (approved, failed, other) in _SETTLED.items():
         out = _V if state in INTENT_STATES else None
         e.append(Edge(state, E.RETRY, state, "retry later, a field recorded"))
         e.append(Edge(state, E.PARK, S.PARKED, "a person decides", closes=out))
-        if state not in (S.NEW, S.SCHEDULED, S.SUSPENDED, S.TERMINATING, S.SUSPENDING):
+        if state not in (S.NEW, S.SCHEDULED, S.SUSPENDED, S.TERMINATING, S.SUSPENDING, S.HELD):
             e.append(Edge(state, E.REFUSE, S.REFUSING, "malformed (processing.malformed=fail)"))
         e.append(Edge(state, E.SETTLE_REVOKED, S.REVOKED, "revoked on Connect"))
         e.append(Edge(state, E.SETTLE_APPROVED, approved, "approved on Connect"))
@@ -307,6 +325,11 @@ def settling(state: State, status: str) -> tuple[Event, str | None]:
     event = settle_event(status)
     if lookup(state, event).target is not S.PARKED:
         return event, None
+    if state is S.HELD:
+        return event, (
+            f"the request was {status} on Connect while the vendor's refusal or 'already gone' "
+            f"was held: check the subscription at the vendor"
+        )
     if state in (S.SUSPENDING, S.SUSPENDED):
         return event, (
             f"the request was {status} on Connect while the subscription was suspended at the "

@@ -196,7 +196,7 @@ class VendorGate:
         return VendorCall(
             request=request,
             subscription_id=request.subscription_id or claim.record.subscription_id or "",
-            idempotency_key=f"{claim.record.idempotency_key}:{step}",
+            idempotency_key=RowData.of(claim.record).keyed(claim.record.idempotency_key, step),
             attempt=claim.record.attempts,
             reason_code=decision.reason_code if decision else None,
             reason_comment=decision.reason_comment if decision else None,
@@ -325,6 +325,8 @@ class VendorResults:
             return self.accepted(claim, request, adapter, step, outcome)
         if isinstance(outcome, (Terminated, AlreadyGone)):
             attempt.success()
+            if isinstance(outcome, AlreadyGone) and not own and step is TERMINATE and self.holds:
+                return self.hold(claim, request, adapter.name, step, name, outcome.detail or name)
             done = step.done if isinstance(outcome, Terminated) else name
             claim = self.step_done(claim, request, step, done, outcome.detail or done)
             crashpoints.reached("after_result")
@@ -335,6 +337,8 @@ class VendorResults:
                 why = f"the vendor refused to purge the data: {outcome.reason}"
                 return move(claim, request, Event.PARK, outcome=name, reason=why)
             reason = customer_text(outcome.reason)
+            if self.holds:
+                return self.hold(claim, request, adapter.name, step, name, reason)
             return move(claim, request, Event.REFUSE, outcome=name, reason=reason)
         data = RowData.of(claim.record)
         back = step.intent if uncertain else data.step_from
@@ -400,6 +404,43 @@ class VendorResults:
         return self.mover.defer(
             claim, request, wait, detail, _back(claim, back), outcome=name, data=counted
         )
+
+    @property
+    def holds(self) -> bool:
+        """Refusals and "already gone" wait ``guard.hold`` before Connect is told
+        (:mod:`processor.engine.hold`)."""
+        return self.guard.settings.enabled and self.guard.settings.hold > 0
+
+    def hold(
+        self,
+        claim: Claim,
+        request: CancelRequest,
+        adapter: str,
+        step: VendorStep,
+        kind: str,
+        reason: str,
+    ) -> Claim:
+        """Record the answer ``kind`` (refused, already gone) and hold it back from Connect until
+        the hold ends: the row's timer. The hold step (:mod:`processor.engine.hold`) tells Connect
+        then, unless the guard latched ``adapter`` meanwhile."""
+        now = self.mover.clock()
+        until = now + timedelta(seconds=self.guard.settings.hold)
+        data = RowData.of(claim.record).with_held(
+            kind=kind, adapter=adapter, step=step.name, reason=reason, at=now, until=until
+        )
+        held = self.mover.move(
+            claim,
+            request,
+            Event.HOLD,
+            outcome=kind,
+            last_error=None,
+            data=data,
+            next_attempt_at=until,
+            detail=f"{kind} held until {iso(until)}: {reason}",
+        )
+        self.guard.metrics.held.labels(adapter=adapter).inc()
+        crashpoints.reached("after_hold")
+        return held
 
     def step_done(
         self, claim: Claim, request: CancelRequest, step: VendorStep, name: str, detail: str

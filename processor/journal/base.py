@@ -207,11 +207,22 @@ class Journal(Protocol):
         one commit. A moved fence then raises :class:`LeaseLost` with nothing written. The claim's
         send right is given up whatever happens."""
 
-    def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
-        """An operator's hand (``retry``/``park`` commands): set the state regardless of leases,
-        bumping the fence so that any worker still holding a claim loses it. The step starts
-        afresh: the lease, ``next_attempt_at`` and ``attempts`` are cleared. :class:`KeyError` if
-        unknown."""
+    def force(
+        self,
+        request_id: str,
+        to_state: State,
+        *,
+        detail: str,
+        actor: str,
+        data: Mapping[str, Any] | None = None,
+        expect: State | None = None,
+    ) -> RequestRecord:
+        """An operator's hand (``retry``/``park``/``resume`` commands): set the state regardless
+        of leases, bumping the fence so that any worker still holding a claim loses it. The step
+        starts afresh: the lease, ``next_attempt_at`` and ``attempts`` are cleared. ``data``, when
+        given, replaces the row's data (the operator's choice for a held answer); with
+        ``expect``, a row no longer in that state is left as it is (and returned as it is).
+        :class:`KeyError` if unknown."""
 
     def park_unseen(
         self, request_id: str, *, idempotency_key: str, detail: str, actor: str

@@ -15,7 +15,7 @@ IMMEDIATE``, row locks, ``SKIP LOCKED``) is the connector's, and its SQL's, busi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -306,17 +306,33 @@ class StoreJournal:
             if self._senders is not None:
                 self._senders.release(claim.request_id, claim.fence)
 
-    def force(self, request_id: str, to_state: State, *, detail: str, actor: str) -> RequestRecord:
+    def force(
+        self,
+        request_id: str,
+        to_state: State,
+        *,
+        detail: str,
+        actor: str,
+        data: Mapping[str, Any] | None = None,
+        expect: State | None = None,
+    ) -> RequestRecord:
         state = State(to_state)
         at = self._c.time(self._now())
         with self._c.transaction() as tx:
             before = tx.one(self._q["get_for_update"], {"request_id": request_id})
             if before is None:
                 raise KeyError(f"no journal record for {request_id}")
+            if expect is not None and before["state"] != expect.value:
+                return self._record(before)  # moved on meanwhile: nothing written
             after = _required(
                 tx.one(
                     self._q["force"],
-                    {"request_id": request_id, "state": state.value, "updated_at": at},
+                    {
+                        "request_id": request_id,
+                        "state": state.value,
+                        "updated_at": at,
+                        "data": None if data is None else self._c.data(data),
+                    },
                 )
             )
             tx.run(

@@ -78,6 +78,9 @@ __all__ = [
     "EXPORT",
     "COMMANDS",
     "JOURNAL_COMMANDS",
+    "actor",
+    "existing_journal",
+    "journal_errors",
 ]
 
 # A refused action (retry, park, export) is "work left unfinished" in the one table.
@@ -129,7 +132,7 @@ def existing_journal(config: Config) -> Iterator[Journal]:
         yield journal
 
 
-def _journal_errors(
+def journal_errors(
     run: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
     """Journal trouble as a message and an exit status, never a traceback."""
@@ -147,7 +150,7 @@ def _journal_errors(
     return guarded
 
 
-def _actor() -> str:
+def actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # a container user without a passwd entry
@@ -187,7 +190,7 @@ def _oldest_unfinished(journal: Journal) -> RequestRecord | None:
     return None if oldest is None else oldest[1]
 
 
-@_journal_errors
+@journal_errors
 def _status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     with existing_journal(config) as journal:
@@ -198,7 +201,7 @@ def _status(args: argparse.Namespace) -> int:
                 (r, why_waiting(journal, r))
                 for r in newest(journal, Filters(state=state), limit=args.limit).records
             ]
-            for state in (State.PARKED, State.WAITING_HUMAN)
+            for state in (State.PARKED, State.WAITING_HUMAN, State.HELD)
         }
     console = _console()
     console.print(Text.assemble("Journal ", (redact_url(config.journal.url), "bold")))
@@ -231,7 +234,11 @@ def _status(args: argparse.Namespace) -> int:
         )
     else:
         console.print("No unfinished request.")
-    for state, title in ((State.PARKED, "Parked"), (State.WAITING_HUMAN, "Waiting for a person")):
+    for state, title in (
+        (State.PARKED, "Parked"),
+        (State.WAITING_HUMAN, "Waiting for a person"),
+        (State.HELD, "Held back from Connect (refused or already gone; guard.hold)"),
+    ):
         total = counts.get(state, 0)
         if total:
             more = f", newest {len(lists[state])} shown" if total > len(lists[state]) else ""
@@ -290,7 +297,7 @@ def _report_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@_journal_errors
+@journal_errors
 def _report(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.since and args.until and args.until <= args.since:
@@ -330,7 +337,7 @@ def _retry_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@_journal_errors
+@journal_errors
 def _retry(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     horizons = {name: spec.apply_horizon for name, spec in config.adapters.items()}
@@ -343,7 +350,7 @@ def _retry(args: argparse.Namespace) -> int:
             done = retry_request(
                 journal,
                 args.request_id,
-                actor=_actor(),
+                actor=actor(),
                 note=args.note,
                 force=args.force,
                 not_before=not_before,
@@ -371,12 +378,12 @@ def _proceed_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--note", help="who decided and why, recorded in the request's timeline")
 
 
-@_journal_errors
+@journal_errors
 def _proceed(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     with existing_journal(config) as journal:
         try:
-            done = proceed_request(journal, args.request_id, actor=_actor(), note=args.note)
+            done = proceed_request(journal, args.request_id, actor=actor(), note=args.note)
         except ActionRefused as refused:
             return _fail(str(refused), EXIT_REFUSED)
     print(
@@ -404,12 +411,12 @@ def _park_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@_journal_errors
+@journal_errors
 def _park(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     with existing_journal(config) as journal:
         try:
-            done = park_request(journal, args.request_id, reason=args.reason, actor=_actor())
+            done = park_request(journal, args.request_id, reason=args.reason, actor=actor())
         except ActionRefused as refused:
             return _fail(str(refused), EXIT_REFUSED)
     if not done.changed:
@@ -445,7 +452,7 @@ def _export_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@_journal_errors
+@journal_errors
 def _export(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     with existing_journal(config) as journal:
@@ -492,7 +499,7 @@ def _import_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="an export (`journal export`); - for stdin")
 
 
-@_journal_errors
+@journal_errors
 def _import(args: argparse.Namespace) -> int:
     """Restore an export: rows the journal lacks are added, older ones replaced; a row the
     journal holds in a newer version is never overwritten (nor one leased now): exit 1 then."""

@@ -146,7 +146,9 @@ def create_ops_app(
 
     def metrics_text(request: Request) -> Response:
         try:
-            metrics.parked.set(journal.counts().get(State.PARKED, 0))
+            counts = journal.counts()
+            metrics.parked.set(counts.get(State.PARKED, 0))
+            metrics.held_now.set(counts.get(State.HELD, 0))
         except JournalError as exc:  # the scrape still answers: the other series are in memory
             log.warning("metrics_journal_unavailable", error=mask(str(exc)))
         return Response(
@@ -179,6 +181,7 @@ def create_ops_app(
             notice=f"{retried} was sent back to new: the processor takes it up on its next pass"
             if retried
             else None,
+            rates=page.rate_views(metrics, clock().timestamp()),
         )
         nonce = secrets.token_urlsafe(12)
         return _html(page.render_index(view, nonce=nonce), nonce)

@@ -229,14 +229,31 @@ def test_a_vendor_refusal_fails_the_request_with_the_vendors_reason(
     request = cancel_request(
         "PR-1000-0001-0003-001", subscription="SUB-2007"
     )  # the mock refuses *7
+    variables = variables_for(box, tmp_path)
+    no_hold = yaml.safe_load(variables[CONFIG_YAML])
+    no_hold["guard"] = {"hold": 0}  # the refusal reaches Connect at once (the hold: below)
+    variables[CONFIG_YAML] = yaml.safe_dump(no_hold)
     with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]) as connect:
         connect.requests[request["id"]]("fail").post(
             return_value={"id": request["id"], "status": "failed"}
         )
-        response = application(variables_for(box, tmp_path)).handle_cancel_request(request)
+        response = application(variables).handle_cancel_request(request)
     assert response.status == ResultType.SUCCESS
     assert vendor_effects(box) == []
     assert journal_state(tmp_path, request["id"]) is State.FAILED
+
+
+def test_a_held_refusal_reschedules_the_task_until_the_hold_is_over(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    """With the default hold, the refusal is recorded and Connect is not told yet: the task comes
+    back when the hold is over (the journal's timer), and no Connect action is taken now."""
+    request = cancel_request("PR-1000-0001-0013-001", subscription="SUB-2017")  # refuses: *7
+    with ConnectClientMocker(CONNECT, exclude=[box.vendor.url]):  # any Connect call would fail
+        response = application(variables_for(box, tmp_path)).handle_cancel_request(request)
+    assert response.status == ResultType.RESCHEDULE
+    assert 590 <= (response.countdown or 0) <= 600  # guard.hold: ten minutes
+    assert journal_state(tmp_path, request["id"]) is State.HELD
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def engine_for(
             "defaults": {"adapter": "vendor"},
             "products": {PRODUCT: {"template": "TL-100-100-100"}},
             "processing": {"retry_base": 10, "retry_max": 60, "max_attempts": 3},
-            "guard": guard,
+            "guard": {"hold": 0, **guard},  # the hold window is tested on its own
         }
     )
     return Engine(

@@ -36,6 +36,7 @@ def make_config(**processing: Any) -> Any:
             "defaults": {"adapter": "vendor"},
             "products": {PRODUCT: {"template": "TL-100-100-100"}},
             "processing": settings,
+            "guard": {"hold": 0},  # refusals reach Connect at once here; the hold has its tests
         }
     )
 

@@ -11,6 +11,7 @@ import yaml
 from processor.config.schema import GuardConfig, load_config
 from processor.engine.circuit import CircuitBreaker
 from processor.engine.guard import AnomalyGuard, LatchFile, latch_path
+from processor.journal import open_journal
 from processor.observe import Metrics
 from processor.ops import resume
 
@@ -24,6 +25,9 @@ class Ticks:
 
 
 def guard_on(path: Path, ticks: Ticks | None = None, **settings: object) -> AnomalyGuard:
+    """A guard on two adapters; the rate rule off unless ``min_sample`` is given (the count
+    rules' tests below would trip it first)."""
+    settings.setdefault("min_sample", 10_000)
     breakers = {"vendor": CircuitBreaker("vendor"), "backup": CircuitBreaker("backup")}
     return AnomalyGuard(
         GuardConfig(**settings), breakers, Metrics(), LatchFile(path), clock=ticks or Ticks()
@@ -75,6 +79,9 @@ def test_a_latch_reaches_other_processes_and_resume_lifts_it_everywhere(tmp_path
         )
     )
     assert latch_path(load_config(config, environ={})) == path
+    journal = open_journal(f"sqlite:///{tmp_path / 'journal.db'}")  # a daemon ran
+    journal.migrate()
+    journal.close()
     first, second = guard_on(path, ticks, in_a_row=2), guard_on(path, ticks, in_a_row=2)
     first.record("vendor", "refused")
     first.record("vendor", "refused")
@@ -117,3 +124,44 @@ def test_a_run_longer_than_the_window_is_a_configuration_error() -> None:
         "environment variable CANCEL_PROCESSOR_GUARD__IN_A_ROW: guard: in_a_row (60) must not "
         "exceed window (50)"
     )
+
+
+def test_the_rate_over_the_window_latches_once_the_minimum_sample_is_in(tmp_path: Path) -> None:
+    """Six refusals in ten answers never make ten in a row, nor fill a window of fifty: the rate
+    over the last ``rate_window`` seconds catches it, once ``min_sample`` answers are in."""
+    ticks = Ticks()
+    guard = guard_on(tmp_path / "latches.json", ticks, min_sample=5, rate_window=60, share=0.5)
+    assert guard.record("vendor", "refused") is None  # one genuine refusal on a quiet day
+    for outcome in ["terminated", "refused", "terminated"]:
+        ticks.now += 10
+        assert guard.record("vendor", outcome) is None  # 2 of 4: below the minimum sample
+    ticks.now += 10
+    assert guard.record("vendor", "terminated") is None  # 2 of 5: not more than half
+    ticks.now += 10
+    assert guard.record("vendor", "refused") is None  # 3 of 6: not more than half
+    ticks.now += 10
+    why = guard.record("vendor", "refused")
+    assert why is not None and why.startswith("4 of the 7 answers of the last 60 s were refused")
+
+
+def test_answers_older_than_the_window_do_not_count(tmp_path: Path) -> None:
+    ticks = Ticks()
+    guard = guard_on(tmp_path / "latches.json", ticks, min_sample=5, rate_window=60)
+    for _ in range(4):
+        assert guard.record("vendor", "already_gone") is None
+    ticks.now += 61  # a slow trickle: those four are out of the window
+    for _ in range(4):
+        assert guard.record("vendor", "already_gone") is None
+    assert guard.record("vendor", "already_gone") is not None  # five within the window
+
+
+def test_answers_recalled_from_the_journal_count_at_their_age(tmp_path: Path) -> None:
+    """A daemon that starts counts the answers the journal shows from the window (``ago``)."""
+    ticks = Ticks()
+    ticks.now = 1000.0
+    guard = guard_on(tmp_path / "latches.json", ticks, min_sample=5, rate_window=60)
+    for ago in (300, 200, 100):  # outside the window: forgotten at once
+        assert guard.record("vendor", "refused", ago=ago) is None
+    for ago in (40, 30, 20, 10):
+        assert guard.record("vendor", "refused", ago=ago) is None
+    assert guard.record("vendor", "refused") is not None  # the fifth within 60 s

@@ -43,6 +43,7 @@ def config(
             "policies": policies or {},
             "rules": rules or [],
             "processing": {"retry_base": 10, "retry_max": 60, "max_attempts": 3},
+            "guard": {"hold": 0},  # refusals reach Connect at once here; the hold has its tests
         }
     )
 

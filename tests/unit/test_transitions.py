@@ -132,6 +132,7 @@ def test_every_event_is_used_and_every_state_has_a_stop_and_traits():
         State.PURGING,
         State.APPROVED,
         State.SCHEDULED,
+        State.HELD,
         State.AWAITING_VENDOR,
     }
     assert STRANDED_STATES == (State.NEW, State.TERMINATING, State.TERMINATED, State.REFUSING)
@@ -158,6 +159,10 @@ def test_settling_follows_connect_except_where_the_vendor_may_hold_the_subscript
     assert settled(State.PURGING, "rejected") is State.CLOSED
     assert all(settled(s, "revoked") is State.REVOKED for s in State if s not in FINAL_STATES)
     assert settling(State.NEW, "approved")[1] is None
+    # A held answer is either a refusal or "already gone": Connect agrees with one only.
+    assert settled(State.HELD, "approved") is State.PARKED
+    assert settled(State.HELD, "failed") is State.PARKED
+    assert "held" in (settling(State.HELD, "failed")[1] or "")
 
 
 def _calls_of(tree: ast.AST, attribute: str) -> list[ast.Call]:
@@ -216,7 +221,8 @@ def test_every_move_the_engine_writes_is_the_tables(journal, clock, monkeypatch)
         owner="worker-1",
         clock=clock,
     )
-    assert [engine.handle(p) for p in payloads] == ["approved", "failed", "new"]
+    # The refusal is held first (guard.hold): that move goes through the table too.
+    assert [engine.handle(p) for p in payloads] == ["approved", "held", "new"]
     written = [
         (t.from_state, t.to_state)
         for p in payloads
