@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MOCK_VENDOR_OUTCOMES"]
+__all__ = ["MOCK_VENDOR_ASYNC", "MOCK_VENDOR_OUTCOMES", "async_adapter_options"]
 
 # The bodies come from cancel_sandbox.vendor.state and .app: 404 not_found (the subscription does
 # not exist), 422 refused (with a customer-facing message), 409 for repeats and keys in flight.
@@ -26,3 +26,28 @@ MOCK_VENDOR_OUTCOMES: dict[str, Any] = {
     ],
     "422": [{"when": {"error": "refused"}, "outcome": "refused"}, "failed"],
 }
+
+# How the mock vendor's asynchronous mode (cancel_sandbox.vendor.operations) looks to the http
+# adapter: a 202 with the operation's URL in Location, its state in the poll body's status.
+MOCK_VENDOR_ASYNC: dict[str, Any] = {
+    "status": 202,
+    "location": True,
+    "field": "status",
+    "done": ["done"],
+    "failed": ["failed"],
+    "pending": ["pending"],
+    "every": 1,
+    "give_up": 600,
+}
+
+
+def async_adapter_options(options: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """``options`` of an http adapter for the mock vendor, with terminate, suspend and purge
+    asynchronous (``spec`` over :data:`MOCK_VENDOR_ASYNC`)."""
+    shape = {**MOCK_VENDOR_ASYNC, **spec}
+    return {
+        **options,
+        "terminate": {"async": shape},
+        "suspend": {"async": shape},
+        "purge": {"async": shape},
+    }

@@ -211,7 +211,8 @@ class VendorAdapter(Protocol):
     - ``terminate_batch(calls) -> Sequence[Outcome]``: a customer account's cancels as one call.
     - ``poll(call, operation) -> PollAnswer``: the state of an operation the vendor accepted
       (:class:`Accepted`); needed by an adapter that answers :class:`Accepted` at all (without
-      it an accepted request is parked: nothing else could tell when it is done).
+      it an accepted request is parked: nothing else could tell when it is done). ``call`` is
+      the step's own (its idempotency key), with ``call.extra["step"]`` naming the step.
     - ``check_call(operation, call) -> str | None``: why ``call`` must not be sent (an id that would
       change the URL, an empty one), asked before the intent is recorded; nothing is called, and
       the request is parked as malformed (refused instead when ``processing.malformed`` is

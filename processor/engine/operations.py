@@ -29,6 +29,7 @@ parks -- never approves, never fails the request, because the operation may stil
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -115,7 +116,9 @@ class Operations:
     ) -> PollAnswer:
         """The adapter's answer; whatever it raises or answers out of contract is a definite
         error (a poll changes nothing: nothing about the operation is learnt from it)."""
-        call = self.gate.vendor_call(claim, request, op.step)
+        # The step rides along (call.extra["step"]): an adapter may poll each step's
+        # operations differently.
+        call = replace(self.gate.vendor_call(claim, request, op.step), extra={"step": op.step})
         started = time.perf_counter()
         answer: Any
         try:

@@ -52,13 +52,27 @@ from processor.adapters.base import (
     Failed,
     Idempotency,
     Outcome,
+    PollAnswer,
     RetryLater,
     SubscriptionStatus,
     VendorCall,
 )
 from processor.adapters.http.oauth import TokenError, TokenSource, repeat_is_safe
-from processor.adapters.http.outcomes import answer_outcome, failure_outcome
-from processor.adapters.http.settings import HttpSettings, Operation, parse_options, render_body
+from processor.adapters.http.operations import accepted_outcome, poll_answer, poll_url
+from processor.adapters.http.outcomes import (
+    answer_outcome,
+    describe,
+    failure_outcome,
+    parse_json,
+    retry_after_seconds,
+)
+from processor.adapters.http.settings import (
+    HttpSettings,
+    Operation,
+    Template,
+    parse_options,
+    render_body,
+)
 from processor.adapters.rate import RateLimit
 from processor.model import CancelRequest, customer_text
 from processor.observe import mask_with, secret_forms
@@ -89,6 +103,8 @@ class HttpAdapter:
             self.status: Callable[[VendorCall], SubscriptionStatus | RetryLater | Failed] = (
                 self._status
             )
+        if any(op.accepts is not None for op in operations.values()):
+            self.poll: Callable[[VendorCall, str], PollAnswer] = self._poll
         self._local = threading.local()
         self._lock = threading.Lock()
         self._sessions: list[requests.Session] = []
@@ -191,8 +207,36 @@ class HttpAdapter:
         sent = send(self, op, url, body, headers, may_send)
         if not isinstance(sent, Answer):
             return sent
+        if op.accepts is not None and sent.code in op.accepts.statuses:
+            detail = self._scrub(describe(name, sent.code, parse_json(sent.raw), sent.headers))
+            body = parse_json(sent.raw)
+            base = self.settings.base_url
+            return accepted_outcome(op.accepts, name, sent.headers, body, detail, base)
         outcome = answer_outcome(op, sent.code, sent.headers, sent.raw, self.settings, self._scrub)
         return noted(outcome, sent.note)
+
+    def _poll(self, call: VendorCall, operation: str) -> PollAnswer:
+        """The state of an accepted operation (:mod:`.operations`): a read, sent as a status read
+        is (token, rate limit, no idempotency key), never to a URL off the vendor's base_url."""
+        step = str(call.extra.get("step") or "")
+        specs = {n: op.accepts for n, op in self.settings.operations.items() if op.accepts}
+        spec = specs.get(step) or next(iter(specs.values()))
+        url = poll_url(spec, operation, self.settings.base_url)
+        if isinstance(url, Failed):
+            return url
+        headers = {"Accept": "application/json", **self.settings.headers}
+        if self.settings.credential is not None:
+            headers[self.settings.credential.header] = self.settings.credential.value
+        read = Operation("poll", "GET", Template("/", "poll"), None, {}, spec.field, statuses={})
+        sent = send(self, read, url, None, headers, None)
+        if not isinstance(sent, Answer):
+            return sent if isinstance(sent, (RetryLater, Failed)) else RetryLater(str(sent))
+        body = parse_json(sent.raw)
+        detail = self._scrub(describe("poll", sent.code, body, sent.headers))
+        after = retry_after_seconds(
+            sent.headers.get("Retry-After"), cap=self.settings.max_retry_after
+        )
+        return poll_answer(spec, sent.code, body, detail, after)
 
     def transport_options(self) -> dict[str, Any]:
         """What every request to the vendor (and to its token endpoint) is sent with."""

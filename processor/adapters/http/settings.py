@@ -33,6 +33,10 @@ for ``body`` and ``success_field``, where null means none (no body, no success c
                 body: ..., outcomes: ...}  # body and outcomes: per operation, over the above
     suspend: true     # or a mapping like terminate's; absent: the adapter has no suspend()
     purge: true       # likewise (success_values: [purged])
+                      # terminate, suspend, purge: async: {status: 202, operation_id: id, poll:
+                      # "/v1/operations/{operation_id}", done: [...], failed: [...], pending:
+                      # [...], every: 5, give_up: 3600} or {location: true, ...}: a 202 is an
+                      # operation to poll (processor.adapters.http.operations)
     status: true      # {method: GET, path: "/v1/subscriptions/{subscription_id}", field: status,
                       #  values: {cancelled: terminated}}; absent: the adapter has no status()
     probe: {subscription_id: SUB-KNOWN, expect: [active]}  # or {path: /healthz}: what
@@ -79,6 +83,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from processor.adapters.base import AdapterError, Idempotency, SubscriptionStatus
+from processor.adapters.http.operations import AsyncSpec, async_spec
 from processor.adapters.rate import RateSettings, rate_settings
 from processor.model import MAX_PARAM_CHARS
 from processor.observe import register_secret, secret_forms
@@ -438,6 +443,9 @@ class Operation:
     key_path: str | None  # success_field of an action (None: any 2xx), the status field of a read
     accept: frozenset[str | None] = frozenset()  # success_values
     statuses: Mapping[str, SubscriptionStatus] | None = None  # set for the status read only
+    # An asynchronous vendor: how its acceptance (202) looks and how to poll it (the option
+    # ``async``, processor.adapters.http.operations); None: every 2xx is read as the step done.
+    accepts: AsyncSpec | None = None
 
     def outcome_for(self, code: int, body: Any) -> str:
         for key in (str(code), f"{code // 100}xx"):
@@ -476,8 +484,17 @@ def operation(name: str, raw: Any, body: Any, outcomes: Table) -> Operation:
             raise bad(o.key("success_field"), "a key path or null", key_path)
         values = o.get("success_values", _SUCCESS_VALUES[name])
         accept = frozenset(scalar(v) for v in (values if isinstance(values, list) else [values]))
+        raw_async = o.get("async", None)
+        accepts = None if raw_async is None else async_spec(raw_async, o.key("async"), Options)
         op = Operation(
-            name, method, path, None if method == "GET" else body, table, key_path, accept
+            name,
+            method,
+            path,
+            None if method == "GET" else body,
+            table,
+            key_path,
+            accept,
+            accepts=accepts,
         )
     o.done()
     return op
