@@ -20,6 +20,7 @@ from rich.table import Table
 
 from processor.config.schema import Config, connect_api_key
 from processor.marketplace import Selector
+from processor.states import State
 
 if TYPE_CHECKING:
     from processor.daemon.core import RunSummary
@@ -179,3 +180,10 @@ def print_summary(summary: RunSummary) -> None:
         console.print(f"[red]Connect could not count what is left:[/red] {summary.count_failed}")
     for request_id, state in list(summary.unfinished.items())[:20]:
         console.print(f"  unfinished {request_id}: {state}")
+    held = sum(1 for state in summary.unfinished.values() if state == State.HELD.value)
+    if held:
+        console.print(
+            f"{held} held: a refusal or 'already gone' waits guard.hold before Connect is told; "
+            f"run again after the hold, or end it now with cancel-processor resume ADAPTER "
+            f"--release-held (see cancel-processor waiting)"
+        )

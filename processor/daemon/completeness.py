@@ -10,7 +10,7 @@ compares it at. At the end of a pass:
   selector and created before the run started (by this host's clock: a backfill on a live system
   is not held up by the cancels customers make while it runs; the next run takes those), less
   those the journal holds as waiting by design (:data:`BY_DESIGN`: routed to a
-  person, scheduled, suspended, parked), must be none. Otherwise it lists again, at most
+  person, scheduled, suspended, parked, held), must be none. Otherwise it lists again, at most
   :data:`RELISTS` times, and then reports what is left by name, unfinished (exit 1): a backfill
   never exits 0 while something it selected is still pending and nobody knows why.
 - the daemon, after every pass: the same count over the requests created before the pass began
@@ -39,6 +39,7 @@ BY_DESIGN: tuple[State, ...] = (
     State.SCHEDULED,
     State.SUSPENDED,
     State.PARKED,
+    State.HELD,  # a refusal or "already gone" held back from Connect (guard.hold)
 )
 # Open: known to the journal and not final (in flight, deferred, waiting for a timer).
 OPEN: tuple[State, ...] = tuple(s for s in State if s not in FINAL_STATES)
