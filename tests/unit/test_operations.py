@@ -23,16 +23,15 @@ from processor.adapters.base import (
     SubscriptionStatus,
     VendorCall,
 )
-from processor.config.schema import load_config
 from processor.engine.core import Engine
 from processor.engine.results import name_of
 from processor.engine.rowdata import RowData
 from processor.engine.transitions import TABLE, Event, lookup
 from processor.journal.base import Journal, State
-from processor.observe import Metrics
 from processor.states import INTENT_STATES, TIMER_STATES
 
 from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
+from .test_engine import engine_for
 
 PRODUCT = "PRD-100-100-100"
 
@@ -68,23 +67,9 @@ def make_engine(
     owner: str = "worker-1",
     **processing: Any,
 ) -> Engine:
-    settings = {"retry_base": 1, "retry_max": 4, "max_attempts": 3, **processing}
-    config = load_config(None, environ={}).model_validate(
-        {
-            "adapters": {"vendor": {"type": "noop"}},
-            "defaults": {"adapter": "vendor"},
-            "products": {PRODUCT: {"template": "TL-100-100-100"}},
-            "processing": settings,
-        }
-    )
-    return Engine(
-        config=config,
-        journal=journal,
-        marketplace=market,
-        adapters={"vendor": adapter},
-        owner=owner,
-        metrics=Metrics(),
-        clock=clock,
+    """test_engine's engine, with short back-offs: polls come every few seconds."""
+    return engine_for(
+        journal, adapter, market, clock, owner, retry_base=1, retry_max=4, **processing
     )
 
 

@@ -149,6 +149,13 @@ def _check_poll_path(path: str, key: str) -> None:
         raise AdapterError(f"option '{key}': name {{operation_id}} once and no other field")
 
 
+def lookup(body: Any, path: str) -> Any:
+    """:func:`.settings.lookup` (imported when called: settings imports this module)."""
+    from processor.adapters.http.settings import lookup as settings_lookup
+
+    return settings_lookup(body, path)
+
+
 def accepted_outcome(
     spec: AsyncSpec,
     name: str,
@@ -164,7 +171,7 @@ def accepted_outcome(
         missing = "no Location header"
     else:
         assert spec.id_field is not None
-        value = _lookup(body, spec.id_field)
+        value = lookup(body, spec.id_field)
         ref = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
         missing = f"no {spec.id_field} in the body"
     if not ref or len(ref) > MAX_REF_CHARS or not ref.isprintable():
@@ -211,23 +218,15 @@ def poll_answer(
         return Failed(detail)
     if not isinstance(body, Mapping):
         return Failed(f"{detail} but the body is not a JSON object")
-    value = _lookup(body, spec.field)
+    value = lookup(body, spec.field)
     state = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     if state in spec.done:
         return Done(detail)
     if state in spec.pending:
         return Pending(detail, after=spec.every)
     if state in spec.failed:
-        reason = _lookup(body, spec.error_field) if spec.error_field else None
+        reason = lookup(body, spec.error_field) if spec.error_field else None
         why = "" if reason is None else f": {str(reason)[:300]}"
         return OperationFailed(f"{detail}{why}")
     known = sorted(spec.done | spec.pending | spec.failed)
     return Failed(f"{detail} but {spec.field} is {state!r:.60}, none of {known}")
-
-
-def _lookup(body: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(body, Mapping):
-            return None
-        body = body.get(part)
-    return body
