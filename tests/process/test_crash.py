@@ -74,7 +74,9 @@ def journal_states(journal_url: str, request_ids: set[str]) -> dict[str, State |
 
 # The windows of an asynchronous vendor's operations are covered with the async mock vendor in
 # tests/process/test_async_operations.py; this vendor answers at once and never reaches them.
-@pytest.mark.parametrize("point", [point for point in POINTS if point not in ASYNC_POINTS])
+@pytest.mark.parametrize(
+    "point", [point for point in POINTS if point not in ASYNC_POINTS and point != "after_hold"]
+)
 @pytest.mark.parametrize("mode", MODES)
 def test_sigkill_in_each_crash_window(mode: str, point: str, tmp_path: Path) -> None:
     with Sandbox(generate=8, seed=11, vendor_mode=mode) as sandbox:
@@ -126,6 +128,53 @@ def test_sigkill_in_each_crash_window(mode: str, point: str, tmp_path: Path) -> 
             assert (
                 sandbox.vendor_ledger()["summary"]["replayed_calls"] >= 1
             )  # same key, vendor deduplicated
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_right_after_a_refusal_is_held(mode: str, tmp_path: Path) -> None:
+    """The window ``after_hold``: the vendor's refusal is held in the journal, Connect not told.
+    The next process tells Connect once the hold is over, without calling the vendor again."""
+    with Sandbox(generate=12, seed=11, vendor_mode=mode, refuse_pattern=r"[0-7]$") as sandbox:
+        before = sandbox.pending_cancels()
+        config, journal_url = write_config(sandbox, tmp_path)
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data["guard"] = {"hold": 1}
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        crashed = run_processor(
+            config, processor_env(sandbox, CANCEL_PROCESSOR_CRASH_AT="after_hold:1"), "--once"
+        )
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+        held = {r for r, s in journal_states(journal_url, before).items() if s is State.HELD}
+        assert held  # the refusal the process died after is in the journal, held
+        calls = len(sandbox.vendor_ledger()["calls"])
+        held_calls = sum(
+            1
+            for c in sandbox.vendor_ledger()["calls"]
+            if c["subscription_id"] in {sub_of(sandbox, r) for r in held}
+        )
+        resumed = run_processor(config, processor_env(sandbox), "--once")
+        check = sandbox.check(initially_pending=before)
+        assert check.lost == 0 and check.duplicate_terminations == 0, check
+        assert check.approvals_without_termination == 0, check.details
+        cancels = sandbox.cancel_requests()
+        states = journal_states(journal_url, before)
+        for request_id in held:
+            assert cancels[request_id]["status"] == "failed", request_id
+            assert states[request_id] is State.FAILED
+        again = sum(
+            1
+            for c in sandbox.vendor_ledger()["calls"][calls:]
+            if c["subscription_id"] in {sub_of(sandbox, r) for r in held}
+        )
+        assert held_calls >= len(held) and again == 0  # the held refusals were not asked again
+        parked = {rid for rid, state in states.items() if state is State.PARKED}
+        assert resumed.returncode == (1 if parked else 0), resumed.stderr[-2000:]
+        assert mode == "none" or not parked, states
+
+
+def sub_of(sandbox: Sandbox, request_id: str) -> str:
+    request = sandbox.cancel_requests()[request_id]
+    return next(p["value"] for p in request["asset"]["params"] if p["id"] == "subscription_id")
 
 
 @pytest.mark.parametrize("mode", ["key", "read"])
