@@ -64,6 +64,8 @@ _ACTED = {
     State.SCHEDULED: "the request is scheduled on Connect for its planned date",
     State.AWAITING_VENDOR: "the vendor accepted an operation that may still complete (polled by "
     "the processor)",
+    State.HELD: "the vendor's refusal or 'already gone' is held back from Connect; to call the "
+    "vendor again: cancel-processor resume ADAPTER --retry-held",
 }
 
 
@@ -140,8 +142,9 @@ def retry_request(
         )
     if state not in RETRYABLE and not force:
         raise ActionRefused(
-            f"{request_id} is {state.value}: {_ACTED[state]}; back to new could repeat a vendor "
-            f"call or skip a wait. Check the vendor, then retry with --force (or park it first)"
+            f"{request_id} is {state.value}: {_ACTED.get(state, 'a step is under way')}; back to "
+            f"new could repeat a vendor call or skip a wait. Check the vendor, then retry with "
+            f"--force (or park it first)"
         )
     detail = note or f"retry by {actor} (was {state.value})"
     return Done(
