@@ -44,6 +44,9 @@ __all__ = [
     "Metrics",
     "get_logger",
     "note_rate_wait",
+    "note_rate_waiting",
+    "note_rate_shared",
+    "note_rate_shared_error",
 ]
 
 _secrets: set[str] = set()
@@ -410,6 +413,32 @@ class Metrics:
             ["adapter"],
             registry=r,
         )
+        self.rate_waiting = Gauge(
+            "cancel_vendor_rate_waiting",
+            "Vendor calls waiting for a slot of the adapter's rate limit now",
+            ["adapter"],
+            registry=r,
+        )
+        self.rate_waiting_since = Gauge(
+            "cancel_vendor_rate_waiting_since_timestamp_seconds",
+            "Unix time the longest current wait for the adapter's rate limit began (0: none)",
+            ["adapter"],
+            registry=r,
+        )
+        self.rate_shared = Gauge(
+            "cancel_vendor_rate_shared",
+            "1 when the adapter's rate limit is shared by every replica through the PostgreSQL "
+            "journal, 0 when it is this process's own",
+            ["adapter"],
+            registry=r,
+        )
+        self.rate_shared_errors = Counter(
+            "cancel_vendor_rate_shared_errors_total",
+            "Shared rate slots the journal could not give (unreachable): those calls waited for "
+            "this process's own limit instead",
+            ["adapter"],
+            registry=r,
+        )
         self.reconcile_completed = Gauge(
             "cancel_reconcile_last_completed_timestamp_seconds",
             "Unix time the last scheduled reconciliation completed (0: none yet)",
@@ -443,3 +472,23 @@ def note_rate_wait(adapter: str, seconds: float) -> None:
     for metrics in list(_live_metrics):
         metrics.rate_waits.labels(adapter=adapter).inc()
         metrics.rate_wait_seconds.labels(adapter=adapter).inc(seconds)
+
+
+def note_rate_waiting(adapter: str, waiting: int, since: float) -> None:
+    """``waiting`` calls wait for ``adapter``'s rate limit now, the longest since the Unix time
+    ``since`` (0 when none waits)."""
+    for metrics in list(_live_metrics):
+        metrics.rate_waiting.labels(adapter=adapter).set(waiting)
+        metrics.rate_waiting_since.labels(adapter=adapter).set(since)
+
+
+def note_rate_shared(adapter: str, shared: bool) -> None:
+    """Whether ``adapter``'s rate limit is shared through the journal (set when wired)."""
+    for metrics in list(_live_metrics):
+        metrics.rate_shared.labels(adapter=adapter).set(1 if shared else 0)
+
+
+def note_rate_shared_error(adapter: str) -> None:
+    """The journal could not give ``adapter`` a shared slot: the call used the process's limit."""
+    for metrics in list(_live_metrics):
+        metrics.rate_shared_errors.labels(adapter=adapter).inc()

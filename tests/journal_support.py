@@ -8,6 +8,7 @@ Test modules take the fixtures with ``store, clock = journal_support.store, jour
 (the engine tests' ``clock`` in conftest.py is another clock).
 """
 
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -137,6 +138,21 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> I
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
                 )
+
+
+@contextlib.contextmanager
+def fresh_postgres_schema(url: str, prefix: str) -> Iterator[str]:
+    """A new schema's name for a test's journals on ``url`` (the first to migrate creates it),
+    dropped with all it holds at the end."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def new_request(journal: Journal, request_id: str = "PR-1", **identifiers: Any) -> None:

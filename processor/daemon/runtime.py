@@ -34,6 +34,7 @@ __all__ = [
     "read_timeout",
     "selector_for",
     "make_owner",
+    "share_rate_limits",
 ]
 
 
@@ -96,6 +97,34 @@ def load_adapters(config: Config) -> dict[str, VendorAdapter]:
     return adapters
 
 
+def share_rate_limits(
+    config: Config, adapters: Mapping[str, VendorAdapter], journal: Journal
+) -> None:
+    """Hand each rate-limited adapter the journal's shared slots, where the journal has them
+    (PostgreSQL) and the adapter does not say ``rate.shared: false``; the adapters and the journal
+    never import each other, so this is where they meet (see :mod:`processor.adapters.rate`).
+    Raises ConfigError for ``rate.shared: true`` with a journal that cannot share (SQLite)."""
+    from processor.adapters.rate import RateLimit
+    from processor.journal.rate_slots import shared_rate_slots
+
+    slots = shared_rate_slots(journal)
+    for name, adapter in adapters.items():
+        rate = getattr(adapter, "rate", None)
+        if not isinstance(rate, RateLimit):
+            continue
+        wanted = rate.settings.shared
+        if wanted and slots is None:
+            raise ConfigError(
+                config.source,
+                f"adapters.{name}",
+                f"adapter '{name}' ({config.adapters[name].type}): option 'rate.shared': true "
+                "needs a PostgreSQL journal, shared by the replicas; "
+                "a SQLite journal is one host's and its limit each process's own (remove the "
+                "option, or set it to false)",
+            )
+        rate.share(name, slots.take if slots is not None and wanted is not False else None)
+
+
 def _close_adapters(adapters: Mapping[str, VendorAdapter]) -> None:
     for adapter in adapters.values():
         close = getattr(adapter, "close", None)
@@ -148,6 +177,7 @@ def assemble(
             journal.migrate()
         journal.check_schema()
         metrics = Metrics()
+        share_rate_limits(config, adapters, journal)
         marketplace = gateway(metrics)
         leases = LeaseKeeper(journal, config.journal.lease_seconds) if heartbeat else None
         owner = make_owner()

@@ -1,12 +1,15 @@
 """The status page, rendered on the server: plain HTML, one small inline script, no build step.
 
-Everything shown comes from the journal. Every value passes through :func:`processor.observe.mask`
-(a secret that slipped into an error text is shown as ``***``) and is HTML-escaped; identifiers in
-URLs are percent-encoded. The script and the style carry a per-response nonce that the server's
-Content-Security-Policy names, so no other script can run on the page.
+Everything shown comes from the journal, but the vendor rate limits: this process's own metrics
+(waits, seconds waited, calls waiting now and for how long; waiting is not an error). Every value
+passes through :func:`processor.observe.mask` (a secret that slipped into an error text is shown as
+``***``) and is HTML-escaped; identifiers in URLs are percent-encoded. The script and the style
+carry a per-response nonce that the server's Content-Security-Policy names, so no other script can
+run on the page.
 
 Pages: the overview (counts by state, filters, newest requests, the parked list with a Retry button
-each, the list waiting for a person), one request's timeline, and a short message page for errors.
+each, the list waiting for a person, the vendor rate limits), one request's timeline, and a short
+message page for errors.
 """
 
 from __future__ import annotations
@@ -20,10 +23,18 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from processor.journal.base import FINAL_STATES, RequestRecord, State, Transition
-from processor.observe import mask
+from processor.observe import Metrics, mask
 from processor.ops.listing import Filters, Listing
 
-__all__ = ["IndexView", "render_index", "render_request", "render_message", "request_path"]
+__all__ = [
+    "IndexView",
+    "RateView",
+    "rate_views",
+    "render_index",
+    "render_request",
+    "render_message",
+    "request_path",
+]
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.2rem 1.5rem;color:#1d2733;background:#fff}
@@ -114,6 +125,58 @@ def _table(headers: Sequence[str], rows: Iterable[str], empty: str) -> str:
 
 
 @dataclass(frozen=True)
+class RateView:
+    """One adapter's rate limit as this process sees it."""
+
+    adapter: str
+    shared: bool  # by every replica through the journal, or this process's own
+    waits: int
+    waited: float  # seconds, all waits together
+    waiting: int  # calls waiting for a slot now
+    longest: float  # seconds the longest current wait has lasted (0: none)
+    shared_errors: int  # shared slots the journal could not give
+
+
+def rate_views(metrics: Metrics, now: float) -> list[RateView]:
+    """Every rate-limited adapter's view from ``metrics``, at the Unix time ``now``."""
+
+    def values(collector: Any) -> dict[str, float]:
+        return {
+            sample.labels["adapter"]: sample.value
+            for family in collector.collect()
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        }
+
+    shared, waits = values(metrics.rate_shared), values(metrics.rate_waits)
+    waited, waiting = values(metrics.rate_wait_seconds), values(metrics.rate_waiting)
+    since, errors = values(metrics.rate_waiting_since), values(metrics.rate_shared_errors)
+    return [
+        RateView(
+            adapter=name,
+            shared=shared.get(name, 0) == 1,
+            waits=int(waits.get(name, 0)),
+            waited=waited.get(name, 0.0),
+            waiting=int(waiting.get(name, 0)),
+            longest=max(0.0, now - since[name]) if since.get(name) else 0.0,
+            shared_errors=int(errors.get(name, 0)),
+        )
+        for name in sorted({*shared, *waits, *waiting})
+    ]
+
+
+def _rate_row(view: RateView) -> str:
+    scope = "shared by the replicas" if view.shared else "this process's own"
+    return (
+        f'<tr data-adapter="{_t(view.adapter)}"><td class="id">{_t(view.adapter)}</td>'
+        f'<td>{scope}</td><td class="n waits">{view.waits}</td>'
+        f'<td class="n">{view.waited:.1f} s</td><td class="n waiting">{view.waiting}</td>'
+        f'<td class="n longest">{view.longest:.1f} s</td>'
+        f'<td class="n">{view.shared_errors}</td></tr>'
+    )
+
+
+@dataclass(frozen=True)
 class IndexView:
     counts: dict[State, int]
     filters: Filters
@@ -124,6 +187,7 @@ class IndexView:
     generated_at: datetime
     back: str  # this page's own path and query: where a Retry returns to
     notice: str | None = None
+    rates: Sequence[RateView] = ()
 
 
 def _tiles(counts: dict[State, int]) -> str:
@@ -203,6 +267,20 @@ def render_index(view: IndexView, *, nonce: str) -> str:
             ["request", "product", "subscription", "why", "updated"],
             (_attention_row(r, why, view.back, False) for r, why in view.waiting),
             "Nobody is needed.",
+        )
+        + '<h2 id="rates">Vendor rate limits (waiting is not an error)</h2>'
+        + _table(
+            [
+                "adapter",
+                "limit",
+                "waits",
+                "waited",
+                "waiting now",
+                "longest current wait",
+                "shared slots not given",
+            ],
+            (_rate_row(v) for v in view.rates),
+            "No adapter has a rate limit.",
         )
         + f'<h2 id="recent">Recent requests</h2>{_filter_form(view.filters)}'
         f'<p class="sub">{escape(shown)}, newest first</p>'

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -16,7 +15,7 @@ from processor.journal.base import Journal
 from processor.journal.rate_slots import MIN_WAIT, RateSlots, shared_rate_slots
 
 from .. import journal_support
-from ..journal_support import Store
+from ..journal_support import Store, fresh_postgres_schema
 
 store, clock = journal_support.store, journal_support.clock
 
@@ -32,28 +31,23 @@ def test_only_postgresql_shares_a_limit(store: Store) -> None:
 @pytest.fixture
 def replica(postgres_url: str) -> Iterator[Replica]:
     """Opens journals ("replicas", a pool each) on one fresh schema; drops it afterwards."""
-    import psycopg
-    from psycopg import sql
-
-    schema = f"rate_slots_test_{uuid.uuid4().hex[:10]}"
     opened: list[Journal] = []
+    with fresh_postgres_schema(postgres_url, "rate_slots_test") as schema:
 
-    def open_replica() -> RateSlots:
-        journal = open_journal(postgres_url, schema=schema, connect_timeout=5)
-        opened.append(journal)
-        if len(opened) == 1:
-            journal.migrate()
-        slots = shared_rate_slots(journal)
-        assert slots is not None
-        return slots
+        def open_replica() -> RateSlots:
+            journal = open_journal(postgres_url, schema=schema, connect_timeout=5)
+            opened.append(journal)
+            if len(opened) == 1:
+                journal.migrate()
+            slots = shared_rate_slots(journal)
+            assert slots is not None
+            return slots
 
-    try:
-        yield open_replica
-    finally:
-        for journal in opened:
-            journal.close()
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        try:
+            yield open_replica
+        finally:
+            for journal in opened:
+                journal.close()
 
 
 @pytest.mark.postgres
