@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from processor.engine.base import Mover
 from processor.engine.results import Stepped
 from processor.engine.rowdata import RowData
-from processor.engine.transitions import Event, returned_to
+from processor.engine.transitions import Event, returned_to, settling
 from processor.engine.vendor import TERMINATE, VendorGate, VendorResults
 from processor.journal.base import Claim, Journal, State
 from processor.model import CancelRequest
@@ -76,6 +76,12 @@ class Hold:
         """Tell Connect, call the vendor again, stay held, or nothing yet (None)."""
         data = RowData.of(claim.record)
         held = data.held
+        if request.status and request.status != "pending":
+            # Closed on Connect behind the journal's back (read fresh when the timer fell due):
+            # the table's settling row, as the daemon's settle would (a person looks).
+            event, why = settling(claim.state, request.status)
+            detail = f"settled: request is {request.status} on Connect"
+            return self.mover.move(claim, request, event, reason=why, detail=detail)
         if held is None:
             why = "held, but the held answer cannot be read from the journal: a person decides"
             return self.mover.move(claim, request, Event.PARK, reason=why)

@@ -216,6 +216,9 @@ class Operations:
             step is TERMINATE and data.step_from in (State.NEW, State.SCHEDULED)
         )
         if self.settings.poison == "fail" and untouched and step is not PURGE:
+            if self.results.holds:  # a refusal on Connect without a termination: held first
+                reason = self.settings.poison_reason
+                return self.results.hold(claim, request, op.adapter, step, "refused", reason)
             return self.mover.move(
                 claim,
                 request,

@@ -269,6 +269,7 @@ def _table() -> tuple[Edge, ...]:
             "the operation failed (processing.poison=fail)",
             closes=_P,
         ),
+        Edge(S.AWAITING_VENDOR, E.HOLD, S.HELD, "the operation failed (poison=fail): held", _H, _P),
         # Connect told of the vendor's result.
         Edge(S.TERMINATED, E.APPROVE, S.APPROVED, "approved (or already)", closes="after_approve"),
         Edge(S.REFUSING, E.FAIL, S.FAILED, "failed (or already failed)"),

@@ -381,6 +381,9 @@ class VendorResults:
             # suspended; after approval (a purge) it is no longer possible at all.
             untouched = step is TERMINATE and back in (State.NEW, State.SCHEDULED)
             if self.settings.poison == "fail" and not uncertain and untouched:
+                if self.holds:  # a refusal on Connect without a termination: held first
+                    poison = self.settings.poison_reason
+                    return self.hold(claim, request, adapter.name, step, "refused", poison)
                 return move(
                     claim,
                     request,
