@@ -23,8 +23,13 @@ from ..conftest import REPO
 
 CLI = str(Path(sys.executable).with_name("cancel-processor"))
 # The vendor-shape examples need the mock vendor in that shape (a token endpoint, a client-CA
-# listener, a rate limit): tests/process/test_vendor_shapes.py starts it so and checks them there.
-VENDOR_SHAPES = {"processor.oauth.yaml", "processor.mtls.yaml", "processor.rate.yaml"}
+# listener, a rate limit, asynchronous operations): tests/process/test_vendor_shapes.py starts it so and checks them there.
+VENDOR_SHAPES = {
+    "processor.oauth.yaml",
+    "processor.mtls.yaml",
+    "processor.rate.yaml",
+    "processor.async.yaml",
+}
 ALL_SHIPPED = sorted(p.name for p in (REPO / "config").glob("processor.*.yaml"))
 SHIPPED = [name for name in ALL_SHIPPED if name not in VENDOR_SHAPES]
 # How the mock marketplace is started for each shipped config (README.md, compose.yaml).

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from cancel_sandbox.local import Sandbox
+from cancel_sandbox.vendor.operations import OperationSettings
 from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
 
 from ..pki_support import Pki, make_pki
@@ -141,6 +142,40 @@ def test_the_rate_example_checks_green_and_names_a_bad_rate(tmp_path: Path) -> N
         bad = check("config/processor.rate.yaml", {**env, f"{OPTIONS}RATE__CALLS": "0"}, tmp_path)
         assert bad.returncode == 2, bad.stdout + bad.stderr
         assert "option 'rate.calls': expected a whole number of calls, at least 1" in bad.stdout
+
+
+def test_the_async_example_checks_green_and_runs_against_the_asynchronous_mock(
+    tmp_path: Path,
+) -> None:
+    """``check`` is green on the shipped example; a ``run --once`` with its terminate shape
+    approves every request only after the vendor's operation completed, never twice."""
+    operations = OperationSettings(on=True, delay=0.5)
+    with Sandbox(generate=0, seed_file=SEED, vendor_options={"operations": operations}) as box:
+        env = {
+            **connect_env(box),
+            "VENDOR_API_TOKEN": box.vendor_token,
+            f"{OPTIONS}BASE_URL": box.vendor.url,
+        }
+        done = check("config/processor.async.yaml", env, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        bad = check(
+            "config/processor.async.yaml",
+            {**env, f"{OPTIONS}TERMINATE__ASYNC__EVERY": "-1"},
+            tmp_path,
+        )
+        assert bad.returncode == 2, bad.stdout + bad.stderr
+        assert "terminate.async.every" in bad.stdout + bad.stderr
+    shipped = yaml.safe_load((REPO / "config" / "processor.async.yaml").read_text())
+    shape = shipped["adapters"]["vendor"]["options"]["terminate"]["async"]
+    with Sandbox(generate=6, seed=3, vendor_options={"operations": operations}) as box:
+        run, _, pending = run_once(
+            box, tmp_path, {"terminate": {"async": {**shape, "every": 0.2}}}, 2
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        all_final(box, pending)
+        summary = box.vendor_ledger()["summary"]
+        assert summary["repeated_terminate_calls"] == 0, summary
+        assert summary["polls"] >= len(pending), summary
 
 
 # -- whole runs ---------------------------------------------------------------------------------
