@@ -48,6 +48,8 @@ from bench.soak_control import Mocks, ensure_running, journal_open_and_parked, w
 from bench.soak_plan import CLIENT_TIMEOUT, STORMS, Event, Schedule, SoakSettings
 from cancel_sandbox.local import Sandbox
 from cancel_sandbox.vendor.late import LateSettings
+from cancel_sandbox.vendor.operations import OperationSettings
+from cancel_sandbox.vendor.outcomes import async_adapter_options
 
 # The mocks' counter each storm must move before it may end, and how far past its length it may
 # stretch waiting for that (latency and vendor-down have no counter of their own).
@@ -92,6 +94,9 @@ def _config(sandbox: Sandbox, settings: SoakSettings, journal_url: str) -> dict[
     data["log"]["level"] = os.environ.get("SOAK_LOG_LEVEL", "warning")
     if settings.apply_horizon is not None:
         data["adapters"]["vendor"]["apply_horizon"] = settings.apply_horizon
+    if settings.async_delay > 0:  # the mock vendor's asynchronous mode: 202, then a poll
+        vendor = data["adapters"]["vendor"]
+        vendor["options"] = async_adapter_options(vendor["options"], every=0.5, give_up=600)
     return data
 
 
@@ -120,12 +125,17 @@ def run_soak(
         else:
             journal_url = f"sqlite:///{workdir / 'journal.db'}"
         late = LateSettings(settings.late_delay, settings.late_jitter)
+        vendor_options: dict[str, Any] = {"late": late} if late.on else {}
+        if settings.async_delay > 0:
+            vendor_options["operations"] = OperationSettings(
+                on=True, delay=settings.async_delay, jitter=settings.async_delay
+            )
         sandbox = stack.enter_context(
             Sandbox(
                 generate=settings.baseline_requests,
                 seed=settings.seed,
                 vendor_mode=settings.mode,
-                vendor_options={"late": late} if late.on else None,
+                vendor_options=vendor_options or None,
             )
         )
         mocks = Mocks(sandbox, settings, settings.seed * 1000)
@@ -407,6 +417,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, argparse.Na
     )
     parser.add_argument("--late-jitter", type=float, default=d.late_jitter)
     parser.add_argument(
+        "--async-delay",
+        type=float,
+        default=d.async_delay,
+        help="the mock vendor answers 202 with an operation completed this many seconds later "
+        "(plus up to as much again); 0: it answers at once",
+    )
+    parser.add_argument(
         "--apply-horizon", type=float, default=None, help="the adapter's apply_horizon (seconds)"
     )
     parser.add_argument("--workdir", help="keep the config, journal and daemon logs here")
@@ -435,6 +452,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SoakSettings, argparse.Na
         late_delay=args.late_delay,
         late_jitter=args.late_jitter,
         apply_horizon=args.apply_horizon,
+        async_delay=args.async_delay,
     )
     return settings, args
 

@@ -48,6 +48,9 @@ class SoakSettings:
     late_delay: float = 0.0
     late_jitter: float = 0.0
     apply_horizon: float | None = None  # the adapter's; None: the processor's default
+    # The mock vendor's asynchronous mode: every step answered 202 with an operation completed
+    # this many seconds later (plus up to as much again); 0: answered at once.
+    async_delay: float = 0.0
 
     @property
     def processes(self) -> int:
