@@ -468,7 +468,7 @@ class Engine:
 
     @staticmethod
     def _released(record: RequestRecord) -> bool:
-        """A person sent a routed request back to ``new`` (``cancel-processor retry``): go ahead."""
+        """A person sent a routed request on (``cancel-processor proceed``): go ahead."""
         return record.state is State.NEW and RowData.of(record).routed is not None
 
     def _revocation(self, request: CancelRequest) -> Reached:
