@@ -19,6 +19,7 @@ from processor.adapters.base import (
     Idempotency,
     OperationFailed,
     Pending,
+    Refused,
     RetryLater,
     SubscriptionStatus,
     VendorCall,
@@ -315,3 +316,23 @@ def test_the_row_data_of_an_operation_reads_back_and_junk_reads_as_none(clock: C
     ):
         assert RowData({"operation": junk}).operation is None, junk
     assert RowData({"operation": {**good, "polls": "x"}}).operation.polls == 0  # type: ignore[union-attr]
+
+
+def test_completed_operations_count_as_terminations_for_the_anomaly_guard(
+    journal: Journal, clock: Clock
+) -> None:
+    """An accepted call tells the guard nothing; its completion does. Twelve genuine refusals
+    among thirty requests, never two in a row, do not latch the adapter (before: the guard saw
+    only the synchronous refusals, ten in a row, and latched; found by the asynchronous soak)."""
+    payloads = [cancel_payload(n) for n in range(100, 130)]
+    market = FakeMarketplace(payloads)
+    adapter = AsyncAdapter(*[Done("succeeded")] * 30)
+    for n, payload in enumerate(payloads):
+        if n % 5 in (0, 2):
+            adapter.script(payload["asset"]["params"][0]["value"], Refused("contract runs on"))
+    engine = make_engine(journal, adapter, market, clock)
+    for payload in payloads:
+        engine.handle(payload)
+        due(engine, journal, clock, 5)
+    assert engine.breakers["vendor"].latched is None
+    assert len(market.approved) == 18 and len(market.failed) == 12
