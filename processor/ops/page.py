@@ -15,8 +15,8 @@ message page for errors.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -49,7 +49,8 @@ padding:.3rem .6rem;min-width:6.5rem}.tile b{display:block;font-size:1.15rem}.ze
 .st{font-weight:600;padding:0 .35rem;border-radius:4px;white-space:nowrap}
 .s-approved,.s-terminated{background:#e3f4e6;color:#1b6e2c}
 .s-failed,.s-refusing{background:#fdecea;color:#a3231b}
-.s-parked,.s-waiting_human{background:#fff1d6;color:#8a5300}
+.s-parked,.s-waiting_human,.s-held{background:#fff1d6;color:#8a5300}
+.latched{background:#fdecea;color:#8a1f17;padding:.4rem .6rem;border-radius:4px}
 .s-new,.s-scheduled,.s-suspended{background:#e8f0fb;color:#0b4f9c}
 .s-terminating,.s-suspending,.s-purging{background:#efe8fb;color:#5a2d91}
 .s-revoked,.s-closed{background:#eceff2;color:#4a5561}
@@ -188,6 +189,17 @@ class IndexView:
     back: str  # this page's own path and query: where a Retry returns to
     notice: str | None = None
     rates: Sequence[RateView] = ()
+    held: Sequence[tuple[RequestRecord, str]] = ()  # refusals or "already gone" held back
+    latched: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # adapter: latch
+
+
+def _latches(latched: Mapping[str, Mapping[str, str]]) -> str:
+    """One line per latched adapter: no vendor call leaves it until a person resumes it."""
+    return "".join(
+        f'<p class="latched" role="alert"><b>Latched:</b> adapter {_t(name)} makes no vendor call '
+        f"since {_t(latch.get('since') or '?')}: {_t(latch.get('reason') or '')}</p>"
+        for name, latch in sorted(latched.items())
+    )
 
 
 def _tiles(counts: dict[State, int]) -> str:
@@ -252,9 +264,10 @@ def render_index(view: IndexView, *, nonce: str) -> str:
         )
     notice = f'<p class="note" role="status">{_t(view.notice)}</p>' if view.notice else ""
     parked_n, waiting_n = counts.get(State.PARKED, 0), counts.get(State.WAITING_HUMAN, 0)
+    held_n = counts.get(State.HELD, 0)
     body = (
         f'<h1>Cancel processor</h1><div class="sub">journal {_t(view.journal_url)} &middot; '
-        f"generated {_t(view.generated_at)}</div>{notice}"
+        f"generated {_t(view.generated_at)}</div>{notice}{_latches(view.latched)}"
         f"<h2>Requests by state</h2>{_tiles(counts)}"
         f'<h2 id="parked">Parked: waiting for an operator ({parked_n})</h2>'
         + _table(
@@ -267,6 +280,12 @@ def render_index(view: IndexView, *, nonce: str) -> str:
             ["request", "product", "subscription", "why", "updated"],
             (_attention_row(r, why, view.back, False) for r, why in view.waiting),
             "Nobody is needed.",
+        )
+        + f'<h2 id="held">Held back from Connect: refused or already gone ({held_n})</h2>'
+        + _table(
+            ["request", "product", "subscription", "why", "updated"],
+            (_attention_row(r, why, view.back, False) for r, why in view.held),
+            "Nothing is held.",
         )
         + '<h2 id="rates">Vendor rate limits (waiting is not an error)</h2>'
         + _table(

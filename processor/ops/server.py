@@ -41,6 +41,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from processor.config.schema import Config, ConfigError
+from processor.engine.guard import latched
 from processor.journal.base import Journal, JournalError, State
 from processor.observe import Metrics, get_logger, mask, register_secret
 from processor.ops import page
@@ -125,6 +126,7 @@ def create_ops_app(
     max_body_bytes: int = 64 * 1024,
     rows: int = 100,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    latches: Callable[[], Mapping[str, Mapping[str, str]]] = dict,
 ) -> Any:
     """The ops ASGI app. Raises ValueError when not bound to loopback without a token, or when a
     token is shorter than :data:`MIN_TOKEN_LENGTH` characters."""
@@ -165,8 +167,12 @@ def create_ops_app(
                 (r, why_waiting(journal, r))
                 for r in newest(journal, Filters(state=state), limit=rows).records
             ]
-            for state in (State.PARKED, State.WAITING_HUMAN)
+            for state in (State.PARKED, State.WAITING_HUMAN, State.HELD)
         }
+        try:
+            latched_now = latches()
+        except OSError as exc:  # an unreadable latch file is said, never taken for "not latched"
+            latched_now = {"?": {"reason": f"latches unknown: {exc}"}}
         kept = [(k, v) for k, v in request.query_params.multi_items() if k != "retried"]
         retried = request.query_params.get("retried")
         view = page.IndexView(
@@ -182,6 +188,8 @@ def create_ops_app(
             if retried
             else None,
             rates=page.rate_views(metrics, clock().timestamp()),
+            held=attention[State.HELD],
+            latched=latched_now,
         )
         nonce = secrets.token_urlsafe(12)
         return _html(page.render_index(view, nonce=nonce), nonce)
@@ -323,5 +331,6 @@ def build_ops_server(
         readiness=readiness,
         token=token,
         bound_to_loopback=loopback,
+        latches=lambda: latched(config),
     )
     return OpsServer(app, http.host, http.port)

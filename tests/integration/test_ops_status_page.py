@@ -240,3 +240,24 @@ def test_listing_on_postgresql_gives_back_the_connection_it_stopped_reading_from
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("SET lock_timeout = '5s'")  # bounded, even behind a leaked transaction
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_the_page_names_a_latched_adapter_and_lists_the_answers_it_holds(
+    serve: Callable[..., httpx.Client], journal: Journal
+) -> None:
+    """A latch and the answers the hold window keeps from Connect are what an operator must act
+    on: both are on the page, the latch as an alert naming the reason and the resume command."""
+    put(journal, "PR-0100", State.HELD, detail="refused held until 12:10: outstanding balance")
+    reason = "10 refused answers in a row; resume with: cancel-processor resume vendor"
+    latches = {"vendor": {"reason": reason, "since": "2026-12-05T12:00:00+00:00"}}
+    html = serve(latches=lambda: latches).get("/").text
+    assert f"adapter vendor makes no vendor call since 2026-12-05T12:00:00+00:00: {reason}" in html
+    held = section(html, "held")
+    assert listed(held) == ["PR-0100"] and "outstanding balance" in held
+    assert "data-retry" not in held  # the choice is resume --release-held/--retry-held
+
+    def unreadable() -> dict[str, dict[str, str]]:
+        raise OSError("latch file cannot be read: Permission denied")
+
+    html = serve(latches=unreadable).get("/").text
+    assert "latches unknown: latch file cannot be read" in html  # never taken for "not latched"
