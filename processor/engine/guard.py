@@ -56,7 +56,12 @@ from processor.observe import Metrics, get_logger
 __all__ = ["AnomalyGuard", "LatchFile", "WATCHED", "latch_path", "latched"]
 
 WATCHED = ("already_gone", "refused")  # outcomes the customer sees that no termination backs
-_FINAL = ("terminated", *WATCHED)
+ACCEPTED = "accepted"
+# "accepted": an asynchronous vendor took the step as an operation. It is counted when it is
+# answered, in its place among the answers of that moment (a completion comes seconds or minutes
+# after the refusals sent beside it, and counted then it would leave a backfill's refusals in a
+# row), and resolved later (:meth:`AnomalyGuard.resolve`) into what the operation turned out to be.
+_FINAL = ("terminated", ACCEPTED, *WATCHED)
 _SYNC_EVERY = 1.0  # seconds between reads of the latch file
 
 
@@ -222,6 +227,31 @@ class AnomalyGuard:
             if reason is None:
                 return None
             window.clear()  # after a resume, the count starts again
+            recent.clear()
+        return self._latch(adapter, reason)
+
+    def resolve(self, adapter: str, outcome: str) -> str | None:
+        """An accepted operation turned out ``outcome`` (terminated, or refused when it failed):
+        the oldest answer still counted as accepted becomes it, in its place (or, with none left
+        in memory -- a restart -- the outcome is noted as new). The reason when it latched the
+        adapter now, else None."""
+        if not self.settings.enabled or adapter not in self._windows:
+            return None
+        with self._lock:
+            window, recent = self._windows[adapter], self._recent[adapter]
+            at = next((i for i, seen in enumerate(window) if seen == ACCEPTED), None)
+            if at is None:
+                window.append(outcome)
+                recent.append((self._clock(), outcome))
+            else:
+                window[at] = outcome
+                since = next((i for i, seen in enumerate(recent) if seen[1] == ACCEPTED), None)
+                if since is not None:
+                    recent[since] = (recent[since][0], outcome)
+            reason = self._anomaly(window) or self._rate(recent, self._clock())
+            if reason is None:
+                return None
+            window.clear()
             recent.clear()
         return self._latch(adapter, reason)
 

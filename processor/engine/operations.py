@@ -152,10 +152,7 @@ class Operations:
         name = outcome_name(answer)
         if isinstance(answer, Done):
             attempt.success()
-            # The step's final answer, for the anomaly guard: an accepted call told it nothing,
-            # and a guard that sees only the synchronous refusals of an asynchronous vendor
-            # counts them in a row (found by the asynchronous soak: latched after 10 of 400).
-            self.results.guard.record(op.adapter, step.done)
+            self.results.guard.resolve(op.adapter, "terminated")
             detail = answer.detail or "done"
             done = self.results.step_done(
                 claim, request, step, step.done, f"operation {op.ref}: {detail}"
@@ -165,7 +162,9 @@ class Operations:
             return done
         if isinstance(answer, OperationFailed):
             attempt.success()
-            self.results.guard.record(op.adapter, "refused")  # the step did not happen
+            # The anomaly guard counted the acceptance in its place; it turned out a refusal
+            # (the step did not happen): a vendor failing every operation latches.
+            self.results.guard.resolve(op.adapter, "refused")
             return self._failed(claim, request, op, answer, data)
         if isinstance(answer, Pending):
             attempt.success()

@@ -165,3 +165,18 @@ def test_answers_recalled_from_the_journal_count_at_their_age(tmp_path: Path) ->
     for ago in (40, 30, 20, 10):
         assert guard.record("vendor", "refused", ago=ago) is None
     assert guard.record("vendor", "refused") is not None  # the fifth within 60 s
+
+
+def test_an_accepted_answer_counts_in_its_place_and_is_resolved_later(tmp_path: Path) -> None:
+    """Asynchronous steps: acceptances break a run of refusals when they come; each is resolved
+    into what its operation turned out, in its place, so failures latch like refusals."""
+    guard = guard_on(tmp_path / "latches.json", in_a_row=4)
+    for outcome in ["accepted", "refused"] * 4:
+        assert guard.record("vendor", outcome) is None  # never two refusals in a row
+    for _ in range(3):
+        assert guard.resolve("vendor", "refused") is None  # the oldest acceptances failed
+    why = guard.resolve("vendor", "refused")
+    assert why is not None and why.startswith("8 refused answers in a row")
+    fresh = guard_on(tmp_path / "other.json", in_a_row=2)
+    assert fresh.resolve("vendor", "terminated") is None  # nothing accepted in memory: noted
+    assert fresh.record("vendor", "refused") is None  # the termination broke the run

@@ -318,12 +318,12 @@ def test_the_row_data_of_an_operation_reads_back_and_junk_reads_as_none(clock: C
     assert RowData({"operation": {**good, "polls": "x"}}).operation.polls == 0  # type: ignore[union-attr]
 
 
-def test_completed_operations_count_as_terminations_for_the_anomaly_guard(
+def test_an_accepted_step_counts_for_the_anomaly_guard_when_it_is_answered(
     journal: Journal, clock: Clock
 ) -> None:
-    """An accepted call tells the guard nothing; its completion does. Twelve genuine refusals
-    among thirty requests, never two in a row, do not latch the adapter (before: the guard saw
-    only the synchronous refusals, ten in a row, and latched; found by the asynchronous soak)."""
+    """A backfill sends every call before any operation completes: twelve genuine refusals among
+    thirty, answered at once between acceptances, do not latch the adapter (before: the guard saw
+    only the refusals, ten in a row, and latched; found by the asynchronous soak)."""
     payloads = [cancel_payload(n) for n in range(100, 130)]
     market = FakeMarketplace(payloads)
     adapter = AsyncAdapter(*[Done("succeeded")] * 30)
@@ -331,8 +331,22 @@ def test_completed_operations_count_as_terminations_for_the_anomaly_guard(
         if n % 5 in (0, 2):
             adapter.script(payload["asset"]["params"][0]["value"], Refused("contract runs on"))
     engine = make_engine(journal, adapter, market, clock)
-    for payload in payloads:
+    for payload in payloads:  # every call first, as a backfill's workers send them
         engine.handle(payload)
+    for _ in range(3):
         due(engine, journal, clock, 5)
     assert engine.breakers["vendor"].latched is None
     assert len(market.approved) == 18 and len(market.failed) == 12
+
+
+def test_a_vendor_failing_every_operation_latches_the_adapter(
+    journal: Journal, clock: Clock
+) -> None:
+    payloads = [cancel_payload(n) for n in range(200, 215)]
+    market = FakeMarketplace(payloads)
+    adapter = AsyncAdapter(*[OperationFailed("internal error")] * 15)
+    engine = make_engine(journal, adapter, market, clock)
+    for payload in payloads:
+        engine.handle(payload)
+        due(engine, journal, clock, 5)
+    assert "refused" in str(engine.breakers["vendor"].latched)
