@@ -25,12 +25,69 @@ from rich.console import Console
 from rich.table import Table
 
 from cancel_sandbox.local import Sandbox
+from cancel_sandbox.vendor.operations import OperationSettings
+from cancel_sandbox.vendor.outcomes import async_adapter_options
 from processor.config.schema import Config
 from processor.daemon.core import Daemon
 from processor.daemon.runtime import build_runtime, selector_for
 from processor.observe import configure_logging
 
-__all__ = ["run"]
+__all__ = ["run", "SHAPES"]
+
+# The vendor API shapes the demo can play (config/processor.*.yaml holds each as shipped; mutual
+# TLS needs certificates of the vendor's CA and is shown by `check` in the README instead): how the
+# mock vendor is started, what the adapter is told, and the mock's ledger line that shows it.
+_DEMO_SECRET = "demo-oauth-client-secret"
+SHAPES = ("static", "oauth", "rate", "async")
+
+
+def _vendor_options(shape: str) -> dict[str, object]:
+    if shape == "oauth":  # tokens that live 1 s: the run outlives several
+        return {
+            "oauth_client_id": "cancel-processor",
+            "oauth_client_secret": _DEMO_SECRET,
+            "token_lifetime": 1,
+            "work_ms": 150,
+        }
+    if shape == "rate":  # 10 calls a second, 429 past it
+        return {"rate_calls": 10, "rate_per": 1}
+    if shape == "async":  # 202 and an operation completed 1 s later
+        return {"operations": OperationSettings(on=True, delay=1.0)}
+    return {}
+
+
+def _adapter_options(shape: str, options: dict[str, object], vendor_url: str) -> dict[str, object]:
+    if shape == "oauth":
+        auth = {
+            "type": "oauth2",
+            "token_url": f"{vendor_url}/oauth/token",
+            "client_id": "cancel-processor",
+            "env": "DEMO_VENDOR_CLIENT_SECRET",
+        }
+        return {**options, "auth": auth}
+    if shape == "rate":
+        return {**options, "rate": {"calls": 10, "per": 1}}
+    if shape == "async":
+        return async_adapter_options(options, every=0.3)
+    return options
+
+
+def _shape_line(shape: str, sandbox: Sandbox) -> str:
+    summary = sandbox.vendor_ledger()["summary"]
+    if shape == "oauth":
+        refused = summary["expired_token_calls"] + summary["unknown_token_calls"]
+        return (
+            f"OAuth2: {summary['tokens_issued']} token(s) issued, each living 1 s; calls the "
+            f"vendor refused for their token (401, then renewed): {refused}"
+        )
+    if shape == "rate":
+        return f"rate limit 10/s: answers 429 from the vendor: {summary['rate_limited_calls']}"
+    if shape == "async":
+        return (
+            f"asynchronous: {summary['polls']} polls; each request approved after its operation "
+            f"completed; terminate calls sent twice: {summary['repeated_terminate_calls']}"
+        )
+    return "static secret (bearer token)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +106,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace, console: Console, workdir: str) -> int:
     journal_path = args.journal or os.path.join(workdir, "journal.db")
-    with Sandbox(generate=args.requests, seed=args.seed, vendor_mode="key") as sandbox:
+    shape = getattr(args, "vendor", "static") or "static"
+    with Sandbox(
+        generate=args.requests,
+        seed=args.seed,
+        vendor_mode="key",
+        vendor_options=_vendor_options(shape) or None,
+    ) as sandbox:
         if args.serve:
             console.print(
                 f"[bold]Mock marketplace[/] {sandbox.marketplace.url}  (web page: "
@@ -68,12 +131,15 @@ def _demo(args: argparse.Namespace, console: Console, workdir: str) -> int:
             + "\n"
         )
 
-        config = Config.model_validate(
-            sandbox.config_data(
-                f"sqlite:///{journal_path}", preview_noop=True, processing={"concurrency": 8}
-            )
+        data = sandbox.config_data(
+            f"sqlite:///{journal_path}", preview_noop=True, processing={"concurrency": 8}
         )
+        vendor = data["adapters"]["vendor"]
+        vendor["options"] = _adapter_options(shape, vendor["options"], sandbox.vendor.url)
+        config = Config.model_validate(data)
         os.environ.update(sandbox.environ())
+        if shape == "oauth":
+            os.environ["DEMO_VENDOR_CLIENT_SECRET"] = _DEMO_SECRET
         runtime = build_runtime(config)
         started = time.monotonic()
         try:
@@ -123,6 +189,7 @@ def _demo(args: argparse.Namespace, console: Console, workdir: str) -> int:
         check = sandbox.check(initially_pending=before, noop_environments=("preview",))
         for label, value in check.rows():
             console.print(f"  {label:<36} {value}")
+        console.print(f"  {'vendor API shape':<36} {_shape_line(shape, sandbox)}")
         previews = sum(
             1
             for rid in before

@@ -188,6 +188,14 @@ def _add_demo(sub: Any) -> None:
         action="store_true",
         help="keep the demo's temporary directory (its journal) and say where it is",
     )
+    p.add_argument(
+        "--vendor",
+        choices=("static", "oauth", "rate", "async"),
+        default="static",
+        help="the vendor API shape the mock vendor plays (config/processor.*.yaml): a static "
+        "token (default), OAuth2 tokens living 5 s, a 10 calls/s limit, or asynchronous "
+        "terminations (202 and a poll)",
+    )
     p.set_defaults(func=lambda args: __import__("cancel_sandbox.demo", fromlist=["run"]).run(args))
 
 

@@ -93,3 +93,19 @@ def test_serve_keeps_the_mocks_up_until_interrupted(tmp_path: Path) -> None:
             demo.kill()
             demo.wait()
     assert _left(tmp_path) == []
+
+
+def test_the_demo_plays_each_vendor_shape(tmp_path: Path) -> None:
+    """``--vendor oauth|rate|async``: the mock vendor plays the shape of config/processor.*.yaml,
+    and the last line reads the mock's own ledger: tokens renewed, no 429, polls and no
+    terminate sent twice."""
+    expected = {
+        "oauth": r"OAuth2: ([2-9]|\d\d+) token\(s\) issued, each living 1 s",
+        "rate": r"rate limit 10/s: answers 429 from the vendor: 0\b",
+        "async": r"asynchronous: \d+ polls; .* terminate calls sent twice: 0\b",
+    }
+    for shape, line in expected.items():
+        done = _demo(tmp_path, "--vendor", shape, "--requests", "40")
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "Invariants hold." in done.stdout
+        assert re.search(line, " ".join(done.stdout.split())), (shape, done.stdout[-1500:])
