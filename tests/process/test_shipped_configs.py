@@ -23,7 +23,8 @@ from ..conftest import REPO
 
 CLI = str(Path(sys.executable).with_name("cancel-processor"))
 # The vendor-shape examples need the mock vendor in that shape (a token endpoint, a client-CA
-# listener, a rate limit, asynchronous operations): tests/process/test_vendor_shapes.py starts it so and checks them there.
+# listener, a rate limit, asynchronous operations): tests/process/test_vendor_shapes.py starts
+# it so and checks them there.
 VENDOR_SHAPES = {
     "processor.oauth.yaml",
     "processor.mtls.yaml",
