@@ -36,6 +36,7 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("  messages read before a note", r"\._has_message \(|Notes\.has \("),
     ("  conversation look-up", r"\._conversation \(|Notes\.conversation \("),
     ("journal (processor/journal)", r"\(processor/journal/"),
+    ("JSON from outside, read within limits (processor/json_text)", r"\(processor/json_text\.py"),
     ("proxies/netrc from the environment", r"merge_environment_settings|get_netrc_auth"),
     ("logging (structlog)", r"\(structlog/"),
     ("metrics (prometheus_client)", r"\(prometheus_client/"),

@@ -1,7 +1,7 @@
 """Vendor-side processor for CloudBlue Connect subscription cancellations."""
 
-from processor._startup import import_inflect_quickly
+from processor._startup import quick_start
 
 __version__ = "0.1.0"
 
-import_inflect_quickly()
+quick_start()

@@ -137,9 +137,25 @@ def _mask_value(value: Any) -> Any:
 
 
 def _mask_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    if not _secrets:
+    forms = _ordered
+    if not forms:
         return event
-    return {key: _mask_value(value) for key, value in event.items()}
+    # Most events hold only short texts, numbers and None, and no secret: their texts are looked
+    # through once, joined, instead of each text once per form (a fifth of an event's cost).
+    # Any other value, or a form found anywhere, takes the whole walk.
+    texts = []
+    for value in event.values():
+        kind = type(value)
+        if kind is str:
+            texts.append(value)
+        elif kind not in _PLAIN:
+            return {key: _mask_value(value) for key, value in event.items()}
+    if any(map("\0".join(texts).__contains__, forms)):
+        return {key: _mask_value(value) for key, value in event.items()}
+    return event
+
+
+_PLAIN = frozenset({type(None), bool, int, float})  # values no secret can be in
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
@@ -252,7 +268,7 @@ def get_logger(**bound: Any) -> Any:
     """
     global _root
     config = structlog.get_config()
-    key = tuple(id(value) for value in config.values())
+    key = tuple(map(id, config.values()))
     root = _root
     if root is None or root[0] != key:
         root = (key, structlog.get_logger("cancel-processor").bind())

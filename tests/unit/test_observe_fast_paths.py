@@ -78,3 +78,26 @@ def test_a_cached_metric_child_is_the_registered_one() -> None:
     assert sample("cancel_journal_transitions_total", {"state": "approved"}) is None
     metrics.transitions.labels(state="approved").inc()  # a new child, registered again
     assert sample("cancel_journal_transitions_total", {"state": "approved"}) == 1
+
+
+def test_a_secret_is_masked_in_any_text_field_however_the_event_is_looked_through() -> None:
+    secret = "bench-observe-secret-456"
+    register_secret(secret)
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+
+    class Text(str):
+        pass
+
+    get_logger(request_id="PR-1").info("plain", attempt=1, outcome=None, detail=f"x{secret}y")
+    get_logger(request_id="PR-1").info("nested", detail={"why": [secret]})
+    get_logger(request_id="PR-1").info("subclass", detail=Text(secret))
+    get_logger(request_id=secret).info("bound", ok=True, ratio=0.5)
+    get_logger(request_id="PR-1").info("clean", detail="nothing to hide", attempt=2)
+    events = {e["event"]: e for e in lines(out)}
+    assert events["plain"]["detail"] == "x***y"
+    assert events["nested"]["detail"] == {"why": ["***"]}
+    assert events["subclass"]["detail"] == "***"
+    assert events["bound"]["request_id"] == "***"
+    assert events["clean"]["detail"] == "nothing to hide"
+    assert secret not in out.getvalue()
