@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +28,7 @@ from rich.table import Table
 from cancel_sandbox.local import Sandbox
 from cancel_sandbox.vendor.operations import OperationSettings
 from cancel_sandbox.vendor.outcomes import async_adapter_options
+from cancel_sandbox.vendor.pki import Pki, make_pki
 from processor.config.schema import Config
 from processor.daemon.core import Daemon
 from processor.daemon.runtime import build_runtime, selector_for
@@ -34,11 +36,19 @@ from processor.observe import configure_logging
 
 __all__ = ["run", "SHAPES"]
 
-# The vendor API shapes the demo can play (config/processor.*.yaml holds each as shipped; mutual
-# TLS needs certificates of the vendor's CA and is shown by `check` in the README instead): how the
+# The vendor API shapes the demo can play (config/processor.*.yaml holds each as shipped): how the
 # mock vendor is started, what the adapter is told, and the mock's ledger line that shows it.
 _DEMO_SECRET = "demo-oauth-client-secret"
-SHAPES = ("static", "oauth", "rate", "async")
+SHAPES = ("static", "oauth", "mtls", "rate", "async")
+
+
+def _vendor_server(shape: str, workdir: str) -> tuple[dict[str, object] | None, Pki | None]:
+    """uvicorn's TLS settings for the mock vendor, and the PKI (``mtls``: a CA made for this
+    demo in its temporary directory, a server certificate and a client certificate)."""
+    if shape != "mtls":
+        return None, None
+    pki = make_pki(Path(workdir))
+    return pki.server_tls(), pki
 
 
 def _vendor_options(shape: str) -> dict[str, object]:
@@ -56,7 +66,12 @@ def _vendor_options(shape: str) -> dict[str, object]:
     return {}
 
 
-def _adapter_options(shape: str, options: dict[str, object], vendor_url: str) -> dict[str, object]:
+def _adapter_options(
+    shape: str, options: dict[str, object], vendor_url: str, pki: Pki | None
+) -> dict[str, object]:
+    if shape == "mtls" and pki is not None:
+        tls = {"cert": str(pki.client_cert), "key": str(pki.client_key)}
+        return {**options, "base_url": vendor_url, "verify": str(pki.ca), "tls": tls}
     if shape == "oauth":
         auth = {
             "type": "oauth2",
@@ -82,6 +97,11 @@ def _shape_line(shape: str, sandbox: Sandbox) -> str:
         )
     if shape == "rate":
         return f"rate limit 10/s: answers 429 from the vendor: {summary['rate_limited_calls']}"
+    if shape == "mtls":
+        return (
+            f"mutual TLS: the vendor takes calls only with a client certificate of the demo's "
+            f"CA; calls it took: {summary['calls']}"
+        )
     if shape == "async":
         return (
             f"asynchronous: {summary['polls']} polls; each request approved after its operation "
@@ -107,11 +127,14 @@ def run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace, console: Console, workdir: str) -> int:
     journal_path = args.journal or os.path.join(workdir, "journal.db")
     shape = getattr(args, "vendor", "static") or "static"
+    server, pki = _vendor_server(shape, workdir)
     with Sandbox(
         generate=args.requests,
         seed=args.seed,
         vendor_mode="key",
         vendor_options=_vendor_options(shape) or None,
+        vendor_server=server,
+        vendor_client=None if pki is None else (str(pki.ca), *map(str, pki.client_pair)),
     ) as sandbox:
         if args.serve:
             console.print(
@@ -135,7 +158,10 @@ def _demo(args: argparse.Namespace, console: Console, workdir: str) -> int:
             f"sqlite:///{journal_path}", preview_noop=True, processing={"concurrency": 8}
         )
         vendor = data["adapters"]["vendor"]
-        vendor["options"] = _adapter_options(shape, vendor["options"], sandbox.vendor.url)
+        vendor_url = sandbox.vendor.url
+        if pki is not None:  # the mock vendor listens for HTTPS on the same port
+            vendor_url = f"https://127.0.0.1:{sandbox.vendor.port}"
+        vendor["options"] = _adapter_options(shape, vendor["options"], vendor_url, pki)
         config = Config.model_validate(data)
         os.environ.update(sandbox.environ())
         if shape == "oauth":

@@ -96,6 +96,7 @@ class Sandbox:
         vendor_read_only_token: str | None = None,
         vendor_options: Mapping[str, Any] | None = None,
         vendor_server: Mapping[str, Any] | None = None,
+        vendor_client: tuple[str, str, str] | None = None,
         **marketplace_options: Any,
     ) -> None:
         self.mode = vendor_mode
@@ -124,6 +125,8 @@ class Sandbox:
         self.marketplace = ServerThread(self.market_app)
         # vendor_server: uvicorn's TLS settings, for an HTTPS (or mutual TLS) vendor
         self.vendor = ServerThread(self.vendor_app, **(vendor_server or {}))
+        # vendor_client: (CA, certificate, key) to read a mutual-TLS vendor's ledger over HTTPS
+        self.vendor_client = vendor_client
         self.api_key = self.market_app.config.api_key
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -213,6 +216,10 @@ class Sandbox:
     # -- reading the outcome --------------------------------------------------------------
 
     def vendor_ledger(self) -> dict[str, Any]:
+        if self.vendor_client is not None:  # a mutual-TLS vendor answers its admin over HTTPS
+            ca, cert, key = self.vendor_client
+            url = f"https://127.0.0.1:{self.vendor.port}/admin/ledger"
+            return requests.get(url, verify=ca, cert=(cert, key), timeout=10).json()  # type: ignore[no-any-return]
         return requests.get(f"{self.vendor.url}/admin/ledger", timeout=10).json()  # type: ignore[no-any-return]
 
     def cancel_requests(self) -> dict[str, dict[str, Any]]:

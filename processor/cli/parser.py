@@ -190,11 +190,11 @@ def _add_demo(sub: Any) -> None:
     )
     p.add_argument(
         "--vendor",
-        choices=("static", "oauth", "rate", "async"),
+        choices=("static", "oauth", "mtls", "rate", "async"),
         default="static",
         help="the vendor API shape the mock vendor plays (config/processor.*.yaml): a static "
-        "token (default), OAuth2 tokens living 5 s, a 10 calls/s limit, or asynchronous "
-        "terminations (202 and a poll)",
+        "token (default), OAuth2 tokens living 1 s, mutual TLS with a CA made for the demo, a "
+        "10 calls/s limit, or asynchronous terminations (202 and a poll)",
     )
     p.set_defaults(func=lambda args: __import__("cancel_sandbox.demo", fromlist=["run"]).run(args))
 

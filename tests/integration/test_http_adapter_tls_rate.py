@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from cancel_sandbox.vendor import VendorSettings, create_app
 from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
+from cancel_sandbox.vendor.pki import Pki, make_pki
 from processor.adapters import AdapterError, Ambiguous, Failed, Terminated
 from processor.adapters.http import HttpAdapter
 from processor.adapters.http.outcomes import client_cert_refused
@@ -25,7 +26,6 @@ from processor.observe import Metrics
 from processor.ops.serving import ServerThread
 
 from ..http_adapter_support import call
-from ..pki_support import Pki, make_pki
 
 TOKEN_ENV, TOKEN = "TEST_TLS_RATE_VENDOR_TOKEN", "vendor-local-token"
 

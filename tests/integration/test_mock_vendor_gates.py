@@ -16,9 +16,8 @@ import pytest
 import requests
 
 from cancel_sandbox.vendor import VendorApp, VendorSettings, create_app
+from cancel_sandbox.vendor.pki import Pki, make_pki
 from processor.ops.serving import ServerThread
-
-from ..pki_support import Pki, make_pki
 
 CLIENT_ID, CLIENT_SECRET = "cancel-processor", "client-secret-5b1e77"
 

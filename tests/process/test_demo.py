@@ -96,11 +96,13 @@ def test_serve_keeps_the_mocks_up_until_interrupted(tmp_path: Path) -> None:
 
 
 def test_the_demo_plays_each_vendor_shape(tmp_path: Path) -> None:
-    """``--vendor oauth|rate|async``: the mock vendor plays the shape of config/processor.*.yaml,
-    and the last line reads the mock's own ledger: tokens renewed, no 429, polls and no
-    terminate sent twice."""
+    """``--vendor oauth|mtls|rate|async``: the mock vendor plays the shape of
+    config/processor.*.yaml, and the last line reads the mock's own ledger: tokens renewed, calls
+    taken over mutual TLS, no 429, polls and no terminate sent twice."""
     expected = {
         "oauth": r"OAuth2: ([2-9]|\d\d+) token\(s\) issued, each living 1 s",
+        "mtls": r"mutual TLS: the vendor takes calls only with a client certificate .* calls it "
+        r"took: [1-9]\d*",
         "rate": r"rate limit 10/s: answers 429 from the vendor: 0\b",
         "async": r"asynchronous: \d+ polls; .* terminate calls sent twice: 0\b",
     }

@@ -22,6 +22,7 @@ import requests
 import yaml
 
 from cancel_sandbox.local import VENDOR_TOKEN_ENV, Sandbox, adapter_options
+from cancel_sandbox.vendor.pki import Pki, make_pki
 from processor.adapters.base import RetryLater, Terminated, VendorCall
 from processor.adapters.http import HttpAdapter
 from processor.config.schema import ConfigError, load_config
@@ -30,7 +31,6 @@ from processor.marketplace import ConnectGateway, Selector, TransientError
 from processor.ops.serving import ServerThread
 
 from ..http_adapter_support import REQUEST as ADAPTER_REQUEST
-from ..pki_support import Pki, make_pki
 
 pytestmark = pytest.mark.slow
 

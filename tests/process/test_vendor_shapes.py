@@ -27,8 +27,7 @@ import yaml
 from cancel_sandbox.local import Sandbox
 from cancel_sandbox.vendor.operations import OperationSettings
 from cancel_sandbox.vendor.outcomes import MOCK_VENDOR_OUTCOMES
-
-from ..pki_support import Pki, make_pki
+from cancel_sandbox.vendor.pki import Pki, make_pki
 
 pytestmark = pytest.mark.slow
 

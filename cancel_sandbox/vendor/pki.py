@@ -1,6 +1,7 @@
-"""A throwaway PKI for mutual TLS tests: a CA, a server certificate for 127.0.0.1 and a client
-certificate signed by it, and a client certificate from another CA (which the server must refuse).
-Made with cryptography in a temporary folder; valid for a day."""
+"""A throwaway PKI for a mutual-TLS mock vendor (``demo --vendor mtls`` and the tests): a CA, a
+server certificate for 127.0.0.1 and a client certificate signed by it, and a client certificate
+from another CA (which the server must refuse). Made with cryptography in a folder the caller
+gives; valid for a day."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ class Pki:
     client_key: Path
     stranger_cert: Path  # signed by another CA: refused by the server
     stranger_key: Path
+
+    @property
+    def client_pair(self) -> tuple[Path, Path]:
+        """The client certificate and its key, as ``requests``' ``cert=`` takes them."""
+        return self.client_cert, self.client_key
 
     def server_tls(self) -> dict[str, object]:
         """uvicorn's settings for an HTTPS listener that requires a client certificate."""
