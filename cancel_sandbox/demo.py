@@ -134,7 +134,9 @@ def _demo(args: argparse.Namespace, console: Console, workdir: str) -> int:
         vendor_mode="key",
         vendor_options=_vendor_options(shape) or None,
         vendor_server=server,
-        vendor_client=None if pki is None else (str(pki.ca), *map(str, pki.client_pair)),
+        vendor_client=None
+        if pki is None
+        else (str(pki.ca), str(pki.client_cert), str(pki.client_key)),
     ) as sandbox:
         if args.serve:
             console.print(

@@ -28,11 +28,6 @@ class Pki:
     stranger_cert: Path  # signed by another CA: refused by the server
     stranger_key: Path
 
-    @property
-    def client_pair(self) -> tuple[Path, Path]:
-        """The client certificate and its key, as ``requests``' ``cert=`` takes them."""
-        return self.client_cert, self.client_key
-
     def server_tls(self) -> dict[str, object]:
         """uvicorn's settings for an HTTPS listener that requires a client certificate."""
         import ssl
