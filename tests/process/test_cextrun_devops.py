@@ -112,6 +112,9 @@ def variables(vendor_url: str, journal: Path) -> dict[str, Any]:
         },
         "defaults": {"adapter": "vendor"},
         "journal": {"url": f"sqlite:///{journal}"},
+        # A refusal reaches Connect in the task that meets it; with the default hold the task is
+        # rescheduled to the hold's end (tests/integration/test_eaas.py shows that).
+        "guard": {"hold": 0},
         "policies": {
             "monthly": {"timing": "end_of_period"},
             "graceful": {"grace_days": 14},
