@@ -191,6 +191,9 @@ def assemble(
             leases=leases,
             clock=clock,  # type: ignore[arg-type]
         )
+        # Only a runtime that acts counts the journal's recent answers for the guard (a latch
+        # it sets holds every process): never the dry run, which builds its own engine.
+        engine.recall_answers()
     except BaseException:
         if leases is not None:
             leases.close()

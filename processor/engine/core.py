@@ -144,7 +144,6 @@ class Engine:
         self.planner = Planner(self.settings, journal, self.policy, marketplace, clock)
         self.operations = Operations(self.mover, self.gate, self.results, self.settings, leases)
         self.hold = Hold(self.mover, self.gate, self.results)
-        self._recall_answers()
         # The steps the table's STOPS name, bound; a name without a step fails here, at start-up.
         self._by_name: dict[str, Step] = {
             "start": self.lifecycle.start,
@@ -161,9 +160,11 @@ class Engine:
         if unbound:
             raise RuntimeError(f"the transition table names steps without code: {unbound}")
 
-    def _recall_answers(self) -> None:
+    def recall_answers(self) -> None:
         """Count the answers the journal shows from the guard's rate window, so that a restart
-        in the middle of a burst does not reset it (:mod:`processor.engine.hold`)."""
+        in the middle of a burst does not reset it (:mod:`processor.engine.hold`). Called by the
+        runtime's wiring once, before the engine's first step; a latch it sets is real (the
+        latch file), so a read-only engine (the dry run) never calls it."""
         guard = self.guard.settings
         if not (guard.enabled and guard.hold > 0):
             return

@@ -18,6 +18,7 @@ under it.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -89,6 +90,10 @@ class ReconcileSchedule:
             since=since,
             stop=self._stop,
             marketplace=self.marketplace,
+            # Inside the daemon, a pending request the journal has not seen yet is most often one
+            # its passes have not reached (a backlog); a pending request a pass missed is what
+            # the daemon's own count after every pass reports (cancel_pending_unaccounted).
+            pending_grace=math.inf,
         )
         if result.interrupted:
             log.info("reconcile_interrupted", checked=result.checked)

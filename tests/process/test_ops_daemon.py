@@ -135,6 +135,7 @@ def test_endpoints_and_commands_against_a_running_daemon(tmp_path: Path) -> None
                 "journal": True,
                 "connect": True,
                 "circuits": {"noop": "closed", "vendor": "closed"},
+                "vendors": {"vendor": True},  # the vendor's probe answers (cached 15 s)
             }
             metrics = requests.get(f"{base}/metrics", timeout=5).text
             for name in ISSUE_METRICS:
