@@ -49,7 +49,8 @@ from processor.policy.timing import iso
 __all__ = ["Hold", "LATCHED_RECHECK", "Recalled"]
 
 # Seconds between looks at a held row whose adapter is latched. ``resume`` makes the rows it
-# marks due at once, so this only bounds how long a latch lifted by other means keeps them.
+# marks due at once (Journal.force with ``due``), so this only bounds how long a latch lifted by
+# other means keeps them.
 LATCHED_RECHECK = 300.0
 
 

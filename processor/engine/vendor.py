@@ -441,7 +441,7 @@ class VendorResults:
             next_attempt_at=until,
             detail=f"{kind} held until {iso(until)}: {reason}",
         )
-        self.guard.metrics.held.labels(adapter=adapter).inc()
+        self.mover.metrics.held.labels(adapter=adapter).inc()
         crashpoints.reached("after_hold")
         return held
 

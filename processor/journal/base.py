@@ -216,12 +216,14 @@ class Journal(Protocol):
         actor: str,
         data: Mapping[str, Any] | None = None,
         expect: State | None = None,
+        due: datetime | None = None,
     ) -> RequestRecord:
         """An operator's hand (``retry``/``park``/``resume`` commands): set the state regardless
         of leases, bumping the fence so that any worker still holding a claim loses it. The step
-        starts afresh: the lease, ``next_attempt_at`` and ``attempts`` are cleared. ``data``, when
-        given, replaces the row's data (the operator's choice for a held answer); with
-        ``expect``, a row no longer in that state is left as it is (and returned as it is).
+        starts afresh: the lease and ``attempts`` are cleared, ``next_attempt_at`` becomes ``due``
+        (None: no timer). ``data``, when given, replaces the row's data (the operator's choice for
+        a held answer); with ``expect``, a row no longer in that state is left as it is (and
+        returned as it is).
         :class:`KeyError` if unknown."""
 
     def park_unseen(

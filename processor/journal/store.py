@@ -315,6 +315,7 @@ class StoreJournal:
         actor: str,
         data: Mapping[str, Any] | None = None,
         expect: State | None = None,
+        due: datetime | None = None,
     ) -> RequestRecord:
         state = State(to_state)
         at = self._c.time(self._now())
@@ -332,6 +333,7 @@ class StoreJournal:
                         "state": state.value,
                         "updated_at": at,
                         "data": None if data is None else self._c.data(data),
+                        "next_attempt_at": None if due is None else self._c.time(due),
                     },
                 )
             )

@@ -14,9 +14,9 @@ Refusals and "already gone" answers wait in the journal (state ``held``) before 
 - ``--retry-held``: the vendor is called again for each (a refusal or "already gone" says the
   call did not act, so nothing is terminated twice).
 
-Either marks every held row of the adapter with the choice by the operator's hand (the journal
-carries it, so every replica follows; the next pass takes the rows up), and only then lifts the
-latch. Either also works without a
+Either marks every held row of the adapter with the choice by the operator's hand and makes it
+due at once (the journal carries it, so every replica follows; the timer loop takes the rows up),
+and only then lifts the latch. Either also works without a
 latch, to end a hold early. Exit 0 done; 1 the adapter was not latched and nothing was held;
 2 an adapter the configuration does not define,
 a bad configuration, or held answers without a choice.
@@ -29,10 +29,11 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from processor.config.schema import load_config
 from processor.engine.guard import LatchFile, latch_path
-from processor.engine.rowdata import RowData
+from processor.engine.rowdata import Held, RowData
 from processor.exits import EXIT_CONFIG, EXIT_OK, EXIT_UNFINISHED
 from processor.journal.base import Journal, RequestRecord, State
 from processor.ops.commands import actor, existing_journal, journal_errors
@@ -65,10 +66,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def held_of(journal: Journal, adapter: str) -> list[RequestRecord]:
-    """The rows of ``adapter`` whose answer is held now."""
+def held_of(journal: Journal, adapter: str) -> list[tuple[RequestRecord, Held]]:
+    """The rows of ``adapter`` whose answer is held now, with that answer."""
     return [
-        record
+        (record, held)
         for record in journal.records(states=[State.HELD])
         if (held := RowData.of(record).held) is not None and held.adapter == adapter
     ]
@@ -84,11 +85,9 @@ class Marked:
 def mark_held(journal: Journal, adapter: str, choice: str, *, actor: str) -> Marked:
     """Mark every held row of ``adapter`` with ``choice`` by the operator's hand
     (:meth:`Journal.force`: the fence moves on, so a worker holding one now writes nothing
-    more, and the row is due at once)."""
+    more, and the row is due at once: the timer loop takes it up)."""
     marked = Marked()
-    for record in held_of(journal, adapter):
-        held = RowData.of(record).held
-        assert held is not None  # held_of read it
+    for record, held in held_of(journal, adapter):
         data = RowData.of(record).with_held_choice(choice).json()
         detail = f"resume --{choice}-held by {actor} (held: {held.kind})"
         try:
@@ -99,6 +98,7 @@ def mark_held(journal: Journal, adapter: str, choice: str, *, actor: str) -> Mar
                 actor=actor,
                 data=data,
                 expect=State.HELD,
+                due=datetime.now(UTC),
             )
         except KeyError:  # no store deletes rows; kept for the protocol's sake
             continue
@@ -126,10 +126,7 @@ def run(args: argparse.Namespace) -> int:
     marked = Marked()
     with existing_journal(config) as journal:
         if choice is None:
-            held = Counter(
-                str(RowData.of(r).held.kind)  # type: ignore[union-attr]
-                for r in held_of(journal, args.adapter)
-            )
+            held = Counter(answer.kind for _, answer in held_of(journal, args.adapter))
             if held:
                 print(
                     f"cancel-processor: resume: adapter {args.adapter} has {sum(held.values())} "

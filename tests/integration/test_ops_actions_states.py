@@ -3,13 +3,15 @@ with a reason (an ActionRefused for a person), never a KeyError for a state adde
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from processor.journal.base import Journal, State
 from processor.ops.actions import ActionRefused, park_request, retry_request
 from processor.states import FINAL_STATES
 
-from ..ops_support import clock_fixture, journal_fixture, put  # noqa: F401 - fixtures
+from ..ops_support import Clock, clock_fixture, journal_fixture, put  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("state", list(State))
@@ -35,3 +37,18 @@ def test_park_takes_every_open_state(journal: Journal, state: State) -> None:
     put(journal, "PR-0003", state, detail=f"put in {state.value}")
     done = park_request(journal, "PR-0003", reason="looked at by hand", actor="test")
     assert done.after.state is State.PARKED
+
+
+def test_an_operators_hand_sets_the_timer_it_is_given_and_clears_it_otherwise(
+    journal: Journal, clock: Clock
+) -> None:
+    """``resume --release-held`` makes a held row due at once (the timer loop takes it up even
+    when its request left Connect's pending list); ``retry`` and ``park`` leave no timer."""
+    put(journal, "PR-0004", State.HELD, detail="held", next_attempt_at=clock() + timedelta(hours=1))
+    marked = journal.force("PR-0004", State.HELD, detail="resume", actor="test", due=clock())
+    assert marked.next_attempt_at == clock()
+    due = journal.claim_due("worker-1", 30, 10, states=[State.HELD])
+    assert [c.request_id for c in due] == ["PR-0004"]
+    journal.release(due[0])
+    parked = park_request(journal, "PR-0004", reason="by hand", actor="test")
+    assert parked.after.next_attempt_at is None

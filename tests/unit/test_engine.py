@@ -28,7 +28,7 @@ from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
 PRODUCT = "PRD-100-100-100"
 
 
-def make_config(**processing: Any) -> Any:
+def make_config(guard: dict[str, Any] | None = None, **processing: Any) -> Any:
     settings = {"retry_base": 10, "retry_max": 60, "max_attempts": 3, **processing}
     return load_config(None, environ={}).model_validate(
         {
@@ -36,7 +36,8 @@ def make_config(**processing: Any) -> Any:
             "defaults": {"adapter": "vendor"},
             "products": {PRODUCT: {"template": "TL-100-100-100"}},
             "processing": settings,
-            "guard": {"hold": 0},  # refusals reach Connect at once here; the hold has its tests
+            # Refusals reach Connect at once here; the hold's tests (test_hold) set it.
+            "guard": {"hold": 0, **(guard or {})},
         }
     )
 
@@ -47,10 +48,11 @@ def engine_for(
     market: FakeMarketplace,
     clock: Clock,
     owner: str = "worker-1",
+    guard: dict[str, Any] | None = None,
     **processing: Any,
 ) -> Engine:
     return Engine(
-        config=make_config(**processing),
+        config=make_config(guard, **processing),
         journal=journal,
         marketplace=market,
         adapters={"vendor": adapter},

@@ -7,16 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from processor.adapters.base import AlreadyGone, Failed, OperationFailed, Refused
-from processor.config.schema import load_config
 from processor.engine.core import Engine
 from processor.engine.results import name_of
 from processor.engine.rowdata import RowData
 from processor.journal.base import Journal, State
-from processor.observe import Metrics
-from processor.states import TIMER_STATES
 
 from ..fakes import Clock, FakeMarketplace, ScriptedAdapter, cancel_payload
-from .test_operations import AsyncAdapter
+from .test_engine import engine_for
+from .test_operations import AsyncAdapter, due
 
 HOLD = 60.0
 
@@ -24,31 +22,7 @@ HOLD = 60.0
 def held_engine(
     journal: Journal, adapter: ScriptedAdapter, market: FakeMarketplace, clock: Clock, **proc: Any
 ) -> Engine:
-    config = load_config(None, environ={}).model_validate(
-        {
-            "adapters": {"vendor": {"type": "noop"}},
-            "defaults": {"adapter": "vendor"},
-            "products": {"PRD-100-100-100": {"template": "TL-100-100-100"}},
-            "processing": {"retry_base": 10, "retry_max": 60, "max_attempts": 3, **proc},
-            "guard": {"hold": HOLD, "state_file": str(journal.url) + ".guard.json"},
-        }
-    )
-    return Engine(
-        config=config,
-        journal=journal,
-        marketplace=market,
-        adapters={"vendor": adapter},
-        owner="worker-1",
-        metrics=Metrics(),
-        clock=clock,
-    )
-
-
-def due(engine: Engine, journal: Journal, clock: Clock, seconds: float) -> list[str]:
-    """Move the clock on and run the rows whose timer fell due, as the daemon's timer loop does."""
-    clock.advance(seconds)
-    claims = journal.claim_due(engine.owner, 30, 10, states=TIMER_STATES)
-    return [name_of(engine.resume(claim)) for claim in claims]
+    return engine_for(journal, adapter, market, clock, guard={"hold": HOLD}, **proc)
 
 
 def test_a_refusal_is_held_then_told_to_connect_when_the_hold_is_over(

@@ -100,10 +100,11 @@ UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL
 
 -- name: force
 -- An operator's hand: a new step from scratch, and every outstanding claim is void. A null
--- data keeps the stored data (resume --release-held writes the operator's choice into it).
+-- data keeps the stored data (resume --release-held writes the operator's choice into it, and
+-- makes the row due at once with next_attempt_at; retry and park clear the timer).
 UPDATE requests
    SET state = %(state)s, fence = fence + 1, lease_owner = NULL, lease_expires_at = NULL,
-       next_attempt_at = NULL, attempts = 0, data = COALESCE(%(data)s, data), updated_at = %(updated_at)s
+       next_attempt_at = %(next_attempt_at)s, attempts = 0, data = COALESCE(%(data)s, data), updated_at = %(updated_at)s
  WHERE request_id = %(request_id)s
 RETURNING *;
 
